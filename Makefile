@@ -1,0 +1,45 @@
+# voicelab: the two commands of the README quick start, and a few more.
+#   make demo   create .venv, install voicelab, run the flagship comparison
+#   make test   create .venv with the test extras, run pytest and the notebooks
+#   make lab    JupyterLab on notebooks/
+PYTHON ?= python3
+VENV   ?= .venv
+PIP     = $(VENV)/bin/python -m pip
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast lab bench notebooks clean distclean
+
+$(VENV)/bin/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "voicelab needs Python 3.10 or newer")'
+	@$(PYTHON) -m venv $(VENV) || { echo "python venv failed: on Debian/Ubuntu run 'sudo apt-get install python3-venv python3-dev'"; exit 1; }
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.installed: $(VENV)/bin/python pyproject.toml
+	$(PIP) install -q -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/bin/python pyproject.toml
+	$(PIP) install -q -e '.[dev]'
+	@touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/voicelab demo
+
+# Unit and acceptance tests, then every notebook chapter in quick mode.
+test: $(VENV)/.installed-dev
+	VOICELAB_QUICK=1 $(VENV)/bin/python -m pytest tests notebooks --nbmake --nbmake-timeout=300 $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed-dev
+	$(VENV)/bin/python -m pytest tests -m 'not slow' $(PYTEST_ARGS)
+
+lab: $(VENV)/.installed-dev
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/bench_sim.py
+
+clean:
+	rm -rf results figures .pytest_cache build *.egg-info
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,118 @@
+"""The command line: JSON contracts, determinism, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from voicelab.cli import main
+
+
+def run(capsys, *argv):
+    """Run the CLI in-process; returns (exit status, stdout, stderr)."""
+    try:
+        rc = main(list(argv))
+    except SystemExit as exc:  # argparse errors exit through SystemExit
+        rc = exc.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+SIM = ["simulate", "--speech", "harvard", "--json"]
+
+
+def test_simulate_json_has_contract_fields(capsys):
+    rc, out, err = run(capsys, *SIM, "--codec", "pcmu", "--loss", "0.02", "--jitter-ms", "5", "--seed", "3")
+    assert rc == 0, err
+    d = json.loads(out)
+    for k in ("pesq_nb", "pesq_wb", "stoi", "mouth_to_ear_ms", "mouth_to_ear_true_ms", "loss_rate", "late_loss_rate",
+              "playout_delay_ms", "r_factor", "mos_cqe", "bitrate_kbps_wire", "scenario"):
+        assert k in d, k
+    assert d["scenario"]["codec"] == "pcmu"
+
+
+def test_simulate_twice_byte_identical():
+    cmd = [sys.executable, "-m", "voicelab", *SIM, "--codec", "g726", "--bitrate", "32000", "--loss", "0.05", "--burst", "2", "--jitter-ms", "10", "--seed", "9"]
+    a = subprocess.run(cmd, capture_output=True, check=True).stdout
+    b = subprocess.run(cmd, capture_output=True, check=True).stdout
+    assert a == b and len(a) > 100
+
+
+@pytest.fixture
+def wavs(tmp_path):
+    rate = 16000
+    t = np.arange(rate * 2) / rate
+    good = 0.1 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 2 * t) > 0)
+    p = {}
+    p["silent"] = tmp_path / "silent.wav"
+    sf.write(p["silent"], np.zeros(rate * 2), rate, subtype="PCM_16")
+    p["corrupt"] = tmp_path / "corrupt.wav"
+    p["corrupt"].write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk")
+    p["rate"] = tmp_path / "rate12k.wav"
+    sf.write(p["rate"], good[:12000], 12000, subtype="PCM_16")
+    p["missing"] = tmp_path / "nope.wav"
+    return p
+
+
+BAD = [
+    (["simulate", "--input", "{missing}"], "nope.wav"),
+    (["simulate", "--input", "{corrupt}"], "corrupt.wav"),
+    (["simulate", "--input", "{rate}"], "12000"),
+    (["simulate", "--input", "{silent}"], "silent"),
+    (["simulate", "--codec", "g999"], "g999"),
+    (["simulate", "--loss", "1.5"], "1.5"),
+    (["simulate", "--loss", "0.6", "--burst", "1.2"], "burst"),
+    (["simulate", "--codec", "g726", "--bitrate", "33000"], "33000"),
+    (["simulate", "--jitter-buffer", "elastic"], "elastic"),
+    (["metrics", "{missing}", "{silent}"], "nope.wav"),
+    (["metrics", "{silent}", "{silent}"], "silent"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_one_line_error(capsys, wavs, argv, needle):
+    argv = [a.format(**wavs) for a in argv]
+    rc, out, err = run(capsys, *argv)
+    assert rc not in (0, None)
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert needle in lines[0], lines[0]
+
+
+def test_bad_input_subprocess_no_traceback(wavs):
+    p = subprocess.run([sys.executable, "-m", "voicelab", "simulate", "--input", str(wavs["corrupt"])], capture_output=True, text=True)
+    assert p.returncode == 2
+    assert "Traceback" not in p.stderr and p.stderr.startswith("voicelab: error:")
+
+
+def test_codecs_json_lists_all(capsys):
+    rc, out, err = run(capsys, "codecs", "--json")
+    assert rc == 0
+    rows = json.loads(out)
+    names = {r["name"] for r in rows}
+    assert {"pcmu", "pcma", "g722", "g723", "g726", "g729", "amr-nb", "opus", "l16"} <= names
+    pcmu = next(r for r in rows if r["name"] == "pcmu")
+    assert pcmu["payload_type"] == 0 and pcmu["rtpmap"] == "PCMU/8000"
+
+
+def test_metrics_command_scores_identical_files(capsys, natural_speech_dir):
+    f = natural_speech_dir / "cmu_arctic_aew_a0001.wav"
+    rc, out, err = run(capsys, "metrics", str(f), str(f), "--json")
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["pesq_wb"] == pytest.approx(4.644, abs=0.002)
+    assert d["pesq_nb"] == pytest.approx(4.549, abs=0.002)
+    assert abs(d["delay_ms"]) < 0.1
+
+
+def test_doctor_json(capsys):
+    rc, out, err = run(capsys, "doctor", "--json")
+    assert rc == 0
+    d = json.loads(out)
+    assert any(t["tool"] == "bcg729" for t in d["tools"])

@@ -1,0 +1,265 @@
+"""Regenerate the tutorial notebooks from the cell lists below (no outputs stored).
+
+    python tools/make_notebooks.py
+
+Edit the cells here, not in the .ipynb files, so notebook diffs stay reviewable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parent.parent / "notebooks"
+
+SETUP = '''import os
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import Audio, Markdown, display
+
+import voicelab
+from voicelab import audio, codecs, viz
+from voicelab.net import ChannelConfig
+from voicelab.sim import Scenario, simulate_call, sweep
+
+QUICK = os.environ.get("VOICELAB_QUICK") == "1"   # CI runs every chapter in quick mode
+FIGURES = Path(os.environ.get("VOICELAB_FIGURES", "../figures"))
+print(f"voicelab {voicelab.__version__}; speech corpus: {audio.corpus_source()}; quick mode: {QUICK}")
+if audio.corpus(sample_rate=16000)[0].synthetic:
+    display(Markdown(f"**Note: {audio.SYNTHETIC_WARNING}.** Set `VOICELAB_DATA` to natural speech for calibrated numbers."))'''
+
+
+def ch1() -> list:
+    return [
+        new_markdown_cell("""# Chapter 1 - Codecs: hear and measure
+
+A voice codec trades bits for quality and delay. In this chapter you pick a codec, listen
+to what it does to speech, and measure it with **PESQ** (ITU-T P.862, narrowband, and
+P.862.2, wideband), the standard objective estimate of listening quality (MOS-LQO, 1 to
+4.5 or 4.64).
+
+Everything here runs in the lab's `sim` mode: the speech goes through the real encoder
+and decoder, frame by frame, as RTP payloads, over a perfect network. Chapter 2 breaks
+the network.
+
+**Things to notice**
+- Narrowband codecs (G.711, G.726, G.729, AMR-NB) carry 300-3400 Hz: their *wideband*
+  PESQ is capped near 3.5 however good they are.
+- Bits are not everything: G.722 at 64 kbit/s is wideband; G.711 at 64 kbit/s is not.
+- Each codec adds its own delay (framing + look-ahead)."""),
+        new_code_cell(SETUP),
+        new_markdown_cell("""## The codecs available here
+
+`voicelab codecs` on the command line shows the same table. `rtpmap` and `PT` are what
+goes into SDP; note G.722's RTP clock of 8000 although its audio is 16 kHz (RFC 3551)."""),
+        new_code_cell('''table = pd.DataFrame(codecs.available())
+table[["name", "rtpmap", "payload_type", "sample_rate", "bitrate", "frame_ms", "algorithmic_delay_ms", "available"]]'''),
+        new_markdown_cell("""## Listen
+
+Pick a codec and a bitrate; the cell encodes and decodes the speech and plays the
+reference and the decoded audio. (In a static rendering of this notebook the controls do
+nothing; run it in JupyterLab: `make lab`.)"""),
+        new_code_cell('''import ipywidgets as widgets
+
+names = [r["name"] for r in codecs.available() if r.get("available", True)]
+codec_w = widgets.Dropdown(options=names, value="opus", description="codec")
+bitrate_w = widgets.IntText(value=16000, description="bitrate (b/s)")
+out = widgets.Output()
+
+def listen(codec, bitrate):
+    params = {"bitrate": bitrate} if codec in ("opus", "amr-nb", "g726", "g723") else {}
+    try:
+        r = simulate_call(Scenario(codec=codec, codec_params=params, max_speech_s=4 if QUICK else 8, seed=1))
+    except voicelab.VoicelabError as exc:   # e.g. a bitrate the codec does not have
+        print(f"error: {exc}")
+        return None
+    ref, deg, rate = r.audio_pair()
+    display(Markdown(f"**{codec}** PESQ-NB {r.metrics['pesq_nb']:.2f}, PESQ-WB "
+                     f"{r.metrics['pesq_wb'] if r.metrics['pesq_wb'] is None else round(r.metrics['pesq_wb'], 2)}, "
+                     f"mouth-to-ear {r.metrics['mouth_to_ear_ms']:.1f} ms (60 ms of it the jitter buffer)"))
+    display(Markdown("reference:"), Audio(ref, rate=rate), Markdown("decoded:"), Audio(deg, rate=rate))
+    return r
+
+def on_change(_=None):
+    out.clear_output()
+    with out:
+        listen(codec_w.value, bitrate_w.value)
+
+codec_w.observe(on_change, "value"); bitrate_w.observe(on_change, "value")
+display(widgets.HBox([codec_w, bitrate_w]), out)
+on_change()'''),
+        new_markdown_cell("""## Measure every codec
+
+One lossless call per codec and mode. The published column is plain FFmpeg on natural
+speech (`voicelab.reference`): with natural speech the lab should land within a few
+tenths of it; with synthetic speech it will be lower (that is why the lab labels it)."""),
+        new_code_cell('''from voicelab.reference import PESQ_CLEAN_FFMPEG
+
+modes = [("pcmu", {}), ("pcma", {}), ("g722", {}), ("g726", {"bitrate": 32000}), ("amr-nb", {"bitrate": 12200}),
+         ("opus", {"bitrate": 16000}), ("opus", {"bitrate": 24000})]
+if not QUICK:
+    modes += [("g723", {}), ("g729", {}), ("g726", {"bitrate": 16000}), ("g726", {"bitrate": 24000}),
+              ("g726", {"bitrate": 40000}), ("amr-nb", {"bitrate": 4750}), ("opus", {"bitrate": 8000}),
+              ("opus", {"bitrate": 12000}), ("opus", {"bitrate": 32000}), ("opus", {"bitrate": 64000}), ("l16", {})]
+rows = []
+for name, params in modes:
+    if not codecs.is_available(name):
+        print(f"skipping {name}: not installed here (voicelab doctor)")
+        continue
+    r = simulate_call(Scenario(codec=name, codec_params=params, max_speech_s=6 if QUICK else 12, seed=1))
+    m = r.metrics
+    pub = PESQ_CLEAN_FFMPEG.get((name, int(m["bitrate_kbps"] * 1000)), {})
+    rows.append({"codec": f"{name} {m['bitrate_kbps']:g}k", "pesq_nb": m["pesq_nb"], "pesq_wb": m["pesq_wb"],
+                 "published_nb": pub.get("nb"), "published_wb": pub.get("wb"),
+                 "bitrate_kbps_wire": m["bitrate_kbps_wire"], "codec_delay_ms": codecs.get(name, **params).algorithmic_delay_ms,
+                 "synthetic_speech": m["synthetic_speech"]})
+quality = pd.DataFrame(rows)
+quality.round(2)'''),
+        new_code_cell('''fig = viz.codec_bars(quality, metrics=("pesq_nb", "pesq_wb"), by="codec", title="Clean-channel PESQ per codec")
+viz.export(fig, "ch1_pesq_per_codec", directory=FIGURES)
+fig'''),
+        new_code_cell('''import plotly.express as px
+fig2 = px.scatter(quality, x="bitrate_kbps_wire", y="pesq_wb", text="codec", template="plotly_white",
+                  labels={"bitrate_kbps_wire": "bitrate on the wire incl. IPv4/UDP/RTP (kbit/s)", "pesq_wb": "PESQ-WB"},
+                  title="Quality per bit on the wire")
+fig2.update_traces(textposition="top center")
+viz.export(fig2, "ch1_quality_vs_bitrate", directory=FIGURES)
+fig2'''),
+        new_markdown_cell("""## Exercises
+1. Why does Opus at 64 kbit/s on the wire cost about the same as G.711, but score far higher
+   on PESQ-WB? (Hint: look at the 40 bytes of IPv4/UDP/RTP header per 20 ms packet.)
+2. Change `frame_ms` for G.711 (`codec_params={"frame_ms": 10}`): what happens to the wire
+   bitrate and to the delay?
+3. Compare `pesq_nb` of G.711 on natural and on synthetic speech (unset `VOICELAB_DATA`)."""),
+    ]
+
+
+def ch2() -> list:
+    return [
+        new_markdown_cell("""# Chapter 2 - Loss, jitter and the jitter buffer
+
+Packets get lost and arrive late. The receiver hides lost frames (**packet-loss
+concealment**, PLC), can rebuild them from redundancy (**Opus in-band FEC**), and waits a
+little before playing (**the jitter buffer**) so that late packets are still on time. Each
+fix costs something: FEC costs bits, the jitter buffer costs delay.
+
+The **E-model** (ITU-T G.107) predicts call quality from delay, loss and the codec without
+listening; we put its prediction next to PESQ."""),
+        new_code_cell(SETUP),
+        new_markdown_cell("## Listen to a lossy call"),
+        new_code_cell('''import ipywidgets as widgets
+
+loss_w = widgets.FloatSlider(value=0.05, min=0, max=0.3, step=0.01, description="loss")
+burst_w = widgets.FloatSlider(value=1.0, min=1.0, max=6.0, step=0.5, description="mean burst")
+jitter_w = widgets.FloatSlider(value=10, min=0, max=80, step=5, description="jitter (ms)")
+codec_w = widgets.Dropdown(options=["pcmu", "g722", "opus"], value="pcmu", description="codec")
+plc_w = widgets.Checkbox(value=True, description="PLC")
+out = widgets.Output()
+
+def run(_=None):
+    out.clear_output()
+    with out:
+        burst = None if burst_w.value <= 1.0 else burst_w.value
+        try:
+            chan = ChannelConfig(loss_rate=loss_w.value, burst_length=burst, delay_ms=20, jitter_ms=jitter_w.value)
+            r = simulate_call(Scenario(codec=codec_w.value, channel=chan, plc=plc_w.value, jitter_buffer="adaptive",
+                                       max_speech_s=4 if QUICK else 8, seed=1))
+        except voicelab.VoicelabError as exc:
+            print(f"error: {exc}")
+            return
+        m = r.metrics
+        display(pd.Series({k: m[k] for k in ("pesq_nb", "pesq_wb", "mos_cqe", "loss_rate", "late_loss_rate",
+                                               "playout_delay_ms", "mouth_to_ear_ms")}).round(3).to_frame("value").T)
+        ref, deg, rate = r.audio_pair()
+        display(Audio(deg, rate=rate))
+
+for w in (loss_w, burst_w, jitter_w, codec_w, plc_w):
+    w.observe(run, "value")
+display(widgets.VBox([widgets.HBox([codec_w, plc_w]), loss_w, burst_w, jitter_w]), out)
+run()'''),
+        new_markdown_cell("""## PESQ vs loss: PLC and FEC
+
+G.711 with its concealment (G.711 Appendix I-like) and without (silence insertion); Opus
+24 kbit/s with and without in-band FEC (the encoder is told the expected loss, so it
+spends bits on redundancy). Each point is the mean over repeats with 95 % intervals."""),
+        new_code_cell('''losses = [0.0, 0.05, 0.10] if QUICK else [0.0, 0.02, 0.05, 0.10, 0.15, 0.20]
+repeats = 1 if QUICK else 3
+base = Scenario(max_speech_s=6 if QUICK else 10, jitter_buffer="fixed:40")
+variants = {
+    "G.711 + PLC": dict(codec="pcmu", plc=True),
+    "G.711, no PLC": dict(codec="pcmu", plc=False),
+    "Opus 24k": dict(codec="opus", codec_params={"bitrate": 24000}),
+    "Opus 24k + FEC": dict(codec="opus", codec_params={"bitrate": 24000}, fec=True),
+}
+frames = []
+for label, v in variants.items():
+    df = sweep(base.with_(**v), {"channel.loss_rate": losses}, repeats=repeats, seed=2, progress=False)
+    df["variant"] = label
+    frames.append(df)
+loss_df = pd.concat(frames, ignore_index=True)
+loss_df.groupby(["variant", "channel.loss_rate"])[["pesq_nb", "pesq_wb", "mos_cqe"]].mean().round(2)'''),
+        new_code_cell('''fig = viz.metric_vs_param(loss_df, x="channel.loss_rate", y="pesq_wb", color="variant", title="PESQ-WB vs packet loss")
+viz.export(fig, "ch2_pesq_vs_loss", directory=FIGURES)
+fig'''),
+        new_markdown_cell("""### How much do PLC and FEC buy?"""),
+        new_code_cell('''mean = loss_df.groupby(["variant", "channel.loss_rate"])["pesq_nb"].mean().unstack(0)
+gain = pd.DataFrame({"PLC gain (G.711, PESQ-NB)": mean["G.711 + PLC"] - mean["G.711, no PLC"],
+                     "FEC gain (Opus, PESQ-NB)": mean["Opus 24k + FEC"] - mean["Opus 24k"]})
+gain.round(2)'''),
+        new_markdown_cell("""## The E-model's prediction next to PESQ
+
+For G.711 with PLC the E-model uses G.113 Appendix I (Ie = 0, Bpl = 25.1); without PLC,
+Bpl = 4.3. PESQ-NB and MOS-CQE are both on the 1..4.5 scale, but they do not measure the
+same thing: the E-model is a planning tool and includes the delay impairment."""),
+        new_code_cell('''import plotly.graph_objects as go
+g711 = loss_df[loss_df["variant"].str.startswith("G.711")]
+s = g711.groupby(["variant", "channel.loss_rate"])[["pesq_nb", "mos_cqe"]].mean().reset_index()
+fig = go.Figure()
+for label, part in s.groupby("variant"):
+    fig.add_trace(go.Scatter(x=part["channel.loss_rate"] * 100, y=part["pesq_nb"], name=f"{label}: PESQ-NB", mode="lines+markers"))
+    fig.add_trace(go.Scatter(x=part["channel.loss_rate"] * 100, y=part["mos_cqe"], name=f"{label}: E-model", mode="lines", line=dict(dash="dash")))
+fig.update_layout(title="E-model prediction vs PESQ (G.711)", xaxis_title="packet loss (%)", yaxis_title="MOS", template="plotly_white")
+note = viz.synthetic_note(loss_df)
+if note:
+    fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.2, showarrow=False, font=dict(color="firebrick"))
+viz.export(fig, "ch2_emodel_vs_pesq", directory=FIGURES)
+fig'''),
+        new_markdown_cell("""## Fixed vs adaptive jitter buffer
+
+With 30 ms of jitter, a small fixed buffer loses many packets that arrive *late* (they
+are concealed like lost ones); a large one adds delay to every packet. The adaptive
+buffer (NetEq-like: target = a percentile of recent arrival delay) looks for the knee."""),
+        new_code_cell('''jbs = ["fixed:20", "fixed:40", "fixed:80"] + ([] if QUICK else ["fixed:60", "fixed:120"]) + ["adaptive"]
+jb_df = sweep(Scenario(codec="pcmu", channel=ChannelConfig(delay_ms=20, jitter_ms=30), max_speech_s=6 if QUICK else 10),
+              {"jitter_buffer": jbs}, repeats=1 if QUICK else 3, seed=3, progress=False)
+jb_df.groupby("jitter_buffer", sort=False)[["playout_delay_ms", "late_loss_rate", "mouth_to_ear_ms", "pesq_nb"]].mean().round(3)'''),
+        new_code_cell('''fig = viz.jitter_buffer_tradeoff(jb_df)
+viz.export(fig, "ch2_jitter_buffer_tradeoff", directory=FIGURES)
+fig'''),
+        new_markdown_cell("""## Exercises
+1. Make the loss bursty (`burst_length=3`) at the same 5 % rate. Which suffers more, PLC or
+   FEC? Why does Opus FEC help little against bursts?
+2. The E-model's `BurstR` comes from the measured loss pattern (see `burst_ratio` in the
+   results). How does it change the prediction?
+3. Find the smallest fixed buffer that keeps late loss under 1 % at 30 ms jitter. Compare
+   its delay with the adaptive buffer's."""),
+    ]
+
+
+def write(name: str, cells: list) -> None:
+    nb = new_notebook(cells=cells, metadata={
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+    })
+    path = ROOT / name
+    nbformat.write(nb, path)
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    ROOT.mkdir(exist_ok=True)
+    write("01-codecs.ipynb", ch1())
+    write("02-loss-jitter.ipynb", ch2())

@@ -1,0 +1,357 @@
+"""The ``voicelab`` command line.
+
+Every sub-command calls the same functions a notebook would. Errors a user can cause
+(bad file, unknown codec, impossible parameter) print one line, ``voicelab: error: ...``,
+and exit with status 2; they never show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .errors import ParameterError, VoicelabError
+
+__all__ = ["main"]
+
+
+def _float_arg(name: str, lo: float | None = None, hi: float | None = None):
+    def conv(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            rng = f"{lo if lo is not None else '-inf'}..{hi if hi is not None else 'inf'}"
+            raise argparse.ArgumentTypeError(f"{name} {v:g} is outside {rng}")
+        return v
+
+    return conv
+
+
+def _print_table(d: dict[str, Any]) -> None:
+    width = max(len(k) for k in d)
+    for k, v in d.items():
+        if isinstance(v, float):
+            v = f"{v:.4g}" if abs(v) < 1e4 else f"{v:.1f}"
+        print(f"  {k:<{width}}  {v}")
+
+
+# --------------------------------------------------------------- simulate
+def _add_channel_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("network path (sim channel model)")
+    g.add_argument("--preset", metavar="NAME", help="start from a named network preset (lan, wifi, lte, 3g, satellite, congested)")
+    g.add_argument("--loss", type=_float_arg("loss", 0.0, 1.0), metavar="P", help="packet loss rate, 0..1 (e.g. 0.05)")
+    g.add_argument("--burst", type=_float_arg("burst", 1.0), metavar="MEAN", help="mean loss burst length in packets (Gilbert-Elliott); omit for random loss")
+    g.add_argument("--delay-ms", type=_float_arg("delay", 0.0, 10000.0), metavar="D", help="one-way network delay (ms)")
+    g.add_argument("--jitter-ms", type=_float_arg("jitter", 0.0, 5000.0), metavar="J", help="delay variation (ms)")
+    g.add_argument("--jitter-dist", choices=["normal", "uniform", "pareto"], help="jitter distribution")
+    g.add_argument("--reorder", action="store_true", default=None, help="let jitter reorder packets")
+    g.add_argument("--bandwidth-kbps", type=_float_arg("bandwidth", 1.0), metavar="KBPS", help="bottleneck rate")
+    g.add_argument("--queue-packets", type=int, metavar="N", help="drop-tail queue limit at the bottleneck")
+
+
+def _channel_from_args(args: argparse.Namespace):
+    from .net import ChannelConfig, preset
+
+    cfg = preset(args.preset) if args.preset else ChannelConfig()
+    changes = {
+        "loss_rate": args.loss,
+        "burst_length": args.burst,
+        "delay_ms": args.delay_ms,
+        "jitter_ms": args.jitter_ms,
+        "jitter_distribution": args.jitter_dist,
+        "reorder": args.reorder,
+        "bandwidth_kbps": args.bandwidth_kbps,
+        "queue_packets": args.queue_packets,
+    }
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if changes.get("loss_rate", cfg.loss_rate) >= 1.0:
+        raise ParameterError("loss 1 would lose every packet; use a loss rate below 1")
+    return cfg.with_(**changes) if changes else cfg
+
+
+def _scenario_from_args(args: argparse.Namespace):
+    from .sim import Scenario
+
+    params: dict[str, Any] = {}
+    if args.bitrate is not None:
+        params["bitrate"] = args.bitrate
+    if args.frame_ms is not None:
+        params["frame_ms"] = args.frame_ms
+    if args.dtx:
+        params["dtx"] = True
+    if args.packet_loss_perc is not None:
+        params["packet_loss_perc"] = args.packet_loss_perc
+    return Scenario(
+        codec=args.codec,
+        codec_params=params,
+        channel=_channel_from_args(args),
+        jitter_buffer=args.jitter_buffer,
+        plc=args.plc,
+        fec=args.fec,
+        speech=args.speech,
+        input=args.input,
+        seed=args.seed,
+    )
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .sim import simulate_call
+
+    scn = _scenario_from_args(args)
+    res = simulate_call(scn)
+    if args.save_audio:
+        from .audio import write_wav
+
+        out = Path(args.save_audio)
+        write_wav(out / "reference.wav", res.reference, res.sample_rate)
+        write_wav(out / "degraded.wav", res.degraded, res.sample_rate)
+    if args.json:
+        print(res.to_json())
+    else:
+        print(f"voicelab simulate: {scn.codec} over {scn.channel.describe() if hasattr(scn.channel, 'describe') else scn.channel}")
+        _print_table(res.metrics)
+        for w in res.warnings:
+            print(f"  note: {w}")
+    return 0
+
+
+# ---------------------------------------------------------------- metrics
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from . import audio, metrics
+
+    ref, ref_rate = audio.read_wav(args.reference)
+    deg, deg_rate = audio.read_wav(args.degraded)
+    if ref_rate not in (8000, 16000, 32000, 44100, 48000, 11025, 22050, 24000):
+        raise ParameterError(f"{args.reference}: sample rate {ref_rate} Hz is not supported")
+    if deg_rate != ref_rate:
+        deg = audio.resample(deg, deg_rate, ref_rate)
+    rate = 16000 if ref_rate >= 16000 else 8000
+    ref = audio.resample(ref, ref_rate, rate)
+    deg = audio.resample(deg, ref_rate, rate)
+    r_al, d_al, est = audio.align(ref, deg, rate, max_delay_ms=args.max_delay_ms)
+    out: dict[str, Any] = {
+        "reference": str(args.reference),
+        "degraded": str(args.degraded),
+        "sample_rate": rate,
+        "delay_ms": est.delay_ms,
+        "delay_confidence": est.confidence,
+        "reference_level_dbov": audio.active_level_db(ref, rate),
+        "degraded_level_dbov": audio.active_level_db(deg, rate),
+        "pesq_nb": metrics.pesq(audio.resample(r_al, rate, 8000), audio.resample(d_al, rate, 8000), 8000, mode="nb"),
+        "pesq_wb": metrics.pesq(r_al, d_al, rate, mode="wb") if rate >= 16000 else None,
+        "stoi": metrics.stoi(r_al, d_al, rate),
+        "snr_db": metrics.snr_db(r_al, d_al),
+    }
+    if args.json:
+        print(json.dumps(out, sort_keys=True))
+    else:
+        _print_table(out)
+    return 0
+
+
+# ----------------------------------------------------------------- codecs
+def cmd_codecs(args: argparse.Namespace) -> int:
+    from . import codecs
+
+    rows = codecs.available()
+    if args.json:
+        print(json.dumps(rows, sort_keys=True, default=str))
+        return 0
+    hdr = f"{'name':<8} {'rtpmap':<16} {'PT':>4} {'rate':>6} {'kbit/s':>7} {'frame':>6} {'delay':>6}  status"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        pt = "dyn" if r.get("payload_type") is None else str(r["payload_type"])
+        status = "ok" if r.get("available", True) else f"unavailable: {r.get('unavailable_reason')}"
+        print(
+            f"{r['name']:<8} {str(r.get('rtpmap')):<16} {pt:>4} {r.get('sample_rate', 0):>6} "
+            f"{r.get('bitrate', 0) / 1000:>7.2f} {r.get('frame_ms', 0):>5g}m {r.get('algorithmic_delay_ms', 0):>5.1f}m  {status}"
+        )
+    return 0
+
+
+# ------------------------------------------------------------------- misc
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    quick = args.quick or os.environ.get("VOICELAB_QUICK") == "1"
+    path = run_demo(out_dir=args.out, quick=quick, progress=not args.no_progress)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from . import audio
+
+    if args.action == "fetch":
+        paths = audio.fetch_corpus(dest=args.dest)
+        for p in paths:
+            print(p)
+        return 0
+    items = audio.corpus(sample_rate=16000)
+    print(f"speech corpus in use: {audio.corpus_source()}")
+    for it in items:
+        print(f"  {it.name:<40} {it.duration_s:6.2f} s  {it.source:<10} {it.licence}")
+    if items and items[0].synthetic:
+        print(f"  note: {audio.SYNTHETIC_WARNING}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sim import Scenario, load_sweep_file, sweep
+
+    spec = load_sweep_file(args.file)
+    base = Scenario.from_dict(spec["base"])
+    journal = args.journal or spec.get("journal") or str(Path(args.file).with_suffix(".journal.jsonl"))
+    df = sweep(base, spec["grid"], repeats=int(spec.get("repeats", 1)), seed=int(spec.get("seed", 0)),
+               workers=args.workers or spec.get("workers", 1), journal=journal)
+    output = args.output or spec.get("output")
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        if str(output).endswith(".parquet"):
+            df.to_parquet(output)
+        else:
+            df.to_csv(output, index=False)
+        print(f"wrote {output} ({len(df)} rows); journal {journal}")
+    else:
+        print(df.to_csv(index=False))
+    return 0
+
+
+_PEERS = [
+    ("baresip", "baresip-core", "SIP interop peer"),
+    ("sipp", "sip-tester", "SIP load/interop peer"),
+    ("chromium", "chromium", "WebRTC browser peer; plotly PNG/SVG export"),
+    ("turnserver", "coturn", "TURN server"),
+    ("tshark", "tshark", "pcap dissection checks"),
+]
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from . import audio, codecs
+
+    rows = []
+    for exe, pkg, what in _PEERS:
+        rows.append({"tool": exe, "found": shutil.which(exe) is not None, "debian_package": pkg, "for": what})
+    g729 = codecs.is_available("g729")
+    rows.append({"tool": "bcg729", "found": g729, "debian_package": "libbcg729-0", "for": "G.729 codec"})
+    src = audio.corpus_source()
+    if args.json:
+        print(json.dumps({"tools": rows, "speech_corpus": src, "version": __version__}, sort_keys=True))
+        return 0
+    print(f"voicelab {__version__}")
+    for r in rows:
+        mark = "ok " if r["found"] else "-- "
+        hint = "" if r["found"] else f"   (apt-get install {r['debian_package']})"
+        print(f"  {mark}{r['tool']:<11} {r['for']}{hint}")
+    print(f"  speech corpus: {src}")
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    nb = Path(__file__).resolve().parent.parent / "notebooks"
+    exe = shutil.which("jupyter")
+    if exe is None:
+        raise VoicelabError("JupyterLab is not installed: pip install 'voicelab[lab]'")
+    return subprocess.call([exe, "lab", str(nb if nb.exists() else Path.cwd())])
+
+
+# ------------------------------------------------------------------ parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``voicelab: error: ...``, exit status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="voicelab", description="A lab for real-time voice: codecs, network paths, SIP/WebRTC.")
+    p.add_argument("--version", action="version", version=f"voicelab {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    s = sub.add_parser("simulate", help="one sim-mode call, metrics as JSON", description="Simulate one call offline: codec -> channel -> jitter buffer -> decoder, and measure it.")
+    s.add_argument("--codec", default="pcmu", help="codec name (see 'voicelab codecs')")
+    s.add_argument("--bitrate", type=int, metavar="BPS", help="codec mode/bitrate in bit/s (e.g. g726 32000, amr-nb 12200, opus 24000)")
+    s.add_argument("--frame-ms", type=_float_arg("frame", 2.5, 120.0), metavar="MS", help="packet time")
+    s.add_argument("--dtx", action="store_true", help="discontinuous transmission (Opus, AMR)")
+    s.add_argument("--fec", action="store_true", help="in-band FEC (Opus): encoder adds it, receiver uses it")
+    s.add_argument("--packet-loss-perc", type=int, metavar="PCT", help="Opus expected loss (default: the channel's loss when --fec)")
+    s.add_argument("--plc", dest="plc", action="store_true", default=True, help="conceal lost frames (default)")
+    s.add_argument("--no-plc", dest="plc", action="store_false", help="insert silence for lost frames")
+    s.add_argument("--jitter-buffer", default="fixed:60", metavar="fixed:MS|adaptive", help="jitter buffer (default fixed:60)")
+    _add_channel_args(s)
+    s.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same result)")
+    s.add_argument("--input", metavar="WAV", help="speech to send (default: the speech corpus)")
+    s.add_argument("--speech", default="default", help="named speech when no --input: default, harvard, arctic, css, corpus:N")
+    s.add_argument("--save-audio", metavar="DIR", help="write reference.wav and degraded.wav there")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=cmd_simulate)
+
+    m = sub.add_parser("metrics", help="score two recordings (PESQ, STOI, delay, level)")
+    m.add_argument("reference", help="reference WAV (what was sent)")
+    m.add_argument("degraded", help="degraded WAV (what was received)")
+    m.add_argument("--max-delay-ms", type=_float_arg("max delay", 1.0, 10000.0), default=1000.0)
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_metrics)
+
+    c = sub.add_parser("codecs", help="codecs available here, with their facts")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_codecs)
+
+    d = sub.add_parser("demo", help="the flagship comparison: figures + report under results/demo/")
+    d.add_argument("--out", default="results/demo", help="output folder")
+    d.add_argument("--quick", action="store_true", help="fewer points and repeats (also VOICELAB_QUICK=1)")
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=cmd_demo)
+
+    ds = sub.add_parser("datasets", help="the speech corpus: list or fetch natural speech")
+    ds.add_argument("action", choices=["list", "fetch"])
+    ds.add_argument("--dest", help="fetch into this folder instead of the user cache")
+    ds.set_defaults(func=cmd_datasets)
+
+    sw = sub.add_parser("sweep", help="run a parameter sweep from a YAML file (resumable)")
+    sw.add_argument("file")
+    sw.add_argument("--workers", type=int, help="local worker processes")
+    sw.add_argument("--journal", help="resume journal (JSON lines)")
+    sw.add_argument("--output", help="write the table (.parquet or .csv)")
+    sw.set_defaults(func=cmd_sweep)
+
+    dr = sub.add_parser("doctor", help="which optional peers and libraries are installed")
+    dr.add_argument("--json", action="store_true")
+    dr.set_defaults(func=cmd_doctor)
+
+    lb = sub.add_parser("lab", help="open JupyterLab on notebooks/")
+    lb.set_defaults(func=cmd_lab)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except VoicelabError as exc:
+        print(f"voicelab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("voicelab: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. piped into head
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""How packets travel: sans-IO network impairment models.
+
+- :mod:`voicelab.net.loss`: which packets are lost (Bernoulli, Gilbert-Elliott, trace).
+- :mod:`voicelab.net.delay`: how long they take (fixed delay + jitter).
+- :mod:`voicelab.net.channel`: a whole one-way link (:class:`ChannelConfig`,
+  :class:`Channel`) with capacity, queue, loss, delay, reordering and duplication.
+- :mod:`voicelab.net.presets`: named paths (``lan``, ``wifi``, ``lte``, ...).
+
+Nothing here reads a clock or imports ``random``: time is passed in as ``now`` and
+randomness comes from :class:`numpy.random.Generator` objects or seeds.
+"""
+
+from __future__ import annotations
+
+from .channel import Channel, ChannelConfig, ChannelStats, PacketFate
+from .delay import JITTER_DISTRIBUTIONS, DelayModel
+from .loss import BernoulliLoss, GilbertElliottLoss, LossModel, NoLoss, TraceLoss
+from .presets import PRESETS, describe_presets, preset
+
+__all__ = [
+    "LossModel",
+    "NoLoss",
+    "BernoulliLoss",
+    "GilbertElliottLoss",
+    "TraceLoss",
+    "DelayModel",
+    "JITTER_DISTRIBUTIONS",
+    "ChannelConfig",
+    "Channel",
+    "ChannelStats",
+    "PacketFate",
+    "PRESETS",
+    "preset",
+    "describe_presets",
+]

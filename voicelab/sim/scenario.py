@@ -1,0 +1,183 @@
+"""Scenario: everything that defines one simulated call, as plain data.
+
+A :class:`Scenario` is frozen, hashable through :meth:`Scenario.key`, and round-trips
+through :meth:`Scenario.to_dict` / :meth:`Scenario.from_dict`, so sweeps can store it
+beside each result and resume by key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..errors import ParameterError
+from ..net import ChannelConfig, preset
+
+__all__ = ["Scenario", "parse_jitter_buffer"]
+
+
+def parse_jitter_buffer(spec: str) -> tuple[str, dict[str, float]]:
+    """Parse a jitter-buffer spec.
+
+    Parameters
+    ----------
+    spec : str
+        ``"fixed:MS"`` (a fixed buffer of MS milliseconds, e.g. ``"fixed:60"``),
+        ``"adaptive"`` or ``"adaptive:MIN:MAX"`` (bounds in ms).
+
+    Returns
+    -------
+    kind : {"fixed", "adaptive"}
+    params : dict
+        Keyword arguments for the buffer class.
+    """
+    if not isinstance(spec, str) or not spec:
+        raise ParameterError(f"jitter buffer spec must be 'fixed:MS' or 'adaptive', got {spec!r}")
+    parts = spec.strip().lower().split(":")
+    try:
+        if parts[0] == "fixed":
+            if len(parts) == 1:
+                return "fixed", {"delay_ms": 60.0}
+            if len(parts) == 2:
+                delay_ms = float(parts[1])
+                if not 0 <= delay_ms <= 2000:
+                    raise ParameterError(
+                        f"fixed jitter buffer delay {delay_ms:g} ms is outside 0..2000 ms"
+                    )
+                return "fixed", {"delay_ms": delay_ms}
+        elif parts[0] == "adaptive":
+            if len(parts) == 1:
+                return "adaptive", {}
+            if len(parts) == 3:
+                lo, hi = float(parts[1]), float(parts[2])
+                if not 0 <= lo <= hi <= 2000:
+                    raise ParameterError(
+                        f"adaptive jitter buffer bounds {lo:g}:{hi:g} ms need 0 <= MIN <= MAX <= 2000"
+                    )
+                return "adaptive", {"min_delay_ms": lo, "max_delay_ms": hi}
+    except ValueError as exc:
+        if isinstance(exc, ParameterError):
+            raise
+        raise ParameterError(f"jitter buffer spec {spec!r}: numbers expected ({exc})") from None
+    raise ParameterError(
+        f"jitter buffer spec {spec!r} not understood: use 'fixed:MS' (e.g. fixed:60), "
+        "'adaptive' or 'adaptive:MIN:MAX'"
+    )
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One simulated call.
+
+    Parameters
+    ----------
+    codec : str
+        Codec registry name (``voicelab codecs`` lists them).
+    codec_params : Mapping
+        Codec parameters (``bitrate`` in bit/s, ``frame_ms``, Opus ``fec``,
+        ``packet_loss_perc``, ``dtx``, ...), passed to :func:`voicelab.codecs.get`.
+    channel : ChannelConfig or str
+        Network path: a :class:`voicelab.net.ChannelConfig` or a preset name.
+    jitter_buffer : str
+        ``"fixed:MS"`` or ``"adaptive"`` (see :func:`parse_jitter_buffer`).
+    plc : bool
+        Conceal lost frames (codec PLC or the generic one); False inserts silence.
+    fec : bool
+        Rebuild a lost frame from the next packet's redundancy when the codec has
+        FEC (Opus in-band FEC). Setting it also enables the encoder's FEC.
+    speech : str
+        Which speech to send: ``"default"`` (the corpus, see
+        :func:`voicelab.audio.corpus`), an example name (``"harvard"``, ``"css"``), or
+        ``"corpus:N"`` for item N.
+    input : str or None
+        Path of a WAV file to send instead of ``speech``.
+    level_db : float
+        Active speech level (ITU-T P.56, dBov) the input is normalised to.
+    max_speech_s : float
+        Longest stretch of speech used (the default corpus is concatenated up to it).
+    seed : int
+        Seed of every random choice (network fates, RTP initial values).
+    """
+
+    codec: str = "pcmu"
+    codec_params: Mapping[str, Any] = field(default_factory=dict)
+    channel: ChannelConfig | str = field(default_factory=ChannelConfig)
+    jitter_buffer: str = "fixed:60"
+    plc: bool = True
+    fec: bool = False
+    speech: str = "default"
+    input: str | None = None
+    level_db: float = -26.0
+    max_speech_s: float = 12.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.channel, str):
+            object.__setattr__(self, "channel", preset(self.channel))
+        elif isinstance(self.channel, Mapping):
+            object.__setattr__(self, "channel", ChannelConfig.from_dict(dict(self.channel)))
+        elif not isinstance(self.channel, ChannelConfig):
+            raise ParameterError(
+                f"channel must be a ChannelConfig, a dict or a preset name, got {type(self.channel).__name__}"
+            )
+        object.__setattr__(self, "codec_params", dict(self.codec_params))
+        parse_jitter_buffer(self.jitter_buffer)
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ParameterError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not -60.0 <= float(self.level_db) <= 0.0:
+            raise ParameterError(f"level_db {self.level_db:g} dBov is outside -60..0")
+        if not 1.0 <= float(self.max_speech_s) <= 600.0:
+            raise ParameterError(f"max_speech_s {self.max_speech_s:g} is outside 1..600 s")
+
+    # ----------------------------------------------------------------- helpers
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (JSON-ready)."""
+        d = dataclasses.asdict(self)
+        d["channel"] = self.channel.to_dict()  # type: ignore[union-attr]
+        d["codec_params"] = dict(sorted(self.codec_params.items()))
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Scenario":
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ParameterError(
+                f"unknown scenario field(s) {sorted(unknown)}; known: {sorted(names)}"
+            )
+        return cls(**dict(data))
+
+    def with_(self, **changes: Any) -> "Scenario":
+        """A copy with some fields changed. Dotted names reach into the channel
+        (``channel.loss_rate``) and the codec parameters (``codec_params.bitrate``)."""
+        plain: dict[str, Any] = {}
+        chan: dict[str, Any] = {}
+        cparams = dict(self.codec_params)
+        for k, v in changes.items():
+            if k.startswith("channel."):
+                chan[k.split(".", 1)[1]] = v
+            elif k.startswith("codec_params."):
+                cparams[k.split(".", 1)[1]] = v
+            else:
+                plain[k] = v
+        base = self
+        if chan:
+            channel = plain.pop("channel", base.channel)
+            if isinstance(channel, str):
+                channel = preset(channel)
+            plain["channel"] = dataclasses.replace(channel, **chan)
+        if cparams != dict(self.codec_params) and "codec_params" not in plain:
+            plain["codec_params"] = cparams
+        try:
+            return dataclasses.replace(base, **plain)
+        except TypeError as exc:
+            raise ParameterError(f"cannot change scenario: {exc}") from None
+
+    def key(self) -> str:
+        """A stable short hash of the scenario (for resumable sweeps)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,264 @@
+"""Plotly figures for results, and their export for publication.
+
+Every figure function returns a :class:`plotly.graph_objects.Figure`; :func:`export`
+writes it to ``figures/`` as self-contained HTML (always) and PNG/SVG (when a Chromium
+is installed: plotly's static export, kaleido >= 1, drives a headless browser; on Debian
+install the package ``chromium``). No file is ever fetched from the network: the HTML
+embeds plotly.js and the static exporter is given the local copy and no MathJax.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from ..errors import ParameterError, VoicelabError
+
+__all__ = [
+    "export",
+    "static_export_available",
+    "metric_vs_param",
+    "codec_bars",
+    "jitter_buffer_tradeoff",
+    "waveforms",
+    "LABELS",
+    "synthetic_note",
+]
+
+log = logging.getLogger(__name__)
+
+#: Axis labels for result columns.
+LABELS = {
+    "pesq_nb": "PESQ-NB (MOS-LQO)",
+    "pesq_wb": "PESQ-WB (MOS-LQO)",
+    "mos_cqe": "E-model MOS-CQE",
+    "r_factor": "E-model R",
+    "stoi": "STOI",
+    "mouth_to_ear_ms": "mouth-to-ear delay (ms)",
+    "playout_delay_ms": "jitter-buffer delay (ms)",
+    "late_loss_rate": "late loss rate",
+    "loss_rate": "network loss rate",
+    "channel.loss_rate": "configured loss rate",
+    "channel.jitter_ms": "jitter (ms)",
+    "bitrate_kbps_wire": "bitrate on the wire (kbit/s)",
+    "bitrate_kbps": "codec bitrate (kbit/s)",
+}
+
+_server_lock = threading.Lock()
+_server_started = False
+
+
+def _browser() -> str | None:
+    env = os.environ.get("BROWSER_PATH")
+    if env:
+        return env
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def static_export_available() -> bool:
+    """True when PNG/SVG export can run here (a Chromium is installed)."""
+    return _browser() is not None
+
+
+def _start_server() -> None:
+    global _server_started
+    with _server_lock:
+        if _server_started:
+            return
+        import kaleido
+        import plotly
+
+        plotlyjs = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+        os.environ.setdefault("BROWSER_PATH", _browser() or "")
+        kaleido.start_sync_server(mathjax=False, plotlyjs=str(plotlyjs), silence_warnings=True)
+        atexit.register(lambda: kaleido.stop_sync_server(silence_warnings=True))
+        _server_started = True
+
+
+def export(
+    fig: go.Figure,
+    name: str,
+    *,
+    directory: str | os.PathLike = "figures",
+    formats: Sequence[str] = ("html", "png", "svg"),
+    width: int = 900,
+    height: int = 540,
+    scale: float = 2.0,
+) -> list[Path]:
+    """Write a figure for publication.
+
+    Parameters
+    ----------
+    fig : plotly.graph_objects.Figure
+    name : str
+        File stem (``"pesq_vs_loss"``).
+    directory : path
+        Output folder, created if needed.
+    formats : sequence of {"html", "png", "svg", "pdf"}
+        HTML is self-contained (plotly.js embedded, works offline).
+    width, height : int
+        Static image size in CSS pixels; ``scale`` multiplies PNG resolution.
+
+    Returns
+    -------
+    list of Path
+        The files written. Static formats are skipped with a logged warning when no
+        Chromium is installed (Debian package ``chromium``).
+    """
+    bad = set(formats) - {"html", "png", "svg", "pdf"}
+    if bad:
+        raise ParameterError(f"unknown figure format(s) {sorted(bad)}; use html, png, svg or pdf")
+    if not name or "/" in name:
+        raise ParameterError(f"figure name {name!r} must be a plain file stem")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if "html" in formats:
+        p = out / f"{name}.html"
+        fig.write_html(p, include_plotlyjs=True, full_html=True)
+        written.append(p)
+    static = [f for f in formats if f != "html"]
+    if static:
+        if not static_export_available():
+            log.warning(
+                "PNG/SVG export of %s skipped: no Chromium found (install Debian package 'chromium')", name
+            )
+            return written
+        _start_server()
+        import kaleido
+
+        for fmt in static:
+            p = out / f"{name}.{fmt}"
+            try:
+                data = kaleido.calc_fig_sync(
+                    fig, opts={"format": fmt, "width": width, "height": height, "scale": scale if fmt == "png" else 1}
+                )
+            except Exception as exc:  # kaleido/browser failures carry many types
+                raise VoicelabError(f"static export of {name}.{fmt} failed: {exc}") from exc
+            p.write_bytes(data)
+            written.append(p)
+    return written
+
+
+def synthetic_note(df_or_flag) -> str | None:
+    """The label every figure made from synthetic speech must carry, or None."""
+    flag = df_or_flag
+    if isinstance(df_or_flag, pd.DataFrame):
+        flag = bool(df_or_flag.get("synthetic_speech", pd.Series([False])).fillna(False).any())
+    if flag:
+        from ..audio import SYNTHETIC_WARNING
+
+        return SYNTHETIC_WARNING
+    return None
+
+
+def _annotate(fig: go.Figure, note: str | None) -> go.Figure:
+    if note:
+        fig.add_annotation(
+            text=note, xref="paper", yref="paper", x=0, y=-0.22, showarrow=False,
+            font=dict(size=11, color="firebrick"), xanchor="left",
+        )
+        fig.update_layout(margin=dict(b=110))
+    return fig
+
+
+def _summary(df: pd.DataFrame, x: str, y: str, by: Sequence[str]) -> pd.DataFrame:
+    cols = [c for c in by if c in df.columns]
+    g = df.groupby(cols + [x], dropna=False)[y]
+    s = g.agg(["mean", "std", "count"]).reset_index()
+    s["ci95"] = 1.96 * s["std"].fillna(0.0) / np.sqrt(s["count"].clip(lower=1))
+    return s
+
+
+def metric_vs_param(
+    df: pd.DataFrame,
+    *,
+    x: str = "channel.loss_rate",
+    y: str = "pesq_nb",
+    color: str | Sequence[str] = "codec",
+    title: str | None = None,
+    percent_x: bool | None = None,
+) -> go.Figure:
+    """Mean metric vs one parameter, one line per group, 95 % CI bars over repeats."""
+    for c in [x, y]:
+        if c not in df.columns:
+            raise ParameterError(f"column {c!r} not in results; have {sorted(df.columns)}")
+    by = [color] if isinstance(color, str) else list(color)
+    s = _summary(df, x, y, by)
+    if percent_x is None:
+        percent_x = "loss" in x
+    fig = go.Figure()
+    groups = s.groupby(by, dropna=False) if by else [((), s)]
+    for key, part in groups:
+        label = " ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+        xs = part[x] * (100 if percent_x else 1)
+        fig.add_trace(
+            go.Scatter(
+                x=xs, y=part["mean"], name=label or y, mode="lines+markers",
+                error_y=dict(type="data", array=part["ci95"], visible=bool((part["count"] > 1).any())),
+            )
+        )
+    fig.update_layout(
+        title=title or f"{LABELS.get(y, y)} vs {LABELS.get(x, x)}",
+        xaxis_title=LABELS.get(x, x) + (" (%)" if percent_x and "(%)" not in LABELS.get(x, x) else ""),
+        yaxis_title=LABELS.get(y, y),
+        template="plotly_white",
+        legend_title_text=", ".join(by),
+    )
+    return _annotate(fig, synthetic_note(df))
+
+
+def codec_bars(df: pd.DataFrame, *, metrics: Sequence[str] = ("pesq_nb", "pesq_wb"), by: str = "codec", title: str | None = None) -> go.Figure:
+    """Grouped bars of metrics per codec (mean over rows)."""
+    fig = go.Figure()
+    for m in metrics:
+        if m not in df.columns:
+            continue
+        s = df.groupby(by, sort=False)[m].mean()
+        fig.add_trace(go.Bar(x=s.index.astype(str), y=s.values, name=LABELS.get(m, m), text=[f"{v:.2f}" if pd.notna(v) else "" for v in s.values], textposition="outside"))
+    fig.update_layout(barmode="group", title=title or "Quality per codec", template="plotly_white", yaxis_title="score")
+    return _annotate(fig, synthetic_note(df))
+
+
+def jitter_buffer_tradeoff(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """Late loss vs playout delay, one marker per jitter-buffer setting."""
+    for c in ("playout_delay_ms", "late_loss_rate", "jitter_buffer"):
+        if c not in df.columns:
+            raise ParameterError(f"column {c!r} not in results")
+    s = df.groupby("jitter_buffer", sort=False)[["playout_delay_ms", "late_loss_rate", "mouth_to_ear_ms"]].mean().reset_index()
+    fig = go.Figure(
+        go.Scatter(
+            x=s["playout_delay_ms"], y=s["late_loss_rate"] * 100, text=s["jitter_buffer"],
+            mode="markers+text", textposition="top center", marker=dict(size=12),
+        )
+    )
+    fig.update_layout(
+        title=title or "Jitter buffer: delay vs late loss",
+        xaxis_title="mean jitter-buffer delay (ms)", yaxis_title="late loss (%)", template="plotly_white",
+    )
+    return _annotate(fig, synthetic_note(df))
+
+
+def waveforms(reference: np.ndarray, degraded: np.ndarray, sample_rate: int, *, title: str = "sent vs received", max_points: int = 20000) -> go.Figure:
+    """Sent and received waveforms on one time axis (decimated for display)."""
+    n = max(len(reference), len(degraded))
+    step = max(1, n // max_points)
+    fig = go.Figure()
+    for sig, name in ((reference, "sent"), (degraded, "received")):
+        t = np.arange(0, len(sig), step) / sample_rate
+        fig.add_trace(go.Scattergl(x=t, y=sig[::step], name=name, mode="lines", line=dict(width=1)))
+    fig.update_layout(title=title, xaxis_title="time (s)", yaxis_title="amplitude", template="plotly_white")
+    return fig

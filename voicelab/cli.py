@@ -166,7 +166,7 @@ def cmd_codecs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, sort_keys=True, default=str))
         return 0
-    hdr = f"{'name':<8} {'rtpmap':<16} {'PT':>4} {'rate':>6} {'kbit/s':>7} {'frame':>6} {'delay':>6}  status"
+    hdr = f"{'name':<8} {'rtpmap':<16} {'PT':>4} {'Hz':>6} {'kbit/s':>7} {'frame ms':>8} {'delay ms':>8}  status"
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
@@ -174,7 +174,7 @@ def cmd_codecs(args: argparse.Namespace) -> int:
         status = "ok" if r.get("available", True) else f"unavailable: {r.get('unavailable_reason')}"
         print(
             f"{r['name']:<8} {str(r.get('rtpmap')):<16} {pt:>4} {r.get('sample_rate', 0):>6} "
-            f"{r.get('bitrate', 0) / 1000:>7.2f} {r.get('frame_ms', 0):>5g}m {r.get('algorithmic_delay_ms', 0):>5.1f}m  {status}"
+            f"{r.get('bitrate', 0) / 1000:>7.2f} {r.get('frame_ms', 0):>8g} {r.get('algorithmic_delay_ms', 0):>8.2f}  {status}"
         )
     return 0
 

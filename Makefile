@@ -27,7 +27,7 @@ demo: $(VENV)/.installed
 
 # Unit and acceptance tests, then every notebook chapter in quick mode.
 test: $(VENV)/.installed-dev
-	VOICELAB_QUICK=1 $(VENV)/bin/python -m pytest tests notebooks --nbmake --nbmake-timeout=300 $(PYTEST_ARGS)
+	VOICELAB_QUICK=1 VOICELAB_NO_WIDGETS=1 $(VENV)/bin/python -m pytest tests notebooks --nbmake --nbmake-timeout=300 $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.installed-dev
 	$(VENV)/bin/python -m pytest tests -m 'not slow' $(PYTEST_ARGS)

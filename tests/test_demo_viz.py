@@ -76,3 +76,40 @@ def test_demo_quick_writes_report(tmp_path):
     assert (tmp_path / "figures" / "pesq_wb_vs_loss.html").exists()
     if df["synthetic_speech"].any():
         assert "synthetic speech" in html
+
+
+def test_interact_headless_runs_defaults_once(monkeypatch):
+    monkeypatch.setenv("VOICELAB_NO_WIDGETS", "1")
+    calls = []
+
+    def show(loss=0.05, codec="pcmu"):
+        calls.append((loss, codec))
+        return "ok"
+
+    assert viz.interact(show, loss=(0.0, 0.3, 0.01), codec=["pcmu", "opus"]) == "ok"
+    assert calls == [(0.05, "pcmu")]
+
+
+def test_interact_builds_widgets_and_reports_errors(monkeypatch, capsys):
+    monkeypatch.delenv("VOICELAB_NO_WIDGETS", raising=False)
+    from voicelab.errors import VoicelabError
+
+    def show(loss=0.05, codec="pcmu"):
+        if codec == "opus":
+            raise VoicelabError("impossible setting")
+        print(f"ran {codec} {loss}")
+
+    box = viz.interact(show, loss=(0.0, 0.3, 0.01), codec=["pcmu", "opus"])
+    sliders = [c for c in box.children if hasattr(c, "continuous_update")]
+    assert sliders and not any(c.continuous_update for c in sliders)
+    assert box.kwargs == {"loss": 0.05, "codec": "pcmu"}
+    box.children[1].value = "opus"  # the dropdown: the error becomes one printed line
+    assert box.result is None
+
+
+def test_interact_rejects_controls_without_defaults():
+    def show(loss):
+        return loss
+
+    with pytest.raises(ParameterError):
+        viz.interact(show, loss=(0.0, 1.0))

@@ -337,3 +337,16 @@ def test_packetize_argument_errors():
         pk.packetize("text")
     with pytest.raises(ParameterError):
         pk.packetize(b"x", frames_skipped=-1)
+
+
+def test_trusted_constructor_and_wire_size_match_checked_path():
+    from voicelab.rtp import Packetizer
+
+    pk = Packetizer(payload_type=0, clock_rate=8000, timestamp_increment=160, rng=np.random.default_rng(1))
+    p = pk.packetize(b"\x55" * 160, marker=True)
+    q = RtpPacket(marker=True, payload_type=0, sequence_number=p.sequence_number, timestamp=p.timestamp,
+                  ssrc=p.ssrc, payload=b"\x55" * 160)
+    assert p == q and bytes(p) == bytes(q)
+    assert p.wire_size == len(bytes(p)) == 172
+    r = RtpPacket(payload=b"ab", csrc=(1, 2), extension_profile=0xBEDE, extension_data=b"\0" * 8, padding_size=3)
+    assert r.wire_size == len(bytes(r))

@@ -62,35 +62,19 @@ table[["name", "rtpmap", "payload_type", "sample_rate", "bitrate", "frame_ms", "
 Pick a codec and a bitrate; the cell encodes and decodes the speech and plays the
 reference and the decoded audio. (In a static rendering of this notebook the controls do
 nothing; run it in JupyterLab: `make lab`.)"""),
-        new_code_cell('''import ipywidgets as widgets
+        new_code_cell('''names = [r["name"] for r in codecs.available() if r.get("available", True)]
 
-names = [r["name"] for r in codecs.available() if r.get("available", True)]
-codec_w = widgets.Dropdown(options=names, value="opus", description="codec")
-bitrate_w = widgets.IntText(value=16000, description="bitrate (b/s)")
-out = widgets.Output()
-
-def listen(codec, bitrate):
+def listen(codec="opus", bitrate=16000):
     params = {"bitrate": bitrate} if codec in ("opus", "amr-nb", "g726", "g723") else {}
-    try:
-        r = simulate_call(Scenario(codec=codec, codec_params=params, max_speech_s=4 if QUICK else 8, seed=1))
-    except voicelab.VoicelabError as exc:   # e.g. a bitrate the codec does not have
-        print(f"error: {exc}")
-        return None
+    r = simulate_call(Scenario(codec=codec, codec_params=params, max_speech_s=4 if QUICK else 8, seed=1))
+    m = r.metrics
+    wb = "n/a" if m["pesq_wb"] is None else f"{m['pesq_wb']:.2f}"
+    display(Markdown(f"**{codec}** PESQ-NB {m['pesq_nb']:.2f}, PESQ-WB {wb}, "
+                     f"mouth-to-ear {m['mouth_to_ear_ms']:.1f} ms (60 ms of it the jitter buffer)"))
     ref, deg, rate = r.audio_pair()
-    display(Markdown(f"**{codec}** PESQ-NB {r.metrics['pesq_nb']:.2f}, PESQ-WB "
-                     f"{r.metrics['pesq_wb'] if r.metrics['pesq_wb'] is None else round(r.metrics['pesq_wb'], 2)}, "
-                     f"mouth-to-ear {r.metrics['mouth_to_ear_ms']:.1f} ms (60 ms of it the jitter buffer)"))
     display(Markdown("reference:"), Audio(ref, rate=rate), Markdown("decoded:"), Audio(deg, rate=rate))
-    return r
 
-def on_change(_=None):
-    out.clear_output()
-    with out:
-        listen(codec_w.value, bitrate_w.value)
-
-codec_w.observe(on_change, "value"); bitrate_w.observe(on_change, "value")
-display(widgets.HBox([codec_w, bitrate_w]), out)
-on_change()'''),
+viz.interact(listen, codec=names, bitrate=[6300, 8000, 12200, 16000, 24000, 32000, 40000, 64000])'''),
         new_markdown_cell("""## Measure every codec
 
 One lossless call per codec and mode. The published column is plain FFmpeg on natural
@@ -150,36 +134,19 @@ The **E-model** (ITU-T G.107) predicts call quality from delay, loss and the cod
 listening; we put its prediction next to PESQ."""),
         new_code_cell(SETUP),
         new_markdown_cell("## Listen to a lossy call"),
-        new_code_cell('''import ipywidgets as widgets
+        new_code_cell('''def lossy_call(codec="pcmu", loss=0.05, mean_burst=1.0, jitter_ms=10.0, plc=True):
+    burst = None if mean_burst <= 1.0 else mean_burst
+    chan = ChannelConfig(loss_rate=loss, burst_length=burst, delay_ms=20, jitter_ms=jitter_ms)
+    r = simulate_call(Scenario(codec=codec, channel=chan, plc=plc, jitter_buffer="adaptive",
+                               max_speech_s=4 if QUICK else 8, seed=1))
+    m = r.metrics
+    display(pd.Series({k: m[k] for k in ("pesq_nb", "pesq_wb", "mos_cqe", "loss_rate", "late_loss_rate",
+                                           "playout_delay_ms", "mouth_to_ear_ms")}).round(3).to_frame("value").T)
+    ref, deg, rate = r.audio_pair()
+    display(Audio(deg, rate=rate))
 
-loss_w = widgets.FloatSlider(value=0.05, min=0, max=0.3, step=0.01, description="loss")
-burst_w = widgets.FloatSlider(value=1.0, min=1.0, max=6.0, step=0.5, description="mean burst")
-jitter_w = widgets.FloatSlider(value=10, min=0, max=80, step=5, description="jitter (ms)")
-codec_w = widgets.Dropdown(options=["pcmu", "g722", "opus"], value="pcmu", description="codec")
-plc_w = widgets.Checkbox(value=True, description="PLC")
-out = widgets.Output()
-
-def run(_=None):
-    out.clear_output()
-    with out:
-        burst = None if burst_w.value <= 1.0 else burst_w.value
-        try:
-            chan = ChannelConfig(loss_rate=loss_w.value, burst_length=burst, delay_ms=20, jitter_ms=jitter_w.value)
-            r = simulate_call(Scenario(codec=codec_w.value, channel=chan, plc=plc_w.value, jitter_buffer="adaptive",
-                                       max_speech_s=4 if QUICK else 8, seed=1))
-        except voicelab.VoicelabError as exc:
-            print(f"error: {exc}")
-            return
-        m = r.metrics
-        display(pd.Series({k: m[k] for k in ("pesq_nb", "pesq_wb", "mos_cqe", "loss_rate", "late_loss_rate",
-                                               "playout_delay_ms", "mouth_to_ear_ms")}).round(3).to_frame("value").T)
-        ref, deg, rate = r.audio_pair()
-        display(Audio(deg, rate=rate))
-
-for w in (loss_w, burst_w, jitter_w, codec_w, plc_w):
-    w.observe(run, "value")
-display(widgets.VBox([widgets.HBox([codec_w, plc_w]), loss_w, burst_w, jitter_w]), out)
-run()'''),
+viz.interact(lossy_call, codec=["pcmu", "g722", "opus"], loss=(0.0, 0.3, 0.01), mean_burst=(1.0, 6.0, 0.5),
+             jitter_ms=(0.0, 80.0, 5.0), plc=True)'''),
         new_markdown_cell("""## PESQ vs loss: PLC and FEC
 
 G.711 with its concealment (G.711 Appendix I-like) and without (silence insertion); Opus

@@ -151,10 +151,20 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         "stoi": metrics.stoi(r_al, d_al, rate),
         "snr_db": metrics.snr_db(r_al, d_al),
     }
+    warnings = []
+    if est.confidence < 0.3:
+        warnings.append(
+            f"low confidence ({est.confidence:.2f}) in the delay estimate: are these recordings of the same speech?"
+        )
+    out["warnings"] = warnings
     if args.json:
-        print(json.dumps(out, sort_keys=True))
+        from .sim.engine import _jsonable
+
+        print(json.dumps(_jsonable(out), sort_keys=True, allow_nan=False))
     else:
-        _print_table(out)
+        _print_table({k: v for k, v in out.items() if k != "warnings"})
+        for w in warnings:
+            print(f"  note: {w}")
     return 0
 
 
@@ -212,11 +222,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     spec = load_sweep_file(args.file)
     base = Scenario.from_dict(spec["base"])
     journal = args.journal or spec.get("journal") or str(Path(args.file).with_suffix(".journal.jsonl"))
-    df = sweep(base, spec["grid"], repeats=int(spec.get("repeats", 1)), seed=int(spec.get("seed", 0)),
-               workers=args.workers or spec.get("workers", 1), journal=journal)
     output = args.output or spec.get("output")
+    if output:  # fail before running anything, not after
+        try:
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            with open(output, "a"):
+                pass
+        except OSError as exc:
+            raise ParameterError(f"cannot write sweep output {output}: {exc.strerror or exc}") from None
+    df = sweep(base, spec["grid"], repeats=spec.get("repeats") or 1, seed=spec.get("seed") or 0,
+               workers=args.workers if args.workers is not None else (spec.get("workers") or 1), journal=journal)
     if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
         if str(output).endswith(".parquet"):
             df.to_parquet(output)
         else:

@@ -104,7 +104,7 @@ def _parabolic(y_m1: float, y0: float, y_p1: float) -> float:
 
 
 def estimate_delay(reference, degraded, sample_rate: int, *, max_delay_ms: float = 1000.0,
-                   method: str = "gcc-phat") -> DelayEstimate:
+                   method: str = "gcc-phat", causal: bool = False) -> DelayEstimate:
     """Estimate how much ``degraded`` lags ``reference``.
 
     Parameters
@@ -120,6 +120,9 @@ def estimate_delay(reference, degraded, sample_rate: int, *, max_delay_ms: float
         Lags searched: ``-max_delay_ms .. +max_delay_ms``.
     method : {"gcc-phat", "xcorr"}
         Correlation used (see module docs).
+    causal : bool, default False
+        Search only lags >= 0 (the degraded signal cannot precede the reference, as in
+        a recording of a call path).
 
     Returns
     -------
@@ -158,7 +161,7 @@ def estimate_delay(reference, degraded, sample_rate: int, *, max_delay_ms: float
         cc = irfft(cross, n) / np.sqrt(np.dot(ref, ref) * np.dot(deg, deg))
     max_lag = int(min(np.floor(max_delay_ms * sample_rate / 1000.0), n // 2 - 1))
     max_pos = min(max_lag, deg.size - 1)   # degraded later than reference
-    max_neg = min(max_lag, ref.size - 1)   # degraded earlier
+    max_neg = 0 if causal else min(max_lag, ref.size - 1)   # degraded earlier
     # lag L (degraded later by L) is at cc[L]; negative lags wrap to the end
     window = np.concatenate([cc[n - max_neg:], cc[: max_pos + 1]]) if max_neg > 0 else cc[: max_pos + 1]
     lags = np.arange(-max_neg, max_pos + 1)

@@ -78,7 +78,10 @@ def to_int16(samples) -> np.ndarray:
     >>> to_int16([0.0, 0.5, -1.0, 2.0]).tolist()
     [0, 16384, -32768, 32767]
     """
-    x = np.asarray(samples, dtype=np.float64)
+    try:
+        x = np.asarray(samples, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise AudioError(f"cannot convert {type(samples).__name__} to audio samples: numbers expected") from None
     if x.size and not np.all(np.isfinite(x)):
         raise AudioError("cannot convert NaN or infinite samples to int16")
     return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)

@@ -153,6 +153,8 @@ class Codec(abc.ABC):
 
     def decode(self, payload: bytes) -> np.ndarray:
         """Decode one payload into ``frame_samples`` int16 samples."""
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise CodecError(f"{self.name}: decode() needs the payload as bytes, got {type(payload).__name__}")
         out = self._decode_payload(bytes(payload))
         return self._fit(out)
 

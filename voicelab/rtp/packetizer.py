@@ -134,7 +134,7 @@ class Packetizer:
         if isinstance(frames_skipped, bool) or not isinstance(frames_skipped, (int, np.integer)) or frames_skipped < 0:
             raise ParameterError(f"frames_skipped must be an integer >= 0, got {frames_skipped!r}")
         ts = (self._next_ts + self.timestamp_increment * int(frames_skipped)) & 0xFFFFFFFF
-        packet = RtpPacket(
+        packet = RtpPacket._trusted(  # every field is valid by construction
             marker=bool(marker),
             payload_type=self.payload_type,
             sequence_number=self._next_seq,

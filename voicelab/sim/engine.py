@@ -18,8 +18,10 @@ buffer's start time; slot ``k`` is written at output sample ``round(start * rate
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,16 +115,21 @@ class Result:
 
     def row(self) -> dict[str, Any]:
         """One tidy row: scenario parameters (flattened) and metrics."""
+        row = self.scenario_row(self.scenario)
+        row.update(self.metrics)
+        return row
+
+    @staticmethod
+    def scenario_row(scenario: Scenario) -> dict[str, Any]:
+        """A scenario flattened to table columns (``channel.loss_rate``, ...)."""
         row: dict[str, Any] = {}
-        s = self.scenario.to_dict()
-        for k, v in s.items():
+        for k, v in scenario.to_dict().items():
             if k == "channel":
                 row.update({f"channel.{ck}": cv for ck, cv in v.items()})
             elif k == "codec_params":
                 row.update({f"codec_params.{ck}": cv for ck, cv in v.items()})
             else:
                 row[k] = v
-        row.update(self.metrics)
         return row
 
     def audio_pair(self) -> tuple[np.ndarray, np.ndarray, int]:
@@ -147,23 +154,43 @@ def _jsonable(x: Any) -> Any:
 
 # ---------------------------------------------------------------------- speech
 def load_speech(scenario: Scenario) -> SpeechInput:
-    """The level-normalised speech a scenario sends, at 16 kHz (8 kHz for 8 kHz files)."""
+    """The level-normalised speech a scenario sends, at 16 kHz (8 kHz for 8 kHz files).
+
+    Results are cached per (source, level, length) in this process, keyed also on the
+    file's size and modification time and on ``VOICELAB_DATA``, so sweeps do not redo the
+    P.56 level measurement for every trial. The arrays are read-only.
+    """
     if scenario.input:
-        samples, rate = audio.read_wav(scenario.input)
+        try:
+            st = os.stat(scenario.input)
+            stamp: tuple = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            stamp = ()  # read_wav reports the problem
+        key = ("file", str(scenario.input), stamp)
+    else:
+        key = ("named", scenario.speech, os.environ.get("VOICELAB_DATA", ""))
+    return _load_speech_cached(key, scenario.input, scenario.speech, float(scenario.max_speech_s), float(scenario.level_db))
+
+
+@functools.lru_cache(maxsize=32)
+def _load_speech_cached(key: tuple, input_path: str | None, speech: str, max_s: float, level_db: float) -> SpeechInput:
+    if input_path:
+        samples, rate = audio.read_wav(input_path)
         if rate not in _SUPPORTED_INPUT_RATES:
             raise AudioError(
-                f"{scenario.input}: sample rate {rate} Hz is not supported; use one of "
+                f"{input_path}: sample rate {rate} Hz is not supported; use one of "
                 + ", ".join(str(r) for r in _SUPPORTED_INPUT_RATES)
             )
         target = 16000 if rate >= 16000 else 8000
         samples = audio.resample(samples, rate, target)
-        name, source, synthetic = str(scenario.input), "file", False
+        name, source, synthetic = str(input_path), "file", False
         rate = target
     else:
-        samples, rate, name, source, synthetic = _named_speech(scenario.speech, scenario.max_speech_s)
-    limit = int(scenario.max_speech_s * rate)
+        samples, rate, name, source, synthetic = _named_speech(speech, max_s)
+    limit = int(max_s * rate)
     samples = np.asarray(samples[:limit], dtype=np.float64)
-    samples = audio.normalize_level(samples, rate, level_db=scenario.level_db)
+    samples = audio.normalize_level(samples, rate, level_db=level_db)
+    samples.setflags(write=False)
     return SpeechInput(samples, rate, name, source, synthetic)
 
 
@@ -198,13 +225,18 @@ def _named_speech(spec: str, max_s: float) -> tuple[np.ndarray, int, str, str, b
 
 
 # ------------------------------------------------------------------ simulator
-def _make_codec(scenario: Scenario, *, loss_rate: float) -> dict[str, Any]:
+def _make_codec(scenario: Scenario, *, loss_rate: float, warnings: list[str]) -> dict[str, Any]:
+    """Codec parameters, with FEC planned the way a real sender would plan it."""
     params = dict(scenario.codec_params)
     if scenario.fec:
         probe = codecs.get(scenario.codec, **params)
         if probe.name == "opus":
             params.setdefault("fec", True)
-            params.setdefault("packet_loss_perc", int(round(100 * loss_rate)))
+            # Opus spends bits on LBRR only when it expects loss; a sender learns the
+            # loss from RTCP. At least 1 % so that asking for FEC always gets FEC.
+            params.setdefault("packet_loss_perc", max(1, int(round(100 * loss_rate))))
+        else:
+            warnings.append(f"fec: codec {probe.name} has no forward error correction; ignored")
     return params
 
 
@@ -233,12 +265,17 @@ def simulate_call(scenario: Scenario | None = None, /, *, quality: bool = True, 
     4.4
     """
     if scenario is None:
-        scenario = Scenario(**overrides)
-    elif overrides:
+        scenario = Scenario()
+    elif not isinstance(scenario, Scenario):
+        raise ParameterError(
+            f"simulate_call() takes a Scenario (or keyword fields), got {type(scenario).__name__}"
+        )
+    if overrides:
         scenario = scenario.with_(**overrides)
 
     channel_cfg = scenario.channel
-    codec_params = _make_codec(scenario, loss_rate=channel_cfg.loss_rate)
+    warnings: list[str] = []
+    codec_params = _make_codec(scenario, loss_rate=channel_cfg.expected_loss_rate, warnings=warnings)
     tx = codecs.get(scenario.codec, **codec_params)
     rx = codecs.get(scenario.codec, **codec_params)
     speech = load_speech(scenario)
@@ -292,7 +329,7 @@ def simulate_call(scenario: Scenario | None = None, /, *, quality: bool = True, 
         seq_of[i] = pkt.sequence_number
         if ts_of_first_packet is None:
             ts_of_first_packet = pkt.timestamp
-        wire = len(bytes(pkt)) + overhead - 12  # overhead_bytes includes the RTP header
+        wire = pkt.wire_size + overhead - 12  # overhead_bytes includes the RTP header
         size[i] = wire
         sent[i] = True
         wire_bytes += wire
@@ -309,7 +346,8 @@ def simulate_call(scenario: Scenario | None = None, /, *, quality: bool = True, 
     jb_cls = FixedJitterBuffer if kind == "fixed" else AdaptiveJitterBuffer
     jb = jb_cls(frame_ms=tx.frame_ms, clock_rate=tx.clock_rate, timestamp_increment=tx.timestamp_increment, **jb_params)
 
-    outcome = np.array(["not-sent" if not s else "lost" for s in sent], dtype=object)
+    # Per-frame ground truth: what the listener got in place of each frame.
+    outcome = np.array(["dtx" if not s_ else "lost" for s_ in sent], dtype=object)
     played_slot = np.full(n_frames, -1, dtype=np.int64)
     played_time = np.full(n_frames, np.nan)
 
@@ -321,10 +359,8 @@ def simulate_call(scenario: Scenario | None = None, /, *, quality: bool = True, 
     # Slots are identified by RTP timestamp (the jitter buffer knows a missing slot's
     # timestamp even when it cannot know its sequence number).
     i_first = int(np.nonzero(sent)[0][0])
-    ts_first = ts_of_first_packet
     inc = tx.timestamp_increment
-    ts_to_frame = {(ts_first + (i - i_first) * inc) % (1 << 32): i for i in range(n_frames)}
-    ptr = 0
+    ts_to_frame = {(ts_of_first_packet + (i - i_first) * inc) % (1 << 32): i for i in range(n_frames)}
     t0, _, _, p0 = events[0]
     jb.push(p0, t0)
     ptr = 1
@@ -339,12 +375,14 @@ def simulate_call(scenario: Scenario | None = None, /, *, quality: bool = True, 
     done = False
     while not done and k < max_slots:
         t = start + k * frame_s
-        while ptr < len(events) and events[ptr][0] <= t + 1e-12:
+        # same tolerance as the jitter buffer's own "has it arrived" test
+        while ptr < len(events) and events[ptr][0] <= t + 1e-9:
             jb.push(events[ptr][3], events[ptr][0])
             ptr += 1
         p = jb.pop(t)
         frame: np.ndarray
         idx = ts_to_frame.get(p.timestamp) if p.timestamp is not None else None
+        is_dtx = idx is not None and not sent[idx]
         if p.kind in ("frame", "skip"):
             frame = rx.decode(p.payload)
             if idx is not None:
@@ -352,27 +390,30 @@ def simulate_call(scenario: Scenario | None = None, /, *, quality: bool = True, 
                 if p.kind == "skip" and idx > 0 and outcome[idx - 1] == "lost":
                     outcome[idx - 1] = "dropped"  # accelerated away by the jitter buffer
         elif p.kind in ("lost", "expand"):
-            if p.kind == "lost" and scenario.fec and rx.has_fec and p.next_payload is not None:
+            rec = None
+            if p.kind == "lost" and not is_dtx and scenario.fec and rx.has_fec and p.next_payload is not None:
                 rec = rx.decode_fec(p.next_payload)
-            else:
-                rec = None
             if rec is not None:
                 frame = rec
                 fec_used += 1
                 if idx is not None:
                     outcome[idx] = "fec"
-            elif scenario.plc:
+            elif scenario.plc:  # a DTX pause is concealed too (comfort noise), not counted
                 frame = rx.conceal()
-                concealed += 1
-                if idx is not None:
-                    outcome[idx] = "dtx" if (p.dtx or not sent[idx]) else "concealed"
+                if not is_dtx:
+                    concealed += 1
+                    if idx is not None:
+                        outcome[idx] = "concealed"
             else:
                 frame = np.zeros(F, dtype=np.int16)
-                silent_inserted += 1
-                if idx is not None:
-                    outcome[idx] = "dtx" if (p.dtx or not sent[idx]) else "silence"
-        else:  # "empty"
+                if not is_dtx:
+                    silent_inserted += 1
+                    if idx is not None:
+                        outcome[idx] = "silence"
+        else:  # "empty": the buffer ran dry
             frame = np.zeros(F, dtype=np.int16)
+            if k > 0 and ptr < len(events):
+                silent_inserted += 1
         if idx is not None and p.kind in ("frame", "skip", "lost"):
             played_slot[idx] = k
             played_time[idx] = t
@@ -387,24 +428,42 @@ def simulate_call(scenario: Scenario | None = None, /, *, quality: bool = True, 
 
     y = np.zeros(base + len(out_chunks) * F, dtype=np.float64)
     y[base:] = audio.to_float(np.concatenate(out_chunks))
-    # Late packets: arrived but after their slot.
-    for i in range(n_frames):
-        if sent[i] and outcome[i] in ("concealed", "silence", "fec", "lost") and not np.isnan(first_arrival[i]):
-            if played_slot[i] >= 0 and first_arrival[i] > played_time[i]:
-                outcome[i] = outcome[i] + "-late"
+    # A packet that did arrive, but after its slot was played (or never got a slot).
+    late = sent & (copies > 0) & (outcome != "played") & (
+        np.isnan(played_time) | (first_arrival > np.nan_to_num(played_time, nan=-np.inf))
+    )
 
     stats = jb.stats
-    true_delay_ms = float(np.median(truth)) / rate * 1000.0 if truth else float("nan")
+    truth_ms = np.asarray(truth) / rate * 1000.0
+    true_delay_ms = float(np.median(truth_ms)) if truth else float("nan")
+    true_min_ms = float(truth_ms.min()) if truth else float("nan")
+    true_max_ms = float(truth_ms.max()) if truth else float("nan")
 
-    # ---- measure like a live call: delay by cross-correlation, then quality
+    # ---- measure like a live call: delay by cross-correlation, then quality.
+    # The search window comes from what a live experimenter also knows (configured
+    # delay, jitter, buffer size), never from the simulator's ground truth.
+    jb_max_ms = jb_params.get("delay_ms", jb_params.get("max_delay_ms", 400.0))
+    spread = 10.0 if channel_cfg.jitter_distribution == "pareto" else 6.0
+    search_ms = 1000.0 + 2.0 * (channel_cfg.delay_ms + spread * channel_cfg.jitter_ms + jb_max_ms)
+    if channel_cfg.bandwidth_kbps is not None:
+        search_ms += 2000.0
     ref_codec_rate = x[:n_speech]
-    est = audio.estimate_delay(ref_codec_rate, y, rate, max_delay_ms=max(1000.0, 3 * true_delay_ms if math.isfinite(true_delay_ms) else 1000.0))
+    est = audio.estimate_delay(ref_codec_rate, y, rate, max_delay_ms=search_ms, causal=True)
     shift = int(round(est.delay_samples))
-    deg = y[shift : shift + n_speech] if shift >= 0 else np.concatenate([np.zeros(-shift), y[: n_speech + shift]])
+    deg = y[shift : shift + n_speech]
     if len(deg) < n_speech:
         deg = np.concatenate([deg, np.zeros(n_speech - len(deg))])
+    if est.confidence < 0.3:
+        warnings.append(
+            f"delay: low confidence ({est.confidence:.2f}) in the measured mouth-to-ear delay; "
+            "PESQ, STOI and the E-model used that alignment"
+        )
+    if truth and not (true_min_ms - 1.0 <= est.delay_ms <= true_max_ms + 1.0):
+        warnings.append(
+            f"delay: measured {est.delay_ms:.1f} ms is outside the true range "
+            f"{true_min_ms:.1f}..{true_max_ms:.1f} ms of this call"
+        )
 
-    warnings: list[str] = []
     if speech.synthetic:
         warnings.append(audio.SYNTHETIC_WARNING)
     ref_rate = speech.sample_rate
@@ -412,10 +471,10 @@ def simulate_call(scenario: Scenario | None = None, /, *, quality: bool = True, 
     deg_ref_rate = audio.resample(deg, rate, ref_rate)[: len(ref)]
     if len(deg_ref_rate) < len(ref):
         deg_ref_rate = np.concatenate([deg_ref_rate, np.zeros(len(ref) - len(deg_ref_rate))])
-    ref8 = audio.resample(ref, ref_rate, 8000)
-    deg8 = audio.resample(deg_ref_rate, ref_rate, 8000)[: len(ref8)]
     pesq_nb = pesq_wb = stoi_v = None
     if quality:
+        ref8 = audio.resample(ref, ref_rate, 8000)
+        deg8 = audio.resample(deg_ref_rate, ref_rate, 8000)[: len(ref8)]
         pesq_nb = _safe_metric(lambda: metrics.pesq(ref8, deg8, 8000, mode="nb"), warnings, "pesq_nb")
         if ref_rate >= 16000:
             pesq_wb = _safe_metric(lambda: metrics.pesq(ref, deg_ref_rate, ref_rate, mode="wb"), warnings, "pesq_wb")
@@ -424,10 +483,12 @@ def simulate_call(scenario: Scenario | None = None, /, *, quality: bool = True, 
     n_sent = int(sent.sum())
     n_lost_net = int(np.sum(sent & (copies == 0)))
     loss_rate = n_lost_net / n_sent if n_sent else 0.0
-    # Frames that the listener did not get from their own packet (lost, late, FEC).
-    bad = np.array([o not in ("played", "not-sent") for o in outcome]) & sent
-    eff_loss = float(np.sum(bad & (outcome != "fec"))) / max(n_sent, 1)
-    burst_r = _burst_ratio(bad[sent])
+    # What the listener missed: sent frames not played from their own packet and not
+    # rebuilt by FEC (lost, late, dropped, concealed, silence). One mask feeds both the
+    # E-model's Ppl and its BurstR.
+    missed = sent & np.isin(outcome, ["played", "fec"], invert=True)
+    eff_loss = float(missed.sum()) / max(n_sent, 1)
+    burst_r = _burst_ratio(missed[sent])
     duration_s = n_frames * frame_s
     em = _emodel(tx, scenario, est.delay_ms, eff_loss, burst_r, warnings)
 
@@ -440,6 +501,8 @@ def simulate_call(scenario: Scenario | None = None, /, *, quality: bool = True, 
         "stoi": stoi_v,
         "mouth_to_ear_ms": float(est.delay_ms),
         "mouth_to_ear_true_ms": true_delay_ms,
+        "mouth_to_ear_true_min_ms": true_min_ms,
+        "mouth_to_ear_true_max_ms": true_max_ms,
         "delay_confidence": float(est.confidence),
         "loss_rate": loss_rate,
         "late_loss_rate": float(stats.late_loss_rate),
@@ -449,6 +512,8 @@ def simulate_call(scenario: Scenario | None = None, /, *, quality: bool = True, 
         "concealed_frames": int(concealed),
         "fec_recovered_frames": int(fec_used),
         "silence_inserted_frames": int(silent_inserted),
+        "dtx_frames": int(np.sum(~sent)),
+        "late_frames": int(late.sum()),
         "r_factor": em[0],
         "mos_cqe": em[1],
         "emodel_ie": em[2],
@@ -475,6 +540,7 @@ def simulate_call(scenario: Scenario | None = None, /, *, quality: bool = True, 
             "playout_slot": played_slot,
             "playout_time_s": played_time,
             "outcome": outcome.astype(str),
+            "late": late,
         }
     )
     if ref_rate != 8000 and ref_rate != 16000:  # pragma: no cover - load_speech guarantees

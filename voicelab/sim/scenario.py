@@ -16,7 +16,29 @@ from typing import Any, Mapping
 from ..errors import ParameterError
 from ..net import ChannelConfig, preset
 
-__all__ = ["Scenario", "parse_jitter_buffer"]
+__all__ = ["Scenario", "parse_jitter_buffer", "canonical_jitter_buffer"]
+
+
+def canonical_jitter_buffer(spec: str) -> str:
+    """One spelling per jitter buffer: ``"FIXED:60.0"`` -> ``"fixed:60"``."""
+    kind, params = parse_jitter_buffer(spec)
+    if kind == "fixed":
+        return f"fixed:{params['delay_ms']:g}"
+    if params:
+        return f"adaptive:{params['min_delay_ms']:g}:{params['max_delay_ms']:g}"
+    return "adaptive"
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python; integral floats -> int (so 24000.0 and 24000 are one key)."""
+    if hasattr(value, "item") and callable(value.item) and not isinstance(value, (str, bytes)):
+        try:
+            value = value.item()
+        except (TypeError, ValueError):
+            pass
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def parse_jitter_buffer(spec: str) -> tuple[str, dict[str, float]]:
@@ -115,22 +137,54 @@ class Scenario:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        from ..codecs import canonical_name
+
+        put = object.__setattr__
         if isinstance(self.channel, str):
-            object.__setattr__(self, "channel", preset(self.channel))
+            put(self, "channel", preset(self.channel))
         elif isinstance(self.channel, Mapping):
-            object.__setattr__(self, "channel", ChannelConfig.from_dict(dict(self.channel)))
+            put(self, "channel", ChannelConfig.from_dict(dict(self.channel)))
         elif not isinstance(self.channel, ChannelConfig):
             raise ParameterError(
                 f"channel must be a ChannelConfig, a dict or a preset name, got {type(self.channel).__name__}"
             )
-        object.__setattr__(self, "codec_params", dict(self.codec_params))
-        parse_jitter_buffer(self.jitter_buffer)
-        if not isinstance(self.seed, int) or self.seed < 0:
+        if not isinstance(self.codec_params, Mapping):
+            raise ParameterError(
+                f"codec_params must be a mapping of codec parameters, got {type(self.codec_params).__name__}"
+            )
+        # One spelling per scenario, so equal scenarios have equal keys.
+        name, alias_params = canonical_name(self.codec)
+        params = {str(k): _plain(v) for k, v in self.codec_params.items()}
+        for k, v in alias_params.items():
+            if k in params and params[k] != v:
+                raise ParameterError(f"codec {self.codec!r} means {k}={v}, but codec_params gives {k}={params[k]}")
+            params[k] = v
+        put(self, "codec", name)
+        put(self, "codec_params", dict(sorted(params.items())))
+        put(self, "jitter_buffer", canonical_jitter_buffer(self.jitter_buffer))
+        for fname, lo, hi, unit in (("level_db", -60.0, 0.0, "dBov"), ("max_speech_s", 1.0, 600.0, "s")):
+            raw = getattr(self, fname)
+            try:
+                val = float(raw)
+            except (TypeError, ValueError):
+                raise ParameterError(f"{fname} must be a number, got {raw!r}") from None
+            if not lo <= val <= hi:
+                raise ParameterError(f"{fname} {val:g} {unit} is outside {lo:g}..{hi:g}")
+            put(self, fname, val)
+        seed = _plain(self.seed)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ParameterError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not -60.0 <= float(self.level_db) <= 0.0:
-            raise ParameterError(f"level_db {self.level_db:g} dBov is outside -60..0")
-        if not 1.0 <= float(self.max_speech_s) <= 600.0:
-            raise ParameterError(f"max_speech_s {self.max_speech_s:g} is outside 1..600 s")
+        put(self, "seed", seed)
+        for fname in ("plc", "fec"):
+            if not isinstance(getattr(self, fname), (bool,)) and _plain(getattr(self, fname)) not in (0, 1):
+                raise ParameterError(f"{fname} must be true or false, got {getattr(self, fname)!r}")
+            put(self, fname, bool(getattr(self, fname)))
+        if self.input is not None and not isinstance(self.input, (str, bytes)) and not hasattr(self.input, "__fspath__"):
+            raise ParameterError(f"input must be a file path, got {self.input!r}")
+        if self.input is not None:
+            put(self, "input", str(self.input))
+        if not isinstance(self.speech, str):
+            raise ParameterError(f"speech must be a name such as 'default' or 'harvard', got {self.speech!r}")
 
     # ----------------------------------------------------------------- helpers
     def to_dict(self) -> dict[str, Any]:
@@ -164,20 +218,24 @@ class Scenario:
                 cparams[k.split(".", 1)[1]] = v
             else:
                 plain[k] = v
-        base = self
-        if chan:
-            channel = plain.pop("channel", base.channel)
-            if isinstance(channel, str):
-                channel = preset(channel)
-            plain["channel"] = dataclasses.replace(channel, **chan)
-        if cparams != dict(self.codec_params) and "codec_params" not in plain:
-            plain["codec_params"] = cparams
         try:
-            return dataclasses.replace(base, **plain)
+            if chan:
+                channel = plain.pop("channel", self.channel)
+                if isinstance(channel, str):
+                    channel = preset(channel)
+                elif isinstance(channel, Mapping):
+                    channel = ChannelConfig.from_dict(dict(channel))
+                plain["channel"] = dataclasses.replace(channel, **chan)
+            if cparams != dict(self.codec_params) and "codec_params" not in plain:
+                plain["codec_params"] = cparams
+            return dataclasses.replace(self, **plain)
         except TypeError as exc:
-            raise ParameterError(f"cannot change scenario: {exc}") from None
+            known = ", ".join(f.name for f in dataclasses.fields(self))
+            raise ParameterError(
+                f"cannot change scenario ({exc}); fields: {known}, channel.<field>, codec_params.<name>"
+            ) from None
 
     def key(self) -> str:
         """A stable short hash of the scenario (for resumable sweeps)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import ParameterError, VoicelabError
+from ..errors import CodecUnavailableError, DataUnavailableError, ParameterError, VoicelabError
 from .scenario import Scenario
 
 __all__ = ["sweep", "trials", "load_sweep_file"]
@@ -35,8 +35,14 @@ def _trial_seed(seed: int, repeat: int) -> int:
 
 def trials(base: Scenario, grid: Mapping[str, Sequence[Any]], *, repeats: int = 1, seed: int = 0) -> list[tuple[dict[str, Any], int, Scenario]]:
     """Expand a grid into ``(point, repeat, scenario)`` triples, in a stable order."""
-    if repeats < 1:
-        raise ParameterError(f"repeats must be >= 1, got {repeats}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ParameterError(f"repeats must be an integer >= 1, got {repeats!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ParameterError(f"seed must be an integer >= 0, got {seed!r}")
+    if not isinstance(grid, Mapping):
+        raise ParameterError(
+            f"grid must map field names to lists of values (e.g. {{'codec': ['pcmu', 'opus']}}), got {type(grid).__name__}"
+        )
     names = list(grid)
     values = []
     for n in names:
@@ -56,8 +62,12 @@ def trials(base: Scenario, grid: Mapping[str, Sequence[Any]], *, repeats: int = 
     return out
 
 
+#: Errors that may go away on a rerun (a library installed, data fetched): not journaled.
+_TRANSIENT = (CodecUnavailableError, DataUnavailableError)
+
+
 def _run_one(scn_dict: dict[str, Any]) -> dict[str, Any]:
-    from .engine import simulate_call
+    from .engine import Result, simulate_call
 
     scn = Scenario.from_dict(scn_dict)
     try:
@@ -66,13 +76,21 @@ def _run_one(scn_dict: dict[str, Any]) -> dict[str, Any]:
         row["warnings"] = "; ".join(res.warnings)
         row["error"] = None
     except VoicelabError as exc:
-        row = {"error": f"{type(exc).__name__}: {exc}"}
+        # keep the scenario columns so a failed trial is identifiable in the table
+        row = Result.scenario_row(scn)
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        row["transient"] = isinstance(exc, _TRANSIENT)
     return row
 
 
-def _init_worker() -> None:  # one trial per single-threaded worker
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
+def _init_worker() -> None:
+    """One trial per single-threaded worker, so trials do not compete for cores."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn/librosa
+        pass
 
 
 def sweep(
@@ -111,16 +129,13 @@ def sweep(
         One row per trial: ``repeat``, ``trial_key``, the scenario (flattened, dotted
         column names), every metric, ``warnings`` and ``error``.
     """
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ParameterError(f"workers must be an integer >= 1 (or None for one per core), got {workers!r}")
     plan = trials(base, grid, repeats=repeats, seed=seed)
     done: dict[str, dict[str, Any]] = {}
     jpath = Path(journal) if journal is not None else None
-    if jpath is not None and jpath.exists():
-        for line in jpath.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-                done[rec["trial_key"]] = rec
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue  # a line cut short by an interruption: that trial reruns
+    if jpath is not None:
+        _prepare_journal(jpath, done)
     todo = [(p, r, s) for p, r, s in plan if _key(s, r) not in done]
 
     bar = None
@@ -132,11 +147,12 @@ def sweep(
     def record(point: dict[str, Any], r: int, scn: Scenario, row: dict[str, Any]) -> None:
         rec = {"trial_key": _key(scn, r), "repeat": r, **{f"grid.{k}": v for k, v in point.items()}, **row}
         rec = json.loads(json.dumps(rec, default=_default))
+        transient = bool(rec.pop("transient", False))
         done[rec["trial_key"]] = rec
-        if jpath is not None:
-            jpath.parent.mkdir(parents=True, exist_ok=True)
-            with jpath.open("a") as fh:
-                fh.write(json.dumps(rec, sort_keys=True) + "\n")
+        if jpath is not None and not transient:
+            with jpath.open("a") as fh:  # one whole line per finished trial
+                fh.write(json.dumps(rec) + "\n")
+                fh.flush()
         if bar is not None:
             bar.update(1)
 
@@ -155,6 +171,27 @@ def sweep(
             bar.close()
     rows = [done[_key(s, r)] for _, r, s in plan]
     return pd.DataFrame(rows)
+
+
+def _prepare_journal(path: Path, done: dict[str, dict[str, Any]]) -> None:
+    """Read finished trials from a journal, and make sure it can take new lines."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            text = path.read_text()
+            for line in text.splitlines():
+                try:
+                    rec = json.loads(line)
+                    done[rec["trial_key"]] = rec
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a line cut short by an interruption: that trial reruns
+            if text and not text.endswith("\n"):
+                with path.open("a") as fh:  # end the cut line so the next record stands alone
+                    fh.write("\n")
+        else:
+            path.touch()
+    except OSError as exc:
+        raise ParameterError(f"cannot use sweep journal {path}: {exc.strerror or exc}") from None
 
 
 def _key(scn: Scenario, repeat: int) -> str:
@@ -193,6 +230,17 @@ def load_sweep_file(path: str | os.PathLike) -> dict[str, Any]:
     extra = set(spec) - allowed
     if extra:
         raise ParameterError(f"sweep file {p}: unknown key(s) {sorted(extra)}; allowed: {sorted(allowed)}")
-    spec.setdefault("base", {})
-    spec.setdefault("grid", {})
+    if spec.get("base") is None:
+        spec["base"] = {}
+    if spec.get("grid") is None:
+        spec["grid"] = {}
+    if not isinstance(spec["base"], dict):
+        raise ParameterError(f"sweep file {p}: 'base' must be a mapping of scenario fields")
+    if not isinstance(spec["grid"], dict) or not all(isinstance(v, list) for v in spec["grid"].values()):
+        raise ParameterError(f"sweep file {p}: 'grid' must map field names to lists, e.g. codec: [pcmu, opus]")
+    for key, lo in (("repeats", 1), ("seed", 0), ("workers", 1)):
+        if key in spec and spec[key] is not None:
+            v = spec[key]
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ParameterError(f"sweep file {p}: '{key}' must be an integer >= {lo}, got {v!r}")
     return spec

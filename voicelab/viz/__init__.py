@@ -22,8 +22,11 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..errors import ParameterError, VoicelabError
+from .widgets import headless, interact
 
 __all__ = [
+    "interact",
+    "headless",
     "export",
     "static_export_available",
     "metric_vs_param",

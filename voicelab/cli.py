@@ -286,7 +286,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``voicelab: error: ...``, exit status 2)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"{self.prog}: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        print(f"voicelab: error: {message} (see '{self.prog} --help')", file=sys.stderr)
         raise SystemExit(2)
 
 

@@ -64,6 +64,7 @@ def run_demo(*, out_dir: str | Path = "results/demo", quick: bool = False, progr
             workers=workers or (1 if quick else 2),
             journal=out / f"journal-{codec}.jsonl",
             progress=progress,
+            desc=f"{label:<13}",
         )
         df["label"] = label
         frames.append(df)

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .. import __version__
 from ..errors import CodecUnavailableError, DataUnavailableError, ParameterError, VoicelabError
 from .scenario import Scenario
 
@@ -102,6 +103,7 @@ def sweep(
     workers: int | None = 1,
     journal: str | os.PathLike | None = None,
     progress: bool = True,
+    desc: str = "sweep",
 ) -> pd.DataFrame:
     """Run a grid of simulated calls and return a tidy table.
 
@@ -122,6 +124,8 @@ def sweep(
         JSON-lines file that records each finished trial; reruns skip what it holds.
     progress : bool
         Show a progress bar (tqdm).
+    desc : str
+        Label of the progress bar.
 
     Returns
     -------
@@ -142,7 +146,7 @@ def sweep(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="sweep", unit="call")
+        bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc=desc, unit="call")
 
     def record(point: dict[str, Any], r: int, scn: Scenario, row: dict[str, Any]) -> None:
         rec = {"trial_key": _key(scn, r), "repeat": r, **{f"grid.{k}": v for k, v in point.items()}, **row}
@@ -195,7 +199,8 @@ def _prepare_journal(path: Path, done: dict[str, dict[str, Any]]) -> None:
 
 
 def _key(scn: Scenario, repeat: int) -> str:
-    return f"{scn.key()}-{repeat}"
+    # the version is part of the key: a journal from another release is not reused
+    return f"{scn.key()}-{repeat}-v{__version__}"
 
 
 def _default(x: Any) -> Any:
@@ -223,7 +228,10 @@ def load_sweep_file(path: str | os.PathLike) -> dict[str, Any]:
     try:
         spec = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ParameterError(f"sweep file {p} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ParameterError(f"sweep file {p} is not valid YAML{where}: {problem}") from None
     if not isinstance(spec, dict):
         raise ParameterError(f"sweep file {p} must hold a mapping with base/grid/repeats")
     allowed = {"base", "grid", "repeats", "seed", "workers", "journal", "output"}

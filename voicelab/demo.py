@@ -92,8 +92,14 @@ def run_demo(*, out_dir: str | Path = "results/demo", quick: bool = False, progr
 def _report_html(df: pd.DataFrame, figs: dict) -> str:
     cols = ["label", "channel.loss_rate", "pesq_nb", "pesq_wb", "mos_cqe", "mouth_to_ear_ms", "mouth_to_ear_true_ms", "bitrate_kbps_wire"]
     table = (
-        df[cols].groupby(["label", "channel.loss_rate"], sort=False).mean(numeric_only=True).round(3).reset_index()
+        df[cols].groupby(["label", "channel.loss_rate"], sort=False).mean(numeric_only=True).round(2).reset_index()
     )
+    table["channel.loss_rate"] = (table["channel.loss_rate"] * 100).round(1)
+    table = table.rename(columns={
+        "label": "codec", "channel.loss_rate": "loss %", "pesq_nb": "PESQ-NB", "pesq_wb": "PESQ-WB",
+        "mos_cqe": "E-model MOS", "mouth_to_ear_ms": "mouth-to-ear ms", "mouth_to_ear_true_ms": "(true) ms",
+        "bitrate_kbps_wire": "kbit/s on the wire",
+    })
     synthetic = bool(df.get("synthetic_speech", pd.Series([False])).any())
     src = df["speech_source"].iloc[0] if "speech_source" in df else "?"
     note = (

@@ -171,10 +171,10 @@ def synthetic_note(df_or_flag) -> str | None:
 def _annotate(fig: go.Figure, note: str | None) -> go.Figure:
     if note:
         fig.add_annotation(
-            text=note, xref="paper", yref="paper", x=0, y=-0.22, showarrow=False,
-            font=dict(size=11, color="firebrick"), xanchor="left",
+            text=note, xref="paper", yref="paper", x=0, y=-0.3, showarrow=False,
+            font=dict(size=11, color="firebrick"), xanchor="left", yanchor="top",
         )
-        fig.update_layout(margin=dict(b=110))
+        fig.update_layout(margin=dict(b=130))
     return fig
 
 

@@ -6,7 +6,6 @@ the published figures they come from are in ../shared/design/REFERENCE-FACTS.md.
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validate import nonneg_ms
 from ..errors import ParameterError
 from .delay import JITTER_DISTRIBUTIONS, DelayModel
 from .loss import BernoulliLoss, GilbertElliottLoss, LossModel, NoLoss, TraceLoss, check_loss_rate
@@ -52,18 +53,6 @@ from .loss import BernoulliLoss, GilbertElliottLoss, LossModel, NoLoss, TraceLos
 __all__ = ["ChannelConfig", "Channel", "ChannelStats", "PacketFate"]
 
 _EPS = 1e-12
-
-
-def _as_ms(value: Any, name: str) -> float:
-    if isinstance(value, bool):
-        raise ParameterError(f"{name} must be a number of milliseconds, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be a number of milliseconds, got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise ParameterError(f"{name} {v:g} ms is negative or not finite: give a value >= 0")
-    return v
 
 
 @dataclass(frozen=True)
@@ -127,8 +116,8 @@ class ChannelConfig:
 
     def __post_init__(self) -> None:
         put = object.__setattr__
-        put(self, "delay_ms", _as_ms(self.delay_ms, "delay_ms"))
-        put(self, "jitter_ms", _as_ms(self.jitter_ms, "jitter_ms"))
+        put(self, "delay_ms", nonneg_ms(self.delay_ms, "delay_ms"))
+        put(self, "jitter_ms", nonneg_ms(self.jitter_ms, "jitter_ms"))
         if self.jitter_distribution not in JITTER_DISTRIBUTIONS:
             raise ParameterError(
                 f"jitter_distribution {self.jitter_distribution!r} is unknown: use one of "

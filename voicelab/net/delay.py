@@ -28,22 +28,13 @@ import math
 
 import numpy as np
 
+from .._validate import nonneg_ms
 from ..errors import ParameterError
 
 __all__ = ["DelayModel", "JITTER_DISTRIBUTIONS"]
 
 #: Names accepted for ``distribution`` / ``jitter_distribution``.
 JITTER_DISTRIBUTIONS = ("normal", "uniform", "pareto")
-
-
-def _nonneg(value: float, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be a number of milliseconds >= 0, got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise ParameterError(f"{name} {v:g} is negative or not finite: give milliseconds >= 0")
-    return v
 
 
 class DelayModel:
@@ -84,8 +75,8 @@ class DelayModel:
         distribution: str = "normal",
         pareto_shape: float = 3.0,
     ) -> None:
-        self.delay_ms = _nonneg(delay_ms, "delay_ms")
-        self.jitter_ms = _nonneg(jitter_ms, "jitter_ms")
+        self.delay_ms = nonneg_ms(delay_ms, "delay_ms")
+        self.jitter_ms = nonneg_ms(jitter_ms, "jitter_ms")
         if distribution not in JITTER_DISTRIBUTIONS:
             raise ParameterError(
                 f"jitter distribution {distribution!r} is unknown: use one of "

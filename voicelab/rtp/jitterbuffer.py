@@ -68,6 +68,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validate import nonneg_ms, positive
 from ..errors import ParameterError
 from .packet import RtpPacket
 
@@ -194,30 +195,6 @@ class _Entry:
     arrival: float
 
 
-def _positive(value: float, name: str) -> float:
-    if isinstance(value, bool):
-        raise ParameterError(f"{name} must be a number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise ParameterError(f"{name} {v:g} must be above 0")
-    return v
-
-
-def _nonneg_ms(value: float, name: str) -> float:
-    if isinstance(value, bool):
-        raise ParameterError(f"{name} must be a number of ms, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be a number of ms, got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise ParameterError(f"{name} {v:g} ms must be >= 0")
-    return v
-
-
 class JitterBuffer(ABC):
     """Common machinery of the jitter buffers (see the module docstring).
 
@@ -248,7 +225,7 @@ class JitterBuffer(ABC):
         timestamp_increment: int,
         end_timeout_ms: float = 500.0,
     ) -> None:
-        self.frame_ms = _positive(frame_ms, "frame_ms")
+        self.frame_ms = positive(frame_ms, "frame_ms")
         for name, value in (("clock_rate", clock_rate), ("timestamp_increment", timestamp_increment)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise ParameterError(f"{name} must be a positive integer, got {value!r}")
@@ -261,7 +238,7 @@ class JitterBuffer(ABC):
                 f"{self.timestamp_increment} at clock_rate {self.clock_rate} Hz ({implied:g} ms): "
                 "give the duration of one packet"
             )
-        self.end_timeout_ms = _nonneg_ms(end_timeout_ms, "end_timeout_ms")
+        self.end_timeout_ms = nonneg_ms(end_timeout_ms, "end_timeout_ms")
         self._frame_s = self.frame_ms / 1000.0
         self._pending: list[tuple[float, int, RtpPacket]] = []
         self._push_count = 0
@@ -554,7 +531,7 @@ class FixedJitterBuffer(JitterBuffer):
             timestamp_increment=timestamp_increment,
             end_timeout_ms=end_timeout_ms,
         )
-        self.delay_ms = _nonneg_ms(delay_ms, "delay_ms")
+        self.delay_ms = nonneg_ms(delay_ms, "delay_ms")
 
     def _initial_delay_ms(self) -> float:
         return self.delay_ms
@@ -625,8 +602,8 @@ class AdaptiveJitterBuffer(JitterBuffer):
             timestamp_increment=timestamp_increment,
             end_timeout_ms=end_timeout_ms,
         )
-        self.min_delay_ms = _nonneg_ms(min_delay_ms, "min_delay_ms")
-        self.max_delay_ms = _nonneg_ms(max_delay_ms, "max_delay_ms")
+        self.min_delay_ms = nonneg_ms(min_delay_ms, "min_delay_ms")
+        self.max_delay_ms = nonneg_ms(max_delay_ms, "max_delay_ms")
         if self.min_delay_ms > self.max_delay_ms:
             raise ParameterError(
                 f"min_delay_ms {self.min_delay_ms:g} is above max_delay_ms {self.max_delay_ms:g}"
@@ -641,7 +618,7 @@ class AdaptiveJitterBuffer(JitterBuffer):
         if isinstance(window_packets, bool) or not isinstance(window_packets, (int, np.integer)) or window_packets < 2:
             raise ParameterError(f"window_packets must be an integer >= 2, got {window_packets!r}")
         self.window_packets = int(window_packets)
-        initial = _nonneg_ms(initial_delay_ms, "initial_delay_ms")
+        initial = nonneg_ms(initial_delay_ms, "initial_delay_ms")
         self.initial_delay_ms = min(max(initial, self.min_delay_ms), self.max_delay_ms)
         self._window: deque[float] = deque(maxlen=self.window_packets)
         self._target_cache: float | None = None

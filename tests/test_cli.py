@@ -116,3 +116,43 @@ def test_doctor_json(capsys):
     assert rc == 0
     d = json.loads(out)
     assert any(t["tool"] == "bcg729" for t in d["tools"])
+
+
+def test_sweep_command_writes_table_and_resumes(capsys, tmp_path):
+    spec = tmp_path / "s.yaml"
+    out = tmp_path / "out.csv"
+    spec.write_text(
+        "base: {speech: harvard, max_speech_s: 3}\n"
+        "grid: {codec: [pcmu, g722]}\n"
+        f"repeats: 1\nseed: 2\njournal: {tmp_path / 'j.jsonl'}\noutput: {out}\n"
+    )
+    rc, _, err = run(capsys, "sweep", str(spec))
+    assert rc == 0, err
+    import pandas as pd
+
+    df = pd.read_csv(out)
+    assert sorted(df["codec"]) == ["g722", "pcmu"] and df["error"].isna().all()
+    first = (tmp_path / "j.jsonl").read_text()
+    rc, _, err = run(capsys, "sweep", str(spec))
+    assert rc == 0 and (tmp_path / "j.jsonl").read_text() == first  # nothing rerun
+
+
+BAD_SWEEPS = [
+    ("grid:\n  - codec\n", "grid"),
+    ("grid: {codec: [pcmu]}\nrepeats: abc\n", "repeats"),
+    ("grid: {codec: [pcmu]}\nseed: -3\n", "seed"),
+    ("grid: {codec: [pcmu]}\nworkers: -1\n", "workers"),
+    ("grid: {channel.nosuch: [1]}\n", "nosuch"),
+    ("base: {level_db: abc}\n", "level_db"),
+    ("grid: {codec: [pcmu\n", "YAML"),
+    ("colour: blue\n", "colour"),
+]
+
+
+@pytest.mark.parametrize("text,needle", BAD_SWEEPS, ids=[n for _, n in BAD_SWEEPS])
+def test_bad_sweep_files_one_line_error(capsys, tmp_path, text, needle):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(text)
+    rc, out, err = run(capsys, "sweep", str(spec), "--journal", str(tmp_path / "j.jsonl"))
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert rc == 2 and len(lines) == 1 and needle in lines[0], err

@@ -485,6 +485,12 @@ def simulate_call(scenario: Scenario | None = None, /, *, quality: bool = True, 
             f"{true_min_ms:.1f}..{true_max_ms:.1f} ms of this call"
         )
 
+    if scenario.fec and rx.has_fec and fec_used == 0 and concealed > 0:
+        warnings.append(
+            "fec: no lost frame could be rebuilt from the next packet; libopus adds in-band FEC "
+            "(LBRR) only above a bitrate that falls as packet_loss_perc rises (see docs/codecs.md), "
+            "and a frame whose successor is lost too cannot be rebuilt"
+        )
     if speech.synthetic:
         warnings.append(audio.SYNTHETIC_WARNING)
     ref_rate = speech.sample_rate

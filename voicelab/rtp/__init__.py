@@ -5,6 +5,11 @@
 - :mod:`voicelab.rtp.packetizer`: :class:`Packetizer` (sequence numbers, timestamps, DTX).
 - :mod:`voicelab.rtp.jitterbuffer`: :class:`FixedJitterBuffer`,
   :class:`AdaptiveJitterBuffer`, :class:`Playout`, :class:`JitterBufferStats`.
+- :mod:`voicelab.rtp.rtcp`: RTCP packets (SR, RR, SDES, BYE, APP), compound packets,
+  NTP time, round-trip time, the RFC 3550 transmission interval.
+- :mod:`voicelab.rtp.dtmf`: RFC 4733 telephone events, sender and receiver.
+- :mod:`voicelab.rtp.srtp`: SRTP/SRTCP via pylibsrtp, keyed from SDES.
+- :mod:`voicelab.rtp.session`: :class:`RtpSession`, one media stream's sans-IO core.
 
 Nothing here imports ``asyncio``, ``socket``, ``time`` or ``random``.
 """
@@ -18,8 +23,38 @@ from .jitterbuffer import (
     JitterBufferStats,
     Playout,
 )
+from .dtmf import DtmfReceived, DtmfReceiver, DtmfSender, TelephoneEvent
 from .packet import RTP_HEADER_BYTES, RtpPacket, overhead_bytes
 from .packetizer import Packetizer
+from .rtcp import (
+    App,
+    Bye,
+    ReceiverReport,
+    Sdes,
+    SdesChunk,
+    SenderReport,
+    UnknownRtcp,
+    is_rtcp,
+    ntp_from_seconds,
+    ntp_middle32,
+    parse_compound,
+    round_trip_time,
+    rtcp_interval,
+    seconds_from_ntp,
+    serialize_compound,
+)
+from .rtcp import ReportBlock as RtcpReportBlock
+from .session import (
+    ByeReceived,
+    RemoteAddressLatched,
+    RemoteReportReceived,
+    RtcpReceived,
+    RtpReceived,
+    RtpSession,
+    SessionStats,
+    SsrcChanged,
+)
+from .srtp import SrtpAuthError, SrtpContext, SrtpError, SrtpReplayError, srtp_overhead_bytes
 
 __all__ = [
     "RtpPacket",
@@ -31,4 +66,37 @@ __all__ = [
     "JitterBuffer",
     "FixedJitterBuffer",
     "AdaptiveJitterBuffer",
+    "SenderReport",
+    "ReceiverReport",
+    "RtcpReportBlock",
+    "Sdes",
+    "SdesChunk",
+    "Bye",
+    "App",
+    "UnknownRtcp",
+    "parse_compound",
+    "serialize_compound",
+    "is_rtcp",
+    "ntp_from_seconds",
+    "seconds_from_ntp",
+    "ntp_middle32",
+    "round_trip_time",
+    "rtcp_interval",
+    "TelephoneEvent",
+    "DtmfSender",
+    "DtmfReceiver",
+    "DtmfReceived",
+    "SrtpContext",
+    "SrtpError",
+    "SrtpAuthError",
+    "SrtpReplayError",
+    "srtp_overhead_bytes",
+    "RtpSession",
+    "SessionStats",
+    "RtpReceived",
+    "RtcpReceived",
+    "RemoteReportReceived",
+    "SsrcChanged",
+    "RemoteAddressLatched",
+    "ByeReceived",
 ]

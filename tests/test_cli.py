@@ -156,3 +156,17 @@ def test_bad_sweep_files_one_line_error(capsys, tmp_path, text, needle):
     rc, out, err = run(capsys, "sweep", str(spec), "--journal", str(tmp_path / "j.jsonl"))
     lines = [l for l in err.splitlines() if l.strip()]
     assert rc == 2 and len(lines) == 1 and needle in lines[0], err
+
+
+def test_sip_parse_json_contract(capsys):
+    from .conftest import REPO, need
+
+    conf = REPO.parent / "shared" / "conformance" / "rfc4475"
+    need(conf.is_dir(), "SIP torture messages not found at ../shared/conformance")
+    rc, out, err = run(capsys, "sip", "parse", str(conf / "badinv01.dat"), "--json")
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["valid"] is False and d["kind"] == "request" and d["reply_status"] == 400 and d["error"]
+    rc, out, err = run(capsys, "sip", "parse", str(conf / "wsinv.dat"), "--json")
+    d = json.loads(out)
+    assert d["valid"] is True and d["reply_status"] is None and d["error"] is None

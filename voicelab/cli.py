@@ -243,6 +243,34 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sip_parse(args: argparse.Namespace) -> int:
+    from .sip import describe
+
+    path = Path(args.file)
+    try:
+        data = sys.stdin.buffer.read() if args.file == "-" else path.read_bytes()
+    except OSError as exc:
+        raise ParameterError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    info = describe(data, datagram=not args.stream)
+    if args.json:
+        print(json.dumps(info, sort_keys=True))
+        return 0
+    verdict = "well-formed" if info["valid"] else "MALFORMED"
+    what = info.get("method") or (f"{info.get('status_code')} {info.get('reason') or ''}".strip() if info.get("kind") else "?")
+    print(f"{args.file}: {verdict} {info.get('kind') or 'message'} {what}")
+    if info.get("request_uri"):
+        print(f"  request-uri  {info['request_uri']}")
+    for name, value in info.get("headers") or []:
+        print(f"  {name}: {value}")
+    print(f"  body         {info.get('body_length') or 0} bytes")
+    if info.get("error"):
+        print(f"  error        {info['error']}")
+    if info.get("kind") == "request":
+        reply = info.get("reply_status")
+        print(f"  a UAS would  {'accept it' if reply is None else f'answer {reply}'}")
+    return 0
+
+
 _PEERS = [
     ("baresip", "baresip-core", "SIP interop peer"),
     ("sipp", "sip-tester", "SIP load/interop peer"),
@@ -341,6 +369,15 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--journal", help="resume journal (JSON lines)")
     sw.add_argument("--output", help="write the table (.parquet or .csv)")
     sw.set_defaults(func=cmd_sweep)
+
+    sp = sub.add_parser("sip", help="SIP tools: inspect a message")
+    spsub = sp.add_subparsers(dest="sip_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    sp.set_defaults(func=lambda _args: (sp.print_help(), 2)[1])
+    spp = spsub.add_parser("parse", help="show a SIP message's structure, or its error and the status a UAS answers")
+    spp.add_argument("file", help="a file holding one SIP message ('-' for standard input)")
+    spp.add_argument("--stream", action="store_true", help="stream framing (TCP/TLS): Content-Length is required")
+    spp.add_argument("--json", action="store_true", help="print one JSON object (valid, kind, error, reply_status, ...)")
+    spp.set_defaults(func=cmd_sip_parse)
 
     dr = sub.add_parser("doctor", help="which optional peers and libraries are installed")
     dr.add_argument("--json", action="store_true")

@@ -1,0 +1,66 @@
+"""Sans-IO SIP (RFC 3261): messages, URIs, header grammar, framing, inspection.
+
+- :mod:`voicelab.sip.abnf`: the grammar as named pieces (token, hosts, quoted-string, ...).
+- :mod:`voicelab.sip.uri`: :class:`SipUri`, :class:`TelUri`, :class:`AbsoluteUri`,
+  :func:`parse_uri`, :func:`uri_equal` (RFC 3261 19.1.4).
+- :mod:`voicelab.sip.headers`: :class:`Headers` (ordered, case-insensitive, compact
+  forms) and typed views :class:`Via`, :class:`NameAddr`, :class:`CSeq`,
+  :class:`ContentType`, :class:`Auth`.
+- :mod:`voicelab.sip.message`: :class:`Request`, :class:`Response`,
+  :func:`parse_message`, :class:`StreamParser`, :class:`Limits`, :func:`validate`.
+- :mod:`voicelab.sip.inspect`: :func:`describe` (validity and the status a UAS answers).
+
+Every parse error is a :class:`~voicelab.errors.RemoteProtocolError` whose
+``status_code`` is what a UAS would answer. Nothing here imports ``asyncio``,
+``socket``, ``time`` or ``random``.
+"""
+
+from __future__ import annotations
+
+from .headers import (
+    Auth,
+    ContentType,
+    CSeq,
+    HeaderField,
+    Headers,
+    NameAddr,
+    Via,
+    header_key,
+)
+from .inspect import describe
+from .message import (
+    DEFAULT_LIMITS,
+    Limits,
+    Request,
+    Response,
+    StreamParser,
+    parse_message,
+    split_multipart,
+    validate,
+)
+from .uri import AbsoluteUri, SipUri, TelUri, parse_uri, uri_equal
+
+__all__ = [
+    "parse_message",
+    "Request",
+    "Response",
+    "StreamParser",
+    "Limits",
+    "DEFAULT_LIMITS",
+    "validate",
+    "split_multipart",
+    "Headers",
+    "HeaderField",
+    "header_key",
+    "Via",
+    "NameAddr",
+    "CSeq",
+    "ContentType",
+    "Auth",
+    "SipUri",
+    "TelUri",
+    "AbsoluteUri",
+    "parse_uri",
+    "uri_equal",
+    "describe",
+]

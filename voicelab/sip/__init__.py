@@ -9,6 +9,9 @@
 - :mod:`voicelab.sip.message`: :class:`Request`, :class:`Response`,
   :func:`parse_message`, :class:`StreamParser`, :class:`Limits`, :func:`validate`.
 - :mod:`voicelab.sip.inspect`: :func:`describe` (validity and the status a UAS answers).
+- :mod:`voicelab.sip.timers`: :class:`TimerConfig` (T1/T2/T4) and Timers A-M.
+- :mod:`voicelab.sip.transaction`: the four RFC 3261 section 17 transactions (with RFC 6026
+  Accepted states) as state tables, transaction keys and :class:`TransactionTable`.
 
 Every parse error is a :class:`~voicelab.errors.RemoteProtocolError` whose
 ``status_code`` is what a UAS would answer. Nothing here imports ``asyncio``,
@@ -38,6 +41,28 @@ from .message import (
     split_multipart,
     validate,
 )
+from .timers import TimerConfig, derive_timers
+from .transaction import (
+    InviteClientTransaction,
+    InviteServerTransaction,
+    NonInviteClientTransaction,
+    NonInviteServerTransaction,
+    RequestReceived,
+    ResponseReceived,
+    StrayResponse,
+    TransactionKey,
+    TransactionTable,
+    TransactionTerminated,
+    TransactionTimedOut,
+    TransportFailed,
+    UnmatchedRequest,
+    build_ack,
+    build_cancel,
+    build_response,
+    new_branch,
+    transaction_key_for_request,
+    transaction_key_for_response,
+)
 from .uri import AbsoluteUri, SipUri, TelUri, parse_uri, uri_equal
 
 __all__ = [
@@ -63,4 +88,25 @@ __all__ = [
     "parse_uri",
     "uri_equal",
     "describe",
+    "TimerConfig",
+    "derive_timers",
+    "InviteClientTransaction",
+    "InviteServerTransaction",
+    "NonInviteClientTransaction",
+    "NonInviteServerTransaction",
+    "TransactionTable",
+    "TransactionKey",
+    "transaction_key_for_request",
+    "transaction_key_for_response",
+    "new_branch",
+    "build_ack",
+    "build_cancel",
+    "build_response",
+    "RequestReceived",
+    "ResponseReceived",
+    "TransactionTimedOut",
+    "TransactionTerminated",
+    "TransportFailed",
+    "UnmatchedRequest",
+    "StrayResponse",
 ]

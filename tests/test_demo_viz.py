@@ -113,3 +113,17 @@ def test_interact_rejects_controls_without_defaults():
 
     with pytest.raises(ParameterError):
         viz.interact(show, loss=(0.0, 1.0))
+
+
+def test_ladder_draws_each_message_and_marks_losses():
+    trace = [
+        {"send_time_s": 0.0, "arrival_time_s": 0.02, "src": "caller", "dst": "agent", "label": "INVITE sip:agent@lab SIP/2.0"},
+        {"send_time_s": 0.5, "arrival_time_s": float("nan"), "src": "caller", "dst": "agent", "label": "INVITE", "retransmission": True},
+        {"send_time_s": 0.03, "arrival_time_s": 0.05, "src": "agent", "dst": "caller", "label": "SIP/2.0 200 OK"},
+    ]
+    fig = viz.ladder(trace)
+    assert len(fig.data) == 3
+    assert [a.text for a in fig.layout.annotations][1].endswith("(lost)")
+    assert list(fig.layout.xaxis.ticktext) == ["caller", "agent"]
+    with pytest.raises(ParameterError):
+        viz.ladder([])

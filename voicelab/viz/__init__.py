@@ -22,9 +22,11 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..errors import ParameterError, VoicelabError
+from .ladder import ladder
 from .widgets import headless, interact
 
 __all__ = [
+    "ladder",
     "interact",
     "headless",
     "export",

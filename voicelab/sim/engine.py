@@ -32,6 +32,7 @@ from .. import __version__, audio, codecs, metrics
 from ..errors import AudioError, MetricError, ParameterError
 from ..net import Channel
 from ..rtp import AdaptiveJitterBuffer, FixedJitterBuffer, Packetizer, overhead_bytes
+from ..rtp.playout import render
 from .scenario import Scenario, parse_jitter_buffer
 
 __all__ = ["simulate_call", "Result", "load_speech", "METRIC_NAMES"]
@@ -399,40 +400,19 @@ def simulate_call(scenario: Scenario | None = None, /, *, quality: bool = True, 
             jb.push(events[ptr][3], events[ptr][0])
             ptr += 1
         p = jb.pop(t)
-        frame: np.ndarray
         idx = ts_to_frame.get(p.timestamp) if p.timestamp is not None else None
         is_dtx = idx is not None and not sent[idx]
-        if p.kind in ("frame", "skip"):
-            frame = rx.decode(p.payload)
-            if idx is not None:
-                outcome[idx] = "played"
-                if p.kind == "skip" and idx > 0 and outcome[idx - 1] == "lost":
-                    outcome[idx - 1] = "dropped"  # accelerated away by the jitter buffer
-        elif p.kind in ("lost", "expand"):
-            rec = None
-            if p.kind == "lost" and not is_dtx and scenario.fec and rx.has_fec and p.next_payload is not None:
-                rec = rx.decode_fec(p.next_payload)
-            if rec is not None:
-                frame = rec
-                fec_used += 1
-                if idx is not None:
-                    outcome[idx] = "fec"
-            elif scenario.plc:  # a DTX pause is concealed too (comfort noise), not counted
-                frame = rx.conceal()
-                if not is_dtx:
-                    concealed += 1
-                    if idx is not None:
-                        outcome[idx] = "concealed"
-            else:
-                frame = np.zeros(F, dtype=np.int16)
-                if not is_dtx:
-                    silent_inserted += 1
-                    if idx is not None:
-                        outcome[idx] = "silence"
-        else:  # "empty": the buffer ran dry
-            frame = np.zeros(F, dtype=np.int16)
-            if k > 0 and ptr < len(events):
-                silent_inserted += 1
+        frame, kind = render(p, rx, plc=scenario.plc, fec=scenario.fec, dtx=is_dtx)
+        if kind == "fec":
+            fec_used += 1
+        elif kind == "concealed":
+            concealed += 1
+        elif kind == "silence" or (kind == "empty" and k > 0 and ptr < len(events)):
+            silent_inserted += 1  # PLC off, or the buffer ran dry mid-call
+        if idx is not None and kind in ("played", "fec", "concealed", "silence"):
+            outcome[idx] = kind
+            if p.kind == "skip" and idx > 0 and outcome[idx - 1] == "lost":
+                outcome[idx - 1] = "dropped"  # accelerated away by the jitter buffer
         if idx is not None and p.kind in ("frame", "skip", "lost"):
             played_slot[idx] = k
             played_time[idx] = t

@@ -676,7 +676,9 @@ class RtpSession:
         return self.latching or self._expected_host is None or addr[0] == self._expected_host
 
     def _latch(self, kind: str, addr, now: float, events: list) -> None:
-        if addr is None or self._latched[kind]:
+        # Only a latching ("comedia") endpoint moves its remote address; a plain endpoint
+        # keeps sending where signalling told it to (the one-way-audio case behind NAT).
+        if not self.latching or addr is None or self._latched[kind]:
             return
         self._latched[kind] = True
         kinds = ("rtp", "rtcp") if self.rtcp_mux else (kind,)

@@ -1,0 +1,308 @@
+"""A live RTP audio stream on real (or virtual) sockets: the media half of a live call.
+
+A thin asyncio adapter around the sans-IO pieces the offline simulator uses too: the
+codec objects, :class:`~voicelab.rtp.session.RtpSession` (RTP/RTCP, statistics, RTT,
+latching, SRTP), the jitter buffers and :func:`~voicelab.rtp.playout.render` (decode,
+FEC, PLC). It only moves bytes and keeps time:
+
+* the sender is paced on the event loop's clock (``loop.time()``): frame ``k`` of the
+  source is captured during ``[t0 + k*frame, t0 + (k+1)*frame)`` and sent at the end of
+  that interval; the actual send time is recorded, so pacing error is measured;
+* the receiver pushes each packet into the jitter buffer with its arrival time and plays
+  one slot every ``frame_ms`` from the buffer's start time; each played frame is written
+  into the received recording at the position of its playout time.
+
+Both recordings (what was sent, what was played) are placed on the loop clock, so when
+two streams run in one process (the caller and the agent share a clock) the mouth-to-ear
+delay of each direction is measured directly by cross-correlating them, not estimated as
+half a round trip.
+
+Sockets are opened through a network interface object (anything with the event loop's
+``create_datagram_endpoint``), so the same stream runs on loopback or, later, on the
+virtual network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import codecs
+from ..audio import to_float, to_int16
+from ..errors import ParameterError
+from .jitterbuffer import AdaptiveJitterBuffer, FixedJitterBuffer
+from .playout import render
+from .session import RtpReceived, RtpSession
+
+__all__ = ["LiveAudioStream", "StreamStats"]
+
+#: asyncio's selector rounds timeouts up to whole milliseconds, so a timer fires between
+#: 0 and 1 ms late (plus wake-up latency). Send timers are armed half of that early, which
+#: centres the pacing error on zero instead of adding ~1 ms to every frame's delay.
+_EARLY_S = 0.0005
+
+
+@dataclass
+class StreamStats:
+    """What one live stream measured.
+
+    Attributes
+    ----------
+    frames_sent : int
+    send_lateness_s : list of float
+        Actual minus scheduled send time of every frame (pacing error), seconds.
+    outcomes : dict
+        Playout slots by outcome (played, concealed, fec, silence, empty).
+    """
+
+    frames_sent: int = 0
+    send_lateness_s: list = field(default_factory=list)
+    outcomes: dict = field(default_factory=dict)
+
+    def pacing_error_ms(self, q: float = 99.0) -> float:
+        """Percentile ``q`` of the absolute pacing error, in ms (0 when nothing was sent)."""
+        if not self.send_lateness_s:
+            return 0.0
+        return float(np.percentile(np.abs(self.send_lateness_s), q) * 1000.0)
+
+
+class _Proto(asyncio.DatagramProtocol):
+    def __init__(self, stream: "LiveAudioStream") -> None:
+        self.stream = stream
+        self.transport: asyncio.DatagramTransport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
+        self.stream._on_datagram(data, addr)
+
+    def error_received(self, exc) -> None:  # type: ignore[override]
+        self.stream.socket_errors += 1  # e.g. ICMP port unreachable before the peer is up
+
+    def connection_lost(self, exc) -> None:  # type: ignore[override]
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class LiveAudioStream:
+    """Send one audio source and play what arrives, over RTP.
+
+    Parameters
+    ----------
+    iface : network interface
+        Opens the UDP socket (``create_datagram_endpoint`` like the event loop's).
+    codec : str
+        Codec registry name; ``codec_params`` as for :func:`voicelab.codecs.get`.
+    local_addr : (host, port)
+        Where to bind (port 0: any free port; read :attr:`local_address`).
+    remote_addr : (host, port) or None
+        Where to send; with ``latching`` it follows the source of incoming media.
+    payload_type : int, optional
+        RTP payload type (default: the codec's static one, else 96).
+    jitter_buffer : str
+        ``"fixed:MS"`` or ``"adaptive"``, as in the simulator.
+    plc, fec : bool
+        Concealment and FEC use on the receive side, as in the simulator.
+    latching : bool
+        Symmetric RTP ("comedia"): send to wherever the peer's media comes from.
+    seed : int
+        Seed of the RTP initial values (SSRC, sequence, timestamp) and RTCP timing.
+    srtp : voicelab.rtp.srtp.SrtpContext, optional
+    cname : str
+        RTCP canonical name.
+    """
+
+    def __init__(
+        self,
+        iface: Any,
+        *,
+        codec: str,
+        codec_params: dict | None = None,
+        local_addr: tuple[str, int] = ("127.0.0.1", 0),
+        remote_addr: tuple[str, int] | None = None,
+        payload_type: int | None = None,
+        jitter_buffer: str = "fixed:60",
+        plc: bool = True,
+        fec: bool = False,
+        latching: bool = False,
+        seed: int = 0,
+        srtp: Any = None,
+        cname: str = "voicelab",
+    ) -> None:
+        from ..sim.scenario import parse_jitter_buffer
+
+        params = dict(codec_params or {})
+        self.tx = codecs.get(codec, **params)
+        self.rx = codecs.get(codec, **params)
+        self.iface = iface
+        self.local_addr = local_addr
+        self.payload_type = payload_type if payload_type is not None else (
+            self.tx.payload_type if self.tx.payload_type is not None else 96
+        )
+        kind, jb_params = parse_jitter_buffer(jitter_buffer)
+        cls = FixedJitterBuffer if kind == "fixed" else AdaptiveJitterBuffer
+        self.jb = cls(frame_ms=self.tx.frame_ms, clock_rate=self.tx.clock_rate, timestamp_increment=self.tx.timestamp_increment, **jb_params)
+        self.plc, self.fec = bool(plc), bool(fec)
+        self.session_args = dict(
+            payload_type=self.payload_type, clock_rate=self.tx.clock_rate, timestamp_increment=self.tx.timestamp_increment,
+            cname=cname, rng=np.random.default_rng(seed), remote_addr=remote_addr, latching=latching, srtp=srtp,
+            bitrate=float(self.tx.bitrate),
+        )
+        self.session: RtpSession | None = None
+        self.stats = StreamStats()
+        self.socket_errors = 0
+        self._proto: _Proto | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._send_handle: asyncio.TimerHandle | None = None
+        self._play_handle: asyncio.TimerHandle | None = None
+        self._rtcp_handle: asyncio.TimerHandle | None = None
+        self._source: np.ndarray | None = None
+        self._t0 = 0.0
+        self._k_send = 0
+        self._k_play = 0
+        self._play_start: float | None = None
+        self._played: list[tuple[float, np.ndarray]] = []
+        self._waiters: list[tuple[float, asyncio.Future]] = []
+        self.sending_done: asyncio.Future | None = None
+
+    # ----------------------------------------------------------------- set-up
+    async def open(self) -> "LiveAudioStream":
+        """Bind the socket and start RTCP (no media is sent before :meth:`send`)."""
+        self._loop = asyncio.get_running_loop()
+        now = self._loop.time()
+        # NTP time = loop time + offset; the offset only needs to be the same for both
+        # ends of a call in one process, so derive it from nothing wall-clock.
+        self.session = RtpSession(epoch_offset=2_208_988_800.0, **self.session_args)  # type: ignore[arg-type]
+        self.session.start(now)
+        _, self._proto = await self.iface.create_datagram_endpoint(lambda: _Proto(self), local_addr=self.local_addr)
+        self.sending_done = self._loop.create_future()
+        self._arm_rtcp()
+        return self
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """Bound (host, port)."""
+        return self._proto.transport.get_extra_info("sockname")[:2]  # type: ignore[union-attr]
+
+    def set_remote(self, addr: tuple[str, int]) -> None:
+        """Where media goes (e.g. from the SDP answer)."""
+        self.session.remote_addr = addr  # type: ignore[union-attr]
+        self.session.remote_rtcp_addr = addr  # type: ignore[union-attr]
+
+    # ---------------------------------------------------------------- sending
+    def send(self, samples: np.ndarray, sample_rate: int, *, start_at: float | None = None) -> float:
+        """Start sending ``samples`` (float audio); returns ``t0``, the capture start time.
+
+        The audio is resampled to the codec's rate if needed; :attr:`sending_done`
+        resolves after the last frame was sent.
+        """
+        from ..audio import resample
+
+        if self.session is None:
+            raise ParameterError("open() the stream before send()")
+        x = resample(np.asarray(samples, dtype=np.float64), sample_rate, self.tx.sample_rate)
+        F = self.tx.frame_samples
+        n = int(np.ceil(len(x) / F))
+        pcm = np.zeros(n * F, dtype=np.int16)
+        pcm[: len(x)] = to_int16(x)
+        self._source = pcm
+        self._t0 = self._loop.time() if start_at is None else float(start_at)  # type: ignore[union-attr]
+        self._k_send = 0
+        self._arm_send()
+        return self._t0
+
+    def _arm_send(self) -> None:
+        when = self._t0 + (self._k_send + 1) * self.tx.frame_ms / 1000.0
+        self._send_handle = self._loop.call_at(when - _EARLY_S, self._send_frame, when)  # type: ignore[union-attr]
+
+    def _send_frame(self, scheduled: float) -> None:
+        now = self._loop.time()  # type: ignore[union-attr]
+        F = self.tx.frame_samples
+        k = self._k_send
+        payload = self.tx.encode(self._source[k * F : (k + 1) * F])  # type: ignore[index]
+        data = self.session.send_frame(payload, now, marker=(k == 0))  # type: ignore[union-attr]
+        self._sendto(data, self.session.remote_addr)  # type: ignore[union-attr]
+        self.stats.frames_sent += 1
+        self.stats.send_lateness_s.append(now - scheduled)
+        self._k_send += 1
+        if self._k_send * F < len(self._source):  # type: ignore[arg-type]
+            self._arm_send()
+        elif not self.sending_done.done():  # type: ignore[union-attr]
+            self.sending_done.set_result(now)  # type: ignore[union-attr]
+
+    def _sendto(self, data: bytes, addr) -> None:
+        if addr is not None and self._proto is not None and self._proto.transport is not None:
+            self._proto.transport.sendto(data, addr)
+
+    # -------------------------------------------------------------- receiving
+    def _on_datagram(self, data: bytes, addr) -> None:
+        now = self._loop.time()  # type: ignore[union-attr]
+        for ev in self.session.receive(data, now, addr):  # type: ignore[union-attr]
+            if isinstance(ev, RtpReceived):
+                self.jb.push(ev.packet, ev.arrival)
+                if self._play_start is None and self.jb.start_time() is not None:
+                    self._play_start = self.jb.start_time()
+                    self._arm_play()
+
+    def _arm_play(self) -> None:
+        when = self._play_start + self._k_play * self.tx.frame_ms / 1000.0  # type: ignore[operator]
+        self._play_handle = self._loop.call_at(when, self._play_slot, when)  # type: ignore[union-attr]
+
+    def _play_slot(self, when: float) -> None:
+        p = self.jb.pop(when)
+        frame, outcome = render(p, self.rx, plc=self.plc, fec=self.fec)
+        self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
+        self._played.append((when, frame))
+        self._k_play += 1
+        for t, fut in [w for w in self._waiters if w[0] <= when]:
+            if not fut.done():
+                fut.set_result(when)
+        self._waiters = [w for w in self._waiters if w[0] > when]
+        self._arm_play()
+
+    def played_through(self, t: float) -> asyncio.Future:
+        """A future that resolves once the slot playing at loop time ``t`` has been played."""
+        fut = self._loop.create_future()  # type: ignore[union-attr]
+        if self._played and self._played[-1][0] >= t:
+            fut.set_result(self._played[-1][0])
+        else:
+            self._waiters.append((t, fut))
+        return fut
+
+    # ------------------------------------------------------------------- RTCP
+    def _arm_rtcp(self) -> None:
+        nt = self.session.next_timer()  # type: ignore[union-attr]
+        if nt is not None:
+            self._rtcp_handle = self._loop.call_at(nt, self._rtcp)  # type: ignore[union-attr]
+
+    def _rtcp(self) -> None:
+        for data in self.session.handle_timer(self._loop.time()):  # type: ignore[union-attr]
+            self._sendto(data, self.session.remote_rtcp_addr)  # type: ignore[union-attr]
+        self._arm_rtcp()
+
+    # -------------------------------------------------------------- recordings
+    def sent_audio(self) -> tuple[np.ndarray, float]:
+        """(float samples at the codec rate, loop time of the first sample)."""
+        return (to_float(self._source) if self._source is not None else np.zeros(0)), self._t0
+
+    def received_audio(self) -> tuple[np.ndarray, float]:
+        """(float samples at the codec rate, loop time of the first sample) of what was played."""
+        if not self._played:
+            return np.zeros(0), 0.0
+        return to_float(np.concatenate([f for _, f in self._played])), self._played[0][0]
+
+    # ---------------------------------------------------------------- closing
+    async def close(self) -> None:
+        """Stop sending and playing, send RTCP BYE, close the socket (waits for it)."""
+        for h in (self._send_handle, self._play_handle, self._rtcp_handle):
+            if h is not None:
+                h.cancel()
+        if self.session is not None and self._proto is not None and self._proto.transport is not None:
+            self._sendto(self.session.close(self._loop.time()), self.session.remote_rtcp_addr)  # type: ignore[union-attr]
+            self._proto.transport.close()
+            await self._proto.closed

@@ -5,9 +5,14 @@
 - :mod:`voicelab.net.channel`: a whole one-way link (:class:`ChannelConfig`,
   :class:`Channel`) with capacity, queue, loss, delay, reordering and duplication.
 - :mod:`voicelab.net.presets`: named paths (``lan``, ``wifi``, ``lte``, ...).
+- :mod:`voicelab.net.iface`: the injectable network interface every live socket is opened
+  through (:class:`~voicelab.net.iface.LoopbackInterface` today, a virtual network later).
+- :mod:`voicelab.net.relay`: a userspace UDP relay applying the channel models to live
+  traffic (asyncio adapter).
 
-Nothing here reads a clock or imports ``random``: time is passed in as ``now`` and
-randomness comes from :class:`numpy.random.Generator` objects or seeds.
+The models read no clock and import no ``random``: time is passed in as ``now`` and
+randomness comes from :class:`numpy.random.Generator` objects or seeds. Only ``iface``
+and ``relay`` (imported on demand, not from here) touch asyncio and sockets.
 """
 
 from __future__ import annotations

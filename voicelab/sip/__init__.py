@@ -13,9 +13,16 @@
 - :mod:`voicelab.sip.transaction`: the four RFC 3261 section 17 transactions (with RFC 6026
   Accepted states) as state tables, transaction keys and :class:`TransactionTable`.
 
+- :mod:`voicelab.sip.auth`: digest authentication (RFC 7616 / RFC 8760), client and server.
+- :mod:`voicelab.sip.registrar`: an RFC 3261 section 10.3 registrar.
+- :mod:`voicelab.sip.transport`, :mod:`voicelab.sip.tlsutil`: the thin asyncio
+  transports (UDP, TCP, TLS, WebSocket per RFC 7118) over an injectable network
+  interface (:mod:`voicelab.net.iface`), and test certificates.
+
 Every parse error is a :class:`~voicelab.errors.RemoteProtocolError` whose
-``status_code`` is what a UAS would answer. Nothing here imports ``asyncio``,
-``socket``, ``time`` or ``random``.
+``status_code`` is what a UAS would answer. The protocol cores (everything but
+``transport`` and ``tlsutil``) import no ``asyncio``, ``socket``, ``time`` or ``random``:
+they take bytes and ``now`` and return bytes, deadlines and events.
 """
 
 from __future__ import annotations

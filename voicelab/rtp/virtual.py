@@ -23,7 +23,7 @@ from .. import audio, codecs
 from ..errors import ParameterError
 from ..net import Channel, ChannelConfig
 from .packet import RtpPacket
-from .rtcp import NTP_UNIX_OFFSET, parse_compound
+from .rtcp import NTP_UNIX_OFFSET
 from .session import RemoteReportReceived, RtpSession
 from .srtp import SrtpContext
 
@@ -138,7 +138,6 @@ def run_rtp_call(
     n = 0
     rows: list[dict[str, Any]] = []
     rtcp_bytes = {"a->b": 0, "b->a": 0}
-    sr_sent: dict[str, dict[int, float]] = {"a->b": {}, "b->a": {}}
     rep_rows: list[dict[str, Any]] = []
 
     def transmit(direction: str, data: bytes, now: float, kind: str) -> None:

@@ -27,7 +27,7 @@ from .rtcp import NTP_UNIX_OFFSET
 from .session import RemoteReportReceived, RtpSession
 from .srtp import SrtpContext
 
-__all__ = ["run_rtp_call", "RtpCallResult"]
+__all__ = ["run_rtp_call", "RtpCallResult", "rfc3550_jitter_ms"]
 
 _ADDR = {"a": ("192.0.2.1", 4000), "b": ("192.0.2.2", 5000)}
 _IP_UDP = 28
@@ -66,7 +66,7 @@ class RtpCallResult:
         return float(p["wire_bytes"].sum()) * 8 / dur / 1000.0
 
 
-def _rfc3550_jitter_ms(transit_s: np.ndarray, clock_rate: int) -> np.ndarray:
+def rfc3550_jitter_ms(transit_s: np.ndarray, clock_rate: int) -> np.ndarray:
     """Running RFC 3550 A.8 jitter (ms) over a sequence of transit times (s)."""
     j = 0.0
     out = np.empty(len(transit_s))
@@ -218,7 +218,7 @@ def _ground_truth(packets: pd.DataFrame, reports: pd.DataFrame, up: ChannelConfi
         tf.append(float(missing[interval].sum()) / max(int(interval.sum()), 1))
         tc.append(int(missing.sum()))
         rec = known[arrived].sort_values("arrival_time_s")
-        tj.append(float(_rfc3550_jitter_ms(rec["transit_ms"].to_numpy() / 1000.0, clock_rate)[-1]) if len(rec) > 1 else 0.0)
+        tj.append(float(rfc3550_jitter_ms(rec["transit_ms"].to_numpy() / 1000.0, clock_rate)[-1]) if len(rec) > 1 else 0.0)
         tr.append(up.delay_ms + down.delay_ms)
         last[about] = s_max
     reports["true_fraction_lost"] = tf

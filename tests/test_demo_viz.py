@@ -123,7 +123,11 @@ def test_ladder_draws_each_message_and_marks_losses():
     ]
     fig = viz.ladder(trace)
     assert len(fig.data) == 3
-    assert [a.text for a in fig.layout.annotations][1].endswith("(lost)")
+    texts = [a.text for a in fig.layout.annotations]
+    assert sum(t.endswith("(lost)") for t in texts) == 1
+    assert "0 ms (+20)" in texts  # sequence spacing writes each send time and transit
+    fig_t = viz.ladder(trace, spacing="time")
+    assert fig_t.data[2].y[1] == pytest.approx(50.0)  # arrival of the 200 OK at 50 ms
     assert list(fig.layout.xaxis.ticktext) == ["caller", "agent"]
     with pytest.raises(ParameterError):
         viz.ladder([])

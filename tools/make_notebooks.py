@@ -216,6 +216,83 @@ fig'''),
     ]
 
 
+def ch3() -> list:
+    return [
+        new_markdown_cell("""# Chapter 3 - Anatomy of a SIP call
+
+A phone call over SIP is a conversation between two *user agents*: the caller sends an
+INVITE carrying an SDP **offer** (which codecs, which address and port for the audio), the
+callee answers with a provisional 180 Ringing and a final 200 OK carrying the SDP
+**answer**, and the caller confirms with an ACK. Audio then flows as RTP (chapter 4)
+directly between the two media addresses; a BYE ends the call.
+
+Here both agents are the lab's own sans-IO SIP stack running on a virtual clock, so every
+message is visible, the same seed always gives the same call, and a 32-second timeout
+takes microseconds. The caller is in 192.0.2.0/24 and the agent in 198.51.100.0/24
+(documentation address ranges: nothing is sent anywhere)."""),
+        new_code_cell(SETUP),
+        new_code_cell('''from voicelab.sip.virtual import run_sip_call
+from voicelab.sip.timers import TIMER_DESCRIPTIONS, TimerConfig
+
+call = run_sip_call(uplink=ChannelConfig(delay_ms=30), downlink=ChannelConfig(delay_ms=30), ring_s=1.5, talk_s=3.0, seed=1)
+call.summary()'''),
+        new_markdown_cell("""## The ladder diagram
+
+Time runs downwards. `setup_ms` is INVITE -> ACK sent (it includes the 1.5 s the agent
+rang); `post_dial_delay_ms` is INVITE -> first 180/200, what a caller perceives as the
+wait before ringing."""),
+        new_code_cell('''fig = viz.ladder(call.datagrams, title="A SIP call: INVITE, ringing, answer, ACK, BYE")
+viz.export(fig, "ch3_ladder", directory=FIGURES)
+fig'''),
+        new_markdown_cell("""## The offer and the answer (SDP)
+
+The caller offers PCMU and Opus; the agent supports only PCMU, so its answer keeps the
+offer's single audio stream with PCMU (payload type 0) and telephone-event for DTMF. The
+offer/answer rules (RFC 3264) keep the m-line order and the offerer's payload type
+numbers."""),
+        new_code_cell('''print("OFFER (caller)\\n" + call.call.local_sdp.decode())
+print("ANSWER (agent)\\n" + call.call.remote_sdp.decode())
+call.call.media'''),
+        new_markdown_cell("""## A digest challenge
+
+An agent that wants to know who is calling answers the first INVITE with 401 and a
+`WWW-Authenticate` challenge (a nonce; SHA-256 offered before MD5, RFC 8760). The caller
+acknowledges the 401, computes the response from its password and sends the INVITE again
+with an `Authorization` header. The password never crosses the network."""),
+        new_code_cell('''auth_call = run_sip_call(agent_credentials={"caller": "s3cret"}, caller_credentials=("caller", "s3cret"), seed=3)
+fig = viz.ladder(auth_call.datagrams, title="Digest authentication: 401, then the INVITE again")
+viz.export(fig, "ch3_digest", directory=FIGURES)
+challenge = next(e for e in auth_call.caller.trace if e.first_line.startswith("SIP/2.0 401"))
+print(challenge.first_line)
+fig'''),
+        new_markdown_cell("""## What each timer does
+
+SIP over UDP must retransmit requests itself. All timers derive from T1 (an RTT
+estimate, 500 ms), T2 (4 s) and T4 (5 s)."""),
+        new_code_cell('''timers = TimerConfig().values(reliable=False)
+pd.DataFrame([{"timer": k, "seconds": getattr(timers, k.lower()), "what": v} for k, v in TIMER_DESCRIPTIONS.items()])'''),
+        new_markdown_cell("""## The same call over a 20 % loss link
+
+Lost messages end in a cross; dashed orange arrows are retransmissions. Timer A resends
+the INVITE after 0.5, 1, 2 s...; the agent resends its 200 OK until the ACK arrives
+(RFC 6026); provisional responses (100, 180) are not retransmitted."""),
+        new_code_cell('''lossy = ChannelConfig(delay_ms=30, loss_rate=0.2)
+runs = [run_sip_call(uplink=lossy, downlink=lossy, ring_s=1.0, seed=s) for s in range(4 if QUICK else 40)]
+worst = max(runs, key=lambda r: r.summary()["retransmissions"])
+fig = viz.ladder(worst.datagrams, title="20 % loss: retransmissions recover the call")
+viz.export(fig, "ch3_lossy_ladder", directory=FIGURES)
+fig'''),
+        new_code_cell('''setup = pd.DataFrame([r.summary() for r in runs])
+setup[["established", "setup_ms", "post_dial_delay_ms", "lost", "retransmissions"]].describe().round(1)'''),
+        new_markdown_cell("""## Exercises
+1. Set `transport="tcp"` in `run_sip_call`: what happens to the retransmissions, and why
+   does TCP not make lost *packets* disappear (chapter 5 shows the same for WebSocket media)?
+2. Make the uplink lose 100 % of packets: after how long does the caller give up, and with
+   which status? (Timer B.)
+3. With 20 % loss, how is `setup_ms` distributed? Why is its tail so long?"""),
+    ]
+
+
 def ch4() -> list:
     return [
         new_markdown_cell("""# Chapter 4 - RTP and RTCP on the wire
@@ -325,4 +402,5 @@ if __name__ == "__main__":
     ROOT.mkdir(exist_ok=True)
     write("01-codecs.ipynb", ch1())
     write("02-loss-jitter.ipynb", ch2())
+    write("03-sip-anatomy.ipynb", ch3())
     write("04-rtp-rtcp.ipynb", ch4())

@@ -35,6 +35,7 @@ def ladder(
     title: str = "call ladder",
     time_unit: str = "ms",
     max_label: int = 48,
+    spacing: str = "sequence",
 ) -> go.Figure:
     """Draw a ladder diagram.
 
@@ -49,6 +50,10 @@ def ladder(
         Unit of the vertical axis.
     max_label : int
         Labels longer than this are shortened.
+    spacing : {"sequence", "time"}
+        ``"sequence"``: one row per message in send order, send time written beside it
+        (readable when delays are tiny next to the call's length); ``"time"``: the
+        vertical axis is time itself, arrows sloped by their transit time.
 
     Returns
     -------
@@ -57,6 +62,8 @@ def ladder(
     msgs = list(trace)
     if not msgs:
         raise ParameterError("ladder(): the trace is empty")
+    if spacing not in ("sequence", "time"):
+        raise ParameterError(f"spacing must be 'sequence' or 'time', got {spacing!r}")
     if time_unit not in ("ms", "s"):
         raise ParameterError(f"time_unit must be 'ms' or 's', got {time_unit!r}")
     scale = 1000.0 if time_unit == "ms" else 1.0
@@ -71,13 +78,20 @@ def ladder(
     t0 = min(float(_get(m, "send_time_s")) for m in msgs)
     t_end = t0
     fig = go.Figure()
-    for m in msgs:
+    if spacing == "sequence":
+        msgs = sorted(msgs, key=lambda m: float(_get(m, "send_time_s")))
+    for row, m in enumerate(msgs):
         src, dst = _get(m, "src"), _get(m, "dst")
         ts = (float(_get(m, "send_time_s")) - t0) * scale
         arr = _get(m, "arrival_time_s")
         lost = arr is None or (isinstance(arr, float) and math.isnan(arr))
         # a lost message is drawn 10 ms long, ending in a cross halfway across
         ta = ts + 0.010 * scale if lost else (float(arr) - t0) * scale
+        if spacing == "sequence":
+            when = f"{ts:.0f} {time_unit}" if time_unit == "ms" else f"{ts:.3f} s"
+            transit = "" if lost else f" (+{ta - ts:.0f})" if time_unit == "ms" else ""
+            fig.add_annotation(x=-0.45, y=row, text=when + transit, showarrow=False, xanchor="left", font=dict(size=9, color="grey"))
+            ts, ta = float(row), row + 0.6
         t_end = max(t_end, ta)
         xs, xd = x[src], x[dst]
         x_end = xs + (xd - xs) * (0.5 if lost else 1.0)
@@ -105,6 +119,7 @@ def ladder(
     fig.update_layout(
         title=title, template="plotly_white", height=max(400, 28 * len(msgs) + 150),
         xaxis=dict(tickmode="array", tickvals=list(x.values()), ticktext=list(x), side="top", range=[-0.5, len(order) - 0.5], showgrid=False),
-        yaxis=dict(title=f"time ({time_unit})", autorange="reversed", zeroline=False),
+        yaxis=dict(title=f"time ({time_unit})" if spacing == "time" else "messages in send order (send time, +transit)",
+                   autorange="reversed", zeroline=False, showticklabels=spacing == "time"),
     )
     return fig

@@ -170,3 +170,8 @@ def test_sip_parse_json_contract(capsys):
     rc, out, err = run(capsys, "sip", "parse", str(conf / "wsinv.dat"), "--json")
     d = json.loads(out)
     assert d["valid"] is True and d["reply_status"] is None and d["error"] is None
+
+
+def test_call_command_refuses_paths_not_built_yet(capsys):
+    rc, out, err = run(capsys, "call", "--transport", "webrtc")
+    assert rc == 2 and "not built yet" in err and len(err.strip().splitlines()) == 1

@@ -124,6 +124,32 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------- call
+def cmd_call(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .calls import sip_call
+    from .net import ChannelConfig
+
+    if args.transport != "sip":
+        raise ParameterError(f"--transport {args.transport} is not built yet: live calls run over sip for now")
+    if args.net != "loopback":
+        raise ParameterError(f"--net {args.net} is not built yet: use --net loopback")
+    chan = _channel_from_args(args)
+    net = None if chan == ChannelConfig() else chan
+    res = asyncio.run(sip_call(codec=args.codec, seconds=args.duration, speech=args.speech, input=args.input,
+                               jitter_buffer=args.jitter_buffer, net=net, seed=args.seed))
+    if args.json:
+        from .sim.engine import _jsonable
+
+        print(json.dumps(_jsonable(res), sort_keys=True, allow_nan=False))
+    else:
+        _print_table({k: v for k, v in res.items() if k != "warnings"})
+        for w in res.get("warnings", []):
+            print(f"  note: {w}")
+    return 0
+
+
 # ---------------------------------------------------------------- metrics
 def cmd_metrics(args: argparse.Namespace) -> int:
     from . import audio, metrics
@@ -340,6 +366,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--save-audio", metavar="DIR", help="write reference.wav and degraded.wav there")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_simulate)
+
+    cl = sub.add_parser("call", help="one live call on loopback sockets (SIP caller -> SIP agent), metrics as JSON",
+                        description="Place a real SIP call between the lab's caller and agent on 127.0.0.1 and measure it.")
+    cl.add_argument("--transport", default="sip", choices=["sip", "webrtc", "ws"], help="signalling and media path (sip today)")
+    cl.add_argument("--net", default="loopback", choices=["loopback", "vnet"], help="real sockets on 127.0.0.1 (loopback)")
+    cl.add_argument("--codec", default="pcmu", help="codec both sides offer and accept")
+    cl.add_argument("--duration", type=_float_arg("duration", 1.0, 60.0), default=4.0, metavar="S", help="seconds of speech each way")
+    cl.add_argument("--jitter-buffer", default="fixed:60", metavar="fixed:MS|adaptive")
+    _add_channel_args(cl)
+    cl.add_argument("--input", metavar="WAV", help="speech to send (default: the speech corpus)")
+    cl.add_argument("--speech", default="default", help="named speech when no --input")
+    cl.add_argument("--seed", type=int, default=0)
+    cl.add_argument("--json", action="store_true")
+    cl.set_defaults(func=cmd_call)
 
     m = sub.add_parser("metrics", help="score two recordings (PESQ, STOI, delay, level)")
     m.add_argument("reference", help="reference WAV (what was sent)")

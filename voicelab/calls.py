@@ -34,7 +34,7 @@ from .rtp.live import LiveAudioStream
 from .sip.transport import UdpTransport
 from .sip.ua import CallEnded, CallEstablished, CallFailed, IncomingCall, UserAgent
 
-__all__ = ["AsyncUserAgent", "sip_call"]
+__all__ = ["AsyncUserAgent", "Agent", "sip_call"]
 
 
 class AsyncUserAgent:
@@ -271,3 +271,98 @@ async def sip_call(
     if synthetic:
         out["warnings"] = [audio.SYNTHETIC_WARNING]
     return out
+
+
+class Agent:
+    """A SIP voice agent that answers every call and plays speech to the caller.
+
+    The minimal form of ``voicelab agent serve``: UDP on loopback, auto-answer with the
+    first of ``codecs`` the caller offers, a :class:`LiveAudioStream` per call that plays
+    ``speech`` (and records what arrives), hang-up handling. Real softphones and SIPp can
+    call it.
+
+    Parameters
+    ----------
+    host, port : str, int
+        Where to listen (port 0: any free port; read :attr:`address`).
+    codecs : list of str
+    speech : str
+        Named speech to play (see :func:`voicelab.sim.load_speech`).
+    jitter_buffer : str
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, codecs: list[str] | None = None,
+                 speech: str = "default", jitter_buffer: str = "fixed:60", seed: int = 0) -> None:
+        self.host, self.port = host, port
+        self.codecs = list(codecs or ["pcmu", "pcma", "g722", "opus"])
+        self.speech, self.jitter_buffer, self.seed = speech, jitter_buffer, seed
+        self.calls_answered = 0
+        self.calls_ended = 0
+        self.streams: dict[str, LiveAudioStream] = {}
+        self._task: asyncio.Task | None = None
+        self.sip: AsyncUserAgent | None = None
+
+    async def start(self) -> "Agent":
+        """Listen and start answering; returns self."""
+        from .sim import Scenario, load_speech
+
+        loop = asyncio.get_running_loop()
+        self.iface = LoopbackInterface(loop)
+        sp = load_speech(Scenario(speech=self.speech, max_speech_s=30.0))
+        self._x = audio.resample(np.asarray(sp.samples), sp.sample_rate, 16000)
+        t = UdpTransport(self.iface, parse=False)
+        addr = await t.listen(self.host, self.port)
+        self.address = tuple(addr[:2])
+        self._media_port = free_port(kind="udp")
+        ua = UserAgent(local_uri=f"sip:agent@{self.address[0]}", local_addr=self.address,
+                       rng=np.random.default_rng(self.seed), codecs=self.codecs,
+                       media_address=self.address[0], media_port=self._media_port)
+        self.ua = ua
+        self.sip = AsyncUserAgent(ua, t)
+        self._task = loop.create_task(self._serve())
+        return self
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            ev = await self.sip.events.get()  # type: ignore[union-attr]
+            if isinstance(ev, IncomingCall):
+                if self.streams:  # one media port: one call at a time in this minimal agent
+                    self.ua.reject(ev.call, 486, now=loop.time())
+                else:
+                    self.ua.answer(ev.call, 200, now=loop.time())
+                    self.calls_answered += 1
+                self.sip.flush()  # type: ignore[union-attr]
+            elif isinstance(ev, CallEstablished) and ev.call.media is not None:
+                m = ev.call.media
+                s = await LiveAudioStream(self.iface, codec=m.codec, codec_params=dict(m.params), payload_type=m.payload_type,
+                                          local_addr=(self.address[0], self._media_port),
+                                          remote_addr=(m.remote_address, m.remote_port), jitter_buffer=self.jitter_buffer,
+                                          latching=True, cname="agent@voicelab").open()
+                s.send(self._x, 16000)
+                self.streams[ev.call.id] = s
+            elif isinstance(ev, (CallEnded, CallFailed)):
+                s = self.streams.pop(ev.call.id, None)
+                if s is not None:
+                    await s.close()
+                self.calls_ended += 1
+
+    async def close(self) -> None:
+        """Stop answering, end media, close the socket."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for s in list(self.streams.values()):
+            await s.close()
+        self.streams.clear()
+        if self.sip is not None:
+            await self.sip.close()
+
+    async def __aenter__(self) -> "Agent":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

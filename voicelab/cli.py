@@ -150,6 +150,33 @@ def cmd_call(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .calls import Agent
+
+    try:
+        host, port_text = args.sip.rsplit(":", 1)
+        port = int(port_text)
+    except ValueError:
+        raise ParameterError(f"--sip must be HOST:PORT, got {args.sip!r}") from None
+    if args.transport != "udp":
+        raise ParameterError(f"--transport {args.transport} is not built yet for the agent: use udp")
+    codecs_list = [c.strip() for c in args.codecs.split(",") if c.strip()]
+
+    async def run() -> None:
+        async with Agent(host=host, port=port, codecs=codecs_list, speech=args.speech) as agent:
+            print(f"voicelab agent: sip:agent@{agent.address[0]}:{agent.address[1]} (udp), codecs {','.join(codecs_list)}; Ctrl-C stops",
+                  flush=True)
+            await asyncio.Event().wait()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 # ---------------------------------------------------------------- metrics
 def cmd_metrics(args: argparse.Namespace) -> int:
     from . import audio, metrics
@@ -380,6 +407,16 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--seed", type=int, default=0)
     cl.add_argument("--json", action="store_true")
     cl.set_defaults(func=cmd_call)
+
+    ag = sub.add_parser("agent", help="the voice agent, standalone")
+    agsub = ag.add_subparsers(dest="agent_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    ag.set_defaults(func=lambda _args: (ag.print_help(), 2)[1])
+    ags = agsub.add_parser("serve", help="answer SIP calls on loopback and play speech to the caller")
+    ags.add_argument("--sip", default="127.0.0.1:5060", metavar="HOST:PORT", help="where to listen (loopback only)")
+    ags.add_argument("--transport", default="udp", choices=["udp", "tcp", "tls", "ws"])
+    ags.add_argument("--codecs", default="pcmu,pcma,g722,opus", help="comma-separated, in preference order")
+    ags.add_argument("--speech", default="default", help="what the agent plays (named speech)")
+    ags.set_defaults(func=cmd_agent_serve)
 
     m = sub.add_parser("metrics", help="score two recordings (PESQ, STOI, delay, level)")
     m.add_argument("reference", help="reference WAV (what was sent)")

@@ -63,3 +63,28 @@ def need_tool(exe: str, package: str) -> str:
     path = shutil.which(exe)
     need(path is not None, f"{exe} not installed (Debian package {package})")
     return path  # type: ignore[return-value]
+
+
+def open_fds() -> int | None:
+    """Open file descriptors of this process (None where /proc is missing)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
+
+
+def run_clean(fn, *, timeout: float) -> None:
+    """Run ``await fn()`` in a fresh event loop; fail on tasks or file descriptors left behind."""
+    import asyncio
+
+    before = open_fds()
+
+    async def main() -> None:
+        await asyncio.wait_for(fn(), timeout)
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert not left, f"tasks left running: {left}"
+
+    asyncio.run(main())
+    after = open_fds()
+    if before is not None:
+        assert after == before, f"{after - before} file descriptors leaked"

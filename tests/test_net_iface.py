@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 
 import pytest
+
+from .conftest import run_clean
 
 from voicelab.errors import ParameterError
 from voicelab.net.iface import LoopbackInterface, NetworkInterface, free_port, is_loopback_address
@@ -14,26 +15,9 @@ from voicelab.net.iface import LoopbackInterface, NetworkInterface, free_port, i
 TIMEOUT = 5.0
 
 
-def _open_fds() -> int | None:
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return None
-
-
 def run(fn) -> None:
     """Run ``fn()`` in a fresh loop; fail on tasks or file descriptors left behind."""
-    before = _open_fds()
-
-    async def main() -> None:
-        await asyncio.wait_for(fn(), TIMEOUT)
-        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        assert not left, f"tasks left running: {left}"
-
-    asyncio.run(main())
-    after = _open_fds()
-    if before is not None:
-        assert after == before, f"{after - before} file descriptors leaked"
+    run_clean(fn, timeout=TIMEOUT)
 
 
 class Collector(asyncio.DatagramProtocol):

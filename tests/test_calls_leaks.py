@@ -43,10 +43,8 @@ async def _calls(n: int) -> tuple[int, int]:
                 await caller.wait_for(CallEnded)
                 ok += 1
             # the agent saw every hang-up and holds no stream
-            for _ in range(100):
-                if agent.calls_ended == n:
-                    break
-                await asyncio.sleep(0)  # let the agent's task drain its event queue
+            await asyncio.wait_for(agent.ended(n), 5.0)
+            assert not agent.streams
         finally:
             await caller.close()
         return ok, agent.calls_ended

@@ -21,7 +21,7 @@ from aiohttp import web  # noqa: E402
 from voicelab.errors import LocalProtocolError, ParameterError, RemoteProtocolError  # noqa: E402
 from voicelab.net.iface import LoopbackInterface  # noqa: E402
 from voicelab.sip.message import Limits, Request, Response, parse_message  # noqa: E402
-from voicelab.sip.tlsutil import client_ssl_context, generate_test_pki, server_ssl_context  # noqa: E402
+from voicelab.tlsutil import client_ssl_context, generate_test_pki, server_ssl_context  # noqa: E402
 from voicelab.sip.transaction import build_response  # noqa: E402
 from voicelab.sip.transport import (  # noqa: E402
     TRANSPORT_KINDS,

@@ -298,6 +298,7 @@ class Agent:
         self.speech, self.jitter_buffer, self.seed = speech, jitter_buffer, seed
         self.calls_answered = 0
         self.calls_ended = 0
+        self._ended_waiters: list[tuple[int, asyncio.Future]] = []
         self.streams: dict[str, LiveAudioStream] = {}
         self._task: asyncio.Task | None = None
         self.sip: AsyncUserAgent | None = None
@@ -346,6 +347,19 @@ class Agent:
                 if s is not None:
                     await s.close()
                 self.calls_ended += 1
+                for n, fut in [w for w in self._ended_waiters if w[0] <= self.calls_ended]:
+                    if not fut.done():
+                        fut.set_result(self.calls_ended)
+                self._ended_waiters = [w for w in self._ended_waiters if w[0] > self.calls_ended]
+
+    def ended(self, n: int) -> asyncio.Future:
+        """A future resolved once ``n`` calls have ended at this agent."""
+        fut = asyncio.get_running_loop().create_future()
+        if self.calls_ended >= n:
+            fut.set_result(self.calls_ended)
+        else:
+            self._ended_waiters.append((n, fut))
+        return fut
 
     async def close(self) -> None:
         """Stop answering, end media, close the socket."""

@@ -15,13 +15,13 @@
 
 - :mod:`voicelab.sip.auth`: digest authentication (RFC 7616 / RFC 8760), client and server.
 - :mod:`voicelab.sip.registrar`: an RFC 3261 section 10.3 registrar.
-- :mod:`voicelab.sip.transport`, :mod:`voicelab.sip.tlsutil`: the thin asyncio
-  transports (UDP, TCP, TLS, WebSocket per RFC 7118) over an injectable network
-  interface (:mod:`voicelab.net.iface`), and test certificates.
+- :mod:`voicelab.sip.transport`: the thin asyncio transports (UDP, TCP, TLS, WebSocket
+  per RFC 7118) over an injectable network interface (:mod:`voicelab.net.iface`); test
+  certificates come from :mod:`voicelab.tlsutil`.
 
 Every parse error is a :class:`~voicelab.errors.RemoteProtocolError` whose
 ``status_code`` is what a UAS would answer. The protocol cores (everything but
-``transport`` and ``tlsutil``) import no ``asyncio``, ``socket``, ``time`` or ``random``:
+``transport``) import no ``asyncio``, ``socket``, ``time`` or ``random``:
 they take bytes and ``now`` and return bytes, deadlines and events.
 """
 

@@ -692,9 +692,9 @@ class TlsTransport(TcpTransport):
     ----------
     iface : NetworkInterface
     server_ssl : ssl.SSLContext, optional
-        Needed for :meth:`listen` (see :func:`voicelab.sip.tlsutil.server_ssl_context`).
+        Needed for :meth:`listen` (see :func:`voicelab.tlsutil.server_ssl_context`).
     client_ssl : ssl.SSLContext, optional
-        For outgoing connections (see :func:`voicelab.sip.tlsutil.client_ssl_context`);
+        For outgoing connections (see :func:`voicelab.tlsutil.client_ssl_context`);
         default: verify against the system trust store.
     server_hostname : str, optional
         Name to check server certificates against (default: the host connected to).
@@ -718,7 +718,7 @@ class TlsTransport(TcpTransport):
         super().__init__(iface, **options)
         for name, ctx in (("server_ssl", server_ssl), ("client_ssl", client_ssl)):
             if ctx is not None and not isinstance(ctx, _ssl.SSLContext):
-                raise ParameterError(f"{name} must be an ssl.SSLContext (see voicelab.sip.tlsutil), got {type(ctx).__name__}")
+                raise ParameterError(f"{name} must be an ssl.SSLContext (see voicelab.tlsutil), got {type(ctx).__name__}")
         self._server_ssl = server_ssl
         self._client_ssl = client_ssl if client_ssl is not None else _default_client_ssl()
         self._server_hostname = server_hostname
@@ -726,12 +726,12 @@ class TlsTransport(TcpTransport):
     async def listen(self, host: str | None = None, port: int = 0) -> Addr:
         """Start the TLS listener; needs ``server_ssl``."""
         if self._server_ssl is None:
-            raise ParameterError("TlsTransport.listen needs server_ssl (voicelab.sip.tlsutil.server_ssl_context)")
+            raise ParameterError("TlsTransport.listen needs server_ssl (voicelab.tlsutil.server_ssl_context)")
         return await super().listen(host, port)
 
 
 def _default_client_ssl() -> _ssl.SSLContext:
-    from .tlsutil import client_ssl_context
+    from ..tlsutil import client_ssl_context
 
     return client_ssl_context()
 
@@ -829,7 +829,7 @@ class WsTransport(SipTransport):
             raise ParameterError(f"path must be an absolute HTTP path such as '/', got {path!r}")
         for name, ctx in (("server_ssl", server_ssl), ("client_ssl", client_ssl)):
             if ctx is not None and not isinstance(ctx, _ssl.SSLContext):
-                raise ParameterError(f"{name} must be an ssl.SSLContext (see voicelab.sip.tlsutil), got {type(ctx).__name__}")
+                raise ParameterError(f"{name} must be an ssl.SSLContext (see voicelab.tlsutil), got {type(ctx).__name__}")
         self.path = path
         self.secure = bool(secure or server_ssl is not None or client_ssl is not None)
         if self.secure:
@@ -860,7 +860,7 @@ class WsTransport(SipTransport):
         if self._runner is not None:
             raise ParameterError(f"WsTransport already listens on {self._local_addr}")
         if self.secure and self._server_ssl is None:
-            raise ParameterError("a secure WsTransport needs server_ssl to listen (voicelab.sip.tlsutil.server_ssl_context)")
+            raise ParameterError("a secure WsTransport needs server_ssl to listen (voicelab.tlsutil.server_ssl_context)")
         app = web.Application()
         app.router.add_get(self.path, self._handle)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)

@@ -7,6 +7,10 @@ takes milliseconds) and writes them as PEM files. :func:`server_ssl_context` and
 from real certificate/key files (for ``voicelab agent serve --transport tls`` with a
 certificate a softphone already trusts).
 
+Certificate validity starts from the real current time (``now`` defaults to the wall
+clock): TLS peers check certificates against the real clock, so this tool module is the
+one place outside tests that reads it.
+
 Certificates carry what strict verifiers (Python 3.13's ``VERIFY_X509_STRICT``,
 browsers) ask for: basic constraints, key usage, subject and authority key
 identifiers, subjectAltName, serverAuth extended key usage.
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import ParameterError
+from .errors import ParameterError
 
 __all__ = ["CertificateFiles", "generate_test_pki", "server_ssl_context", "client_ssl_context"]
 

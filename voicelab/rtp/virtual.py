@@ -51,11 +51,20 @@ class RtpCallResult:
         (RFC 3550 A.8 applied to the exact transit times), ``true_rtt_ms``.
     rtcp_bytes : dict
         RTCP bytes on the wire per direction.
+    wire : list
+        Every datagram as ``(send_time_s, src, dst, bytes)`` (for :meth:`write_pcap`).
     """
 
     packets: pd.DataFrame
     reports: pd.DataFrame
     rtcp_bytes: dict
+    wire: list = None  # type: ignore[assignment]  # (time, src, dst, bytes) of every datagram
+
+    def write_pcap(self, path: Any) -> Any:
+        """Write every RTP and RTCP datagram (as sent) to a pcap file."""
+        from ..net.pcap import write_pcap
+
+        return write_pcap(path, self.wire or [])
 
     def bitrate_kbps(self, direction: str = "a->b", *, what: str = "rtp") -> float:
         """Mean bit rate on the wire in kbit/s (``what``: "rtp" or "rtcp")."""
@@ -139,6 +148,7 @@ def run_rtp_call(
     rows: list[dict[str, Any]] = []
     rtcp_bytes = {"a->b": 0, "b->a": 0}
     rep_rows: list[dict[str, Any]] = []
+    wire: list[tuple[float, tuple, tuple, bytes]] = []
 
     def transmit(direction: str, data: bytes, now: float, kind: str) -> None:
         nonlocal n
@@ -156,6 +166,8 @@ def run_rtp_call(
             })
         else:
             rtcp_bytes[direction] += len(data) + _IP_UDP
+        src, dst = ("a", "b") if direction == "a->b" else ("b", "a")
+        wire.append((now, _ADDR[src], _ADDR[dst], data))
         for t in arrivals:
             n += 1
             heapq.heappush(heap, (t, n, direction, data, now, kind))
@@ -193,7 +205,7 @@ def run_rtp_call(
     reports = pd.DataFrame(rep_rows)
     if not reports.empty:
         _ground_truth(packets, reports, up, down, c.clock_rate)
-    return RtpCallResult(packets, reports, rtcp_bytes)
+    return RtpCallResult(packets, reports, rtcp_bytes, wire)
 
 
 def _ground_truth(packets: pd.DataFrame, reports: pd.DataFrame, up: ChannelConfig, down: ChannelConfig, clock_rate: int) -> None:

@@ -54,6 +54,12 @@ class SipCallResult:
     def established(self) -> bool:
         return any(isinstance(e, CallEstablished) for _, who, e in self.events if who == "caller")
 
+    def write_pcap(self, path: Any) -> Any:
+        """Write every datagram (as sent, lost ones included) to a pcap file."""
+        from ..net.pcap import write_pcap
+
+        return write_pcap(path, ((d["send_time_s"], d["src_addr"], d["dst_addr"], d["data"]) for d in self.datagrams))
+
     def summary(self) -> dict[str, Any]:
         """Setup time, post-dial delay, datagram and retransmission counts."""
         t = self.call.times
@@ -104,7 +110,7 @@ class VirtualSipNetwork:
                 self.datagrams.append({
                     "send_time_s": self.now, "arrival_time_s": arrivals[0] if arrivals else math.nan,
                     "src": name, "dst": dst_name, "label": first_line, "retransmission": key in self._seen,
-                    "bytes": len(data),
+                    "bytes": len(data), "data": data, "src_addr": node.local_addr, "dst_addr": (dst[0], dst[1]),
                 })
                 self._seen.add(key)
                 for t in arrivals:

@@ -61,3 +61,19 @@ def test_tshark_dissects_a_call_cleanly(tmp_path):
         assert bad.strip() == "", bad
     # SDP bodies were dissected as SDP
     assert "sdp" in _tshark(tshark, sip_pcap, "-T", "fields", "-e", "frame.protocols")
+
+
+def test_live_call_pcap_dissects_cleanly(tmp_path):
+    import asyncio
+
+    from voicelab.calls import sip_call
+
+    tshark = need_tool("tshark", "tshark")
+    path = tmp_path / "live.pcap"
+    asyncio.run(sip_call(codec="pcmu", seconds=2.0, speech="harvard", quality=False, pcap=str(path)))
+    heur = ["-o", "rtp.heuristic_rtp:TRUE", "-o", "rtcp.heuristic_rtcp:TRUE"]
+    protos = _tshark(tshark, path, *heur, "-T", "fields", "-e", "frame.protocols").split()
+    kinds = {k for p in protos for k in set(p.split(":")) & {"sip", "sdp", "rtp", "rtcp"}}
+    assert {"sip", "sdp", "rtp"} <= kinds
+    assert all(set(p.split(":")) & {"sip", "rtp", "rtcp"} for p in protos)
+    assert _tshark(tshark, path, *heur, "-Y", "_ws.malformed || _ws.expert.severity == error").strip() == ""

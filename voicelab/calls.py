@@ -47,9 +47,10 @@ class AsyncUserAgent:
         Already listening; created with ``parse=False`` (the UA parses).
     """
 
-    def __init__(self, ua: UserAgent, transport: Any) -> None:
+    def __init__(self, ua: UserAgent, transport: Any, *, capture: list | None = None) -> None:
         self.ua = ua
         self.transport = transport
+        self.capture = capture  # (time, src, dst, bytes) of every datagram, for pcap
         self.loop = asyncio.get_running_loop()
         self.events: asyncio.Queue = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
@@ -57,12 +58,16 @@ class AsyncUserAgent:
         transport.on_message = self._on_message
 
     def _on_message(self, data: Any, addr: Any, transport: Any) -> None:
+        if self.capture is not None:
+            self.capture.append((self.loop.time(), tuple(addr[:2]), self.ua.local_addr, bytes(data)))
         self.ua.receive(bytes(data), tuple(addr[:2]), self.loop.time())
         self.flush()
 
     def flush(self) -> None:
         """Send what the UA queued, deliver its events, re-arm its timer."""
         for data, addr in self.ua.datagrams_to_send(self.loop.time()):
+            if self.capture is not None:
+                self.capture.append((self.loop.time(), self.ua.local_addr, tuple(addr[:2]), data))
             task = self.loop.create_task(self.transport.send(data, tuple(addr[:2])))
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
@@ -134,6 +139,7 @@ async def sip_call(
     net: ChannelConfig | None = None,
     seed: int = 0,
     quality: bool = True,
+    pcap: str | None = None,
 ) -> dict[str, Any]:
     """One SIP call on loopback, caller and agent in this process; returns its metrics.
 
@@ -153,6 +159,8 @@ async def sip_call(
     seed : int
     quality : bool
         Compute PESQ.
+    pcap : path, optional
+        Write the call as the caller's machine would capture it (SIP, RTP, RTCP).
 
     Returns
     -------
@@ -178,13 +186,14 @@ async def sip_call(
     ports = {who: free_port(kind="udp") for who in ("caller", "agent")}
     sip = {}
     uas = {}
+    capture: list | None = [] if pcap else None
     for i, who in enumerate(("caller", "agent")):
         t = UdpTransport(iface, parse=False)
         addr = await t.listen("127.0.0.1", 0)
         ua = UserAgent(local_uri=f"sip:{who}@127.0.0.1", local_addr=tuple(addr[:2]), rng=np.random.default_rng(seeds[i]),
                        codecs=[codec], media_address="127.0.0.1", media_port=ports[who])
         uas[who] = ua
-        sip[who] = AsyncUserAgent(ua, t)
+        sip[who] = AsyncUserAgent(ua, t, capture=capture if who == "caller" else None)
     streams: dict[str, LiveAudioStream] = {}
     relays: list[UdpRelay] = []
     try:
@@ -203,7 +212,7 @@ async def sip_call(
                 iface, codec=m.codec, codec_params=dict(m.params), payload_type=m.payload_type,
                 local_addr=("127.0.0.1", ports[who]), remote_addr=(m.remote_address, m.remote_port),
                 jitter_buffer=jitter_buffer, seed=int(seeds[2 + (who == "agent")].generate_state(1)[0]),
-                cname=f"{who}@voicelab",
+                cname=f"{who}@voicelab", capture=capture if who == "caller" else None,
             ).open()
         if net is not None:
             # the relay stands between the two media addresses, like an SBC that anchors
@@ -229,6 +238,10 @@ async def sip_call(
         for a in sip.values():
             await a.close()
 
+    if pcap:
+        from .net.pcap import write_pcap
+
+        write_pcap(pcap, capture or [])
     out: dict[str, Any] = {
         "transport": "sip",
         "net": "loopback",

@@ -138,7 +138,7 @@ def cmd_call(args: argparse.Namespace) -> int:
     chan = _channel_from_args(args)
     net = None if chan == ChannelConfig() else chan
     res = asyncio.run(sip_call(codec=args.codec, seconds=args.duration, speech=args.speech, input=args.input,
-                               jitter_buffer=args.jitter_buffer, net=net, seed=args.seed))
+                               jitter_buffer=args.jitter_buffer, net=net, seed=args.seed, pcap=args.pcap))
     if args.json:
         from .sim.engine import _jsonable
 
@@ -405,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--input", metavar="WAV", help="speech to send (default: the speech corpus)")
     cl.add_argument("--speech", default="default", help="named speech when no --input")
     cl.add_argument("--seed", type=int, default=0)
+    cl.add_argument("--pcap", metavar="FILE", help="write the call (SIP, RTP, RTCP as the caller sees it) to a pcap file")
     cl.add_argument("--json", action="store_true")
     cl.set_defaults(func=cmd_call)
 

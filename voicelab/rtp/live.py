@@ -115,6 +115,9 @@ class LiveAudioStream:
     srtp : voicelab.rtp.srtp.SrtpContext, optional
     cname : str
         RTCP canonical name.
+    capture : list, optional
+        Every datagram sent or received is appended as ``(time, src, dst, bytes)``
+        (what a capture on this host would show; see :mod:`voicelab.net.pcap`).
     """
 
     def __init__(
@@ -133,6 +136,7 @@ class LiveAudioStream:
         seed: int = 0,
         srtp: Any = None,
         cname: str = "voicelab",
+        capture: list | None = None,
     ) -> None:
         from ..sim.scenario import parse_jitter_buffer
 
@@ -154,6 +158,7 @@ class LiveAudioStream:
             bitrate=float(self.tx.bitrate),
         )
         self.session: RtpSession | None = None
+        self.capture = capture
         self.stats = StreamStats()
         self.socket_errors = 0
         self._proto: _Proto | None = None
@@ -237,11 +242,15 @@ class LiveAudioStream:
 
     def _sendto(self, data: bytes, addr) -> None:
         if addr is not None and self._proto is not None and self._proto.transport is not None:
+            if self.capture is not None:
+                self.capture.append((self._loop.time(), self.local_address, tuple(addr[:2]), data))  # type: ignore[union-attr]
             self._proto.transport.sendto(data, addr)
 
     # -------------------------------------------------------------- receiving
     def _on_datagram(self, data: bytes, addr) -> None:
         now = self._loop.time()  # type: ignore[union-attr]
+        if self.capture is not None:
+            self.capture.append((now, tuple(addr[:2]), self.local_address, bytes(data)))
         for ev in self.session.receive(data, now, addr):  # type: ignore[union-attr]
             if isinstance(ev, RtpReceived):
                 self.jb.push(ev.packet, ev.arrival)

@@ -312,7 +312,10 @@ class Agent:
         self.calls_answered = 0
         self.calls_ended = 0
         self._ended_waiters: list[tuple[int, asyncio.Future]] = []
+        self.errors: list[str] = []
         self.streams: dict[str, LiveAudioStream] = {}
+        #: per finished call: (sent float audio, received float audio, sample_rate)
+        self.recordings: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
         self._task: asyncio.Task | None = None
         self.sip: AsyncUserAgent | None = None
 
@@ -337,33 +340,41 @@ class Agent:
         return self
 
     async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             ev = await self.sip.events.get()  # type: ignore[union-attr]
-            if isinstance(ev, IncomingCall):
-                if self.streams:  # one media port: one call at a time in this minimal agent
-                    self.ua.reject(ev.call, 486, now=loop.time())
-                else:
-                    self.ua.answer(ev.call, 200, now=loop.time())
-                    self.calls_answered += 1
-                self.sip.flush()  # type: ignore[union-attr]
-            elif isinstance(ev, CallEstablished) and ev.call.media is not None:
-                m = ev.call.media
-                s = await LiveAudioStream(self.iface, codec=m.codec, codec_params=dict(m.params), payload_type=m.payload_type,
-                                          local_addr=(self.address[0], self._media_port),
-                                          remote_addr=(m.remote_address, m.remote_port), jitter_buffer=self.jitter_buffer,
-                                          latching=True, cname="agent@voicelab").open()
-                s.send(self._x, 16000)
-                self.streams[ev.call.id] = s
-            elif isinstance(ev, (CallEnded, CallFailed)):
-                s = self.streams.pop(ev.call.id, None)
-                if s is not None:
-                    await s.close()
-                self.calls_ended += 1
-                for n, fut in [w for w in self._ended_waiters if w[0] <= self.calls_ended]:
-                    if not fut.done():
-                        fut.set_result(self.calls_ended)
-                self._ended_waiters = [w for w in self._ended_waiters if w[0] > self.calls_ended]
+            try:
+                await self._handle(ev)
+            except VoicelabError as exc:  # one bad call must not stop the agent
+                self.errors.append(f"{type(ev).__name__}: {exc}")
+
+    async def _handle(self, ev: Any) -> None:
+        loop = asyncio.get_running_loop()
+        if isinstance(ev, IncomingCall):
+            if self.streams:  # one media port: one call at a time in this minimal agent
+                self.ua.reject(ev.call, 486, now=loop.time())
+            else:
+                self.ua.answer(ev.call, 200, now=loop.time())
+                self.calls_answered += 1
+            self.sip.flush()  # type: ignore[union-attr]
+        elif isinstance(ev, CallEstablished) and ev.call.media is not None:
+            m = ev.call.media
+            s = await LiveAudioStream(self.iface, codec=m.codec, codec_params=dict(m.params), payload_type=m.payload_type,
+                                      local_addr=(self.address[0], self._media_port),
+                                      remote_addr=(m.remote_address, m.remote_port), jitter_buffer=self.jitter_buffer,
+                                      latching=True, cname="agent@voicelab", rtcp_mux=bool(m.rtcp_mux),
+                                      remote_rtcp_addr=(m.rtcp_address, m.rtcp_port)).open()
+            s.send(self._x, 16000)
+            self.streams[ev.call.id] = s
+        elif isinstance(ev, (CallEnded, CallFailed)):
+            s = self.streams.pop(ev.call.id, None)
+            if s is not None:
+                await s.close()
+                self.recordings[ev.call.call_id] = (s.sent_audio()[0], s.received_audio()[0], s.tx.sample_rate)
+            self.calls_ended += 1
+            for n, fut in [w for w in self._ended_waiters if w[0] <= self.calls_ended]:
+                if not fut.done():
+                    fut.set_result(self.calls_ended)
+            self._ended_waiters = [w for w in self._ended_waiters if w[0] > self.calls_ended]
 
     def ended(self, n: int) -> asyncio.Future:
         """A future resolved once ``n`` calls have ended at this agent."""

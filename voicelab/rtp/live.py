@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import codecs
 from ..audio import to_float, to_int16
-from ..errors import ParameterError
+from ..errors import ParameterError, VoicelabError
 from .jitterbuffer import AdaptiveJitterBuffer, FixedJitterBuffer
 from .playout import render
 from .session import RtpReceived, RtpSession
@@ -61,6 +61,7 @@ class StreamStats:
     frames_sent: int = 0
     send_lateness_s: list = field(default_factory=list)
     outcomes: dict = field(default_factory=dict)
+    refused_sends: int = 0  # the network interface refused the destination (not yet latched)
 
     def pacing_error_ms(self, q: float = 99.0) -> float:
         """Percentile ``q`` of the absolute pacing error, in ms (0 when nothing was sent)."""
@@ -115,6 +116,11 @@ class LiveAudioStream:
     srtp : voicelab.rtp.srtp.SrtpContext, optional
     cname : str
         RTCP canonical name.
+    rtcp_mux : bool
+        RTCP on the RTP port (RFC 5761). Without it, RTCP is sent to
+        ``remote_rtcp_addr`` (default: the RTP port + 1) from the RTP socket; this stream
+        does not bind a separate RTCP port, so the peer's RTCP is not received then.
+    remote_rtcp_addr : (host, port), optional
     capture : list, optional
         Every datagram sent or received is appended as ``(time, src, dst, bytes)``
         (what a capture on this host would show; see :mod:`voicelab.net.pcap`).
@@ -137,6 +143,8 @@ class LiveAudioStream:
         srtp: Any = None,
         cname: str = "voicelab",
         capture: list | None = None,
+        rtcp_mux: bool = True,
+        remote_rtcp_addr: tuple[str, int] | None = None,
     ) -> None:
         from ..sim.scenario import parse_jitter_buffer
 
@@ -155,7 +163,7 @@ class LiveAudioStream:
         self.session_args = dict(
             payload_type=self.payload_type, clock_rate=self.tx.clock_rate, timestamp_increment=self.tx.timestamp_increment,
             cname=cname, rng=np.random.default_rng(seed), remote_addr=remote_addr, latching=latching, srtp=srtp,
-            bitrate=float(self.tx.bitrate),
+            bitrate=float(self.tx.bitrate), rtcp_mux=bool(rtcp_mux), remote_rtcp_addr=remote_rtcp_addr,
         )
         self.session: RtpSession | None = None
         self.capture = capture
@@ -194,10 +202,12 @@ class LiveAudioStream:
         """Bound (host, port)."""
         return self._proto.transport.get_extra_info("sockname")[:2]  # type: ignore[union-attr]
 
-    def set_remote(self, addr: tuple[str, int]) -> None:
-        """Where media goes (e.g. from the SDP answer)."""
+    def set_remote(self, addr: tuple[str, int], rtcp_addr: tuple[str, int] | None = None) -> None:
+        """Where media goes (e.g. from the SDP answer); RTCP follows unless given."""
         self.session.remote_addr = addr  # type: ignore[union-attr]
-        self.session.remote_rtcp_addr = addr  # type: ignore[union-attr]
+        if rtcp_addr is None:
+            rtcp_addr = addr if self.session.rtcp_mux else (addr[0], addr[1] + 1)  # type: ignore[union-attr]
+        self.session.remote_rtcp_addr = rtcp_addr  # type: ignore[union-attr]
 
     # ---------------------------------------------------------------- sending
     def send(self, samples: np.ndarray, sample_rate: int, *, start_at: float | None = None) -> float:
@@ -242,16 +252,24 @@ class LiveAudioStream:
 
     def _sendto(self, data: bytes, addr) -> None:
         if addr is not None and self._proto is not None and self._proto.transport is not None:
+            try:
+                self._proto.transport.sendto(data, addr)
+            except VoicelabError:
+                # e.g. a peer's SDP names an address this interface may not reach; with
+                # latching the stream follows the peer's real source once media arrives
+                self.stats.refused_sends += 1
+                return
             if self.capture is not None:
                 self.capture.append((self._loop.time(), self.local_address, tuple(addr[:2]), data))  # type: ignore[union-attr]
-            self._proto.transport.sendto(data, addr)
 
     # -------------------------------------------------------------- receiving
     def _on_datagram(self, data: bytes, addr) -> None:
         now = self._loop.time()  # type: ignore[union-attr]
         if self.capture is not None:
             self.capture.append((now, tuple(addr[:2]), self.local_address, bytes(data)))
-        for ev in self.session.receive(data, now, addr):  # type: ignore[union-attr]
+        # without rtcp-mux this socket is the RTP one (the peer's RTCP goes to port + 1)
+        kind = None if self.session.rtcp_mux else "rtp"  # type: ignore[union-attr]
+        for ev in self.session.receive(data, now, addr, kind):  # type: ignore[union-attr]
             if isinstance(ev, RtpReceived):
                 self.jb.push(ev.packet, ev.arrival)
                 if self._play_start is None and self.jb.start_time() is not None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from voicelab import audio, metrics
-from voicelab.calls import Agent
+from voicelab.calls import Agent, dial
 from voicelab.net.iface import free_port
 
 from .conftest import need_tool
@@ -89,3 +89,41 @@ def test_baresip_calls_our_agent_pcmu(tmp_path, natural_speech_dir):
     print(f"PESQ-NB agent->baresip {to_baresip:.3f}, baresip->agent {to_agent:.3f}")
     assert to_baresip >= 4.25, (to_baresip, to_agent)
     assert to_agent >= 4.25, (to_baresip, to_agent)
+
+
+async def _we_call_baresip(baresip: str, tmp: Path, wav: Path):
+    rec = tmp / "rec"
+    rec.mkdir()
+    conf = tmp / "conf"
+    conf.mkdir()
+    sip_port = free_port(kind="udp")
+    lo = free_port(kind="udp") // 2 * 2
+    (conf / "config").write_text(CONFIG.format(sip_port=sip_port, wav=wav, rtp_lo=lo, rtp_hi=lo + 10, rec=rec))
+    (conf / "accounts").write_text("<sip:bob@127.0.0.1>;regint=0;answermode=auto;audio_codecs=PCMU/8000/1\n")
+    proc = await asyncio.create_subprocess_exec(
+        baresip, "-f", str(conf), "-n", "127.0.0.1", "-t", "20",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        result = await dial(f"sip:bob@127.0.0.1:{sip_port}", codec="pcmu", seconds=3.0, speech="default")
+    finally:
+        proc.terminate()
+        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    return result, out.decode(errors="replace"), rec
+
+
+@pytest.mark.slow
+def test_our_caller_calls_baresip_pcmu(tmp_path, natural_speech_dir):
+    baresip = need_tool("baresip", "baresip-core")
+    src = natural_speech_dir / "osr_us_000_0034_8k.wav"  # 35 s: baresip keeps talking until we hang up
+    r, log, rec = asyncio.run(_we_call_baresip(baresip, tmp_path, src))
+    assert r["codec"] == "pcmu" and r["payload_type"] == 0 and not r["synthetic_speech"]
+    assert 0 < r["setup_ms"] < 1000 and r["loss_rate"] == 0.0
+    dec = sorted(rec.glob("*-dec.wav"))
+    enc = sorted(rec.glob("*-enc.wav"))
+    assert dec and enc, log[-2000:]
+    bs_heard, _ = audio.read_wav(dec[0])
+    bs_said, _ = audio.read_wav(enc[0])
+    to_baresip = _pesq_aligned(r["sent"], bs_heard, 8000)
+    to_us = _pesq_aligned(bs_said, r["received"], 8000)
+    print(f"PESQ-NB caller->baresip {to_baresip:.3f}, baresip->caller {to_us:.3f}")
+    assert to_baresip >= 4.25 and to_us >= 4.25, (to_baresip, to_us)

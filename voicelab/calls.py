@@ -34,7 +34,7 @@ from .rtp.live import LiveAudioStream
 from .sip.transport import UdpTransport
 from .sip.ua import CallEnded, CallEstablished, CallFailed, IncomingCall, UserAgent
 
-__all__ = ["AsyncUserAgent", "Agent", "sip_call"]
+__all__ = ["AsyncUserAgent", "Agent", "sip_call", "dial"]
 
 
 class AsyncUserAgent:
@@ -404,3 +404,86 @@ class Agent:
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
+
+
+async def dial(
+    target: str,
+    *,
+    codec: str = "pcmu",
+    seconds: float = 4.0,
+    speech: str = "default",
+    input: str | None = None,
+    jitter_buffer: str = "fixed:60",
+    seed: int = 0,
+    ready_timeout: float = 10.0,
+) -> dict[str, Any]:
+    """Call another SIP peer on loopback (a softphone, baresip, SIPp), send speech, hang up.
+
+    The peer is first probed with OPTIONS until it answers (at most ``ready_timeout``
+    seconds), so a peer that is still starting is waited for, not raced.
+
+    Returns
+    -------
+    dict
+        ``setup_ms``, ``post_dial_delay_ms``, ``codec``, ``payload_type``, receive
+        statistics, and the recordings ``sent`` / ``received`` (float audio at
+        ``sample_rate``) for scoring against the peer's own recordings.
+    """
+    from .sim import Scenario, load_speech
+    from .sip.ua import OptionsAnswered
+
+    loop = asyncio.get_running_loop()
+    iface = LoopbackInterface(loop)
+    sp = load_speech(Scenario(speech=speech, input=input, max_speech_s=float(seconds), codec=codec))
+    x = audio.resample(np.asarray(sp.samples, dtype=np.float64), sp.sample_rate, 16000)
+    t = UdpTransport(iface, parse=False)
+    addr = await t.listen("127.0.0.1", 0)
+    media_port = free_port(kind="udp")
+    ua = UserAgent(local_uri="sip:caller@127.0.0.1", local_addr=tuple(addr[:2]), rng=np.random.default_rng(seed),
+                   codecs=[codec], media_address="127.0.0.1", media_port=media_port)
+    sip = AsyncUserAgent(ua, t)
+    stream: LiveAudioStream | None = None
+    try:
+        deadline = loop.time() + ready_timeout
+        while True:  # readiness probe: OPTIONS until the peer answers
+            ua.options(target, now=loop.time())
+            sip.flush()
+            try:
+                await sip.wait_for(OptionsAnswered, timeout=0.5)
+                break
+            except asyncio.TimeoutError:
+                if loop.time() > deadline:
+                    raise ParameterError(f"{target} did not answer OPTIONS within {ready_timeout:g} s") from None
+        call = ua.invite(target, now=loop.time())
+        sip.flush()
+        ev = await sip.wait_for(CallEstablished, CallFailed, timeout=15.0)
+        if isinstance(ev, CallFailed):
+            raise ParameterError(f"the call to {target} failed: {ev.status} {ev.reason}")
+        m = call.media
+        stream = await LiveAudioStream(iface, codec=m.codec, codec_params=dict(m.params), payload_type=m.payload_type,
+                                       local_addr=("127.0.0.1", media_port), remote_addr=(m.remote_address, m.remote_port),
+                                       jitter_buffer=jitter_buffer, latching=True, cname="caller@voicelab",
+                                       rtcp_mux=bool(m.rtcp_mux), remote_rtcp_addr=(m.rtcp_address, m.rtcp_port)).open()
+        t0 = stream.send(x, 16000)
+        await asyncio.wait_for(stream.played_through(t0 + len(x) / 16000 + 0.5), seconds + 20)
+        ua.bye(call, now=loop.time())
+        sip.flush()
+        await sip.wait_for(CallEnded, timeout=10.0)
+    finally:
+        if stream is not None:
+            await stream.close()
+        await sip.close()
+    rs = stream.session.receiver_stats
+    return {
+        "target": target,
+        "codec": m.codec,
+        "payload_type": m.payload_type,
+        "setup_ms": call.times.setup_ms,
+        "post_dial_delay_ms": call.times.post_dial_delay_ms,
+        "loss_rate": max(0.0, rs.loss_rate),
+        "jitter_ms": rs.jitter_ms,
+        "sample_rate": stream.tx.sample_rate,
+        "sent": stream.sent_audio()[0],
+        "received": stream.received_audio()[0],
+        "synthetic_speech": bool(sp.synthetic),
+    }

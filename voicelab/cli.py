@@ -137,6 +137,19 @@ def cmd_call(args: argparse.Namespace) -> int:
         raise ParameterError(f"--net {args.net} is not built yet: use --net loopback")
     chan = _channel_from_args(args)
     net = None if chan == ChannelConfig() else chan
+    if args.target:
+        from .calls import dial
+
+        if net is not None or args.pcap:
+            raise ParameterError("--target calls another peer directly: impairment flags and --pcap need the built-in agent")
+        res = asyncio.run(dial(args.target, codec=args.codec, seconds=args.duration, speech=args.speech, input=args.input,
+                               jitter_buffer=args.jitter_buffer, seed=args.seed))
+        res = {k: v for k, v in res.items() if k not in ("sent", "received")}
+        if args.json:
+            print(json.dumps(res, sort_keys=True))
+        else:
+            _print_table(res)
+        return 0
     res = asyncio.run(sip_call(codec=args.codec, seconds=args.duration, speech=args.speech, input=args.input,
                                jitter_buffer=args.jitter_buffer, net=net, seed=args.seed, pcap=args.pcap))
     if args.json:
@@ -399,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--transport", default="sip", choices=["sip", "webrtc", "ws"], help="signalling and media path (sip today)")
     cl.add_argument("--net", default="loopback", choices=["loopback", "vnet"], help="real sockets on 127.0.0.1 (loopback)")
     cl.add_argument("--codec", default="pcmu", help="codec both sides offer and accept")
+    cl.add_argument("--target", metavar="URI", help="call this SIP URI on loopback (e.g. a softphone) instead of the built-in agent")
     cl.add_argument("--duration", type=_float_arg("duration", 1.0, 60.0), default=4.0, metavar="S", help="seconds of speech each way")
     cl.add_argument("--jitter-buffer", default="fixed:60", metavar="fixed:MS|adaptive")
     _add_channel_args(cl)

@@ -343,6 +343,30 @@ class SipTransport(abc.ABC):
 # ---------------------------------------------------------------------------------------
 
 
+class _ConnectionCache:
+    """One outgoing connection per peer for connection-oriented transports (TCP, TLS, WS):
+    reused while usable, opened at most once at a time per peer (a lock per key)."""
+
+    _conns: dict
+    _locks: dict
+    _closed: bool
+
+    async def _connection(self, key: Addr) -> Any:
+        conn = self._conns.get(key)
+        if conn is not None and conn.usable:
+            return conn
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            conn = self._conns.get(key)
+            if conn is not None and conn.usable:
+                return conn
+            if self._closed:
+                raise LocalProtocolError(f"{type(self).__name__} is closed")
+            conn = await self._open(key)  # type: ignore[attr-defined]
+            self._conns[key] = conn
+            return conn
+
+
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, owner: "UdpTransport") -> None:
         self.owner = owner
@@ -517,7 +541,7 @@ class _StreamConnection(asyncio.Protocol):
         return rest
 
 
-class TcpTransport(SipTransport):
+class TcpTransport(_ConnectionCache, SipTransport):
     """SIP over TCP (RFC 3261 18): a listener plus connections reused per peer address.
 
     Connections are kept in one table keyed by the peer's ``(host, port)``, whichever
@@ -617,33 +641,20 @@ class TcpTransport(SipTransport):
             await self._server.wait_closed()
 
     # -- internals -------------------------------------------------------------------
-    async def _connection(self, key: Addr) -> _StreamConnection:
-        conn = self._conns.get(key)
-        if conn is not None and conn.usable:
-            return conn
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            conn = self._conns.get(key)
-            if conn is not None and conn.usable:
-                return conn
-            if self._closed:
-                raise LocalProtocolError(f"{type(self).__name__} is closed")
-            try:
-                _, proto = await self.iface.create_connection(
-                    lambda: _StreamConnection(self),
-                    key[0],
-                    key[1],
-                    ssl=self._client_ssl,
-                    server_hostname=self._server_hostname if self._client_ssl is not None else None,
-                )
-            except OSError:
-                self.stats.send_errors += 1
-                raise
-            conn = proto  # type: ignore[assignment]
-            assert isinstance(conn, _StreamConnection)
-            if conn.peer != key:
-                self._conns[key] = conn  # e.g. "localhost" -> also reachable by that name
-            return conn
+    async def _open(self, key: Addr) -> _StreamConnection:
+        try:
+            _, proto = await self.iface.create_connection(
+                lambda: _StreamConnection(self),
+                key[0],
+                key[1],
+                ssl=self._client_ssl,
+                server_hostname=self._server_hostname if self._client_ssl is not None else None,
+            )
+        except OSError:
+            self.stats.send_errors += 1
+            raise
+        assert isinstance(proto, _StreamConnection)
+        return proto  # also filed under ``key`` (e.g. "localhost") by _connection
 
     def _register(self, conn: _StreamConnection) -> None:
         self._all.add(conn)
@@ -789,7 +800,7 @@ class _WsConnection:
         return not self.ws.closed
 
 
-class WsTransport(SipTransport):
+class WsTransport(_ConnectionCache, SipTransport):
     """SIP over WebSocket (RFC 7118) with aiohttp: one WebSocket message per SIP message.
 
     The server accepts upgrades on ``path`` only with the ``sip`` subprotocol (others
@@ -944,21 +955,6 @@ class WsTransport(SipTransport):
         return ws
 
     # -- client side -----------------------------------------------------------------
-    async def _connection(self, key: Addr) -> _WsConnection:
-        conn = self._conns.get(key)
-        if conn is not None and conn.usable:
-            return conn
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            conn = self._conns.get(key)
-            if conn is not None and conn.usable:
-                return conn
-            if self._closed:
-                raise LocalProtocolError("WsTransport is closed")
-            conn = await self._open(key)
-            self._conns[key] = conn
-            return conn
-
     async def _open(self, key: Addr) -> _WsConnection:
         import aiohttp
         from yarl import URL

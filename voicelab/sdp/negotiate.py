@@ -549,6 +549,38 @@ def _rtcp_target(sdp: SessionDescription, m: MediaDescription, address: str) -> 
     return address, m.port + 1, False
 
 
+def _negotiated(sdp: SessionDescription, m: MediaDescription, remote_addr: str, *, send: Any, pt: int,
+                local_pt: int, rtpmap: Any, te: Any, rtcp_mux: bool, direction: str, srtp: Any, index: int,
+                remote_fmtp: Any) -> "NegotiatedMedia":
+    """The negotiated stream, from either side of the offer/answer (one constructor)."""
+    try:
+        rtcp_addr, rtcp_p, _ = _rtcp_target(sdp, m, remote_addr)
+    except RemoteProtocolError:
+        rtcp_addr, rtcp_p = remote_addr, m.port + 1
+    return NegotiatedMedia(
+        codec=send.name,
+        params=dict(send.params),
+        payload_type=pt,
+        local_payload_type=local_pt,
+        encoding_name=rtpmap.encoding_name,
+        clock_rate=rtpmap.clock_rate,
+        channels=rtpmap.channel_count,
+        ptime=send.frame_ms,
+        telephone_event_pt=None if te is None else te[0],
+        telephone_event_clock_rate=None if te is None else te[1].clock_rate,
+        remote_address=remote_addr,
+        remote_port=m.port,
+        rtcp_address=rtcp_addr,
+        rtcp_port=rtcp_p,
+        rtcp_mux=rtcp_mux,
+        direction=direction,
+        srtp=srtp,
+        media_index=index,
+        mid=m.mid,
+        remote_fmtp=remote_fmtp,
+    )
+
+
 # --------------------------------------------------------------------- offer
 def create_offer(
     codecs: Sequence[CodecSpec],
@@ -1016,32 +1048,9 @@ def _answer_stream(
         am.add("mid", om.mid)
     am.add(a_dir)
 
-    try:
-        rtcp_addr, rtcp_p, _ = _rtcp_target(offer, om, remote_addr)
-    except RemoteProtocolError:
-        rtcp_addr, rtcp_p = remote_addr, om.port + 1
-    media = NegotiatedMedia(
-        codec=send.name,
-        params=dict(send.params),
-        payload_type=pt,
-        local_payload_type=pt,
-        encoding_name=rtpmap.encoding_name,
-        clock_rate=rtpmap.clock_rate,
-        channels=rtpmap.channel_count,
-        ptime=send.frame_ms,
-        telephone_event_pt=None if te is None else te[0],
-        telephone_event_clock_rate=None if te is None else te[1].clock_rate,
-        remote_address=remote_addr,
-        remote_port=om.port,
-        rtcp_address=rtcp_addr,
-        rtcp_port=rtcp_p,
-        rtcp_mux=False,  # we never offer/answer a=rtcp-mux on the SIP path yet
-        direction=a_dir,
-        srtp=srtp,
-        media_index=index,
-        mid=om.mid,
-        remote_fmtp=remote_fmtp,
-    )
+    media = _negotiated(offer, om, remote_addr, send=send, pt=pt, local_pt=pt, rtpmap=rtpmap, te=te,
+                        rtcp_mux=False,  # we never offer/answer a=rtcp-mux on the SIP path yet
+                        direction=a_dir, srtp=srtp, index=index, remote_fmtp=remote_fmtp)
     return am, media
 
 
@@ -1205,29 +1214,6 @@ def _read_answer_stream(
 
     tes = [(p, m) for p, m in _te_candidates(am)]
     te = next((t for t in tes if t[1].clock_rate == r.clock_rate), tes[0] if tes else None)
-    try:
-        rtcp_addr, rtcp_p, _ = _rtcp_target(answer, am, remote_addr)
-    except RemoteProtocolError:
-        rtcp_addr, rtcp_p = remote_addr, am.port + 1
-    return NegotiatedMedia(
-        codec=send.name,
-        params=dict(send.params),
-        payload_type=pt,
-        local_payload_type=local_pt[pt],
-        encoding_name=r.encoding_name,
-        clock_rate=r.clock_rate,
-        channels=r.channel_count,
-        ptime=send.frame_ms,
-        telephone_event_pt=None if te is None else te[0],
-        telephone_event_clock_rate=None if te is None else te[1].clock_rate,
-        remote_address=remote_addr,
-        remote_port=am.port,
-        rtcp_address=rtcp_addr,
-        rtcp_port=rtcp_p,
-        rtcp_mux=am.rtcp_mux and om.rtcp_mux,
-        direction=our_dir,
-        srtp=srtp,
-        media_index=index,
-        mid=am.mid,
-        remote_fmtp=tuple(am.fmtp(pt)),
-    )
+    return _negotiated(answer, am, remote_addr, send=send, pt=pt, local_pt=local_pt[pt], rtpmap=r, te=te,
+                       rtcp_mux=am.rtcp_mux and om.rtcp_mux, direction=our_dir, srtp=srtp, index=index,
+                       remote_fmtp=tuple(am.fmtp(pt)))

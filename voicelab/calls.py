@@ -207,10 +207,10 @@ async def sip_call(
             raise ParameterError(f"the call failed: {ev.status} {getattr(ev, 'reason', '')} ({call.media_error or 'no media error'})")
         await sip["agent"].wait_for(CallEstablished)
         for who, c in (("caller", call), ("agent", incoming.call)):
-            m = c.media
-            streams[who] = await LiveAudioStream(
-                iface, codec=m.codec, codec_params=dict(m.params), payload_type=m.payload_type,
-                local_addr=("127.0.0.1", ports[who]), remote_addr=(m.remote_address, m.remote_port),
+            # both ends are the lab's and tell RTP from RTCP by payload type: mux RTCP
+            # (a lone RTP socket per side also passes through the one-port relay)
+            streams[who] = await LiveAudioStream.for_media(
+                iface, c.media, local_addr=("127.0.0.1", ports[who]), rtcp_mux=True,
                 jitter_buffer=jitter_buffer, seed=int(seeds[2 + (who == "agent")].generate_state(1)[0]),
                 cname=f"{who}@voicelab", capture=capture if who == "caller" else None,
             ).open()
@@ -357,12 +357,9 @@ class Agent:
                 self.calls_answered += 1
             self.sip.flush()  # type: ignore[union-attr]
         elif isinstance(ev, CallEstablished) and ev.call.media is not None:
-            m = ev.call.media
-            s = await LiveAudioStream(self.iface, codec=m.codec, codec_params=dict(m.params), payload_type=m.payload_type,
-                                      local_addr=(self.address[0], self._media_port),
-                                      remote_addr=(m.remote_address, m.remote_port), jitter_buffer=self.jitter_buffer,
-                                      latching=True, cname="agent@voicelab", rtcp_mux=bool(m.rtcp_mux),
-                                      remote_rtcp_addr=(m.rtcp_address, m.rtcp_port)).open()
+            s = await LiveAudioStream.for_media(self.iface, ev.call.media, local_addr=(self.address[0], self._media_port),
+                                                jitter_buffer=self.jitter_buffer, latching=True,
+                                                cname="agent@voicelab").open()
             s.send(self._x, 16000)
             self.streams[ev.call.id] = s
         elif isinstance(ev, (CallEnded, CallFailed)):
@@ -460,10 +457,8 @@ async def dial(
         if isinstance(ev, CallFailed):
             raise ParameterError(f"the call to {target} failed: {ev.status} {ev.reason}")
         m = call.media
-        stream = await LiveAudioStream(iface, codec=m.codec, codec_params=dict(m.params), payload_type=m.payload_type,
-                                       local_addr=("127.0.0.1", media_port), remote_addr=(m.remote_address, m.remote_port),
-                                       jitter_buffer=jitter_buffer, latching=True, cname="caller@voicelab",
-                                       rtcp_mux=bool(m.rtcp_mux), remote_rtcp_addr=(m.rtcp_address, m.rtcp_port)).open()
+        stream = await LiveAudioStream.for_media(iface, m, local_addr=("127.0.0.1", media_port), jitter_buffer=jitter_buffer,
+                                                 latching=True, cname="caller@voicelab").open()
         t0 = stream.send(x, 16000)
         await asyncio.wait_for(stream.played_through(t0 + len(x) / 16000 + 0.5), seconds + 20)
         ua.bye(call, now=loop.time())

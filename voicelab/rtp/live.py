@@ -183,6 +183,21 @@ class LiveAudioStream:
         self._waiters: list[tuple[float, asyncio.Future]] = []
         self.sending_done: asyncio.Future | None = None
 
+    @classmethod
+    def for_media(cls, iface: Any, media: Any, *, local_addr: tuple[str, int], rtcp_mux: bool | None = None,
+                  **options: Any) -> "LiveAudioStream":
+        """A stream for an SDP-negotiated media description (:class:`voicelab.sdp.NegotiatedMedia`).
+
+        ``rtcp_mux`` defaults to what was negotiated; other options as for the constructor.
+        """
+        return cls(
+            iface, codec=media.codec, codec_params=dict(media.params), payload_type=media.payload_type,
+            local_addr=local_addr, remote_addr=(media.remote_address, media.remote_port),
+            rtcp_mux=bool(media.rtcp_mux) if rtcp_mux is None else rtcp_mux,
+            remote_rtcp_addr=None if rtcp_mux else (media.rtcp_address, media.rtcp_port),
+            **options,
+        )
+
     # ----------------------------------------------------------------- set-up
     async def open(self) -> "LiveAudioStream":
         """Bind the socket and start RTCP (no media is sent before :meth:`send`)."""

@@ -207,3 +207,12 @@ def test_errors():
         estimate_delay(x, x, sr, max_delay_ms=0)
     with pytest.raises(ParameterError):
         estimate_delay(x, x, -1)
+
+
+def test_compensate_lines_up_and_pads():
+    from voicelab.audio import compensate
+
+    deg = np.arange(10, dtype=float)
+    assert compensate(deg, 3.4, 5).tolist() == [3, 4, 5, 6, 7]
+    assert compensate(deg, 8, 4).tolist() == [8, 9, 0, 0]
+    assert compensate(deg, -2, 4).tolist() == [0, 0, 0, 1]

@@ -114,9 +114,7 @@ def _direction_metrics(sender: LiveAudioStream, receiver: LiveAudioStream, refer
     off = int(round((t_recv - t_sent) * rate))
     deg = np.concatenate([np.zeros(max(off, 0)), recv]) if off >= 0 else recv[-off:]
     est = audio.estimate_delay(sent, deg, rate, max_delay_ms=2000.0, causal=True)
-    shift = int(round(est.delay_samples))
-    d = deg[shift : shift + len(sent)]
-    d = np.concatenate([d, np.zeros(len(sent) - len(d))])
+    d = audio.compensate(deg, est.delay_samples, len(sent))
     out["mouth_to_ear_ms"] = est.delay_ms
     out["delay_confidence"] = est.confidence
     ref16 = reference16[: int(len(sent) * 16000 / rate)]

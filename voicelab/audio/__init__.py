@@ -25,7 +25,7 @@ from .corpus import (
     fetch_corpus,
     load_manifest,
 )
-from .delay import DelayEstimate, align, estimate_delay
+from .delay import DelayEstimate, align, compensate, estimate_delay
 from .espeak import HARVARD_LIST_1, VOICES, synthesize
 from .io import read_wav, to_float, to_int16, write_wav
 from .level import active_level_db, normalize_level, speech_activity
@@ -53,6 +53,7 @@ __all__ = [
     "DelayEstimate",
     "estimate_delay",
     "align",
+    "compensate",
     # speech
     "Speech",
     "example",

@@ -198,6 +198,22 @@ def _confidence(mag: np.ndarray, peak: int, sample_rate: int) -> float:
     return float(np.clip(1.0 - _CHANCE_FACTOR * z0 / psr, 0.0, 1.0))
 
 
+def compensate(degraded, delay_samples: float, length: int) -> np.ndarray:
+    """``degraded`` advanced by ``round(delay_samples)`` and cut or zero-padded to ``length``.
+
+    The degraded signal of a call, lined up sample for sample with the ``length``-sample
+    reference it lags (e.g. by a measured :attr:`DelayEstimate.delay_samples`), ready for
+    PESQ or STOI. Negative delays pad at the front.
+    """
+    deg = np.asarray(degraded, dtype=np.float64)
+    shift = int(round(delay_samples))
+    deg = deg[shift:] if shift >= 0 else np.concatenate([np.zeros(-shift), deg])
+    deg = deg[:length]
+    if len(deg) < length:
+        deg = np.concatenate([deg, np.zeros(length - len(deg))])
+    return deg
+
+
 def align(reference, degraded, sample_rate: int, *, max_delay_ms: float = 1000.0,
           method: str = "gcc-phat") -> tuple[np.ndarray, np.ndarray, DelayEstimate]:
     """Remove the estimated lag between two signals and trim them to a common length.

@@ -450,10 +450,7 @@ def simulate_call(scenario: Scenario | None = None, /, *, quality: bool = True, 
         search_ms += 2000.0
     ref_codec_rate = x[:n_speech]
     est = audio.estimate_delay(ref_codec_rate, y, rate, max_delay_ms=search_ms, causal=True)
-    shift = int(round(est.delay_samples))
-    deg = y[shift : shift + n_speech]
-    if len(deg) < n_speech:
-        deg = np.concatenate([deg, np.zeros(n_speech - len(deg))])
+    deg = audio.compensate(y, est.delay_samples, n_speech)
     if est.confidence < 0.3:
         warnings.append(
             f"delay: low confidence ({est.confidence:.2f}) in the measured mouth-to-ear delay; "

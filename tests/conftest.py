@@ -73,18 +73,21 @@ def open_fds() -> int | None:
         return None
 
 
-def run_clean(fn, *, timeout: float) -> None:
-    """Run ``await fn()`` in a fresh event loop; fail on tasks or file descriptors left behind."""
+def run_clean(fn, *, timeout: float):
+    """Run ``await fn()`` in a fresh event loop; fail on tasks or file descriptors left
+    behind; return what ``fn`` returned."""
     import asyncio
 
     before = open_fds()
 
-    async def main() -> None:
-        await asyncio.wait_for(fn(), timeout)
+    async def main():
+        result = await asyncio.wait_for(fn(), timeout)
         left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         assert not left, f"tasks left running: {left}"
+        return result
 
-    asyncio.run(main())
+    result = asyncio.run(main())
     after = open_fds()
     if before is not None:
         assert after == before, f"{after - before} file descriptors leaked"
+    return result

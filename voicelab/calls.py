@@ -12,9 +12,11 @@ This is the thin asyncio layer that joins the sans-IO pieces into a phone call:
   clock, so each direction is measured, not half a round trip), PESQ per direction, RTCP
   ``rtt_ms``/``jitter_ms``/``loss_rate``, ``late_loss_rate`` and the E-model.
 
-The agent here plays a speech file back to the caller (``play`` mode), so both
-directions carry a known reference. Every socket is opened through a network interface
-object (:class:`voicelab.net.iface.LoopbackInterface`).
+The far end is a :class:`voicelab.agent.Agent` in ``play`` mode (it plays the same
+speech back), so both directions carry a known reference; :func:`dial` calls any other
+peer. The caller speaks UDP, TCP, TLS or WebSocket, with digest credentials and SDES-SRTP
+when asked. Every socket is opened through a network interface object
+(:class:`voicelab.net.iface.LoopbackInterface`).
 """
 
 from __future__ import annotations
@@ -31,10 +33,9 @@ from .net import ChannelConfig
 from .net.iface import LoopbackInterface, free_port
 from .net.relay import UdpRelay
 from .rtp.live import LiveAudioStream
-from .sip.transport import UdpTransport
-from .sip.ua import CallEnded, CallEstablished, CallFailed, IncomingCall, UserAgent
+from .sip.ua import CallEnded, CallEstablished, CallFailed, UserAgent
 
-__all__ = ["AsyncUserAgent", "Agent", "sip_call", "dial"]
+__all__ = ["AsyncUserAgent", "Agent", "sip_call", "dial", "open_caller"]
 
 
 class AsyncUserAgent:
@@ -105,9 +106,29 @@ class AsyncUserAgent:
 
 def _direction_metrics(sender: LiveAudioStream, receiver: LiveAudioStream, reference16: np.ndarray) -> dict[str, Any]:
     """Mouth-to-ear delay and quality of one direction, both recordings on the loop clock."""
-    rate = sender.tx.sample_rate
     sent, t_sent = sender.sent_audio()
     recv, t_recv = receiver.received_audio()
+    return measure_direction(sent, t_sent, recv, t_recv, sender.tx.sample_rate, reference16)
+
+
+def measure_direction(sent: np.ndarray, t_sent: float, recv: np.ndarray, t_recv: float, rate: int,
+                      reference16: np.ndarray) -> dict[str, Any]:  # fmt: skip
+    """Delay and PESQ of ``recv`` against ``sent``, both stamped on one clock.
+
+    Parameters
+    ----------
+    sent, recv : ndarray
+        Float audio at ``rate`` Hz; ``t_sent`` / ``t_recv`` are the clock times (s) of
+        their first samples.
+    reference16 : ndarray
+        The clean source at 16 kHz (the PESQ reference).
+
+    Returns
+    -------
+    dict
+        ``mouth_to_ear_ms``, ``delay_confidence``, ``pesq_nb``, ``pesq_wb`` (None when
+        nothing arrived or PESQ refused the signal).
+    """
     out: dict[str, Any] = {"mouth_to_ear_ms": None, "pesq_nb": None, "pesq_wb": None, "delay_confidence": None}
     if len(recv) == 0:
         return out
@@ -127,6 +148,61 @@ def _direction_metrics(sender: LiveAudioStream, receiver: LiveAudioStream, refer
     return out
 
 
+async def open_caller(
+    iface: Any,
+    *,
+    codec: str,
+    transport: str = "udp",
+    srtp: bool = False,
+    credentials: tuple[str, str] | None = None,
+    ca_file: str | None = None,
+    rtcp_mux: bool = False,
+    seed: int | None = 0,
+    capture: list | None = None,
+) -> tuple[UserAgent, AsyncUserAgent]:
+    """The lab's SIP caller: a UA on 127.0.0.1 over ``transport`` and its asyncio driver.
+
+    Parameters
+    ----------
+    iface : network interface
+    codec : str
+        The one codec offered (the experiment's variable).
+    transport : {"udp", "tcp", "tls", "ws"}
+    srtp : bool
+        Offer SDES-keyed SRTP only.
+    credentials : (str, str), optional
+        Digest user and password, sent when challenged.
+    ca_file : path, optional
+        CA that signed the TLS server's certificate (default: the system's).
+    rtcp_mux : bool
+        Offer ``a=rtcp-mux``.
+    seed : int or None
+        Seeds Call-IDs, tags and branches (None: fresh entropy).
+    capture : list, optional
+        Collects SIP datagrams for a pcap (UDP only).
+    """
+    from .sip.transport import transport_for
+
+    transport = transport.lower() if isinstance(transport, str) else transport
+    options: dict[str, Any] = {"parse": False}
+    if transport == "tls":
+        from .tlsutil import client_ssl_context
+
+        options["client_ssl"] = client_ssl_context(ca_file=ca_file)
+    t = transport_for(transport, iface, **options)
+    if transport == "tls":
+        # a TLS client does not listen (it has no certificate; a phone behind NAT would
+        # not be reachable either): responses come back on its connection, and the
+        # caller is the one who hangs up. Contact names a port nobody answers on.
+        addr = ("127.0.0.1", free_port(kind="tcp"))
+    else:
+        addr = await t.listen("127.0.0.1", 0)
+    ua = UserAgent(local_uri="sip:caller@127.0.0.1", local_addr=tuple(addr[:2]), rng=np.random.default_rng(seed),
+                   codecs=[codec], media_address="127.0.0.1", transport=transport, srtp=srtp, rtcp_mux=rtcp_mux,
+                   credentials_for=(lambda realm: credentials) if credentials else None)  # fmt: skip
+    return ua, AsyncUserAgent(ua, t, capture=capture if transport == "udp" else None)
+
+
 async def sip_call(
     *,
     codec: str = "pcmu",
@@ -138,13 +214,16 @@ async def sip_call(
     seed: int = 0,
     quality: bool = True,
     pcap: str | None = None,
+    sip_transport: str = "udp",
+    srtp: bool = False,
+    auth: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """One SIP call on loopback, caller and agent in this process; returns its metrics.
+    """One SIP call on loopback, the lab's caller and agent in this process; returns its metrics.
 
     Parameters
     ----------
     codec : str
-        What both sides offer and accept (one codec: the experiment's variable).
+        What the caller offers (one codec: the experiment's variable).
     seconds : float
         Speech sent in each direction, 1..60 s.
     speech, input : str
@@ -153,12 +232,19 @@ async def sip_call(
     jitter_buffer : str
         ``"fixed:MS"`` or ``"adaptive"`` on both sides.
     net : ChannelConfig, optional
-        Impairment of the media path, applied by a userspace relay in each direction.
+        Impairment of the media path, applied by a userspace relay in each direction
+        (anchored like an SBC: the caller's SDP names the relay).
     seed : int
     quality : bool
         Compute PESQ.
     pcap : path, optional
-        Write the call as the caller's machine would capture it (SIP, RTP, RTCP).
+        Write the call as the caller's machine would capture it (SIP over UDP, RTP, RTCP).
+    sip_transport : {"udp", "tcp", "tls", "ws"}
+        SIP signalling transport (TLS with a test CA made for the agent).
+    srtp : bool
+        SDES-keyed SRTP (AES_CM_128_HMAC_SHA1_80) both ways.
+    auth : (str, str), optional
+        The agent challenges the INVITE with digest; the caller answers with these.
 
     Returns
     -------
@@ -166,75 +252,65 @@ async def sip_call(
         ``setup_ms``, ``post_dial_delay_ms``, ``codec``, and per direction
         (``caller_to_agent.*``, ``agent_to_caller.*``): ``mouth_to_ear_ms``, ``pesq_nb``,
         ``pesq_wb``, ``rtt_ms``, ``jitter_ms``, ``loss_rate``, ``late_loss_rate``,
-        ``bitrate_kbps_wire``, ``pacing_error_p99_ms``.
+        ``bitrate_kbps_wire``, ``pacing_error_p99_ms``, ``r_factor``, ``mos_cqe``.
     """
+    from .agent import Agent
+    from .sim import Scenario, load_speech
+
     if not 1.0 <= float(seconds) <= 60.0:
         raise ParameterError(f"seconds {seconds:g} is outside 1..60")
     loop = asyncio.get_running_loop()
     iface = LoopbackInterface(loop)
-    from .sim import Scenario, load_speech
-
     sp = load_speech(Scenario(speech=speech, input=input, max_speech_s=float(seconds), codec=codec))
-    x = np.asarray(sp.samples, dtype=np.float64)
-    if sp.sample_rate != 16000:
-        x = audio.resample(x, sp.sample_rate, 16000)
-    synthetic = bool(sp.synthetic)
-    seeds = np.random.SeedSequence(seed).spawn(5)
-
-    ports = {who: free_port(kind="udp") for who in ("caller", "agent")}
-    sip = {}
-    uas = {}
+    x = audio.resample(np.asarray(sp.samples, dtype=np.float64), sp.sample_rate, 16000)
+    seeds = np.random.SeedSequence(seed).spawn(4)
     capture: list | None = [] if pcap else None
-    for i, who in enumerate(("caller", "agent")):
-        t = UdpTransport(iface, parse=False)
-        addr = await t.listen("127.0.0.1", 0)
-        ua = UserAgent(local_uri=f"sip:{who}@127.0.0.1", local_addr=tuple(addr[:2]), rng=np.random.default_rng(seeds[i]),
-                       codecs=[codec], media_address="127.0.0.1", media_port=ports[who])
-        uas[who] = ua
-        sip[who] = AsyncUserAgent(ua, t, capture=capture if who == "caller" else None)
-    streams: dict[str, LiveAudioStream] = {}
-    relays: list[UdpRelay] = []
+    agent = Agent(codecs=[codec], transport=sip_transport, jitter_buffer=jitter_buffer, auth=auth, srtp=srtp,
+                  iface=iface, seed=int(seeds[1].generate_state(1)[0]) % 2**31)  # fmt: skip
+    agent._speech_override = x  # play exactly what the caller sends: one reference for both directions
+    await agent.start()
+    ua, sip = await open_caller(iface, codec=codec, transport=sip_transport, srtp=srtp, credentials=auth,
+                                ca_file=agent.ca_file, rtcp_mux=True, seed=int(seeds[0].generate_state(1)[0]),
+                                capture=capture)  # fmt: skip
+    stream: LiveAudioStream | None = None
+    relay: UdpRelay | None = None
     try:
-        call = uas["caller"].invite(f"sip:agent@127.0.0.1:{uas['agent'].local_addr[1]}", now=loop.time())
-        sip["caller"].flush()
-        incoming = await sip["agent"].wait_for(IncomingCall)
-        uas["agent"].answer(incoming.call, 200, now=loop.time())
-        sip["agent"].flush()
-        ev = await sip["caller"].wait_for(CallEstablished, CallFailed)
+        media_port = free_port(kind="udp")
+        if net is not None:
+            # the relay anchors the media like an SBC: the caller's SDP names the relay's
+            # back socket, so the agent sends through it from its first packet on
+            relay = await UdpRelay(iface, ("127.0.0.1", 9), uplink=net, downlink=net, seed=seed,
+                                   client=("127.0.0.1", media_port)).start()  # fmt: skip
+        call = ua.invite(agent.uri, now=loop.time(), media_port=relay.back_address[1] if relay else media_port)
+        sip.flush()
+        ev = await sip.wait_for(CallEstablished, CallFailed)
         if isinstance(ev, CallFailed):
             raise ParameterError(f"the call failed: {ev.status} {getattr(ev, 'reason', '')} ({call.media_error or 'no media error'})")
-        await sip["agent"].wait_for(CallEstablished)
-        for who, c in (("caller", call), ("agent", incoming.call)):
-            # both ends are the lab's and tell RTP from RTCP by payload type: mux RTCP
-            # (a lone RTP socket per side also passes through the one-port relay)
-            streams[who] = await LiveAudioStream.for_media(
-                iface, c.media, local_addr=("127.0.0.1", ports[who]), rtcp_mux=True,
-                jitter_buffer=jitter_buffer, seed=int(seeds[2 + (who == "agent")].generate_state(1)[0]),
-                cname=f"{who}@voicelab", capture=capture if who == "caller" else None,
-            ).open()
-        if net is not None:
-            # the relay stands between the two media addresses, like an SBC that anchors
-            # media: each side sends to it from the first packet on
-            relay = await UdpRelay(iface, streams["agent"].local_address, uplink=net, downlink=net, seed=seed,
-                                   client=streams["caller"].local_address).start()
-            relays.append(relay)
-            streams["caller"].set_remote(relay.front_address)
-            streams["agent"].set_remote(relay.back_address)
-        t0 = loop.time() + 0.05
-        streams["caller"].send(x, 16000, start_at=t0)
-        streams["agent"].send(x, 16000, start_at=t0)
+        stream = LiveAudioStream.for_media(iface, call.media, local_addr=("127.0.0.1", media_port),
+                                           jitter_buffer=jitter_buffer, seed=int(seeds[2].generate_state(1)[0]),
+                                           cname="caller@voicelab", capture=capture)  # fmt: skip
+        await stream.open()
+        if relay is not None:
+            relay.target = (call.media.remote_address, call.media.remote_port)
+            stream.set_remote(relay.front_address)
+        t0 = loop.time() + 0.02
+        stream.send(x, 16000, start_at=t0)
+        agent_stream = agent.streams.get(next(iter(agent.streams), ""))
+        if agent_stream is None:
+            raise ParameterError("the agent has no media stream for the call")
         end = t0 + len(x) / 16000 + 0.5
-        await asyncio.wait_for(asyncio.gather(*(s.played_through(end) for s in streams.values())), seconds + 20)
-        uas["caller"].bye(call, now=loop.time())
-        sip["caller"].flush()
-        await sip["caller"].wait_for(CallEnded, timeout=10.0)
+        await asyncio.wait_for(asyncio.gather(stream.played_through(end), agent_stream.played_through(end)), seconds + 20)
+        ua.bye(call, now=loop.time())
+        sip.flush()
+        await sip.wait_for(CallEnded, timeout=10.0)
+        await asyncio.wait_for(agent.ended(1), 10.0)
     finally:
-        for s in streams.values():
-            await s.close()
-        for r in relays:
-            await r.close()
-        for a in sip.values():
-            await a.close()
+        if stream is not None:
+            await stream.close()
+        if relay is not None:
+            await relay.close()
+        await sip.close()
+        await agent.close()
 
     if pcap:
         from .net.pcap import write_pcap
@@ -242,6 +318,8 @@ async def sip_call(
         write_pcap(pcap, capture or [])
     out: dict[str, Any] = {
         "transport": "sip",
+        "sip_transport": sip_transport,
+        "srtp": bool(call.media.srtp is not None),
         "net": "loopback",
         "codec": call.media.codec,
         "payload_type": call.media.payload_type,
@@ -249,156 +327,56 @@ async def sip_call(
         "post_dial_delay_ms": call.times.post_dial_delay_ms,
         "speech": sp.name,
         "speech_source": sp.source,
-        "synthetic_speech": synthetic,
+        "synthetic_speech": bool(sp.synthetic),
         "seconds": len(x) / 16000,
     }
-    for name, s, r in (("caller_to_agent", streams["caller"], streams["agent"]), ("agent_to_caller", streams["agent"], streams["caller"])):
-        d = _direction_metrics(s, r, x) if quality else {}
-        rs = r.session.receiver_stats
-        rtt = s.session.stats.rtt_s
-        jb = r.jb.stats
-        dur = max(s.stats.frames_sent * s.tx.frame_ms / 1000.0, 1e-9)
-        d.update({
-            "rtt_ms": None if rtt is None else rtt * 1000.0,
-            "jitter_ms": rs.jitter_ms,
-            "loss_rate": max(0.0, rs.loss_rate),
-            "late_loss_rate": float(jb.late_loss_rate),
-            "playout_delay_ms": float(jb.playout_delay_ms) if not math.isnan(jb.playout_delay_ms) else None,
-            "bitrate_kbps_wire": (s.session.stats.octets_sent + 40 * s.session.stats.packets_sent) * 8 / dur / 1000.0,
-            "pacing_error_p99_ms": s.stats.pacing_error_ms(99),
-        })
-        if d.get("mouth_to_ear_ms") is not None:
-            try:
-                ie, bpl, _ = metrics.ie_bpl(s.tx.name, bitrate=s.tx.bitrate, plc=True, wideband=bool(s.tx.wideband))
-                em = metrics.r_factor(delay_ms=d["mouth_to_ear_ms"], loss_rate=d["loss_rate"], ie=ie, bpl=bpl, wideband=bool(s.tx.wideband))
-                d["r_factor"], d["mos_cqe"] = em.r_factor, em.mos_cqe
-            except VoicelabError:
-                d["r_factor"] = d["mos_cqe"] = None
-        out.update({f"{name}.{k}": v for k, v in d.items()})
-    for r in relays:  # what the userspace relay itself added beyond the configured delay
-        for name, d in (("caller_to_agent", r.up), ("agent_to_caller", r.down)):
+    for name, s, r in (("caller_to_agent", stream, agent_stream), ("agent_to_caller", agent_stream, stream)):
+        out.update({f"{name}.{k}": v for k, v in direction_report(s, r, x, quality=quality).items()})
+    if relay is not None:  # what the userspace relay itself added beyond the configured delay
+        for name, d in (("caller_to_agent", relay.up), ("agent_to_caller", relay.down)):
             if d.stats.transit_s:
                 out[f"{name}.relay_transit_ms_median"] = float(np.median(d.stats.transit_s) * 1000.0)
-    if synthetic:
+    if sp.synthetic:
         out["warnings"] = [audio.SYNTHETIC_WARNING]
     return out
 
 
-class Agent:
-    """A SIP voice agent that answers every call and plays speech to the caller.
+def direction_report(s: LiveAudioStream, r: LiveAudioStream, reference16: np.ndarray, *, quality: bool = True) -> dict[str, Any]:
+    """Metrics of one direction of a live call: sender ``s``, receiver ``r`` (same loop clock)."""
+    d = _direction_metrics(s, r, reference16) if quality else {}
+    rs = r.session.receiver_stats
+    rtt = s.session.stats.rtt_s
+    jb = r.jb.stats
+    dur = max(s.stats.frames_sent * s.tx.frame_ms / 1000.0, 1e-9)
+    overhead = 40 + (s.session.srtp.rtp_overhead if s.session.srtp is not None else 0)  # IPv4 + UDP + RTP (+ SRTP tag)
+    d.update({
+        "rtt_ms": None if rtt is None else rtt * 1000.0,
+        "jitter_ms": rs.jitter_ms,
+        "loss_rate": max(0.0, rs.loss_rate),
+        "late_loss_rate": float(jb.late_loss_rate),
+        "playout_delay_ms": float(jb.playout_delay_ms) if not math.isnan(jb.playout_delay_ms) else None,
+        "bitrate_kbps_wire": (s.session.stats.octets_sent + overhead * s.session.stats.packets_sent) * 8 / dur / 1000.0,
+        "pacing_error_p99_ms": s.stats.pacing_error_ms(99),
+    })
+    view = s.rtcp_view()  # what the receiver's RTCP told the sender
+    d.update({"rtcp_loss_rate": view["loss_rate"], "rtcp_jitter_ms": view["jitter_ms"], "rtcp_reports": view["reports"],
+              "rtcp_packets_covered": view["expected"]})
+    if d.get("mouth_to_ear_ms") is not None:
+        try:
+            ie, bpl, _ = metrics.ie_bpl(s.tx.name, bitrate=s.tx.bitrate, plc=True, wideband=bool(s.tx.wideband))
+            em = metrics.r_factor(delay_ms=d["mouth_to_ear_ms"], loss_rate=d["loss_rate"], ie=ie, bpl=bpl, wideband=bool(s.tx.wideband))
+            d["r_factor"], d["mos_cqe"] = em.r_factor, em.mos_cqe
+        except VoicelabError:
+            d["r_factor"] = d["mos_cqe"] = None
+    return d
 
-    The minimal form of ``voicelab agent serve``: UDP on loopback, auto-answer with the
-    first of ``codecs`` the caller offers, a :class:`LiveAudioStream` per call that plays
-    ``speech`` (and records what arrives), hang-up handling. Real softphones and SIPp can
-    call it.
 
-    Parameters
-    ----------
-    host, port : str, int
-        Where to listen (port 0: any free port; read :attr:`address`).
-    codecs : list of str
-    speech : str
-        Named speech to play (see :func:`voicelab.sim.load_speech`).
-    jitter_buffer : str
-    """
+def __getattr__(name: str) -> Any:  # ``voicelab.calls.Agent`` moved to voicelab.agent
+    if name == "Agent":
+        from .agent import Agent
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, codecs: list[str] | None = None,
-                 speech: str = "default", jitter_buffer: str = "fixed:60", seed: int = 0) -> None:
-        self.host, self.port = host, port
-        self.codecs = list(codecs or ["pcmu", "pcma", "g722", "opus"])
-        self.speech, self.jitter_buffer, self.seed = speech, jitter_buffer, seed
-        self.calls_answered = 0
-        self.calls_ended = 0
-        self._ended_waiters: list[tuple[int, asyncio.Future]] = []
-        self.errors: list[str] = []
-        self.streams: dict[str, LiveAudioStream] = {}
-        #: per finished call: (sent float audio, received float audio, sample_rate)
-        self.recordings: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
-        self._task: asyncio.Task | None = None
-        self.sip: AsyncUserAgent | None = None
-
-    async def start(self) -> "Agent":
-        """Listen and start answering; returns self."""
-        from .sim import Scenario, load_speech
-
-        loop = asyncio.get_running_loop()
-        self.iface = LoopbackInterface(loop)
-        sp = load_speech(Scenario(speech=self.speech, max_speech_s=30.0))
-        self._x = audio.resample(np.asarray(sp.samples), sp.sample_rate, 16000)
-        t = UdpTransport(self.iface, parse=False)
-        addr = await t.listen(self.host, self.port)
-        self.address = tuple(addr[:2])
-        self._media_port = free_port(kind="udp")
-        ua = UserAgent(local_uri=f"sip:agent@{self.address[0]}", local_addr=self.address,
-                       rng=np.random.default_rng(self.seed), codecs=self.codecs,
-                       media_address=self.address[0], media_port=self._media_port)
-        self.ua = ua
-        self.sip = AsyncUserAgent(ua, t)
-        self._task = loop.create_task(self._serve())
-        return self
-
-    async def _serve(self) -> None:
-        while True:
-            ev = await self.sip.events.get()  # type: ignore[union-attr]
-            try:
-                await self._handle(ev)
-            except VoicelabError as exc:  # one bad call must not stop the agent
-                self.errors.append(f"{type(ev).__name__}: {exc}")
-
-    async def _handle(self, ev: Any) -> None:
-        loop = asyncio.get_running_loop()
-        if isinstance(ev, IncomingCall):
-            if self.streams:  # one media port: one call at a time in this minimal agent
-                self.ua.reject(ev.call, 486, now=loop.time())
-            else:
-                self.ua.answer(ev.call, 200, now=loop.time())
-                self.calls_answered += 1
-            self.sip.flush()  # type: ignore[union-attr]
-        elif isinstance(ev, CallEstablished) and ev.call.media is not None:
-            s = await LiveAudioStream.for_media(self.iface, ev.call.media, local_addr=(self.address[0], self._media_port),
-                                                jitter_buffer=self.jitter_buffer, latching=True,
-                                                cname="agent@voicelab").open()
-            s.send(self._x, 16000)
-            self.streams[ev.call.id] = s
-        elif isinstance(ev, (CallEnded, CallFailed)):
-            s = self.streams.pop(ev.call.id, None)
-            if s is not None:
-                await s.close()
-                self.recordings[ev.call.call_id] = (s.sent_audio()[0], s.received_audio()[0], s.tx.sample_rate)
-            self.calls_ended += 1
-            for n, fut in [w for w in self._ended_waiters if w[0] <= self.calls_ended]:
-                if not fut.done():
-                    fut.set_result(self.calls_ended)
-            self._ended_waiters = [w for w in self._ended_waiters if w[0] > self.calls_ended]
-
-    def ended(self, n: int) -> asyncio.Future:
-        """A future resolved once ``n`` calls have ended at this agent."""
-        fut = asyncio.get_running_loop().create_future()
-        if self.calls_ended >= n:
-            fut.set_result(self.calls_ended)
-        else:
-            self._ended_waiters.append((n, fut))
-        return fut
-
-    async def close(self) -> None:
-        """Stop answering, end media, close the socket."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        for s in list(self.streams.values()):
-            await s.close()
-        self.streams.clear()
-        if self.sip is not None:
-            await self.sip.close()
-
-    async def __aenter__(self) -> "Agent":
-        return await self.start()
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()
+        return Agent
+    raise AttributeError(name)
 
 
 async def dial(
@@ -409,13 +387,24 @@ async def dial(
     speech: str = "default",
     input: str | None = None,
     jitter_buffer: str = "fixed:60",
-    seed: int = 0,
+    seed: int | None = None,
     ready_timeout: float = 10.0,
+    transport: str = "udp",
+    srtp: bool = False,
+    credentials: tuple[str, str] | None = None,
+    ca_file: str | None = None,
+    echo: bool = False,
 ) -> dict[str, Any]:
     """Call another SIP peer on loopback (a softphone, baresip, SIPp), send speech, hang up.
 
     The peer is first probed with OPTIONS until it answers (at most ``ready_timeout``
-    seconds), so a peer that is still starting is waited for, not raced.
+    seconds), so a peer that is still starting is waited for, not raced. ``transport``,
+    ``srtp``, ``credentials`` and ``ca_file`` are as for :func:`open_caller`. ``seed``
+    None (default) draws fresh Call-IDs and tags, as SIP wants them globally unique (two
+    dials with one seed look like a merged request to the peer: 482). With
+    ``echo=True`` the peer is expected to return our audio (an echo agent): the result
+    gains ``echo_delay_ms`` (the round trip, mouth to ear) and ``echo_pesq_nb`` /
+    ``echo_pesq_wb``.
 
     Returns
     -------
@@ -431,12 +420,9 @@ async def dial(
     iface = LoopbackInterface(loop)
     sp = load_speech(Scenario(speech=speech, input=input, max_speech_s=float(seconds), codec=codec))
     x = audio.resample(np.asarray(sp.samples, dtype=np.float64), sp.sample_rate, 16000)
-    t = UdpTransport(iface, parse=False)
-    addr = await t.listen("127.0.0.1", 0)
+    ua, sip = await open_caller(iface, codec=codec, transport=transport, srtp=srtp, credentials=credentials,
+                                ca_file=ca_file, seed=seed)  # fmt: skip
     media_port = free_port(kind="udp")
-    ua = UserAgent(local_uri="sip:caller@127.0.0.1", local_addr=tuple(addr[:2]), rng=np.random.default_rng(seed),
-                   codecs=[codec], media_address="127.0.0.1", media_port=media_port)
-    sip = AsyncUserAgent(ua, t)
     stream: LiveAudioStream | None = None
     try:
         deadline = loop.time() + ready_timeout
@@ -449,7 +435,7 @@ async def dial(
             except asyncio.TimeoutError:
                 if loop.time() > deadline:
                     raise ParameterError(f"{target} did not answer OPTIONS within {ready_timeout:g} s") from None
-        call = ua.invite(target, now=loop.time())
+        call = ua.invite(target, now=loop.time(), media_port=media_port)
         sip.flush()
         ev = await sip.wait_for(CallEstablished, CallFailed, timeout=15.0)
         if isinstance(ev, CallFailed):
@@ -458,7 +444,9 @@ async def dial(
         stream = await LiveAudioStream.for_media(iface, m, local_addr=("127.0.0.1", media_port), jitter_buffer=jitter_buffer,
                                                  latching=True, cname="caller@voicelab").open()
         t0 = stream.send(x, 16000)
-        await asyncio.wait_for(stream.played_through(t0 + len(x) / 16000 + 0.5), seconds + 20)
+        await asyncio.wait_for(stream.sending_done, seconds + 20)
+        if stream.received_audio()[0].size:  # the peer sends media: play it out too
+            await asyncio.wait_for(stream.played_through(t0 + len(x) / 16000 + 0.5), 10.0)
         ua.bye(call, now=loop.time())
         sip.flush()
         await sip.wait_for(CallEnded, timeout=10.0)
@@ -467,14 +455,21 @@ async def dial(
             await stream.close()
         await sip.close()
     rs = stream.session.receiver_stats
-    return {
+    extra: dict[str, Any] = {}
+    if echo:
+        sent, t_sent = stream.sent_audio()
+        recv, t_recv = stream.received_audio()
+        m_ = measure_direction(sent, t_sent, recv, t_recv, stream.tx.sample_rate, x)
+        extra = {"echo_delay_ms": m_["mouth_to_ear_ms"], "echo_pesq_nb": m_["pesq_nb"], "echo_pesq_wb": m_["pesq_wb"]}
+    return extra | {
         "target": target,
         "codec": m.codec,
         "payload_type": m.payload_type,
         "setup_ms": call.times.setup_ms,
         "post_dial_delay_ms": call.times.post_dial_delay_ms,
-        "loss_rate": max(0.0, rs.loss_rate),
-        "jitter_ms": rs.jitter_ms,
+        "loss_rate": None if rs is None else max(0.0, rs.loss_rate),
+        "jitter_ms": None if rs is None else rs.jitter_ms,
+        "packets_received": 0 if rs is None else int(rs.received),
         "sample_rate": stream.tx.sample_rate,
         "sent": stream.sent_audio()[0],
         "received": stream.received_audio()[0],

@@ -35,7 +35,7 @@ from ..audio import to_float, to_int16
 from ..errors import ParameterError, VoicelabError
 from .jitterbuffer import AdaptiveJitterBuffer, FixedJitterBuffer
 from .playout import render
-from .session import RtpReceived, RtpSession
+from .session import RemoteReportReceived, RtpReceived, RtpSession
 
 __all__ = ["LiveAudioStream", "StreamStats"]
 
@@ -71,8 +71,9 @@ class StreamStats:
 
 
 class _Proto(asyncio.DatagramProtocol):
-    def __init__(self, stream: "LiveAudioStream") -> None:
+    def __init__(self, stream: "LiveAudioStream", kind: str | None = None) -> None:
         self.stream = stream
+        self.kind = kind  # None: the RTP socket (RTCP too when muxed); "rtcp": port + 1
         self.transport: asyncio.DatagramTransport | None = None
         self.closed = asyncio.get_running_loop().create_future()
 
@@ -80,7 +81,7 @@ class _Proto(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
-        self.stream._on_datagram(data, addr)
+        self.stream._on_datagram(data, addr, self.kind)
 
     def error_received(self, exc) -> None:  # type: ignore[override]
         self.stream.socket_errors += 1  # e.g. ICMP port unreachable before the peer is up
@@ -118,8 +119,9 @@ class LiveAudioStream:
         RTCP canonical name.
     rtcp_mux : bool
         RTCP on the RTP port (RFC 5761). Without it, RTCP is sent to
-        ``remote_rtcp_addr`` (default: the RTP port + 1) from the RTP socket; this stream
-        does not bind a separate RTCP port, so the peer's RTCP is not received then.
+        ``remote_rtcp_addr`` (default: the RTP port + 1) from a second socket bound to
+        our RTP port + 1 (RFC 3550 11), where the peer's RTCP is received too; if that
+        port is taken, RTCP is sent from the RTP socket and ``rtcp_port_error`` says why.
     remote_rtcp_addr : (host, port), optional
     capture : list, optional
         Every datagram sent or received is appended as ``(time, src, dst, bytes)``
@@ -170,6 +172,15 @@ class LiveAudioStream:
         self.stats = StreamStats()
         self.socket_errors = 0
         self._proto: _Proto | None = None
+        self._rtcp_proto: _Proto | None = None
+        self.rtcp_port_error: str | None = None
+        self._live: str | None = None  # "echo" / "silence": frames made while sending
+        self._echo_prev: tuple[float, np.ndarray] | None = None  # (slot time, frame) played last
+        self._echo_driven = False
+        self._sent_frames: list[np.ndarray] = []
+        #: what the peer's RTCP said about our stream (report blocks about our SSRC)
+        self.remote_reports: list[RemoteReportReceived] = []
+        self.first_sequence: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._send_handle: asyncio.TimerHandle | None = None
         self._play_handle: asyncio.TimerHandle | None = None
@@ -188,8 +199,13 @@ class LiveAudioStream:
                   **options: Any) -> "LiveAudioStream":
         """A stream for an SDP-negotiated media description (:class:`voicelab.sdp.NegotiatedMedia`).
 
-        ``rtcp_mux`` defaults to what was negotiated; other options as for the constructor.
+        ``rtcp_mux`` defaults to what was negotiated; SRTP is keyed from the SDES keys
+        the offer/answer agreed (``media.srtp``); other options as for the constructor.
         """
+        if getattr(media, "srtp", None) is not None and "srtp" not in options:
+            from .srtp import SrtpContext
+
+            options["srtp"] = SrtpContext.from_sdes(media.srtp.local_key, media.srtp.remote_key, media.srtp.suite)
         return cls(
             iface, codec=media.codec, codec_params=dict(media.params), payload_type=media.payload_type,
             local_addr=local_addr, remote_addr=(media.remote_address, media.remote_port),
@@ -208,6 +224,13 @@ class LiveAudioStream:
         self.session = RtpSession(epoch_offset=2_208_988_800.0, **self.session_args)  # type: ignore[arg-type]
         self.session.start(now)
         _, self._proto = await self.iface.create_datagram_endpoint(lambda: _Proto(self), local_addr=self.local_addr)
+        if not self.session.rtcp_mux:
+            host, port = self.local_address
+            try:
+                _, self._rtcp_proto = await self.iface.create_datagram_endpoint(
+                    lambda: _Proto(self, "rtcp"), local_addr=(host, port + 1))
+            except (OSError, VoicelabError) as exc:
+                self.rtcp_port_error = f"RTCP port {port + 1} could not be bound ({exc}); RTCP is sent from the RTP port"
         self.sending_done = self._loop.create_future()
         self._arm_rtcp()
         return self
@@ -241,9 +264,38 @@ class LiveAudioStream:
         pcm = np.zeros(n * F, dtype=np.int16)
         pcm[: len(x)] = to_int16(x)
         self._source = pcm
+        self._live = None
         self._t0 = self._loop.time() if start_at is None else float(start_at)  # type: ignore[union-attr]
         self._k_send = 0
         self._arm_send()
+        return self._t0
+
+    def send_live(self, kind: str = "echo", *, start_at: float | None = None) -> float:
+        """Send frames made while the call runs, until :meth:`close`; returns ``t0``.
+
+        Parameters
+        ----------
+        kind : {"echo", "silence"}
+            ``"echo"``: each frame this stream *played* (after its jitter buffer, decoder
+            and PLC) is re-encoded and sent when it has finished playing, as a real echo
+            agent's pipeline does (not by reflecting packets); nothing is sent before
+            the first frame is played. ``"silence"``: encoded digital silence (a recording agent that keeps
+            the media path and RTCP alive).
+        """
+        if self.session is None:
+            raise ParameterError("open() the stream before send_live()")
+        if kind not in ("echo", "silence"):
+            raise ParameterError(f"send_live kind must be 'echo' or 'silence', got {kind!r}")
+        if self.tx.sample_rate != self.rx.sample_rate:  # pragma: no cover - same codec both ways
+            raise ParameterError("echo needs the same sample rate both ways")
+        self._live = kind
+        self._source = None
+        self._echo_prev, self._echo_driven = None, False
+        self._sent_frames.clear()
+        self._t0 = self._loop.time() if start_at is None else float(start_at)  # type: ignore[union-attr]
+        self._k_send = 0
+        if kind == "silence":
+            self._arm_send()
         return self._t0
 
     def _arm_send(self) -> None:
@@ -253,39 +305,55 @@ class LiveAudioStream:
     def _send_frame(self, scheduled: float) -> None:
         now = self._loop.time()  # type: ignore[union-attr]
         F = self.tx.frame_samples
+        if self._live is not None:  # silence until an echo has something to return
+            self._emit(np.zeros(F, dtype=np.int16), now, scheduled)
+            self._arm_send()
+            return
         k = self._k_send
-        payload = self.tx.encode(self._source[k * F : (k + 1) * F])  # type: ignore[index]
-        data = self.session.send_frame(payload, now, marker=(k == 0))  # type: ignore[union-attr]
-        self._sendto(data, self.session.remote_addr)  # type: ignore[union-attr]
-        self.stats.frames_sent += 1
-        self.stats.send_lateness_s.append(now - scheduled)
-        self._k_send += 1
+        self._emit(self._source[k * F : (k + 1) * F], now, scheduled)  # type: ignore[index]
         if self._k_send * F < len(self._source):  # type: ignore[arg-type]
             self._arm_send()
         elif not self.sending_done.done():  # type: ignore[union-attr]
             self.sending_done.set_result(now)  # type: ignore[union-attr]
 
-    def _sendto(self, data: bytes, addr) -> None:
-        if addr is not None and self._proto is not None and self._proto.transport is not None:
+    def _emit(self, frame: np.ndarray, now: float, scheduled: float) -> None:
+        """Encode, packetize and send one frame (captured during the frame before ``scheduled``)."""
+        data = self.session.send_frame(self.tx.encode(frame), now, marker=(self._k_send == 0))  # type: ignore[union-attr]
+        if self.first_sequence is None:
+            self.first_sequence = int.from_bytes(data[2:4], "big")
+        self._sendto(data, self.session.remote_addr)  # type: ignore[union-attr]
+        if self._live is not None:
+            self._sent_frames.append(frame)
+        self.stats.frames_sent += 1
+        self.stats.send_lateness_s.append(now - scheduled)
+        self._k_send += 1
+
+    def _sendto(self, data: bytes, addr, *, rtcp: bool = False) -> None:
+        proto = self._rtcp_proto if rtcp and self._rtcp_proto is not None else self._proto
+        if addr is not None and proto is not None and proto.transport is not None:
             try:
-                self._proto.transport.sendto(data, addr)
+                proto.transport.sendto(data, addr)
             except VoicelabError:
                 # e.g. a peer's SDP names an address this interface may not reach; with
                 # latching the stream follows the peer's real source once media arrives
                 self.stats.refused_sends += 1
                 return
             if self.capture is not None:
-                self.capture.append((self._loop.time(), self.local_address, tuple(addr[:2]), data))  # type: ignore[union-attr]
+                src = tuple(proto.transport.get_extra_info("sockname")[:2])
+                self.capture.append((self._loop.time(), src, tuple(addr[:2]), data))  # type: ignore[union-attr]
 
     # -------------------------------------------------------------- receiving
-    def _on_datagram(self, data: bytes, addr) -> None:
+    def _on_datagram(self, data: bytes, addr, socket_kind: str | None = None) -> None:
         now = self._loop.time()  # type: ignore[union-attr]
         if self.capture is not None:
-            self.capture.append((now, tuple(addr[:2]), self.local_address, bytes(data)))
-        # without rtcp-mux this socket is the RTP one (the peer's RTCP goes to port + 1)
-        kind = None if self.session.rtcp_mux else "rtp"  # type: ignore[union-attr]
+            here = self._rtcp_proto.transport.get_extra_info("sockname")[:2] if socket_kind == "rtcp" else self.local_address  # type: ignore[union-attr]
+            self.capture.append((now, tuple(addr[:2]), tuple(here), bytes(data)))
+        # without rtcp-mux the first socket is the RTP one and port + 1 the RTCP one
+        kind = None if self.session.rtcp_mux else (socket_kind or "rtp")  # type: ignore[union-attr]
         for ev in self.session.receive(data, now, addr, kind):  # type: ignore[union-attr]
-            if isinstance(ev, RtpReceived):
+            if isinstance(ev, RemoteReportReceived):
+                self.remote_reports.append(ev)
+            elif isinstance(ev, RtpReceived):
                 self.jb.push(ev.packet, ev.arrival)
                 if self._play_start is None and self.jb.start_time() is not None:
                     self._play_start = self.jb.start_time()
@@ -300,12 +368,28 @@ class LiveAudioStream:
         frame, outcome = render(p, self.rx, plc=self.plc, fec=self.fec)
         self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
         self._played.append((when, frame))
+        if self._live == "echo":
+            self._echo(when, frame)
         self._k_play += 1
         for t, fut in [w for w in self._waiters if w[0] <= when]:
             if not fut.done():
                 fut.set_result(when)
         self._waiters = [w for w in self._waiters if w[0] > when]
         self._arm_play()
+
+    def _echo(self, when: float, frame: np.ndarray) -> None:
+        """Send the frame played during the previous slot: it has now been fully "heard".
+
+        Sending on the playout clock (rather than a free-running send clock) keeps the
+        echo path free of a queue whose depth would depend on the phase of two timers,
+        and the RTP timestamps true to when each frame was "captured".
+        """
+        if self._echo_prev is not None:
+            if not self._echo_driven:  # the sent recording starts with the first echoed frame
+                self._echo_driven = True
+                self._t0 = self._echo_prev[0]
+            self._emit(self._echo_prev[1], self._loop.time(), when)  # type: ignore[union-attr]
+        self._echo_prev = (when, frame)
 
     def played_through(self, t: float) -> asyncio.Future:
         """A future that resolves once the slot playing at loop time ``t`` has been played."""
@@ -317,6 +401,24 @@ class LiveAudioStream:
         return fut
 
     # ------------------------------------------------------------------- RTCP
+    def rtcp_view(self) -> dict[str, float | None]:
+        """Our stream as the peer's last RTCP report block described it.
+
+        Returns
+        -------
+        dict
+            ``loss_rate`` (cumulative lost / expected, RFC 3550 6.4.1), ``jitter_ms``
+            (interarrival jitter), ``reports`` (how many blocks arrived) and
+            ``expected`` (packets the last report covers); None values when no report
+            arrived.
+        """
+        if not self.remote_reports or self.first_sequence is None:
+            return {"loss_rate": None, "jitter_ms": None, "reports": 0, "expected": 0}
+        r = self.remote_reports[-1]
+        expected = r.highest_sequence - self.first_sequence + 1
+        loss = r.cumulative_lost / expected if expected > 0 else None
+        return {"loss_rate": loss, "jitter_ms": r.jitter_ms, "reports": len(self.remote_reports), "expected": expected}
+
     def _arm_rtcp(self) -> None:
         nt = self.session.next_timer()  # type: ignore[union-attr]
         if nt is not None:
@@ -324,12 +426,14 @@ class LiveAudioStream:
 
     def _rtcp(self) -> None:
         for data in self.session.handle_timer(self._loop.time()):  # type: ignore[union-attr]
-            self._sendto(data, self.session.remote_rtcp_addr)  # type: ignore[union-attr]
+            self._sendto(data, self.session.remote_rtcp_addr, rtcp=True)  # type: ignore[union-attr]
         self._arm_rtcp()
 
     # -------------------------------------------------------------- recordings
     def sent_audio(self) -> tuple[np.ndarray, float]:
         """(float samples at the codec rate, loop time of the first sample)."""
+        if self._live is not None:
+            return (to_float(np.concatenate(self._sent_frames)) if self._sent_frames else np.zeros(0)), self._t0
         return (to_float(self._source) if self._source is not None else np.zeros(0)), self._t0
 
     def received_audio(self) -> tuple[np.ndarray, float]:
@@ -345,6 +449,9 @@ class LiveAudioStream:
             if h is not None:
                 h.cancel()
         if self.session is not None and self._proto is not None and self._proto.transport is not None:
-            self._sendto(self.session.close(self._loop.time()), self.session.remote_rtcp_addr)  # type: ignore[union-attr]
+            self._sendto(self.session.close(self._loop.time()), self.session.remote_rtcp_addr, rtcp=True)  # type: ignore[union-attr]
             self._proto.transport.close()
             await self._proto.closed
+        if self._rtcp_proto is not None and self._rtcp_proto.transport is not None:
+            self._rtcp_proto.transport.close()
+            await self._rtcp_proto.closed

@@ -554,7 +554,9 @@ def _negotiated(sdp: SessionDescription, m: MediaDescription, remote_addr: str, 
                 remote_fmtp: Any) -> "NegotiatedMedia":
     """The negotiated stream, from either side of the offer/answer (one constructor)."""
     try:
-        rtcp_addr, rtcp_p, _ = _rtcp_target(sdp, m, remote_addr)
+        rtcp_addr, rtcp_p, offered_mux = _rtcp_target(sdp, m, remote_addr)
+        if offered_mux and not rtcp_mux and m.rtcp is None:  # mux offered but not agreed
+            rtcp_p = m.port + 1
     except RemoteProtocolError:
         rtcp_addr, rtcp_p = remote_addr, m.port + 1
     return NegotiatedMedia(
@@ -590,6 +592,7 @@ def create_offer(
     session_id: int | None = None,
     session_version: int | None = None,
     rtcp_port: int | None = None,
+    rtcp_mux: bool = False,
     telephone_event: bool = True,
     ptime: float | None = 20,
     maxptime: float | None = None,
@@ -620,6 +623,8 @@ def create_offer(
         ``o=`` version; default 1, or ``previous``'s + 1.
     rtcp_port : int, optional
         Written as ``a=rtcp`` (RFC 3605) when given; otherwise RTCP is on ``port + 1``.
+    rtcp_mux : bool, optional
+        Offer RTCP on the RTP port (``a=rtcp-mux``, RFC 5761); the answer decides.
     telephone_event : bool, optional
         Offer RFC 4733 ``telephone-event`` (``0-16``) at every clock rate offered.
     ptime, maxptime : float or None, optional
@@ -729,6 +734,8 @@ def create_offer(
         m.add("maxptime", _fmt_ms(maxptime))
     if rtcp_port is not None:
         m.add("rtcp", str(rtcp_port))
+    if rtcp_mux:
+        m.add("rtcp-mux")
     for c in crypto_attrs:
         m.add("crypto", str(c))
     m.add(direction)
@@ -824,6 +831,7 @@ def create_answer(
     session_id: int | None = None,
     session_version: int | None = None,
     rtcp_port: int | None = None,
+    rtcp_mux: bool = True,
     telephone_event: bool = True,
     ptime: float | None = None,
     direction: str = "sendrecv",
@@ -859,6 +867,9 @@ def create_answer(
         SRTP suites we accept, in order; None refuses ``RTP/SAVP`` streams.
     require_srtp : bool, optional
         Refuse plain ``RTP/AVP`` streams.
+    rtcp_mux : bool, optional
+        Accept ``a=rtcp-mux`` (RFC 5761) when the offer has it (default True);
+        otherwise RTCP stays on its own port.
     prefer : {"offerer", "answerer"}, optional
         Pick the common codec the offerer listed first (the usual rule), or the one
         first in ``supported``.
@@ -924,7 +935,7 @@ def create_answer(
             continue
         result = _answer_stream(
             offer, i, om, ours,
-            address=address, port=port, rtcp_port=rtcp_port, telephone_event=telephone_event,
+            address=address, port=port, rtcp_port=rtcp_port, rtcp_mux=rtcp_mux, telephone_event=telephone_event,
             ptime=ptime, direction=direction, crypto=crypto, require_srtp=require_srtp,
             rng=rng, prefer=prefer,
         )
@@ -949,6 +960,7 @@ def _answer_stream(
     address: str,
     port: int,
     rtcp_port: int | None,
+    rtcp_mux: bool,
     telephone_event: bool,
     ptime: float | None,
     direction: str,
@@ -1039,6 +1051,9 @@ def _answer_stream(
     am.add("ptime", _fmt_ms(ptime if ptime is not None else f.frame_ms))
     if rtcp_port is not None:
         am.add("rtcp", str(rtcp_port))
+    mux = bool(rtcp_mux and om.rtcp_mux)
+    if mux:
+        am.add("rtcp-mux")
     srtp = None
     if chosen_crypto is not None:
         mine = make_crypto(chosen_crypto.tag, chosen_crypto.suite, rng=rng)
@@ -1049,7 +1064,7 @@ def _answer_stream(
     am.add(a_dir)
 
     media = _negotiated(offer, om, remote_addr, send=send, pt=pt, local_pt=pt, rtpmap=rtpmap, te=te,
-                        rtcp_mux=False,  # we never offer/answer a=rtcp-mux on the SIP path yet
+                        rtcp_mux=mux,
                         direction=a_dir, srtp=srtp, index=index, remote_fmtp=remote_fmtp)
     return am, media
 

@@ -278,6 +278,7 @@ class Call:
         self._invite_key: TransactionKey | None = None  # its transaction
         self._invite_dest: Addr | None = None
         self._codecs: Sequence[Any] | None = None
+        self._media_port: int | None = None
         self._local_tag: str | None = None  # UAS
         self._early: dict[str, Dialog] = {}  # UAC: remote tag -> early dialog
         self._confirmed_tag: str | None = None
@@ -766,6 +767,18 @@ class UserAgent:
         With ``codecs``, answer re-INVITEs automatically (default True).
     user_agent : str, optional
         The User-Agent header (``""`` omits it).
+    srtp : bool, optional
+        SDES-keyed SRTP (RFC 4568): offers are ``RTP/SAVP`` with ``a=crypto`` lines, and
+        offers without crypto are refused with 488 (default False: plain RTP offered,
+        SRTP accepted when offered).
+    rtcp_mux : bool, optional
+        Offer RTCP on the RTP port (``a=rtcp-mux``, RFC 5761). Offers that carry it are
+        accepted either way.
+    keep_finished_calls : int or None, optional
+        How many ended/failed calls the UA remembers (for :attr:`calls`); older ones are
+        forgotten so that a long-running agent does not grow. None keeps all.
+    trace_limit : int or None, optional
+        Keep only the last ``trace_limit`` entries of :attr:`trace` (None: all).
 
     Raises
     ------
@@ -800,6 +813,10 @@ class UserAgent:
         trying_delay: float | None = 0.0,
         auto_answer_reinvite: bool = True,
         user_agent: str = "voicelab",
+        srtp: bool = False,
+        rtcp_mux: bool = False,
+        keep_finished_calls: int | None = None,
+        trace_limit: int | None = None,
     ) -> None:
         if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
             rng = np.random.default_rng(int(rng))
@@ -853,6 +870,13 @@ class UserAgent:
         self.trying_delay = trying_delay
         self.auto_answer_reinvite = bool(auto_answer_reinvite)
         self.user_agent = user_agent
+        self.srtp = bool(srtp)
+        self.rtcp_mux = bool(rtcp_mux)
+        for name, v in (("keep_finished_calls", keep_finished_calls), ("trace_limit", trace_limit)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise ParameterError(f"{name} must be an int >= 0 or None, got {v!r}")
+        self.keep_finished_calls = keep_finished_calls
+        self._finished: deque[Call] = deque()
 
         self._table = TransactionTable(reliable=self.reliable, timers=self.timers)
         self._client: dict[TransactionKey, _Pending] = {}
@@ -869,7 +893,7 @@ class UserAgent:
         self._ids = itertools.count(1)
         self._last_now = -math.inf
         self._src: Addr | None = None
-        self.trace: list[TraceEntry] = []
+        self.trace: list[TraceEntry] | deque[TraceEntry] = [] if trace_limit is None else deque(maxlen=trace_limit)
 
     # ===================================================================================
     # sans-IO driver API
@@ -979,6 +1003,7 @@ class UserAgent:
         now: float,
         headers: Sequence[tuple[str, str]] | None = None,
         codecs: Sequence[Any] | None = None,
+        media_port: int | None = None,
     ) -> Call:
         """Start a call (RFC 3261 13.2.1).
 
@@ -996,6 +1021,9 @@ class UserAgent:
             Extra header fields.
         codecs : sequence, optional
             Codecs for this call instead of the UA's.
+        media_port : int, optional
+            RTP port of this call's SDP instead of the UA's ``media_port`` (an agent
+            serving concurrent calls gives each its own).
 
         Returns
         -------
@@ -1013,6 +1041,7 @@ class UserAgent:
         call_id = f"{self.rng.bytes(10).hex()}@{self._host_for_ids()}"
         call = Call(f"call-{next(self._ids)}", "uac", call_id, str(target))
         call._codecs = codecs
+        call._media_port = self._check_media_port(media_port)
         body = self._offer_body(call, sdp_offer, codecs, direction="sendrecv")
         h = Headers()
         branch = new_branch(self.rng)
@@ -1055,6 +1084,7 @@ class UserAgent:
         now: float,
         reason: str | None = None,
         headers: Sequence[tuple[str, str]] | None = None,
+        media_port: int | None = None,
     ) -> None:
         """Respond to the INVITE (or re-INVITE) of an incoming call.
 
@@ -1072,6 +1102,8 @@ class UserAgent:
         reason : str, optional
             Reason phrase (default from RFC 3261 21).
         headers : sequence of (str, str), optional
+        media_port : int, optional
+            RTP port for this call's SDP (kept for later re-INVITEs of the call).
 
         Raises
         ------
@@ -1085,6 +1117,8 @@ class UserAgent:
         self._check_call(call)
         if isinstance(status, bool) or not isinstance(status, int) or not 101 <= status <= 699:
             raise ParameterError(f"status must be an int 101..699 (100 Trying is sent by the transaction), got {status!r}")
+        if media_port is not None:
+            call._media_port = self._check_media_port(media_port)
         self._answer(call, status, sdp, now, reason, self._extra_headers(headers))
         self._after(now)
 
@@ -1332,6 +1366,24 @@ class UserAgent:
         self._last_now = t
         return t
 
+    @staticmethod
+    def _check_media_port(port: Any) -> int | None:
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
+            raise ParameterError(f"media_port must be a port number 1..65535, got {port!r}")
+        return port
+
+    def _port(self, call: Call) -> int:
+        return call._media_port or self.media_port
+
+    def _forget_finished(self, call: Call) -> None:
+        """Remember ``call`` as finished; forget the oldest beyond ``keep_finished_calls``."""
+        if self.keep_finished_calls is None:
+            return
+        self._finished.append(call)
+        while len(self._finished) > self.keep_finished_calls:
+            old = self._finished.popleft()
+            self._calls.pop(old.id, None)
+
     def _check_call(self, call: Any) -> None:
         if not isinstance(call, Call) or self._calls.get(call.id) is not call:
             raise ParameterError(f"{call!r} is not a call of this UserAgent")
@@ -1399,9 +1451,10 @@ class UserAgent:
             if not codecs:
                 return None
             prev = self._previous_sdp(call)
-            offer = create_offer(codecs, address=self.media_address, port=self.media_port,
+            offer = create_offer(codecs, address=self.media_address, port=self._port(call),
                                  session_id=None if prev is not None else self._session_id(),
-                                 direction=direction, previous=prev)  # fmt: skip
+                                 direction=direction, previous=prev, crypto=True if self.srtp else None,
+                                 rtcp_mux=self.rtcp_mux)  # fmt: skip
             return bytes(offer)
         return self._sdp_bytes(sdp)
 
@@ -1426,9 +1479,9 @@ class UserAgent:
                     "the INVITE carries an SDP offer: pass sdp= to answer() or give the UserAgent codecs="
                 )
             prev = self._previous_sdp(call)
-            answer, media = create_answer(offer, codecs, address=self.media_address, port=self.media_port,
+            answer, media = create_answer(offer, codecs, address=self.media_address, port=self._port(call),
                                           session_id=None if prev is not None else self._session_id(),
-                                          previous=prev)  # fmt: skip
+                                          previous=prev, require_srtp=self.srtp)  # fmt: skip
             call.remote_sdp = offer
             call.media = media
             call.media_error = None
@@ -1829,6 +1882,7 @@ class UserAgent:
             call.status = 487
             call.times.ended = now
             self._events.append(CallCancelled(call, by_remote=True))
+            self._forget_finished(call)
 
     def _on_ack(self, request: Request, now: float) -> None:
         did = DialogId.for_incoming(request)
@@ -2062,6 +2116,7 @@ class UserAgent:
         else:
             call.state = CallState.FAILED
             self._events.append(CallFailed(call, code, response.reason))
+        self._forget_finished(call)
 
     def _answer_in_ack(self, call: Call, offer: bytes) -> bytes:
         codecs = call._codecs or self.codecs
@@ -2069,8 +2124,8 @@ class UserAgent:
             call.media_error = "the 2xx carried an offer but the UA has no codecs to answer it"
             return b""
         try:
-            answer, media = create_answer(offer, codecs, address=self.media_address, port=self.media_port,
-                                          session_id=self._session_id())  # fmt: skip
+            answer, media = create_answer(offer, codecs, address=self.media_address, port=self._port(call),
+                                          session_id=self._session_id(), require_srtp=self.srtp)  # fmt: skip
         except RemoteProtocolError as exc:
             call.media_error = str(exc)
             return b""
@@ -2254,6 +2309,7 @@ class UserAgent:
             else:
                 call.state = CallState.FAILED
                 self._events.append(CallFailed(call, status, why))
+            self._forget_finished(call)
         elif kind == "reinvite" and call is not None:
             call._reinvite_key = None
             call._pending_offer = None
@@ -2282,6 +2338,7 @@ class UserAgent:
         call.state = CallState.ENDED
         call.times.ended = now
         self._events.append(CallEnded(call, by_remote, reason))
+        self._forget_finished(call)
 
     def _finish_failed(self, call: Call, status: int, reason: str, now: float, *, by_us: bool) -> None:
         self._drop_dialogs(call)
@@ -2289,3 +2346,4 @@ class UserAgent:
         call.status = status
         call.times.ended = now
         self._events.append(CallFailed(call, status, reason))
+        self._forget_finished(call)

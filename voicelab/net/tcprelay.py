@@ -1,0 +1,563 @@
+"""A userspace TCP impairment relay: loss on a TCP path shows up as delay, not as lost bytes.
+
+Two parts, as everywhere in the lab:
+
+:class:`TcpImpairment` (sans-IO, no clock, seeded)
+    One direction of a TCP connection seen from the application. Bytes handed to
+    :meth:`TcpImpairment.submit` at ``now`` are cut into segments (at most ``mss``
+    bytes) and each segment goes through the :class:`~voicelab.net.ChannelConfig`'s
+    models: serialization on ``bandwidth_kbps``, the loss model, and delay + jitter.
+    A lost transmission is **not dropped**: the sender retransmits it one
+    retransmission timeout (RTO) later, doubling the timeout on each further loss of the
+    same segment (RFC 6298 5.5), and the retransmission goes through the loss and delay
+    models again. The receiver hands bytes to the application strictly in order, so every
+    segment behind a lost one waits for its retransmission (head-of-line blocking):
+    ``deliver_i = max(arrive_i, deliver_{i-1})``. The result is a delivery time per
+    segment, with byte order preserved and nothing lost.
+
+    RTO follows RFC 6298 2.2-2.4: 1 s until the first RTT sample, then
+    ``SRTT + max(G, 4 RTTVAR)`` with ``G`` = 1 ms, at least ``rto_min_ms`` (200 ms
+    as in Linux; RFC 6298 says 1 s) and at most ``rto_max_ms``. An RTT sample is the
+    forward time of a segment sent once (Karn's rule) plus ``ack_delay_ms`` for the
+    ACK's way back (default: the configured ``delay_ms``); it is taken into account
+    once the ACK would have arrived.
+
+    Simplifications, stated: no congestion window (a voice stream of a few kbit/s never
+    fills one; after a timeout real TCP also restarts slow start, which barely matters
+    at these rates); no fast retransmit (a thin stream sends too few segments behind a
+    loss to collect three duplicate ACKs within an RTO, which is why voice over TCP sees
+    the full RTO); retransmissions do not queue behind later segments on the
+    ``bandwidth_kbps`` link; reordering and duplication of the config are ignored (TCP
+    hides both).
+
+:class:`TcpRelay` (asyncio, through the network interface)
+    Accepts connections on a front address, opens one connection to the target per
+    accepted one, and forwards each direction through its own :class:`TcpImpairment`
+    (seeded per connection and direction), writing each segment at its delivery time
+    on the loop clock. The relay's own kernel sockets on 127.0.0.1 are lossless; all
+    loss is the model's.
+
+Why our own: netem is not available on every machine the lab runs on (and works on
+packets, below TCP); a userspace TCP proxy that turns the lab's channel model into TCP
+behaviour is small and deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._validate import nonneg_ms, positive
+from ..errors import ParameterError
+from .channel import ChannelConfig, _seed_sequence
+
+__all__ = ["TcpImpairment", "TcpDelivery", "TcpImpairmentStats", "TcpRelay"]
+
+#: Timers fire 0-1 ms late on asyncio's selector loop; deliveries are armed half of that
+#: early (as in :mod:`voicelab.net.relay`).
+_EARLY_S = 0.0005
+#: RFC 6298 clock granularity G, seconds.
+_G_S = 0.001
+
+
+@dataclass(frozen=True)
+class TcpDelivery:
+    """When one segment reaches the receiving application.
+
+    Attributes
+    ----------
+    deliver_at : float
+        Time the bytes are handed to the application (s), after any head-of-line wait.
+    data : bytes
+        The segment's bytes (in stream order across deliveries).
+    sent_at : float
+        ``now`` of the :meth:`TcpImpairment.submit` call (s).
+    arrived_at : float
+        Time the copy that got through reached the receiver (s), before waiting for
+        earlier segments.
+    retransmissions : int
+        How many times this segment was lost and sent again.
+    segment : int
+        Ordinal of the segment in the stream (0-based).
+    """
+
+    deliver_at: float
+    data: bytes
+    sent_at: float
+    arrived_at: float
+    retransmissions: int
+    segment: int
+
+    @property
+    def transit_s(self) -> float:
+        """``deliver_at - sent_at``: what the application sees, in seconds."""
+        return self.deliver_at - self.sent_at
+
+    @property
+    def head_of_line_s(self) -> float:
+        """Time spent waiting for earlier segments, in seconds (0 when not blocked)."""
+        return self.deliver_at - self.arrived_at
+
+
+@dataclass
+class TcpImpairmentStats:
+    """Counters of one direction.
+
+    Attributes
+    ----------
+    chunks : int
+        :meth:`TcpImpairment.submit` calls.
+    segments : int
+    bytes : int
+    transmissions : int
+        Segment transmissions including retransmissions.
+    retransmissions : int
+    head_of_line_blocked : int
+        Segments that arrived but had to wait for an earlier one.
+    transit_s : list of float
+        Per segment, delivery time minus submit time (s), in stream order.
+    """
+
+    chunks: int = 0
+    segments: int = 0
+    bytes: int = 0
+    transmissions: int = 0
+    retransmissions: int = 0
+    head_of_line_blocked: int = 0
+    transit_s: list = field(default_factory=list)
+
+    def merge(self, other: "TcpImpairmentStats") -> "TcpImpairmentStats":
+        """A new object with both sets of counters added (lists concatenated)."""
+        return TcpImpairmentStats(
+            self.chunks + other.chunks, self.segments + other.segments, self.bytes + other.bytes,
+            self.transmissions + other.transmissions, self.retransmissions + other.retransmissions,
+            self.head_of_line_blocked + other.head_of_line_blocked, self.transit_s + other.transit_s,
+        )
+
+
+class TcpImpairment:
+    """One direction of a TCP connection over an impaired path, sans-IO (see module docstring).
+
+    Parameters
+    ----------
+    config : ChannelConfig
+        Delay, jitter, bandwidth and loss of the path (``reorder`` and
+        ``duplicate_rate`` are ignored: TCP hides them).
+    seed : None, int, numpy.random.Generator or numpy.random.SeedSequence
+        Randomness of loss and delay; same seed, same schedule.
+    rto_min_ms, rto_max_ms : float
+        Bounds of the retransmission timeout (default 200 ms, as Linux; 60 s).
+    initial_rto_ms : float
+        RTO before the first RTT sample (RFC 6298: 1 s).
+    ack_delay_ms : float, optional
+        Time of the ACK's way back, added to RTT samples (default ``config.delay_ms``).
+    mss : int
+        Largest segment in bytes (default 1448: Ethernet MTU minus IP/TCP headers
+        with timestamps).
+    header_bytes : int
+        IP + TCP header bytes per segment, counted on the ``bandwidth_kbps`` link.
+
+    Examples
+    --------
+    >>> tcp = TcpImpairment(ChannelConfig(delay_ms=10.0, loss_trace=(1,)), seed=0, initial_rto_ms=200)
+    >>> [round(d.deliver_at, 3) for d in tcp.submit(b"a", 0.0) + tcp.submit(b"b", 0.02) + tcp.submit(b"c", 0.04)]
+    [0.01, 0.23, 0.23]
+    """
+
+    def __init__(
+        self,
+        config: ChannelConfig,
+        *,
+        seed: Any = None,
+        rto_min_ms: float = 200.0,
+        rto_max_ms: float = 60_000.0,
+        initial_rto_ms: float = 1000.0,
+        ack_delay_ms: float | None = None,
+        mss: int = 1448,
+        header_bytes: int = 52,
+    ) -> None:
+        if not isinstance(config, ChannelConfig):
+            raise ParameterError(f"config must be a ChannelConfig, got {type(config).__name__}")
+        self.config = config
+        self.rto_min_s = positive(rto_min_ms, "rto_min_ms") / 1000.0
+        self.rto_max_s = positive(rto_max_ms, "rto_max_ms") / 1000.0
+        if self.rto_max_s < self.rto_min_s:
+            raise ParameterError(f"rto_max_ms {rto_max_ms:g} is below rto_min_ms {rto_min_ms:g}")
+        self.initial_rto_s = positive(initial_rto_ms, "initial_rto_ms") / 1000.0
+        self.ack_delay_s = (config.delay_ms if ack_delay_ms is None else nonneg_ms(ack_delay_ms, "ack_delay_ms")) / 1000.0
+        for name, v, lo in (("mss", mss, 1), ("header_bytes", header_bytes, 0)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ParameterError(f"{name} must be an integer >= {lo}, got {v!r}")
+        self.mss, self.header_bytes = int(mss), int(header_bytes)
+        loss_ss, delay_ss = _seed_sequence(seed).spawn(2)
+        self._loss_rng = np.random.default_rng(loss_ss)
+        self._delay_rng = np.random.default_rng(delay_ss)
+        self._loss = config.loss_model()
+        self._delay = config.delay_model()
+        self._rate_bps = None if config.bandwidth_kbps is None else config.bandwidth_kbps * 1000.0
+        self._t_free = -math.inf
+        self._attempts = 0  # transmissions so far: the loss model's packet ordinal
+        self._last_deliver = -math.inf
+        self._last_now = -math.inf
+        self._srtt: float | None = None
+        self._rttvar = 0.0
+        self._pending_samples: deque[tuple[float, float]] = deque()  # (ack time, rtt sample)
+        self.stats = TcpImpairmentStats()
+
+    @property
+    def rto_s(self) -> float:
+        """The current retransmission timeout in seconds (before any backoff)."""
+        if self._srtt is None:
+            return min(max(self.initial_rto_s, self.rto_min_s), self.rto_max_s)
+        rto = self._srtt + max(_G_S, 4.0 * self._rttvar)
+        return min(max(rto, self.rto_min_s), self.rto_max_s)
+
+    @property
+    def srtt_s(self) -> float | None:
+        """Smoothed RTT in seconds (None before the first sample)."""
+        return self._srtt
+
+    def _take_samples(self, now: float) -> None:
+        while self._pending_samples and self._pending_samples[0][0] <= now:
+            _, r = self._pending_samples.popleft()
+            if self._srtt is None:  # RFC 6298 2.2
+                self._srtt, self._rttvar = r, r / 2.0
+            else:  # 2.3, alpha 1/8, beta 1/4
+                self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - r)
+                self._srtt = 0.875 * self._srtt + 0.125 * r
+
+    def _transmit(self, t: float) -> tuple[bool, float]:
+        lost = self._loss.lost(self._loss_rng, self._attempts)
+        self._attempts += 1
+        self.stats.transmissions += 1
+        return lost, self._delay.sample_ms(self._delay_rng) / 1000.0
+
+    def submit(self, data: bytes, now: float) -> list[TcpDelivery]:
+        """The application writes ``data`` at ``now``; when do its bytes come out?
+
+        Parameters
+        ----------
+        data : bytes
+            Bytes written (may be empty: nothing to deliver).
+        now : float
+            Seconds, nondecreasing across calls.
+
+        Returns
+        -------
+        list of TcpDelivery
+            One per segment, in stream order; ``deliver_at`` never decreases across
+            all calls.
+
+        Raises
+        ------
+        ParameterError
+            ``data`` is not bytes or ``now`` is not finite or goes backwards.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ParameterError(f"data must be bytes, got {type(data).__name__}")
+        try:
+            now = float(now)
+        except (TypeError, ValueError):
+            raise ParameterError(f"now must be a time in seconds, got {now!r}") from None
+        if not math.isfinite(now) or now < self._last_now - 1e-9:
+            raise ParameterError(f"now must be finite and nondecreasing, got {now!r} after {self._last_now!r}")
+        self._last_now = max(self._last_now, now)
+        self._take_samples(now)
+        data = bytes(data)
+        self.stats.chunks += 1
+        out: list[TcpDelivery] = []
+        for off in range(0, len(data), self.mss):
+            seg = data[off : off + self.mss]
+            ser = 0.0 if self._rate_bps is None else (len(seg) + self.header_bytes) * 8.0 / self._rate_bps
+            departure = (max(now, self._t_free) + ser) if self._rate_bps is not None else now
+            if self._rate_bps is not None:
+                self._t_free = departure
+            rto = self.rto_s
+            send_t, tries = departure, 0
+            while True:
+                lost, delay = self._transmit(send_t)
+                if not lost:
+                    break
+                # timeout, retransmit with exponential backoff (RFC 6298 5.5-5.6)
+                send_t = send_t + min(rto * (2 ** tries), self.rto_max_s) + ser
+                tries += 1
+                if tries > 64:  # a path that loses (almost) everything: give up growing
+                    raise ParameterError("more than 64 retransmissions of one segment: the configured loss is too high for TCP")
+            arrived = send_t + delay
+            if tries == 0:  # Karn: sample only segments sent once
+                self._pending_samples.append((arrived + self.ack_delay_s, arrived - departure + ser + self.ack_delay_s))
+            deliver = max(arrived, self._last_deliver)
+            if deliver > arrived + 1e-12:
+                self.stats.head_of_line_blocked += 1
+            self._last_deliver = deliver
+            self.stats.segments += 1
+            self.stats.bytes += len(seg)
+            self.stats.retransmissions += tries
+            self.stats.transit_s.append(deliver - now)
+            out.append(TcpDelivery(deliver, seg, now, arrived, tries, self.stats.segments - 1))
+        return out
+
+
+# ---------------------------------------------------------------------------------------
+# asyncio relay
+# ---------------------------------------------------------------------------------------
+
+
+class _Side(asyncio.Protocol):
+    """One socket of a relayed connection (front: accepted; back: to the target)."""
+
+    def __init__(self, conn: "_Conn", name: str) -> None:
+        self.conn = conn
+        self.name = name
+        self.transport: asyncio.Transport | None = None
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        if self.name == "front":
+            self.conn.front_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.received(self.name, data)
+
+    def eof_received(self) -> bool:
+        self.conn.eof(self.name)
+        return True  # keep our writing half open until the queued bytes are out
+
+    def connection_lost(self, exc) -> None:  # type: ignore[override]
+        self.conn.eof(self.name)
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
+class _Pipe:
+    """One direction: the impairment core, a FIFO of deliveries and one loop timer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, core: TcpImpairment) -> None:
+        self.loop = loop
+        self.core = core
+        self.queue: deque[TcpDelivery] = deque()
+        self.handle: asyncio.TimerHandle | None = None
+        self.out: _Side | None = None  # where bytes go (None until connected)
+        self.eof = False
+        self.wrote_transit_s: list[float] = []
+
+    def submit(self, data: bytes) -> None:
+        self.queue.extend(self.core.submit(data, self.loop.time()))
+        self.arm()
+
+    def arm(self) -> None:
+        if self.handle is not None or self.out is None:
+            return
+        if self.queue:
+            self.handle = self.loop.call_at(self.queue[0].deliver_at - _EARLY_S, self.fire)
+        elif self.eof:
+            self.finish()
+
+    def fire(self) -> None:
+        self.handle = None
+        now = self.loop.time()
+        tr = self.out.transport if self.out is not None else None
+        while self.queue and self.queue[0].deliver_at <= now + _EARLY_S + 1e-9:
+            d = self.queue.popleft()
+            if tr is not None and not tr.is_closing():
+                tr.write(d.data)
+                self.wrote_transit_s.append(now - d.sent_at)
+        self.arm()
+
+    def finish(self) -> None:
+        tr = self.out.transport if self.out is not None else None
+        if tr is not None and not tr.is_closing():
+            tr.close()
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        self.queue.clear()
+
+
+class _Conn:
+    """One relayed connection: front socket, back socket, a pipe each way."""
+
+    def __init__(self, relay: "TcpRelay", index: int) -> None:
+        self.relay = relay
+        loop = asyncio.get_running_loop()
+        s_up, s_down = np.random.SeedSequence([relay.seed, index]).spawn(2)
+        self.up = _Pipe(loop, TcpImpairment(relay.uplink_config, seed=s_up, **relay.tcp_options))
+        self.down = _Pipe(loop, TcpImpairment(relay.downlink_config, seed=s_down, **relay.tcp_options))
+        self.front: _Side | None = None
+        self.back: _Side | None = None
+
+    def front_made(self, side: _Side) -> None:
+        self.front = side
+        self.down.out = side
+        side.transport.pause_reading()  # type: ignore[union-attr]
+        self.relay._spawn(self._connect_back())
+
+    async def _connect_back(self) -> None:
+        host, port = self.relay.target
+        try:
+            _, back = await self.relay.iface.create_connection(lambda: _Side(self, "back"), host, port)
+        except OSError:
+            self.relay.refused += 1
+            if self.front is not None and self.front.transport is not None:
+                self.front.transport.close()
+            return
+        self.back = back
+        self.relay._sides.add(back)
+        self.up.out = back
+        self.up.arm()
+        if self.front is not None and self.front.transport is not None and not self.front.transport.is_closing():
+            self.front.transport.resume_reading()
+
+    def received(self, name: str, data: bytes) -> None:
+        (self.up if name == "front" else self.down).submit(data)
+
+    def eof(self, name: str) -> None:
+        pipe = self.up if name == "front" else self.down
+        if not pipe.eof:
+            pipe.eof = True
+            pipe.arm()
+
+    def close(self) -> None:
+        for p in (self.up, self.down):
+            p.close()
+        for s in (self.front, self.back):
+            if s is not None and s.transport is not None:
+                s.transport.abort()
+
+
+class TcpRelay:
+    """Relay TCP connections to ``target`` through a TCP impairment model each way.
+
+    Parameters
+    ----------
+    iface : NetworkInterface
+        Opens the listening socket and the connections to the target.
+    target : (host, port)
+        Where accepted connections are relayed to.
+    uplink, downlink : ChannelConfig
+        Client -> target and target -> client path (see :class:`TcpImpairment`).
+    listen : (host, port)
+        Front address (port 0: any free port; read :attr:`front_address`).
+    seed : int
+        Seed; connection ``i`` uses ``SeedSequence([seed, i])`` split into up and down.
+    **tcp_options
+        ``rto_min_ms``, ``rto_max_ms``, ``initial_rto_ms``, ``ack_delay_ms``, ``mss``,
+        ``header_bytes`` for :class:`TcpImpairment`.
+
+    Attributes
+    ----------
+    refused : int
+        Accepted connections whose onward connection to the target failed (closed).
+
+    Examples
+    --------
+    >>> relay = await TcpRelay(iface, server_addr, uplink=ChannelConfig(loss_rate=0.02)).start()  # doctest: +SKIP
+    >>> relay.front_address, relay.up.retransmissions                                         # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        iface: Any,
+        target: tuple[str, int],
+        *,
+        uplink: ChannelConfig | None = None,
+        downlink: ChannelConfig | None = None,
+        listen: tuple[str, int] = ("127.0.0.1", 0),
+        seed: int = 0,
+        **tcp_options: Any,
+    ) -> None:
+        if not (isinstance(target, tuple) and len(target) == 2):
+            raise ParameterError(f"relay target must be a (host, port) pair, got {target!r}")
+        known = {"rto_min_ms", "rto_max_ms", "initial_rto_ms", "ack_delay_ms", "mss", "header_bytes"}
+        unknown = set(tcp_options) - known
+        if unknown:
+            raise ParameterError(f"unknown TCP option(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ParameterError(f"seed must be an integer >= 0, got {seed!r}")
+        self.iface = iface
+        self.target = target
+        self.listen = listen
+        self.uplink_config = uplink or ChannelConfig()
+        self.downlink_config = downlink or ChannelConfig()
+        self.seed = int(seed)
+        self.tcp_options = dict(tcp_options)
+        TcpImpairment(self.uplink_config, **self.tcp_options)  # validate the options now
+        self.connections: list[_Conn] = []
+        self.refused = 0
+        self._server: Any = None
+        self._sides: set[_Side] = set()
+        self._tasks: set[asyncio.Task] = set()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _accept(self) -> _Side:
+        conn = _Conn(self, len(self.connections))
+        self.connections.append(conn)
+        side = _Side(conn, "front")
+        self._sides.add(side)
+        return side
+
+    async def start(self) -> "TcpRelay":
+        """Listen; returns self."""
+        self._server = await self.iface.create_server(self._accept, self.listen[0], self.listen[1])
+        return self
+
+    @property
+    def front_address(self) -> tuple[str, int]:
+        """Where clients connect."""
+        return tuple(self._server.sockets[0].getsockname()[:2])  # type: ignore[return-value]
+
+    def _stats(self, which: str) -> TcpImpairmentStats:
+        total = TcpImpairmentStats()
+        for c in self.connections:
+            total = total.merge(getattr(c, which).core.stats)
+        return total
+
+    @property
+    def up(self) -> TcpImpairmentStats:
+        """Client -> target counters, summed over connections (model transit times)."""
+        return self._stats("up")
+
+    @property
+    def down(self) -> TcpImpairmentStats:
+        """Target -> client counters, summed over connections."""
+        return self._stats("down")
+
+    def measured_transit_s(self, which: str = "up") -> list[float]:
+        """Write time minus receive time of every segment the relay forwarded (s), measured on the loop clock."""
+        if which not in ("up", "down"):
+            raise ParameterError(f"which must be 'up' or 'down', got {which!r}")
+        return [t for c in self.connections for t in getattr(c, which).wrote_transit_s]
+
+    async def close(self) -> None:
+        """Stop listening, abort every relayed connection, wait until all sockets are closed."""
+        if self._server is not None:
+            self._server.close()
+        for c in self.connections:
+            c.close()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        for c in self.connections:  # a back connection that completed during the gather
+            c.close()
+        waits = [s.lost for s in self._sides if s.transport is not None]
+        if waits:
+            await asyncio.wait(waits, timeout=5.0)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> "TcpRelay":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

@@ -1,0 +1,42 @@
+"""WebRTC in the lab: signaling server with tokens, aiortc peers, media bridges.
+
+Submodules are imported on first use of a name, so ``import voicelab.webrtc`` stays
+cheap (no aiohttp or aiortc import):
+
+- :mod:`voicelab.webrtc.tokens`: short-lived HMAC-signed tokens (sans-IO).
+- :mod:`voicelab.webrtc.signaling`: the aiohttp signaling server, its Python client
+  and the browser client page (``static/``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: name -> submodule that defines it (lazy re-exports).
+_EXPORTS = {
+    "TokenClaims": "tokens",
+    "issue_token": "tokens",
+    "verify_token": "tokens",
+    "SignalingServer": "signaling",
+    "SignalingSession": "signaling",
+    "SignalingClient": "signaling",
+    "SignalingStats": "signaling",
+    "SessionEvent": "signaling",
+    "TokenBucket": "signaling",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

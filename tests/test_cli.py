@@ -172,6 +172,15 @@ def test_sip_parse_json_contract(capsys):
     assert d["valid"] is True and d["reply_status"] is None and d["error"] is None
 
 
-def test_call_command_refuses_paths_not_built_yet(capsys):
-    rc, out, err = run(capsys, "call", "--transport", "webrtc")
-    assert rc == 2 and "not built yet" in err and len(err.strip().splitlines()) == 1
+@pytest.mark.parametrize("argv, message", [
+    (["call", "--transport", "webrtc", "--srtp"], "only apply to --transport sip"),
+    (["call", "--transport", "ws", "--codec", "opus"], "use --codec pcmu"),
+    (["call", "--virtual-time"], "needs --net vnet"),
+    (["call", "--auth", "nopassword"], "USER:PASS"),
+    (["call", "--net", "vnet", "--transport", "ws"], "--net vnet runs the lab's SIP"),
+    (["agent", "serve", "--sip", "nowhere"], "HOST:PORT"),
+    (["agent", "serve", "--mode", "shout"], "unknown agent mode"),
+])
+def test_call_and_agent_refuse_bad_combinations(capsys, argv, message):
+    rc, out, err = run(capsys, *argv)
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err

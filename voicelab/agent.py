@@ -19,7 +19,8 @@ What it does with a call (``mode``):
 
 Each call gets its own RTP port, so calls run concurrently (up to ``max_calls``; more are
 refused with 486 Busy Here). ``auth`` challenges every out-of-dialog INVITE with digest
-(RFC 7616/8760, realm ``voicelab``); a call without valid credentials is never set up.
+(RFC 7616/8760, realm ``voicelab``; ``auth_algorithms`` picks the challenges); a call
+without valid credentials is never set up.
 ``srtp`` requires SDES-keyed SRTP (RFC 4568): plain-RTP offers get 488. The UA forgets
 finished calls beyond a bound and keeps a bounded trace, so a long-running agent does not
 grow.
@@ -41,7 +42,7 @@ import numpy as np
 
 from . import audio
 from .errors import ParameterError, VoicelabError
-from .net.iface import LoopbackInterface, free_port
+from .net.iface import LoopbackInterface
 from .rtp.live import LiveAudioStream
 from .sip.ua import CallCancelled, CallEnded, CallEstablished, CallFailed, IncomingCall, UserAgent
 
@@ -77,6 +78,25 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:64] or "call"
 
 
+def _check_auth_algorithms(algorithms: Any) -> tuple[str, ...]:
+    """Digest algorithm names as DigestAuthenticator spells them; ParameterError if bad."""
+    from .sip.auth import SUPPORTED_ALGORITHMS
+
+    if not isinstance(algorithms, (tuple, list)) or not algorithms or not all(isinstance(a, str) for a in algorithms):
+        raise ParameterError(
+            f"auth_algorithms must be a non-empty tuple of digest algorithm names ({', '.join(SUPPORTED_ALGORITHMS)}) "
+            f"such as ('MD5',), got {algorithms!r}"
+        )
+    canonical = {a.lower(): a for a in SUPPORTED_ALGORITHMS}
+    out = tuple(canonical.get(a.strip().lower(), a) for a in algorithms)
+    unknown = [a for a in out if a not in SUPPORTED_ALGORITHMS]
+    if unknown or len(set(out)) != len(out):
+        raise ParameterError(
+            f"auth_algorithms must be distinct names from {', '.join(SUPPORTED_ALGORITHMS)}, got {tuple(algorithms)!r}"
+        )
+    return out
+
+
 class Agent:
     """A SIP voice agent that answers calls (see the module docstring for the modes).
 
@@ -98,6 +118,12 @@ class Agent:
         ``"fixed:MS"`` or ``"adaptive"``.
     auth : (str, str), optional
         ``(user, password)``: challenge out-of-dialog INVITEs with digest auth.
+    auth_algorithms : tuple of str
+        Digest algorithms offered with ``auth``, one challenge each, in this order
+        (:data:`voicelab.sip.auth.SUPPORTED_ALGORITHMS`). Default ``("SHA-256", "MD5")``:
+        RFC 8760 clients pick SHA-256, older ones find MD5. ``("MD5",)`` serves phones
+        that read only the first challenge and know only MD5 (SIPp 3.6, many older
+        desk phones).
     srtp : bool
         Require SDES-keyed SRTP.
     max_calls : int
@@ -120,6 +146,7 @@ class Agent:
         speech: str = "default",
         jitter_buffer: str = "fixed:60",
         auth: tuple[str, str] | None = None,
+        auth_algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
         srtp: bool = False,
         max_calls: int = 32,
         keep_recordings: int = 16,
@@ -144,6 +171,7 @@ class Agent:
         if auth is not None and (not isinstance(auth, tuple) or len(auth) != 2 or not all(isinstance(a, str) and a for a in auth)):
             raise ParameterError("auth must be a (user, password) pair of non-empty strings")
         self.auth = auth
+        self.auth_algorithms = _check_auth_algorithms(auth_algorithms)
         self.srtp = bool(srtp)
         if isinstance(max_calls, bool) or not isinstance(max_calls, int) or max_calls < 1:
             raise ParameterError(f"max_calls must be an int >= 1, got {max_calls!r}")
@@ -204,7 +232,8 @@ class Agent:
         if self.auth is not None:
             from .sip.auth import DigestAuthenticator
 
-            authn = DigestAuthenticator("voicelab", {self.auth[0]: self.auth[1]}, secret=rng.bytes(32))
+            authn = DigestAuthenticator("voicelab", {self.auth[0]: self.auth[1]}, secret=rng.bytes(32),
+                                        algorithms=self.auth_algorithms)
 
             def authenticate(request, now):  # out-of-dialog INVITEs only, as PBXs do
                 if request.method != "INVITE" or request.to.tag is not None:
@@ -244,7 +273,7 @@ class Agent:
                 self.calls_refused += 1
                 self.sip.flush()
                 return
-            port = free_port(kind="udp", host=self.address[0])
+            port = self.iface.free_port("udp", self.address[0])
             self.ua.answer(ev.call, 200, now=loop.time(), media_port=port)  # type: ignore[union-attr]
             self.sip.flush()
             if ev.call.status == 200:
@@ -253,7 +282,7 @@ class Agent:
                 await self._open(ev.call, port)
             self._notify()
         elif isinstance(ev, CallEstablished) and ev.call.media is not None and ev.call.id not in self.streams:
-            await self._open(ev.call, ev.call._media_port or free_port(kind="udp"))  # delayed offer
+            await self._open(ev.call, ev.call._media_port or self.iface.free_port("udp", self.address[0]))  # delayed offer
         elif isinstance(ev, (CallEnded, CallFailed, CallCancelled)):
             s = self.streams.pop(ev.call.id, None)
             if s is not None:

@@ -30,7 +30,7 @@ import numpy as np
 from . import audio, metrics
 from .errors import ParameterError, VoicelabError
 from .net import ChannelConfig
-from .net.iface import LoopbackInterface, free_port
+from .net.iface import LoopbackInterface
 from .net.relay import UdpRelay
 from .rtp.live import LiveAudioStream
 from .sip.ua import CallEnded, CallEstablished, CallFailed, UserAgent
@@ -159,8 +159,9 @@ async def open_caller(
     rtcp_mux: bool = False,
     seed: int | None = 0,
     capture: list | None = None,
+    host: str | None = None,
 ) -> tuple[UserAgent, AsyncUserAgent]:
-    """The lab's SIP caller: a UA on 127.0.0.1 over ``transport`` and its asyncio driver.
+    """The lab's SIP caller: a UA over ``transport`` and its asyncio driver.
 
     Parameters
     ----------
@@ -180,10 +181,14 @@ async def open_caller(
         Seeds Call-IDs, tags and branches (None: fresh entropy).
     capture : list, optional
         Collects SIP datagrams for a pcap (UDP only).
+    host : str, optional
+        Address to listen on and advertise (default: the interface's first address,
+        127.0.0.1 on loopback).
     """
     from .sip.transport import transport_for
 
     transport = transport.lower() if isinstance(transport, str) else transport
+    host = host or iface.host_addresses()[0]
     options: dict[str, Any] = {"parse": False}
     if transport == "tls":
         from .tlsutil import client_ssl_context
@@ -194,11 +199,11 @@ async def open_caller(
         # a TLS client does not listen (it has no certificate; a phone behind NAT would
         # not be reachable either): responses come back on its connection, and the
         # caller is the one who hangs up. Contact names a port nobody answers on.
-        addr = ("127.0.0.1", free_port(kind="tcp"))
+        addr = (host, iface.free_port("tcp", host))
     else:
-        addr = await t.listen("127.0.0.1", 0)
-    ua = UserAgent(local_uri="sip:caller@127.0.0.1", local_addr=tuple(addr[:2]), rng=np.random.default_rng(seed),
-                   codecs=[codec], media_address="127.0.0.1", transport=transport, srtp=srtp, rtcp_mux=rtcp_mux,
+        addr = await t.listen(host, 0)
+    ua = UserAgent(local_uri=f"sip:caller@{host}", local_addr=tuple(addr[:2]), rng=np.random.default_rng(seed),
+                   codecs=[codec], media_address=host, transport=transport, srtp=srtp, rtcp_mux=rtcp_mux,
                    credentials_for=(lambda realm: credentials) if credentials else None)  # fmt: skip
     return ua, AsyncUserAgent(ua, t, capture=capture if transport == "udp" else None)
 
@@ -275,7 +280,7 @@ async def sip_call(
     stream: LiveAudioStream | None = None
     relay: UdpRelay | None = None
     try:
-        media_port = free_port(kind="udp")
+        media_port = iface.free_port("udp")
         if net is not None:
             # the relay anchors the media like an SBC: the caller's SDP names the relay's
             # back socket, so the agent sends through it from its first packet on
@@ -422,7 +427,7 @@ async def dial(
     x = audio.resample(np.asarray(sp.samples, dtype=np.float64), sp.sample_rate, 16000)
     ua, sip = await open_caller(iface, codec=codec, transport=transport, srtp=srtp, credentials=credentials,
                                 ca_file=ca_file, seed=seed)  # fmt: skip
-    media_port = free_port(kind="udp")
+    media_port = iface.free_port("udp")
     stream: LiveAudioStream | None = None
     try:
         deadline = loop.time() + ready_timeout

@@ -125,34 +125,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------- call
-def cmd_call(args: argparse.Namespace) -> int:
-    import asyncio
+def _user_pass(text: str | None, flag: str) -> tuple[str, str] | None:
+    if text is None:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise ParameterError(f"{flag} must be USER:PASS, got {text!r}")
+    return user, password
 
-    from .calls import sip_call
-    from .net import ChannelConfig
 
-    if args.transport != "sip":
-        raise ParameterError(f"--transport {args.transport} is not built yet: live calls run over sip for now")
-    if args.net != "loopback":
-        raise ParameterError(f"--net {args.net} is not built yet: use --net loopback")
-    chan = _channel_from_args(args)
-    net = None if chan == ChannelConfig() else chan
-    if args.target:
-        from .calls import dial
-
-        if net is not None or args.pcap:
-            raise ParameterError("--target calls another peer directly: impairment flags and --pcap need the built-in agent")
-        res = asyncio.run(dial(args.target, codec=args.codec, seconds=args.duration, speech=args.speech, input=args.input,
-                               jitter_buffer=args.jitter_buffer, seed=args.seed))
-        res = {k: v for k, v in res.items() if k not in ("sent", "received")}
-        if args.json:
-            print(json.dumps(res, sort_keys=True))
-        else:
-            _print_table(res)
-        return 0
-    res = asyncio.run(sip_call(codec=args.codec, seconds=args.duration, speech=args.speech, input=args.input,
-                               jitter_buffer=args.jitter_buffer, net=net, seed=args.seed, pcap=args.pcap))
-    if args.json:
+def _print_result(res: dict, as_json: bool) -> None:
+    if as_json:
         from .sim.engine import _jsonable
 
         print(json.dumps(_jsonable(res), sort_keys=True, allow_nan=False))
@@ -160,28 +143,122 @@ def cmd_call(args: argparse.Namespace) -> int:
         _print_table({k: v for k, v in res.items() if k != "warnings"})
         for w in res.get("warnings", []):
             print(f"  note: {w}")
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .net import ChannelConfig
+
+    chan = _channel_from_args(args)
+    net = None if chan == ChannelConfig() else chan
+    auth = _user_pass(args.auth, "--auth")
+    sip_only = {"--sip-transport": args.sip_transport != "udp", "--srtp": args.srtp, "--auth": auth is not None,
+                "--target": bool(args.target)}
+    if args.transport != "sip" and any(sip_only.values()):
+        bad = ", ".join(k for k, v in sip_only.items() if v)
+        raise ParameterError(f"{bad} only apply to --transport sip")
+    if args.virtual_time and args.net != "vnet":
+        raise ParameterError("--virtual-time needs --net vnet (real sockets run in real time)")
+    if args.net == "vnet":
+        if args.transport != "sip" or args.target or args.pcap:
+            raise ParameterError("--net vnet runs the lab's SIP caller and agent (no --target, --pcap or other transports yet)")
+        from .vnetcall import vnet_sip_call
+
+        kw = dict(caller_nat=args.caller_nat, agent_nat=args.agent_nat, method=args.method, codec=args.codec,
+                  seconds=args.duration, speech=args.speech, uplink=net, downlink=net,
+                  jitter_buffer=args.jitter_buffer, seed=args.seed)
+        if args.virtual_time:
+            from .net.vclock import run_virtual
+
+            res = run_virtual(vnet_sip_call(**kw))
+        else:
+            res = asyncio.run(vnet_sip_call(**kw))
+        _print_result(res, args.json)
+        return 0
+    if args.transport == "ws":
+        if args.pcap:
+            raise ParameterError("--pcap records SIP/RTP calls; the WebSocket path has no pcap writer yet")
+        from .wsmedia.live import ws_call
+
+        if args.codec not in ("pcmu", "g711u", "PCMU"):
+            raise ParameterError("--transport ws carries 8 kHz mu-law (the media-streams format): use --codec pcmu")
+        res = asyncio.run(ws_call(seconds=args.duration, speech=args.speech, input=args.input,
+                                  jitter_buffer=args.jitter_buffer, net=net, seed=args.seed))
+        _print_result(res, args.json)
+        return 0
+    if args.transport == "webrtc":
+        from .webrtc.call import webrtc_call
+
+        if args.pcap:
+            raise ParameterError("--pcap is not available for WebRTC calls (DTLS-SRTP)")
+        ice = json.loads(args.ice_servers) if args.ice_servers else []
+        res = asyncio.run(webrtc_call(codec=args.codec, bitrate=args.bitrate, fec=args.fec, seconds=args.duration,
+                                      speech=args.speech, input=args.input, jitter_buffer=args.jitter_buffer,
+                                      ice_servers=ice, relay_only=args.relay_only, net=net, seed=args.seed,
+                                      mode=args.webrtc_mode))  # fmt: skip
+        _print_result(res, args.json)
+        return 0
+    if args.target:
+        from .calls import dial
+
+        if net is not None or args.pcap:
+            raise ParameterError("--target calls another peer directly: impairment flags and --pcap need the built-in agent")
+        res = asyncio.run(dial(args.target, codec=args.codec, seconds=args.duration, speech=args.speech, input=args.input,
+                               jitter_buffer=args.jitter_buffer, seed=args.seed, transport=args.sip_transport,
+                               srtp=args.srtp, credentials=auth))  # fmt: skip
+        _print_result({k: v for k, v in res.items() if k not in ("sent", "received")}, args.json)
+        return 0
+    from .calls import sip_call
+
+    res = asyncio.run(sip_call(codec=args.codec, seconds=args.duration, speech=args.speech, input=args.input,
+                               jitter_buffer=args.jitter_buffer, net=net, seed=args.seed, pcap=args.pcap,
+                               sip_transport=args.sip_transport, srtp=args.srtp, auth=auth))  # fmt: skip
+    _print_result(res, args.json)
     return 0
+
+
+def _host_port(text: str, flag: str) -> tuple[str, int]:
+    try:
+        host, port_text = text.rsplit(":", 1)
+        return host.strip("[]"), int(port_text)
+    except ValueError:
+        raise ParameterError(f"{flag} must be HOST:PORT, got {text!r}") from None
 
 
 def cmd_agent_serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .calls import Agent
+    from .agent import Agent
 
-    try:
-        host, port_text = args.sip.rsplit(":", 1)
-        port = int(port_text)
-    except ValueError:
-        raise ParameterError(f"--sip must be HOST:PORT, got {args.sip!r}") from None
-    if args.transport != "udp":
-        raise ParameterError(f"--transport {args.transport} is not built yet for the agent: use udp")
+    host, port = _host_port(args.sip, "--sip")
     codecs_list = [c.strip() for c in args.codecs.split(",") if c.strip()]
+    options = dict(host=host, port=port, transport=args.transport, codecs=codecs_list, mode=args.mode,
+                   speech=args.speech, auth=_user_pass(args.auth, "--auth"), srtp=args.srtp,
+                   max_calls=args.max_calls, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    if args.auth_algorithms:
+        options["auth_algorithms"] = tuple(a.strip() for a in args.auth_algorithms.split(",") if a.strip())
+    agent = Agent(**options)
 
     async def run() -> None:
-        async with Agent(host=host, port=port, codecs=codecs_list, speech=args.speech) as agent:
-            print(f"voicelab agent: sip:agent@{agent.address[0]}:{agent.address[1]} (udp), codecs {','.join(codecs_list)}; Ctrl-C stops",
-                  flush=True)
-            await asyncio.Event().wait()
+        async with agent:
+            extras = [f"mode {args.mode}"] + (["digest auth"] if args.auth else []) + (["SRTP required"] if args.srtp else [])
+            print(f"voicelab agent: {agent.uri}, codecs {','.join(codecs_list)}, {', '.join(extras)}", flush=True)
+            if agent.ca_file:
+                print(f"  TLS test CA for clients: {agent.ca_file}", flush=True)
+            webrtc = None
+            if args.webrtc:
+                from .webrtc.agent import serve_webrtc
+
+                whost, wport = _host_port(args.webrtc, "--webrtc")
+                webrtc = await serve_webrtc(agent, host=whost, port=wport)
+                print(f"  WebRTC: {webrtc.url} (signaling + browser client page)", flush=True)
+            print("Ctrl-C stops", flush=True)
+            try:
+                await asyncio.Event().wait()
+            finally:
+                if webrtc is not None:
+                    await webrtc.close()
 
     try:
         asyncio.run(run())
@@ -407,10 +484,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_simulate)
 
-    cl = sub.add_parser("call", help="one live call on loopback sockets (SIP caller -> SIP agent), metrics as JSON",
-                        description="Place a real SIP call between the lab's caller and agent on 127.0.0.1 and measure it.")
-    cl.add_argument("--transport", default="sip", choices=["sip", "webrtc", "ws"], help="signalling and media path (sip today)")
-    cl.add_argument("--net", default="loopback", choices=["loopback", "vnet"], help="real sockets on 127.0.0.1 (loopback)")
+    cl = sub.add_parser("call", help="one live call (SIP, WebRTC or WebSocket) between the lab's caller and agent, metrics as JSON",
+                        description="Place a real call between the lab's caller and agent (on 127.0.0.1, or on the virtual network) and measure it.")
+    cl.add_argument("--transport", default="sip", choices=["sip", "webrtc", "ws"],
+                    help="sip: SIP + RTP; webrtc: aiortc peers (ICE, DTLS-SRTP); ws: media streams over a WebSocket")
+    cl.add_argument("--net", default="loopback", choices=["loopback", "vnet"],
+                    help="loopback: real sockets on 127.0.0.1; vnet: the in-process virtual network with NATs")
+    g = cl.add_argument_group("SIP")
+    g.add_argument("--sip-transport", default="udp", choices=["udp", "tcp", "tls", "ws"], help="SIP signalling transport")
+    g.add_argument("--srtp", action="store_true", help="SDES-keyed SRTP (AES_CM_128_HMAC_SHA1_80)")
+    g.add_argument("--auth", metavar="USER:PASS", help="the agent challenges with digest auth; the caller answers")
+    g = cl.add_argument_group("WebRTC")
+    g.add_argument("--bitrate", type=int, metavar="BPS", help="Opus bitrate (lab codec)")
+    g.add_argument("--fec", action="store_true", help="Opus in-band FEC")
+    g.add_argument("--ice-servers", metavar="JSON", help='RTCIceServer list, e.g. \'[{"urls": "stun:127.0.0.1:3478"}]\' (default none: offline)')
+    g.add_argument("--relay-only", action="store_true", help="ICE transport policy relay (needs a TURN server)")
+    g.add_argument("--webrtc-mode", default="lab", choices=["lab", "aiortc-defaults"],
+                   help="lab codecs and jitter buffers, or plain aiortc (96 kbit/s Opus, its fixed buffer)")
+    g = cl.add_argument_group("virtual network (--net vnet)")
+    g.add_argument("--caller-nat", default="open", help="NAT preset in front of the caller")
+    g.add_argument("--agent-nat", default="open", help="NAT preset in front of the agent")
+    g.add_argument("--method", default="sip-comedia", help="sip, sip-comedia or sip-relay")
+    g.add_argument("--virtual-time", action="store_true", help="run on a virtual clock (the lab's own stacks only)")
     cl.add_argument("--codec", default="pcmu", help="codec both sides offer and accept")
     cl.add_argument("--target", metavar="URI", help="call this SIP URI on loopback (e.g. a softphone) instead of the built-in agent")
     cl.add_argument("--duration", type=_float_arg("duration", 1.0, 60.0), default=4.0, metavar="S", help="seconds of speech each way")
@@ -426,11 +521,21 @@ def build_parser() -> argparse.ArgumentParser:
     ag = sub.add_parser("agent", help="the voice agent, standalone")
     agsub = ag.add_subparsers(dest="agent_command", metavar="SUBCOMMAND", parser_class=_Parser)
     ag.set_defaults(func=lambda _args: (ag.print_help(), 2)[1])
-    ags = agsub.add_parser("serve", help="answer SIP calls on loopback and play speech to the caller")
+    ags = agsub.add_parser("serve", help="answer SIP (and WebRTC) calls on loopback: echo, play or record",
+                           description="A standalone voice agent that softphones, SIPp, browsers and the lab's caller can call.")
     ags.add_argument("--sip", default="127.0.0.1:5060", metavar="HOST:PORT", help="where to listen (loopback only)")
-    ags.add_argument("--transport", default="udp", choices=["udp", "tcp", "tls", "ws"])
+    ags.add_argument("--transport", default="udp", choices=["udp", "tcp", "tls", "ws"], help="SIP transport")
     ags.add_argument("--codecs", default="pcmu,pcma,g722,opus", help="comma-separated, in preference order")
-    ags.add_argument("--speech", default="default", help="what the agent plays (named speech)")
+    ags.add_argument("--mode", default="play", metavar="echo|play[:FILE]|record:DIR",
+                     help="echo the caller through the agent's pipeline, play speech, or record what arrives")
+    ags.add_argument("--speech", default="default", help="named speech for --mode play")
+    ags.add_argument("--auth", metavar="USER:PASS", help="challenge INVITEs with digest auth")
+    ags.add_argument("--auth-algorithms", metavar="LIST", help="digest algorithms offered, e.g. MD5 for older phones (default SHA-256,MD5)")
+    ags.add_argument("--srtp", action="store_true", help="require SDES-keyed SRTP")
+    ags.add_argument("--max-calls", type=int, default=32, help="concurrent calls (more get 486 Busy Here)")
+    ags.add_argument("--tls-cert", metavar="PEM", help="certificate chain for --transport tls (default: a generated test CA)")
+    ags.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
+    ags.add_argument("--webrtc", metavar="HOST:PORT", help="also answer WebRTC callers: signaling server + browser page here")
     ags.set_defaults(func=cmd_agent_serve)
 
     m = sub.add_parser("metrics", help="score two recordings (PESQ, STOI, delay, level)")

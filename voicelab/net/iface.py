@@ -40,6 +40,9 @@ the loop moves over by replacing ``loop`` with ``iface``:
 ``iface.time()``
     Seconds on the clock the stacks must use (the loop's clock here; a virtual clock
     in ``vnet``).
+``iface.free_port(kind="udp", host=None)``
+    A port that is free on this host now (an SDP offer names its RTP port before the
+    socket is bound).
 
 Third-party code that opens sockets itself is routed through the interface too:
 aiohttp's server is started with ``iface.create_server(runner.server, ...)`` (the
@@ -168,6 +171,14 @@ class NetworkInterface(abc.ABC):
     @abc.abstractmethod
     def time(self) -> float:
         """Now, in seconds, on the clock the stacks use (monotonic, arbitrary origin)."""
+
+    def free_port(self, kind: str = "udp", host: str | None = None) -> int:
+        """A port of this host that is free now (for an SDP offer made before binding).
+
+        The default answers from the real kernel (:func:`free_port`); a virtual host
+        answers from its own port table.
+        """
+        return free_port(kind=kind, host=host or self.host_addresses()[0])
 
 
 # ---------------------------------------------------------------------------------------

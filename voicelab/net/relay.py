@@ -35,13 +35,10 @@ import numpy as np
 
 from ..errors import ParameterError
 from .channel import Channel, ChannelConfig
+from .vclock import early_s
 
 __all__ = ["UdpRelay", "RelayStats"]
 
-#: asyncio's selector rounds timeouts up to whole milliseconds, so timers fire 0-1 ms late
-#: (plus wake-up latency). Deliveries are armed half of that early, which centres the
-#: relay's own timing error on zero; what is left is measured in ``transit_s``.
-_EARLY_S = 0.0005
 
 
 @dataclass
@@ -87,12 +84,12 @@ class _Direction:
             if self.handle.when() <= when:
                 return
             self.handle.cancel()
-        self.handle = self.loop.call_at(when - _EARLY_S, self._fire)
+        self.handle = self.loop.call_at(when - early_s(self.loop), self._fire)
 
     def _fire(self) -> None:
         self.handle = None
         now = self.loop.time()
-        while self.queue and self.queue[0][0] <= now + _EARLY_S + 1e-9:
+        while self.queue and self.queue[0][0] <= now + early_s(self.loop) + 1e-9:
             _, _, data, addr, sent = heapq.heappop(self.queue)
             if self.send is not None and addr is not None:
                 self.send(data, addr)

@@ -631,3 +631,18 @@ class WallRatio:
 def wall_ratio(loop: asyncio.AbstractEventLoop | None = None) -> WallRatio:
     """A :class:`WallRatio` meter (use with ``with``); ``loop`` defaults to the running loop."""
     return WallRatio(loop)
+
+
+#: asyncio's selector rounds timeouts up to whole milliseconds, so a real-time timer fires
+#: between 0 and 1 ms late (plus wake-up latency). Paced senders arm their timers half of
+#: that early, which centres their timing error on zero.
+SELECTOR_EARLY_S = 0.0005
+
+
+def early_s(loop: asyncio.AbstractEventLoop) -> float:
+    """How early a paced sender should arm a timer on ``loop`` (s).
+
+    :data:`SELECTOR_EARLY_S` on a real loop; 0 on a virtual clock, whose timers fire
+    exactly on time (arming early there would make every send 0.5 ms early).
+    """
+    return 0.0 if is_virtual(loop) else SELECTOR_EARLY_S

@@ -33,16 +33,13 @@ import numpy as np
 from .. import codecs
 from ..audio import to_float, to_int16
 from ..errors import ParameterError, VoicelabError
+from ..net.vclock import early_s
 from .jitterbuffer import AdaptiveJitterBuffer, FixedJitterBuffer
 from .playout import render
 from .session import RemoteReportReceived, RtpReceived, RtpSession
 
 __all__ = ["LiveAudioStream", "StreamStats"]
 
-#: asyncio's selector rounds timeouts up to whole milliseconds, so a timer fires between
-#: 0 and 1 ms late (plus wake-up latency). Send timers are armed half of that early, which
-#: centres the pacing error on zero instead of adding ~1 ms to every frame's delay.
-_EARLY_S = 0.0005
 
 
 @dataclass
@@ -218,6 +215,7 @@ class LiveAudioStream:
     async def open(self) -> "LiveAudioStream":
         """Bind the socket and start RTCP (no media is sent before :meth:`send`)."""
         self._loop = asyncio.get_running_loop()
+        self._early = early_s(self._loop)
         now = self._loop.time()
         # NTP time = loop time + offset; the offset only needs to be the same for both
         # ends of a call in one process, so derive it from nothing wall-clock.
@@ -300,7 +298,7 @@ class LiveAudioStream:
 
     def _arm_send(self) -> None:
         when = self._t0 + (self._k_send + 1) * self.tx.frame_ms / 1000.0
-        self._send_handle = self._loop.call_at(when - _EARLY_S, self._send_frame, when)  # type: ignore[union-attr]
+        self._send_handle = self._loop.call_at(when - self._early, self._send_frame, when)  # type: ignore[union-attr]
 
     def _send_frame(self, scheduled: float) -> None:
         now = self._loop.time()  # type: ignore[union-attr]

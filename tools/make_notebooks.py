@@ -398,9 +398,22 @@ def write(name: str, cells: list) -> None:
     print("wrote", path)
 
 
+def chapters() -> list[tuple[str, list]]:
+    """(file name, cells) of every chapter: the four above, then any ``tools/nb_chN.py``
+    module with ``NAME`` and ``cells()`` (later chapters live in their own files)."""
+    import importlib.util
+
+    out = [("01-codecs.ipynb", ch1()), ("02-loss-jitter.ipynb", ch2()),
+           ("03-sip-anatomy.ipynb", ch3()), ("04-rtp-rtcp.ipynb", ch4())]
+    for path in sorted(Path(__file__).resolve().parent.glob("nb_ch*.py")):
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        out.append((mod.NAME, mod.cells()))
+    return sorted(out)
+
+
 if __name__ == "__main__":
     ROOT.mkdir(exist_ok=True)
-    write("01-codecs.ipynb", ch1())
-    write("02-loss-jitter.ipynb", ch2())
-    write("03-sip-anatomy.ipynb", ch3())
-    write("04-rtp-rtcp.ipynb", ch4())
+    for name, cells in chapters():
+        write(name, cells)

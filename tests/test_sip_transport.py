@@ -533,9 +533,9 @@ def test_tls_listen_needs_a_server_context():
 
 
 def _ws_session(iface):
-    from voicelab.sip.transport import _iface_connector
+    from voicelab.net.iface import http_connector
 
-    return aiohttp.ClientSession(connector=_iface_connector(iface))
+    return aiohttp.ClientSession(connector=http_connector(iface))
 
 
 @pytest.mark.parametrize("offered", [("chat",), (), ("chat", "xmpp")])

@@ -243,7 +243,7 @@ def test_echo_agent_survives_a_malformed_stream_and_echoes_another():
     import aiohttp
 
     from voicelab.net.iface import LoopbackInterface
-    from voicelab.sip.transport import _iface_connector
+    from voicelab.net.iface import http_connector
     from voicelab.wsmedia.live import MediaStreamServer
 
     async def main():
@@ -251,7 +251,7 @@ def test_echo_agent_survives_a_malformed_stream_and_echoes_another():
         iface = LoopbackInterface(loop)
         server = await MediaStreamServer(iface, mode="echo", jitter_buffer="fixed:40").start()
         url = "ws://%s:%d/media" % server.address
-        async with aiohttp.ClientSession(connector=_iface_connector(iface)) as http:
+        async with aiohttp.ClientSession(connector=http_connector(iface)) as http:
             bad = await http.ws_connect(url)
             good = await http.ws_connect(url)
             await bad.send_str(GOLDEN_PLATFORM[0])

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import audio, metrics
-from .errors import ParameterError, VoicelabError
+from .errors import ParameterError, PeerTimeoutError, VoicelabError
 from .net import ChannelConfig
 from .net.iface import LoopbackInterface
 from .net.relay import UdpRelay
@@ -87,14 +87,24 @@ class AsyncUserAgent:
         self.flush()
 
     async def wait_for(self, *types: type, timeout: float = 10.0) -> Any:
-        """The next event of one of ``types`` (others are skipped)."""
+        """The next event of one of ``types`` (others are skipped).
+
+        Raises
+        ------
+        PeerTimeoutError
+            None arrived within ``timeout`` seconds.
+        """
         async def _get():
             while True:
                 ev = await self.events.get()
                 if isinstance(ev, types):
                     return ev
 
-        return await asyncio.wait_for(_get(), timeout)
+        try:
+            return await asyncio.wait_for(_get(), timeout)
+        except asyncio.TimeoutError:
+            names = " or ".join(t.__name__ for t in types)
+            raise PeerTimeoutError(f"no {names} within {timeout:g} s: the peer did not answer") from None
 
     async def close(self) -> None:
         if self._timer is not None:

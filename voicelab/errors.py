@@ -82,3 +82,21 @@ class RemoteProtocolError(ProtocolError):
 
 class LocalProtocolError(ProtocolError):
     """Our side was asked to do something the protocol forbids."""
+
+
+class PeerTimeoutError(ProtocolError, TimeoutError):
+    """The peer did not answer in time (no response, no media, did not start).
+
+    Also a :class:`TimeoutError`, so ``except asyncio.TimeoutError`` still catches it.
+    ``status_code`` is 408 (Request Timeout), what a SIP transaction reports then.
+    """
+
+    def __init__(self, message: str, *, status_code: int = 408) -> None:
+        super().__init__(message, status_code=status_code)
+
+
+class ToolUnavailableError(DataUnavailableError):
+    """An external program the lab drives (baresip, SIPp, coturn, Chromium) is not installed.
+
+    The message names the Debian package that provides it.
+    """

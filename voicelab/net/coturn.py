@@ -27,7 +27,7 @@ from typing import Any
 
 from aioice import stun
 
-from ..errors import DataUnavailableError, ParameterError, VoicelabError
+from ..errors import ParameterError, ToolUnavailableError, VoicelabError
 from .iface import LoopbackInterface, free_port, is_loopback_address
 from .stun import UdpEndpointProtocol, binding_request, try_parse
 
@@ -112,7 +112,7 @@ class Coturn:
 
     Raises
     ------
-    DataUnavailableError
+    ToolUnavailableError
         ``turnserver`` is not installed (the message names the Debian package).
     VoicelabError
         coturn exited or did not answer within ``startup_timeout`` (log quoted).
@@ -194,7 +194,7 @@ class Coturn:
     async def __aenter__(self) -> "Coturn":
         exe = shutil.which("turnserver")
         if exe is None:
-            raise DataUnavailableError(
+            raise ToolUnavailableError(
                 f"coturn's 'turnserver' is not installed: apt-get install {COTURN_PACKAGE} (needed for TURN in loopback mode)"
             )
         if self.port is None:

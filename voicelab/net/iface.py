@@ -431,3 +431,42 @@ def free_port(*, kind: str = "tcp", host: str = "127.0.0.1") -> int:
     with socket.socket(family, stype) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def http_connector(iface: NetworkInterface) -> Any:
+    """An aiohttp client connector whose connections are opened by ``iface``.
+
+    The one seam through which every aiohttp client of the lab (SIP over WebSocket,
+    the signaling client, the media-streams client) reaches the network.
+    """
+    import aiohttp
+
+    class _IfaceConnector(aiohttp.TCPConnector):
+        async def _wrap_create_connection(  # type: ignore[override]
+            self,
+            *args: Any,
+            addr_infos: list[Any],
+            req: Any,
+            timeout: Any,
+            client_error: type[Exception] = aiohttp.ClientConnectorError,
+            **kwargs: Any,
+        ) -> Any:
+            factory = args[0]
+            host, port = addr_infos[0][4][:2]
+            ssl_ctx = kwargs.get("ssl")
+            try:
+                return await iface.create_connection(
+                    factory,
+                    host,
+                    port,
+                    ssl=ssl_ctx if isinstance(ssl_ctx, _ssl.SSLContext) else None,
+                    server_hostname=kwargs.get("server_hostname"),
+                )
+            except _ssl.SSLCertVerificationError as exc:
+                raise aiohttp.ClientConnectorCertificateError(req.connection_key, exc) from exc
+            except _ssl.SSLError as exc:
+                raise aiohttp.ClientConnectorSSLError(req.connection_key, exc) from exc
+            except OSError as exc:
+                raise client_error(req.connection_key, exc) from exc
+
+    return _IfaceConnector(force_close=True)

@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, ClassVar, Union
 
 from ..errors import LocalProtocolError, ParameterError, RemoteProtocolError
-from ..net.iface import NetworkInterface
+from ..net.iface import NetworkInterface, http_connector
 from .message import DEFAULT_LIMITS, Limits, Message, Request, Response, StreamParser, parse_message, validate
 
 __all__ = [
@@ -752,41 +752,6 @@ def _default_client_ssl() -> _ssl.SSLContext:
 # ---------------------------------------------------------------------------------------
 
 
-def _iface_connector(iface: NetworkInterface) -> Any:
-    """An aiohttp connector whose connections are opened by ``iface``."""
-    import aiohttp
-
-    class _IfaceConnector(aiohttp.TCPConnector):
-        async def _wrap_create_connection(  # type: ignore[override]
-            self,
-            *args: Any,
-            addr_infos: list[Any],
-            req: Any,
-            timeout: Any,
-            client_error: type[Exception] = aiohttp.ClientConnectorError,
-            **kwargs: Any,
-        ) -> Any:
-            factory = args[0]
-            host, port = addr_infos[0][4][:2]
-            ssl_ctx = kwargs.get("ssl")
-            try:
-                return await iface.create_connection(
-                    factory,
-                    host,
-                    port,
-                    ssl=ssl_ctx if isinstance(ssl_ctx, _ssl.SSLContext) else None,
-                    server_hostname=kwargs.get("server_hostname"),
-                )
-            except _ssl.SSLCertVerificationError as exc:
-                raise aiohttp.ClientConnectorCertificateError(req.connection_key, exc) from exc
-            except _ssl.SSLError as exc:
-                raise aiohttp.ClientConnectorSSLError(req.connection_key, exc) from exc
-            except OSError as exc:
-                raise client_error(req.connection_key, exc) from exc
-
-    return _IfaceConnector(force_close=True)
-
-
 class _WsConnection:
     """One WebSocket carrying SIP, server or client side."""
 
@@ -960,7 +925,7 @@ class WsTransport(_ConnectionCache, SipTransport):
         from yarl import URL
 
         if self._session is None:
-            self._session = aiohttp.ClientSession(connector=_iface_connector(self.iface))
+            self._session = aiohttp.ClientSession(connector=http_connector(self.iface))
         host, port = key
         url = URL.build(scheme="wss" if self.secure else "ws", host=host, port=port, path=self.path)
         kwargs: dict[str, Any] = {}

@@ -6,6 +6,10 @@ cheap (no aiohttp or aiortc import):
 - :mod:`voicelab.webrtc.tokens`: short-lived HMAC-signed tokens (sans-IO).
 - :mod:`voicelab.webrtc.signaling`: the aiohttp signaling server, its Python client
   and the browser client page (``static/``).
+- :mod:`voicelab.webrtc.peer`: aiortc peer connections with the lab's codecs, jitter
+  buffers and PLC, sockets and host candidates through a network interface.
+- :mod:`voicelab.webrtc.media`: loop-clock audio tracks and recording sinks.
+- :mod:`voicelab.webrtc.call`: :func:`webrtc_call`, one measured WebRTC call.
 """
 
 from __future__ import annotations
@@ -24,6 +28,12 @@ _EXPORTS = {
     "SignalingStats": "signaling",
     "SessionEvent": "signaling",
     "TokenBucket": "signaling",
+    "make_peer_connection": "peer",
+    "ice_scope": "peer",
+    "patches_active": "peer",
+    "SourceTrack": "media",
+    "AudioSink": "media",
+    "webrtc_call": "call",
 }
 
 __all__ = sorted(_EXPORTS)

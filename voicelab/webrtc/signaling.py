@@ -980,10 +980,10 @@ class SignalingClient:
     def _http(self) -> Any:
         import aiohttp
 
-        from ..sip.transport import _iface_connector  # one connector seam for all aiohttp clients
+        from ..net.iface import http_connector  # one connector seam for all aiohttp clients
 
         if self._session is None:
-            self._session = aiohttp.ClientSession(connector=_iface_connector(self.iface))
+            self._session = aiohttp.ClientSession(connector=http_connector(self.iface))
         return self._session
 
     def _headers(self) -> dict[str, str]:

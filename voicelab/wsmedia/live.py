@@ -47,7 +47,7 @@ from ..rtp.jitterbuffer import AdaptiveJitterBuffer, FixedJitterBuffer
 from ..rtp.live import StreamStats
 from ..rtp.packet import RtpPacket
 from ..rtp.playout import render
-from ..sip.transport import _iface_connector  # the one aiohttp connector through the interface
+from ..net.iface import http_connector  # the one aiohttp connector through the interface
 from . import protocol as P
 
 __all__ = ["MediaStreamServer", "MediaStreamClient", "AgentSession", "ws_call", "CLOSE_CODES"]
@@ -576,7 +576,7 @@ class MediaStreamClient:
         loop = asyncio.get_running_loop()
         self.media = _Media(loop, jitter_buffer=self.jitter_buffer, masked=True)
         self.media.encoder = self.encoder
-        self._session = aiohttp.ClientSession(connector=_iface_connector(self.iface))
+        self._session = aiohttp.ClientSession(connector=http_connector(self.iface))
         url = URL.build(scheme="ws", host=self.address[0], port=self.address[1], path=self.path)
         try:
             ws = await self._session.ws_connect(url, max_msg_size=self.max_message_bytes,

@@ -45,6 +45,9 @@ async def _calls(n: int) -> tuple[int, int]:
             # the agent saw every hang-up and holds no stream
             await asyncio.wait_for(agent.ended(n), 5.0)
             assert not agent.streams
+            # a long-running agent stays small: finished calls and traces are bounded
+            assert len(agent.ua.calls) <= 64 and len(agent.ua.trace) <= 4096
+            assert len(agent.recordings) <= agent.keep_recordings
         finally:
             await caller.close()
         return ok, agent.calls_ended

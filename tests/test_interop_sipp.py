@@ -14,12 +14,11 @@ SIPp's exit status is 0 only when every call followed its scenario. Each SIPp li
 a free port (never 5060: other runs may hold it). Skipped locally without sipp; required
 in CI.
 
-Digest and SIPp 3.6: the agent challenges with SHA-256 then MD5 (RFC 8760: strongest
-first). SIPp 3.6.1 (Debian 12) reads only the first challenge and only knows MD5, so
-against the default challenge it fails with "createAuthHeader: authentication must use
-MD5 or AKAv1-MD5". The digest tests therefore have the agent send its MD5 challenge only
-(:func:`_challenge_md5_only`, what an operator configures for MD5-only phones); the
-agent's own authenticator still issues the nonce and checks the answer.
+Digest and SIPp 3.6: by default the agent challenges with SHA-256 then MD5 (RFC 8760:
+strongest first). SIPp 3.6.1 (Debian 12) reads only the first challenge and only knows
+MD5, so against the default challenge it fails with "createAuthHeader: authentication
+must use MD5 or AKAv1-MD5". The digest tests therefore start the agent with
+``auth_algorithms=("MD5",)``, what an operator configures for MD5-only phones.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ import pytest
 
 from voicelab.calls import Agent, dial
 from voicelab.net.iface import free_port
-from voicelab.sip.message import Response
 
 from .conftest import need_tool
 
@@ -53,22 +51,6 @@ async def _sipp(sipp: str, *args: str, cwd: Path, timeout: float = 60.0) -> tupl
         await proc.wait()
         raise
     return proc.returncode, out.decode(errors="replace"), err.read_text(errors="replace") if err.exists() else ""
-
-
-def _challenge_md5_only(agent: Agent) -> None:
-    """Make the running agent put only its MD5 challenge in 401s (see module docstring)."""
-    inner = agent.ua.authenticate
-    assert inner is not None, "the agent was not started with auth="
-
-    def authenticate(request, now):
-        r = inner(request, now)
-        if r is None:
-            return None
-        keep = [f for f in r.headers if not (f.name.lower() == "www-authenticate" and "sha-256" in f.value.lower())]
-        assert len(keep) < len(list(r.headers)), "no SHA-256 challenge to drop: is this still needed?"
-        return Response(r.status_code, r.reason, keep, r.body)
-
-    agent.ua.authenticate = authenticate
 
 
 # ------------------------------------------------------------------ SIPp uac -> agent
@@ -127,8 +109,7 @@ def _digest_args(agent: Agent, scenario: str, password: str) -> list[str]:
 
 
 async def _digest_call(sipp: str, tmp_path: Path):
-    async with Agent(codecs=["pcmu"], speech="harvard", auth=("alice", "secret")) as agent:
-        _challenge_md5_only(agent)
+    async with Agent(codecs=["pcmu"], speech="harvard", auth=("alice", "secret"), auth_algorithms=("MD5",)) as agent:
         rc, out, errors = await _sipp(sipp, *_digest_args(agent, "uac_digest.xml", "secret"), cwd=tmp_path)
         await asyncio.wait_for(agent.ended(1), 5)
         return rc, out, errors, agent.calls_answered, agent.calls_ended, list(agent.errors)
@@ -143,8 +124,7 @@ def test_sipp_uac_digest_auth(tmp_path):
 
 
 async def _wrong_password_then_right(sipp: str, tmp_path: Path):
-    async with Agent(codecs=["pcmu"], speech="harvard", auth=("alice", "secret")) as agent:
-        _challenge_md5_only(agent)
+    async with Agent(codecs=["pcmu"], speech="harvard", auth=("alice", "secret"), auth_algorithms=("MD5",)) as agent:
         wrong = await _sipp(sipp, *_digest_args(agent, "uac_digest_rejected.xml", "not-the-secret"), cwd=tmp_path)
         answered_after_wrong = agent.calls_answered
         right = await _sipp(sipp, *_digest_args(agent, "uac_digest.xml", "secret"), cwd=tmp_path)

@@ -528,6 +528,27 @@ def test_magic_cookie_matching_on_the_server_side():
         table.receive(make_request(cseq=2), 0.4)  # same branch, another CSeq: the peer's bug
 
 
+def test_ack_matches_by_branch_whatever_its_cseq_number():
+    """RFC 3261 17.2.3: branch, sent-by and method (ACK <-> INVITE) match; CSeq is not compared."""
+    table = TransactionTable()
+    invite = make_request(cseq=2)
+    tx, _ = table.open_server(invite, 0.0)
+    table.send_response(tx.key, build_response(invite, 401, "Unauthorized", to_tag="t"), 0.1)
+    assert kinds(table.messages_to_send()) == [(401, False)]
+    ack = make_request("ACK", cseq=1, to_tag="t")  # SIPp's automatic ACK after a 401
+    assert table.match(ack) is tx
+    assert table.receive(ack, 0.2) == [] and tx.state is State.CONFIRMED
+    assert tx.armed_timers == {"I": 0.2 + T4}  # G and H stopped: no more 401s
+    assert table.receive(make_request("ACK", cseq=9, to_tag="t"), 0.3) == []  # absorbed like any ACK
+    assert table.messages_to_send() == []
+    # another branch or sent-by is another transaction, whatever the CSeq says
+    assert table.match(make_request("ACK", cseq=2, branch="z9hG4bKother", to_tag="t")) is None
+    assert table.match(make_request("ACK", cseq=2, host="evil.example.com", to_tag="t")) is None
+    # a non-ACK request reusing the branch with another CSeq stays the peer's error (400)
+    with pytest.raises(RemoteProtocolError):
+        table.receive(make_request(cseq=3), 0.4)
+
+
 @pytest.mark.parametrize(
     "change",
     [

@@ -14,7 +14,7 @@ import itertools
 import numpy as np
 import pytest
 
-from voicelab.errors import LocalProtocolError, ParameterError
+from voicelab.errors import LocalProtocolError, ParameterError, RemoteProtocolError
 from voicelab.net import Channel, ChannelConfig
 from voicelab.sip import Request, Response, parse_message
 from voicelab.sip.transaction import build_response
@@ -615,6 +615,106 @@ def test_garbage_never_raises_and_gets_400_or_is_dropped():
         b.receive("text", A_ADDR, 503.0)
     with pytest.raises(ParameterError, match="backwards"):
         b.receive(b"x", A_ADDR, 1.0)
+
+
+def _raw_request(method="INVITE", *, cl="{len}", body=b"v=0\r\n", extra=b"", cseq=b"7 INVITE", call_id=b"framing@x"):
+    head = (
+        method.encode() + b" sip:bob@10.0.0.2 SIP/2.0\r\n"
+        b"v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKframe\r\nVia: SIP/2.0/UDP 10.0.0.9:5070;branch=z9hG4bKp\r\n"
+        b"From: <sip:alice@10.0.0.1>;tag=fa\r\nTo: \"Bob\" <sip:bob@10.0.0.2>\r\nCall-ID: " + call_id + b"\r\n"
+        b"CSeq: " + cseq + b"\r\nContact: <sip:alice@10.0.0.1>\r\n" + extra
+    )
+    cl_line = b"" if cl is None else b"Content-Length: " + cl.replace("{len}", str(len(body))).encode() + b"\r\n"
+    return head + cl_line + b"\r\n" + body
+
+
+#: requests whose framing the parser refuses, but whose Via/From/To/Call-ID/CSeq are readable
+BAD_FRAMING = {
+    "body shorter than Content-Length": (_raw_request(body=b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\n")[:-8], 400),
+    "Content-Length past the datagram": (_raw_request(cl="500"), 400),
+    "Content-Length not 1*DIGIT": (_raw_request(cl="twelve"), 400),
+    "Content-Length negative": (_raw_request(cl="-3"), 400),
+    "Content-Length with a sign": (_raw_request(cl="+5"), 400),
+    "two Content-Lengths, the first bad": (_raw_request(extra=b"Content-Length: x\r\n"), 400),
+    "300 header fields": (_raw_request(extra=b"".join(b"X-F%d: %d\r\n" % (i, i) for i in range(300))), 400),
+    "a header line without a colon": (_raw_request(extra=b"this is not a header\r\n"), 400),
+    "a header line over the line limit": (_raw_request(extra=b"Subject: " + b"s" * 9000 + b"\r\n"), 400),
+    "folded To and CSeq": (_raw_request(cl="x").replace(b"To: ", b"To:\r\n ").replace(b"CSeq: 7", b"CSeq: 7\r\n\t"), 400),
+    "no empty line after the headers": (_raw_request(cl=None, body=b""), 400),
+    "over the 64 KiB message limit": (_raw_request(body=b"a=x-pad\r\n" * 8000), 513),
+    "OPTIONS with a bad Content-Length": (_raw_request("OPTIONS", cl="?", cseq=b"7 OPTIONS"), 400),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_FRAMING))
+def test_bad_framing_is_answered_from_leniently_read_headers(name):
+    """RFC 3261 18.3 / 8.2: a UAS answers 400 (513 for size) whenever it can build the response."""
+    data, status = BAD_FRAMING[name]
+    if name == "no empty line after the headers":
+        data = data.rstrip(b"\r\n") + b"\r\n"  # complete header lines, but no CRLF CRLF
+    with pytest.raises(RemoteProtocolError):  # the strict parser refuses it (otherwise this tests nothing)
+        parse_message(data, validate=False)
+    b = make_ua(B_ADDR, "bob", 44)
+    b.receive(data, ("10.0.0.1", 5999), 1.0)
+    (out, addr), = b.datagrams_to_send()
+    resp = parse_message(out)
+    assert resp.status_code == status and addr == ("10.0.0.1", 5999)  # to the source, as for any stateless reply
+    # 8.2.6.2: Via (all, in order), From, Call-ID and CSeq copied; To copied with a tag added
+    assert [v.branch for v in resp.via] == ["z9hG4bKframe", "z9hG4bKp"]
+    assert (resp.call_id, resp.cseq.number, resp.cseq.method) == ("framing@x", 7, data.split(b" ")[0].decode())
+    assert resp.from_.tag == "fa" and str(resp.to.uri) == "sip:bob@10.0.0.2" and resp.to.tag
+    (ev,) = b.drain_events()
+    assert isinstance(ev, MessageRejected) and ev.status == status
+    assert b.next_timer() is None and not b.calls  # stateless: no transaction, no call
+
+
+BAD_AND_UNANSWERABLE = {
+    "ACK (never answered)": _raw_request("ACK", cl="x", cseq=b"7 ACK"),
+    "a response": b"SIP/2.0 200 OK\r\n" + _raw_request(cl="x").split(b"\r\n", 1)[1],
+    "no Call-ID": _raw_request(cl="x").replace(b"Call-ID: framing@x\r\n", b""),
+    "CSeq not parseable": _raw_request(cl="x", cseq=b"seven INVITE"),
+    "Call-ID not parseable": _raw_request(cl="x", call_id=b"a b c"),
+    "Via not parseable": _raw_request(cl="x").replace(b"v: SIP/2.0/UDP", b"v: SIP/2.0/UDP ;;"),
+    "cut inside the CSeq line": _raw_request(cl="x").split(b"\r\nCSeq: ")[0] + b"\r\nCSeq: 7 INV",
+    "start line not a request": b"HELLO\r\n" + _raw_request(cl="x").split(b"\r\n", 1)[1],
+    "From not UTF-8": _raw_request(cl="x").replace(b"<sip:alice", b"\"\xff\xfe\" <sip:alice"),
+    "more Via fields than the header limit": _raw_request(
+        cl="x", extra=b"".join(b"Via: SIP/2.0/UDP 10.9.%d.%d;branch=z9hG4bK%d\r\n" % (i // 250, i % 250, i)
+                              for i in range(300))),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_AND_UNANSWERABLE))
+def test_bad_framing_without_what_a_response_needs_is_dropped(name):
+    b = make_ua(B_ADDR, "bob", 45)
+    b.receive(BAD_AND_UNANSWERABLE[name], A_ADDR, 1.0)
+    assert b.datagrams_to_send() == []
+    (ev,) = b.drain_events()
+    assert isinstance(ev, MessageRejected) and ev.status is None and ev.reason.startswith("dropped")
+
+
+def test_ack_with_other_cseq_number_confirms_the_invite_server_transaction():
+    """RFC 3261 17.2.3 matches an ACK to the INVITE server transaction by the top Via branch
+    (and sent-by, method ACK <-> INVITE), not by CSeq: SIPp's automatic ACK after a 401
+    carries CSeq 1 for an INVITE with CSeq 2, and must still stop the 401's retransmissions."""
+    challenge = lambda req, now: build_response(req, 401, "Unauthorized", to_tag="srv")  # noqa: E731
+    b = make_ua(B_ADDR, "bob", 46, authenticate=challenge)
+    invite = _raw_request(cseq=b"2 INVITE")
+    b.receive(invite, A_ADDR, 0.0)
+    assert [parse_message(d).status_code for d, _ in b.datagrams_to_send()] == [100, 401]
+    ack = _raw_request("ACK", cl="0", body=b"", cseq=b"1 ACK").replace(b"To: \"Bob\" <sip:bob@10.0.0.2>",
+                                                                           b"To: \"Bob\" <sip:bob@10.0.0.2>;tag=srv")
+    b.receive(ack, A_ADDR, 0.1)
+    assert b.drain_events() == []  # absorbed by the transaction: no MessageRejected
+    (tx,) = b.transaction_table.transactions()
+    assert tx.state.name == "CONFIRMED"
+    now, resent = 0.1, []
+    while (t := b.next_timer()) is not None:
+        now = t
+        b.handle_timer(now)
+        resent += [parse_message(d).status_code for d, _ in b.datagrams_to_send()]
+    assert resent == [] and now == pytest.approx(0.1 + 5.0)  # Timer I (T4) ends it, not Timer H
+    assert b.transaction_table.transactions() == [] and b.datagrams_to_send() == []
 
 
 def test_2xx_without_contact_fails_the_call_instead_of_hanging():

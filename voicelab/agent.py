@@ -235,11 +235,13 @@ class Agent:
             authn = DigestAuthenticator("voicelab", {self.auth[0]: self.auth[1]}, secret=rng.bytes(32),
                                         algorithms=self.auth_algorithms)
 
-            def authenticate(request, now):  # out-of-dialog INVITEs only, as PBXs do
+            def _challenge(request, now):  # out-of-dialog INVITEs only, as PBXs do
                 if request.method != "INVITE" or request.to.tag is not None:
                     return None
                 result = authn.verify(request, now)
                 return None if result.ok else authn.reject(request, result, now)
+
+            authenticate = _challenge
 
         self.ua = UserAgent(local_uri=f"sip:agent@{self.address[0]}", local_addr=self.address, rng=rng,
                             codecs=self.codecs, media_address=self.address[0], transport=self.transport,

@@ -63,7 +63,13 @@ hashable :class:`TransactionKey`; :class:`TransactionTable` routes by it.
 - Requests whose top Via branch starts with ``z9hG4bK`` (server side, 17.2.3): the
   branch (case-insensitive), the top Via ``sent-by`` (host lower-cased, port as written,
   None when absent) and the request method, with ACK counted as INVITE. CANCEL keeps
-  its own method, so it gets its own transaction (9.2).
+  its own method, so it gets its own transaction (9.2). The CSeq is not part of the
+  match: an ACK whose CSeq number differs from the INVITE's (SIPp's automatic ACK after
+  a 401 does this; 17.1.1.3 says it should not) still confirms the transaction and stops
+  the final response's retransmissions. A retransmitted non-ACK request whose CSeq
+  number differs is the peer's error (a branch reused for a new request, 8.1.1.7):
+  :class:`~voicelab.errors.RemoteProtocolError` (400) rather than an answer with the
+  old response.
 - Other requests (RFC 2543 peers, 17.2.3 fallback): the Request-URI (its text as
   written), the From tag, the Call-ID, the CSeq number, the method (ACK counted as
   INVITE) and the top Via (protocol, transport, host lower-cased, port, parameters with
@@ -1168,8 +1174,8 @@ class ServerTransaction(_Transaction):
             If it is a response, does not match this transaction, or the input has no
             entry in the current state.
         RemoteProtocolError
-            If its headers are malformed, or its CSeq number differs from the original
-            request's though the branch matches.
+            If its headers are malformed, or (a retransmission, not an ACK) its CSeq
+            number differs from the original request's though the branch matches.
         """
         now = self._advance(now)
         if not isinstance(message, Request):
@@ -1183,7 +1189,9 @@ class ServerTransaction(_Transaction):
                 "route requests with transaction_key_for_request and matches()"
             )
         number = message.cseq.number
-        if number != self._cseq_number:
+        # 17.2.3 matches an ACK by branch, sent-by and method alone; its CSeq number is
+        # not compared (RFC 2543 keys hold the number, so it is equal here anyway).
+        if number != self._cseq_number and message.method != "ACK":
             raise RemoteProtocolError(
                 f"request CSeq number {number} differs from the transaction's {self._cseq_number} "
                 "although its branch matches",

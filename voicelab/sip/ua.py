@@ -31,8 +31,12 @@ What the core does (and where the RFC says so)
   Contact), screens incoming requests: 405/501 for methods it does not take, 416 for a
   Request-URI scheme other than sip/sips, 482 for a merged request (8.2.2.2), 420 for an
   unknown ``Require`` option; a malformed request gets a 400 (505/513/413 when that is
-  the cause) built from the header lines that could be read, or is dropped when not even
-  the header section parses. :meth:`~UserAgent.receive` never raises on input bytes.
+  the cause) built from the header lines that could be read (18.3, 8.2.6.2). When the
+  framing itself is broken (a Content-Length past the datagram, not 1*DIGIT, too many
+  header fields, a message over the size limit) the start line and header lines are
+  read leniently for Via, From, To, Call-ID and CSeq; the request is dropped only when
+  those cannot be read (then no response can be built), and an ACK is never answered.
+  :meth:`~UserAgent.receive` never raises on input bytes.
 - RFC 3581 / 18.2.1: the top Via of every incoming request gets ``received`` (source
   address differs from sent-by) and ``rport`` (when asked for); 18.2.2: responses go to
   ``received``:``rport`` (or ``received``:sent-by port); on TCP/TLS/WS to the source.
@@ -95,10 +99,10 @@ import numpy as np
 
 from ..errors import LocalProtocolError, ParameterError, ProtocolError, RemoteProtocolError, VoicelabError
 from ..sdp import SessionDescription, apply_answer, create_answer, create_offer
-from .abnf import is_ipv4, is_ipv6, split_list
+from .abnf import WSP, is_ipv4, is_ipv6, is_token, split_list
 from .dialog import Dialog, DialogId, format_name_addr
-from .headers import HeaderField, Headers, parse_via
-from .message import Request, Response, parse_message
+from .headers import HeaderField, Headers, header_key, parse_call_id, parse_cseq, parse_name_addr, parse_via
+from .message import DEFAULT_LIMITS, Request, Response, parse_message
 from .timers import TimerConfig, derive_timers
 from .transaction import (
     OutgoingMessage,
@@ -707,6 +711,82 @@ def _check_now(now: Any) -> float:
     return t
 
 
+#: The header fields a response copies from its request (RFC 3261 8.2.6.2).
+_REPLY_KEYS = ("via", "from", "to", "call-id", "cseq")
+
+
+def _reply_headers(data: bytes) -> Headers | None:
+    """The fields a response needs, read leniently from a request the parser refused.
+
+    RFC 3261 18.3 and 8.2 ask a UAS to answer a malformed request with 400 when it can;
+    what it needs is the request's Via, From, To, Call-ID and CSeq (8.2.6.2). This reads
+    only the start line and the header lines (a bad Content-Length, a body cut short, too
+    many header fields or a broken unrelated header do not matter), and returns those
+    fields as written, or None when a response cannot be built: not a request, an ACK
+    (never answered, 17.1.1.3), one of the fields missing or not parseable, or more Via
+    fields than the parser's header limit. The work is bounded by
+    ``DEFAULT_LIMITS.max_message_bytes``: bytes after it are not looked at.
+    """
+    limits = DEFAULT_LIMITS
+    cap = min(len(data), limits.max_message_bytes)
+    begin = 0
+    while data[begin : begin + 2] == b"\r\n":
+        begin += 2
+    end = data.find(b"\r\n\r\n", begin, cap)
+    if end < 0:  # no end of the header section: use the complete lines only
+        end = data.rfind(b"\r\n", begin, cap)
+        if end < 0:
+            return None
+    lines = data[begin:end].split(b"\r\n")
+    try:
+        parts = lines[0].decode("ascii").split()
+    except UnicodeDecodeError:
+        return None
+    if len(parts) < 3 or not is_token(parts[0]) or parts[0].upper().startswith("SIP/") or parts[0] == "ACK":
+        return None
+    if not parts[-1].upper().startswith("SIP/"):
+        return None
+    found: list[list] = []  # [name, [value pieces]] of the fields a response copies
+    current: list | None = None
+    for line in lines[1:]:
+        if line[:1] in (b" ", b"\t"):  # a folded continuation (RFC 3261 7.3.1)
+            if current is not None:
+                current[1].append(line)
+            continue
+        current = None
+        name, colon, value = line.partition(b":")
+        if not colon:
+            continue
+        try:
+            text_name = name.decode("ascii").rstrip(WSP)
+        except UnicodeDecodeError:
+            continue
+        if header_key(text_name) in _REPLY_KEYS:
+            current = [text_name, [value]]
+            found.append(current)
+    fields: list[HeaderField] = []
+    for name, pieces in found:
+        try:
+            value = " ".join(p.decode("utf-8").strip(WSP) for p in pieces).strip(WSP)
+        except UnicodeDecodeError:
+            return None
+        fields.append(HeaderField(name, value))
+    headers = Headers(fields)
+    vias = headers.fields("via")
+    if not vias or len(vias) > limits.max_headers:
+        return None
+    try:
+        for f in vias:
+            parse_via(f.value)
+        parse_name_addr(headers.fields("from")[0].value, "From")
+        parse_name_addr(headers.fields("to")[0].value, "To")
+        parse_call_id(headers.fields("call-id")[0].value)
+        parse_cseq(headers.fields("cseq")[0].value)
+    except (IndexError, RemoteProtocolError, ParameterError):
+        return None
+    return headers
+
+
 def _uri_arg(value: Any, what: str) -> Uri:
     if isinstance(value, str):
         try:
@@ -991,6 +1071,11 @@ class UserAgent:
     def calls(self) -> list[Call]:
         """Calls known to the UA (also finished ones), oldest first."""
         return list(self._calls.values())
+
+    @property
+    def transaction_table(self) -> TransactionTable:
+        """The transaction layer under this UA, to inspect (states, timers); do not drive it."""
+        return self._table
 
     # ===================================================================================
     # application API: calls
@@ -1717,11 +1802,22 @@ class UserAgent:
         return via.host.lower() == self._sent_by_host.lower() and (via.port or 5060) == self.local_addr[1]
 
     def _reject_malformed(self, data: bytes, addr: Addr, exc: RemoteProtocolError, now: float) -> None:
-        """A message that failed parse/validate: answer it from what could be read, or drop."""
+        """A message that failed parse/validate: answer it from what could be read, or drop.
+
+        When not even the framing parses (bad Content-Length, body cut short, header
+        limits, a broken header line), the fields a response copies are read leniently
+        (:func:`_reply_headers`): RFC 3261 18.3 / 8.2 ask for a 400 (513 for the size
+        limit) whenever a response can be built.
+        """
         try:
             msg = parse_message(data, validate=False)
         except (RemoteProtocolError, ParameterError):
-            self._events.append(MessageRejected(data[:2000], addr, None, f"dropped: {exc}"))
+            headers = _reply_headers(data)
+            status = None if headers is None else self._reply_from_headers(headers, exc.status_code, addr, now)
+            reason = str(exc) if status is not None else (
+                f"dropped (no response can be built: not a request, an ACK, or no readable "
+                f"Via/From/To/Call-ID/CSeq): {exc}")
+            self._events.append(MessageRejected(data[:2000], addr, status, reason))
             return
         status = None
         if isinstance(msg, Request) and msg.method != "ACK":
@@ -1730,17 +1826,28 @@ class UserAgent:
 
     def _stateless_reply(self, request: Request, status: int, addr: Addr, now: float, *, raw: bool = False) -> int | None:
         """A response built from the request's raw header lines; None when impossible."""
+        return self._reply_from_headers(request.headers, status, addr, now)
+
+    def _reply_from_headers(self, headers: Headers, status: int, addr: Addr, now: float) -> int | None:
+        """Send a response copying Via, From, To, Call-ID and CSeq from ``headers``."""
         if not 300 <= status <= 699:
             status = 500
         h = Headers()
-        vias = request.headers.fields("via")
+        vias = headers.fields("via")
         needed = ("from", "to", "call-id", "cseq")
-        if not vias or any(not request.headers.fields(n) for n in needed):
+        if not vias or any(not headers.fields(n) for n in needed):
             return None
         for f in vias:
             h.add("Via", f.value)
         for name in ("From", "To", "Call-ID", "CSeq"):
-            h.add(name, request.headers.fields(name)[0].value)
+            value = headers.fields(name)[0].value
+            if name == "To":  # 8.2.6.2: a response adds a To tag when the request had none
+                try:
+                    if parse_name_addr(value, "To").tag is None:
+                        value += f";tag={self._tag()}"
+                except RemoteProtocolError:
+                    pass
+            h.add(name, value)
         if self.user_agent:
             h.add("Server", self.user_agent)
         h.add("Content-Length", "0")

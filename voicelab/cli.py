@@ -420,6 +420,8 @@ _PEERS = [
     ("chromium", "chromium", "WebRTC browser peer; plotly PNG/SVG export"),
     ("turnserver", "coturn", "TURN server"),
     ("tshark", "tshark", "pcap dissection checks"),
+    ("ip", "iproute2", "network namespaces (kernel NAT cross-check, root)"),
+    ("iptables", "iptables", "kernel NAT rules (kernel NAT cross-check, root)"),
 ]
 
 

@@ -130,6 +130,13 @@ class Agent:
         Concurrent calls; more get 486 Busy Here.
     keep_recordings : int
         Finished calls whose audio :attr:`recordings` keeps (oldest dropped first).
+    latching : bool
+        Symmetric RTP ("comedia", default): send media to wherever the caller's media
+        comes from. False sends to the address in the caller's SDP (one-way audio behind
+        a NAT); media is accepted from any source either way.
+    contact : str, optional
+        The Contact URI the agent advertises (e.g. its public address behind a static
+        port forward, as a PBX's external signalling address); default its own address.
     iface : network interface, optional
     seed : int
         Seeds tags, branches and RTP initial values (audio is the same for every seed).
@@ -152,6 +159,8 @@ class Agent:
         keep_recordings: int = 16,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        latching: bool = True,
+        contact: str | None = None,
         iface: Any = None,
         seed: int = 0,
     ) -> None:
@@ -182,6 +191,8 @@ class Agent:
         self.tls_cert, self.tls_key = tls_cert, tls_key
         self.ca_file: str | None = None
         self.iface = iface
+        self.latching = bool(latching)
+        self.contact = contact
         self.calls_answered = 0
         self.calls_refused = 0
         self.calls_ended = 0
@@ -244,7 +255,7 @@ class Agent:
             authenticate = _challenge
 
         self.ua = UserAgent(local_uri=f"sip:agent@{self.address[0]}", local_addr=self.address, rng=rng,
-                            codecs=self.codecs, media_address=self.address[0], transport=self.transport,
+                            contact=self.contact, codecs=self.codecs, media_address=self.address[0], transport=self.transport,
                             authenticate=authenticate, srtp=self.srtp, keep_finished_calls=64,
                             trace_limit=4096)  # fmt: skip
         self.sip = AsyncUserAgent(self.ua, t)
@@ -295,7 +306,7 @@ class Agent:
 
     async def _open(self, call: Any, port: int) -> None:
         s = LiveAudioStream.for_media(self.iface, call.media, local_addr=(self.address[0], port),
-                                      jitter_buffer=self.jitter_buffer, latching=True,
+                                      jitter_buffer=self.jitter_buffer, latching=self.latching, source_filter=False,
                                       seed=self.seed + self.calls_answered, cname="agent@voicelab")  # fmt: skip
         self.streams[call.id] = s
         await s.open()

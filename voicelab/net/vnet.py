@@ -24,7 +24,9 @@ segment with a WAN address and owns an inside segment (its ``subnet``, gateway a
 ``lan_address``). A router with a NAT (:class:`~voicelab.net.nat.Nat`) translates what
 crosses it; a router without one (or with the ``open`` preset) routes its subnet as is,
 so that subnet must be publicly routable where it is attached. Routers may nest: a NAT
-behind a NAT (a home router behind a carrier-grade NAT) is two routers.
+behind a NAT (a home router behind a carrier-grade NAT) is two routers. A NAT router
+may forward ports statically (:meth:`VirtualNetwork.add_port_forward`, or ``forwards``
+in a description): a server behind a cloud NAT stays reachable on its forwarded port.
 
 Each host hangs off one segment through a link, and each router off its parent segment
 through its WAN link; a link is two :class:`~voicelab.net.channel.Channel` objects, one
@@ -93,7 +95,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from .channel import Channel, ChannelConfig
-from .nat import Nat, NatConfig
+from .nat import Nat, NatConfig, NatMapping
 from .pcap import PcapWriter, udp_ipv4_packet
 
 __all__ = [
@@ -544,6 +546,9 @@ class Router:
         self.nat = nat
         self._link = link
         self._inside = _Segment(name, subnet, self)
+        #: static port forwards: (proto, external port) -> internal (ip, port)
+        self.forwards: dict[tuple[str, int], Addr] = {}
+        self._forwarded_from: dict[tuple[str, Addr], int] = {}  # (proto, internal) -> external port
 
     @property
     def translating(self) -> bool:
@@ -870,6 +875,53 @@ class VirtualNetwork:
         self._hosts[name] = host
         return host
 
+    def add_port_forward(self, router: str, proto: str, external_port: int, internal: Addr) -> None:
+        """Forward ``external_port`` of a NAT router's public address to an inside endpoint.
+
+        A static mapping, as a cloud provider's 1:1 NAT or a home router's "port
+        forwarding" page makes: packets to ``(wan_address, external_port)`` reach
+        ``internal`` from any source (no filtering), and packets that ``internal`` sends
+        leave with that public address and port (so replies to a forwarded request come
+        from the address the requester sent to, as conntrack does). Other endpoints are
+        translated by the NAT as usual; the NAT never hands the forwarded port to them.
+
+        Parameters
+        ----------
+        router : str
+            A NAT router (a plain router needs no forward).
+        proto : {"udp", "tcp"}
+        external_port : int
+            1..65535, not already forwarded or mapped.
+        internal : (str, int)
+            An address of the router's inside subnet and a port.
+
+        Raises
+        ------
+        ParameterError
+            Unknown or non-NAT router, bad protocol or port, address outside the
+            router's subnet, port already forwarded or in use by a mapping.
+        """
+        r = self._routers.get(router)
+        if r is None:
+            raise ParameterError(f"unknown router {router!r}: routers are {', '.join(map(repr, self._routers)) or 'none yet'}")
+        if r.nat is None:
+            raise ParameterError(f"router {router!r} does not translate (no NAT): its inside is reachable without a forward")
+        if proto not in ("udp", "tcp"):
+            raise ParameterError(f"port forward protocol must be 'udp' or 'tcp', got {proto!r}")
+        if isinstance(external_port, bool) or not isinstance(external_port, (int, np.integer)) or not 1 <= external_port <= 65535:
+            raise ParameterError(f"external_port must be an int in 1..65535, got {external_port!r}")
+        ip, port = _addr(internal, "forwarded internal address")
+        if port == 0 or _parse_ip(ip) not in r.subnet:
+            raise ParameterError(f"forwarded address {ip}:{port} must be inside {router!r}'s subnet {r.subnet} with a port > 0")
+        key = (proto, int(external_port))
+        if key in r.forwards or key in r.nat._by_port:
+            raise ParameterError(f"{proto.upper()} port {external_port} of router {router!r} is already forwarded or mapped")
+        r.forwards[key] = (ip, port)
+        r._forwarded_from[(proto, (ip, port))] = int(external_port)
+        # keep the NAT from allocating this port to a dynamic mapping
+        r.nat._by_port[key] = NatMapping(proto, (ip, port), (r.wan_address, int(external_port)), ("forward",) + key,
+                                         -math.inf, math.inf)
+
     @classmethod
     def from_dict(cls, description: Mapping[str, Any], *, seed: int | None = None) -> "VirtualNetwork":
         """Build a network from a plain description (what :meth:`from_yaml` reads).
@@ -879,7 +931,9 @@ class VirtualNetwork:
         description : dict
             ``{"seed": int (optional), "routers": {name: {...}}, "hosts": {name: {...}}}``.
             A router entry has the keyword arguments of :meth:`add_router` (``subnet``,
-            ``wan_address``, ``nat``, ``parent``, ``link``, ``lan_address``); a host
+            ``wan_address``, ``nat``, ``parent``, ``link``, ``lan_address``) and
+            optionally ``forwards``: ``[{"proto": "udp", "port": 5060, "to": [ip, port]}]``
+            (see :meth:`add_port_forward`); a host
             entry has ``address`` and optionally ``router`` and ``link``. Routers may be
             listed in any order (parents are added first).
         seed : int, optional
@@ -915,7 +969,7 @@ class VirtualNetwork:
         for what, table in (("routers", routers), ("hosts", hosts)):
             if not isinstance(table, Mapping):
                 raise ParameterError(f"network {what} must be a mapping of name -> settings, got {type(table).__name__}")
-        r_keys = {"subnet", "wan_address", "nat", "parent", "link", "lan_address"}
+        r_keys = {"subnet", "wan_address", "nat", "parent", "link", "lan_address", "forwards"}
         pending = dict(routers)
         while pending:
             progressed = False
@@ -935,7 +989,15 @@ class VirtualNetwork:
                 missing = {"subnet", "wan_address"} - set(spec)
                 if missing:
                     raise ParameterError(f"router {rname!r}: missing {sorted(missing)}")
-                net.add_router(rname, **dict(spec))
+                spec = dict(spec)
+                forwards = spec.pop("forwards", None) or []
+                net.add_router(rname, **spec)
+                if not isinstance(forwards, (list, tuple)):
+                    raise ParameterError(f"router {rname!r}: forwards must be a list of {{proto, port, to: [ip, port]}}")
+                for fw in forwards:
+                    if not isinstance(fw, Mapping) or set(fw) != {"proto", "port", "to"}:
+                        raise ParameterError(f"router {rname!r}: each forward needs exactly proto, port and to, got {fw!r}")
+                    net.add_port_forward(rname, fw["proto"], fw["port"], tuple(fw["to"]) if isinstance(fw["to"], list) else fw["to"])
                 del pending[rname]
                 progressed = True
             if not progressed:
@@ -1280,11 +1342,16 @@ class VirtualNetwork:
         if not self._trace_on:
             return
         o = out if out is not None else p
-        self.trace.append(TraceRecord(
-            t, p.packet_id, hop, action, p.proto, p.src, p.dst, o.src, o.dst, p.size_bytes, p.flags,
-            arrival, dropped or reason is not None and action != "link", reason, attempt, p.payload,
-            p.seq, p.byte_seq, p.ack,
-        ))
+        # the frozen dataclass's __init__ sets each field through object.__setattr__:
+        # filling __dict__ directly is several times faster on this hot path
+        rec = TraceRecord.__new__(TraceRecord)
+        rec.__dict__.update(
+            time=t, packet_id=p.packet_id, hop=hop, action=action, proto=p.proto, src=p.src, dst=p.dst,
+            out_src=o.src, out_dst=o.dst, size_bytes=p.size_bytes, flags=p.flags, arrival=arrival,
+            dropped=dropped or reason is not None and action != "link", reason=reason, attempt=attempt,
+            payload=p.payload, seq=p.seq, byte_seq=p.byte_seq, ack=p.ack,
+        )
+        self.trace.append(rec)
 
     def _drop(self, t: float, p: Packet, hop: str, reason: str) -> None:
         self._record(t, p, hop, "drop", reason=reason, dropped=True)
@@ -1364,7 +1431,12 @@ class VirtualNetwork:
             self._drop(t, p, f"router {r.name}", "ttl exceeded")
             return
         p = _evolve(p, ttl=p.ttl - 1)
-        if r.nat is not None:
+        ext = r._forwarded_from.get((p.proto, p.src)) if r.forwards else None
+        if ext is not None and p.dst[0] != r.wan_address:
+            q = _evolve(p, src=(r.wan_address, ext))
+            self._record(t, p, f"nat {r.name}", "nat", out=q)
+            p = q
+        elif r.nat is not None:
             v = r.nat.outbound(p.proto, p.src, p.dst, t)
             q = _evolve(p, src=v.src, dst=v.dst)
             self._record(t, p, f"nat {r.name}", "nat", out=q, reason=v.reason)
@@ -1390,6 +1462,12 @@ class VirtualNetwork:
                 self._drop(t, p, f"router {r.name}", "no route")
                 return
             self._ev_segment(t, r._inside, p)
+            return
+        fwd = r.forwards.get((p.proto, p.dst[1])) if r.forwards and p.dst[0] == r.wan_address else None
+        if fwd is not None:
+            q = _evolve(p, dst=fwd)
+            self._record(t, p, f"nat {r.name}", "nat", out=q)
+            self._ev_segment(t, r._inside, q)
             return
         v = r.nat.inbound(p.proto, p.src, p.dst, t)
         q = _evolve(p, src=v.src, dst=v.dst)

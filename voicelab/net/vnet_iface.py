@@ -715,5 +715,33 @@ class VirtualHostInterface(NetworkInterface):
         """The event loop's clock, seconds (virtual time on a virtual-clock loop)."""
         return self.loop.time()
 
+    def free_port(self, kind: str = "udp", host: str | None = None) -> int:
+        """A port of this virtual host that is free now (from the network's port table).
+
+        Ports are handed out from the host's seeded ephemeral counter (49152..65535), so
+        a scenario gets the same ports on every run. The port is not reserved: bind it
+        before asking again.
+
+        Parameters
+        ----------
+        kind : {"udp", "tcp"}
+        host : str, optional
+            One of :meth:`host_addresses` (default: the first).
+
+        Raises
+        ------
+        ParameterError
+            Unknown ``kind``, an address this host does not have, or no port left.
+        """
+        if kind not in ("udp", "tcp"):
+            raise ParameterError(f"free_port kind must be 'udp' or 'tcp', got {kind!r}")
+        h = self.network.host(self.host_name)
+        if host not in (None, "", "0.0.0.0", h.address):
+            raise ParameterError(f"virtual host {self.host_name!r} has no address {host!r} (it has {h.address})")
+        port = h._ephemeral(kind)
+        if port is None:
+            raise ParameterError(f"virtual host {self.host_name!r} has no free {kind} port left")
+        return port
+
     def __repr__(self) -> str:
         return f"VirtualHostInterface({self.host_name!r}, {self.host_addresses()[0]})"

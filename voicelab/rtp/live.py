@@ -109,6 +109,9 @@ class LiveAudioStream:
         Concealment and FEC use on the receive side, as in the simulator.
     latching : bool
         Symmetric RTP ("comedia"): send to wherever the peer's media comes from.
+    source_filter : bool
+        Without latching, accept media only from the host of ``remote_addr`` (default);
+        False accepts any source (see :class:`~voicelab.rtp.session.RtpSession`).
     seed : int
         Seed of the RTP initial values (SSRC, sequence, timestamp) and RTCP timing.
     srtp : voicelab.rtp.srtp.SrtpContext, optional
@@ -138,6 +141,7 @@ class LiveAudioStream:
         plc: bool = True,
         fec: bool = False,
         latching: bool = False,
+        source_filter: bool = True,
         seed: int = 0,
         srtp: Any = None,
         cname: str = "voicelab",
@@ -161,7 +165,7 @@ class LiveAudioStream:
         self.plc, self.fec = bool(plc), bool(fec)
         self.session_args = dict(
             payload_type=self.payload_type, clock_rate=self.tx.clock_rate, timestamp_increment=self.tx.timestamp_increment,
-            cname=cname, rng=np.random.default_rng(seed), remote_addr=remote_addr, latching=latching, srtp=srtp,
+            cname=cname, rng=np.random.default_rng(seed), remote_addr=remote_addr, latching=latching, source_filter=source_filter, srtp=srtp,
             bitrate=float(self.tx.bitrate), rtcp_mux=bool(rtcp_mux), remote_rtcp_addr=remote_rtcp_addr,
         )
         self.session: RtpSession | None = None

@@ -323,6 +323,10 @@ class RtpSession:
         RTP and RTCP share one port (RFC 5761).
     latching : bool, optional
         Latch onto the first valid source from any address (see the module docstring).
+    source_filter : bool, optional
+        Without latching, accept media only from the host of ``remote_addr`` (default
+        True). False accepts any source while still sending to ``remote_addr``: a plain
+        endpoint behind which a NAT rewrote the caller's address still hears it.
     srtp : SrtpContext, optional
         Protect what we send and verify what we receive.
     accepted_payload_types : iterable of int, optional
@@ -356,6 +360,7 @@ class RtpSession:
         remote_rtcp_addr: tuple | None = None,
         rtcp_mux: bool = True,
         latching: bool = False,
+        source_filter: bool = True,
         srtp: SrtpContext | None = None,
         accepted_payload_types=None,
         dtmf_payload_type: int | None = None,
@@ -388,7 +393,7 @@ class RtpSession:
         if remote_rtcp_addr is None and remote_addr is not None:
             remote_rtcp_addr = remote_addr if self.rtcp_mux else (remote_addr[0], remote_addr[1] + 1)
         self.remote_rtcp_addr = remote_rtcp_addr
-        self._expected_host = None if remote_addr is None else remote_addr[0]
+        self._expected_host = None if remote_addr is None or not source_filter else remote_addr[0]
         self._latched = {"rtp": False, "rtcp": False}
         accepted = {payload_type} if accepted_payload_types is None else set(accepted_payload_types)
         for pt in accepted:

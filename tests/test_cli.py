@@ -184,3 +184,18 @@ def test_sip_parse_json_contract(capsys):
 def test_call_and_agent_refuse_bad_combinations(capsys, argv, message):
     rc, out, err = run(capsys, *argv)
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_nat_matrix_json(capsys):
+    rc, out, err = run(capsys, "nat-matrix", "--transports", "sip,sip-comedia", "--presets", "open,symmetric",
+                       "--seconds", "0.5", "--json")
+    assert rc == 0, err
+    cells = json.loads(out)
+    assert len(cells) == 2 * 2 * 2
+    for c in cells:
+        assert {"caller_nat", "agent_nat", "method", "caller_to_agent", "agent_to_caller", "path", "setup_ms"} <= set(c)
+    by = {(c["method"], c["caller_nat"], c["agent_nat"]): (c["caller_to_agent"], c["agent_to_caller"]) for c in cells}
+    # plain SIP behind a symmetric NAT: the agent sends to the private SDP address -> one-way
+    assert by[("sip", "symmetric", "open")] == (True, False)
+    # symmetric RTP at a public agent fixes it
+    assert by[("sip-comedia", "symmetric", "open")] == (True, True)

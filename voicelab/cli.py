@@ -267,6 +267,25 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------- nat-matrix
+def cmd_nat_matrix(args: argparse.Namespace) -> int:
+    from .natmatrix import nat_matrix, outcome_label
+
+    def progress(cell: dict) -> None:
+        if not args.json:
+            print(f"  {cell['method']:<18} {cell['caller_nat']:>21} -> {cell['agent_nat']:<21} "
+                  f"{outcome_label(cell['caller_to_agent'], cell['agent_to_caller']):<19} {cell.get('path') or '-'}",
+                  flush=True)
+
+    cells = nat_matrix(methods=args.transports, presets=args.presets, seconds=args.seconds, seed=args.seed,
+                       on_cell=progress)  # fmt: skip
+    if args.json:
+        from .sim.engine import _jsonable
+
+        print(json.dumps(_jsonable(cells), sort_keys=True, allow_nan=False))
+    return 0
+
+
 # ---------------------------------------------------------------- metrics
 def cmd_metrics(args: argparse.Namespace) -> int:
     from . import audio, metrics
@@ -539,6 +558,18 @@ def build_parser() -> argparse.ArgumentParser:
     ags.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
     ags.add_argument("--webrtc", metavar="HOST:PORT", help="also answer WebRTC callers: signaling server + browser page here")
     ags.set_defaults(func=cmd_agent_serve)
+
+    nm = sub.add_parser("nat-matrix", help="NAT traversal matrix: caller NAT x agent NAT x method, on the virtual network",
+                        description="Run a call for every pair of NAT presets and every traversal method on the in-process "
+                                    "virtual network; report audio each way, media path and setup time per cell.")
+    nm.add_argument("--transports", default="sip,sip-comedia,sip-relay,webrtc-stun,webrtc-turn,webrtc-relay-only",
+                    metavar="LIST", help="methods, comma-separated")
+    nm.add_argument("--presets", default="open,full-cone,restricted-cone,port-restricted-cone,symmetric",
+                    metavar="LIST", help="NAT presets on both sides, comma-separated")
+    nm.add_argument("--seconds", type=_float_arg("seconds", 0.5, 10.0), default=1.0, help="media per call")
+    nm.add_argument("--seed", type=int, default=0)
+    nm.add_argument("--json", action="store_true", help="print the cells as one JSON list")
+    nm.set_defaults(func=cmd_nat_matrix)
 
     m = sub.add_parser("metrics", help="score two recordings (PESQ, STOI, delay, level)")
     m.add_argument("reference", help="reference WAV (what was sent)")

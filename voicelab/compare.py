@@ -1,0 +1,536 @@
+"""The same call over SIP/RTP, WebRTC and a WebSocket, row by row; an Opus bit-rate sweep.
+
+The lab has three live transports that carry one speech signal between its caller and its
+agent on loopback: :func:`voicelab.calls.sip_call` (SIP + RTP over UDP),
+:func:`voicelab.webrtc.call.webrtc_call` (ICE + DTLS-SRTP, aiortc with the lab's media)
+and :func:`voicelab.wsmedia.live.ws_call` (JSON media messages over one WebSocket, i.e.
+TCP). All three measure a direction the same way (both ends on one loop clock, PESQ of
+what was played against what was sent), so their results fit in one table:
+
+* :func:`compare_transports` runs each transport under each network condition and
+  returns one row per (transport, condition, direction);
+* :func:`opus_bitrate_sweep` runs WebRTC calls with the lab's Opus encoder at several
+  bit rates and returns PESQ next to the payload and wire bit rates.
+
+This is an orchestration layer (like :mod:`voicelab.calls`): it runs live calls on
+sockets, so it drives an event loop. Each public function comes in two forms: a
+coroutine (``*_async``) for code that already runs in a loop, and a plain function
+that runs the coroutine on a fresh loop (in a worker thread when the calling thread
+already has a running loop, as a Jupyter kernel does). No library does this
+bookkeeping for us; it is a few lines.
+
+The impairment of a condition is applied by the transports' own userspace relays:
+:class:`voicelab.net.relay.UdpRelay` for SIP and WebRTC (every datagram, so ICE checks,
+DTLS and RTCP too), :class:`voicelab.net.tcprelay.TcpRelay` for the WebSocket (loss
+there becomes retransmission delay, never lost audio). The same ``seed`` gives every
+transport the same impairment generator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import operator
+from typing import Any, Awaitable, Callable, Mapping, Sequence
+
+import pandas as pd
+
+from .errors import ParameterError, VoicelabError
+from .net import ChannelConfig
+
+__all__ = [
+    "TRANSPORTS",
+    "DEFAULT_CONDITIONS",
+    "DEFAULT_CODECS",
+    "COMPARE_COLUMNS",
+    "SWEEP_COLUMNS",
+    "DIRECTIONS",
+    "compare_transports",
+    "compare_transports_async",
+    "opus_bitrate_sweep",
+    "opus_bitrate_sweep_async",
+    "run_sync",
+]
+
+#: The transports :func:`compare_transports` knows.
+TRANSPORTS = ("sip", "webrtc", "ws")
+
+#: The two conditions of chapter 5: a clean loopback, and 2 % random loss with 30 ms of
+#: jitter on 20 ms of one-way delay (both directions).
+DEFAULT_CONDITIONS: dict[str, ChannelConfig | None] = {
+    "clean": None,
+    "2% loss + 30 ms jitter": ChannelConfig(loss_rate=0.02, jitter_ms=30.0, delay_ms=20.0),
+}
+
+#: G.711 u-law everywhere: the only codec of the WebSocket media-streams protocol, so the
+#: comparison is about the transports, not the codecs.
+DEFAULT_CODECS = {"sip": "pcmu", "webrtc": "pcmu", "ws": "pcmu"}
+
+#: Directions of a call, as in the call results' key prefixes.
+DIRECTIONS = ("caller_to_agent", "agent_to_caller")
+
+#: Columns of :func:`compare_transports`, in order.
+COMPARE_COLUMNS = [
+    "transport", "condition", "direction", "codec", "bitrate",
+    "mouth_to_ear_ms", "pesq_nb", "pesq_wb", "loss_rate", "late_loss_rate",
+    "setup_ms", "bitrate_kbps_wire", "jitter_ms", "rtt_ms", "playout_delay_ms",
+    "transit_delay_ms_p99", "mos_cqe", "delay_confidence", "pacing_error_p99_ms",
+    "channel.loss_rate", "channel.jitter_ms", "channel.delay_ms",
+    "jitter_buffer", "seconds", "seed", "synthetic_speech", "speech_source", "note",
+]
+
+#: Columns of :func:`opus_bitrate_sweep`, in order.
+SWEEP_COLUMNS = [
+    "mode", "codec", "bitrate", "bitrate_kbps", "fec", "direction",
+    "pesq_wb", "pesq_nb", "mouth_to_ear_ms", "payload_kbps", "bitrate_kbps_wire", "overhead_kbps",
+    "loss_rate", "late_loss_rate", "concealed_frames", "setup_ms", "pacing_error_p99_ms",
+    "channel.loss_rate", "channel.jitter_ms", "channel.delay_ms",
+    "seconds", "seed", "synthetic_speech", "speech_source",
+]
+
+
+def run_sync(factory: Callable[[], Awaitable[Any]]) -> Any:
+    """Run ``factory()`` to completion on a fresh event loop and return its result.
+
+    Parameters
+    ----------
+    factory : callable
+        Returns the awaitable to run; it is called on the loop's own thread.
+
+    Returns
+    -------
+    object
+        What the awaitable returned (its exception is raised).
+
+    Notes
+    -----
+    When the calling thread already runs a loop (a Jupyter kernel), the new loop runs in
+    a worker thread and this call blocks until it is done: live calls are timed on their
+    own loop's clock either way.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(factory())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicelab-run") as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result()
+
+
+def _check_seconds(seconds: Any) -> float:
+    try:
+        s = float(seconds)
+    except (TypeError, ValueError):
+        raise ParameterError(f"seconds must be a number, got {seconds!r}") from None
+    if not 1.0 <= s <= 60.0:
+        raise ParameterError(f"seconds {s:g} is outside 1..60 (speech sent in each direction)")
+    return s
+
+
+def _check_conditions(conditions: Any) -> dict[str, ChannelConfig | None]:
+    if not isinstance(conditions, Mapping) or not conditions:
+        raise ParameterError("conditions must be a non-empty dict {name: ChannelConfig or None}")
+    out: dict[str, ChannelConfig | None] = {}
+    for name, cfg in conditions.items():
+        if not isinstance(name, str) or not name:
+            raise ParameterError(f"condition names must be non-empty strings, got {name!r}")
+        if cfg is not None and not isinstance(cfg, ChannelConfig):
+            raise ParameterError(f"condition {name!r} must be a voicelab.net.ChannelConfig or None, "
+                                 f"got {type(cfg).__name__}")
+        out[name] = cfg
+    return out
+
+
+def _channel_columns(cfg: ChannelConfig | None) -> dict[str, float]:
+    if cfg is None:
+        return {"channel.loss_rate": 0.0, "channel.jitter_ms": 0.0, "channel.delay_ms": 0.0}
+    return {"channel.loss_rate": float(cfg.loss_rate), "channel.jitter_ms": float(cfg.jitter_ms),
+            "channel.delay_ms": float(cfg.delay_ms)}
+
+
+def _check_codecs(transports: Sequence[str], codec_for: Any) -> dict[str, str]:
+    from .webrtc.peer import WEBRTC_CODECS
+
+    if not isinstance(codec_for, Mapping):
+        raise ParameterError("codec_for must be a dict {transport: codec name}")
+    codec = {**DEFAULT_CODECS, **{str(k): v for k, v in codec_for.items()}}
+    unknown = sorted(set(codec) - set(TRANSPORTS))
+    if unknown:
+        raise ParameterError(f"codec_for names unknown transport(s) {unknown}; use {list(TRANSPORTS)}")
+    for t in transports:
+        c = codec[t]
+        if not isinstance(c, str):
+            raise ParameterError(f"codec_for[{t!r}] must be a codec name, got {c!r}")
+        if t == "ws" and c != "pcmu":
+            raise ParameterError(f"the WebSocket media-streams transport carries only pcmu (8 kHz mu-law), not {c!r}")
+        if t == "webrtc" and c not in WEBRTC_CODECS:
+            raise ParameterError(f"WebRTC codec must be one of {sorted(WEBRTC_CODECS)}, got {c!r}")
+        if t == "sip":
+            from . import codecs
+
+            codecs.get(c)  # ParameterError for an unknown name, CodecUnavailableError when not installed
+    return codec
+
+
+def _check_seed(seed: Any) -> int:
+    if not isinstance(seed, bool):
+        try:
+            return operator.index(seed)  # int or numpy integer
+        except TypeError:
+            pass
+    raise ParameterError(f"seed must be an int, got {seed!r}")
+
+
+def _check_jitter_buffer(spec: Any) -> str:
+    from .sim.scenario import parse_jitter_buffer
+
+    parse_jitter_buffer(spec)  # ParameterError with the accepted forms
+    return spec
+
+
+async def _one_call(transport: str, *, codec: str, net: ChannelConfig | None, seconds: float, seed: int,
+                    jitter_buffer: str, speech: str) -> dict[str, Any]:
+    """One live call of ``transport``; transport-level failures become VoicelabError."""
+    try:
+        if transport == "sip":
+            from .calls import sip_call
+
+            return await sip_call(codec=codec, seconds=seconds, net=net, seed=seed, jitter_buffer=jitter_buffer,
+                                  speech=speech)
+        if transport == "webrtc":
+            from .webrtc.call import webrtc_call
+
+            return await webrtc_call(codec=codec, seconds=seconds, net=net, seed=seed, jitter_buffer=jitter_buffer,
+                                     speech=speech)
+        from .wsmedia.live import ws_call
+
+        return await ws_call(seconds=seconds, net=net, seed=seed, jitter_buffer=jitter_buffer, speech=speech)
+    except VoicelabError:
+        raise
+    except (asyncio.TimeoutError, OSError) as exc:
+        raise VoicelabError(f"the {transport} call failed ({type(exc).__name__}: {exc}); "
+                            "is the machine overloaded? try fewer or shorter calls") from exc
+
+
+def _nominal_bitrate(codec: str) -> int | None:
+    from . import codecs
+
+    try:
+        return int(codecs.get(codec).bitrate)
+    except VoicelabError:
+        return None
+
+
+def _direction_row(result: Mapping[str, Any], direction: str) -> dict[str, Any]:
+    def g(key: str) -> Any:
+        return result.get(f"{direction}.{key}")
+
+    return {
+        "mouth_to_ear_ms": g("mouth_to_ear_ms"),
+        "pesq_nb": g("pesq_nb"),
+        "pesq_wb": g("pesq_wb"),
+        "loss_rate": g("loss_rate"),
+        "late_loss_rate": g("late_loss_rate"),
+        "bitrate_kbps_wire": g("bitrate_kbps_wire"),
+        "jitter_ms": g("jitter_ms"),
+        "rtt_ms": g("rtt_ms"),
+        "playout_delay_ms": g("playout_delay_ms"),
+        "transit_delay_ms_p99": g("transit_delay_ms_p99"),
+        "mos_cqe": g("mos_cqe"),
+        "delay_confidence": g("delay_confidence"),
+        "pacing_error_p99_ms": g("pacing_error_p99_ms"),
+    }
+
+
+async def compare_transports_async(
+    *,
+    transports: Sequence[str] = TRANSPORTS,
+    conditions: Mapping[str, ChannelConfig | None] | None = None,
+    codec_for: Mapping[str, str] | None = None,
+    seconds: float = 3.0,
+    seed: int = 0,
+    jitter_buffer: str = "fixed:60",
+    speech: str = "default",
+) -> pd.DataFrame:
+    """Coroutine form of :func:`compare_transports` (same parameters and result)."""
+    if isinstance(transports, str):
+        transports = (transports,)
+    try:
+        transports = tuple(transports)
+    except TypeError:
+        raise ParameterError(f"transports must be a sequence of {list(TRANSPORTS)}, got {transports!r}") from None
+    if not transports:
+        raise ParameterError(f"transports must name at least one of {list(TRANSPORTS)}")
+    bad = [t for t in transports if t not in TRANSPORTS]
+    if bad:
+        raise ParameterError(f"unknown transport(s) {bad}; use some of {list(TRANSPORTS)}")
+    conds = _check_conditions(DEFAULT_CONDITIONS if conditions is None else conditions)
+    codec = _check_codecs(transports, {} if codec_for is None else codec_for)
+    seconds = _check_seconds(seconds)
+    seed = _check_seed(seed)
+    jitter_buffer = _check_jitter_buffer(jitter_buffer)
+    used = {codec[t] for t in transports}
+    note = "" if len(used) == 1 else (
+        "codecs differ between transports (" + ", ".join(f"{t}: {codec[t]}" for t in transports)
+        + "): compare delay and loss, not PESQ")
+
+    rows: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    for cname, cfg in conds.items():
+        for t in transports:
+            r = await _one_call(t, codec=codec[t], net=cfg, seconds=seconds, seed=seed, jitter_buffer=jitter_buffer,
+                                speech=speech)
+            results.append({"transport": t, "condition": cname, "result": r})
+            for d in DIRECTIONS:
+                rows.append({
+                    "transport": t, "condition": cname, "direction": d,
+                    "codec": r.get("codec", codec[t]), "bitrate": r.get("bitrate") or _nominal_bitrate(r.get("codec", codec[t])),
+                    "setup_ms": r.get("setup_ms"),
+                    **_direction_row(r, d),
+                    **_channel_columns(cfg),
+                    "jitter_buffer": jitter_buffer, "seconds": r.get("seconds", seconds), "seed": seed,
+                    "synthetic_speech": bool(r.get("synthetic_speech", False)),
+                    "speech_source": r.get("speech_source"), "note": note,
+                })
+    df = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+    df.attrs["results"] = results
+    return df
+
+
+def compare_transports(
+    *,
+    transports: Sequence[str] = TRANSPORTS,
+    conditions: Mapping[str, ChannelConfig | None] | None = None,
+    codec_for: Mapping[str, str] | None = None,
+    seconds: float = 3.0,
+    seed: int = 0,
+    jitter_buffer: str = "fixed:60",
+    speech: str = "default",
+) -> pd.DataFrame:
+    """The same call over SIP/RTP, WebRTC and a WebSocket, under each network condition.
+
+    One live loopback call per (transport, condition), run one after another (never
+    concurrently: they share the CPU, and pacing is part of what is measured).
+
+    Parameters
+    ----------
+    transports : sequence of {"sip", "webrtc", "ws"}
+        Which transports to call over.
+    conditions : dict of str to ChannelConfig or None, optional
+        Named path impairments applied in both directions (None: a clean loopback).
+        Default :data:`DEFAULT_CONDITIONS`: clean, and 2 % loss + 30 ms jitter on
+        20 ms of delay.
+    codec_for : dict of str to str, optional
+        Codec per transport, merged over :data:`DEFAULT_CODECS` (``pcmu`` everywhere).
+        The WebSocket carries only ``pcmu``; WebRTC takes ``opus``, ``pcmu``, ``pcma``
+        or ``g722`` (``opus`` at the lab's default 24 kbit/s). When the codecs differ,
+        every row's ``note`` says so: PESQ then compares codecs as much as transports.
+    seconds : float
+        Speech sent in each direction of each call, 1..60 s.
+    seed : int
+        Seed of every call's impairment (the same for every transport).
+    jitter_buffer : str
+        ``"fixed:MS"`` or ``"adaptive"``, at both ends of every call.
+    speech : str
+        Named speech (``"default"``: the natural corpus when ``VOICELAB_DATA`` points to
+        it, else synthetic speech, flagged in ``synthetic_speech``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (transport, condition, direction), columns
+        :data:`COMPARE_COLUMNS`: ``mouth_to_ear_ms`` (ms), ``pesq_nb``, ``pesq_wb``
+        (MOS-LQO), ``loss_rate`` (0..1, lost in transit; always 0 over the WebSocket's
+        TCP), ``late_loss_rate`` (0..1, arrived after its playout time),
+        ``setup_ms`` (the transport's own setup: SIP INVITE -> ACK, WebRTC offer ->
+        connected, WebSocket dial -> ``start`` received), ``bitrate_kbps_wire`` (kbit/s
+        with IP/UDP or IP/TCP headers), ``jitter_ms``, ``rtt_ms`` (None where the
+        transport does not measure it), ``playout_delay_ms``,
+        ``transit_delay_ms_p99`` (WebSocket only: per-frame one-way transit, where TCP
+        turns loss into latency spikes), ``mos_cqe`` (E-model), ``pacing_error_p99_ms``
+        (how late the sender's frames left, 99th percentile: tens of ms mean the machine
+        was too busy and late packets, not the network, lowered PESQ), the condition as
+        ``channel.*``, ``synthetic_speech`` (True when the speech was synthetic) and
+        ``note``. ``df.attrs["results"]`` keeps each call's full result dict
+        (``transport``, ``condition``, ``result``), e.g. for the WebRTC timeline.
+
+    Raises
+    ------
+    ParameterError
+        Unknown transport, bad condition, codec not carried by a transport, seconds
+        outside 1..60.
+    VoicelabError
+        A call failed (did not connect, or media did not play through).
+
+    See Also
+    --------
+    voicelab.calls.sip_call, voicelab.webrtc.call.webrtc_call, voicelab.wsmedia.live.ws_call
+
+    Examples
+    --------
+    >>> from voicelab.compare import compare_transports
+    >>> df = compare_transports(transports=("sip", "ws"), seconds=2.0)  # doctest: +SKIP
+    >>> df.groupby(["transport", "condition"])["mouth_to_ear_ms"].mean()  # doctest: +SKIP
+    """
+    return run_sync(lambda: compare_transports_async(
+        transports=transports, conditions=conditions, codec_for=codec_for, seconds=seconds, seed=seed,
+        jitter_buffer=jitter_buffer, speech=speech))
+
+
+def _encoder_kbps(params: dict[str, Any], *, speech: str, seconds: float) -> float:
+    """Payload rate of the lab's Opus encoder on the call's speech, in kbit/s.
+
+    The same encoder object and speech as the call's sender (Opus is deterministic for a
+    given input), counted over the speech frames only, so it is comparable with the
+    wire rate (which is measured over the speech too). getStats ``bytesSent`` would also
+    count the near-empty frames after the speech.
+    """
+    import numpy as np
+
+    from . import audio, codecs
+    from .sim import Scenario, load_speech
+
+    sp = load_speech(Scenario(speech=speech, max_speech_s=seconds, codec="opus"))
+    x = np.asarray(sp.samples, dtype=np.float64)
+    if sp.sample_rate != 16000:
+        x = audio.resample(x, sp.sample_rate, 16000)
+    enc = codecs.get("opus", **params)
+    if enc.sample_rate != 16000:
+        x = audio.resample(x, 16000, enc.sample_rate)
+    pcm = audio.to_int16(x)
+    n = int(np.ceil(len(pcm) / enc.frame_samples))
+    pcm = np.concatenate([pcm, np.zeros(n * enc.frame_samples - len(pcm), dtype=np.int16)])
+    total = sum(len(enc.encode(pcm[i * enc.frame_samples:(i + 1) * enc.frame_samples])) for i in range(n))
+    return total * 8 / (n * enc.frame_ms / 1000.0) / 1000.0
+
+
+def _concealed(outcomes: Mapping[str, int] | None) -> int | None:
+    return None if outcomes is None else int(outcomes.get("concealed", 0))
+
+
+def _check_bitrates(bitrates: Any) -> list[int]:
+    if isinstance(bitrates, (int, float)):
+        bitrates = [bitrates]
+    try:
+        out = [int(b) for b in bitrates]
+    except (TypeError, ValueError):
+        raise ParameterError(f"bitrates must be a sequence of bit rates in bit/s, got {bitrates!r}") from None
+    if not out:
+        raise ParameterError("bitrates must name at least one Opus bit rate (bit/s)")
+    bad = [b for b in out if not 6000 <= b <= 510000]
+    if bad:
+        raise ParameterError(f"Opus bit rates {bad} are outside 6000..510000 bit/s")
+    return out
+
+
+async def opus_bitrate_sweep_async(
+    bitrates: Sequence[int] = (8000, 12000, 16000, 24000, 32000, 64000),
+    *,
+    seconds: float = 3.0,
+    net: ChannelConfig | None = None,
+    fec: bool = False,
+    jitter_buffer: str = "fixed:60",
+    baseline: bool = False,
+    seed: int = 0,
+    speech: str = "default",
+) -> pd.DataFrame:
+    """Coroutine form of :func:`opus_bitrate_sweep` (same parameters and result)."""
+    from .webrtc.call import AIORTC_OPUS_BITRATE, webrtc_call
+
+    rates = _check_bitrates(bitrates)
+    seconds = _check_seconds(seconds)
+    seed = _check_seed(seed)
+    jitter_buffer = _check_jitter_buffer(jitter_buffer)
+    if net is not None and not isinstance(net, ChannelConfig):
+        raise ParameterError(f"net must be a voicelab.net.ChannelConfig or None, got {type(net).__name__}")
+    runs: list[tuple[str, int, dict[str, Any]]] = [("lab", b, {"bitrate": b, "fec": bool(fec)}) for b in rates]
+    if baseline:
+        runs.append(("aiortc-defaults", AIORTC_OPUS_BITRATE, {"mode": "aiortc-defaults"}))
+    rows: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    for mode, b, kw in runs:
+        try:
+            r = await webrtc_call(codec="opus", seconds=seconds, net=net, seed=seed, jitter_buffer=jitter_buffer,
+                                  speech=speech, **kw)
+        except (asyncio.TimeoutError, OSError) as exc:
+            raise VoicelabError(f"the WebRTC call at {b} bit/s failed ({type(exc).__name__}: {exc})") from exc
+        results.append({"mode": mode, "bitrate": b, "result": r})
+        # plain aiortc encodes with its own encoder, whose output the lab cannot see
+        payload = _encoder_kbps(r.get("codec_params") or {"bitrate": b}, speech=speech, seconds=seconds) \
+            if mode == "lab" else None
+        for d in DIRECTIONS:
+            wire = r.get(f"{d}.bitrate_kbps_wire")
+            rows.append({
+                "mode": mode, "codec": "opus", "bitrate": b, "bitrate_kbps": b / 1000.0,
+                "fec": bool(fec) and mode == "lab", "direction": d,
+                "pesq_wb": r.get(f"{d}.pesq_wb"), "pesq_nb": r.get(f"{d}.pesq_nb"),
+                "mouth_to_ear_ms": r.get(f"{d}.mouth_to_ear_ms"),
+                "payload_kbps": payload, "bitrate_kbps_wire": wire,
+                "overhead_kbps": (wire - payload) if (wire is not None and payload is not None) else None,
+                "loss_rate": r.get(f"{d}.loss_rate"), "late_loss_rate": r.get(f"{d}.late_loss_rate"),
+                "concealed_frames": _concealed(r.get(f"{d}.outcomes")) if mode == "lab" else None,
+                "setup_ms": r.get("setup_ms"), "pacing_error_p99_ms": r.get(f"{d}.pacing_error_p99_ms"),
+                **_channel_columns(net),
+                "seconds": r.get("seconds", seconds), "seed": seed,
+                "synthetic_speech": bool(r.get("synthetic_speech", False)), "speech_source": r.get("speech_source"),
+            })
+    df = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+    df.attrs["results"] = results
+    return df
+
+
+def opus_bitrate_sweep(
+    bitrates: Sequence[int] = (8000, 12000, 16000, 24000, 32000, 64000),
+    *,
+    seconds: float = 3.0,
+    net: ChannelConfig | None = None,
+    fec: bool = False,
+    jitter_buffer: str = "fixed:60",
+    baseline: bool = False,
+    seed: int = 0,
+    speech: str = "default",
+) -> pd.DataFrame:
+    """WebRTC calls with the lab's Opus encoder at several bit rates: quality vs bits.
+
+    Parameters
+    ----------
+    bitrates : sequence of int
+        Opus target bit rates in bit/s (6000..510000), one call each.
+    seconds : float
+        Speech sent in each direction of each call, 1..60 s.
+    net : ChannelConfig, optional
+        Impairment of the path (both directions); None: clean loopback.
+    fec : bool
+        Opus in-band FEC (the encoder is told the channel's loss rate).
+    jitter_buffer : str
+        ``"fixed:MS"`` or ``"adaptive"``.
+    baseline : bool
+        Add one call with plain aiortc media (Opus at a fixed 96 kbit/s, its 16-packet
+        jitter buffer with 4 prefetched), rows with ``mode == "aiortc-defaults"``.
+    seed : int
+    speech : str
+        Named speech (see :func:`compare_transports`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (call, direction), columns :data:`SWEEP_COLUMNS`: ``bitrate``
+        (bit/s asked for), ``pesq_wb``, ``pesq_nb``, ``mouth_to_ear_ms``,
+        ``payload_kbps`` (what the encoder produces from this speech, kbit/s, speech
+        frames only; Opus is VBR, so it can differ from the target; None for the
+        plain-aiortc baseline, whose encoder the lab does not see),
+        ``bitrate_kbps_wire`` (SRTP packets with RTP header extensions and IPv4/UDP
+        headers, during the speech), ``overhead_kbps`` (their difference),
+        ``concealed_frames`` (frames the receiver had to conceal), ``pacing_error_p99_ms``
+        (see :func:`compare_transports`),
+        ``synthetic_speech``. ``df.attrs["results"]`` keeps each call's result.
+
+    Raises
+    ------
+    ParameterError
+        Bit rate outside 6000..510000, seconds outside 1..60, ``net`` not a ChannelConfig.
+    VoicelabError
+        A call failed.
+    """
+    return run_sync(lambda: opus_bitrate_sweep_async(
+        bitrates, seconds=seconds, net=net, fec=fec, jitter_buffer=jitter_buffer, baseline=baseline, seed=seed,
+        speech=speech))

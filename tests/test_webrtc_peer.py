@@ -284,6 +284,11 @@ def test_lab_opus_24k_call_on_loopback(natural_env):
         assert r[f"{d}.outcomes"].get("played", 0) >= 140  # the lab's playout played the stream
         # the lab's encoder, not aiortc's 96 kbps one: payload rate near the asked 24 kbps (VBR)
         assert 12 < _payload_kbps(r, d.split("_")[0]) < 32
+    # getStats sampled during the call: packets received grow for each peer
+    series = r["getstats_series"]
+    for peer in ("caller", "agent"):
+        got = [row["packets_received"] or 0 for row in series if row["peer"] == peer]
+        assert len(got) >= 3 and got == sorted(got) and got[-1] > got[0], got
         assert r[f"{d}.bitrate_kbps_wire"] > _payload_kbps(r, d.split("_")[0]) + 15  # + SRTP/RTP/UDP/IP
         # mouth-to-ear adds up: frame + transit + jitter buffer (60 ms) + look-ahead
         assert abs(r[f"{d}.mouth_to_ear_ms"] - r[f"{d}.parts_sum_ms"]) < 3.0, r

@@ -109,6 +109,7 @@ async def webrtc_call(
     seed: int = 0,
     quality: bool = True,
     connect_timeout: float = 10.0,
+    stats_interval_s: float | None = 0.5,
 ) -> dict[str, Any]:
     """One WebRTC call on loopback, caller and agent in this process; returns its metrics.
 
@@ -147,6 +148,10 @@ async def webrtc_call(
         Seconds allowed from offer to ``connected``. Gathering is not interrupted
         (aioice would leak its STUN/TURN tasks), so a hanging TURN server fails the
         call after at most ``connect_timeout`` + 5 s.
+    stats_interval_s : float or None
+        Sample both peers' ``getStats()`` this often during the media (result key
+        ``getstats_series``: ``t_ms`` from the start of media, ``peer``, ``jitter_ms``,
+        ``packets_lost``, ``packets_received``, ``rtt_ms``); None: only at the end.
 
     Returns
     -------
@@ -233,6 +238,7 @@ async def webrtc_call(
     recorders: list[asyncio.Task] = []
     relays: list[Any] = []
     stats: dict[str, dict] = {}
+    series: list[dict] = []  # getStats samples every stats_interval_s
     pairs: dict[str, Any] = {}
     t0 = t_offer = 0.0
     caller, agent = pcs["caller"], pcs["agent"]
@@ -287,11 +293,28 @@ async def webrtc_call(
             tr.start(t0)
         end = t0 + tracks["caller"].duration_s + 0.5
         played = asyncio.ensure_future(asyncio.gather(*(s.played_through(end) for s in sinks.values())))
+
+        async def sample_stats() -> None:  # getStats() over the call, as a browser's stats page polls it
+            while True:
+                await asyncio.sleep(stats_interval_s)
+                for who, pc in pcs.items():
+                    st = stats_summary(await pc.getStats(), clock_rate=int(facts.clock_rate))
+                    series.append({"t_ms": (loop.time() - t0) * 1000.0, "peer": who, "jitter_ms": st["jitter_ms"],
+                                   "packets_lost": st["packets_lost"], "packets_received": st["packets_received"],
+                                   "rtt_ms": st["rtt_ms"]})
+
+        sampler = asyncio.ensure_future(sample_stats()) if stats_interval_s else None
         try:
             done, _ = await asyncio.wait([played, *recorders], timeout=seconds + 20, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if not played.done():
                 played.cancel()
+            if sampler is not None:
+                sampler.cancel()
+                try:
+                    await sampler
+                except asyncio.CancelledError:
+                    pass
         if played not in done:
             for task in done:  # a recorder stopped early: its error is the reason
                 if task.exception() is not None:
@@ -348,6 +371,7 @@ async def webrtc_call(
         ),
         "media_start_ms": (t0 - t_offer) * 1000.0,
         "getstats": stats,
+        "getstats_series": series,
         "speech": sp.name,
         "speech_source": sp.source,
         "synthetic_speech": bool(sp.synthetic),

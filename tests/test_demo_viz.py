@@ -76,6 +76,12 @@ def test_demo_quick_writes_report(tmp_path):
     assert (tmp_path / "figures" / "pesq_wb_vs_loss.html").exists()
     if df["synthetic_speech"].any():
         assert "synthetic speech" in html
+    # the live part: the same call over the three transports, clean and impaired
+    live = pd.read_csv(tmp_path / "results-live.csv")
+    assert set(live["transport"]) == {"sip", "webrtc", "ws"} and live["condition"].nunique() == 2
+    assert "SIP/RTP, WebRTC and a WebSocket" in html and (tmp_path / "figures" / "live_transports.html").exists()
+    lossy = live[live["condition"] != "clean"]
+    assert (lossy[lossy["transport"] == "ws"]["loss_rate"] == 0).all()  # TCP: late, never lost
 
 
 def test_interact_headless_runs_defaults_once(monkeypatch):

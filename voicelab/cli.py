@@ -356,7 +356,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     quick = args.quick or os.environ.get("VOICELAB_QUICK") == "1"
-    path = run_demo(out_dir=args.out, quick=quick, progress=not args.no_progress)
+    path = run_demo(out_dir=args.out, quick=quick, progress=not args.no_progress, live=not args.no_live)
     print(f"report: {path}")
     return 0
 
@@ -586,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="results/demo", help="output folder")
     d.add_argument("--quick", action="store_true", help="fewer points and repeats (also VOICELAB_QUICK=1)")
     d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--no-live", action="store_true", help="skip the live SIP/WebRTC/WebSocket comparison")
     d.set_defaults(func=cmd_demo)
 
     ds = sub.add_parser("datasets", help="the speech corpus: list or fetch natural speech")

@@ -363,7 +363,7 @@ class LiveAudioStream:
 
     def _arm_play(self) -> None:
         when = self._play_start + self._k_play * self.tx.frame_ms / 1000.0  # type: ignore[operator]
-        self._play_handle = self._loop.call_at(when, self._play_slot, when)  # type: ignore[union-attr]
+        self._play_handle = self._loop.call_at(when - self._early, self._play_slot, when)  # type: ignore[union-attr]
 
     def _play_slot(self, when: float) -> None:
         p = self.jb.pop(when)

@@ -254,6 +254,9 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
                 webrtc = await serve_webrtc(agent, host=whost, port=wport)
                 print(f"  WebRTC: {webrtc.url} (signaling + browser client page)", flush=True)
             print("Ctrl-C stops", flush=True)
+            import gc
+
+            gc.freeze()  # start-up objects leave the collector: no 100 ms full collections mid-call
             try:
                 await asyncio.Event().wait()
             finally:

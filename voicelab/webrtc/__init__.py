@@ -10,6 +10,9 @@ cheap (no aiohttp or aiortc import):
   buffers and PLC, sockets and host candidates through a network interface.
 - :mod:`voicelab.webrtc.media`: loop-clock audio tracks and recording sinks.
 - :mod:`voicelab.webrtc.call`: :func:`webrtc_call`, one measured WebRTC call.
+- :mod:`voicelab.webrtc.agent`: :func:`serve_webrtc`, the voice agent's WebRTC front
+  (``voicelab agent serve --webrtc``).
+- :mod:`voicelab.webrtc.browser`: headless Chromium with a WAV as its microphone.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ _EXPORTS = {
     "SourceTrack": "media",
     "AudioSink": "media",
     "webrtc_call": "call",
+    "serve_webrtc": "agent",
+    "WebRtcFront": "agent",
+    "launch_chromium": "browser",
 }
 
 __all__ = sorted(_EXPORTS)

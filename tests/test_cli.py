@@ -199,3 +199,15 @@ def test_nat_matrix_json(capsys):
     assert by[("sip", "symmetric", "open")] == (True, False)
     # symmetric RTP at a public agent fixes it
     assert by[("sip-comedia", "symmetric", "open")] == (True, True)
+
+
+def test_call_on_the_vnet_in_virtual_time(capsys):
+    argv = ["call", "--net", "vnet", "--caller-nat", "symmetric", "--method", "sip", "--virtual-time",
+            "--duration", "2", "--speech", "harvard", "--json"]
+    rc, out, err = run(capsys, *argv)
+    assert rc == 0, err
+    r = json.loads(out)
+    # plain SIP from behind a symmetric NAT: the agent sends to the private SDP address
+    assert r["caller_to_agent"] is True and r["agent_to_caller"] is False
+    rc2, out2, _ = run(capsys, *argv)
+    assert out2 == out  # virtual time: the same JSON, bit for bit

@@ -389,6 +389,9 @@ overhead'''),
 
 
 def write(name: str, cells: list) -> None:
+    stem = name.split("-")[0]
+    for i, cell in enumerate(cells):  # stable ids: regenerating changes nothing that did not change
+        cell["id"] = f"ch{stem}-{i:03d}"
     nb = new_notebook(cells=cells, metadata={
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"},

@@ -336,6 +336,8 @@ async def vnet_sip_call(
     seed: int = 0,
     quality: bool = True,
     network: Mapping[str, Any] | None = None,
+    on_media_done: Any = None,
+    keep_network: list | None = None,
 ) -> dict[str, Any]:
     """One SIP call between the lab's caller and agent on the virtual network.
 
@@ -366,6 +368,12 @@ async def vnet_sip_call(
         Measure mouth-to-ear delay and PESQ per direction (off: only delivery counts).
     network : dict, optional
         Link overrides by element (see :data:`DEFAULT_LINKS`).
+    on_media_done : callable, optional
+        Called with no argument when the call has ended, before the recordings are
+        scored (e.g. for the CLI to time the call apart from PESQ).
+    keep_network : list, optional
+        The :class:`~voicelab.net.vnet.VirtualNetwork` the call runs on is appended
+        (to draw its packet trace afterwards).
 
     Returns
     -------
@@ -398,6 +406,8 @@ async def vnet_sip_call(
         raise ParameterError(f"method {method!r} is a WebRTC method: use vnet_webrtc_call (or vnet_call)")
     seconds = _check_seconds(seconds)
     net, info = build_topology(caller_nat, agent_nat, seed=seed, network=network, uplink=uplink, downlink=downlink)
+    if keep_network is not None:  # the caller keeps the network (and its packet trace)
+        keep_network.append(net)
     x, sp = _speech(speech, seconds, codec)
     loop = asyncio.get_running_loop()
     ifc, ifa = VirtualHostInterface(net, "caller"), VirtualHostInterface(net, "agent")
@@ -478,6 +488,8 @@ async def vnet_sip_call(
         "synthetic_speech": bool(sp.synthetic),
         "seconds": len(x) / 16000,
     }
+    if on_media_done is not None:
+        on_media_done()
     flags = {}
     for name, s, r in (("caller_to_agent", stream, agent_stream), ("agent_to_caller", agent_stream, stream)):
         sent = int(s.session.stats.packets_sent)
@@ -556,6 +568,7 @@ async def vnet_webrtc_call(
     quality: bool = True,
     network: Mapping[str, Any] | None = None,
     connect_timeout: float = 5.0,
+    keep_network: list | None = None,
 ) -> dict[str, Any]:
     """One WebRTC call (two aiortc peers with the lab's media) on the virtual network.
 
@@ -612,6 +625,8 @@ async def vnet_webrtc_call(
     if is_virtual(loop):
         raise ParameterError("WebRTC calls run in real time (aiortc uses the wall clock): use asyncio.run, not run_virtual")
     net, info = build_topology(caller_nat, agent_nat, seed=seed, network=network, uplink=uplink, downlink=downlink)
+    if keep_network is not None:  # the caller keeps the network (and its packet trace)
+        keep_network.append(net)
     x, sp = _speech(speech, seconds, codec)
     facts = _codecs.get(codec)
     rate = int(facts.sample_rate)

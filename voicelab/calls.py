@@ -32,6 +32,7 @@ from .errors import ParameterError, PeerTimeoutError, VoicelabError
 from .net import ChannelConfig
 from .net.iface import LoopbackInterface
 from .net.relay import UdpRelay
+from .realtime import realtime
 from .rtp.live import LiveAudioStream
 from .sip.ua import CallEnded, CallEstablished, CallFailed, UserAgent
 
@@ -218,6 +219,7 @@ async def open_caller(
     return ua, AsyncUserAgent(ua, t, capture=capture if transport == "udp" else None)
 
 
+@realtime
 async def sip_call(
     *,
     codec: str = "pcmu",
@@ -394,6 +396,7 @@ def __getattr__(name: str) -> Any:  # ``voicelab.calls.Agent`` moved to voicelab
     raise AttributeError(name)
 
 
+@realtime
 async def dial(
     target: str,
     *,

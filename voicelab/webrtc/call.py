@@ -36,6 +36,7 @@ from .. import audio, codecs, metrics
 from ..errors import ParameterError, VoicelabError
 from ..net import ChannelConfig
 from ..net.iface import LoopbackInterface, is_loopback_address
+from ..realtime import realtime
 from .media import AudioSink, SourceTrack, record_track
 from .peer import MODES, WEBRTC_CODECS, make_peer_connection, prefer_codec, selected_pair, stats_summary
 
@@ -91,6 +92,7 @@ def _span(pc: Any, start: str, end: str) -> float | None:
     return None if a is None or b is None else (b - a) * 1000.0
 
 
+@realtime
 async def webrtc_call(
     *,
     codec: str = "opus",

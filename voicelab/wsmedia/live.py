@@ -48,6 +48,7 @@ from ..rtp.live import StreamStats
 from ..rtp.packet import RtpPacket
 from ..rtp.playout import render
 from ..net.iface import http_connector  # the one aiohttp connector through the interface
+from ..realtime import realtime
 from . import protocol as P
 
 __all__ = ["MediaStreamServer", "MediaStreamClient", "AgentSession", "ws_call", "CLOSE_CODES"]
@@ -664,6 +665,7 @@ def _spikes(sender: _Media, receiver: _Media) -> dict[str, float | None]:
     }
 
 
+@realtime
 async def ws_call(
     *,
     seconds: float = 4.0,

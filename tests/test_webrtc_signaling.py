@@ -452,7 +452,38 @@ def test_rate_limit_sends_error_then_closes_1008():
     run(main)
 
 
-def test_malformed_messages_get_error_replies_and_connection_stays_usable():
+@pytest.mark.parametrize("frame, close_code", [
+    ("{not json", 1007),
+    ("[1, 2, 3]", 1007),
+    ("[" * 60000, 1007),  # nesting deep enough to hit the JSON recursion limit
+    (b"\x00\x01binary", 1003),
+])
+def test_malformed_json_gets_an_error_and_closes_only_that_socket(frame, close_code):
+    async def main():
+        iface = LoopbackInterface()
+        agent = StubAgent()
+        server = _server(iface, agent)
+        await server.start()
+        good, bad = SignalingClient(iface, server.url), SignalingClient(iface, server.url)
+        try:
+            await good.connect()
+            await bad.connect()
+            await bad.send_raw(frame)
+            reply = await bad.receive(timeout=TIMEOUT)
+            assert reply is not None and reply["type"] == "error" and reply["code"] == "malformed", reply
+            assert await bad.receive(timeout=TIMEOUT) is None and bad.close_code == close_code
+            assert server.stats.malformed_closed == 1
+            # the other session is untouched and can still make its call
+            assert await good.offer(OFFER) == "answer-to:" + OFFER[::-1]
+        finally:
+            await good.close()
+            await bad.close()
+            await server.close()
+
+    run(main)
+
+
+def test_bad_messages_get_error_replies_and_connection_stays_usable():
     async def main():
         iface = LoopbackInterface()
         agent = StubAgent()
@@ -460,10 +491,6 @@ def test_malformed_messages_get_error_replies_and_connection_stays_usable():
         await server.start()
         client = SignalingClient(iface, server.url)
         bad = [
-            ("{not json", "malformed"),
-            ("[1, 2, 3]", "malformed"),
-            ("[" * 60000, "malformed"),  # nesting deep enough to hit the JSON recursion limit
-            (b"\x00\x01binary", "malformed"),
             ('{"no": "type"}', "unknown_type"),
             ('{"type": "dance"}', "unknown_type"),
             ('{"type": "offer"}', "bad_message"),

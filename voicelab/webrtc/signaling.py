@@ -33,8 +33,12 @@ not a WebSocket upgrade on ``/ws``          HTTP 400
 message over ``max_message_bytes``          WebSocket closed with 1009 (message too big)
 more than ``max_messages_per_s``            ``{"type":"error","code":"rate_limited"}``,
                                             then close with 1008 (policy violation)
-malformed JSON, binary frame, unknown       ``{"type":"error", ...}`` reply; the
-``type``, bad fields, message out of order  connection stays usable
+malformed JSON (not JSON, not an object)    ``{"type":"error","code":"malformed"}``,
+                                            then close with 1007 (invalid payload)
+binary frame                                the same error, then close with 1003
+                                            (unsupported data)
+unknown ``type``, bad fields, message out   ``{"type":"error", ...}`` reply; the
+of order                                    connection stays usable
 ==========================================  ==========================================
 
 Requests without an ``Origin`` header (non-browser clients such as the Python caller)
@@ -94,6 +98,8 @@ DEFAULT_ALLOWED_ORIGINS = ("http://127.0.0.1", "http://localhost")
 #: WebSocket close codes used here (RFC 6455 7.4.1).
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_INVALID_PAYLOAD = 1007
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_MESSAGE_TOO_BIG = 1009
 
@@ -204,6 +210,8 @@ class SignalingStats:
         Sessions closed with 1009.
     rate_limited : int
         Sessions closed with 1008 for exceeding the message rate.
+    malformed_closed : int
+        Sessions closed with 1007/1003 for a message that is not a JSON object.
     offers, answers : int
         Offers handed to ``on_offer``; answers sent.
     callback_errors : int
@@ -224,6 +232,7 @@ class SignalingStats:
     errors_sent: int = 0
     oversized: int = 0
     rate_limited: int = 0
+    malformed_closed: int = 0
     offers: int = 0
     answers: int = 0
     callback_errors: int = 0
@@ -234,12 +243,14 @@ class SignalingStats:
 
 
 class _BadMessage(Exception):
-    """Internal: a message that gets an error reply (code, message)."""
+    """Internal: a message that gets an error reply (code, message), and with
+    ``close_code`` the socket is closed after it (the peer does not speak the protocol)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, close_code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.close_code = close_code
 
 
 def _check_candidate(value: Any) -> dict[str, Any] | None:
@@ -492,9 +503,11 @@ class SignalingSession:
         try:
             msg = json.loads(text)
         except (ValueError, RecursionError):
-            raise _BadMessage("malformed", "message is not valid JSON; send one JSON object per text frame") from None
+            raise _BadMessage("malformed", "message is not valid JSON; send one JSON object per text frame; closing (1007)",
+                              close_code=CLOSE_INVALID_PAYLOAD) from None
         if not isinstance(msg, dict):
-            raise _BadMessage("malformed", "message must be a JSON object with a 'type'")
+            raise _BadMessage("malformed", "message must be a JSON object with a 'type'; closing (1007)",
+                              close_code=CLOSE_INVALID_PAYLOAD)
         kind = msg.get("type")
         if kind not in MESSAGE_TYPES:
             raise _BadMessage("unknown_type", f"unknown message type {kind!r:.40}; expected one of {list(MESSAGE_TYPES)}")
@@ -596,11 +609,17 @@ class SignalingSession:
                     break
                 try:
                     if msg.type != aiohttp.WSMsgType.TEXT:
-                        raise _BadMessage("malformed", "binary frames are not part of the protocol; send JSON text")
+                        raise _BadMessage("malformed", "binary frames are not part of the protocol; send JSON text; closing (1003)",
+                                          close_code=CLOSE_UNSUPPORTED_DATA)
                     if not await self._handle_text(msg.data):
                         break
                 except _BadMessage as bad:
                     await self._error(bad.code, bad.message)
+                    if bad.close_code is not None:
+                        server.stats.malformed_closed += 1
+                        reason = "malformed"
+                        await self._close(bad.close_code, bad.code)
+                        break
         finally:
             if server._closing and reason == "socket_closed":
                 reason = "server_closed"

@@ -378,6 +378,18 @@ def test_relay_only_call_through_coturn(natural_env):
     assert r["caller_to_agent.bitrate_kbps_wire"] > 0 and r["sockets_loopback_only"]
 
 
+def test_relay_only_without_servers_starts_coturn_itself():
+    need_tool("turnserver", "coturn")
+    results = {}
+
+    async def main():
+        results["r"] = await webrtc_call(codec="pcmu", seconds=1.0, relay_only=True, quality=False)
+
+    run_clean(main, timeout=60)
+    r = results["r"]
+    assert r["ice_path"] == {"caller": "relay", "agent": "relay"} and r["turn"].startswith("coturn started")
+
+
 @pytest.mark.slow
 def test_connect_failure_is_a_voicelab_error():
     # a TURN-only policy towards a TURN port where nothing listens: ICE cannot succeed

@@ -182,6 +182,10 @@ class Coturn:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"turn:{host}:{self.address[1]}?transport=udp"
 
+    def ice_server(self) -> dict[str, str]:
+        """This server as an RTCIceServer entry (``urls``, ``username``, ``credential``)."""
+        return {"urls": self.url, "username": self.user, "credential": self.password}
+
     def log(self) -> str:
         """What coturn has written to its log so far."""
         if self._tmp is None:

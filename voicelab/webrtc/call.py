@@ -92,6 +92,11 @@ def _span(pc: Any, start: str, end: str) -> float | None:
     return None if a is None or b is None else (b - a) * 1000.0
 
 
+_CALL_PARAMETERS = ("codec", "bitrate", "fec", "dtx", "packet_loss_perc", "seconds", "speech", "input",
+                    "jitter_buffer", "mode", "ice_servers", "relay_only", "net", "seed", "quality",
+                    "connect_timeout", "stats_interval_s")
+
+
 @realtime
 async def webrtc_call(
     *,
@@ -138,7 +143,10 @@ async def webrtc_call(
     ice_servers : sequence
         STUN/TURN servers for both peers (IP literals); none by default.
     relay_only : bool
-        ICE relay-only policy on both peers (needs TURN in ``ice_servers``).
+        ICE relay-only policy on both peers. Without ``ice_servers`` a real coturn is
+        started for the call (:class:`voicelab.net.coturn.Coturn`; ``turn`` in the
+        result says so); raises :class:`~voicelab.errors.ToolUnavailableError` naming
+        Debian ``coturn`` when it is not installed.
     net : ChannelConfig, optional
         Impairment of every datagram between the peers (both directions), by the
         userspace relay. Not combinable with ``relay_only``.
@@ -200,6 +208,15 @@ async def webrtc_call(
         raise ParameterError(f"net must be a voicelab.net.ChannelConfig, got {type(net).__name__}")
     if net is not None and relay_only:
         raise ParameterError("net with relay_only is not supported: the impairment relay sits between host candidates")
+    if relay_only and not ice_servers:  # loopback mode: a real TURN server for this call
+        from ..net.coturn import Coturn
+
+        args = {k: v for k, v in locals().items() if k in _CALL_PARAMETERS}
+        async with Coturn() as turn:
+            args["ice_servers"] = [turn.ice_server()]
+            result = await webrtc_call(**args)
+        result["turn"] = f"coturn started for this call ({turn.url})"
+        return result
 
     params: dict[str, Any] = {}
     if codec == "opus" and mode == "lab":

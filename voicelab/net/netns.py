@@ -422,6 +422,8 @@ class UdpProbe:
         return True
 
     def _read_line(self, timeout: float) -> bytes | None:
+        # The kernel backend waits on real processes in real namespaces: its timeouts are
+        # wall-clock bounds on select(), not protocol time (no sans-IO core lives here).
         deadline = time.monotonic() + timeout
         while not self._lines:
             left = deadline - time.monotonic()

@@ -114,21 +114,11 @@ PEER_TRANSITIONS: dict[str, dict[tuple[str, str], str]] = {
 }
 _INITIAL = {"agent": "idle", "caller": "streaming"}
 
-#: What our own side may send, per role: ``{role: {(state, event): next_state}}``.
+#: What our own side may send, per role: exactly what the *other* role's decoder
+#: accepts from its peer (one table, read from both ends).
 _LOCAL_TRANSITIONS: dict[str, dict[tuple[str, str], str]] = {
-    "caller": {
-        ("idle", "connected"): "connected",
-        ("connected", "start"): "streaming",
-        ("streaming", "media"): "streaming",
-        ("streaming", "mark"): "streaming",
-        ("streaming", "dtmf"): "streaming",
-        ("streaming", "stop"): "stopped",
-    },
-    "agent": {
-        ("streaming", "media"): "streaming",
-        ("streaming", "mark"): "streaming",
-        ("streaming", "clear"): "streaming",
-    },
+    "caller": PEER_TRANSITIONS["agent"],
+    "agent": PEER_TRANSITIONS["caller"],
 }
 
 

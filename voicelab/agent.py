@@ -211,7 +211,7 @@ class Agent:
     # ------------------------------------------------------------------ set-up
     async def start(self) -> "Agent":
         """Listen and start answering; returns self."""
-        from .calls import AsyncUserAgent
+        from .sip.aio import AsyncUserAgent
         from .sim import Scenario, load_speech
         from .sip.transport import transport_for
 

@@ -28,135 +28,18 @@ from typing import Any
 import numpy as np
 
 from . import audio, metrics
-from .errors import ParameterError, PeerTimeoutError, VoicelabError
+from .errors import ParameterError, VoicelabError
+from .metrics.direction import direction_metrics as _direction_metrics  # moved; re-exported
+from .metrics.direction import measure_direction  # moved; re-exported
 from .net import ChannelConfig
 from .net.iface import LoopbackInterface
 from .net.relay import UdpRelay
 from .realtime import realtime
 from .rtp.live import LiveAudioStream
+from .sip.aio import AsyncUserAgent  # moved next to the SIP core; re-exported
 from .sip.ua import CallEnded, CallEstablished, CallFailed, UserAgent
 
-__all__ = ["AsyncUserAgent", "Agent", "sip_call", "dial", "open_caller"]
-
-
-class AsyncUserAgent:
-    """Drive a sans-IO :class:`UserAgent` from an asyncio SIP transport.
-
-    Parameters
-    ----------
-    ua : UserAgent
-    transport : voicelab.sip.transport.SipTransport
-        Already listening; created with ``parse=False`` (the UA parses).
-    """
-
-    def __init__(self, ua: UserAgent, transport: Any, *, capture: list | None = None) -> None:
-        self.ua = ua
-        self.transport = transport
-        self.capture = capture  # (time, src, dst, bytes) of every datagram, for pcap
-        self.loop = asyncio.get_running_loop()
-        self.events: asyncio.Queue = asyncio.Queue()
-        self._timer: asyncio.TimerHandle | None = None
-        self._sends: set[asyncio.Task] = set()
-        transport.on_message = self._on_message
-
-    def _on_message(self, data: Any, addr: Any, transport: Any) -> None:
-        if self.capture is not None:
-            self.capture.append((self.loop.time(), tuple(addr[:2]), self.ua.local_addr, bytes(data)))
-        self.ua.receive(bytes(data), tuple(addr[:2]), self.loop.time())
-        self.flush()
-
-    def flush(self) -> None:
-        """Send what the UA queued, deliver its events, re-arm its timer."""
-        for data, addr in self.ua.datagrams_to_send(self.loop.time()):
-            if self.capture is not None:
-                self.capture.append((self.loop.time(), self.ua.local_addr, tuple(addr[:2]), data))
-            task = self.loop.create_task(self.transport.send(data, tuple(addr[:2])))
-            self._sends.add(task)
-            task.add_done_callback(self._sends.discard)
-        while (ev := self.ua.next_event()) is not None:
-            self.events.put_nowait(ev)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        nt = self.ua.next_timer()
-        if nt is not None:
-            self._timer = self.loop.call_at(nt, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.ua.handle_timer(self.loop.time())
-        self.flush()
-
-    async def wait_for(self, *types: type, timeout: float = 10.0) -> Any:
-        """The next event of one of ``types`` (others are skipped).
-
-        Raises
-        ------
-        PeerTimeoutError
-            None arrived within ``timeout`` seconds.
-        """
-        async def _get():
-            while True:
-                ev = await self.events.get()
-                if isinstance(ev, types):
-                    return ev
-
-        try:
-            return await asyncio.wait_for(_get(), timeout)
-        except asyncio.TimeoutError:
-            names = " or ".join(t.__name__ for t in types)
-            raise PeerTimeoutError(f"no {names} within {timeout:g} s: the peer did not answer") from None
-
-    async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._sends:
-            await asyncio.gather(*self._sends, return_exceptions=True)
-        await self.transport.close()
-
-
-def _direction_metrics(sender: LiveAudioStream, receiver: LiveAudioStream, reference16: np.ndarray) -> dict[str, Any]:
-    """Mouth-to-ear delay and quality of one direction, both recordings on the loop clock."""
-    sent, t_sent = sender.sent_audio()
-    recv, t_recv = receiver.received_audio()
-    return measure_direction(sent, t_sent, recv, t_recv, sender.tx.sample_rate, reference16)
-
-
-def measure_direction(sent: np.ndarray, t_sent: float, recv: np.ndarray, t_recv: float, rate: int,
-                      reference16: np.ndarray) -> dict[str, Any]:  # fmt: skip
-    """Delay and PESQ of ``recv`` against ``sent``, both stamped on one clock.
-
-    Parameters
-    ----------
-    sent, recv : ndarray
-        Float audio at ``rate`` Hz; ``t_sent`` / ``t_recv`` are the clock times (s) of
-        their first samples.
-    reference16 : ndarray
-        The clean source at 16 kHz (the PESQ reference).
-
-    Returns
-    -------
-    dict
-        ``mouth_to_ear_ms``, ``delay_confidence``, ``pesq_nb``, ``pesq_wb`` (None when
-        nothing arrived or PESQ refused the signal).
-    """
-    out: dict[str, Any] = {"mouth_to_ear_ms": None, "pesq_nb": None, "pesq_wb": None, "delay_confidence": None}
-    if len(recv) == 0:
-        return out
-    off = int(round((t_recv - t_sent) * rate))
-    deg = np.concatenate([np.zeros(max(off, 0)), recv]) if off >= 0 else recv[-off:]
-    est = audio.estimate_delay(sent, deg, rate, max_delay_ms=2000.0, causal=True)
-    d = audio.compensate(deg, est.delay_samples, len(sent))
-    out["mouth_to_ear_ms"] = est.delay_ms
-    out["delay_confidence"] = est.confidence
-    ref16 = reference16[: int(len(sent) * 16000 / rate)]
-    d16 = audio.resample(d, rate, 16000)[: len(ref16)]
-    try:
-        out["pesq_nb"] = metrics.pesq(audio.resample(ref16, 16000, 8000), audio.resample(d16, 16000, 8000), 8000, mode="nb")
-        out["pesq_wb"] = metrics.pesq(ref16, d16, 16000, mode="wb")  # as in sim: NB codecs score low here
-    except VoicelabError:
-        pass
-    return out
+__all__ = ["AsyncUserAgent", "Agent", "sip_call", "dial", "open_caller", "measure_direction"]
 
 
 async def open_caller(

@@ -600,7 +600,7 @@ async def vnet_webrtc_call(
     ParameterError
         Bad parameters, or called on a virtual-clock loop.
     """
-    from .calls import _direction_metrics
+    from .metrics.direction import direction_metrics as _direction_metrics
     from .net.stun import StunServer
     from .net.turn import TurnServer
     from .net.vclock import is_virtual

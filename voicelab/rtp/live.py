@@ -149,7 +149,7 @@ class LiveAudioStream:
         rtcp_mux: bool = True,
         remote_rtcp_addr: tuple[str, int] | None = None,
     ) -> None:
-        from ..sim.scenario import parse_jitter_buffer
+        from .jitterbuffer import parse_jitter_buffer
 
         params = dict(codec_params or {})
         self.tx = codecs.get(codec, **params)

@@ -886,7 +886,7 @@ async def serve_webrtc(
     ...     print("open", front.url)
     """
     from .. import codecs
-    from ..sim.scenario import parse_jitter_buffer
+    from ..rtp.jitterbuffer import parse_jitter_buffer
 
     if getattr(agent, "iface", None) is None or getattr(agent, "ua", None) is None:
         raise ParameterError("start the agent first ('async with Agent(...) as agent' or 'await agent.start()'), "

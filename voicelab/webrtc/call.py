@@ -234,7 +234,7 @@ async def webrtc_call(
     nominal_bitrate = AIORTC_OPUS_BITRATE if (codec == "opus" and mode == "aiortc-defaults") else int(facts.bitrate)
     rate = int(facts.sample_rate)
 
-    from ..calls import _direction_metrics
+    from ..metrics.direction import direction_metrics as _direction_metrics
     from ..sim import Scenario, load_speech
 
     sp = load_speech(Scenario(speech=speech, input=input, max_speech_s=seconds, codec=codec))

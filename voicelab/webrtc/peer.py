@@ -585,7 +585,7 @@ class LabPlayout:
 
     def __init__(self, codec: Any, *, jitter_buffer: str = "fixed:60", plc: bool = True, fec: bool = False,
                  sink: Any = None, track: Any = None, track_queue_max: int = 50) -> None:
-        from ..sim.scenario import parse_jitter_buffer
+        from ..rtp.jitterbuffer import parse_jitter_buffer
         from .media import AudioSink
 
         self.rx = codec
@@ -956,7 +956,7 @@ def make_peer_connection(
         media = MediaConfig(codec=codec, codec_params=dict(codec_params or {}), jitter_buffer=jitter_buffer,
                             plc=bool(plc), fec=bool(fec), forward_to_track=bool(forward_to_track), sink=sink)
         media.make_codec(codec)  # fail now on bad codec parameters, not inside aiortc's RTP task
-        from ..sim.scenario import parse_jitter_buffer
+        from ..rtp.jitterbuffer import parse_jitter_buffer
 
         parse_jitter_buffer(jitter_buffer)
     return LabPeerConnection(iface, config, media=media)

@@ -78,7 +78,7 @@ class _Media:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, jitter_buffer: str, masked: bool) -> None:
-        from ..sim.scenario import parse_jitter_buffer
+        from ..rtp.jitterbuffer import parse_jitter_buffer
 
         self.loop = loop
         self.tx = codecs.get("pcmu", frame_ms=P.FRAME_MS)
@@ -417,7 +417,7 @@ class MediaStreamServer:
         path: str = "/media",
         max_message_bytes: int = P.MAX_MESSAGE_BYTES,
     ) -> None:
-        from ..sim.scenario import parse_jitter_buffer
+        from ..rtp.jitterbuffer import parse_jitter_buffer
 
         if mode not in ("play", "echo"):
             raise ParameterError(f"mode must be 'play' or 'echo', got {mode!r}")
@@ -712,7 +712,7 @@ async def ws_call(
         ``retransmissions`` and ``head_of_line_blocked``. ``agent_to_caller.mark_echo_ms``
         is how long the agent waited for the platform to confirm its last audio played.
     """
-    from ..calls import _direction_metrics
+    from ..metrics.direction import direction_metrics as _direction_metrics
     from ..net import ChannelConfig
     from ..net.iface import LoopbackInterface
     from ..net.tcprelay import TcpRelay

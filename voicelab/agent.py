@@ -212,7 +212,7 @@ class Agent:
     async def start(self) -> "Agent":
         """Listen and start answering; returns self."""
         from .sip.aio import AsyncUserAgent
-        from .sim import Scenario, load_speech
+        from .audio import load_speech
         from .sip.transport import transport_for
 
         loop = asyncio.get_running_loop()
@@ -221,7 +221,7 @@ class Agent:
         if self.mode == "play" and getattr(self, "_speech_override", None) is not None:
             self._x, self.synthetic_speech = self._speech_override, None
         elif self.mode == "play":
-            sp = load_speech(Scenario(speech=self.speech, input=self.mode_arg, max_speech_s=30.0))
+            sp = load_speech(speech=self.speech, input=self.mode_arg, max_speech_s=30.0)
             self._x = audio.resample(np.asarray(sp.samples, dtype=np.float64), sp.sample_rate, 16000)
             self.synthetic_speech = bool(sp.synthetic)
         if self.mode == "record":

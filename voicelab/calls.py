@@ -155,13 +155,13 @@ async def sip_call(
         ``bitrate_kbps_wire``, ``pacing_error_p99_ms``, ``r_factor``, ``mos_cqe``.
     """
     from .agent import Agent
-    from .sim import Scenario, load_speech
+    from .audio import load_speech
 
     if not 1.0 <= float(seconds) <= 60.0:
         raise ParameterError(f"seconds {seconds:g} is outside 1..60")
     loop = asyncio.get_running_loop()
     iface = LoopbackInterface(loop)
-    sp = load_speech(Scenario(speech=speech, input=input, max_speech_s=float(seconds), codec=codec))
+    sp = load_speech(speech=speech, input=input, max_speech_s=float(seconds), codec=codec)
     x = audio.resample(np.asarray(sp.samples, dtype=np.float64), sp.sample_rate, 16000)
     seeds = np.random.SeedSequence(seed).spawn(4)
     capture: list | None = [] if pcap else None
@@ -314,12 +314,12 @@ async def dial(
         statistics, and the recordings ``sent`` / ``received`` (float audio at
         ``sample_rate``) for scoring against the peer's own recordings.
     """
-    from .sim import Scenario, load_speech
+    from .audio import load_speech
     from .sip.ua import OptionsAnswered
 
     loop = asyncio.get_running_loop()
     iface = LoopbackInterface(loop)
-    sp = load_speech(Scenario(speech=speech, input=input, max_speech_s=float(seconds), codec=codec))
+    sp = load_speech(speech=speech, input=input, max_speech_s=float(seconds), codec=codec)
     x = audio.resample(np.asarray(sp.samples, dtype=np.float64), sp.sample_rate, 16000)
     ua, sip = await open_caller(iface, codec=codec, transport=transport, srtp=srtp, credentials=credentials,
                                 ca_file=ca_file, seed=seed)  # fmt: skip

@@ -387,9 +387,9 @@ def _encoder_kbps(params: dict[str, Any], *, speech: str, seconds: float) -> flo
     import numpy as np
 
     from . import audio, codecs
-    from .sim import Scenario, load_speech
+    from .audio import load_speech
 
-    sp = load_speech(Scenario(speech=speech, max_speech_s=seconds, codec="opus"))
+    sp = load_speech(speech=speech, max_speech_s=seconds, codec="opus")
     x = np.asarray(sp.samples, dtype=np.float64)
     if sp.sample_rate != 16000:
         x = audio.resample(x, sp.sample_rate, 16000)

@@ -235,9 +235,9 @@ async def webrtc_call(
     rate = int(facts.sample_rate)
 
     from ..metrics.direction import direction_metrics as _direction_metrics
-    from ..sim import Scenario, load_speech
+    from ..audio import load_speech
 
-    sp = load_speech(Scenario(speech=speech, input=input, max_speech_s=seconds, codec=codec))
+    sp = load_speech(speech=speech, input=input, max_speech_s=seconds, codec=codec)
     x = np.asarray(sp.samples, dtype=np.float64)
     if sp.sample_rate != 16000:
         x = audio.resample(x, sp.sample_rate, 16000)

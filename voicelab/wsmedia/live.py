@@ -442,9 +442,9 @@ class MediaStreamServer:
         from aiohttp import web
 
         if self.mode == "play" and self._samples is None:
-            from ..sim import Scenario, load_speech
+            from ..audio import load_speech
 
-            sp = load_speech(Scenario(speech=self.speech, max_speech_s=30.0))
+            sp = load_speech(speech=self.speech, max_speech_s=30.0)
             self._samples, self._sample_rate = np.asarray(sp.samples, dtype=np.float64), int(sp.sample_rate)
         self._started = asyncio.Queue()
         app = web.Application()
@@ -716,7 +716,7 @@ async def ws_call(
     from ..net import ChannelConfig
     from ..net.iface import LoopbackInterface
     from ..net.tcprelay import TcpRelay
-    from ..sim import Scenario, load_speech
+    from ..audio import load_speech
 
     if not 1.0 <= float(seconds) <= 60.0:
         raise ParameterError(f"seconds {seconds:g} is outside 1..60")
@@ -724,7 +724,7 @@ async def ws_call(
         raise ParameterError(f"net must be a voicelab.net.ChannelConfig or None, got {type(net).__name__}")
     loop = asyncio.get_running_loop()
     iface = LoopbackInterface(loop)
-    sp = load_speech(Scenario(speech=speech, input=input, max_speech_s=float(seconds), codec="pcmu"))
+    sp = load_speech(speech=speech, input=input, max_speech_s=float(seconds), codec="pcmu")
     x = np.asarray(sp.samples, dtype=np.float64)
     if sp.sample_rate != 16000:
         x = audio.resample(x, sp.sample_rate, 16000)

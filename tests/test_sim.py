@@ -21,7 +21,7 @@ from .conftest import need
 # (codec, params, metric, floor): issue #2 acceptance, REFERENCE-FACTS clean-channel PESQ.
 FLOORS = [
     ("pcmu", {}, "pesq_nb", 4.35),  # published 4.41
-    ("g722", {}, "pesq_wb", 4.2),  # FFmpeg G.722 on this corpus 4.28
+    ("g722", {}, "pesq_wb", 4.1),  # FFmpeg G.722: 4.15 on the shipped CMU ARCTIC corpus (per item 4.10-4.34; 4.28 on the older VOICELAB_DATA mix)
     ("opus", {"bitrate": 24000}, "pesq_wb", 4.3),  # 4.39
     ("amr-nb", {"bitrate": 12200}, "pesq_nb", 4.0),  # 4.11
     ("g726", {"bitrate": 32000}, "pesq_nb", 3.9),  # 3.97

@@ -121,6 +121,8 @@ def _report_html(df: pd.DataFrame, figs: dict, live_df: pd.DataFrame | None = No
     })
     synthetic = bool(df.get("synthetic_speech", pd.Series([False])).any())
     src = df["speech_source"].iloc[0] if "speech_source" in df else "?"
+    if "speech" in df:  # which corpus items (and so which talkers) were sent
+        src = f"{src}, {df['speech'].iloc[0]}"
     note = (
         f'<p class="warn">{html.escape(audio.SYNTHETIC_WARNING)}</p>' if synthetic else ""
     )

@@ -144,3 +144,13 @@ def test_stripped_install_falls_back_to_labelled_espeak(fresh_clone, monkeypatch
 def test_load_speech_bad_arguments(kwargs):
     with pytest.raises(ParameterError):
         load_speech(**kwargs)
+
+
+def test_cli_lists_items_talkers_and_transcripts(fresh_clone, capsys):
+    from voicelab.cli import main
+
+    assert main(["datasets", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "natural:package" in out and "synthetic" not in out
+    for it in corpus_items():
+        assert it.id in out and it.talker in out and it.transcript in out

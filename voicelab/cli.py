@@ -381,11 +381,12 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         for p in paths:
             print(p)
         return 0
-    items = audio.corpus(sample_rate=16000)
-    print(f"speech corpus in use: {audio.corpus_source()}")
+    items = audio.corpus_items(sample_rate=16000)
+    print(f"speech corpus in use: {audio.corpus_source()}  (send one item with --speech corpus:ID)")
     for it in items:
-        print(f"  {it.name:<40} {it.duration_s:6.2f} s  {it.source:<10} {it.licence}")
-    if items and items[0].synthetic:
+        dur = f"{it.duration_s:6.2f} s" if it.duration_s is not None else "       -"
+        print(f"  {it.id:<32} {it.talker:<16} {dur}  {it.location:<13} {it.transcript or ''}")
+    if items and not items[0].natural:
         print(f"  note: {audio.SYNTHETIC_WARNING}")
     return 0
 
@@ -512,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_channel_args(s)
     s.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same result)")
     s.add_argument("--input", metavar="WAV", help="speech to send (default: the speech corpus)")
-    s.add_argument("--speech", default="default", help="named speech when no --input: default, harvard, arctic, css, corpus:N")
+    s.add_argument("--speech", default="default", help="named speech when no --input: default (natural corpus), espeak, corpus:ID, corpus:N, harvard, arctic, css")
     s.add_argument("--save-audio", metavar="DIR", help="write reference.wav and degraded.wav there")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_simulate)

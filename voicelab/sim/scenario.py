@@ -53,9 +53,11 @@ class Scenario:
         Rebuild a lost frame from the next packet's redundancy when the codec has
         FEC (Opus in-band FEC). Setting it also enables the encoder's FEC.
     speech : str
-        Which speech to send: ``"default"`` (the corpus, see
-        :func:`voicelab.audio.corpus`), an example name (``"harvard"``, ``"css"``), or
-        ``"corpus:N"`` for item N.
+        Which speech to send (see :func:`voicelab.audio.load_speech`): ``"default"``
+        (the natural corpus shipped in the package, plus ``VOICELAB_DATA``),
+        ``"corpus:ID"`` for one item (:func:`voicelab.audio.corpus_items`), ``"corpus:N"``
+        for item N, ``"espeak"`` for eSpeak NG speech, or an example name
+        (``"harvard"``, ``"css"``).
     input : str or None
         Path of a WAV file to send instead of ``speech``.
     level_db : float

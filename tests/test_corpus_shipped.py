@@ -154,3 +154,14 @@ def test_cli_lists_items_talkers_and_transcripts(fresh_clone, capsys):
     assert "natural:package" in out and "synthetic" not in out
     for it in corpus_items():
         assert it.id in out and it.talker in out and it.transcript in out
+
+
+def test_talker_spec_sends_one_talkers_items(fresh_clone):
+    for who in ("aew", "axb"):
+        sp = load_speech(speech=f"talker:{who}", max_speech_s=30.0)
+        assert set(sp.talkers) == {who} and not sp.synthetic and sp.source == "natural:package"
+        assert list(sp.items) == [it.id for it in corpus_items() if it.talker == who]
+        assert sp.name.startswith(f"talker:{who}[")
+    assert load_speech(speech="talker:espeak:en-us", max_speech_s=3.0).synthetic
+    with pytest.raises(ParameterError, match="known talkers: aew, axb"):
+        load_speech(speech="talker:nobody")

@@ -513,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_channel_args(s)
     s.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same result)")
     s.add_argument("--input", metavar="WAV", help="speech to send (default: the speech corpus)")
-    s.add_argument("--speech", default="default", help="named speech when no --input: default (natural corpus), espeak, corpus:ID, corpus:N, harvard, arctic, css")
+    s.add_argument("--speech", default="default", help="named speech when no --input: default (natural corpus), espeak, talker:NAME, corpus:ID, corpus:N, harvard, arctic, css")
     s.add_argument("--save-audio", metavar="DIR", help="write reference.wav and degraded.wav there")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_simulate)

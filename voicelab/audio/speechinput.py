@@ -17,6 +17,10 @@ Speech specs (``speech=``):
 ``"espeak"`` (or ``"synthetic"``)
     The eSpeak NG corpus the same way (synthetic: results carry
     :data:`voicelab.audio.SYNTHETIC_WARNING`).
+``"talker:NAME"``
+    The items of one talker (``talker:aew``, ``talker:axb``, ``talker:espeak:en-us``),
+    concatenated the same way: about 8-11 s per shipped talker, the length P.862
+    recommends, for a talker dimension in a study.
 ``"corpus:ID"``
     One corpus item by id (:func:`voicelab.audio.corpus_items`), natural or eSpeak.
 ``"corpus:N"``
@@ -168,9 +172,18 @@ def _load_cached(key: tuple, input_path: str | None, speech: str, max_s: float, 
 
 def _named_speech(spec: str, max_s: float):
     rate = 16000
-    if spec in ("default", "corpus", "espeak", "synthetic"):
+    if spec in ("default", "corpus", "espeak", "synthetic") or spec.startswith("talker:"):
         source = "synthetic" if spec in ("espeak", "synthetic") else "auto"
         listing = corpus_items(sample_rate=rate, source=source)
+        if spec.startswith("talker:"):
+            who = spec.split(":", 1)[1]
+            talkers = list(dict.fromkeys(it.talker for it in listing + corpus_items(sample_rate=rate, source="synthetic")))
+            listing = [it for it in listing if it.talker == who]
+            if not listing:
+                listing = [it for it in corpus_items(sample_rate=rate, source="synthetic") if it.talker == who]
+            if not listing:
+                raise ParameterError(f"speech {spec!r}: no such talker; known talkers: {', '.join(talkers)}")
+            source = "synthetic" if not listing[0].natural else "auto"
         parts: list[np.ndarray] = []
         speeches = []
         total = 0
@@ -182,7 +195,8 @@ def _named_speech(spec: str, max_s: float):
             if total >= max_s * rate:
                 break
         ids = tuple(sp.name for sp in speeches)
-        name = f"{'espeak' if source == 'synthetic' else 'default'}[{','.join(ids)}]"
+        head = spec if spec.startswith("talker:") else "espeak" if source == "synthetic" else "default"
+        name = f"{head}[{','.join(ids)}]"
         where = {it.id: it.location for it in listing}
         used = [where[i] for i in ids if where.get(i) != "espeak-ng"]
         if any(sp.synthetic for sp in speeches):

@@ -152,6 +152,27 @@ def cmd_call(args: argparse.Namespace) -> int:
 
     chan = _channel_from_args(args)
     net = None if chan == ChannelConfig() else chan
+    if args.path:
+        from .hybrid import path_call
+
+        if args.transport != "sip" or args.target or args.net != "loopback" or net is not None:
+            raise ParameterError("--path runs its own legs (PSTN model + live SIP trunk): no --transport, --target, "
+                                 "--net or impairment flags with it")
+        res = path_call(args.path, seconds=args.duration, speech=args.speech, seed=args.seed,
+                        jitter_buffer=args.jitter_buffer)
+        if args.json:
+            _print_result(res, True)
+            return 0
+        print(f"{res['path']}: phone -> agent, one way")
+        for h in res["hops"]:
+            d = h["delay_ms"]
+            print(f"  {'-' if d is None else f'{d:7.2f}'} ms  {h['how']:<15}  {h['hop']}")
+        total = res["phone_to_agent_ms"]
+        print(f"  {'-' if total is None else f'{total:7.2f}'} ms  total (PSTN side measured through the lab + live leg); "
+              f"G.114 budget {res['g114_budget_ms']:g} ms: {'within' if res['within_g114'] else 'EXCEEDED'}")
+        print(f"  PESQ-NB after the PSTN side {res['pstn_pesq_nb']}, on the trunk leg {res['trunk_pesq_nb']}; "
+              f"setup {res['setup_ms']} ms" + (f"; SBC {res['sbc']}" if res["sbc"] else ""))
+        return 0
     auth = _user_pass(args.auth, "--auth")
     sip_only = {"--sip-transport": args.sip_transport != "udp", "--srtp": args.srtp, "--auth": auth is not None,
                 "--target": bool(args.target)}
@@ -541,6 +562,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--virtual-time", action="store_true", help="run on a virtual clock (the lab's own stacks only)")
     cl.add_argument("--codec", default="pcmu", help="codec both sides offer and accept")
     cl.add_argument("--target", metavar="URI", help="call this SIP URI on loopback (e.g. a softphone) instead of the built-in agent")
+    cl.add_argument("--path", metavar="SPEC", help="a real-world path: PSTN-PRESET+trunk[+sbc|+relay], e.g. "
+                    "pstn-national-mobile+trunk+sbc (phone side simulated hop by hop, live SIP trunk leg, real "
+                    "Kamailio + rtpengine SBC); prints a per-hop delay table")
     cl.add_argument("--duration", type=_float_arg("duration", 1.0, 60.0), default=4.0, metavar="S", help="seconds of speech each way")
     cl.add_argument("--jitter-buffer", default="fixed:60", metavar="fixed:MS|adaptive")
     _add_channel_args(cl)

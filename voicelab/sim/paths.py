@@ -131,7 +131,7 @@ PSTN_PRESETS: dict[str, tuple[Any, ...]] = {
 }
 
 
-def path_hops(path: str | Sequence[Any]) -> list[Hop]:
+def path_hops(path: str | Sequence[Any], *, open_end: bool = False) -> list[Hop]:
     """The hops of a preset name or a list of hop names / Hop objects / ("propagation", km).
 
     Raises
@@ -155,6 +155,8 @@ def path_hops(path: str | Sequence[Any]) -> list[Hop]:
             hops.append(propagation(h[1]))
         else:
             raise ParameterError(f"a hop is a name, a Hop or ('propagation', km), got {h!r}")
+    if open_end:
+        return hops
     if not any(h.codec for h in hops):
         raise ParameterError("a path needs at least one codec leg (e.g. 'carrier-media-gateway')")
     if hops[-1].codec is None:
@@ -201,7 +203,8 @@ class PathResult:
 
 
 def simulate_path(path: str | Sequence[Any], *, speech: str = "default", loss_rate: float = 0.0, seed: int = 0,
-                  max_speech_s: float = 8.0, quality: bool = True) -> PathResult:
+                  max_speech_s: float = 8.0, quality: bool = True, open_end: bool = False,
+                  out_wav: str | None = None, drop_gateway: bool = False) -> PathResult:
     """Send speech from a phone through a PSTN path to the SIP trunk, in ``sim`` mode.
 
     Parameters
@@ -218,6 +221,13 @@ def simulate_path(path: str | Sequence[Any], *, speech: str = "default", loss_ra
         Speech length in seconds.
     quality : bool
         Compute end-to-end PESQ.
+    open_end : bool
+        The path may end with (or consist only of) modelled hops: their delay is applied as
+        a pure shift of the audio (a live leg continues the path, see :mod:`voicelab.hybrid`).
+    out_wav : str, optional
+        Write the audio leaving the path (delay included) to this WAV file.
+    drop_gateway : bool
+        Leave out trailing ``gateway`` hops (a live trunk leg stands for them).
 
     Returns
     -------
@@ -226,7 +236,9 @@ def simulate_path(path: str | Sequence[Any], *, speech: str = "default", loss_ra
     from .engine import simulate_call
     from .scenario import Scenario
 
-    hops = path_hops(path)
+    hops = path_hops(path, open_end=open_end)
+    while drop_gateway and hops and hops[-1].kind == "gateway":
+        hops = hops[:-1]
     rows: list[dict[str, Any]] = []
     legs = []
     pending_ms = 0.0
@@ -262,7 +274,19 @@ def simulate_path(path: str | Sequence[Any], *, speech: str = "default", loss_ra
             pending_ms = 0.0
             current = os.path.join(tmp, f"leg{i}.wav")
             audio.write_wav(current, np.asarray(deg, dtype=np.float64), int(rate))
-        final, _ = audio.read_wav(current)
+        if reference is None:  # no codec leg: the phone's speech itself enters the live leg
+            from .engine import load_speech
+
+            sp = load_speech(Scenario(speech=speech, max_speech_s=max_speech_s))
+            reference, rate = np.asarray(sp.samples, dtype=np.float64), sp.sample_rate
+            first_speech = {"speech": sp.name, "synthetic_speech": sp.synthetic}
+            final = reference
+        else:
+            final, _ = audio.read_wav(current)
+        if pending_ms:  # trailing modelled hops: a pure delay
+            final = np.concatenate([np.zeros(int(round(pending_ms * rate / 1000.0))), final])
+        if out_wav:
+            audio.write_wav(out_wav, np.asarray(final, dtype=np.float64), int(rate))
     est = audio.estimate_delay(reference, final[: len(reference) + int(rate)], int(rate), max_delay_ms=1500.0)
     table = pd.DataFrame(rows, columns=["hop", "kind", "delay_ms", "how", "source"])
     pesq_nb = None

@@ -474,6 +474,8 @@ _PEERS = [
     ("tshark", "tshark", "pcap dissection checks"),
     ("ip", "iproute2", "network namespaces (kernel NAT cross-check, root)"),
     ("iptables", "iptables", "kernel NAT rules (kernel NAT cross-check, root)"),
+    ("kamailio", "kamailio", "SIP proxy of the real SBC (call --path ...+sbc)"),
+    ("rtpengine", "rtpengine-daemon", "media anchor of the real SBC (call --path ...+sbc)"),
 ]
 
 

@@ -84,11 +84,15 @@ class BridgeLeg:
     sip_codec: str = ""
     setup_ms: float | None = None
     ended: bool = False
+    #: who hung up first: "webrtc" or "sip"
+    hung_up_by: str | None = None
     errors: list[str] = field(default_factory=list)
+    sip_ended: Any = None  # future: the SIP dialog is over (CallEnded seen)
+    watcher: Any = None
 
     def summary(self) -> dict[str, Any]:
         return {"session": self.session_id, "webrtc_codec": self.webrtc_codec, "sip_codec": self.sip_codec,
-                "sip_setup_ms": self.setup_ms, "errors": list(self.errors)}
+                "sip_setup_ms": self.setup_ms, "hung_up_by": self.hung_up_by, "errors": list(self.errors)}
 
 
 def _bridge_sink_class():
@@ -252,32 +256,53 @@ class Gateway:
             leg.stream.on_played = sip_played
             leg.sink = _bridge_sink_class()(w_rate, web_played)
             self.streams[session_id] = leg.stream
+            leg.sip_ended = loop.create_future()
+            leg.watcher = asyncio.ensure_future(self._watch(leg))
             return leg.track, leg.sink
         except BaseException:
             await self.close_leg(session_id)
             raise
 
-    async def close_leg(self, session_id: str) -> None:
-        """Hang up the SIP leg of a WebRTC call (BYE when it was answered)."""
+    async def _watch(self, leg: BridgeLeg) -> None:
+        """Wait for the SIP dialog to end; if the SIP side hung up first, hang up the browser."""
         from .sip.ua import CallEnded
 
+        try:
+            await leg.sip.wait_for(CallEnded, timeout=24 * 3600.0)
+        except (asyncio.TimeoutError, VoicelabError):
+            return
+        if not leg.sip_ended.done():
+            leg.sip_ended.set_result(True)
+        if leg.ended or self.front is None:
+            return
+        leg.hung_up_by = "sip"
+        web = self.front.calls.get(leg.session_id)
+        if web is not None:
+            web.end_reason = "sip_bye"
+            await web.session.bye()  # the front's hang-up (on_bye) then closes this leg
+
+    async def close_leg(self, session_id: str) -> None:
+        """Hang up the SIP leg of a WebRTC call (BYE when it was answered and is still up)."""
         leg = self.legs.get(session_id)
         if leg is None or leg.ended:
             return
         leg.ended = True
+        leg.hung_up_by = leg.hung_up_by or "webrtc"
         self.streams.pop(session_id, None)
         loop = asyncio.get_running_loop()
         try:
-            if leg.sip_call is not None and leg.stream is not None:
+            if leg.sip_ended is not None and not leg.sip_ended.done():
                 leg.ua.bye(leg.sip_call, now=loop.time())
                 leg.sip.flush()
                 try:
-                    await leg.sip.wait_for(CallEnded, timeout=5.0)
+                    await asyncio.wait_for(asyncio.shield(leg.sip_ended), 5.0)
                 except asyncio.TimeoutError:
                     leg.errors.append("no answer to the BYE on the SIP leg within 5 s")
         except VoicelabError as exc:
             leg.errors.append(f"SIP leg hang-up: {exc}"[:300])
         finally:
+            if leg.watcher is not None and not leg.watcher.done() and leg.watcher is not asyncio.current_task():
+                leg.watcher.cancel()
             if leg.stream is not None:
                 await leg.stream.close()
             if leg.sip is not None:

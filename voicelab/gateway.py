@@ -11,12 +11,20 @@ user agent made of two legs the lab already has:
   the lab's caller (one UA per leg) and a :class:`voicelab.rtp.live.LiveAudioStream`
   (G.711 or G.722) with its own jitter buffer.
 
-Audio crosses per frame on the loop clock: each frame one leg's playout *played* (after its
-jitter buffer, decoder and PLC) is resampled (a streaming soxr resampler per direction,
-so frames join without edges) and handed to the other leg's encoder, which sends it when
-it has finished playing (:meth:`LiveAudioStream.forward`, :class:`EchoTrack`): the
-gateway adds one frame, the resampler's latency and its own jitter buffer to each
-direction. Both legs share the gateway's buffer policy (``jitter_buffer``).
+**Transcoding** (the legs negotiated different codecs, e.g. Opus 48 kHz and G.711): audio
+crosses per frame on the loop clock: each frame one leg's playout *played* (after its
+jitter buffer, decoder and PLC) is resampled (:class:`voicelab.audio.StreamResampler`, a
+streaming FIR with 1 ms of delay; soxr's streaming mode holds back over 100 ms at these
+ratios) and handed to the other leg's encoder, which sends it when it has finished playing
+(:meth:`LiveAudioStream.forward`, :class:`EchoTrack`): the gateway adds its jitter buffer,
+one frame of re-packetization and 1 ms to each direction. Both legs share the gateway's
+buffer policy (``jitter_buffer``).
+
+**Pass-through** (both legs negotiated the same G.711 or G.722 codec): RTP payloads are
+forwarded as they arrive (the WebRTC playout's packet tap -> :meth:`LiveAudioStream.send_payload`;
+the SIP stream's packet tap -> a track of ``av.Packet`` that aiortc sends with the lab
+encoder's ``pack``): no decoding, no buffer, no re-encoding, so no tandem loss and well
+under a millisecond in the gateway (``BridgeLeg.forward_delay_ms``).
 
 Hanging up either side ends the other: a BYE from the browser's signaling (or an ICE
 failure) sends a BYE on the SIP leg; a SIP leg that fails to set up refuses the offer (the
@@ -69,6 +77,61 @@ class _Rechunk:
         return np.clip(np.round(out * 32768.0), -32768, 32767).astype(np.int16)
 
 
+def _passthrough_track_class():
+    from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+    class PassThroughTrack(MediaStreamTrack):
+        """An aiortc track of pre-encoded payloads from the SIP leg (``av.Packet``; aiortc calls
+        the lab encoder's ``pack``): no decoding, no resampling, no re-encoding, no buffer."""
+
+        kind = "audio"
+
+        def __init__(self, clock_rate: int) -> None:
+            super().__init__()
+            self.clock_rate = int(clock_rate)
+            self._queue: collections.deque = collections.deque()
+            self._event = asyncio.Event()
+            self._ts = 0
+            #: seconds from the packet's arrival on the SIP leg to its hand-over to aiortc
+            self.forward_s: list[float] = []
+
+        def push(self, payload: bytes, arrival: float) -> None:
+            self._queue.append((bytes(payload), arrival))
+            self._event.set()
+
+        async def recv(self) -> Any:
+            import fractions
+
+            import av
+
+            while not self._queue:
+                if self.readyState != "live":
+                    raise MediaStreamError
+                self._event.clear()
+                await self._event.wait()
+            payload, arrival = self._queue.popleft()
+            packet = av.Packet(payload)
+            packet.pts = self._ts
+            packet.time_base = fractions.Fraction(1, self.clock_rate)
+            self._ts += len(payload)  # G.711/G.722: one RTP clock tick (8 kHz) per byte
+            self.forward_s.append(asyncio.get_running_loop().time() - arrival)
+            return packet
+
+        def stop(self) -> None:  # noqa: D102
+            super().stop()
+            self._event.set()
+
+        def sent_audio(self) -> tuple[np.ndarray, float]:
+            """Nothing decoded here: payloads pass through (the SIP leg's recording has the audio)."""
+            return np.zeros(0), 0.0
+
+    return PassThroughTrack
+
+
+#: codecs the gateway forwards without decoding when both legs negotiated them
+PASSTHROUGH_CODECS = ("pcmu", "pcma", "g722")
+
+
 @dataclass
 class BridgeLeg:
     """One bridged call: the WebRTC session and its SIP leg."""
@@ -84,6 +147,10 @@ class BridgeLeg:
     sip_codec: str = ""
     setup_ms: float | None = None
     ended: bool = False
+    #: True when both legs share the codec and payloads are forwarded as they are
+    passthrough: bool = False
+    #: pass-through: seconds from a WebRTC packet's arrival to its departure on the SIP leg
+    forward_to_sip_s: list = field(default_factory=list)
     #: who hung up first: "webrtc" or "sip"
     hung_up_by: str | None = None
     errors: list[str] = field(default_factory=list)
@@ -92,7 +159,17 @@ class BridgeLeg:
 
     def summary(self) -> dict[str, Any]:
         return {"session": self.session_id, "webrtc_codec": self.webrtc_codec, "sip_codec": self.sip_codec,
-                "sip_setup_ms": self.setup_ms, "hung_up_by": self.hung_up_by, "errors": list(self.errors)}
+                "sip_setup_ms": self.setup_ms, "hung_up_by": self.hung_up_by, "passthrough": self.passthrough,
+                "errors": list(self.errors)}
+
+    def forward_delay_ms(self) -> dict[str, float | None]:
+        """Pass-through only: median and max time a packet spent in the gateway, per direction (ms)."""
+        out: dict[str, float | None] = {}
+        to_web = getattr(self.track, "forward_s", None) or []
+        for name, xs in (("browser_to_sip", self.forward_to_sip_s), ("sip_to_browser", to_web)):
+            out[f"{name}_median"] = float(np.median(xs) * 1000.0) if xs else None
+            out[f"{name}_max"] = float(np.max(xs) * 1000.0) if xs else None
+        return out
 
 
 def _bridge_sink_class():
@@ -101,13 +178,16 @@ def _bridge_sink_class():
     class _BridgeSink(AudioSink):
         """The WebRTC playout's recording, which also forwards each played frame to the SIP leg."""
 
-        def __init__(self, sample_rate: int, forward: Any) -> None:
+        def __init__(self, sample_rate: int, forward: Any, on_packet: Any = None) -> None:
             super().__init__(sample_rate)
             self._forward = forward
+            if on_packet is not None:  # pass-through: the playout hands over every payload on arrival
+                self.on_packet = on_packet
 
         def write(self, frame: np.ndarray, when: float, *, arrival: float | None = None) -> float:  # noqa: D102
             start = super().write(frame, when, arrival=arrival)
-            self._forward(when, frame)
+            if self._forward is not None:
+                self._forward(when, frame)
             return start
 
     return _BridgeSink
@@ -132,6 +212,10 @@ class Gateway:
         Concurrent bridged calls.
     seed : int or None
         Seeds the SIP legs' identifiers (None: fresh).
+    passthrough : bool
+        When both legs negotiate the same codec (G.711 or G.722), forward RTP payloads as
+        they are, on arrival (no decoding, buffer or re-encoding: no tandem loss, well
+        under 1 ms added); False always transcodes through the gateway's buffers.
 
     Attributes
     ----------
@@ -146,7 +230,7 @@ class Gateway:
 
     def __init__(self, *, target: str, sip_codec: str = "pcmu", webrtc_codecs: tuple[str, ...] = ("opus", "pcmu"),
                  jitter_buffer: str = "fixed:40", max_calls: int = 16, keep_recordings: int = 16,
-                 seed: int | None = None, setup_timeout: float = 10.0) -> None:
+                 seed: int | None = None, setup_timeout: float = 10.0, passthrough: bool = True) -> None:
         from . import codecs
 
         if not isinstance(target, str) or not target.startswith("sip:"):
@@ -165,6 +249,7 @@ class Gateway:
         self.keep_recordings = int(keep_recordings)
         self.seed = seed
         self.setup_timeout = float(setup_timeout)
+        self.passthrough = bool(passthrough)
         self.iface: Any = None
         self.ua: Any = None  # the front checks that the "agent" is started
         self.streams: dict[str, Any] = {}  # SIP streams of calls in progress (the front counts them)
@@ -240,6 +325,26 @@ class Gateway:
             leg.stream.send_live("bridge")
             sip_rate, sip_frame = int(leg.stream.tx.sample_rate), int(leg.stream.tx.frame_samples)
             w_rate, w_frame = int(facts.sample_rate), int(facts.frame_samples)
+            self.streams[session_id] = leg.stream
+            leg.sip_ended = loop.create_future()
+            leg.watcher = asyncio.ensure_future(self._watch(leg))
+            if self.passthrough and leg.webrtc_codec == leg.sip_codec and leg.sip_codec in PASSTHROUGH_CODECS:
+                leg.passthrough = True
+                leg.track = _passthrough_track_class()(int(leg.stream.tx.clock_rate))
+                stream_, track_ = leg.stream, leg.track
+
+                def web_packet(payload: bytes, arrival: float, marker: bool) -> None:  # browser -> SIP, as is
+                    if not leg.ended:
+                        stream_.send_payload(payload, marker=marker)
+                        leg.forward_to_sip_s.append(loop.time() - arrival)
+
+                def sip_packet(packet: Any, arrival: float) -> None:  # SIP -> browser, as is
+                    if not leg.ended:
+                        track_.push(packet.payload, arrival)
+
+                leg.stream.on_packet = sip_packet
+                leg.sink = _bridge_sink_class()(w_rate, None, web_packet)
+                return leg.track, leg.sink
             leg.track = EchoTrack(w_rate, w_frame)
             to_sip = _Rechunk(w_rate, sip_rate, sip_frame)
             to_web = _Rechunk(sip_rate, w_rate, w_frame)
@@ -255,9 +360,6 @@ class Gateway:
 
             leg.stream.on_played = sip_played
             leg.sink = _bridge_sink_class()(w_rate, web_played)
-            self.streams[session_id] = leg.stream
-            leg.sip_ended = loop.create_future()
-            leg.watcher = asyncio.ensure_future(self._watch(leg))
             return leg.track, leg.sink
         except BaseException:
             await self.close_leg(session_id)

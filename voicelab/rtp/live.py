@@ -197,6 +197,9 @@ class LiveAudioStream:
         #: called as ``on_played(slot_time, frame)`` for every frame the playout played
         #: (int16 at the codec's rate): a bridge (:mod:`voicelab.gateway`) forwards it
         self.on_played: Any = None
+        #: called as ``on_packet(packet, arrival)`` for every RTP packet accepted (before the
+        #: jitter buffer): a pass-through bridge forwards the payload as it is
+        self.on_packet: Any = None
 
     @classmethod
     def for_media(cls, iface: Any, media: Any, *, local_addr: tuple[str, int], rtcp_mux: bool | None = None,
@@ -361,6 +364,8 @@ class LiveAudioStream:
             if isinstance(ev, RemoteReportReceived):
                 self.remote_reports.append(ev)
             elif isinstance(ev, RtpReceived):
+                if self.on_packet is not None:
+                    self.on_packet(ev.packet, ev.arrival)
                 self.jb.push(ev.packet, ev.arrival)
                 if self._play_start is None and self.jb.start_time() is not None:
                     self._play_start = self.jb.start_time()
@@ -410,6 +415,22 @@ class LiveAudioStream:
         if self._live != "bridge":
             raise ParameterError("forward() needs send_live('bridge')")
         self._echo(when, frame)
+
+    def send_payload(self, payload: bytes, *, marker: bool = False) -> None:
+        """Send an already-encoded payload now, as the next RTP packet (a pass-through bridge).
+
+        The RTP timestamp advances one frame per payload: forward payloads of this
+        stream's codec and packet time only.
+        """
+        if self.session is None:
+            raise ParameterError("open() the stream before send_payload()")
+        now = self._loop.time()  # type: ignore[union-attr]
+        data = self.session.send_frame(bytes(payload), now, marker=marker)
+        if self.first_sequence is None:
+            self.first_sequence = int.from_bytes(data[2:4], "big")
+        self._sendto(data, self.session.remote_addr)
+        self.stats.frames_sent += 1
+        self._k_send += 1
 
     def played_through(self, t: float) -> asyncio.Future:
         """A future that resolves once the slot playing at loop time ``t`` has been played."""

@@ -158,10 +158,22 @@ def cmd_call(args: argparse.Namespace) -> int:
         if args.transport != "sip" or args.target or args.net != "loopback" or net is not None:
             raise ParameterError("--path runs its own legs (PSTN model + live SIP trunk): no --transport, --target, "
                                  "--net or impairment flags with it")
+        browser = args.path.strip().lower().startswith("browser")
         res = path_call(args.path, seconds=args.duration, speech=args.speech, seed=args.seed,
-                        jitter_buffer=args.jitter_buffer)
+                        jitter_buffer=args.jitter_buffer, **({"codec": args.codec} if browser else {}))
         if args.json:
             _print_result(res, True)
+            return 0
+        if browser:
+            print(f"{res['path']}: WebRTC {res['webrtc_codec']} <-> SIP {res['sip_codec']}"
+                  + (" (payloads passed through)" if res["passthrough"] else " (transcoded)"))
+            for d in ("browser_to_agent", "agent_to_browser"):
+                print(f"  {d.replace('_', ' ')}:")
+                for h in res[f"{d}.hops"]:
+                    v = h["delay_ms"]
+                    print(f"    {'-' if v is None else f'{v:7.2f}'} ms  {h['hop']}")
+                print(f"    {res[f'{d}.total_ms']:7.2f} ms  total measured end to end; PESQ-NB {res[f'{d}.pesq_nb']:.2f}, "
+                      f"PESQ-WB {res[f'{d}.pesq_wb']:.2f}")
             return 0
         print(f"{res['path']}: phone -> agent, one way")
         for h in res["hops"]:
@@ -566,7 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--target", metavar="URI", help="call this SIP URI on loopback (e.g. a softphone) instead of the built-in agent")
     cl.add_argument("--path", metavar="SPEC", help="a real-world path: PSTN-PRESET+trunk[+sbc|+relay], e.g. "
                     "pstn-national-mobile+trunk+sbc (phone side simulated hop by hop, live SIP trunk leg, real "
-                    "Kamailio + rtpengine SBC); prints a per-hop delay table")
+                    "Kamailio + rtpengine SBC), or browser+gateway+sip (WebRTC -> the lab's SIP<->WebRTC gateway "
+                    "-> SIP agent; --codec opus transcodes, --codec pcmu passes G.711 through); prints a per-hop delay table")
     cl.add_argument("--duration", type=_float_arg("duration", 1.0, 60.0), default=4.0, metavar="S", help="seconds of speech each way")
     cl.add_argument("--jitter-buffer", default="fixed:60", metavar="fixed:MS|adaptive")
     _add_channel_args(cl)

@@ -94,6 +94,9 @@ def _passthrough_track_class():
             self._ts = 0
             #: seconds from the packet's arrival on the SIP leg to its hand-over to aiortc
             self.forward_s: list[float] = []
+            #: packets dropped because they arrived before the WebRTC sender started
+            self.dropped_stale = 0
+            self._started = False
 
         def push(self, payload: bytes, arrival: float) -> None:
             self._queue.append((bytes(payload), arrival))
@@ -109,6 +112,11 @@ def _passthrough_track_class():
                     raise MediaStreamError
                 self._event.clear()
                 await self._event.wait()
+            if not self._started:  # packets that waited for the WebRTC sender to start are stale:
+                self._started = True  # forward only the newest, as a media server joining a stream would
+                while len(self._queue) > 1:
+                    self._queue.popleft()
+                    self.dropped_stale += 1
             payload, arrival = self._queue.popleft()
             packet = av.Packet(payload)
             packet.pts = self._ts

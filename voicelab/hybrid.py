@@ -10,6 +10,14 @@ A path is spelled as its parts joined by ``+``:
     Kamailio + rtpengine, :class:`voicelab.net.sbc.KamailioSBC`) or the lab's own media
     relay (``relay``: :class:`voicelab.net.relay.UdpRelay` anchoring the media).
 
+``browser+gateway+sip``
+    A WebRTC caller (the lab's aiortc peer, standing for a browser) calls the lab's
+    SIP<->WebRTC gateway (:class:`voicelab.gateway.Gateway`), which bridges it to the lab's
+    SIP agent: Opus 48 kHz on the WebRTC leg transcoded to G.711 on the SIP leg, or with
+    ``codec="pcmu"`` on both legs, payloads passed through. Every part is live and
+    measured on one clock: WebRTC leg, the gateway itself, SIP leg, and the total, each way,
+    with PESQ end to end (the tandem-coding cost).
+
 The result carries a per-hop delay table for the phone -> agent direction: the PSTN hops
 (modelled, or measured in ``sim``) and the live leg (measured on loopback), adding up to
 the path's one-way delay, against the ITU-T G.114 150 ms budget. The agent -> phone
@@ -24,9 +32,12 @@ import os
 import tempfile
 from typing import Any
 
+import numpy as np
+
+from . import audio
 from .errors import ParameterError
 
-__all__ = ["parse_path", "path_call", "path_call_async", "G114_BUDGET_MS"]
+__all__ = ["parse_path", "path_call", "path_call_async", "browser_gateway_call", "G114_BUDGET_MS"]
 
 #: ITU-T G.114: one-way mouth-to-ear delay transparent for most uses.
 G114_BUDGET_MS = 150.0
@@ -55,9 +66,12 @@ def parse_path(spec: str) -> dict[str, Any]:
         raise ParameterError("a path is spelled like 'pstn-national-mobile+trunk+sbc'")
     parts = [p.strip().lower() for p in spec.split("+")]
     head, rest = parts[0], parts[1:]
+    if head == "browser":
+        if rest != ["gateway", "sip"]:
+            raise ParameterError("the browser path is 'browser+gateway+sip' (WebRTC -> gateway -> SIP agent)")
+        return {"browser": True, "pstn": None, "anchor": None}
     if head.startswith("browser"):
-        raise ParameterError("browser paths (browser+gateway+sip) need the SIP<->WebRTC gateway, which is not "
-                             "in this version; phone paths are: " + ", ".join(f"{p}+trunk[+sbc|+relay]" for p in PSTN_PRESETS))
+        raise ParameterError("the browser path is spelled 'browser+gateway+sip'")
     if head not in PSTN_PRESETS:
         raise ParameterError(f"unknown phone-side preset {head!r}; known: {', '.join(sorted(PSTN_PRESETS))}")
     if not rest or rest[0] not in _LIVE:
@@ -67,17 +81,20 @@ def parse_path(spec: str) -> dict[str, Any]:
         if rest[1] not in _ANCHORS or len(rest) > 2:
             raise ParameterError(f"after 'trunk' only one of {', '.join(_ANCHORS)} may follow, got {'+'.join(rest[1:])!r}")
         anchor = rest[1]
-    return {"pstn": head, "anchor": anchor}
+    return {"pstn": head, "anchor": anchor, "browser": False}
 
 
 async def path_call_async(path: str, *, seconds: float = 4.0, speech: str = "default", seed: int = 0,
-                          jitter_buffer: str = "fixed:60", quality: bool = True) -> dict[str, Any]:
+                          jitter_buffer: str = "fixed:60", quality: bool = True, codec: str = "opus") -> dict[str, Any]:
     """Coroutine form of :func:`path_call`."""
     from .calls import sip_call
     from .net import ChannelConfig
     from .sim.paths import simulate_path
 
     p = parse_path(path)
+    if p["browser"]:
+        return await browser_gateway_call(seconds=seconds, speech=speech, jitter_buffer=jitter_buffer, quality=quality,
+                                          codec=codec)
     with tempfile.TemporaryDirectory(prefix="voicelab-hybrid-") as tmp:
         wav = os.path.join(tmp, "trunk.wav")
         # the PSTN side runs in sim up to the carrier's media gateway; the live trunk leg takes over there
@@ -119,6 +136,123 @@ async def path_call_async(path: str, *, seconds: float = 4.0, speech: str = "def
         "note": "the PSTN side is simulated (sim) and modelled per hop; the trunk leg is a live loopback call",
         "live": {k: v for k, v in live.items() if k not in ("sbc_media_legs",)},
     }
+
+
+async def browser_gateway_call(*, seconds: float = 4.0, speech: str = "default", jitter_buffer: str = "fixed:60",
+                               quality: bool = True, codec: str = "opus", sip_codec: str = "pcmu") -> dict[str, Any]:
+    """A WebRTC caller -> the lab's gateway -> the lab's SIP agent (``play`` mode), measured hop by hop.
+
+    Parameters
+    ----------
+    codec : {"opus", "pcmu", "pcma", "g722"}
+        The WebRTC leg's codec; equal to ``sip_codec`` (G.711/G.722): pass-through.
+    sip_codec : str
+        The SIP leg's codec.
+    others
+        As for :func:`path_call`.
+
+    Returns
+    -------
+    dict
+        ``hops`` per direction (``browser_to_agent``, ``agent_to_browser``: WebRTC leg,
+        gateway, SIP leg, each measured live), ``*.total_ms``, ``*.parts_ms``,
+        ``*.pesq_nb`` / ``*.pesq_wb`` end to end, ``passthrough``, ``webrtc_codec``,
+        ``sip_codec``, ``gateway_forward_ms`` (pass-through).
+    """
+    from . import codecs as codec_registry
+    from .agent import Agent
+    from .calls import measure_direction
+    from .gateway import Gateway, bridge_delay_ms
+    from .net.iface import LoopbackInterface
+    from .sim import Scenario, load_speech
+    from .webrtc.media import AudioSink, SourceTrack
+    from .webrtc.peer import make_peer_connection, prefer_codec
+    from .webrtc.signaling import SignalingClient
+
+    if codec not in ("opus", "pcmu", "pcma", "g722"):
+        raise ParameterError(f"the browser's codec must be opus, pcmu, pcma or g722, got {codec!r}")
+    sp = load_speech(Scenario(speech=speech, max_speech_s=float(seconds)))
+    x16 = np.asarray(sp.samples, dtype=np.float64)
+    if sp.sample_rate != 16000:
+        x16 = audio.resample(x16, sp.sample_rate, 16000)
+    loop = asyncio.get_running_loop()
+    rate = int(codec_registry.get(codec).sample_rate)
+    async with Agent(codecs=[sip_codec], mode="play", speech=speech, jitter_buffer=jitter_buffer) as agent:
+        agent._speech_override = x16  # both ends say the same thing: one reference
+        async with Gateway(target=agent.uri, sip_codec=sip_codec, webrtc_codecs=(codec,),
+                           jitter_buffer=jitter_buffer) as gw:
+            iface = LoopbackInterface()
+            sink = AudioSink(rate)
+            pc = make_peer_connection(iface, codec=codec, forward_to_track=False, sink=sink, jitter_buffer=jitter_buffer)
+            track = SourceTrack(audio.resample(x16, 16000, rate) if rate != 16000 else x16, rate)
+            client = SignalingClient(iface, gw.front.url)
+            try:
+                pc.addTrack(track)
+                prefer_codec(pc.getTransceivers()[0], codec)
+                await pc.setLocalDescription(await pc.createOffer())
+                t_offer = loop.time()
+                await client.connect()
+                answer = await client.offer(pc.localDescription.sdp)
+                await pc.setRemoteDescription(type(pc.localDescription)(sdp=answer, type="answer"))
+                t_connected = await asyncio.wait_for(pc.connected(), 10.0)
+                agent_stream = next(iter(agent.streams.values()))
+                t0 = track.start(loop.time() + 0.05)
+                end = t0 + track.duration_s + 0.6
+                await asyncio.wait_for(asyncio.gather(sink.played_through(end), agent_stream.played_through(end)),
+                                       track.duration_s + 20.0)
+                await client.bye()
+            finally:
+                await client.close()
+                await pc.close()
+            await asyncio.wait_for(gw.front.ended(1), 10.0)
+            web = next(iter(gw.front.finished.values()))
+            leg = gw.legs[web.id]
+
+    def m(sent: tuple, recv: tuple, rate_s: int, rate_r: int) -> dict[str, Any]:
+        (a, ta), (b, tb) = sent, recv
+        if rate_s != rate_r:
+            b = audio.resample(b, rate_r, rate_s)
+        return measure_direction(a, ta, b, tb, rate_s, x16)
+
+    out: dict[str, Any] = {"path": "browser+gateway+sip", "webrtc_codec": web.codec, "sip_codec": leg.sip_codec,
+                           "passthrough": leg.passthrough, "setup_ms": (t_connected - t_offer) * 1000.0,
+                           "sip_setup_ms": leg.setup_ms, "speech": sp.name, "synthetic_speech": bool(sp.synthetic),
+                           "deterministic": False}
+    sip_rate = int(leg.stream.rx.sample_rate)
+    total_up = m(track.sent_audio(), agent_stream.received_audio(), rate, sip_rate)
+    total_down = m(agent_stream.sent_audio(), sink.received_audio(), sip_rate, rate)
+    if leg.passthrough:
+        fw = leg.forward_delay_ms()
+        out["gateway_forward_ms"] = fw
+        hops_up = [("browser -> agent, payloads passed through the gateway (one coding)", total_up["mouth_to_ear_ms"],
+                    "measured (live)")]
+        hops_down = [("agent -> browser, payloads passed through the gateway (one coding)",
+                      total_down["mouth_to_ear_ms"], "measured (live)")]
+        hops_up.insert(1, ("gateway (pass-through, median per packet)", fw["browser_to_sip_median"], "measured (live)"))
+        hops_down.insert(1, ("gateway (pass-through, median per packet)", fw["sip_to_browser_median"], "measured (live)"))
+        parts_up, parts_down = total_up["mouth_to_ear_ms"], total_down["mouth_to_ear_ms"]
+    else:
+        bridge = bridge_delay_ms(leg, web)
+        w_up = m(track.sent_audio(), web.received_audio(), rate, rate)
+        s_up = m(leg.stream.sent_audio(), agent_stream.received_audio(), sip_rate, sip_rate)
+        s_down = m(agent_stream.sent_audio(), leg.stream.received_audio(), sip_rate, sip_rate)
+        w_down = m(web.sent_audio(), sink.received_audio(), rate, rate)
+        hops_up = [(f"WebRTC leg ({web.codec}): frame + network + gateway buffer + look-ahead", w_up["mouth_to_ear_ms"], "measured (live)"),
+                   ("gateway: resampling (streaming FIR)", bridge["browser_to_sip"], "measured (live)"),
+                   (f"SIP leg ({leg.sip_codec}): frame + network + agent buffer", s_up["mouth_to_ear_ms"], "measured (live)")]
+        hops_down = [(f"SIP leg ({leg.sip_codec}): frame + network + gateway buffer", s_down["mouth_to_ear_ms"], "measured (live)"),
+                     ("gateway: resampling (streaming FIR)", bridge["sip_to_browser"], "measured (live)"),
+                     (f"WebRTC leg ({web.codec}): frame + network + browser buffer + look-ahead", w_down["mouth_to_ear_ms"], "measured (live)")]
+        parts_up = sum(h[1] for h in hops_up if h[1] is not None)
+        parts_down = sum(h[1] for h in hops_down if h[1] is not None)
+    for name, hops, total, parts in (("browser_to_agent", hops_up, total_up, parts_up),
+                                     ("agent_to_browser", hops_down, total_down, parts_down)):
+        out[f"{name}.hops"] = [{"hop": h, "delay_ms": d, "how": how} for h, d, how in hops]
+        out[f"{name}.total_ms"] = total["mouth_to_ear_ms"]
+        out[f"{name}.parts_ms"] = parts
+        out[f"{name}.pesq_nb"] = total.get("pesq_nb")
+        out[f"{name}.pesq_wb"] = total.get("pesq_wb")
+    return out
 
 
 def path_call(path: str, **kw: Any) -> dict[str, Any]:

@@ -610,6 +610,10 @@ def build_parser() -> argparse.ArgumentParser:
     ags.add_argument("--webrtc", metavar="HOST:PORT", help="also answer WebRTC callers: signaling server + browser page here")
     ags.set_defaults(func=cmd_agent_serve)
 
+    from .cli_gateway import add_parsers as _add_gateway_parsers  # gateway serve: SIP <-> WebRTC
+
+    _add_gateway_parsers(sub)
+
     nm = sub.add_parser("nat-matrix", help="NAT traversal matrix: caller NAT x agent NAT x method, on the virtual network",
                         description="Run a call for every pair of NAT presets and every traversal method on the in-process "
                                     "virtual network; report audio each way, media path and setup time per cell.")

@@ -128,3 +128,16 @@ def test_matching_codecs_pass_through_without_loss_or_delay(natural_env):
     # and the browser heard the agent's speech
     recv, _ = r["sink"].received_audio()
     assert np.sqrt(np.mean(np.square(recv))) > 0.01
+
+
+def test_cli_gateway_serve_bad_target_is_one_line():
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    p = subprocess.run([sys.executable, "-m", "voicelab", "gateway", "serve", "--target", "127.0.0.1:5060"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 2 and "SIP URI" in p.stderr and "Traceback" not in p.stderr

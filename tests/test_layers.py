@@ -49,3 +49,19 @@ def test_contract_catches_an_upward_import(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert p.returncode != 0
     assert "voicelab.rtp is not allowed to import voicelab.sim" in p.stdout + p.stderr
+
+
+def test_every_module_has_a_layer():
+    """A new top-level module or package must be placed in the contract, not slip past it."""
+    import pkgutil
+    import re
+    import tomllib
+
+    import voicelab
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]
+    layers = next(c for c in config["contracts"] if c["type"] == "layers")["layers"]
+    named = {m for layer in layers for m in re.findall(r"voicelab\.([A-Za-z_]\w*)", layer)}
+    present = {m.name for m in pkgutil.iter_modules(voicelab.__path__)}
+    missing = sorted(present - named)
+    assert not missing, f"add these to [tool.importlinter] layers in pyproject.toml: {', '.join(missing)}"

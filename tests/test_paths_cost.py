@@ -81,3 +81,37 @@ def test_cost_per_1000_minutes():
         Prices(turn_per_gb=-1)
     with pytest.raises(ParameterError):
         cost_per_1000_min(up_kbps="fast", down_kbps=1, prices=p)
+
+
+def test_tandem_chains_cost_quality(natural_env):
+    from voicelab.sim.paths import TANDEM_CHAINS, tandem
+
+    one = tandem("G.711", seed=1, max_speech_s=5.0)
+    two = tandem("AMR-NB -> G.711", seed=1, max_speech_s=5.0)
+    gw = tandem("Opus -> G.711 -> Opus (gateway both ways)", seed=1, max_speech_s=5.0)
+    assert two.pesq_nb < one.pesq_nb - 0.2          # AMR-NB's own loss, kept by the tandem
+    assert gw.pesq_nb > one.pesq_nb - 0.3           # Opus around G.711 costs little narrowband quality
+    assert abs(two.residual_ms) <= 2.0
+    with pytest.raises(ParameterError):
+        tandem("nope")
+    assert all(TANDEM_CHAINS.values())
+
+
+def test_cost_table_and_figures():
+    from voicelab.cost import PATHS, cost_table
+    from voicelab.viz.paths import hop_delays, path_costs
+
+    t = cost_table(EXAMPLE_PRICES, measured_kbps={"app: WebSocket media, mu-law": 150.0})
+    assert list(t["path"]) == list(PATHS)
+    assert t.loc[t["path"] == "app: WebSocket media, mu-law", "kbps_source"].item() == "measured"
+    turn = t[t["path"].str.contains("TURN")]
+    assert (turn["turn"] > 0).all() and (t[~t["path"].str.contains("TURN")]["turn"] == 0).all()
+    phone = t[t["path"].str.startswith("phone")]
+    assert (phone["carrier"] == EXAMPLE_PRICES.carrier_per_min * 1000).all()
+    fig = path_costs(t)
+    assert "example" in fig.layout.title.text
+    hops = {"a": [{"hop": "x", "delay_ms": 10.0, "how": "modelled"}, {"hop": "y", "delay_ms": 20.0, "how": "measured (sim)"}]}
+    f2 = hop_delays(hops)
+    assert len(f2.data) == 2 and f2.data[0].x[0] == 10.0
+    with pytest.raises(ParameterError):
+        hop_delays({})

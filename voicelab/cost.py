@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import ParameterError
 
-__all__ = ["wire_kbps", "cost_per_1000_min", "EXAMPLE_PRICES", "TRANSPORT_WRAPPERS", "Prices"]
+__all__ = ["wire_kbps", "cost_per_1000_min", "EXAMPLE_PRICES", "TRANSPORT_WRAPPERS", "Prices", "PATHS", "cost_table"]
 
 #: Bytes added per packet beyond IP/UDP/RTP by each wrapper (RFC 5766 ChannelData: 4-byte
 #: header, padded to 4 bytes over TCP only; a Send/Data indication: 20-byte STUN header +
@@ -153,3 +153,50 @@ def cost_per_1000_min(*, up_kbps: float, down_kbps: float, prices: Prices, phone
     eg = prices.egress_per_gb * gb_down if egress else 0.0
     return {"gb_per_1000_min": gb_up + gb_down, "carrier": carrier, "turn": turn, "egress": eg,
             "total": carrier + turn + eg, "prices_label": prices.label}
+
+
+#: Common ways a call reaches a voice agent: (codec, bitrate, transport, srtp, phone_leg, relayed).
+PATHS: dict[str, dict[str, Any]] = {
+    "phone: carrier + SIP trunk, G.711": dict(codec="pcmu", transport="rtp", srtp=False, phone_leg=True, relayed=False),
+    "phone: carrier + SIP trunk, G.729": dict(codec="g729", transport="rtp", srtp=False, phone_leg=True, relayed=False),
+    "browser: WebRTC Opus 24k, direct": dict(codec="opus", bitrate=24000, transport="rtp", srtp=True, phone_leg=False,
+                                             relayed=False),
+    "browser: WebRTC Opus 24k, via TURN": dict(codec="opus", bitrate=24000, transport="turn-channeldata", srtp=True,
+                                               phone_leg=False, relayed=True),
+    "browser: WebRTC Opus 16k, via TURN": dict(codec="opus", bitrate=16000, transport="turn-channeldata", srtp=True,
+                                               phone_leg=False, relayed=True),
+    "app: WebSocket media, mu-law": dict(codec="pcmu", transport="ws", srtp=False, phone_leg=False, relayed=False),
+}
+
+
+def cost_table(prices: Prices, paths: dict[str, dict[str, Any]] | None = None, *,
+               measured_kbps: dict[str, float] | None = None) -> Any:
+    """Cost per 1,000 minutes for each path, as a tidy table.
+
+    Parameters
+    ----------
+    prices : Prices
+    paths : dict, optional
+        Name -> options as in :data:`PATHS` (default: those).
+    measured_kbps : dict, optional
+        Name -> a measured wire bit rate (kbit/s, each way), used instead of the nominal one.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``path``, ``wire_kbps``, ``kbps_source`` (measured / nominal), ``gb_per_1000_min``,
+        ``carrier``, ``turn``, ``egress``, ``total``, ``prices_label``.
+    """
+    import pandas as pd
+
+    rows = []
+    for name, o in (paths or PATHS).items():
+        if measured_kbps and name in measured_kbps:
+            kbps, src = float(measured_kbps[name]), "measured"
+        else:
+            kbps, src = wire_kbps(o["codec"], transport=o["transport"], srtp=o.get("srtp", False),
+                                  bitrate=o.get("bitrate")), "nominal"
+        c = cost_per_1000_min(up_kbps=kbps, down_kbps=kbps, prices=prices, phone_leg=o["phone_leg"],
+                              relayed=o["relayed"])
+        rows.append({"path": name, "wire_kbps": kbps, "kbps_source": src, **c})
+    return pd.DataFrame(rows)

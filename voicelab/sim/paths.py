@@ -43,7 +43,7 @@ from .. import audio
 from ..errors import ParameterError
 from ..net import ChannelConfig
 
-__all__ = ["Hop", "HOPS", "PSTN_PRESETS", "simulate_path", "path_hops", "PathResult"]
+__all__ = ["Hop", "HOPS", "PSTN_PRESETS", "TANDEM_CHAINS", "simulate_path", "path_hops", "PathResult", "tandem"]
 
 _FIBRE_US_PER_KM = 5.0
 _G114 = "ITU-T G.114 (05/2003) Table A.1 planning value"
@@ -306,3 +306,39 @@ def simulate_path(path: str | Sequence[Any], *, speech: str = "default", loss_ra
             pesq_nb = None
     return PathResult(table, float(est.delay_ms), float(table["delay_ms"].sum()), pesq_nb, legs,
                       speech=str(first_speech.get("speech", "")), synthetic_speech=bool(first_speech.get("synthetic_speech")))
+
+
+#: Codec chains speech meets on real paths (each arrow a decode + re-encode).
+TANDEM_CHAINS: dict[str, tuple[str, ...]] = {
+    "G.711": ("pcmu",),
+    "Opus": ("opus",),
+    "AMR-NB -> G.711": ("amr-nb", "pcmu"),
+    "Opus -> G.711 (gateway)": ("opus", "pcmu"),
+    "Opus -> G.711 -> Opus (gateway both ways)": ("opus", "pcmu", "opus"),
+    "AMR-NB -> G.711 -> Opus (phone to browser)": ("amr-nb", "pcmu", "opus"),
+    "AMR-NB -> G.711 -> G.729 -> G.711": ("amr-nb", "pcmu", "g729", "pcmu"),
+}
+
+
+def tandem(chain: str | Sequence[str], *, speech: str = "default", seed: int = 0, max_speech_s: float = 8.0) -> PathResult:
+    """Speech through a chain of codecs in tandem (clean network, circuit-switched legs: no buffers).
+
+    Parameters
+    ----------
+    chain : str or sequence of str
+        A name of :data:`TANDEM_CHAINS` or codec registry names in order.
+
+    Returns
+    -------
+    PathResult
+        ``pesq_nb`` end to end, and the delay each coding adds (frame + look-ahead).
+    """
+    if isinstance(chain, str):
+        if chain not in TANDEM_CHAINS:
+            raise ParameterError(f"unknown tandem chain {chain!r}; known: {', '.join(TANDEM_CHAINS)}")
+        chain = TANDEM_CHAINS[chain]
+    if not chain:
+        raise ParameterError("a tandem chain needs at least one codec")
+    hops = [Hop(f"{c} coding", "core", codec=c, jitter_buffer="fixed:0", source="measured: the lab's codec")
+            for c in chain]
+    return simulate_path(hops, speech=speech, seed=seed, max_speech_s=max_speech_s)

@@ -22,21 +22,40 @@ when asked. Every socket is opened through a network interface object
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import ssl
 from typing import Any
 
 import numpy as np
 
 from . import audio, metrics
-from .errors import ParameterError, PeerTimeoutError, VoicelabError
+from .errors import ParameterError, PeerTimeoutError, RemoteProtocolError, VoicelabError
 from .net import ChannelConfig
 from .net.iface import LoopbackInterface
 from .net.relay import UdpRelay
 from .realtime import realtime
 from .rtp.live import LiveAudioStream
-from .sip.ua import CallEnded, CallEstablished, CallFailed, UserAgent
+from .sip.ua import CallCancelled, CallEnded, CallEstablished, CallFailed, CallRinging, UserAgent
 
-__all__ = ["AsyncUserAgent", "Agent", "sip_call", "dial", "open_caller"]
+__all__ = ["AsyncUserAgent", "Agent", "sip_call", "dial", "open_caller", "describe_send_error"]
+
+log = logging.getLogger(__name__)
+
+
+def describe_send_error(exc: BaseException) -> str:
+    """A one-line cause of a failed send: ``"connection refused"``, ``"TLS certificate not trusted: ..."``."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({exc.verify_message or exc.reason}); pass the CA that signed it (--ca-file)"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc.reason or exc})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]
+    if isinstance(exc, asyncio.TimeoutError):
+        return "connecting timed out"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 class AsyncUserAgent:
@@ -57,6 +76,11 @@ class AsyncUserAgent:
         self.events: asyncio.Queue = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
         self._sends: set[asyncio.Task] = set()
+        #: messages the transport could not send (requests fail their transaction with
+        #: the cause; responses are counted), and the last cause
+        self.send_failures = 0
+        self.last_send_failure: str | None = None
+        self._closed = False
         transport.on_message = self._on_message
 
     def _on_message(self, data: Any, addr: Any, transport: Any) -> None:
@@ -67,12 +91,14 @@ class AsyncUserAgent:
 
     def flush(self) -> None:
         """Send what the UA queued, deliver its events, re-arm its timer."""
+        if self._closed:
+            return
         for data, addr in self.ua.datagrams_to_send(self.loop.time()):
             if self.capture is not None:
                 self.capture.append((self.loop.time(), self.ua.local_addr, tuple(addr[:2]), data))
             task = self.loop.create_task(self.transport.send(data, tuple(addr[:2])))
             self._sends.add(task)
-            task.add_done_callback(self._sends.discard)
+            task.add_done_callback(lambda t, d=data, a=tuple(addr[:2]): self._sent(t, d, a))
         while (ev := self.ua.next_event()) is not None:
             self.events.put_nowait(ev)
         if self._timer is not None:
@@ -82,18 +108,40 @@ class AsyncUserAgent:
         if nt is not None:
             self._timer = self.loop.call_at(nt, self._on_timer)
 
+    def _sent(self, task: asyncio.Task, data: bytes, addr: tuple) -> None:
+        """A send finished: a failure fails the request's transaction (RFC 3261 8.1.3.1)
+        or counts the undeliverable response, logged in one line, never a traceback."""
+        self._sends.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()  # retrieved: no "Task exception was never retrieved"
+        if exc is None or self._closed:
+            return
+        reason = describe_send_error(exc)
+        self.send_failures += 1
+        self.last_send_failure = f"{addr[0]}:{addr[1]}: {reason}"
+        try:
+            what = self.ua.transport_error(data, addr, reason, self.loop.time())
+        except VoicelabError:
+            what = None
+        if what == "response" or self.send_failures <= 10 or self.send_failures % 100 == 0:
+            log.warning("SIP %s to %s:%s not sent: %s (%d send failures so far)", what or "message", addr[0], addr[1],
+                        reason, self.send_failures)
+        self.flush()
+
     def _on_timer(self) -> None:
         self._timer = None
         self.ua.handle_timer(self.loop.time())
         self.flush()
 
-    async def wait_for(self, *types: type, timeout: float = 10.0) -> Any:
+    async def wait_for(self, *types: type, timeout: float = 10.0, what: str | None = None) -> Any:
         """The next event of one of ``types`` (others are skipped).
 
         Raises
         ------
         PeerTimeoutError
-            None arrived within ``timeout`` seconds.
+            None arrived within ``timeout`` seconds; the message says ``what`` was
+            awaited (e.g. ``"an answer to the INVITE"``), not the event classes.
         """
         async def _get():
             while True:
@@ -104,15 +152,29 @@ class AsyncUserAgent:
         try:
             return await asyncio.wait_for(_get(), timeout)
         except asyncio.TimeoutError:
-            names = " or ".join(t.__name__ for t in types)
-            raise PeerTimeoutError(f"no {names} within {timeout:g} s: the peer did not answer") from None
+            raise PeerTimeoutError(f"no {what or _describe(types)} within {timeout:g} s: the peer did not answer") from None
 
     async def close(self) -> None:
+        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         if self._sends:
             await asyncio.gather(*self._sends, return_exceptions=True)
         await self.transport.close()
+
+
+_EVENT_WORDS = {"CallEstablished": "answer", "CallFailed": "final response", "CallEnded": "end of the call (BYE answered)",
+                "OptionsAnswered": "answer to OPTIONS", "CallCancelled": "answer to our CANCEL"}
+
+
+def _describe(types: tuple) -> str:
+    words = []
+    for t in types:
+        w = _EVENT_WORDS.get(t.__name__, t.__name__)
+        if w not in words:
+            words.append(w)
+    return " or ".join(words)
 
 
 def _direction_metrics(sender: LiveAudioStream, receiver: LiveAudioStream, reference16: np.ndarray) -> dict[str, Any]:
@@ -374,6 +436,8 @@ def direction_report(s: LiveAudioStream, r: LiveAudioStream, reference16: np.nda
         "playout_delay_ms": float(jb.playout_delay_ms) if not math.isnan(jb.playout_delay_ms) else None,
         "bitrate_kbps_wire": (s.session.stats.octets_sent + overhead * s.session.stats.packets_sent) * 8 / dur / 1000.0,
         "pacing_error_p99_ms": s.stats.pacing_error_ms(99),
+        "rtp_foreign_packets": r.foreign_packets,  # media from a source the receiver did not expect
+        "playout_errors": r.stats.playout_errors,
     })
     view = s.rtcp_view()  # what the receiver's RTCP told the sender
     d.update({"rtcp_loss_rate": view["loss_rate"], "rtcp_jitter_ms": view["jitter_ms"], "rtcp_reports": view["reports"],
@@ -412,6 +476,8 @@ async def dial(
     credentials: tuple[str, str] | None = None,
     ca_file: str | None = None,
     echo: bool = False,
+    answer_timeout: float = 15.0,
+    max_redirects: int = 3,
 ) -> dict[str, Any]:
     """Call another SIP peer on loopback (a softphone, baresip, SIPp), send speech, hang up.
 
@@ -423,6 +489,21 @@ async def dial(
     ``echo=True`` the peer is expected to return our audio (an echo agent): the result
     gains ``echo_delay_ms`` (the round trip, mouth to ear) and ``echo_pesq_nb`` /
     ``echo_pesq_wb``.
+
+    A peer that rings but does not answer within ``answer_timeout`` s is sent a CANCEL
+    (RFC 3261 9.1) before the error. A 3xx is followed to its first Contact, at most
+    ``max_redirects`` times (then the error names the targets). A 2xx whose SDP we
+    cannot use (or with none) is ACKed and hung up with BYE before the error. Our media
+    latches only to the host the answer's SDP names or the host that answered the
+    INVITE (``rtp_foreign_packets`` counts packets from anywhere else).
+
+    Raises
+    ------
+    RemoteProtocolError
+        The call failed (final status, unusable answer, redirect limit, transport
+        failure such as a refused connection or an untrusted TLS certificate).
+    PeerTimeoutError
+        The peer did not answer OPTIONS or the INVITE in time.
 
     Returns
     -------
@@ -448,19 +529,40 @@ async def dial(
             ua.options(target, now=loop.time())
             sip.flush()
             try:
-                await sip.wait_for(OptionsAnswered, timeout=0.5)
-                break
+                ev = await sip.wait_for(OptionsAnswered, timeout=0.5, what="answer to OPTIONS")
+                if ev.response is not None or ev.status != 503 or not sip.last_send_failure:
+                    break
+                # the transport failed (refused, TLS): a peer still starting, or never
+                if "TLS" in sip.last_send_failure or loop.time() > deadline:
+                    raise RemoteProtocolError(f"cannot reach {target}: {sip.last_send_failure}", status_code=503)
+                await asyncio.sleep(0.2)
             except asyncio.TimeoutError:
                 if loop.time() > deadline:
-                    raise ParameterError(f"{target} did not answer OPTIONS within {ready_timeout:g} s") from None
-        call = ua.invite(target, now=loop.time(), media_port=media_port)
-        sip.flush()
-        ev = await sip.wait_for(CallEstablished, CallFailed, timeout=15.0)
-        if isinstance(ev, CallFailed):
-            raise ParameterError(f"the call to {target} failed: {ev.status} {ev.reason}")
+                    raise PeerTimeoutError(f"{target} did not answer OPTIONS within {ready_timeout:g} s") from None
+        call, target_now = None, target
+        for hop in range(max_redirects + 1):
+            call = ua.invite(target_now, now=loop.time(), media_port=media_port)
+            sip.flush()
+            ev = await _await_final(ua, sip, call, target_now, answer_timeout)
+            if isinstance(ev, CallEstablished):
+                break
+            if 300 <= ev.status < 400:
+                contacts = [str(na.uri) for na in (ev.response.contact if ev.response is not None else None) or []
+                            if hasattr(na, "uri")]  # fmt: skip
+                if not contacts:
+                    raise RemoteProtocolError(f"{target_now} redirected ({ev.status} {ev.reason}) without a Contact",
+                                              status_code=ev.status)  # fmt: skip
+                if hop == max_redirects:
+                    raise RemoteProtocolError(
+                        f"{target} redirected more than {max_redirects} times; last redirect ({ev.status} {ev.reason}) "
+                        f"to {', '.join(contacts)}", status_code=ev.status)
+                target_now = contacts[0]
+                continue
+            raise RemoteProtocolError(f"the call to {target_now} failed: {ev.status} {ev.reason}", status_code=ev.status)
         m = call.media
+        latch_hosts = {m.remote_address} | ({str(call.signalling_addr[0])} if call.signalling_addr else set())
         stream = await LiveAudioStream.for_media(iface, m, local_addr=("127.0.0.1", media_port), jitter_buffer=jitter_buffer,
-                                                 latching=True, cname="caller@voicelab").open()
+                                                 latching=True, latch_hosts=latch_hosts, cname="caller@voicelab").open()
         t0 = stream.send(x, 16000)
         await asyncio.wait_for(stream.sending_done, seconds + 20)
         if stream.received_audio()[0].size:  # the peer sends media: play it out too
@@ -488,8 +590,37 @@ async def dial(
         "loss_rate": None if rs is None else max(0.0, rs.loss_rate),
         "jitter_ms": None if rs is None else rs.jitter_ms,
         "packets_received": 0 if rs is None else int(rs.received),
+        "rtp_foreign_packets": stream.foreign_packets,
+        "playout_errors": stream.stats.playout_errors,
         "sample_rate": stream.tx.sample_rate,
         "sent": stream.sent_audio()[0],
         "received": stream.received_audio()[0],
         "synthetic_speech": bool(sp.synthetic),
     }
+
+
+async def _await_final(ua: UserAgent, sip: AsyncUserAgent, call: Any, target: str, answer_timeout: float) -> Any:
+    """CallEstablished or CallFailed for ``call``; on time-out cancel it (RFC 3261 9.1) and raise."""
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            ev = await sip.wait_for(CallEstablished, CallFailed, timeout=answer_timeout, what="answer to the INVITE")
+            if ev.call is call:
+                return ev
+    except PeerTimeoutError:
+        rang = call.times.first_provisional is not None
+        if not call.over:
+            try:
+                ua.cancel(call, now=loop.time())  # sent now if it rang; else once a provisional comes
+            except VoicelabError:  # answered in the meantime: hang that up
+                if call.established:
+                    ua.bye(call, now=loop.time())
+            sip.flush()
+        if rang:
+            try:  # 487 to the INVITE (or a 2xx that crossed the CANCEL: the UA hangs it up)
+                await sip.wait_for(CallCancelled, CallFailed, CallEnded, timeout=5.0, what="answer to our CANCEL")
+            except PeerTimeoutError:
+                pass
+            raise PeerTimeoutError(f"{target} rang but did not answer within {answer_timeout:g} s; "
+                                   "the call was cancelled (CANCEL sent)") from None
+        raise PeerTimeoutError(f"no response to the INVITE from {target} within {answer_timeout:g} s") from None

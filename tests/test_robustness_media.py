@@ -165,7 +165,7 @@ async def _sipp_30ms_call(sipp: str, pcap: Path, tmp_path: Path):
                                       "-m", "1", "-p", str(free_port(kind="udp")), "-mp", str(free_port(kind="udp")),
                                       cwd=tmp_path)
         await asyncio.wait_for(agent.ended(1), 5)
-        return rc, out, errors, dict(agent.recordings), dict(agent.media_stats)
+        return rc, out, errors, dict(agent.recordings), dict(getattr(agent, "media_stats", {}))
 
 
 @pytest.mark.slow
@@ -175,9 +175,239 @@ def test_sipp_30ms_pcma_without_ptime_is_heard_and_echoed(tmp_path):
     rc, out, errors, recordings, stats = asyncio.run(_sipp_30ms_call(sipp, pcap, tmp_path))
     assert rc == 0, f"sipp exit {rc}\n{out[-2000:]}\n{errors[-2000:]}"
     (sent, received, rate), = recordings.values()
-    (st,) = stats.values()
-    assert st["reframed_packets"] >= 50 and st["playout_errors"] == 0 and st["unusable_payloads"] == 0
     # ~3 s of the pcap's speech were played out and echoed back (the bug: nothing at all)
     assert len(received) >= 2.5 * rate and np.sqrt(np.mean(received**2)) > 0.01
     assert len(sent) >= 2.0 * rate and np.sqrt(np.mean(sent**2)) > 0.01
+    (st,) = stats.values()
+    assert st["reframed_packets"] >= 50 and st["playout_errors"] == 0 and st["unusable_payloads"] == 0
     assert st["outcomes"].get("played", 0) >= 100
+
+
+# ------------------------------------------------------ vanishing callers: media timeout
+def test_vanishing_callers_free_their_slots_after_the_media_timeout():
+    """4 INVITE+ACK that go silent fill max_calls 4; after the timeout a new call is answered."""
+    from voicelab.calls import open_caller
+    from voicelab.net.vclock import run_virtual
+    from voicelab.sip.ua import CallEnded, CallEstablished, CallFailed
+    from voicelab.vnetcall import VirtualHostInterface, build_topology
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        net, info = build_topology("open", "open", seed=3)
+        target = f"sip:agent@{info['agent_sip'][0]}:{info['agent_sip'][1]}"
+        agent = Agent(codecs=["pcmu"], mode="echo", max_calls=4, media_timeout=10.0, contact=target,
+                      host=info["agent"], port=info["agent_sip"][1], iface=VirtualHostInterface(net, "agent"))
+        await agent.start()
+        ifc = VirtualHostInterface(net, "caller")
+        ua, sip = await open_caller(ifc, codec="pcmu", host=info["caller"], seed=1)
+        try:
+            calls = []
+            for _ in range(4):  # answered, ACKed, then never a packet of media
+                calls.append(ua.invite(target, now=loop.time(), media_port=ifc.free_port("udp")))
+                sip.flush()
+                await sip.wait_for(CallEstablished, timeout=5)
+            busy = ua.invite(target, now=loop.time(), media_port=ifc.free_port("udp"))
+            sip.flush()
+            ev = await sip.wait_for(CallFailed, timeout=5)
+            t_full = loop.time()
+            assert ev.call is busy and ev.status == 486
+            ended = [await sip.wait_for(CallEnded, timeout=15) for _ in range(4)]  # the agent's BYEs
+            t_bye = loop.time()
+            later = ua.invite(target, now=loop.time(), media_port=ifc.free_port("udp"))
+            sip.flush()
+            ev = await sip.wait_for(CallEstablished, CallFailed, timeout=5)
+            return (t_full, t_bye, ev, later, ended, agent.calls_timed_out, agent.calls_refused, len(agent.streams))
+        finally:
+            await sip.close()
+            await agent.close()
+
+    t_full, t_bye, ev, later, ended, timed_out, refused, open_streams = run_virtual(main(), max_time=120.0)
+    assert timed_out == 4 and refused == 1
+    assert all(e.by_remote for e in ended)  # the agent hung up (BYE), the caller answered 200
+    assert 10.0 <= t_bye - t_full <= 12.5  # the timeout (10 s) plus the watchdog's period
+    assert isinstance(ev, CallEstablished) and ev.call is later  # a normal call gets a slot again
+    assert open_streams == 1
+
+
+def test_media_timeout_is_checked():
+    for bad in (0, -1, float("nan"), "soon"):
+        with pytest.raises(Exception) as ei:
+            Agent(media_timeout=bad)
+        assert "media_timeout" in str(ei.value)
+
+
+# ----------------------------------------------------------- RFC 4028 session timers
+def _ua_net(**kw_b):
+    from .test_sip_ua import A_ADDR, B_ADDR, Net, auto_answer, make_ua
+
+    return A_ADDR, B_ADDR, Net, auto_answer, make_ua
+
+
+def test_session_timer_422_then_refresh_then_expiry_bye():
+    from voicelab.sip.ua import CallEnded, IncomingCall, ReinviteAnswered
+
+    A, B, Net, auto_answer, make_ua = _ua_net()
+    a = make_ua(A, "alice", 1, session_expires=120)
+    b = make_ua(B, "bob", 2, session_expires=1800, min_se=300)
+    net = Net(a, b, on_event=auto_answer())
+    call = a.invite("sip:bob@10.0.0.2", now=0.0)
+    net.run(2.0)
+    sent = [e.first_line for e in b.trace if e.direction == "out" and not e.retransmission]
+    assert any(line.startswith("SIP/2.0 422") for line in sent)  # 120 s < Min-SE 300: 422
+    assert call.established and call.session_timer == (300, "uac")  # retried with Session-Expires 300
+    bcall = net.of(B, IncomingCall)[0].call
+    assert bcall.session_timer == (300, "uac")
+    # the caller refreshes at half the interval; the callee's expiry timer restarts each time
+    net.run(700.0)
+    assert len(net.of(A, ReinviteAnswered)) == 4 and bcall.established
+    # the caller vanishes (its datagrams are lost): the callee hangs up at 300 - 32 s after the last refresh
+    last_refresh = max(t for t, e in net.events[A] if isinstance(e, ReinviteAnswered))
+    del net.nodes[A]
+    net.run(1200.0)
+    (bye_end,) = [(t, e) for t, e in net.events[B] if isinstance(e, CallEnded)]
+    sent_bye = [e.time for e in b.trace if e.direction == "out" and e.first_line.startswith("BYE")]
+    assert abs(sent_bye[0] - (last_refresh + 300 - 32)) < 1.0
+    assert bye_end[1].reason.startswith("BYE failed") or "session expired" in bye_end[1].reason
+
+
+def test_session_timer_not_refreshed_by_the_caller_ends_with_bye():
+    from voicelab.sip.ua import CallEnded
+
+    A, B, Net, auto_answer, make_ua = _ua_net()
+    a = make_ua(A, "alice", 1)  # asks for a timer by hand but never refreshes
+    b = make_ua(B, "bob", 2, session_expires=1800)
+    net = Net(a, b, on_event=auto_answer())
+    call = a.invite("sip:bob@10.0.0.2", now=0.0, headers=[("Supported", "timer"), ("Session-Expires", "120")])
+    net.run(2.0)
+    assert call.established
+    net.run(200.0)
+    ends = net.of(A, CallEnded)
+    assert len(ends) == 1 and ends[0].by_remote  # the callee's BYE
+    bye_at = [e.time for e in b.trace if e.direction == "out" and e.first_line.startswith("BYE")]
+    assert bye_at and 87.0 < bye_at[0] < 90.0  # 120 - min(32, 120/3)
+
+
+def test_session_timers_off_by_default():
+    from .test_sip_ua import A_ADDR, B_ADDR, Net, auto_answer, make_ua
+
+    a, b = make_ua(A_ADDR, "alice", 1), make_ua(B_ADDR, "bob", 2)
+    net = Net(a, b, on_event=auto_answer())
+    call = a.invite("sip:bob@10.0.0.2", now=0.0, headers=[("Supported", "timer"), ("Session-Expires", "120")])
+    net.run(400.0)
+    assert call.established and call.session_timer is None
+
+
+# ------------------------------------------------------------------------ RTP bleed
+async def _bleed(latching):
+    from voicelab.calls import open_caller
+    from voicelab.net.iface import LoopbackInterface
+    from voicelab.sip.ua import CallEstablished
+
+    loop = asyncio.get_running_loop()
+    iface = LoopbackInterface(loop)
+    async with Agent(codecs=["pcmu"], mode="echo", latching=latching, media_timeout=None) as agent:
+        ua, sip = await open_caller(iface, codec="pcmu", seed=None)
+        attacker = None
+        try:
+            media_port = iface.free_port("udp")
+            call = ua.invite(agent.uri, now=loop.time(), media_port=media_port)
+            sip.flush()
+            await sip.wait_for(CallEstablished, timeout=5)
+            (s,) = agent.streams.values()
+            # an attacker on another host (127.0.0.2) sprays RTP at the agent's media port first
+            received = []
+
+            class P(asyncio.DatagramProtocol):
+                def datagram_received(self, data, addr):
+                    received.append(data)
+
+            attacker, _ = await loop.create_datagram_endpoint(P, local_addr=("127.0.0.2", 0))
+            agent_media = s.local_address
+            for k in range(20):
+                pkt = RtpPacket(payload_type=0, sequence_number=k, timestamp=160 * k, ssrc=0xBAD, payload=bytes(160))
+                attacker.sendto(bytes(pkt), agent_media)
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)
+            return s.session.remote_addr, (call.media.local_address if hasattr(call.media, "local_address") else None), \
+                len(received), s.foreign_packets
+        finally:
+            if attacker is not None:
+                attacker.close()
+            await sip.close()
+
+
+def test_rtp_from_an_unexpected_source_is_not_latched_and_is_counted():
+    remote, _, to_attacker, foreign = asyncio.run(_bleed(True))
+    assert remote[0] == "127.0.0.1"  # still the caller's SDP address
+    assert to_attacker == 0 and foreign == 20
+
+
+def test_plain_comedia_latches_to_anyone_when_asked():
+    remote, _, to_attacker, foreign = asyncio.run(_bleed("any"))
+    assert remote[0] == "127.0.0.2" and foreign == 0  # what latching="any" means: documented, asked for
+
+
+# -------------------------------------------------------- in-dialog requests and auth
+def _forged_reinvite(call, agent_addr, atk_port, evil_port) -> bytes:
+    dlg = call.dialog
+    sdp = (f"v=0\r\no=evil 1 2 IN IP4 127.0.0.3\r\ns=-\r\nc=IN IP4 127.0.0.3\r\nt=0 0\r\n"
+           f"m=audio {evil_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n").encode()
+    head = (f"INVITE sip:agent@{agent_addr[0]}:{agent_addr[1]} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.3:{atk_port};branch=z9hG4bKforged{atk_port};rport\r\n"
+            f"From: <sip:caller@127.0.0.1>;tag={dlg.id.local_tag}\r\n"
+            f"To: <sip:agent@{agent_addr[0]}>;tag={dlg.id.remote_tag}\r\n"
+            f"Call-ID: {call.call_id}\r\nCSeq: {dlg.local_cseq + 5} INVITE\r\n"
+            f"Contact: <sip:evil@127.0.0.3:{atk_port}>\r\nMax-Forwards: 70\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n")
+    return head.encode() + sdp
+
+
+async def _forge(auth):
+    from voicelab.calls import open_caller
+    from voicelab.net.iface import LoopbackInterface
+    from voicelab.sip.ua import CallEstablished, ReinviteAnswered, ReinviteFailed
+
+    loop = asyncio.get_running_loop()
+    iface = LoopbackInterface(loop)
+    kw = {"auth": ("alice", "secret"), "auth_algorithms": ("MD5",)} if auth else {}
+    async with Agent(codecs=["pcmu"], mode="echo", media_timeout=None, **kw) as agent:
+        ua, sip = await open_caller(iface, codec="pcmu", seed=None, credentials=("alice", "secret") if auth else None)
+        atk = None
+        try:
+            call = ua.invite(agent.uri, now=loop.time(), media_port=iface.free_port("udp"))
+            sip.flush()
+            await sip.wait_for(CallEstablished, timeout=5)
+            (acall,) = [c for c in agent.ua.calls if c.call_id == call.call_id]
+            before = (acall.media.remote_address, acall.media.remote_port)
+            answers = []
+
+            class P(asyncio.DatagramProtocol):
+                def datagram_received(self, data, addr):
+                    answers.append(data.split(b"\r\n", 1)[0].decode())
+
+            atk, _ = await loop.create_datagram_endpoint(P, local_addr=("127.0.0.3", 0))
+            atk.sendto(_forged_reinvite(call, agent.address, atk.get_extra_info("sockname")[1], 40000), agent.address)
+            await asyncio.sleep(0.3)
+            after = (acall.media.remote_address, acall.media.remote_port)
+            # the real caller's own re-INVITE still works (it answers the challenge)
+            ua.reinvite(call, now=loop.time())
+            sip.flush()
+            ev = await sip.wait_for(ReinviteAnswered, ReinviteFailed, timeout=5)
+            return answers, before, after, ev.response.status_code if isinstance(ev, ReinviteAnswered) else ev.status
+        finally:
+            if atk is not None:
+                atk.close()
+            await sip.close()
+
+
+def test_forged_reinvite_is_challenged_when_the_agent_requires_auth():
+    answers, before, after, own = asyncio.run(_forge(True))
+    final = [a for a in answers if not a.startswith("SIP/2.0 1")]
+    assert final == ["SIP/2.0 401 Unauthorized"], answers
+    assert after == before and after[0] != "127.0.0.3"  # the media did not move
+    assert own == 200
+
+
+def test_without_auth_a_reinvite_is_answered_as_before():
+    answers, before, after, own = asyncio.run(_forge(False))
+    assert any(a.startswith("SIP/2.0 200") for a in answers) and after == ("127.0.0.3", 40000)

@@ -20,8 +20,6 @@ import json
 import logging
 import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -195,29 +193,39 @@ def test_invite_timeout_names_timer_b_not_event_classes():
 
 
 # ---------------------------------------------------------- fresh identifiers (482)
-def _cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    return subprocess.run([sys.executable, "-m", "voicelab", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
-
-
 @pytest.mark.slow
-def test_voicelab_call_target_twice_against_one_agent():
-    port = free_port(kind="udp")
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    agent = subprocess.Popen([sys.executable, "-m", "voicelab", "agent", "serve", "--sip", f"127.0.0.1:{port}",
-                              "--mode", "echo", "--codecs", "pcmu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env=env)
+def test_voicelab_call_target_twice_against_one_agent(capsys):
+    """Two ``voicelab call --target`` runs: two calls at the agent (not a 482, nor a
+    second INVITE taken for a retransmission of the first: same Call-ID, tag, branch)."""
+    import threading
+
+    from voicelab.cli import main as cli_main
+
+    ready, holder = threading.Event(), {}
+
+    def serve():
+        async def run():
+            async with Agent(codecs=["pcmu"], mode="echo") as agent:
+                holder.update(agent=agent, loop=asyncio.get_running_loop(), stop=asyncio.Event())
+                ready.set()
+                await holder["stop"].wait()
+
+        asyncio.run(run())
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    assert ready.wait(20)
+    agent = holder["agent"]
     try:
-        runs = [_cli("call", "--target", f"sip:agent@127.0.0.1:{port}", "--duration", "1", "--speech", "harvard",
-                     "--json") for _ in range(2)]
+        rcs = [cli_main(["call", "--target", agent.uri, "--duration", "1", "--speech", "harvard", "--json"])
+               for _ in range(2)]
     finally:
-        agent.terminate()
-        agent.communicate(timeout=10)
-    for r in runs:
-        assert r.returncode == 0, r.stderr[-2000:]
-        assert "482" not in r.stdout + r.stderr
-    assert all(json.loads(r.stdout.strip().splitlines()[-1])["codec"] == "pcmu" for r in runs)
+        holder["loop"].call_soon_threadsafe(holder["stop"].set)
+        th.join(20)
+    out = capsys.readouterr()
+    assert rcs == [0, 0], out.err[-2000:]
+    assert "482" not in out.out + out.err
+    assert agent.calls_answered == 2 and len(agent.recordings) == 2  # two Call-IDs
 
 
 def test_target_calls_draw_fresh_identifiers_unless_seeded():

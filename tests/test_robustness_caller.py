@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
-import os
 import socket
 import time
 from pathlib import Path

@@ -287,6 +287,27 @@ def test_session_timer_not_refreshed_by_the_caller_ends_with_bye():
     assert bye_at and 87.0 < bye_at[0] < 90.0  # 120 - min(32, 120/3)
 
 
+def test_session_timer_for_a_caller_without_timer_support_is_refreshed_by_the_agent():
+    """Session-Expires without Supported: timer (a proxy asked): refresher=uas, no Require."""
+    from voicelab.sip.ua import CallEnded, IncomingCall, ReinviteReceived
+
+    A, B, Net, auto_answer, make_ua = _ua_net()
+    a = make_ua(A, "alice", 1)
+    b = make_ua(B, "bob", 2, session_expires=1800)
+    net = Net(a, b, on_event=auto_answer())
+    call = a.invite("sip:bob@10.0.0.2", now=0.0, headers=[("Session-Expires", "120")])
+    net.run(2.0)
+    bcall = net.of(B, IncomingCall)[0].call
+    assert call.established and bcall.session_timer == (120, "uas")
+    ok = [e for e in b.trace if e.direction == "out" and e.first_line.startswith("SIP/2.0 200")][0]
+    resp = [m for m in b.sent if m[0].startswith(b"SIP/2.0 200")][0][0]
+    assert b"Session-Expires: 120;refresher=uas" in resp and b"Require: timer" not in resp, ok
+    net.run(250.0)
+    refreshes = [t for t, e in net.events[A] if isinstance(e, ReinviteReceived)]
+    assert [round(t) for t in refreshes] == [60, 120, 180, 240]  # every N/2 from the agent's side
+    assert not net.of(A, CallEnded) and call.established
+
+
 def test_session_timers_off_by_default():
     from .test_sip_ua import A_ADDR, B_ADDR, Net, auto_answer, make_ua
 

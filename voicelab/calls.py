@@ -124,7 +124,7 @@ class AsyncUserAgent:
             what = self.ua.transport_error(data, addr, reason, self.loop.time())
         except VoicelabError:
             what = None
-        if what == "response" or self.send_failures <= 10 or self.send_failures % 100 == 0:
+        if self.send_failures <= 10 or self.send_failures % 100 == 0:  # one line each, rate-limited
             log.warning("SIP %s to %s:%s not sent: %s (%d send failures so far)", what or "message", addr[0], addr[1],
                         reason, self.send_failures)
         self.flush()

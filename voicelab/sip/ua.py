@@ -165,6 +165,7 @@ REASON_PHRASES = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
     407: "Proxy Authentication Required", 408: "Request Timeout", 413: "Request Entity Too Large",
     415: "Unsupported Media Type", 416: "Unsupported URI Scheme", 420: "Bad Extension",
+    422: "Session Interval Too Small",
     423: "Interval Too Brief", 480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
     482: "Loop Detected", 486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
     491: "Request Pending", 500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable",
@@ -1824,6 +1825,7 @@ class UserAgent:
                 c = t.data[0] if isinstance(t.data, tuple) else t.data
                 if cseq is None or c == cseq:
                     t.cancelled = True
+                    t.call = t.data = None  # a cancelled timer must not keep a finished call alive
 
     def _arm_session(self, call: Call, now: float) -> None:
         """(Re)start the RFC 4028 timers of ``call``: refresh at half the interval when we
@@ -2079,7 +2081,8 @@ class UserAgent:
             self._reply(skey, request, 416, now)
             return
         required = [t for f in request.headers.fields("require") for t in split_list(f.value) if t]
-        unknown = [t for t in required if t.lower() not in SUPPORTED]
+        supported = SUPPORTED + (("timer",) if self.session_expires is not None else ())
+        unknown = [t for t in required if t.lower() not in supported]
         if unknown:
             self._reply(skey, request, 420, now, extra=[("Unsupported", ", ".join(unknown))])
             return
@@ -2110,7 +2113,7 @@ class UserAgent:
         if asked is not None:  # RFC 4028 9: grant a session timer, or 422 when too brief
             interval, refresher = asked
             if interval < self.min_se:
-                self._reply(key, request, 422, now, reason="Session Interval Too Small", extra=[("Min-SE", str(self.min_se))])
+                self._reply(key, request, 422, now, extra=[("Min-SE", str(self.min_se))])
                 return
             interval = max(min(interval, self.session_expires), _int_field(request, "Min-SE") or 90)  # type: ignore[type-var]
             supported = _supports(request, "timer")
@@ -2238,7 +2241,7 @@ class UserAgent:
     def _send_bye(self, call: Call, now: float, reason: str) -> None:
         dlg = call.dialog
         assert dlg is not None
-        self._disarm(call, ("2xx", "ackwait"))
+        self._disarm(call, ("2xx", "ackwait", "se-refresh", "se-expire"))
         call._awaiting_ack.clear()
         extra = [("User-Agent", self.user_agent)] if self.user_agent else []
         req = dlg.create_request("BYE", via=self._via(new_branch(self.rng)), headers=extra,
@@ -2649,7 +2652,7 @@ class UserAgent:
     def _end_call(self, call: Call, now: float, *, by_remote: bool, reason: str) -> None:
         if call.state in (CallState.ENDED, CallState.FAILED, CallState.CANCELLED):
             return
-        self._disarm(call, ("2xx", "ackwait"))
+        self._disarm(call, ("2xx", "ackwait", "se-refresh", "se-expire"))
         call._awaiting_ack.clear()
         self._drop_dialogs(call)
         call.state = CallState.ENDED

@@ -432,3 +432,14 @@ def test_forged_reinvite_is_challenged_when_the_agent_requires_auth():
 def test_without_auth_a_reinvite_is_answered_as_before():
     answers, before, after, own = asyncio.run(_forge(False))
     assert any(a.startswith("SIP/2.0 200") for a in answers) and after == ("127.0.0.3", 40000)
+
+
+def test_agent_serve_takes_media_timeout_and_session_expires():
+    from voicelab.cli import build_parser
+
+    args = build_parser().parse_args(["agent", "serve", "--media-timeout", "15", "--session-expires", "600"])
+    assert args.media_timeout == 15.0 and args.session_expires == 600
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["agent", "serve", "--media-timeout", "0"])
+    with pytest.raises(Exception, match="session_expires"):
+        Agent(session_expires=30)

@@ -296,6 +296,7 @@ async def sip_call(
     sip_transport: str = "udp",
     srtp: bool = False,
     auth: tuple[str, str] | None = None,
+    sbc: str | None = None,
 ) -> dict[str, Any]:
     """One SIP call on loopback, the lab's caller and agent in this process; returns its metrics.
 
@@ -324,6 +325,11 @@ async def sip_call(
         SDES-keyed SRTP (AES_CM_128_HMAC_SHA1_80) both ways.
     auth : (str, str), optional
         The agent challenges the INVITE with digest; the caller answers with these.
+    sbc : {None, "kamailio"}, optional
+        Put a real SBC between caller and agent: Kamailio (record-routing proxy) +
+        rtpengine (media anchor), started for the call (:class:`voicelab.net.sbc.KamailioSBC`;
+        UDP signalling only). The result gains ``sbc`` and ``sbc_media_legs`` (rtpengine's
+        per-leg packet counters).
 
     Returns
     -------
@@ -347,7 +353,20 @@ async def sip_call(
     agent = Agent(codecs=[codec], transport=sip_transport, jitter_buffer=jitter_buffer, auth=auth, srtp=srtp,
                   iface=iface, seed=int(seeds[1].generate_state(1)[0]) % 2**31)  # fmt: skip
     agent._speech_override = x  # play exactly what the caller sends: one reference for both directions
+    if sbc not in (None, "kamailio"):
+        raise ParameterError(f"sbc must be None or 'kamailio', got {sbc!r}")
+    if sbc and sip_transport != "udp":
+        raise ParameterError("the Kamailio SBC is started for SIP over UDP only")
     await agent.start()
+    proxy = None
+    if sbc == "kamailio":
+        from .net.sbc import KamailioSBC
+
+        try:
+            proxy = await KamailioSBC(target=agent.address).start()
+        except BaseException:
+            await agent.close()
+            raise
     ua, sip = await open_caller(iface, codec=codec, transport=sip_transport, srtp=srtp, credentials=auth,
                                 ca_file=agent.ca_file, rtcp_mux=True, seed=int(seeds[0].generate_state(1)[0]),
                                 capture=capture)  # fmt: skip
@@ -360,7 +379,8 @@ async def sip_call(
             # back socket, so the agent sends through it from its first packet on
             relay = await UdpRelay(iface, ("127.0.0.1", 9), uplink=net, downlink=net, seed=seed,
                                    client=("127.0.0.1", media_port)).start()  # fmt: skip
-        call = ua.invite(agent.uri, now=loop.time(), media_port=relay.back_address[1] if relay else media_port)
+        call = ua.invite(proxy.uri if proxy else agent.uri, now=loop.time(),
+                         media_port=relay.back_address[1] if relay else media_port)
         sip.flush()
         ev = await sip.wait_for(CallEstablished, CallFailed)
         if isinstance(ev, CallFailed):
@@ -390,6 +410,8 @@ async def sip_call(
             await relay.close()
         await sip.close()
         await agent.close()
+        if proxy is not None:
+            await proxy.stop()
 
     if pcap:
         from .net.pcap import write_pcap
@@ -415,6 +437,9 @@ async def sip_call(
         for name, d in (("caller_to_agent", relay.up), ("agent_to_caller", relay.down)):
             if d.stats.transit_s:
                 out[f"{name}.relay_transit_ms_median"] = float(np.median(d.stats.transit_s) * 1000.0)
+    if proxy is not None:
+        out["sbc"] = "kamailio+rtpengine"
+        out["sbc_media_legs"] = proxy.media_stats()
     if sp.synthetic:
         out["warnings"] = [audio.SYNTHETIC_WARNING]
     return out

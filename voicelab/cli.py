@@ -152,6 +152,39 @@ def cmd_call(args: argparse.Namespace) -> int:
 
     chan = _channel_from_args(args)
     net = None if chan == ChannelConfig() else chan
+    if args.path:
+        from .hybrid import path_call
+
+        if args.transport != "sip" or args.target or args.net != "loopback" or net is not None:
+            raise ParameterError("--path runs its own legs (PSTN model + live SIP trunk): no --transport, --target, "
+                                 "--net or impairment flags with it")
+        browser = args.path.strip().lower().startswith("browser")
+        res = path_call(args.path, seconds=args.duration, speech=args.speech, seed=args.seed,
+                        jitter_buffer=args.jitter_buffer, **({"codec": args.codec} if browser else {}))
+        if args.json:
+            _print_result(res, True)
+            return 0
+        if browser:
+            print(f"{res['path']}: WebRTC {res['webrtc_codec']} <-> SIP {res['sip_codec']}"
+                  + (" (payloads passed through)" if res["passthrough"] else " (transcoded)"))
+            for d in ("browser_to_agent", "agent_to_browser"):
+                print(f"  {d.replace('_', ' ')}:")
+                for h in res[f"{d}.hops"]:
+                    v = h["delay_ms"]
+                    print(f"    {'-' if v is None else f'{v:7.2f}'} ms  {h['hop']}")
+                print(f"    {res[f'{d}.total_ms']:7.2f} ms  total measured end to end; PESQ-NB {res[f'{d}.pesq_nb']:.2f}, "
+                      f"PESQ-WB {res[f'{d}.pesq_wb']:.2f}")
+            return 0
+        print(f"{res['path']}: phone -> agent, one way")
+        for h in res["hops"]:
+            d = h["delay_ms"]
+            print(f"  {'-' if d is None else f'{d:7.2f}'} ms  {h['how']:<15}  {h['hop']}")
+        total = res["phone_to_agent_ms"]
+        print(f"  {'-' if total is None else f'{total:7.2f}'} ms  total (PSTN side measured through the lab + live leg); "
+              f"G.114 budget {res['g114_budget_ms']:g} ms: {'within' if res['within_g114'] else 'EXCEEDED'}")
+        print(f"  PESQ-NB after the PSTN side {res['pstn_pesq_nb']}, on the trunk leg {res['trunk_pesq_nb']}; "
+              f"setup {res['setup_ms']} ms" + (f"; SBC {res['sbc']}" if res["sbc"] else ""))
+        return 0
     auth = _user_pass(args.auth, "--auth")
     target_seed = args.seed  # None: a call to another peer draws fresh identifiers (SIP wants them unique)
     if args.seed is None:
@@ -459,6 +492,8 @@ _PEERS = [
     ("tshark", "tshark", "pcap dissection checks"),
     ("ip", "iproute2", "network namespaces (kernel NAT cross-check, root)"),
     ("iptables", "iptables", "kernel NAT rules (kernel NAT cross-check, root)"),
+    ("kamailio", "kamailio", "SIP proxy of the real SBC (call --path ...+sbc)"),
+    ("rtpengine", "rtpengine-daemon", "media anchor of the real SBC (call --path ...+sbc)"),
 ]
 
 
@@ -549,6 +584,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--virtual-time", action="store_true", help="run on a virtual clock (the lab's own stacks only)")
     cl.add_argument("--codec", default="pcmu", help="codec both sides offer and accept")
     cl.add_argument("--target", metavar="URI", help="call this SIP URI on loopback (e.g. a softphone) instead of the built-in agent")
+    cl.add_argument("--path", metavar="SPEC", help="a real-world path: PSTN-PRESET+trunk[+sbc|+relay], e.g. "
+                    "pstn-national-mobile+trunk+sbc (phone side simulated hop by hop, live SIP trunk leg, real "
+                    "Kamailio + rtpengine SBC), or browser+gateway+sip (WebRTC -> the lab's SIP<->WebRTC gateway "
+                    "-> SIP agent; --codec opus transcodes, --codec pcmu passes G.711 through); prints a per-hop delay table")
     cl.add_argument("--duration", type=_float_arg("duration", 1.0, 60.0), default=4.0, metavar="S", help="seconds of speech each way")
     cl.add_argument("--jitter-buffer", default="fixed:60", metavar="fixed:MS|adaptive")
     _add_channel_args(cl)
@@ -583,6 +622,10 @@ def build_parser() -> argparse.ArgumentParser:
     ags.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
     ags.add_argument("--webrtc", metavar="HOST:PORT", help="also answer WebRTC callers: signaling server + browser page here")
     ags.set_defaults(func=cmd_agent_serve)
+
+    from .cli_gateway import add_parsers as _add_gateway_parsers  # gateway serve: SIP <-> WebRTC
+
+    _add_gateway_parsers(sub)
 
     nm = sub.add_parser("nat-matrix", help="NAT traversal matrix: caller NAT x agent NAT x method, on the virtual network",
                         description="Run a call for every pair of NAT presets and every traversal method on the in-process "

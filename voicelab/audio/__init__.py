@@ -29,7 +29,7 @@ from .delay import DelayEstimate, align, compensate, estimate_delay
 from .espeak import HARVARD_LIST_1, VOICES, synthesize
 from .io import read_wav, to_float, to_int16, write_wav
 from .level import active_level_db, normalize_level, speech_activity
-from .resample import resample
+from .resample import StreamResampler, resample
 from .signals import chirp, click_train, composite_source_signal, silence, tone
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "to_int16",
     "to_float",
     "resample",
+    "StreamResampler",
     # levels
     "active_level_db",
     "speech_activity",

@@ -226,6 +226,12 @@ class LiveAudioStream:
         self._pieces: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # slot -> (payload bytes, filled mask)
         self._reframe_ssrc: int | None = None
         self._max_slot = -1
+        #: called as ``on_played(slot_time, frame)`` for every frame the playout played
+        #: (int16 at the codec's rate): a bridge (:mod:`voicelab.gateway`) forwards it
+        self.on_played: Any = None
+        #: called as ``on_packet(packet, arrival)`` for every RTP packet accepted (before the
+        #: jitter buffer): a pass-through bridge forwards the payload as it is
+        self.on_packet: Any = None
 
     @classmethod
     def for_media(cls, iface: Any, media: Any, *, local_addr: tuple[str, int], rtcp_mux: bool | None = None,
@@ -309,17 +315,19 @@ class LiveAudioStream:
 
         Parameters
         ----------
-        kind : {"echo", "silence"}
+        kind : {"echo", "silence", "bridge"}
             ``"echo"``: each frame this stream *played* (after its jitter buffer, decoder
             and PLC) is re-encoded and sent when it has finished playing, as a real echo
             agent's pipeline does (not by reflecting packets); nothing is sent before
             the first frame is played. ``"silence"``: encoded digital silence (a recording agent that keeps
-            the media path and RTCP alive).
+            the media path and RTCP alive). ``"bridge"``: frames played by *another*
+            stream (the other leg of a gateway) are handed over with :meth:`forward`
+            and sent when they have finished playing there.
         """
         if self.session is None:
             raise ParameterError("open() the stream before send_live()")
-        if kind not in ("echo", "silence"):
-            raise ParameterError(f"send_live kind must be 'echo' or 'silence', got {kind!r}")
+        if kind not in ("echo", "silence", "bridge"):
+            raise ParameterError(f"send_live kind must be 'echo', 'silence' or 'bridge', got {kind!r}")
         if self.tx.sample_rate != self.rx.sample_rate:  # pragma: no cover - same codec both ways
             raise ParameterError("echo needs the same sample rate both ways")
         self._live = kind
@@ -393,6 +401,8 @@ class LiveAudioStream:
             if isinstance(ev, RemoteReportReceived):
                 self.remote_reports.append(ev)
             elif isinstance(ev, RtpReceived):
+                if self.on_packet is not None:  # as it arrived (before any re-framing)
+                    self.on_packet(ev.packet, ev.arrival)
                 self._push(ev.packet, ev.arrival)
                 if self._play_start is None and self.jb.start_time() is not None:
                     self._play_start = self.jb.start_time()
@@ -489,6 +499,8 @@ class LiveAudioStream:
             self._played.append((when, frame))
             if self._live == "echo":
                 self._echo(when, frame)
+            if self.on_played is not None:
+                self.on_played(when, frame)
             for t, fut in [w for w in self._waiters if w[0] <= when]:
                 if not fut.done():
                     fut.set_result(when)
@@ -519,6 +531,33 @@ class LiveAudioStream:
                 self._t0 = self._echo_prev[0]
             self._emit(self._echo_prev[1], self._loop.time(), when)  # type: ignore[union-attr]
         self._echo_prev = (when, frame)
+
+    def forward(self, when: float, frame: np.ndarray) -> None:
+        """Send a frame that another stream played at slot time ``when`` (``send_live("bridge")``).
+
+        Like an echo, frame ``k`` leaves when frame ``k + 1`` is handed over, i.e. once it
+        has finished playing on the other leg; ``frame`` is int16 at this codec's rate,
+        ``tx.frame_samples`` long.
+        """
+        if self._live != "bridge":
+            raise ParameterError("forward() needs send_live('bridge')")
+        self._echo(when, frame)
+
+    def send_payload(self, payload: bytes, *, marker: bool = False) -> None:
+        """Send an already-encoded payload now, as the next RTP packet (a pass-through bridge).
+
+        The RTP timestamp advances one frame per payload: forward payloads of this
+        stream's codec and packet time only.
+        """
+        if self.session is None:
+            raise ParameterError("open() the stream before send_payload()")
+        now = self._loop.time()  # type: ignore[union-attr]
+        data = self.session.send_frame(bytes(payload), now, marker=marker)
+        if self.first_sequence is None:
+            self.first_sequence = int.from_bytes(data[2:4], "big")
+        self._sendto(data, self.session.remote_addr)
+        self.stats.frames_sent += 1
+        self._k_send += 1
 
     def played_through(self, t: float) -> asyncio.Future:
         """A future that resolves once the slot playing at loop time ``t`` has been played."""

@@ -86,6 +86,9 @@ class Result:
         Rate of ``reference`` and ``degraded`` in Hz (8000 or 16000).
     trace : pandas.DataFrame
         One row per frame: sequence number, send/arrival/playout times, outcome.
+    played : numpy.ndarray or None
+        What the receiver played, NOT aligned (its delay still in it), at ``sample_rate``;
+        for chaining legs (:mod:`voicelab.sim.paths`).
     """
 
     scenario: Scenario
@@ -95,6 +98,7 @@ class Result:
     sample_rate: int
     trace: pd.DataFrame = field(repr=False)
     warnings: list[str] = field(default_factory=list)
+    played: np.ndarray | None = field(default=None, repr=False)
 
     def __getattr__(self, name: str) -> Any:
         # result.pesq_nb etc.
@@ -554,7 +558,8 @@ def simulate_call(scenario: Scenario | None = None, /, *, quality: bool = True, 
     )
     if ref_rate != 8000 and ref_rate != 16000:  # pragma: no cover - load_speech guarantees
         raise AudioError(f"internal: reference rate {ref_rate}")
-    return Result(scenario, m, np.array(ref), deg_ref_rate, ref_rate, trace, warnings)
+    played = y if rate == ref_rate else audio.resample(y, rate, ref_rate)
+    return Result(scenario, m, np.array(ref), deg_ref_rate, ref_rate, trace, warnings, played=played)
 
 
 def _safe_metric(fn, warnings: list[str], name: str) -> float | None:

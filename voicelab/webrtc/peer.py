@@ -506,8 +506,16 @@ class LabEncoder(_AiortcEncoder):
         return [payload], ts
 
     def pack(self, packet: Any) -> tuple[list[bytes], int]:
-        """Pre-encoded packets are not supported (the lab encodes itself)."""
-        raise CodecError("LabEncoder encodes audio frames; pre-encoded packets are not supported")
+        """A pre-encoded payload (``av.Packet`` of this codec, ``pts`` in RTP clock units), sent as it is.
+
+        What a pass-through bridge's track returns (:mod:`voicelab.gateway`): aiortc calls
+        ``pack`` instead of ``encode`` for packets.
+        """
+        payload = bytes(packet)
+        if not payload:
+            return [], None  # type: ignore[return-value]
+        self.frames_encoded += 1
+        return [payload], int(packet.pts or 0)
 
 
 def _lab_codec_name(aiortc_codec: Any) -> str:
@@ -628,6 +636,9 @@ class LabPlayout:
         if self.first_arrival is None:
             self.first_arrival = now
         self.arrivals.append((now, int(packet.timestamp)))
+        tap = getattr(self.sink, "on_packet", None)  # a pass-through bridge forwards the payload as it is
+        if tap is not None:
+            tap(bytes(packet.payload), now, bool(packet.marker))
         p = RtpPacket(marker=bool(packet.marker), payload_type=packet.payload_type, sequence_number=packet.sequence_number,
                       timestamp=packet.timestamp, ssrc=packet.ssrc, payload=bytes(packet.payload))
         self.jb.push(p, now)

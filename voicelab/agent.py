@@ -21,6 +21,12 @@ Each call gets its own RTP port, so calls run concurrently (up to ``max_calls``;
 refused with 486 Busy Here). ``auth`` challenges every out-of-dialog INVITE with digest
 (RFC 7616/8760, realm ``voicelab``; ``auth_algorithms`` picks the challenges); a call
 without valid credentials is never set up.
+In-dialog INVITEs (re-INVITEs: they can move a call's media) are challenged too.
+``media_timeout`` hangs up (BYE) calls from which no RTP or RTCP arrived for that long,
+freeing their slot; RFC 4028 session timers (``session_expires``) end calls that are no
+longer refreshed. With ``latching`` the agent follows the caller's media only from the
+host its SDP names or the host its signalling came from; media from anywhere else is
+dropped and counted (``rtp_foreign_packets`` in :attr:`Agent.media_stats`).
 ``srtp`` requires SDES-keyed SRTP (RFC 4568): plain-RTP offers get 488. The UA forgets
 finished calls beyond a bound and keeps a bounded trace, so a long-running agent does not
 grow.
@@ -32,6 +38,7 @@ Every socket is opened through a network interface object
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import tempfile
 from collections import OrderedDict
@@ -47,6 +54,8 @@ from .rtp.live import LiveAudioStream
 from .sip.ua import CallCancelled, CallEnded, CallEstablished, CallFailed, IncomingCall, UserAgent
 
 __all__ = ["Agent", "parse_mode", "MODES"]
+
+log = logging.getLogger(__name__)
 
 #: The agent's modes (``play`` and ``record`` take an argument after a colon).
 MODES = ("play", "echo", "record")
@@ -130,10 +139,22 @@ class Agent:
         Concurrent calls; more get 486 Busy Here.
     keep_recordings : int
         Finished calls whose audio :attr:`recordings` keeps (oldest dropped first).
-    latching : bool
-        Symmetric RTP ("comedia", default): send media to wherever the caller's media
-        comes from. False sends to the address in the caller's SDP (one-way audio behind
-        a NAT); media is accepted from any source either way.
+    latching : bool or "any"
+        True (default): symmetric RTP, send media to wherever the caller's media comes
+        from, but only when it comes from the host the caller's SDP names or the host
+        its SIP came from (a NAT maps both to one public address); media from other
+        sources is dropped and counted ("RTP bleed"). ``"any"``: latch to the first
+        source whatever its address (plain comedia). False: send to the address in the
+        caller's SDP (one-way audio behind a NAT), accepting media from any source.
+    media_timeout : float or None
+        Seconds without any RTP or RTCP from the caller after which the agent hangs up
+        (BYE) and frees the call's slot (default 60; None: never).
+    session_expires : int or None
+        RFC 4028 session interval (s) the agent grants a caller that asks for session
+        timers (``Session-Expires``; shorter than ``min_se`` gets 422); the call ends
+        with BYE when it is not refreshed in time. None: session timers off.
+    min_se : int
+        The shortest session interval accepted (``Min-SE``, at least 90 s per RFC 4028).
     contact : str, optional
         The Contact URI the agent advertises (e.g. its public address behind a static
         port forward, as a PBX's external signalling address); default its own address.
@@ -159,10 +180,13 @@ class Agent:
         keep_recordings: int = 16,
         tls_cert: str | None = None,
         tls_key: str | None = None,
-        latching: bool = True,
+        latching: bool | str = True,
         contact: str | None = None,
         iface: Any = None,
         seed: int = 0,
+        media_timeout: float | None = 60.0,
+        session_expires: int | None = 1800,
+        min_se: int = 90,
     ) -> None:
         self.host, self.port = host, port
         if not isinstance(transport, str) or transport.lower() not in SIP_TRANSPORTS:
@@ -191,7 +215,30 @@ class Agent:
         self.tls_cert, self.tls_key = tls_cert, tls_key
         self.ca_file: str | None = None
         self.iface = iface
-        self.latching = bool(latching)
+        if latching not in (True, False, "any"):
+            raise ParameterError(f"latching must be True, False or 'any', got {latching!r}")
+        self.latching = latching
+        if media_timeout is not None:
+            try:
+                media_timeout = float(media_timeout)
+            except (TypeError, ValueError):
+                raise ParameterError(f"media_timeout must be seconds > 0 or None, got {media_timeout!r}") from None
+            if not media_timeout > 0 or media_timeout == float("inf"):
+                raise ParameterError(f"media_timeout must be seconds > 0 or None, got {media_timeout!r}")
+        self.media_timeout = media_timeout
+        if isinstance(min_se, bool) or not isinstance(min_se, int) or min_se < 90:
+            raise ParameterError(f"min_se must be an int >= 90 s (RFC 4028), got {min_se!r}")
+        if session_expires is not None and (isinstance(session_expires, bool) or not isinstance(session_expires, int)
+                                            or session_expires < min_se):
+            raise ParameterError(f"session_expires must be an int >= min_se ({min_se} s) or None, got {session_expires!r}")
+        self.session_expires, self.min_se = session_expires, min_se
+        self.calls_timed_out = 0
+        #: per finished call (Call-ID): the media counters of its stream (rtp_foreign_packets, playout_errors, ...)
+        self.media_stats: OrderedDict[str, dict] = OrderedDict()
+        self._calls: dict[str, Any] = {}  # call.id -> Call, while its stream is open
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._opened_at: dict[str, float] = {}
+        self._closing: set[asyncio.Task] = set()
         self.contact = contact
         self.calls_answered = 0
         self.calls_refused = 0
@@ -246,8 +293,11 @@ class Agent:
             authn = DigestAuthenticator("voicelab", {self.auth[0]: self.auth[1]}, secret=rng.bytes(32),
                                         algorithms=self.auth_algorithms)
 
-            def _challenge(request, now):  # out-of-dialog INVITEs only, as PBXs do
-                if request.method != "INVITE" or request.to.tag is not None:
+            def _challenge(request, now):
+                # every INVITE, also in a dialog: whoever knows a dialog's identifiers
+                # could otherwise move its media with a re-INVITE (BYE, ACK, CANCEL,
+                # INFO and OPTIONS are not challenged, as PBXs do)
+                if request.method not in ("INVITE", "UPDATE"):
                     return None
                 result = authn.verify(request, now)
                 return None if result.ok else authn.reject(request, result, now)
@@ -257,10 +307,48 @@ class Agent:
         self.ua = UserAgent(local_uri=f"sip:agent@{self.address[0]}", local_addr=self.address, rng=rng,
                             contact=self.contact, codecs=self.codecs, media_address=self.address[0], transport=self.transport,
                             authenticate=authenticate, srtp=self.srtp, keep_finished_calls=64,
-                            trace_limit=4096)  # fmt: skip
+                            trace_limit=4096, session_expires=self.session_expires, min_se=self.min_se)  # fmt: skip
         self.sip = AsyncUserAgent(self.ua, t)
         self._task = loop.create_task(self._serve())
+        if self.media_timeout is not None:
+            self._arm_watchdog()
         return self
+
+    # ------------------------------------------------------- media inactivity
+    def _arm_watchdog(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._watchdog = loop.call_later(min(1.0, self.media_timeout / 4), self._check_media)  # type: ignore[operator]
+
+    def _check_media(self) -> None:
+        """Hang up calls whose caller sent no RTP/RTCP for ``media_timeout`` s (then re-arm)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for cid, s in list(self.streams.items()):
+            last = s.last_received_at if s.last_received_at is not None else self._opened_at.get(cid, now)
+            call = self._calls.get(cid)
+            if call is None or now - last < self.media_timeout:  # type: ignore[operator]
+                continue
+            self.calls_timed_out += 1
+            log.info("agent: no media from %s for %.0f s: hanging up %s", call.remote_uri, now - last, call.call_id)
+            try:
+                if not call.over and call.state.value != "ending":
+                    self.ua.bye(call, now=now)  # type: ignore[union-attr]
+                    self.sip.flush()
+            except VoicelabError as exc:
+                self.errors.append(f"media timeout of {call.call_id}: {exc}")
+            self._free(cid, call.call_id)  # the slot is free now, not when the BYE completes
+        self._arm_watchdog()
+
+    def _free(self, cid: str, call_id: str) -> None:
+        s = self.streams.pop(cid, None)
+        self._calls.pop(cid, None)
+        self._opened_at.pop(cid, None)
+        if s is None:
+            return
+        self._keep(call_id, s)
+        task = asyncio.get_running_loop().create_task(s.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     @property
     def uri(self) -> str:
@@ -298,6 +386,8 @@ class Agent:
             await self._open(ev.call, ev.call._media_port or self.iface.free_port("udp", self.address[0]))  # delayed offer
         elif isinstance(ev, (CallEnded, CallFailed, CallCancelled)):
             s = self.streams.pop(ev.call.id, None)
+            self._calls.pop(ev.call.id, None)
+            self._opened_at.pop(ev.call.id, None)
             if s is not None:
                 await s.close()
                 self._keep(ev.call.call_id, s)
@@ -305,10 +395,18 @@ class Agent:
             self._notify()
 
     async def _open(self, call: Any, port: int) -> None:
+        latch_hosts = None
+        if self.latching is True:  # follow the caller only from where SDP or signalling said it is
+            latch_hosts = {call.media.remote_address}
+            if call.signalling_addr is not None:
+                latch_hosts.add(str(call.signalling_addr[0]))
         s = LiveAudioStream.for_media(self.iface, call.media, local_addr=(self.address[0], port),
-                                      jitter_buffer=self.jitter_buffer, latching=self.latching, source_filter=False,
-                                      seed=self.seed + self.calls_answered, cname="agent@voicelab")  # fmt: skip
+                                      jitter_buffer=self.jitter_buffer, latching=bool(self.latching), source_filter=False,
+                                      latch_hosts=latch_hosts, seed=self.seed + self.calls_answered,
+                                      cname="agent@voicelab")  # fmt: skip
         self.streams[call.id] = s
+        self._calls[call.id] = call
+        self._opened_at[call.id] = asyncio.get_running_loop().time()
         await s.open()
         if call.over:  # hung up while the socket was opening
             return
@@ -326,6 +424,15 @@ class Agent:
         self.recordings[call_id] = (sent, received, s.tx.sample_rate)
         while len(self.recordings) > self.keep_recordings:
             self.recordings.popitem(last=False)
+        self.media_stats[call_id] = s.media_stats()
+        while len(self.media_stats) > max(self.keep_recordings, 64):
+            self.media_stats.popitem(last=False)
+
+    @property
+    def rtp_foreign_packets(self) -> int:
+        """Media packets dropped for coming from an unexpected source, over the kept and open calls."""
+        return sum(m["rtp_foreign_packets"] for m in self.media_stats.values()) + sum(
+            s.foreign_packets for s in self.streams.values())
 
     def ended(self, n: int) -> asyncio.Future:
         """A future resolved once ``n`` calls have ended at this agent."""
@@ -353,6 +460,8 @@ class Agent:
 
     async def close(self) -> None:
         """Stop answering, end media, close the socket."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -362,6 +471,8 @@ class Agent:
         for s in list(self.streams.values()):
             await s.close()
         self.streams.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         if self.sip is not None:
             await self.sip.close()
         if self._tmp is not None:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import audio, metrics
-from .errors import ParameterError, VoicelabError
+from .errors import ParameterError, PeerTimeoutError, RemoteProtocolError, VoicelabError
 from .metrics.direction import direction_metrics as _direction_metrics  # moved; re-exported
 from .metrics.direction import measure_direction  # moved; re-exported
 from .net import ChannelConfig
@@ -36,10 +36,10 @@ from .net.iface import LoopbackInterface
 from .net.relay import UdpRelay
 from .realtime import realtime
 from .rtp.live import LiveAudioStream
-from .sip.aio import AsyncUserAgent  # moved next to the SIP core; re-exported
-from .sip.ua import CallEnded, CallEstablished, CallFailed, UserAgent
+from .sip.aio import AsyncUserAgent, describe_send_error  # moved next to the SIP core; re-exported
+from .sip.ua import CallCancelled, CallEnded, CallEstablished, CallFailed, CallRinging, UserAgent
 
-__all__ = ["AsyncUserAgent", "Agent", "sip_call", "dial", "open_caller", "measure_direction"]
+__all__ = ["AsyncUserAgent", "Agent", "sip_call", "dial", "open_caller", "measure_direction", "describe_send_error"]
 
 
 async def open_caller(
@@ -282,6 +282,8 @@ def direction_report(s: LiveAudioStream, r: LiveAudioStream, reference16: np.nda
         "playout_delay_ms": float(jb.playout_delay_ms) if not math.isnan(jb.playout_delay_ms) else None,
         "bitrate_kbps_wire": (s.session.stats.octets_sent + overhead * s.session.stats.packets_sent) * 8 / dur / 1000.0,
         "pacing_error_p99_ms": s.stats.pacing_error_ms(99),
+        "rtp_foreign_packets": r.foreign_packets,  # media from a source the receiver did not expect
+        "playout_errors": r.stats.playout_errors,
     })
     view = s.rtcp_view()  # what the receiver's RTCP told the sender
     d.update({"rtcp_loss_rate": view["loss_rate"], "rtcp_jitter_ms": view["jitter_ms"], "rtcp_reports": view["reports"],
@@ -320,6 +322,8 @@ async def dial(
     credentials: tuple[str, str] | None = None,
     ca_file: str | None = None,
     echo: bool = False,
+    answer_timeout: float = 15.0,
+    max_redirects: int = 3,
 ) -> dict[str, Any]:
     """Call another SIP peer on loopback (a softphone, baresip, SIPp), send speech, hang up.
 
@@ -331,6 +335,21 @@ async def dial(
     ``echo=True`` the peer is expected to return our audio (an echo agent): the result
     gains ``echo_delay_ms`` (the round trip, mouth to ear) and ``echo_pesq_nb`` /
     ``echo_pesq_wb``.
+
+    A peer that rings but does not answer within ``answer_timeout`` s is sent a CANCEL
+    (RFC 3261 9.1) before the error. A 3xx is followed to its first Contact, at most
+    ``max_redirects`` times (then the error names the targets). A 2xx whose SDP we
+    cannot use (or with none) is ACKed and hung up with BYE before the error. Our media
+    latches only to the host the answer's SDP names or the host that answered the
+    INVITE (``rtp_foreign_packets`` counts packets from anywhere else).
+
+    Raises
+    ------
+    RemoteProtocolError
+        The call failed (final status, unusable answer, redirect limit, transport
+        failure such as a refused connection or an untrusted TLS certificate).
+    PeerTimeoutError
+        The peer did not answer OPTIONS or the INVITE in time.
 
     Returns
     -------
@@ -356,19 +375,40 @@ async def dial(
             ua.options(target, now=loop.time())
             sip.flush()
             try:
-                await sip.wait_for(OptionsAnswered, timeout=0.5)
-                break
+                ev = await sip.wait_for(OptionsAnswered, timeout=0.5, what="answer to OPTIONS")
+                if ev.response is not None or ev.status != 503 or not sip.last_send_failure:
+                    break
+                # the transport failed (refused, TLS): a peer still starting, or never
+                if "TLS" in sip.last_send_failure or loop.time() > deadline:
+                    raise RemoteProtocolError(f"cannot reach {target}: {sip.last_send_failure}", status_code=503)
+                await asyncio.sleep(0.2)
             except asyncio.TimeoutError:
                 if loop.time() > deadline:
-                    raise ParameterError(f"{target} did not answer OPTIONS within {ready_timeout:g} s") from None
-        call = ua.invite(target, now=loop.time(), media_port=media_port)
-        sip.flush()
-        ev = await sip.wait_for(CallEstablished, CallFailed, timeout=15.0)
-        if isinstance(ev, CallFailed):
-            raise ParameterError(f"the call to {target} failed: {ev.status} {ev.reason}")
+                    raise PeerTimeoutError(f"{target} did not answer OPTIONS within {ready_timeout:g} s") from None
+        call, target_now = None, target
+        for hop in range(max_redirects + 1):
+            call = ua.invite(target_now, now=loop.time(), media_port=media_port)
+            sip.flush()
+            ev = await _await_final(ua, sip, call, target_now, answer_timeout)
+            if isinstance(ev, CallEstablished):
+                break
+            if 300 <= ev.status < 400:
+                contacts = [str(na.uri) for na in (ev.response.contact if ev.response is not None else None) or []
+                            if hasattr(na, "uri")]  # fmt: skip
+                if not contacts:
+                    raise RemoteProtocolError(f"{target_now} redirected ({ev.status} {ev.reason}) without a Contact",
+                                              status_code=ev.status)  # fmt: skip
+                if hop == max_redirects:
+                    raise RemoteProtocolError(
+                        f"{target} redirected more than {max_redirects} times; last redirect ({ev.status} {ev.reason}) "
+                        f"to {', '.join(contacts)}", status_code=ev.status)
+                target_now = contacts[0]
+                continue
+            raise RemoteProtocolError(f"the call to {target_now} failed: {ev.status} {ev.reason}", status_code=ev.status)
         m = call.media
+        latch_hosts = {m.remote_address} | ({str(call.signalling_addr[0])} if call.signalling_addr else set())
         stream = await LiveAudioStream.for_media(iface, m, local_addr=("127.0.0.1", media_port), jitter_buffer=jitter_buffer,
-                                                 latching=True, cname="caller@voicelab").open()
+                                                 latching=True, latch_hosts=latch_hosts, cname="caller@voicelab").open()
         t0 = stream.send(x, 16000)
         await asyncio.wait_for(stream.sending_done, seconds + 20)
         if stream.received_audio()[0].size:  # the peer sends media: play it out too
@@ -396,8 +436,37 @@ async def dial(
         "loss_rate": None if rs is None else max(0.0, rs.loss_rate),
         "jitter_ms": None if rs is None else rs.jitter_ms,
         "packets_received": 0 if rs is None else int(rs.received),
+        "rtp_foreign_packets": stream.foreign_packets,
+        "playout_errors": stream.stats.playout_errors,
         "sample_rate": stream.tx.sample_rate,
         "sent": stream.sent_audio()[0],
         "received": stream.received_audio()[0],
         "synthetic_speech": bool(sp.synthetic),
     }
+
+
+async def _await_final(ua: UserAgent, sip: AsyncUserAgent, call: Any, target: str, answer_timeout: float) -> Any:
+    """CallEstablished or CallFailed for ``call``; on time-out cancel it (RFC 3261 9.1) and raise."""
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            ev = await sip.wait_for(CallEstablished, CallFailed, timeout=answer_timeout, what="answer to the INVITE")
+            if ev.call is call:
+                return ev
+    except PeerTimeoutError:
+        rang = call.times.first_provisional is not None
+        if not call.over:
+            try:
+                ua.cancel(call, now=loop.time())  # sent now if it rang; else once a provisional comes
+            except VoicelabError:  # answered in the meantime: hang that up
+                if call.established:
+                    ua.bye(call, now=loop.time())
+            sip.flush()
+        if rang:
+            try:  # 487 to the INVITE (or a 2xx that crossed the CANCEL: the UA hangs it up)
+                await sip.wait_for(CallCancelled, CallFailed, CallEnded, timeout=5.0, what="answer to our CANCEL")
+            except PeerTimeoutError:
+                pass
+            raise PeerTimeoutError(f"{target} rang but did not answer within {answer_timeout:g} s; "
+                                   "the call was cancelled (CANCEL sent)") from None
+        raise PeerTimeoutError(f"no response to the INVITE from {target} within {answer_timeout:g} s") from None

@@ -186,6 +186,11 @@ def cmd_call(args: argparse.Namespace) -> int:
               f"setup {res['setup_ms']} ms" + (f"; SBC {res['sbc']}" if res["sbc"] else ""))
         return 0
     auth = _user_pass(args.auth, "--auth")
+    target_seed = args.seed  # None: a call to another peer draws fresh identifiers (SIP wants them unique)
+    if args.seed is None:
+        args.seed = 0  # the lab's own calls stay reproducible
+    if args.ca_file and not args.target:
+        raise ParameterError("--ca-file is for --target calls over TLS (the built-in agent's test CA is used otherwise)")
     sip_only = {"--sip-transport": args.sip_transport != "udp", "--srtp": args.srtp, "--auth": auth is not None,
                 "--target": bool(args.target)}
     if args.transport != "sip" and any(sip_only.values()):
@@ -247,8 +252,8 @@ def cmd_call(args: argparse.Namespace) -> int:
         if net is not None or args.pcap:
             raise ParameterError("--target calls another peer directly: impairment flags and --pcap need the built-in agent")
         res = asyncio.run(dial(args.target, codec=args.codec, seconds=args.duration, speech=args.speech, input=args.input,
-                               jitter_buffer=args.jitter_buffer, seed=args.seed, transport=args.sip_transport,
-                               srtp=args.srtp, credentials=auth))  # fmt: skip
+                               jitter_buffer=args.jitter_buffer, seed=target_seed, transport=args.sip_transport,
+                               srtp=args.srtp, credentials=auth, ca_file=args.ca_file))  # fmt: skip
         _print_result({k: v for k, v in res.items() if k not in ("sent", "received")}, args.json)
         return 0
     from .calls import sip_call
@@ -277,7 +282,8 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
     codecs_list = [c.strip() for c in args.codecs.split(",") if c.strip()]
     options = dict(host=host, port=port, transport=args.transport, codecs=codecs_list, mode=args.mode,
                    speech=args.speech, auth=_user_pass(args.auth, "--auth"), srtp=args.srtp,
-                   max_calls=args.max_calls, tls_cert=args.tls_cert, tls_key=args.tls_key)
+                   max_calls=args.max_calls, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                   media_timeout=args.media_timeout, session_expires=args.session_expires)
     if args.auth_algorithms:
         options["auth_algorithms"] = tuple(a.strip() for a in args.auth_algorithms.split(",") if a.strip())
     agent = Agent(**options)
@@ -563,6 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sip-transport", default="udp", choices=["udp", "tcp", "tls", "ws"], help="SIP signalling transport")
     g.add_argument("--srtp", action="store_true", help="SDES-keyed SRTP (AES_CM_128_HMAC_SHA1_80)")
     g.add_argument("--auth", metavar="USER:PASS", help="the agent challenges with digest auth; the caller answers")
+    g.add_argument("--ca-file", metavar="PEM", help="with --target over TLS: the CA that signed the peer's certificate "
+                                                    "(e.g. the test CA 'agent serve --transport tls' prints)")
     g = cl.add_argument_group("WebRTC")
     g.add_argument("--bitrate", type=int, metavar="BPS", help="Opus bitrate (lab codec)")
     g.add_argument("--fec", action="store_true", help="Opus in-band FEC")
@@ -586,7 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_channel_args(cl)
     cl.add_argument("--input", metavar="WAV", help="speech to send (default: the speech corpus)")
     cl.add_argument("--speech", default="default", help="named speech when no --input")
-    cl.add_argument("--seed", type=int, default=0)
+    cl.add_argument("--seed", type=int, default=None,
+                    help="random seed (default 0; with --target, fresh Call-IDs, tags and branches unless given)")
     cl.add_argument("--pcap", metavar="FILE", help="write the call (SIP, RTP, RTCP as the caller sees it) to a pcap file")
     cl.add_argument("--json", action="store_true")
     cl.set_defaults(func=cmd_call)
@@ -606,6 +615,10 @@ def build_parser() -> argparse.ArgumentParser:
     ags.add_argument("--auth-algorithms", metavar="LIST", help="digest algorithms offered, e.g. MD5 for older phones (default SHA-256,MD5)")
     ags.add_argument("--srtp", action="store_true", help="require SDES-keyed SRTP")
     ags.add_argument("--max-calls", type=int, default=32, help="concurrent calls (more get 486 Busy Here)")
+    ags.add_argument("--media-timeout", type=_float_arg("media-timeout", 1.0, 86400.0), default=60.0, metavar="S",
+                     help="hang up (BYE) a call after S seconds without RTP/RTCP from the caller (default 60)")
+    ags.add_argument("--session-expires", type=int, default=1800, metavar="S",
+                     help="RFC 4028 session interval granted to callers that ask for session timers (default 1800)")
     ags.add_argument("--tls-cert", metavar="PEM", help="certificate chain for --transport tls (default: a generated test CA)")
     ags.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
     ags.add_argument("--webrtc", metavar="HOST:PORT", help="also answer WebRTC callers: signaling server + browser page here")

@@ -49,6 +49,7 @@ import abc
 import asyncio
 import logging
 import ssl as _ssl
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, ClassVar, Union
 
@@ -821,6 +822,7 @@ class WsTransport(_ConnectionCache, SipTransport):
         self._all: set[_WsConnection] = set()
         self._locks: dict[Addr, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._accepted_peers: OrderedDict[Addr, None] = OrderedDict()  # clients that connected to us (bounded)
 
     @property
     def connections(self) -> list[Addr]:
@@ -859,7 +861,15 @@ class WsTransport(_ConnectionCache, SipTransport):
         See :meth:`SipTransport.send` for the rest.
         """
         payload = self._payload(data)
-        conn = await self._connection(_check_addr(addr))
+        key = _check_addr(addr)
+        conn = self._conns.get(key)
+        if (conn is None or not conn.usable) and key in self._accepted_peers:
+            # RFC 7118 5: a WebSocket client cannot be connected back to; its
+            # connection is gone, so is the way to it
+            self.stats.send_errors += 1
+            raise LocalProtocolError(f"the WebSocket connection from {key[0]}:{key[1]} is closed; "
+                                     "a WebSocket client cannot be connected back to (RFC 7118)", status_code=503)
+        conn = await self._connection(key)
         try:
             text: str | None = payload.decode("utf-8")
         except UnicodeDecodeError:
@@ -911,6 +921,10 @@ class WsTransport(_ConnectionCache, SipTransport):
             return web.Response(status=503, text="shutting down\n")
         await ws.prepare(request)
         peer = _key(request.transport.get_extra_info("peername"))
+        self._accepted_peers[peer] = None
+        self._accepted_peers.move_to_end(peer)
+        while len(self._accepted_peers) > 65536:
+            self._accepted_peers.popitem(last=False)
         conn = _WsConnection(ws, peer)
         self._register(conn)
         try:

@@ -1,0 +1,34 @@
+"""Experiments: one :class:`Scenario` -> :func:`run` -> :class:`Result` for every mode and
+transport, and studies (grids, repeats, talkers, statistics, a results store, Dask).
+
+>>> from voicelab.experiments import Scenario, run, Study
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: public name -> module that defines it (loaded on first use: importing the package stays cheap)
+_NAMES = {
+    "Scenario": ".scenario",
+    "Result": ".result",
+    "RESULT_COLUMNS": ".result",
+    "run": ".run",
+    "run_async": ".run",
+    "provenance": ".provenance",
+    "Study": ".study",
+    "ResultStore": ".store",
+    "stats": None,
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _NAMES:
+        raise AttributeError(f"module 'voicelab.experiments' has no attribute {name!r}")
+    mod = _NAMES[name]
+    if mod is None:
+        return importlib.import_module(f".{name}", __name__)
+    return getattr(importlib.import_module(mod, __name__), name)

@@ -7,6 +7,8 @@ transport, and studies (grids, repeats, talkers, statistics, a results store, Da
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 #: public name -> module that defines it (loaded on first use: importing the package stays cheap)
@@ -31,4 +33,20 @@ def __getattr__(name: str) -> Any:
     mod = _NAMES[name]
     if mod is None:
         return importlib.import_module(f".{name}", __name__)
-    return getattr(importlib.import_module(mod, __name__), name)
+    value = getattr(importlib.import_module(mod, __name__), name)
+    globals()[name] = value
+    return value
+
+
+class _Package(types.ModuleType):
+    """Keeps ``run`` and ``provenance`` the functions: importing the submodules
+    ``.run`` / ``.provenance`` (which the import system binds on the package under the
+    same names) must not replace the exported functions by their modules."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _NAMES.get(name) == f".{name}" and hasattr(value, name):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

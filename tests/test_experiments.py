@@ -1,0 +1,186 @@
+"""voicelab.experiments: Scenario, Result, run() across modes, provenance."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from voicelab.errors import ParameterError
+from voicelab.experiments import RESULT_COLUMNS, Result, Scenario, provenance, run
+from voicelab.experiments.result import CALL_METRICS, DIRECTION_METRICS, DIRECTIONS
+from voicelab.net import ChannelConfig, preset
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEECH = "/work/shared/datasets/speech"
+
+
+def _natural_env() -> dict[str, str]:
+    """VOICELAB_DATA for natural (deterministic) speech: CI sets it; locally the shared copy."""
+    data = os.environ.get("VOICELAB_DATA") or (SPEECH if Path(SPEECH).is_dir() else "")
+    if not data:
+        pytest.skip("natural speech needed (set VOICELAB_DATA to the speech datasets)")
+    return {"VOICELAB_DATA": data}
+
+
+@pytest.fixture
+def natural(monkeypatch):
+    for k, v in _natural_env().items():
+        monkeypatch.setenv(k, v)
+
+
+# ----------------------------------------------------------------------------- Scenario
+def test_scenario_channel_shorthand_sets_both_directions_and_round_trips():
+    s = Scenario(mode="sim", channel="wifi", codec="OPUS", jitter_buffer="FIXED:60.0")
+    assert s.uplink == s.downlink == preset("wifi")
+    assert s.channel is None and s.codec == "opus" and s.jitter_buffer == "fixed:60"
+    assert Scenario.from_dict(s.to_dict()) == s
+    assert Scenario.from_yaml(s.to_yaml()) == s
+    assert json.loads(json.dumps(s.to_dict())) == s.to_dict()
+    # equal scenarios spelled differently have one key; any change changes it
+    assert Scenario(mode="sim", uplink="wifi", downlink=preset("wifi").to_dict(), codec="opus").key() == s.key()
+    assert s.with_(seed=1).key() != s.key()
+
+
+def test_with_dotted_names_reach_channels_and_codec_params():
+    s = Scenario(mode="sim", codec="opus", channel="lan")
+    t = s.with_(**{"uplink.loss_rate": 0.05, "codec_params.bitrate": 16000})
+    assert t.uplink.loss_rate == 0.05 and t.downlink == s.downlink
+    assert t.codec_params == {"bitrate": 16000}
+    both = Scenario().with_(**{"channel.jitter_ms": 7})
+    assert both.uplink.jitter_ms == both.downlink.jitter_ms == 7.0
+    assert Scenario().with_(channel="3g").uplink == preset("3g")
+    with pytest.raises(ParameterError, match="uplink"):
+        s.with_(**{"uplink.nonsense": 1})
+    with pytest.raises(ParameterError, match="fields"):
+        s.with_(colour="red")
+
+
+@pytest.mark.parametrize("fields, word", [
+    ({"mode": "cloud"}, "mode"),
+    ({"transport": "carrier-pigeon"}, "transport"),
+    ({"mode": "loopback", "transport": "webrtc", "virtual_time": True}, "virtual_time"),
+    ({"mode": "sim", "virtual_time": True}, "virtual_time"),
+    ({"mode": "sim", "transport": "webrtc"}, "transport"),
+    ({"mode": "loopback", "transport": "ws", "codec": "opus"}, "codec"),
+    ({"mode": "loopback", "transport": "webrtc", "codec": "g729"}, "codec"),
+    ({"mode": "loopback", "sip_transport": "sctp"}, "sip_transport"),
+    ({"mode": "sim", "srtp": True}, "srtp"),
+    ({"mode": "loopback", "auth": "nopassword"}, "auth"),
+    ({"mode": "vnet", "method": "webrtc-stun"}, "method"),
+    ({"mode": "sim", "caller_nat": "symmetric"}, "caller_nat"),
+    ({"mode": "vnet", "transport": "ws"}, "ws"),
+    ({"mode": "loopback", "seconds": 0.5}, "seconds"),
+    ({"seed": -1}, "seed"),
+    ({"uplink": "moon"}, "uplink"),
+    ({"mode": "loopback", "plc": False}, "plc"),
+    ({"mode": "loopback", "codec_params": {"bitrate": 8000}}, "codec_params"),
+    ({"mode": "vnet", "input": "x.wav"}, "input"),
+    ({"jitter_buffer": "elastic"}, "jitter buffer"),
+])
+def test_bad_fields_are_parameter_errors_naming_the_field(fields, word):
+    with pytest.raises(ParameterError, match=word):
+        Scenario(**fields)
+
+
+def test_from_dict_unknown_keys_lists_the_valid_ones():
+    with pytest.raises(ParameterError, match=r"unknown scenario field\(s\) \['colour'\].*valid: mode, transport"):
+        Scenario.from_dict({"mode": "sim", "colour": "red"})
+
+
+def test_vnet_method_defaults_by_transport():
+    assert Scenario(mode="vnet").method == "sip"
+    assert Scenario(mode="vnet", transport="webrtc", codec="opus").method == "webrtc-stun"
+
+
+def test_webrtc_codecs_agree_with_the_peer():
+    from voicelab.experiments.scenario import WEBRTC_CODECS
+    from voicelab.webrtc.peer import WEBRTC_CODECS as PEER
+
+    assert set(WEBRTC_CODECS) == set(PEER)
+
+
+_channels = st.none() | st.builds(
+    ChannelConfig,
+    delay_ms=st.floats(0, 500), jitter_ms=st.floats(0, 100), loss_rate=st.floats(0, 0.5),
+    burst_length=st.none() | st.floats(1, 10),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(mode=st.sampled_from(["sim", "loopback"]), up=_channels, down=_channels, seed=st.integers(0, 2**31),
+       seconds=st.floats(1, 60), codec=st.sampled_from(["pcmu", "pcma", "g722"]),
+       jb=st.sampled_from(["fixed:60", "adaptive", "fixed:20", "adaptive:20:200"]))
+def test_scenario_round_trips_and_key_is_a_function_of_the_canonical_form(mode, up, down, seed, seconds, codec, jb):
+    s = Scenario(mode=mode, uplink=up, downlink=down, seed=seed, seconds=seconds, codec=codec, jitter_buffer=jb)
+    back = Scenario.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert back == s and back.key() == s.key()
+    assert Scenario.from_yaml(s.to_yaml()) == s
+
+
+def test_key_is_the_same_in_new_processes_with_any_hash_seed():
+    s = Scenario(mode="vnet", transport="sip", caller_nat="symmetric", method="sip-relay", channel="lte",
+                 codec="pcma", seed=7, virtual_time=True, seconds=2)
+    code = ("import sys, json; from voicelab.experiments import Scenario; "
+            "print(Scenario.from_dict(json.loads(sys.argv[1])).key())")
+    keys = set()
+    for hs in ("0", "1", "4242"):
+        env = {**os.environ, "PYTHONHASHSEED": hs, "PYTHONPATH": str(ROOT)}
+        out = subprocess.run([sys.executable, "-c", code, json.dumps(s.to_dict())], env=env, capture_output=True,
+                             text=True, check=True, timeout=60)
+        keys.add(out.stdout.strip())
+    assert keys == {s.key()}
+
+
+# ------------------------------------------------------------------------------- Result
+def test_sim_run_has_both_directions_and_the_one_column_set(natural):
+    s = Scenario(mode="sim", codec="pcmu", uplink=ChannelConfig(loss_rate=0.1, delay_ms=30),
+                 downlink=ChannelConfig(delay_ms=10), seconds=2, seed=3)
+    r = run(s)
+    assert r.deterministic is True
+    rows = r.to_rows()
+    assert [row["direction"] for row in rows] == list(DIRECTIONS)
+    assert all(list(row) == RESULT_COLUMNS for row in rows)
+    up, down = rows
+    # each direction went through its own channel
+    assert up["channel.loss_rate"] == 0.1 and down["channel.loss_rate"] == 0.0
+    assert up["loss_rate"] > 0.02 and down["loss_rate"] == 0.0
+    assert up["mouth_to_ear_ms"] > down["mouth_to_ear_ms"] + 10
+    assert down["pesq_nb"] > up["pesq_nb"]
+    assert up["synthetic_speech"] is False and up["scenario_key"] == s.key()
+    wide = r.to_row()
+    assert wide["caller_to_agent.mouth_to_ear_ms"] == up["mouth_to_ear_ms"]
+    assert wide["uplink.loss_rate"] == 0.1 and wide["downlink.loss_rate"] == 0.0
+    back = Result.from_dict(json.loads(r.to_json()))
+    assert back.to_dict() == r.to_dict()
+    assert r.provenance == provenance()
+
+
+def test_provenance_is_flat_and_cached():
+    p = provenance()
+    assert all(k.startswith("prov_") for k in p)
+    assert all(v is None or isinstance(v, (str, int, float, bool)) for v in p.values())
+    assert p["prov_python"] == ".".join(map(str, sys.version_info[:3]))
+    assert p["prov_cores"] == os.cpu_count()
+    import numpy
+
+    assert p["prov_numpy"] == numpy.__version__
+    if (ROOT / ".git").exists():
+        assert p["prov_git_commit"] and len(p["prov_git_commit"]) == 40
+    assert provenance() == p and provenance() is not provenance()
+
+
+def test_run_rejects_what_is_not_a_scenario():
+    with pytest.raises(ParameterError, match="Scenario"):
+        run(42)
+
+
+def test_result_schema_lists_are_disjoint_and_fixed():
+    assert len(RESULT_COLUMNS) == len(set(RESULT_COLUMNS))
+    assert set(CALL_METRICS) <= set(RESULT_COLUMNS) and set(DIRECTION_METRICS) <= set(RESULT_COLUMNS)

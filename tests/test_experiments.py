@@ -184,3 +184,72 @@ def test_run_rejects_what_is_not_a_scenario():
 def test_result_schema_lists_are_disjoint_and_fixed():
     assert len(RESULT_COLUMNS) == len(set(RESULT_COLUMNS))
     assert set(CALL_METRICS) <= set(RESULT_COLUMNS) and set(DIRECTION_METRICS) <= set(RESULT_COLUMNS)
+
+
+# ------------------------------------------------------------------- every mode, one schema
+LIVE_AND_VNET = [
+    pytest.param(dict(mode="loopback", transport="sip"), id="loopback-sip"),
+    pytest.param(dict(mode="loopback", transport="webrtc", codec="opus"), id="loopback-webrtc"),
+    pytest.param(dict(mode="loopback", transport="ws"), id="loopback-ws"),
+    pytest.param(dict(mode="vnet", transport="sip", virtual_time=True, caller_nat="symmetric", method="sip-relay"),
+                 id="vnet-sip-virtual"),
+    pytest.param(dict(mode="vnet", transport="webrtc", codec="opus"), id="vnet-webrtc"),
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("fields", LIVE_AND_VNET)
+def test_every_mode_returns_the_same_column_set(fields, natural):
+    sim = run(Scenario(mode="sim", seconds=1))
+    r = run(Scenario(seconds=1, **fields))
+    rows = r.to_rows()
+    assert set(rows[0]) == set(rows[1]) == set(RESULT_COLUMNS) == set(sim.to_rows()[0])
+    assert set(r.to_row()) == set(sim.to_row())
+    assert r.deterministic is (fields["mode"] == "vnet" and fields.get("virtual_time", False))
+    for row in rows:  # media flowed both ways and was measured
+        assert row["arrived"] is True
+        assert row["mouth_to_ear_ms"] is not None and 20 < row["mouth_to_ear_ms"] < 1000
+        assert row["pesq_nb"] is not None and row["pesq_nb"] > 3.0
+        assert row["codec_negotiated"] == r.scenario.codec
+        assert row["setup_ms"] is not None and row["setup_ms"] > 0
+    if fields["transport"] == "webrtc" and fields["mode"] == "loopback":
+        assert r.call["ice_path"] == "host/host" and r.call["ice_connect_ms"] is not None
+    if fields["mode"] == "vnet":
+        assert r.call["path"] in ("direct", "media-relay", "srflx", "prflx", "relay")
+    if fields.get("virtual_time"):
+        assert len(r.call["trace_sha256"]) == 64
+
+
+_TWIN = r"""
+import json, sys
+from voicelab.experiments import Scenario, run
+out = []
+for d in json.loads(sys.argv[1]):
+    r = run(Scenario.from_dict(d)).to_dict()
+    r.pop("provenance"); r.pop("wall_s")
+    out.append(r)
+print(json.dumps(out, sort_keys=True))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_sim_and_vnet_virtual_time_are_identical_across_processes_and_hash_seeds():
+    env = {**os.environ, **_natural_env(), "PYTHONPATH": str(ROOT)}
+    scenarios = [
+        Scenario(mode="sim", codec="opus", uplink=ChannelConfig(loss_rate=0.05, jitter_ms=10, delay_ms=20),
+                 seconds=2, seed=11),
+        Scenario(mode="vnet", transport="sip", virtual_time=True, caller_nat="port-restricted-cone",
+                 method="sip-comedia", channel=ChannelConfig(loss_rate=0.03, jitter_ms=10, delay_ms=15), seconds=2,
+                 seed=5),
+    ]
+    arg = json.dumps([s.to_dict() for s in scenarios])
+    outs = []
+    for hs in ("1", "2"):
+        p = subprocess.run([sys.executable, "-c", _TWIN, arg], env={**env, "PYTHONHASHSEED": hs}, capture_output=True,
+                           text=True, timeout=110)
+        assert p.returncode == 0, p.stderr[-2000:]
+        outs.append(p.stdout)
+    assert outs[0] == outs[1]
+    sim, vnet = json.loads(outs[0])
+    assert sim["deterministic"] and vnet["deterministic"]
+    assert vnet["call"]["trace_sha256"] and sim["directions"]["caller_to_agent"]["loss_rate"] > 0

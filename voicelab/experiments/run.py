@@ -240,16 +240,9 @@ def _from_engine(s: Scenario, raw: Mapping[str, Any]) -> tuple[dict, dict, list[
     return call, dirs, list(raw.get("warnings") or [])
 
 
-def _live_warnings(s: Scenario) -> list[str]:
-    if s.deterministic:
-        return []
-    return [f"{s.mode} {s.transport}: a live call on the wall clock; its numbers vary from run to run "
-            "(repeat it and report intervals)"]
-
-
 def _result(s: Scenario, call: dict, dirs: dict, warnings: list[str], raw: dict, t0: float) -> Result:
     return Result(scenario=s, call=call, directions=dirs, deterministic=s.deterministic,
-                  warnings=warnings + _live_warnings(s), speech=_speech_info(s), provenance=provenance(),
+                  warnings=warnings, speech=_speech_info(s), provenance=provenance(),
                   wall_s=time.perf_counter() - t0, raw=raw)
 
 

@@ -101,6 +101,8 @@ def test_bootstrap_percentile_matches_scipy():
 
 def test_bootstrap_edge_cases():
     assert bootstrap_ci([2.0]).interval is None
+    few = bootstrap_ci([1.0, 2.0, 3.0])
+    assert few.interval is None and "n >= 5" in few.reason and few.estimate == 2.0
     assert bootstrap_ci([2.0, 2.0, 2.0]).interval == (2.0, 2.0)
     with pytest.raises(ParameterError):
         bootstrap_ci([1, 2, 3], "trimmed")

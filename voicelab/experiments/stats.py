@@ -40,6 +40,10 @@ __all__ = [
     "SUMMARY_COLUMNS",
 ]
 
+#: Fewer observations than this get no bootstrap interval: resampling 2-4 values gives
+#: an interval that merely spans them, with far less than its nominal coverage.
+MIN_BOOTSTRAP_N = 5
+
 #: Columns of :func:`summarize` after the grouping columns.
 SUMMARY_COLUMNS = ("metric", "n", "mean", "std", "ci_low", "ci_high", "median", "median_ci_low", "median_ci_high")
 
@@ -229,7 +233,7 @@ def bootstrap_ci(
     Returns
     -------
     Interval
-        None bounds for n < 2.
+        None bounds for n < :data:`MIN_BOOTSTRAP_N` (with the reason).
     """
     from scipy import stats as sst
 
@@ -271,6 +275,9 @@ def bootstrap_ci(
         return Interval(est, None, None, level, 1, method.lower(), "n = 1: one trial gives no interval (add repeats)")
     if np.all(a == a[0]):
         return Interval(est, est, est, level, n, "degenerate", "all values equal")
+    if n < MIN_BOOTSTRAP_N:
+        return Interval(est, None, None, level, n, method.lower(),
+                        f"n = {n}: a bootstrap interval needs n >= {MIN_BOOTSTRAP_N} (add repeats)")
     rng = np.random.default_rng(seed)
     reason = None
     used = method

@@ -253,3 +253,33 @@ def test_sim_and_vnet_virtual_time_are_identical_across_processes_and_hash_seeds
     sim, vnet = json.loads(outs[0])
     assert sim["deterministic"] and vnet["deterministic"]
     assert vnet["call"]["trace_sha256"] and sim["directions"]["caller_to_agent"]["loss_rate"] > 0
+
+
+# ----------------------------------------------------------- compare_transports on the one API
+@pytest.mark.timeout(90)
+def test_compare_transports_repeats_pair_seeds_and_rotate_speech(natural):
+    from voicelab.compare import COMPARE_COLUMNS, compare_transports
+
+    df = compare_transports(transports=("ws", "sip"), conditions={"clean": None}, seconds=1.0, seed=4, repeats=2,
+                            speech=["corpus:0", "corpus:3"])
+    assert list(df.columns) == COMPARE_COLUMNS
+    assert len(df) == 2 * 2 * 2  # trials x transports x directions
+    by_trial = df.groupby("trial").agg({"seed": "unique", "speech": "unique"})
+    # paired: every transport of trial i has seed + i and the same speech
+    assert [list(v) for v in by_trial["seed"]] == [[4], [5]]
+    assert [list(v) for v in by_trial["speech"]] == [["corpus:0"], ["corpus:3"]]
+    keys = df.drop_duplicates(["trial", "transport"])["scenario_key"]
+    assert keys.nunique() == 4
+    res = df.attrs["results"]
+    assert [(r["trial"], r["transport"]) for r in res] == [(0, "ws"), (0, "sip"), (1, "ws"), (1, "sip")]
+    assert Scenario.from_dict(res[0]["scenario"]).key() == df["scenario_key"].iloc[0]
+    assert df["pesq_nb"].notna().all()
+
+
+@pytest.mark.parametrize("kwargs", [{"repeats": 0}, {"repeats": 1.5}, {"repeats": True}, {"speech": []},
+                                    {"speech": ["default", 3]}])
+def test_compare_transports_bad_repeats_or_speech(kwargs):
+    from voicelab.compare import compare_transports
+
+    with pytest.raises(ParameterError):
+        compare_transports(transports=("ws",), **kwargs)

@@ -283,3 +283,32 @@ def test_compare_transports_bad_repeats_or_speech(kwargs):
 
     with pytest.raises(ParameterError):
         compare_transports(transports=("ws",), **kwargs)
+
+
+# ---------------------------------------------------------------------- voicelab run CLI
+def test_cli_run_prints_the_result_json(tmp_path, capsys, natural):
+    from voicelab.cli import main
+
+    s = Scenario(mode="sim", codec="pcma", channel={"loss_rate": 0.05}, seconds=1, seed=2)
+    f = tmp_path / "s.yaml"
+    f.write_text(s.to_yaml())
+    assert main(["run", str(f), "--json", "--set", "seed=3", "--set", "uplink.delay_ms=40"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    want = s.with_(seed=3, **{"uplink.delay_ms": 40})
+    assert out["scenario"] == want.to_dict() and out["scenario_key"] == want.key()
+    assert Result.from_dict(out).to_rows()[0].keys() == set(RESULT_COLUMNS)
+    assert main(["run", str(f)]) == 0
+    text = capsys.readouterr().out
+    assert "caller->agent" in text and "pesq_nb" in text
+
+
+def test_cli_run_errors_are_one_line(tmp_path, capsys):
+    from voicelab.cli import main
+
+    f = tmp_path / "bad.yaml"
+    f.write_text("mode: sim\ncolour: red\n")
+    assert main(["run", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("voicelab: error: unknown scenario field(s) ['colour']") and err.count("\n") == 1
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read scenario file" in capsys.readouterr().err

@@ -551,6 +551,10 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--json", action="store_true")
     cl.set_defaults(func=cmd_call)
 
+    from .cli_run import add_parsers as _add_run_parser  # run SCENARIO.yaml: one trial, its Result
+
+    _add_run_parser(sub)
+
     ag = sub.add_parser("agent", help="the voice agent, standalone")
     agsub = ag.add_subparsers(dest="agent_command", metavar="SUBCOMMAND", parser_class=_Parser)
     ag.set_defaults(func=lambda _args: (ag.print_help(), 2)[1])

@@ -312,3 +312,8 @@ def test_cli_run_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("voicelab: error: unknown scenario field(s) ['colour']") and err.count("\n") == 1
     assert main(["run", str(tmp_path / "missing.yaml")]) == 2
     assert "cannot read scenario file" in capsys.readouterr().err
+
+
+def test_the_example_scenario_file_is_valid():
+    s = Scenario.from_yaml(ROOT / "examples" / "scenario.yaml")
+    assert s.mode == "vnet" and s.virtual_time and s.deterministic and s.uplink == s.downlink

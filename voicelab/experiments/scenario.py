@@ -302,6 +302,9 @@ class Scenario:
                 "virtual_time applies to mode='vnet', transport='sip' only (sim is always deterministic; "
                 "live loopback and WebRTC calls run on the wall clock)")
 
+    def __hash__(self) -> int:  # codec_params is a dict: hash the canonical form instead
+        return hash(self.to_json())
+
     # --------------------------------------------------------------------- plain data
     @property
     def deterministic(self) -> bool:

@@ -617,6 +617,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--output", help="write the table (.parquet or .csv)")
     sw.set_defaults(func=cmd_sweep)
 
+    from .cli_study import add_parsers as _add_study_parsers  # study run, results ls|show|export
+
+    _add_study_parsers(sub)
+
     sp = sub.add_parser("sip", help="SIP tools: inspect a message")
     spsub = sp.add_subparsers(dest="sip_command", metavar="SUBCOMMAND", parser_class=_Parser)
     sp.set_defaults(func=lambda _args: (sp.print_help(), 2)[1])

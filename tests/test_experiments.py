@@ -327,3 +327,17 @@ def test_run_async_and_run_inside_a_running_loop_agree_for_virtual_time(natural)
 
     plain = strip(run(s))
     assert asyncio.run(inside_a_loop()) == (plain, plain)
+
+
+def test_exported_functions_stay_functions_after_their_modules_are_imported():
+    code = ("from voicelab.experiments.run import run_async\n"
+            "import voicelab.experiments.provenance\n"
+            "import sys, types, voicelab.experiments as ex\n"
+            "from voicelab.experiments import run, provenance\n"
+            "assert callable(run) and not isinstance(run, types.ModuleType), run\n"
+            "assert ex.run is sys.modules['voicelab.experiments.run'].run\n"
+            "assert isinstance(provenance(), dict)\n"
+            "assert isinstance(ex.stats, types.ModuleType)\n")
+    p = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr[-1500:]

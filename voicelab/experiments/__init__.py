@@ -2,6 +2,11 @@
 transport, and studies (grids, repeats, talkers, statistics, a results store, Dask).
 
 >>> from voicelab.experiments import Scenario, run, Study
+
+``voicelab.experiments.run`` and ``voicelab.experiments.provenance`` are the functions
+(also after their modules were imported); the modules themselves are
+``sys.modules["voicelab.experiments.run"]`` etc., and ``from voicelab.experiments.run
+import run_async`` works as usual.
 """
 
 from __future__ import annotations

@@ -341,3 +341,12 @@ def test_exported_functions_stay_functions_after_their_modules_are_imported():
     p = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 0, p.stderr[-1500:]
+
+
+def test_result_names_the_corpus_item_sent(natural):
+    from voicelab import audio
+
+    r = run(Scenario(mode="sim", seconds=1, speech="corpus:1"), quality=False)
+    assert r.speech["item"] in {it.name for it in audio.corpus(sample_rate=16000)}
+    assert r.speech["synthetic"] is False and r.to_rows()[0]["speech_item"] == r.speech["item"]
+    assert r.directions["caller_to_agent"]["pesq_nb"] is None  # quality=False skips PESQ

@@ -88,16 +88,22 @@ def _check(scenario: Any) -> Scenario:
 
 # ----------------------------------------------------------------------------- speech
 def _speech_info(s: Scenario) -> dict[str, Any]:
-    """Name, corpus item, source and natural/synthetic flag of what the scenario sends."""
+    """Name, corpus item(s), source and natural/synthetic flag of what the scenario sends.
+
+    ``item`` is the corpus item id when one item was sent (``speech="corpus:..."``), the
+    ids joined with ``,`` when the corpus was concatenated, None for examples and files.
+    """
     from .. import audio
     from ..sim import Scenario as SimScenario, load_speech
 
     sp = load_speech(SimScenario(speech=s.speech, input=s.input, max_speech_s=max(1.0, s.seconds), codec="pcmu"))
-    item = None
-    if s.input is None and s.speech.startswith("corpus:"):
+    items = tuple(getattr(sp, "items", ()) or ())  # listed by the speech loader when it knows them
+    item = ",".join(items) if items else None
+    if item is None and s.input is None and s.speech.startswith("corpus:"):
+        spec = s.speech.split(":", 1)[1]
         try:
-            item = audio.corpus(sample_rate=16000)[int(s.speech.split(":", 1)[1])].name
-        except (ValueError, IndexError, VoicelabError):
+            item = audio.corpus(sample_rate=16000)[int(spec)].name if spec.isdigit() else spec
+        except (IndexError, VoicelabError):
             item = None
     return {"name": sp.name, "item": item, "source": sp.source, "synthetic": bool(sp.synthetic)}
 

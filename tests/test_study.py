@@ -93,6 +93,21 @@ def test_talker_list_rotates_talkers(natural_env):
         Study(base=BASE, repeats=2, talkers=["nobody"]).trials()
 
 
+def test_arms_change_fields_together_and_example_yaml_loads():
+    s = Study(base=BASE, grid={"arm": [{"name": "g711", "codec": "pcmu"}, {"name": "opus-fec", "codec": "opus", "fec": True}],
+                               "channel": ["lan", "wifi"]}, repeats=2)
+    ts = s.trials()
+    assert len(ts) == 8
+    last = ts[-1]
+    assert last.scenario.codec == "opus" and last.scenario.fec and last.scenario.uplink.loss_rate > 0
+    assert s._payload(last)["point"] == {"arm": "opus-fec", "channel": "wifi"}
+    with pytest.raises(ParameterError, match="arm list"):
+        Study(base=BASE, grid={"arm": ["pcmu"]})
+    ex = Study.from_yaml(REPO / "examples" / "study.yaml")
+    assert len(ex) == 40 and ex.paired and ex.talkers == "corpus"
+    assert {t.scenario.transport for t in ex.trials()} == {"sip", "webrtc"}
+
+
 def test_study_validation_and_yaml_roundtrip(tmp_path):
     s = Study(base=BASE, grid={"codec": ["pcmu", "g722"]}, repeats=2, talkers="corpus", paired=False, seed=3, name="x")
     p = tmp_path / "s.yaml"

@@ -136,6 +136,9 @@ def cmd_results_show(args: argparse.Namespace) -> int:
     s = _summary(df, args.by, args.metric)
     print(f"{args.dir}: {df['trial_id'].nunique()} trials, {len(df)} rows; mean with 95 % Student-t interval:")
     print_summary(s)
+    if args.by and "direction" in df.columns and "direction" not in s.columns:
+        print("  note: both call directions pooled, so n counts directions (2 per trial), which are not "
+              "independent: add 'direction' to --by for per-trial intervals")
     return 0
 
 

@@ -113,8 +113,26 @@ def _int(v: Any, name: str, lo: int) -> int:
     return int(v)
 
 
+def _is_arm(key: str) -> bool:
+    """A grid key that names no scenario field: its values are mappings of fields (arms)."""
+    return "." not in key and key not in Scenario.fields()
+
+
+def _changes(point: Mapping[str, Any]) -> dict[str, Any]:
+    """Scenario changes of a grid point: arm mappings expand into their fields."""
+    out: dict[str, Any] = {}
+    for k, v in point.items():
+        if _is_arm(k):
+            out.update({f: x for f, x in v.items() if f != "name"})
+        else:
+            out[k] = v
+    return out
+
+
 def _grid_label(v: Any) -> Any:
-    """A grid value as a table cell (dicts/lists as compact JSON)."""
+    """A grid value as a table cell (an arm's ``name``; other dicts/lists as compact JSON)."""
+    if isinstance(v, Mapping) and isinstance(v.get("name"), str):
+        return v["name"]
     if isinstance(v, (dict, list, tuple)):
         return json.dumps(v, sort_keys=True, separators=(",", ":"), default=str)
     return v
@@ -130,7 +148,11 @@ class Study:
         What every trial starts from.
     grid : dict
         Dotted field name -> list of values, e.g. ``{"transport": ["sip", "webrtc"],
-        "channel": ["lan", "wifi"]}`` (see :meth:`Scenario.with_`).
+        "channel": ["lan", "wifi"]}`` (see :meth:`Scenario.with_`). A key that names no
+        scenario field is a list of **arms**: each value a mapping of fields changed
+        together, with an optional ``name`` for the tables, e.g. ``{"arm": [{"name":
+        "sip-g711", "transport": "sip", "codec": "pcmu"}, {"name": "webrtc-opus",
+        "transport": "webrtc", "codec": "opus"}]}``.
     repeats : int
         Trials per grid point.
     talkers : None, "corpus" or list of str
@@ -186,8 +208,17 @@ class Study:
             raise ParameterError(f"name must be a non-empty string, got {self.name!r}")
         # validate every grid value now (a typo fails before anything runs)
         for k, vals in grid.items():
+            if _is_arm(k):
+                if not all(isinstance(v, Mapping) and v for v in vals):
+                    raise ParameterError(
+                        f"grid key {k!r} is no scenario field; as an arm list its values must be mappings of "
+                        f"fields, e.g. {k}: [{{name: sip-g711, transport: sip, codec: pcmu}}, ...]; "
+                        f"fields: {', '.join(Scenario.fields())}")
+                for v in vals:
+                    if "seed" in v or (t is not None and ("speech" in v or "input" in v)):
+                        raise ParameterError(f"grid arm {v!r} sets seed/speech, which the study sets")
             for v in vals:
-                self.base.with_(**{k: v})
+                self.base.with_(**_changes({k: v}))
 
     # ------------------------------------------------------------------ plain data
     def to_dict(self) -> dict[str, Any]:
@@ -306,7 +337,7 @@ class Study:
             point = dict(zip(names, combo))
             for r in range(self.repeats):
                 seed = _derive_seed(self.seed, r) if self.paired else _derive_seed(self.seed, pi, r)
-                changes: dict[str, Any] = {**point, "seed": seed}
+                changes: dict[str, Any] = {**_changes(point), "seed": seed}
                 talker = item = None
                 if plan is not None:
                     idx, item, talker = plan[(r if self.paired else r + pi) % len(plan)]

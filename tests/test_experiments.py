@@ -350,3 +350,13 @@ def test_result_names_the_corpus_item_sent(natural):
     assert r.speech["item"] in {it.name for it in audio.corpus(sample_rate=16000)}
     assert r.speech["synthetic"] is False and r.to_rows()[0]["speech_item"] == r.speech["item"]
     assert r.directions["caller_to_agent"]["pesq_nb"] is None  # quality=False skips PESQ
+
+
+def test_scenario_and_result_pickle_for_workers(natural):
+    import pickle
+
+    s = Scenario(mode="sim", codec="opus", codec_params={"bitrate": 12000}, channel="lte", seconds=1, seed=1)
+    assert pickle.loads(pickle.dumps(s)) == s
+    r = run(s, quality=False)
+    back = pickle.loads(pickle.dumps(r))
+    assert back.to_dict() == r.to_dict() and back.bitrate == 12000

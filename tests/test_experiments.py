@@ -361,3 +361,13 @@ def test_scenario_and_result_pickle_for_workers(natural):
     r = run(s, quality=False)
     back = pickle.loads(pickle.dumps(r))
     assert back.to_dict() == r.to_dict() and back.bitrate == 12000
+
+
+def test_rows_keep_the_sip_password_out():
+    s = Scenario(mode="loopback", transport="sip", sip_transport="tls", srtp=True, auth="alice:s3cret", seconds=1)
+    r = Result(scenario=s, call={}, directions={}, deterministic=s.deterministic)
+    rows = r.to_rows()
+    assert all("s3cret" not in json.dumps(row) for row in rows) and rows[0]["auth"] is True
+    assert "s3cret" not in json.dumps(r.to_row())
+    assert Result.from_dict(r.to_dict()).scenario.auth == "alice:s3cret"  # the full result keeps it, to rerun
+    assert Scenario(mode="loopback", auth=("alice", "s3cret")).auth == "alice:s3cret"

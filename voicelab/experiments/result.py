@@ -39,7 +39,8 @@ __all__ = [
 DIRECTIONS = ("caller_to_agent", "agent_to_caller")
 
 #: Scenario columns of every row (``auth`` is a bool: the password stays out of tables;
-#: ``codec_params`` is canonical JSON; ``scenario_json`` the whole canonical scenario).
+#: ``codec_params`` is canonical JSON; ``scenario_json`` the whole canonical scenario, its
+#: ``auth`` password replaced by ``***``; :meth:`Result.to_dict` keeps it whole).
 SCENARIO_COLUMNS = [
     "scenario_key", "mode", "transport", "sip_transport", "srtp", "auth", "codec", "codec_params",
     "jitter_buffer", "plc", "fec", "caller_nat", "agent_nat", "method", "speech", "input", "seconds",
@@ -182,7 +183,9 @@ class Result:
         row["scenario_key"] = s.key()
         row["auth"] = s.auth is not None
         row["codec_params"] = json.dumps(d["codec_params"], sort_keys=True, separators=(",", ":"))
-        row["scenario_json"] = s.to_json()
+        if s.auth is not None:  # the password stays out of tables (the key is the real scenario's)
+            d["auth"] = s.auth.split(":", 1)[0] + ":***"
+        row["scenario_json"] = json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return row
 
     def _meta_columns(self) -> dict[str, Any]:

@@ -371,3 +371,42 @@ def test_rows_keep_the_sip_password_out():
     assert "s3cret" not in json.dumps(r.to_row())
     assert Result.from_dict(r.to_dict()).scenario.auth == "alice:s3cret"  # the full result keeps it, to rerun
     assert Scenario(mode="loopback", auth=("alice", "s3cret")).auth == "alice:s3cret"
+
+
+@pytest.mark.timeout(60)
+def test_loopback_sip_options_reach_the_call(natural):
+    r = run(Scenario(mode="loopback", transport="sip", sip_transport="tls", srtp=True, auth="alice:secret",
+                     seconds=1))
+    assert r.raw["sip_transport"] == "tls" and r.raw["srtp"] is True
+    assert r.call["setup_ms"] > 0 and r.directions["agent_to_caller"]["arrived"] is True
+
+
+def test_engine_arguments_come_from_the_scenario(monkeypatch):
+    import asyncio
+
+    import voicelab.vnetcall
+    import voicelab.webrtc.call
+    from voicelab.experiments.run import _engine
+
+    seen = {}
+
+    async def fake(**kw):
+        seen.update(kw)
+        return {}
+
+    monkeypatch.setattr(voicelab.webrtc.call, "webrtc_call", fake)
+    monkeypatch.setattr(voicelab.vnetcall, "vnet_webrtc_call", fake)
+    s = Scenario(mode="loopback", transport="webrtc", codec="opus", codec_params={"bitrate": 12000, "dtx": True},
+                 fec=True, channel="lte", seconds=2, seed=4, jitter_buffer="adaptive")
+    asyncio.run(_engine(s, quality=False)())
+    assert seen == dict(codec="opus", bitrate=12000, fec=True, dtx=True, packet_loss_perc=None, net=preset("lte"),
+                        seconds=2.0, speech="default", input=None, jitter_buffer="adaptive", seed=4, quality=False)
+    seen.clear()
+    v = Scenario(mode="vnet", transport="webrtc", codec="pcma", caller_nat="symmetric", agent_nat="full-cone",
+                 method="webrtc-turn", uplink="3g", seconds=0.5, seed=2)
+    asyncio.run(_engine(v, quality=True)())
+    assert seen == dict(caller_nat="symmetric", agent_nat="full-cone", method="webrtc-turn", codec="pcma",
+                        seconds=0.5, speech="default", uplink=preset("3g"), downlink=None, jitter_buffer="fixed:60",
+                        seed=2, quality=True)
+    with pytest.raises(ParameterError, match="both directions"):
+        _engine(Scenario(mode="loopback", uplink="lte"), quality=True)

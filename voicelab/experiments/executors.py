@@ -71,7 +71,7 @@ def dask_client(executor: str, workers: int | None = None) -> tuple[Any, list[An
             dash = None
         with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                   dashboard_address=dash, silence_logs=logging.ERROR)
+                                   dashboard_address=dash or ":0", silence_logs=logging.ERROR)
             client = Client(cluster)
         return client, [client, cluster]
     if isinstance(executor, str) and executor.startswith(("dask://", "tcp://")):
@@ -129,11 +129,17 @@ def execute(
     try:
         _run_dask(client, payloads, record, task, progress, total, initial, desc)
     finally:
-        for o in owned:
-            try:
-                o.close()
-            except Exception:  # noqa: BLE001 - best effort teardown
-                pass
+        quiet = logging.getLogger("distributed")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # no "worker still alive, killing" chatter at teardown
+        try:
+            for o in owned:
+                try:
+                    o.close()
+                except Exception:  # noqa: BLE001 - best effort teardown
+                    pass
+        finally:
+            quiet.setLevel(level)
 
 
 def _run_dask(client: Any, payloads: Sequence[Mapping[str, Any]], record: Callable, task: Callable,

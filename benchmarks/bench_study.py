@@ -15,7 +15,7 @@ For each trial length (speech seconds per direction):
   the driver's Parquet write. Target (issue #9): below 5 % of the trial for trials of
   1 s or more.
 
-    python benchmarks/bench_study.py [--trials 12] [--seconds 1 4 8] [--markdown]
+    python benchmarks/bench_study.py [--trials 12] [--seconds 1 4 16] [--markdown]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def timed(study: Study, **kw) -> tuple[float, list[float]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=12)
-    ap.add_argument("--seconds", type=float, nargs="+", default=[1.0, 4.0, 8.0])
+    ap.add_argument("--seconds", type=float, nargs="+", default=[1.0, 4.0, 16.0])
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     from dask.distributed import Client, LocalCluster
@@ -81,7 +81,7 @@ def main() -> None:
             wall1, per1 = timed(make_study(s, n, "d1"), client=clusters[1][1])
             wall2, _ = timed(make_study(s, n, "d2"), client=clusters[2][1])
             overhead = (wall1 - sum(per1)) / n
-            rows.append(dict(seconds=s, trial_s=trial_s, serial=n / wall_serial, dask1=n / wall1, dask2=n / wall2,
+            rows.append(dict(seconds=s, trial_s=trial_s, worker_trial_s=statistics.mean(per1), serial=n / wall_serial, dask1=n / wall1, dask2=n / wall2,
                              overhead_ms=overhead * 1000, overhead_pct=100 * overhead / statistics.mean(per1),
                              serial_overhead_ms=1000 * (wall_serial - sum(per)) / n))
     finally:
@@ -90,7 +90,7 @@ def main() -> None:
             c.close()
             cl.close()
     load1 = os.getloadavg()
-    hdr = ("speech s/dir", "trial s", "serial trials/s", "Dask 1 worker trials/s", "Dask 2 workers trials/s",
+    hdr = ("speech s/dir", "trial s (serial, median)", "trial s (1 worker, mean)", "serial trials/s", "Dask 1 worker trials/s", "Dask 2 workers trials/s",
            "Dask overhead ms/trial", "overhead % of trial", "serial overhead ms/trial")
     if args.markdown:
         print("| " + " | ".join(hdr) + " |")
@@ -98,7 +98,7 @@ def main() -> None:
     else:
         print("  ".join(hdr))
     for r in rows:
-        vals = (f"{r['seconds']:g}", f"{r['trial_s']:.3f}", f"{r['serial']:.2f}", f"{r['dask1']:.2f}", f"{r['dask2']:.2f}",
+        vals = (f"{r['seconds']:g}", f"{r['trial_s']:.3f}", f"{r['worker_trial_s']:.3f}", f"{r['serial']:.2f}", f"{r['dask1']:.2f}", f"{r['dask2']:.2f}",
                 f"{r['overhead_ms']:.0f}", f"{r['overhead_pct']:.1f}", f"{r['serial_overhead_ms']:.0f}")
         print(("| " + " | ".join(vals) + " |") if args.markdown else "  ".join(vals))
     print(f"\n{args.trials} trials per cell; LocalCluster start-up: 1 worker {startup[1]:.1f} s, 2 workers "

@@ -196,6 +196,8 @@ def test_second_study_on_a_locked_store_refuses(tmp_path):
 
 
 # ---------------------------------------------------------------------- Dask
+@pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_local_cluster_matches_serial(natural_env, tmp_path):
     s = small(grid={"codec": ["pcmu", "g722"]}, repeats=2)
     dask_df = s.run(store=tmp_path / "d", executor="local", workers=2, progress=False)
@@ -258,6 +260,8 @@ def dask_cluster(tmp_path):
             log.close()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_real_scheduler_two_workers_kill_one(natural_env, tmp_path, dask_cluster):
     addr, workers = dask_cluster
     s = small(grid={"codec": ["pcmu", "g722"]}, repeats=5)
@@ -284,6 +288,8 @@ def test_real_scheduler_two_workers_kill_one(natural_env, tmp_path, dask_cluster
     assert box["df"].trial_id.nunique() == len(s)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_kill_the_study_process_then_resume(natural_env, tmp_path):
     store = tmp_path / "st"
     yml = tmp_path / "study.yaml"

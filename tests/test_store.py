@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from voicelab.errors import ParameterError
 from voicelab.experiments.store import ResultStore, StoreBusyError
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 
 def _rows(tid: str, value: float) -> list[dict]:
@@ -73,11 +78,11 @@ def test_lock_refuses_a_second_writer(tmp_path):
         "except StoreBusyError as e:\n"
         "    print(e); sys.exit(3)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=ENV)
     assert out.returncode == 3, out.stderr
     assert "in use by another study" in out.stdout
     st.unlock()
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=ENV)
     assert out.returncode == 0, out.stdout + out.stderr
 
 

@@ -16,9 +16,10 @@ error) is detected when the store is opened (its Parquet footer does not parse),
 aside to ``parts/*.damaged`` with a message, and its trial counts as not done, so a
 resumed study runs it again.
 
-``pandas.read_parquet(DIR / "parts")`` (or :meth:`ResultStore.load`) reads the whole
-dataset; :meth:`ResultStore.compact` merges the parts into one file once a study is
-over (optional).
+:meth:`ResultStore.load` reads the whole dataset (part by part: a column empty in one
+trial is typed null in its part, so ``pandas.read_parquet(DIR / "parts")`` may refuse
+to merge the schemas); :meth:`ResultStore.compact` merges the parts into one file once a
+study is over (optional).
 """
 
 from __future__ import annotations

@@ -143,6 +143,8 @@ def test_verdict_lines():
     assert " ms [" in line and "p < 0.001" in line and line.endswith("n = 20 paired trials")
     line = verdict(b, a, names=("SIP", "WebRTC"), unit="ms")
     assert line.startswith("SIP is below WebRTC by ")
+    d = paired_difference(a, b)
+    assert f"[{d.low:.1f}, {d.high:.1f}]" in verdict(a, b) and f"[{d.low:.1f}, {d.high:.1f}]" in line
     c = b + rng.normal(0, 3, size=20)
     line = verdict(c, b, unit="ms")
     assert line.startswith("no difference detected between A and B: ")

@@ -418,8 +418,11 @@ def verdict(
     p = pd_.p_t if test == "t" else pd_.p_wilcoxon
     ci = f"[{_fmt(pd_.low, '')}, {_fmt(pd_.high, '')}]" if pd_.interval is not None else "[no interval]"
     if p is not None and p < alpha and pd_.mean != 0:
-        word = "exceeds" if pd_.mean > 0 else "is below"
-        return f"{na} {word} {nb} by {_fmt(abs(pd_.mean), unit)} {ci}, {_fmt_p(p)}, {trials}"
+        if pd_.mean > 0:
+            return f"{na} exceeds {nb} by {_fmt(pd_.mean, unit)} {ci}, {_fmt_p(p)}, {trials}"
+        # "A is below B by 12 ms [8, 16]": the interval of the shortfall B - A, in the words' sign
+        flipped = f"[{_fmt(-pd_.high, '')}, {_fmt(-pd_.low, '')}]" if pd_.interval is not None else ci
+        return f"{na} is below {nb} by {_fmt(-pd_.mean, unit)} {flipped}, {_fmt_p(p)}, {trials}"
     if p is None and pd_.interval is not None and pd_.mean != 0 and pd_.low == pd_.high:
         word = "exceeds" if pd_.mean > 0 else "is below"
         return f"{na} {word} {nb} by {_fmt(abs(pd_.mean), unit)} in every trial, {trials}"

@@ -600,6 +600,10 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--json", action="store_true")
     cl.set_defaults(func=cmd_call)
 
+    from .cli_run import add_parsers as _add_run_parser  # run SCENARIO.yaml: one trial, its Result
+
+    _add_run_parser(sub)
+
     ag = sub.add_parser("agent", help="the voice agent, standalone")
     agsub = ag.add_subparsers(dest="agent_command", metavar="SUBCOMMAND", parser_class=_Parser)
     ag.set_defaults(func=lambda _args: (ag.print_help(), 2)[1])
@@ -669,6 +673,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--journal", help="resume journal (JSON lines)")
     sw.add_argument("--output", help="write the table (.parquet or .csv)")
     sw.set_defaults(func=cmd_sweep)
+
+    from .cli_study import add_parsers as _add_study_parsers  # study run, results ls|show|export
+
+    _add_study_parsers(sub)
 
     sp = sub.add_parser("sip", help="SIP tools: inspect a message")
     spsub = sp.add_subparsers(dest="sip_command", metavar="SUBCOMMAND", parser_class=_Parser)

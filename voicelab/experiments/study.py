@@ -100,11 +100,12 @@ def _talker_of(item: Any) -> str:
     return name.rsplit("_", 1)[0] if "_" in name else name
 
 
-def _corpus_items() -> list[tuple[int, str, str]]:
-    """(index, item name, talker) of the corpus a trial's ``speech="corpus:N"`` reads."""
-    from ..audio import corpus
+def _corpus_items() -> list[tuple[str, str, str]]:
+    """(speech spec, item name, talker) of every corpus item; the spec names the item by its id
+    (``"corpus:cmu_arctic_aew_a0001"``), so trial ids do not move when the corpus grows."""
+    from ..audio import corpus_items
 
-    return [(i, str(s.name), _talker_of(s)) for i, s in enumerate(corpus(sample_rate=16000))]
+    return [(it.speech, str(it.id), _talker_of(it)) for it in corpus_items(sample_rate=16000)]
 
 
 def _int(v: Any, name: str, lo: int) -> int:
@@ -287,8 +288,8 @@ class Study:
         return {k: data[k] for k in ("store", "executor", "workers") if data.get(k) is not None}
 
     # ------------------------------------------------------------------ trials
-    def _speech_plan(self) -> list[tuple[int, str, str]] | None:
-        """Per rotation slot: (corpus index, item name, talker); None when speech stays fixed."""
+    def _speech_plan(self) -> list[tuple[str, str, str]] | None:
+        """Per rotation slot: (speech spec, item name, talker); None when speech stays fixed."""
         if self.talkers is None:
             return None
         items = _corpus_items()
@@ -340,8 +341,8 @@ class Study:
                 changes: dict[str, Any] = {**_changes(point), "seed": seed}
                 talker = item = None
                 if plan is not None:
-                    idx, item, talker = plan[(r if self.paired else r + pi) % len(plan)]
-                    changes["speech"] = f"corpus:{idx}"
+                    spec, item, talker = plan[(r if self.paired else r + pi) % len(plan)]
+                    changes["speech"] = spec
                 scn = self.base.with_(**changes)
                 out.append(Trial(trial_id(scn, r), point, r, scn, talker, item))
         ids = [t.trial_id for t in out]

@@ -79,9 +79,18 @@ def test_demo_quick_writes_report(tmp_path):
     # the live part: the same call over the three transports, clean and impaired
     live = pd.read_csv(tmp_path / "results-live.csv")
     assert set(live["transport"]) == {"sip", "webrtc", "ws"} and live["condition"].nunique() == 2
-    assert "SIP/RTP, WebRTC and a WebSocket" in html and (tmp_path / "figures" / "live_transports.html").exists()
+    assert "SIP/RTP, WebRTC and a WebSocket" in html and (tmp_path / "figures" / "live_mouth_to_ear_ms.html").exists()
     lossy = live[live["condition"] != "clean"]
     assert (lossy[lossy["transport"] == "ws"]["loss_rate"] == 0).all()  # TCP: late, never lost
+    # a small study, not an anecdote: paired repeats over different utterances, intervals, verdicts
+    from voicelab.demo import LIVE_REPEATS_QUICK
+
+    assert live["trial"].nunique() == LIVE_REPEATS_QUICK and live["speech"].nunique() == LIVE_REPEATS_QUICK
+    assert f"n = {LIVE_REPEATS_QUICK} paired trials per cell" in html and "Student-t" in html
+    summary = pd.read_csv(tmp_path / "results-live-summary.csv")
+    assert {"n", "mean", "ci_low", "ci_high"} <= set(summary.columns)
+    assert (summary["n"] == LIVE_REPEATS_QUICK).all()
+    assert "paired trials</li>" in html or "paired" in html
 
 
 def test_interact_headless_runs_defaults_once(monkeypatch):

@@ -39,6 +39,8 @@ from .experiments.run import run_sync  # re-exported: the lab's one way to run a
 from .net import ChannelConfig
 
 __all__ = [
+    "summarize_transports",
+    "transport_verdicts",
     "TRANSPORTS",
     "DEFAULT_CONDITIONS",
     "DEFAULT_CODECS",
@@ -531,3 +533,49 @@ def opus_bitrate_sweep(
     return run_sync(lambda: opus_bitrate_sweep_async(
         bitrates, seconds=seconds, net=net, fec=fec, jitter_buffer=jitter_buffer, baseline=baseline, seed=seed,
         speech=speech))
+
+
+def summarize_transports(df: pd.DataFrame, metrics: Sequence[str] = ("mouth_to_ear_ms", "pesq_nb", "late_loss_rate"),
+                         *, level: float = 0.95) -> pd.DataFrame:
+    """Per condition, direction and transport: n, mean with its Student-t interval, median.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        :func:`compare_transports` output (one row per trial and direction).
+    metrics : sequence of str
+        Columns to summarise.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`voicelab.experiments.stats.summarize` of the table.
+    """
+    from .experiments.stats import summarize
+
+    return summarize(df, by=["condition", "direction", "transport"], metrics=list(metrics), level=level)
+
+
+def transport_verdicts(df: pd.DataFrame, metric: str = "mouth_to_ear_ms", *, a: str = "sip", b: str = "webrtc",
+                       unit: str = "") -> list[str]:
+    """One verdict line per condition and direction: transport ``a`` against ``b``, paired by trial.
+
+    Trials of :func:`compare_transports` with ``repeats`` are paired: trial ``i`` has the
+    same seed and utterance in every transport. Returns lines such as
+    ``"impaired, caller_to_agent: sip exceeds webrtc by 12 ms [8, 16], p < 0.01, n = 5 paired trials"``.
+    """
+    from .experiments.stats import verdict
+
+    if metric not in df or "trial" not in df:
+        raise ParameterError(f"the table needs the columns {metric!r} and 'trial' (compare_transports output)")
+    out = []
+    for (cond, direction), g in df.groupby(["condition", "direction"], sort=False):
+        xa = g[g["transport"] == a].set_index("trial")[metric]
+        xb = g[g["transport"] == b].set_index("trial")[metric]
+        common = xa.index.intersection(xb.index)
+        if len(common) < 2:
+            out.append(f"{cond}, {direction}: fewer than 2 paired trials of {a} and {b}")
+            continue
+        line = verdict(xa.loc[common].to_numpy(float), xb.loc[common].to_numpy(float), names=(a, b), unit=unit)
+        out.append(f"{cond}, {direction}: {line}")
+    return out

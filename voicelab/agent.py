@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
@@ -140,6 +141,12 @@ class Agent:
     iface : network interface, optional
     seed : int
         Seeds tags, branches and RTP initial values (audio is the same for every seed).
+    deterministic_auth : bool
+        Derive the digest nonce secret from ``seed`` too, for a reproducible virtual-time
+        run. Default False: the secret comes from the OS CSPRNG
+        (:func:`secrets.token_bytes`) for each agent, so agents do not share a
+        predictable secret and a restart makes every earlier nonce (and any captured
+        Authorization header) worthless.
     """
 
     def __init__(
@@ -163,6 +170,7 @@ class Agent:
         contact: str | None = None,
         iface: Any = None,
         seed: int = 0,
+        deterministic_auth: bool = False,
     ) -> None:
         self.host, self.port = host, port
         if not isinstance(transport, str) or transport.lower() not in SIP_TRANSPORTS:
@@ -177,6 +185,7 @@ class Agent:
         if self.mode == "play" and self.mode_arg is not None and not Path(self.mode_arg).is_file():
             raise ParameterError(f"play file {self.mode_arg!r} does not exist")
         self.speech, self.jitter_buffer, self.seed = speech, jitter_buffer, seed
+        self.deterministic_auth = bool(deterministic_auth)
         if auth is not None and (not isinstance(auth, tuple) or len(auth) != 2 or not all(isinstance(a, str) and a for a in auth)):
             raise ParameterError("auth must be a (user, password) pair of non-empty strings")
         self.auth = auth
@@ -243,7 +252,11 @@ class Agent:
         if self.auth is not None:
             from .sip.auth import DigestAuthenticator
 
-            authn = DigestAuthenticator("voicelab", {self.auth[0]: self.auth[1]}, secret=rng.bytes(32),
+            seeded = rng.bytes(32)  # drawn either way: tags and branches stay what the seed made them
+            # nonce secret: the OS CSPRNG, per process (a restart invalidates every nonce
+            # handed out before); the seed fixes it only for a deterministic run
+            secret = seeded if self.deterministic_auth else secrets.token_bytes(32)
+            authn = DigestAuthenticator("voicelab", {self.auth[0]: self.auth[1]}, secret=secret,
                                         algorithms=self.auth_algorithms)
 
             def _challenge(request, now):  # out-of-dialog INVITEs only, as PBXs do

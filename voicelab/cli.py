@@ -404,8 +404,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 pass
         except OSError as exc:
             raise ParameterError(f"cannot write sweep output {output}: {exc.strerror or exc}") from None
-    df = sweep(base, spec["grid"], repeats=spec.get("repeats") or 1, seed=spec.get("seed") or 0,
-               workers=args.workers if args.workers is not None else (spec.get("workers") or 1), journal=journal)
+    import warnings
+
+    from .sim.sweep import JournalRepairedWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", JournalRepairedWarning)
+        df = sweep(base, spec["grid"], repeats=spec.get("repeats") or 1, seed=spec.get("seed") or 0,
+                   workers=args.workers if args.workers is not None else (spec.get("workers") or 1), journal=journal)
+    for w in caught:  # one line each (the journal repair), not Python's warning format
+        print(f"voicelab: note: {w.message}", file=sys.stderr)
     if output:
         if str(output).endswith(".parquet"):
             df.to_parquet(output)

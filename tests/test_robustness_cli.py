@@ -71,3 +71,77 @@ def test_two_sweep_calls_on_one_journal_second_refuses(tmp_path):
                   journal=journal, progress=False)
     finally:
         fh.close()
+
+
+# ---------------------------------------------------------------- one-line errors
+def _one_line_error(rc, err, needle):
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert rc == 2 and len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err
+    assert lines[0].startswith("voicelab: error: "), err
+
+
+@pytest.mark.parametrize("text", ["[{bad", "not json", '{"urls": 3', '[1, 2]', '"stun:x"'])
+def test_ice_servers_that_are_not_json_one_line(capsys, text):
+    rc, _, err = run(capsys, "call", "--transport", "webrtc", "--ice-servers", text, "--duration", "1")
+    _one_line_error(rc, err, "--ice-servers")
+
+
+def test_unwritable_pcap_refused_before_the_call(capsys, monkeypatch, tmp_path):
+    import voicelab.calls
+
+    started = []
+
+    async def fake_call(**kw):  # must not be reached
+        started.append(kw)
+        return {"codec": "pcmu"}
+
+    monkeypatch.setattr(voicelab.calls, "sip_call", fake_call)
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a directory")
+    for path in ("/proc/voicelab-test.pcap", str(tmp_path), str(blocker / "x.pcap")):
+        rc, _, err = run(capsys, "call", "--pcap", path, "--duration", "1")
+        _one_line_error(rc, err, "--pcap")
+    assert not started
+    rc, _, err = run(capsys, "call", "--pcap", str(tmp_path / "new" / "ok.pcap"), "--duration", "1")
+    assert rc == 0 and len(started) == 1, err  # a writable path goes through (the stub ran)
+    assert not (tmp_path / "new" / "ok.pcap").exists()  # the check left nothing behind
+
+
+def test_unwritable_record_dir_refused_before_listening(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a directory")
+    rc, _, err = run(capsys, "agent", "serve", "--sip", "127.0.0.1:0", "--mode", f"record:{blocker}/calls")
+    _one_line_error(rc, err, "record directory")
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp", "webrtc"])
+def test_agent_serve_on_a_port_in_use_one_line(capsys, transport):
+    import socket
+
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as holder:
+        holder.bind(("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM:
+            holder.listen()
+        port = holder.getsockname()[1]
+        if transport == "webrtc":
+            argv = ["agent", "serve", "--sip", "127.0.0.1:0", "--webrtc", f"127.0.0.1:{port}"]
+        else:
+            argv = ["agent", "serve", "--sip", f"127.0.0.1:{port}", "--transport", transport]
+        rc, _, err = run(capsys, *argv)
+    _one_line_error(rc, err, "address already in use")
+
+
+def test_target_that_does_not_answer_one_line(capsys, monkeypatch):
+    import functools
+    import socket
+
+    import voicelab.calls
+
+    # a silent UDP peer; the readiness probe shortened from 10 s to 1 s to keep the test quick
+    monkeypatch.setattr(voicelab.calls, "dial", functools.partial(voicelab.calls.dial, ready_timeout=1.0))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        rc, _, err = run(capsys, "call", "--target", f"sip:agent@127.0.0.1:{port}", "--duration", "1")
+    _one_line_error(rc, err, "did not answer")

@@ -79,6 +79,18 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:64] or "call"
 
 
+def _check_record_dir(directory: str) -> None:
+    """Make ``directory`` and prove a file can be written there (ParameterError if not),
+    before the agent listens: a record agent that cannot write finds out now, not when
+    its first call ends."""
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise ParameterError(f"record directory {directory!r} cannot be written: {exc.strerror or exc}") from None
+
+
 def _check_auth_algorithms(algorithms: Any) -> tuple[str, ...]:
     """Digest algorithm names as DigestAuthenticator spells them; ParameterError if bad."""
     from .sip.auth import SUPPORTED_ALGORITHMS
@@ -234,7 +246,7 @@ class Agent:
             self._x = audio.resample(np.asarray(sp.samples, dtype=np.float64), sp.sample_rate, 16000)
             self.synthetic_speech = bool(sp.synthetic)
         if self.mode == "record":
-            Path(self.mode_arg).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+            _check_record_dir(self.mode_arg)  # type: ignore[arg-type]
         options: dict[str, Any] = {"parse": False}
         if self.transport == "tls":
             from .tlsutil import generate_test_pki, server_ssl_context

@@ -145,6 +145,38 @@ def _print_result(res: dict, as_json: bool) -> None:
             print(f"  note: {w}")
 
 
+def _ice_servers(text: str | None) -> list:
+    """``--ice-servers`` JSON: a list of RTCIceServer objects; ParameterError if not."""
+    if not text:
+        return []
+    try:
+        ice = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParameterError(f"--ice-servers is not valid JSON ({exc.msg} at character {exc.pos}): "
+                             "give a list such as '[{\"urls\": \"stun:127.0.0.1:3478\"}]'") from None
+    if isinstance(ice, dict):
+        ice = [ice]
+    if not isinstance(ice, list) or not all(isinstance(s, dict) and "urls" in s for s in ice):
+        raise ParameterError(f"--ice-servers must be a JSON list of objects with \"urls\", got {text!r}")
+    return ice
+
+
+def _check_writable_file(path: str, flag: str) -> None:
+    """Fail now (ParameterError) if ``path`` cannot be written, not after a whole call."""
+    p = Path(path)
+    existed = p.exists()
+    try:
+        if p.is_dir():
+            raise IsADirectoryError(21, "is a directory")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with p.open("ab"):
+            pass
+    except OSError as exc:
+        raise ParameterError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+    if not existed:
+        p.unlink(missing_ok=True)
+
+
 def cmd_call(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -153,6 +185,9 @@ def cmd_call(args: argparse.Namespace) -> int:
     chan = _channel_from_args(args)
     net = None if chan == ChannelConfig() else chan
     auth = _user_pass(args.auth, "--auth")
+    ice = _ice_servers(args.ice_servers)
+    if args.pcap:
+        _check_writable_file(args.pcap, "--pcap")
     sip_only = {"--sip-transport": args.sip_transport != "udp", "--srtp": args.srtp, "--auth": auth is not None,
                 "--target": bool(args.target)}
     if args.transport != "sip" and any(sip_only.values()):
@@ -201,7 +236,6 @@ def cmd_call(args: argparse.Namespace) -> int:
 
         if args.pcap:
             raise ParameterError("--pcap is not available for WebRTC calls (DTLS-SRTP)")
-        ice = json.loads(args.ice_servers) if args.ice_servers else []
         res = asyncio.run(webrtc_call(codec=args.codec, bitrate=args.bitrate, fec=args.fec, seconds=args.duration,
                                       speech=args.speech, input=args.input, jitter_buffer=args.jitter_buffer,
                                       ice_servers=ice, relay_only=args.relay_only, net=net, seed=args.seed,
@@ -249,28 +283,42 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
         options["auth_algorithms"] = tuple(a.strip() for a in args.auth_algorithms.split(",") if a.strip())
     agent = Agent(**options)
 
+    def _in_use(exc: OSError, what: str, where: str) -> ParameterError:
+        import errno
+
+        why = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        return ParameterError(f"cannot listen for {what} on {where}: {why} (another program has it? pick another port)")
+
     async def run() -> None:
-        async with agent:
+        try:
+            await agent.start()
+        except OSError as exc:
+            await agent.close()
+            raise _in_use(exc, f"SIP over {args.transport.upper()}", args.sip) from None
+        webrtc = None
+        try:
             extras = [f"mode {args.mode}"] + (["digest auth"] if args.auth else []) + (["SRTP required"] if args.srtp else [])
             print(f"voicelab agent: {agent.uri}, codecs {','.join(codecs_list)}, {', '.join(extras)}", flush=True)
             if agent.ca_file:
                 print(f"  TLS test CA for clients: {agent.ca_file}", flush=True)
-            webrtc = None
             if args.webrtc:
                 from .webrtc.agent import serve_webrtc
 
                 whost, wport = _host_port(args.webrtc, "--webrtc")
-                webrtc = await serve_webrtc(agent, host=whost, port=wport)
+                try:
+                    webrtc = await serve_webrtc(agent, host=whost, port=wport)
+                except OSError as exc:
+                    raise _in_use(exc, "WebRTC signaling", args.webrtc) from None
                 print(f"  WebRTC: {webrtc.url} (signaling + browser client page)", flush=True)
             print("Ctrl-C stops", flush=True)
             import gc
 
             gc.freeze()  # start-up objects leave the collector: no 100 ms full collections mid-call
-            try:
-                await asyncio.Event().wait()
-            finally:
-                if webrtc is not None:
-                    await webrtc.close()
+            await asyncio.Event().wait()
+        finally:
+            if webrtc is not None:
+                await webrtc.close()
+            await agent.close()
 
     try:
         asyncio.run(run())

@@ -145,3 +145,87 @@ def test_target_that_does_not_answer_one_line(capsys, monkeypatch):
         port = silent.getsockname()[1]
         rc, _, err = run(capsys, "call", "--target", f"sip:agent@127.0.0.1:{port}", "--duration", "1")
     _one_line_error(rc, err, "did not answer")
+
+
+# ---------------------------------------------------------------- PESQ on long recordings
+def _long_speech_with_pauses(speech_dir, seconds=90.0, seed=1):
+    """~80 short bursts of the shipped natural speech separated by 0.3-0.8 s pauses (16 kHz)."""
+    import numpy as np
+
+    from voicelab import audio
+
+    files = sorted(speech_dir.glob("*.wav"))
+    speech = np.concatenate([audio.resample(*audio.read_wav(f), 16000) for f in files])
+    rng = np.random.default_rng(seed)
+    parts, total, pos = [], 0, 0
+    while total < seconds * 16000:
+        n = int(rng.uniform(0.3, 0.9) * 16000)
+        pos = 0 if pos + n > speech.size else pos
+        parts += [speech[pos:pos + n], np.zeros(int(rng.uniform(0.3, 0.8) * 16000))]
+        pos += n
+        total += n + parts[-1].size
+    ref = np.concatenate(parts)[: int(seconds * 16000)]
+    return ref, ref + rng.standard_normal(ref.size) * 0.003
+
+
+def test_pesq_scores_long_speech_with_many_pauses(natural_speech_dir, tmp_path):
+    """90 s, ~80 utterances: the pesq C code overruns its utterance table; voicelab scores it in pieces."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from voicelab import audio, metrics
+    from voicelab.metrics import quality
+
+    ref, deg = (audio.resample(x, 16000, 8000) for x in _long_speech_with_pauses(natural_speech_dir))
+    np.save(tmp_path / "ref.npy", ref)
+    np.save(tmp_path / "deg.npy", deg)
+    # the reproduction: the pesq C extension itself dies (SIGSEGV) on this input
+    raw = subprocess.run([sys.executable, "-c", "import resource; resource.setrlimit(resource.RLIMIT_CORE, (0, 0)); "
+                          "import numpy as np, pesq; "
+                          f"print(pesq.pesq(8000, np.load('{tmp_path}/ref.npy'), np.load('{tmp_path}/deg.npy'), 'nb'))"],
+                         capture_output=True, timeout=300)
+    assert raw.returncode != 0, raw.stdout
+    score = metrics.pesq(ref, deg, 8000, mode="nb")  # before the fix: this process died
+    short = metrics.pesq(ref[: 10 * 8000], deg[: 10 * 8000], 8000, mode="nb")
+    assert 1.0 <= score <= quality.PESQ_NB_CEILING and abs(score - short) < 0.5, (score, short)
+    spans = quality.pesq_segments(ref, 8000)
+    assert spans[0][0] == 0 and spans[-1][1] == ref.size and all(5 <= (b - a) / 8000 <= 17 for a, b in spans)
+    assert all(spans[i][1] == spans[i + 1][0] for i in range(len(spans) - 1))
+
+
+def test_pesq_crash_in_the_child_is_a_metric_error(monkeypatch):
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from voicelab.errors import MetricError
+    from voicelab.metrics import quality
+
+    real_run = subprocess.run
+
+    def crashing_run(cmd, **kw):  # the child dies as the C code does
+        return real_run([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"], **kw)
+
+    monkeypatch.setattr(subprocess, "run", crashing_run)
+    x = np.random.default_rng(0).standard_normal(16000 * 25) * 0.1
+    with pytest.raises(MetricError, match="crashed \\(SIGSEGV\\)"):
+        quality.pesq(x, x, 16000, mode="wb")
+
+
+def test_metrics_command_keeps_other_results_when_pesq_fails(capsys, monkeypatch, natural_speech_dir):
+    from voicelab import metrics
+    from voicelab.errors import MetricError
+
+    def broken(*a, **kw):
+        raise MetricError("the PESQ C code crashed (SIGSEGV) on this 90 s recording; no score")
+
+    monkeypatch.setattr(metrics, "pesq", broken)
+    f = natural_speech_dir / "pesq_ref_speech_16k.wav"
+    rc, out, err = run(capsys, "metrics", str(f), str(f), "--json")
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["pesq_nb"] is None and d["pesq_wb"] is None and d["stoi"] > 0.99 and d["delay_ms"] is not None
+    assert any("SIGSEGV" in w for w in d["warnings"])

@@ -368,12 +368,25 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         "delay_confidence": est.confidence,
         "reference_level_dbov": audio.active_level_db(ref, rate),
         "degraded_level_dbov": audio.active_level_db(deg, rate),
-        "pesq_nb": metrics.pesq(audio.resample(r_al, rate, 8000), audio.resample(d_al, rate, 8000), 8000, mode="nb"),
-        "pesq_wb": metrics.pesq(r_al, d_al, rate, mode="wb") if rate >= 16000 else None,
-        "stoi": metrics.stoi(r_al, d_al, rate),
-        "snr_db": metrics.snr_db(r_al, d_al),
     }
     warnings = []
+
+    failed: list[VoicelabError] = []
+
+    def score(name: str, fn) -> None:  # one metric failing (even PESQ's C code crashing) keeps the others
+        try:
+            out[name] = fn()
+        except VoicelabError as exc:
+            out[name] = None
+            failed.append(exc)
+            warnings.append(f"{name}: {exc}")
+
+    score("pesq_nb", lambda: metrics.pesq(audio.resample(r_al, rate, 8000), audio.resample(d_al, rate, 8000), 8000, mode="nb"))
+    score("pesq_wb", lambda: metrics.pesq(r_al, d_al, rate, mode="wb") if rate >= 16000 else None)
+    score("stoi", lambda: metrics.stoi(r_al, d_al, rate))
+    score("snr_db", lambda: metrics.snr_db(r_al, d_al))
+    if len(failed) == 4 - (rate < 16000):  # nothing could be scored: that is the error
+        raise failed[0]
     if est.confidence < 0.3:
         warnings.append(
             f"low confidence ({est.confidence:.2f}) in the delay estimate: are these recordings of the same speech?"

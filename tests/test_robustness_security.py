@@ -70,3 +70,136 @@ def test_deterministic_auth_is_what_makes_the_secret_repeatable():
     """The opt-in for reproducible virtual-time runs: the same seed gives the same secret (so the replay passes)."""
     first, replayed = asyncio.run(_replay_after_restart(deterministic=True))
     assert (first, replayed) == (200, 200)
+
+
+# ---------------------------------------------------------------- connections and load
+from voicelab.calls import dial  # noqa: E402
+from voicelab.sip.transport import ConnectionLimits  # noqa: E402
+
+
+async def _closed_by_peer(reader: asyncio.StreamReader, timeout: float) -> bool:
+    """True when the agent closed (or reset) this connection within ``timeout`` s."""
+    try:
+        return await asyncio.wait_for(reader.read(1), timeout) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except asyncio.TimeoutError:
+        return False
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+def test_connection_cap_refuses_the_excess_and_a_call_still_gets_through(transport, caplog):
+    """40 idle sockets against a cap of 8: 32 refused at once with one log line; once the
+    idle timeout frees the slots, a normal call over the same transport works."""
+    import logging
+    import ssl
+
+    limits = ConnectionLimits(max_connections=8, idle_timeout=1.0, header_timeout=0.5)
+
+    async def main():
+        async with Agent(transport=transport, codecs=["pcmu"], speech="harvard", mode="echo",
+                         connection_limits=limits) as agent:
+            host, port = agent.address
+            ctx = None
+            if transport == "tls":
+                ctx = ssl.create_default_context(cafile=agent.ca_file)
+                ctx.check_hostname = False
+            held = []
+            for _ in range(40):
+                held.append(await asyncio.open_connection(host, port, ssl=ctx))
+                await asyncio.sleep(0)  # let the agent accept in order
+            closed = await asyncio.gather(*(_closed_by_peer(r, 0.5) for r, _ in held))
+            t = agent.sip.transport
+            refused = t.stats.refused
+            # the excess was refused at once, the first 8 kept (until idle_timeout)
+            assert sum(closed) == 32 and not any(closed[:8]), closed
+            assert refused == 32 and len(t.connections) == 8
+            # the idle ones go after idle_timeout (loop clock)
+            assert all(await asyncio.gather(*(_closed_by_peer(r, 3.0) for r, _ in held[:8])))
+            assert t.stats.idle_closed == 8
+            for _, w in held:
+                w.close()
+            uri = f"sip:agent@{host}:{port};transport={transport}"
+            r = await dial(uri, codec="pcmu", seconds=1.0, speech="harvard", transport=transport,
+                           ca_file=agent.ca_file, echo=True)
+            assert r["packets_received"] > 0
+            return refused
+
+    with caplog.at_level(logging.WARNING, logger="voicelab.sip.transport"):
+        asyncio.run(main())
+    cap_lines = [r for r in caplog.records if "max_connections" in r.getMessage()]
+    idle_lines = [r for r in caplog.records if "idle_timeout" in r.getMessage()]
+    assert len(cap_lines) == 1 and len(idle_lines) == 1, [r.getMessage() for r in caplog.records]
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_half_sent_message_is_closed_after_the_header_timeout():
+    limits = ConnectionLimits(max_connections=8, idle_timeout=30.0, header_timeout=0.5)
+
+    async def main():
+        async with Agent(transport="tcp", codecs=["pcmu"], speech="harvard", connection_limits=limits) as agent:
+            host, port = agent.address
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"INVITE sip:agent@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKslow\r\n")
+            quiet_r, quiet_w = await asyncio.open_connection(host, port)  # idle, nothing sent: stays (30 s)
+            assert await _closed_by_peer(reader, 3.0)
+            assert not await _closed_by_peer(quiet_r, 0.2)
+            stats = agent.sip.transport.stats
+            writer.close()
+            quiet_w.close()
+            return stats.header_timeouts, stats.idle_closed
+
+    assert asyncio.run(main()) == (1, 0)
+
+
+def test_websocket_cap_answers_503():
+    import aiohttp
+
+    limits = ConnectionLimits(max_connections=2, idle_timeout=30.0)
+
+    async def main():
+        async with Agent(transport="ws", codecs=["pcmu"], speech="harvard", connection_limits=limits) as agent:
+            host, port = agent.address
+            async with aiohttp.ClientSession() as session:
+                held = [await session.ws_connect(f"ws://{host}:{port}/", protocols=("sip",)) for _ in range(2)]
+                with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                    await session.ws_connect(f"ws://{host}:{port}/", protocols=("sip",))
+                for ws in held:
+                    await ws.close()
+            return err.value.status, agent.sip.transport.stats.refused
+
+    assert asyncio.run(main()) == (503, 1)
+
+
+def test_connection_limits_are_checked():
+    from voicelab.errors import ParameterError
+
+    for bad in (dict(max_connections=0), dict(idle_timeout=0), dict(header_timeout=float("nan")),
+                dict(max_connections=True)):
+        with pytest.raises(ParameterError):
+            ConnectionLimits(**bad)
+
+
+def test_accept_failures_log_one_line_without_traceback():
+    """asyncio's EMFILE accept() errors (a traceback each, several a second) become one line a minute."""
+    import logging
+
+    from voicelab.sip.transport import _AcceptErrorFilter
+
+    f = _AcceptErrorFilter()
+    try:
+        raise OSError(24, "Too many open files")
+    except OSError:
+        import sys
+
+        exc_info = sys.exc_info()
+    passed = []
+    for i in range(100):
+        rec = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "socket.accept() out of system resource",
+                                None, exc_info)
+        rec.created = 1000.0 + i * 0.1  # 10 s of a storm
+        if f.filter(rec):
+            passed.append(rec)
+    assert len(passed) == 1 and passed[0].exc_info is None and "Too many open files" in passed[0].getMessage()
+    other = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "something else", None, None)
+    assert f.filter(other)

@@ -153,6 +153,10 @@ class Agent:
     iface : network interface, optional
     seed : int
         Seeds tags, branches and RTP initial values (audio is the same for every seed).
+    connection_limits : voicelab.sip.transport.ConnectionLimits, optional
+        TCP/TLS/WS only: cap on open connections (more are refused), idle and header
+        timeouts. Default ``ConnectionLimits()``: 512 connections, 300 s idle, 30 s for
+        a half-sent message.
     deterministic_auth : bool
         Derive the digest nonce secret from ``seed`` too, for a reproducible virtual-time
         run. Default False: the secret comes from the OS CSPRNG
@@ -182,6 +186,7 @@ class Agent:
         contact: str | None = None,
         iface: Any = None,
         seed: int = 0,
+        connection_limits: Any = None,
         deterministic_auth: bool = False,
     ) -> None:
         self.host, self.port = host, port
@@ -198,6 +203,11 @@ class Agent:
             raise ParameterError(f"play file {self.mode_arg!r} does not exist")
         self.speech, self.jitter_buffer, self.seed = speech, jitter_buffer, seed
         self.deterministic_auth = bool(deterministic_auth)
+        from .sip.transport import ConnectionLimits
+
+        if connection_limits is not None and not isinstance(connection_limits, ConnectionLimits):
+            raise ParameterError("connection_limits must be a voicelab.sip.transport.ConnectionLimits")
+        self.connection_limits = connection_limits or ConnectionLimits()
         if auth is not None and (not isinstance(auth, tuple) or len(auth) != 2 or not all(isinstance(a, str) and a for a in auth)):
             raise ParameterError("auth must be a (user, password) pair of non-empty strings")
         self.auth = auth
@@ -247,7 +257,7 @@ class Agent:
             self.synthetic_speech = bool(sp.synthetic)
         if self.mode == "record":
             _check_record_dir(self.mode_arg)  # type: ignore[arg-type]
-        options: dict[str, Any] = {"parse": False}
+        options: dict[str, Any] = {"parse": False, "connection_limits": self.connection_limits}
         if self.transport == "tls":
             from .tlsutil import generate_test_pki, server_ssl_context
 

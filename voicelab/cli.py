@@ -269,6 +269,26 @@ def _host_port(text: str, flag: str) -> tuple[str, int]:
         raise ParameterError(f"{flag} must be HOST:PORT, got {text!r}") from None
 
 
+def _descriptors_for(needed: int) -> None:
+    """Raise this process's soft descriptor limit toward ``needed`` (up to the hard
+    limit), so the connection cap, not EMFILE, is what refuses connections; a note on
+    stderr when the hard limit is lower."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        new = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        except (ValueError, OSError):
+            new = soft
+        if new < needed:
+            print(f"voicelab: note: only {new} file descriptors (ulimit -n); --max-connections and --max-calls "
+                  f"need about {needed}: lower them or raise the limit", file=sys.stderr)
+
+
 def cmd_agent_serve(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -281,6 +301,11 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
                    max_calls=args.max_calls, tls_cert=args.tls_cert, tls_key=args.tls_key)
     if args.auth_algorithms:
         options["auth_algorithms"] = tuple(a.strip() for a in args.auth_algorithms.split(",") if a.strip())
+    from .sip.transport import ConnectionLimits
+
+    options["connection_limits"] = ConnectionLimits(max_connections=args.max_connections, idle_timeout=args.idle_timeout,
+                                                    header_timeout=args.header_timeout)  # fmt: skip
+    _descriptors_for(args.max_connections + 4 * args.max_calls + 64)
     agent = Agent(**options)
 
     def _in_use(exc: OSError, what: str, where: str) -> ParameterError:
@@ -638,6 +663,13 @@ def build_parser() -> argparse.ArgumentParser:
     ags.add_argument("--tls-cert", metavar="PEM", help="certificate chain for --transport tls (default: a generated test CA)")
     ags.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
     ags.add_argument("--webrtc", metavar="HOST:PORT", help="also answer WebRTC callers: signaling server + browser page here")
+    g = ags.add_argument_group("connection limits (TCP, TLS, WS; see docs/sip.md 'Limits')")
+    g.add_argument("--max-connections", type=int, default=512, metavar="N",
+                   help="open SIP connections at most; more are refused at once (default 512)")
+    g.add_argument("--idle-timeout", type=_float_arg("idle timeout", 1.0, 86400.0), default=300.0, metavar="S",
+                   help="close a connection silent this long; keep-alives count (default 300 s)")
+    g.add_argument("--header-timeout", type=_float_arg("header timeout", 0.5, 3600.0), default=30.0, metavar="S",
+                   help="close a connection whose message stays incomplete this long (default 30 s)")
     ags.set_defaults(func=cmd_agent_serve)
 
     nm = sub.add_parser("nat-matrix", help="NAT traversal matrix: caller NAT x agent NAT x method, on the virtual network",

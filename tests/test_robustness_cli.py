@@ -229,3 +229,35 @@ def test_metrics_command_keeps_other_results_when_pesq_fails(capsys, monkeypatch
     d = json.loads(out)
     assert d["pesq_nb"] is None and d["pesq_wb"] is None and d["stoi"] > 0.99 and d["delay_ms"] is not None
     assert any("SIGSEGV" in w for w in d["warnings"])
+
+
+# ---------------------------------------------------------------- --pcap with SIP on a stream
+@pytest.mark.parametrize("sip_transport", ["tls", "ws"])  # TCP takes the same capture path as TLS
+def test_pcap_records_sip_over_stream_transports(tmp_path, sip_transport):
+    """The caller's SIP over TCP/TLS/WS lands in the pcap as plaintext on a synthetic TCP
+    stream, and tshark dissects every message of the call as SIP (none malformed)."""
+    import asyncio
+    import subprocess
+
+    from voicelab.calls import sip_call
+
+    from .conftest import need_tool
+
+    tshark = need_tool("tshark", "tshark")
+    pcap = tmp_path / "call.pcap"
+    asyncio.run(sip_call(codec="pcmu", seconds=1.0, speech="harvard", quality=False, pcap=str(pcap),
+                         sip_transport=sip_transport))
+
+    def fields(*opts):
+        return subprocess.run([tshark, "-r", str(pcap), *opts], capture_output=True, text=True, timeout=60).stdout
+
+    rows = [l.split("\t") for l in fields("-Y", "sip", "-T", "fields", "-e", "frame.protocols", "-e", "sip.Method",
+                                           "-e", "sip.Status-Code").splitlines()]
+    methods = {r[1] for r in rows if r[1]}
+    statuses = {r[2] for r in rows if r[2]}
+    assert {"INVITE", "ACK", "BYE"} <= methods and "200" in statuses, rows
+    assert all(r[0].startswith("raw:ip:tcp:sip") for r in rows), rows
+    assert any("sdp" in r[0] for r in rows)
+    bad = fields("-Y", "_ws.malformed || _ws.expert.severity == error || tcp.analysis.flags")
+    assert bad.strip() == "", bad
+    assert "rtp" in fields("-o", "rtp.heuristic_rtp:TRUE", "-T", "fields", "-e", "frame.protocols")  # media still there

@@ -52,7 +52,8 @@ class AsyncUserAgent:
     def __init__(self, ua: UserAgent, transport: Any, *, capture: list | None = None) -> None:
         self.ua = ua
         self.transport = transport
-        self.capture = capture  # (time, src, dst, bytes) of every datagram, for pcap
+        self.capture = capture  # (time, src, dst, bytes[, "tcp"]) of every message, for pcap
+        self._stream = ("tcp",) if getattr(transport, "reliable", False) else ()  # SIP on a stream: pcap as TCP
         self.loop = asyncio.get_running_loop()
         self.events: asyncio.Queue = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
@@ -61,7 +62,7 @@ class AsyncUserAgent:
 
     def _on_message(self, data: Any, addr: Any, transport: Any) -> None:
         if self.capture is not None:
-            self.capture.append((self.loop.time(), tuple(addr[:2]), self.ua.local_addr, bytes(data)))
+            self.capture.append((self.loop.time(), tuple(addr[:2]), self.ua.local_addr, bytes(data), *self._stream))
         self.ua.receive(bytes(data), tuple(addr[:2]), self.loop.time())
         self.flush()
 
@@ -69,7 +70,7 @@ class AsyncUserAgent:
         """Send what the UA queued, deliver its events, re-arm its timer."""
         for data, addr in self.ua.datagrams_to_send(self.loop.time()):
             if self.capture is not None:
-                self.capture.append((self.loop.time(), self.ua.local_addr, tuple(addr[:2]), data))
+                self.capture.append((self.loop.time(), self.ua.local_addr, tuple(addr[:2]), data, *self._stream))
             task = self.loop.create_task(self.transport.send(data, tuple(addr[:2])))
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
@@ -191,7 +192,8 @@ async def open_caller(
     seed : int or None
         Seeds Call-IDs, tags and branches (None: fresh entropy).
     capture : list, optional
-        Collects SIP datagrams for a pcap (UDP only).
+        Collects SIP messages for a pcap (on TCP, TLS and WS as plaintext on a
+        synthetic TCP stream, see :func:`voicelab.net.pcap.write_pcap`).
     host : str, optional
         Address to listen on and advertise (default: the interface's first address,
         127.0.0.1 on loopback).
@@ -216,7 +218,7 @@ async def open_caller(
     ua = UserAgent(local_uri=f"sip:caller@{host}", local_addr=tuple(addr[:2]), rng=np.random.default_rng(seed),
                    codecs=[codec], media_address=host, transport=transport, srtp=srtp, rtcp_mux=rtcp_mux,
                    credentials_for=(lambda realm: credentials) if credentials else None)  # fmt: skip
-    return ua, AsyncUserAgent(ua, t, capture=capture if transport == "udp" else None)
+    return ua, AsyncUserAgent(ua, t, capture=capture)
 
 
 @realtime
@@ -255,7 +257,10 @@ async def sip_call(
     quality : bool
         Compute PESQ.
     pcap : path, optional
-        Write the call as the caller's machine would capture it (SIP over UDP, RTP, RTCP).
+        Write the call as the caller's machine would capture it: SIP, RTP, RTCP. SIP
+        over TCP, TLS or WebSocket is written as the caller's plaintext on a synthetic
+        TCP stream between the same addresses (no TLS or WebSocket framing: what a
+        TLS key log would let Wireshark show).
     sip_transport : {"udp", "tcp", "tls", "ws"}
         SIP signalling transport (TLS with a test CA made for the agent).
     srtp : bool

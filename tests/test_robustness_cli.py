@@ -261,3 +261,48 @@ def test_pcap_records_sip_over_stream_transports(tmp_path, sip_transport):
     bad = fields("-Y", "_ws.malformed || _ws.expert.severity == error || tcp.analysis.flags")
     assert bad.strip() == "", bad
     assert "rtp" in fields("-o", "rtp.heuristic_rtp:TRUE", "-T", "fields", "-e", "frame.protocols")  # media still there
+
+
+# ---------------------------------------------------------------- the agent's browser page
+def test_browser_page_calls_again_after_hanging_up(natural_speech_dir, tmp_path):
+    """Headless Chromium on the agent's page: Call, Hang up, Call again: both calls connect
+    (before the fix both buttons stayed disabled after the first hang-up)."""
+    from voicelab.agent import Agent
+    from voicelab.webrtc.agent import serve_webrtc
+    from voicelab.webrtc.browser import launch_chromium
+
+    from .conftest import need_tool, run_clean
+
+    need_tool("chromium", "chromium")
+
+    async def main():
+        async with Agent(codecs=["opus"], mode="echo") as agent:
+            front = await serve_webrtc(agent)
+            try:
+                async with launch_chromium(front.url + "/", wav=natural_speech_dir / "pjsip_input_16k.wav",
+                                           user_data_dir=tmp_path / "profile") as page:
+                    buttons = "[document.getElementById('call').disabled, document.getElementById('hangup').disabled]"
+                    seen = []
+                    for n in (1, 2):
+                        await page.wait_for("!document.getElementById('call').disabled", timeout=10)
+                        await page.evaluate("document.getElementById('call').click()")
+                        await page.wait_for("window.voicelab.state === 'connected'", timeout=20)
+                        await asyncio.wait_for(front.connected(n), 10)
+                        seen.append(await page.evaluate(buttons))
+                        await page.evaluate("document.getElementById('hangup').click()")
+                        await page.wait_for("window.voicelab.done", timeout=10)
+                        seen.append(await page.evaluate(buttons))
+                    st = await page.state()
+                await asyncio.wait_for(front.ended(2), 10)
+                return st, seen, front.calls_connected, front.peers_created
+            finally:
+                await front.close()
+
+    import asyncio
+
+    st, seen, connected, peers = run_clean(main, timeout=90)
+    assert connected == 2 and peers == 2, (connected, peers, st["events"][-12:])
+    assert [c["state"] for c in st["calls"]] == ["closed", "closed"] and all(c["error"] is None for c in st["calls"])
+    assert all("connected" in c["timeline"] for c in st["calls"])
+    # in a call: Call disabled, Hang up enabled; after it: Call enabled, Hang up disabled
+    assert seen == [[True, False], [False, True], [True, False], [False, True]], seen

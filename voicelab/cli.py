@@ -641,7 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--input", metavar="WAV", help="speech to send (default: the speech corpus)")
     cl.add_argument("--speech", default="default", help="named speech when no --input")
     cl.add_argument("--seed", type=int, default=0)
-    cl.add_argument("--pcap", metavar="FILE", help="write the call (SIP, RTP, RTCP as the caller sees it) to a pcap file")
+    cl.add_argument("--pcap", metavar="FILE", help="write the call (SIP, RTP, RTCP as the caller sees it) to a pcap file; "
+                    "SIP over TCP/TLS/WS is written as plaintext on a synthetic TCP stream")
     cl.add_argument("--json", action="store_true")
     cl.set_defaults(func=cmd_call)
 

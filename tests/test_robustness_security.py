@@ -203,3 +203,26 @@ def test_accept_failures_log_one_line_without_traceback():
     assert len(passed) == 1 and passed[0].exc_info is None and "Too many open files" in passed[0].getMessage()
     other = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "something else", None, None)
     assert f.filter(other)
+
+
+def test_websocket_half_sent_upgrade_is_closed_after_the_header_timeout():
+    """aiohttp has no header timeout: a half-sent HTTP upgrade (or a silent connection) used to stay for ever."""
+    limits = ConnectionLimits(max_connections=4, idle_timeout=30.0, header_timeout=0.5)
+
+    async def main():
+        async with Agent(transport="ws", codecs=["pcmu"], speech="harvard", connection_limits=limits) as agent:
+            host, port = agent.address
+            half_r, half_w = await asyncio.open_connection(host, port)
+            half_w.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")
+            silent = [await asyncio.open_connection(host, port) for _ in range(6)]  # 4 fit; 2 refused
+            closed = [await _closed_by_peer(r, 3.0) for r in [half_r] + [r for r, _ in silent]]
+            for w in [half_w] + [w for _, w in silent]:
+                w.close()
+            s = agent.sip.transport.stats
+            # then a normal call over WS still works
+            r = await dial(f"sip:agent@{host}:{port};transport=ws", codec="pcmu", seconds=1.0, speech="harvard",
+                           transport="ws", echo=True)
+            return closed, s.refused, s.header_timeouts, r["packets_received"]
+
+    closed, refused, header_timeouts, packets = asyncio.run(main())
+    assert all(closed) and refused == 3 and header_timeouts == 4 and packets > 0, (closed, refused, header_timeouts)

@@ -937,6 +937,72 @@ class _WsConnection:
         return not self.ws.closed
 
 
+class _HttpGuard(asyncio.Protocol):
+    """Wraps aiohttp's protocol for one accepted connection of a :class:`WsTransport`:
+    caps the connections still before their WebSocket upgrade, and closes one that has
+    not been upgraded within ``header_timeout`` s (a half-sent or idle HTTP request);
+    aiohttp itself has no header timeout. Everything else is passed through."""
+
+    def __init__(self, owner: "WsTransport", inner: asyncio.Protocol) -> None:
+        self.owner, self.inner = owner, inner
+        self.transport: Any = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.refused = False
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        owner = self.owner
+        cap = owner.connection_limits.max_connections
+        if len(owner._guards) >= cap:
+            self.refused = True
+            owner.stats.refused += 1
+            owner._rlog.warning("cap-http", "%s: refused a connection from %s: %d connections waiting for their "
+                                "WebSocket upgrade (max_connections)", owner.via_token,
+                                transport.get_extra_info("peername"), cap)
+            transport.abort()
+            return
+        owner._guards[transport] = self
+        self.timer = asyncio.get_running_loop().call_later(owner.connection_limits.header_timeout, self._deadline)
+        self.inner.connection_made(transport)
+
+    def upgraded(self) -> None:
+        """The WebSocket is up: from now on its idle timeout applies, not this one."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.owner._guards.pop(self.transport, None)
+
+    def _deadline(self) -> None:
+        self.timer = None
+        owner = self.owner
+        owner.stats.header_timeouts += 1
+        owner._rlog.warning("header-timeout", "%s: closed a connection from %s: no WebSocket upgrade within %g s "
+                            "(header_timeout)", owner.via_token, self.transport.get_extra_info("peername"),
+                            owner.connection_limits.header_timeout)
+        self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.refused:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.owner._guards.pop(self.transport, None)
+        self.inner.connection_lost(exc)
+
+
 class WsTransport(_ConnectionCache, SipTransport):
     """SIP over WebSocket (RFC 7118) with aiohttp: one WebSocket message per SIP message.
 
@@ -993,6 +1059,7 @@ class WsTransport(_ConnectionCache, SipTransport):
         self._all: set[_WsConnection] = set()
         self._locks: dict[Addr, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._guards: dict[Any, _HttpGuard] = {}  # accepted connections not upgraded yet
 
     @property
     def connections(self) -> list[Addr]:
@@ -1016,7 +1083,10 @@ class WsTransport(_ConnectionCache, SipTransport):
         self._runner = runner
         host = host if host is not None else self.iface.host_addresses()[0]
         # runner.server is aiohttp's protocol factory: the interface opens the socket.
-        self._server = await self.iface.create_server(runner.server, host, port, ssl=self._server_ssl)
+        factory = runner.server
+        self._server = await self.iface.create_server(lambda: _HttpGuard(self, factory()), host, port,
+                                                      ssl=self._server_ssl)
+        _quiet_accept_errors()
         self._local_addr = _key(self._server.sockets[0].getsockname())
         return self._local_addr
 
@@ -1089,6 +1159,9 @@ class WsTransport(_ConnectionCache, SipTransport):
             return web.Response(status=503, text=f"too many connections ({cap}); try again later\n",
                                 headers={"Retry-After": "30"})
         await ws.prepare(request)
+        guard = self._guards.get(request.transport)
+        if guard is not None:
+            guard.upgraded()
         peer = _key(request.transport.get_extra_info("peername"))
         conn = _WsConnection(ws, peer)
         self._register(conn)

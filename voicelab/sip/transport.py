@@ -187,8 +187,9 @@ class ConnectionLimits:
         Seconds without a received byte after which a connection is closed
         (``stats.idle_closed``). The peer reconnects for its next request (RFC 3261 18).
     header_timeout : float
-        Seconds a message may stay incomplete on a TCP/TLS connection before it is
-        closed (``stats.header_timeouts``): a slow-loris sender holds no slot for ever.
+        Seconds a message may stay incomplete on a TCP/TLS connection, or an accepted
+        WebSocket connection may wait for its upgrade, before it is closed
+        (``stats.header_timeouts``): a slow-loris sender holds no slot for ever.
     """
 
     max_connections: int = DEFAULT_MAX_CONNECTIONS

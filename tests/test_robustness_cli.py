@@ -306,3 +306,35 @@ def test_browser_page_calls_again_after_hanging_up(natural_speech_dir, tmp_path)
     assert all("connected" in c["timeline"] for c in st["calls"])
     # in a call: Call disabled, Hang up enabled; after it: Call enabled, Hang up disabled
     assert seen == [[True, False], [False, True], [True, False], [False, True]], seen
+
+
+def test_journal_repair_property(tmp_path_factory):
+    """Any bytes after whole journal lines: resume keeps every whole record, ends the file
+    on a line boundary, and a second resume finds nothing to repair."""
+    import warnings
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from voicelab.sim.sweep import JournalRepairedWarning, _prepare_journal
+
+    good = b"".join(json.dumps({"trial_key": f"k{i}", "x": i}).encode() + b"\n" for i in range(3))
+
+    @settings(max_examples=60, deadline=None)
+    @given(tail=st.binary(max_size=300))
+    def check(tail):
+        path = tmp_path_factory.mktemp("j") / "j.jsonl"
+        path.write_bytes(good + tail)
+        done: dict = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", JournalRepairedWarning)
+            _prepare_journal(path, done).close()
+        assert {"k0", "k1", "k2"} <= set(done)
+        data = path.read_bytes()
+        assert data.startswith(good) and data.endswith(b"\n")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", JournalRepairedWarning)
+            _prepare_journal(path, {}).close()  # nothing left to repair
+        assert path.read_bytes() == data
+
+    check()

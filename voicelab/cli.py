@@ -664,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     ags.add_argument("--tls-cert", metavar="PEM", help="certificate chain for --transport tls (default: a generated test CA)")
     ags.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
     ags.add_argument("--webrtc", metavar="HOST:PORT", help="also answer WebRTC callers: signaling server + browser page here")
-    g = ags.add_argument_group("connection limits (TCP, TLS, WS; see docs/sip.md 'Limits')")
+    g = ags.add_argument_group("connection limits (TCP, TLS, WS; see docs/sip.md 'Security and load limits')")
     g.add_argument("--max-connections", type=int, default=512, metavar="N",
                    help="open SIP connections at most; more are refused at once (default 512)")
     g.add_argument("--idle-timeout", type=_float_arg("idle timeout", 1.0, 86400.0), default=300.0, metavar="S",

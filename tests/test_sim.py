@@ -128,13 +128,16 @@ def test_sweep_is_tidy_and_resumes(tmp_path):
     # simulate an interruption: drop the last record and cut one line short
     lines = journal.read_text().splitlines()
     journal.write_text("\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2])
-    df2 = sweep(base, grid, repeats=2, seed=4, journal=journal, progress=False)
+    from voicelab.sim.sweep import JournalRepairedWarning
+
+    with pytest.warns(JournalRepairedWarning, match="damaged tail"):
+        df2 = sweep(base, grid, repeats=2, seed=4, journal=journal, progress=False)
     assert list(df2.columns) == list(df.columns)
     pd.testing.assert_frame_equal(df2.drop(columns=["warnings"]), df.drop(columns=["warnings"]))
     # finished trials were kept, not rerun: first two journal lines unchanged
     after = journal.read_text().splitlines()
     assert after[:2] == lines[:2]
-    # the cut line stays a (skipped) fragment; the two rerun trials are whole lines after it
+    # the cut line was dropped; the two rerun trials are whole lines after the kept ones
     import json as _json
 
     keys = [_json.loads(l)["trial_key"] for l in after if l.startswith("{") and l.endswith("}")]

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
@@ -85,6 +86,18 @@ def parse_mode(mode: str) -> tuple[str, str | None]:
 
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:64] or "call"
+
+
+def _check_record_dir(directory: str) -> None:
+    """Make ``directory`` and prove a file can be written there (ParameterError if not),
+    before the agent listens: a record agent that cannot write finds out now, not when
+    its first call ends."""
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise ParameterError(f"record directory {directory!r} cannot be written: {exc.strerror or exc}") from None
 
 
 def _check_auth_algorithms(algorithms: Any) -> tuple[str, ...]:
@@ -161,6 +174,16 @@ class Agent:
     iface : network interface, optional
     seed : int
         Seeds tags, branches and RTP initial values (audio is the same for every seed).
+    connection_limits : voicelab.sip.transport.ConnectionLimits, optional
+        TCP/TLS/WS only: cap on open connections (more are refused), idle and header
+        timeouts. Default ``ConnectionLimits()``: 512 connections, 300 s idle, 30 s for
+        a half-sent message.
+    deterministic_auth : bool
+        Derive the digest nonce secret from ``seed`` too, for a reproducible virtual-time
+        run. Default False: the secret comes from the OS CSPRNG
+        (:func:`secrets.token_bytes`) for each agent, so agents do not share a
+        predictable secret and a restart makes every earlier nonce (and any captured
+        Authorization header) worthless.
     """
 
     def __init__(
@@ -187,6 +210,8 @@ class Agent:
         media_timeout: float | None = 60.0,
         session_expires: int | None = 1800,
         min_se: int = 90,
+        connection_limits: Any = None,
+        deterministic_auth: bool = False,
     ) -> None:
         self.host, self.port = host, port
         if not isinstance(transport, str) or transport.lower() not in SIP_TRANSPORTS:
@@ -201,6 +226,12 @@ class Agent:
         if self.mode == "play" and self.mode_arg is not None and not Path(self.mode_arg).is_file():
             raise ParameterError(f"play file {self.mode_arg!r} does not exist")
         self.speech, self.jitter_buffer, self.seed = speech, jitter_buffer, seed
+        self.deterministic_auth = bool(deterministic_auth)
+        from .sip.transport import ConnectionLimits
+
+        if connection_limits is not None and not isinstance(connection_limits, ConnectionLimits):
+            raise ParameterError("connection_limits must be a voicelab.sip.transport.ConnectionLimits")
+        self.connection_limits = connection_limits or ConnectionLimits()
         if auth is not None and (not isinstance(auth, tuple) or len(auth) != 2 or not all(isinstance(a, str) and a for a in auth)):
             raise ParameterError("auth must be a (user, password) pair of non-empty strings")
         self.auth = auth
@@ -272,8 +303,8 @@ class Agent:
             self._x = audio.resample(np.asarray(sp.samples, dtype=np.float64), sp.sample_rate, 16000)
             self.synthetic_speech = bool(sp.synthetic)
         if self.mode == "record":
-            Path(self.mode_arg).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
-        options: dict[str, Any] = {"parse": False}
+            _check_record_dir(self.mode_arg)  # type: ignore[arg-type]
+        options: dict[str, Any] = {"parse": False, "connection_limits": self.connection_limits}
         if self.transport == "tls":
             from .tlsutil import generate_test_pki, server_ssl_context
 
@@ -290,7 +321,11 @@ class Agent:
         if self.auth is not None:
             from .sip.auth import DigestAuthenticator
 
-            authn = DigestAuthenticator("voicelab", {self.auth[0]: self.auth[1]}, secret=rng.bytes(32),
+            seeded = rng.bytes(32)  # drawn either way: tags and branches stay what the seed made them
+            # nonce secret: the OS CSPRNG, per process (a restart invalidates every nonce
+            # handed out before); the seed fixes it only for a deterministic run
+            secret = seeded if self.deterministic_auth else secrets.token_bytes(32)
+            authn = DigestAuthenticator("voicelab", {self.auth[0]: self.auth[1]}, secret=secret,
                                         algorithms=self.auth_algorithms)
 
             def _challenge(request, now):

@@ -74,7 +74,8 @@ async def open_caller(
     seed : int or None
         Seeds Call-IDs, tags and branches (None: fresh entropy).
     capture : list, optional
-        Collects SIP datagrams for a pcap (UDP only).
+        Collects SIP messages for a pcap (on TCP, TLS and WS as plaintext on a
+        synthetic TCP stream, see :func:`voicelab.net.pcap.write_pcap`).
     host : str, optional
         Address to listen on and advertise (default: the interface's first address,
         127.0.0.1 on loopback).
@@ -99,7 +100,7 @@ async def open_caller(
     ua = UserAgent(local_uri=f"sip:caller@{host}", local_addr=tuple(addr[:2]), rng=np.random.default_rng(seed),
                    codecs=[codec], media_address=host, transport=transport, srtp=srtp, rtcp_mux=rtcp_mux,
                    credentials_for=(lambda realm: credentials) if credentials else None)  # fmt: skip
-    return ua, AsyncUserAgent(ua, t, capture=capture if transport == "udp" else None)
+    return ua, AsyncUserAgent(ua, t, capture=capture)
 
 
 @realtime
@@ -139,7 +140,10 @@ async def sip_call(
     quality : bool
         Compute PESQ.
     pcap : path, optional
-        Write the call as the caller's machine would capture it (SIP over UDP, RTP, RTCP).
+        Write the call as the caller's machine would capture it: SIP, RTP, RTCP. SIP
+        over TCP, TLS or WebSocket is written as the caller's plaintext on a synthetic
+        TCP stream between the same addresses (no TLS or WebSocket framing: what a
+        TLS key log would let Wireshark show).
     sip_transport : {"udp", "tcp", "tls", "ws"}
         SIP signalling transport (TLS with a test CA made for the agent).
     srtp : bool

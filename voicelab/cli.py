@@ -145,6 +145,38 @@ def _print_result(res: dict, as_json: bool) -> None:
             print(f"  note: {w}")
 
 
+def _ice_servers(text: str | None) -> list:
+    """``--ice-servers`` JSON: a list of RTCIceServer objects; ParameterError if not."""
+    if not text:
+        return []
+    try:
+        ice = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParameterError(f"--ice-servers is not valid JSON ({exc.msg} at character {exc.pos}): "
+                             "give a list such as '[{\"urls\": \"stun:127.0.0.1:3478\"}]'") from None
+    if isinstance(ice, dict):
+        ice = [ice]
+    if not isinstance(ice, list) or not all(isinstance(s, dict) and "urls" in s for s in ice):
+        raise ParameterError(f"--ice-servers must be a JSON list of objects with \"urls\", got {text!r}")
+    return ice
+
+
+def _check_writable_file(path: str, flag: str) -> None:
+    """Fail now (ParameterError) if ``path`` cannot be written, not after a whole call."""
+    p = Path(path)
+    existed = p.exists()
+    try:
+        if p.is_dir():
+            raise IsADirectoryError(21, "is a directory")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with p.open("ab"):
+            pass
+    except OSError as exc:
+        raise ParameterError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+    if not existed:
+        p.unlink(missing_ok=True)
+
+
 def cmd_call(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -191,6 +223,9 @@ def cmd_call(args: argparse.Namespace) -> int:
         args.seed = 0  # the lab's own calls stay reproducible
     if args.ca_file and not args.target:
         raise ParameterError("--ca-file is for --target calls over TLS (the built-in agent's test CA is used otherwise)")
+    ice = _ice_servers(args.ice_servers)
+    if args.pcap:
+        _check_writable_file(args.pcap, "--pcap")
     sip_only = {"--sip-transport": args.sip_transport != "udp", "--srtp": args.srtp, "--auth": auth is not None,
                 "--target": bool(args.target)}
     if args.transport != "sip" and any(sip_only.values()):
@@ -239,7 +274,6 @@ def cmd_call(args: argparse.Namespace) -> int:
 
         if args.pcap:
             raise ParameterError("--pcap is not available for WebRTC calls (DTLS-SRTP)")
-        ice = json.loads(args.ice_servers) if args.ice_servers else []
         res = asyncio.run(webrtc_call(codec=args.codec, bitrate=args.bitrate, fec=args.fec, seconds=args.duration,
                                       speech=args.speech, input=args.input, jitter_buffer=args.jitter_buffer,
                                       ice_servers=ice, relay_only=args.relay_only, net=net, seed=args.seed,
@@ -273,6 +307,26 @@ def _host_port(text: str, flag: str) -> tuple[str, int]:
         raise ParameterError(f"{flag} must be HOST:PORT, got {text!r}") from None
 
 
+def _descriptors_for(needed: int) -> None:
+    """Raise this process's soft descriptor limit toward ``needed`` (up to the hard
+    limit), so the connection cap, not EMFILE, is what refuses connections; a note on
+    stderr when the hard limit is lower."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        new = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        except (ValueError, OSError):
+            new = soft
+        if new < needed:
+            print(f"voicelab: note: only {new} file descriptors (ulimit -n); --max-connections and --max-calls "
+                  f"need about {needed}: lower them or raise the limit", file=sys.stderr)
+
+
 def cmd_agent_serve(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -286,30 +340,49 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
                    media_timeout=args.media_timeout, session_expires=args.session_expires)
     if args.auth_algorithms:
         options["auth_algorithms"] = tuple(a.strip() for a in args.auth_algorithms.split(",") if a.strip())
+    from .sip.transport import ConnectionLimits
+
+    options["connection_limits"] = ConnectionLimits(max_connections=args.max_connections, idle_timeout=args.idle_timeout,
+                                                    header_timeout=args.header_timeout)  # fmt: skip
+    _descriptors_for(args.max_connections + 4 * args.max_calls + 64)
     agent = Agent(**options)
 
+    def _in_use(exc: OSError, what: str, where: str) -> ParameterError:
+        import errno
+
+        why = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        return ParameterError(f"cannot listen for {what} on {where}: {why} (another program has it? pick another port)")
+
     async def run() -> None:
-        async with agent:
+        try:
+            await agent.start()
+        except OSError as exc:
+            await agent.close()
+            raise _in_use(exc, f"SIP over {args.transport.upper()}", args.sip) from None
+        webrtc = None
+        try:
             extras = [f"mode {args.mode}"] + (["digest auth"] if args.auth else []) + (["SRTP required"] if args.srtp else [])
             print(f"voicelab agent: {agent.uri}, codecs {','.join(codecs_list)}, {', '.join(extras)}", flush=True)
             if agent.ca_file:
                 print(f"  TLS test CA for clients: {agent.ca_file}", flush=True)
-            webrtc = None
             if args.webrtc:
                 from .webrtc.agent import serve_webrtc
 
                 whost, wport = _host_port(args.webrtc, "--webrtc")
-                webrtc = await serve_webrtc(agent, host=whost, port=wport)
+                try:
+                    webrtc = await serve_webrtc(agent, host=whost, port=wport)
+                except OSError as exc:
+                    raise _in_use(exc, "WebRTC signaling", args.webrtc) from None
                 print(f"  WebRTC: {webrtc.url} (signaling + browser client page)", flush=True)
             print("Ctrl-C stops", flush=True)
             import gc
 
             gc.freeze()  # start-up objects leave the collector: no 100 ms full collections mid-call
-            try:
-                await asyncio.Event().wait()
-            finally:
-                if webrtc is not None:
-                    await webrtc.close()
+            await asyncio.Event().wait()
+        finally:
+            if webrtc is not None:
+                await webrtc.close()
+            await agent.close()
 
     try:
         asyncio.run(run())
@@ -359,12 +432,25 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         "delay_confidence": est.confidence,
         "reference_level_dbov": audio.active_level_db(ref, rate),
         "degraded_level_dbov": audio.active_level_db(deg, rate),
-        "pesq_nb": metrics.pesq(audio.resample(r_al, rate, 8000), audio.resample(d_al, rate, 8000), 8000, mode="nb"),
-        "pesq_wb": metrics.pesq(r_al, d_al, rate, mode="wb") if rate >= 16000 else None,
-        "stoi": metrics.stoi(r_al, d_al, rate),
-        "snr_db": metrics.snr_db(r_al, d_al),
     }
     warnings = []
+
+    failed: list[VoicelabError] = []
+
+    def score(name: str, fn) -> None:  # one metric failing (even PESQ's C code crashing) keeps the others
+        try:
+            out[name] = fn()
+        except VoicelabError as exc:
+            out[name] = None
+            failed.append(exc)
+            warnings.append(f"{name}: {exc}")
+
+    score("pesq_nb", lambda: metrics.pesq(audio.resample(r_al, rate, 8000), audio.resample(d_al, rate, 8000), 8000, mode="nb"))
+    score("pesq_wb", lambda: metrics.pesq(r_al, d_al, rate, mode="wb") if rate >= 16000 else None)
+    score("stoi", lambda: metrics.stoi(r_al, d_al, rate))
+    score("snr_db", lambda: metrics.snr_db(r_al, d_al))
+    if len(failed) == 4 - (rate < 16000):  # nothing could be scored: that is the error
+        raise failed[0]
     if est.confidence < 0.3:
         warnings.append(
             f"low confidence ({est.confidence:.2f}) in the delay estimate: are these recordings of the same speech?"
@@ -444,8 +530,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 pass
         except OSError as exc:
             raise ParameterError(f"cannot write sweep output {output}: {exc.strerror or exc}") from None
-    df = sweep(base, spec["grid"], repeats=spec.get("repeats") or 1, seed=spec.get("seed") or 0,
-               workers=args.workers if args.workers is not None else (spec.get("workers") or 1), journal=journal)
+    import warnings
+
+    from .sim.sweep import JournalRepairedWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", JournalRepairedWarning)
+        df = sweep(base, spec["grid"], repeats=spec.get("repeats") or 1, seed=spec.get("seed") or 0,
+                   workers=args.workers if args.workers is not None else (spec.get("workers") or 1), journal=journal)
+    for w in caught:  # one line each (the journal repair), not Python's warning format
+        print(f"voicelab: note: {w.message}", file=sys.stderr)
     if output:
         if str(output).endswith(".parquet"):
             df.to_parquet(output)
@@ -596,7 +690,8 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--speech", default="default", help="named speech when no --input")
     cl.add_argument("--seed", type=int, default=None,
                     help="random seed (default 0; with --target, fresh Call-IDs, tags and branches unless given)")
-    cl.add_argument("--pcap", metavar="FILE", help="write the call (SIP, RTP, RTCP as the caller sees it) to a pcap file")
+    cl.add_argument("--pcap", metavar="FILE", help="write the call (SIP, RTP, RTCP as the caller sees it) to a pcap file; "
+                    "SIP over TCP/TLS/WS is written as plaintext on a synthetic TCP stream")
     cl.add_argument("--json", action="store_true")
     cl.set_defaults(func=cmd_call)
 
@@ -626,6 +721,13 @@ def build_parser() -> argparse.ArgumentParser:
     ags.add_argument("--tls-cert", metavar="PEM", help="certificate chain for --transport tls (default: a generated test CA)")
     ags.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
     ags.add_argument("--webrtc", metavar="HOST:PORT", help="also answer WebRTC callers: signaling server + browser page here")
+    g = ags.add_argument_group("connection limits (TCP, TLS, WS; see docs/sip.md 'Security and load limits')")
+    g.add_argument("--max-connections", type=int, default=512, metavar="N",
+                   help="open SIP connections at most; more are refused at once (default 512)")
+    g.add_argument("--idle-timeout", type=_float_arg("idle timeout", 1.0, 86400.0), default=300.0, metavar="S",
+                   help="close a connection silent this long; keep-alives count (default 300 s)")
+    g.add_argument("--header-timeout", type=_float_arg("header timeout", 0.5, 3600.0), default=30.0, metavar="S",
+                   help="close a connection whose message stays incomplete this long (default 30 s)")
     ags.set_defaults(func=cmd_agent_serve)
 
     from .cli_gateway import add_parsers as _add_gateway_parsers  # gateway serve: SIP <-> WebRTC

@@ -50,7 +50,8 @@ class AsyncUserAgent:
     def __init__(self, ua: UserAgent, transport: Any, *, capture: list | None = None) -> None:
         self.ua = ua
         self.transport = transport
-        self.capture = capture  # (time, src, dst, bytes) of every datagram, for pcap
+        self.capture = capture  # (time, src, dst, bytes[, "tcp"]) of every message, for pcap
+        self._stream = ("tcp",) if getattr(transport, "reliable", False) else ()  # SIP on a stream: pcap as TCP
         self.loop = asyncio.get_running_loop()
         self.events: asyncio.Queue = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
@@ -64,7 +65,7 @@ class AsyncUserAgent:
 
     def _on_message(self, data: Any, addr: Any, transport: Any) -> None:
         if self.capture is not None:
-            self.capture.append((self.loop.time(), tuple(addr[:2]), self.ua.local_addr, bytes(data)))
+            self.capture.append((self.loop.time(), tuple(addr[:2]), self.ua.local_addr, bytes(data), *self._stream))
         self.ua.receive(bytes(data), tuple(addr[:2]), self.loop.time())
         self.flush()
 
@@ -74,7 +75,7 @@ class AsyncUserAgent:
             return
         for data, addr in self.ua.datagrams_to_send(self.loop.time()):
             if self.capture is not None:
-                self.capture.append((self.loop.time(), self.ua.local_addr, tuple(addr[:2]), data))
+                self.capture.append((self.loop.time(), self.ua.local_addr, tuple(addr[:2]), data, *self._stream))
             task = self.loop.create_task(self.transport.send(data, tuple(addr[:2])))
             self._sends.add(task)
             task.add_done_callback(lambda t, d=data, a=tuple(addr[:2]): self._sent(t, d, a))

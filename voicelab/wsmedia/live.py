@@ -711,7 +711,8 @@ async def ws_call(
         ``transit_delay_ms_median`` / ``_p99`` / ``_max`` (per-frame one-way transit:
         the latency spikes of a lossy TCP path), ``late_frames``, and through the relay
         ``retransmissions``, ``fast_retransmits``, ``tail_loss_probes``, ``timeouts`` and
-        ``head_of_line_blocked``; ``tcp_recovery`` (None without ``net``) says which
+        ``head_of_line_blocked``, ``tcp_model_delay_ms_max`` (the relay model's largest
+        segment delay, free of this machine's scheduling); ``tcp_recovery`` (None without ``net``) says which
         loss-recovery model the relay ran. ``agent_to_caller.mark_echo_ms``
         is how long the agent waited for the platform to confirm its last audio played.
     """
@@ -797,6 +798,7 @@ async def ws_call(
             d["fast_retransmits"] = st.fast_retransmits
             d["tail_loss_probes"] = st.tail_loss_probes
             d["timeouts"] = st.timeouts
+            d["tcp_model_delay_ms_max"] = max(st.transit_s, default=0.0) * 1000.0
             d["head_of_line_blocked"] = st.head_of_line_blocked
         if d.get("mouth_to_ear_ms") is not None:
             try:

@@ -124,6 +124,11 @@ def test_tail_loss_probe_and_the_delayed_ack_allowance():
     ds = tcp.submit(bytes(2000), 0.2) + tcp.flush()
     assert ds[1].deliver_at == pytest.approx(0.2 + 2 * 0.020 + 0.010)
     assert tcp.stats.tail_loss_probes == 1 and tcp.stats.timeouts == 0
+    # the same with two writes 1 ms apart: the first is still unacknowledged
+    tcp = TcpImpairment(ChannelConfig(delay_ms=10.0, loss_trace=(6,)), seed=0)
+    ds = _stream(tcp, 5)
+    ds = tcp.submit(b"a", 0.2) + tcp.submit(b"b", 0.201) + tcp.flush()
+    assert ds[1].deliver_at == pytest.approx(0.201 + 2 * 0.020 + 0.010)
     # alone in flight: + WCDelAckT (200 ms), which makes it the RTO (200 ms floor)
     tcp = TcpImpairment(ChannelConfig(delay_ms=10.0, loss_trace=(5,)), seed=0)
     ds = _stream(tcp, 5) + tcp.submit(b"last", 0.2) + tcp.flush()

@@ -316,6 +316,7 @@ class TcpImpairment:
         self._min_rtt: float | None = None
         self._segs: deque[_Seg] = deque()  # sent, not yet delivered (recovery="linux")
         self._pending: list[_Pending] = []
+        self._unacked: deque[float] = deque()  # ACK times of delivered transmissions (for the flight size)
         self._next_index = 0
         self._pending_samples: deque[tuple[float, float]] = deque()  # (ack time, rtt sample)
         self.stats = TcpImpairmentStats()
@@ -479,6 +480,7 @@ class TcpImpairment:
             return
         seg.arrived = t + delay
         ack = seg.arrived + self.ack_delay_s
+        self._unacked.append(ack)
         if seg.tries == 0:  # Karn: sample only segments sent once
             self._pending_samples.append((ack, ack - seg.departure + seg.ser))
         self._rack(t, seg.index, ack)
@@ -493,7 +495,10 @@ class TcpImpairment:
         seg = _Seg(self._next_index, data, now, departure, ser)
         self._next_index += 1
         self._segs.append(seg)
-        flight = 1 + sum(1 for s in self._segs if s is not seg and (s.arrived is None or s.arrived + self.ack_delay_s > departure))
+        while self._unacked and self._unacked[0] <= departure:
+            self._unacked.popleft()
+        # in flight when it leaves: itself, the lost ones not yet repaired, those not yet ACKed
+        flight = 1 + len(self._pending) + sum(1 for a in self._unacked if a > departure)
         self._transmit_seg(seg, departure, first=True, flight=flight)
 
     def _advance(self, now: float) -> list[TcpDelivery]:

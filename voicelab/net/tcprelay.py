@@ -380,7 +380,10 @@ class TcpImpairment:
         -------
         list of TcpDelivery
             The segments whose delivery time is now known, in stream order:
-            ``deliver_at`` never decreases across all calls and is never before ``now``.
+            ``deliver_at`` never decreases across all calls, and is never before ``now``
+            when :meth:`poll` was called at each :attr:`next_event_s` (otherwise a repair
+            that fell due before ``now`` is decided late, at its own time, and its
+            delivery may lie before ``now``).
             With ``recovery="rto"`` that is every segment of ``data``; with ``"linux"``
             a lost segment (and everything behind it) is known only once its repair is
             decided, which can depend on later writes: call :meth:`poll` at

@@ -175,6 +175,7 @@ def test_sip_parse_json_contract(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["call", "--transport", "webrtc", "--srtp"], "only apply to --transport sip"),
     (["call", "--transport", "ws", "--codec", "opus"], "use --codec pcmu"),
+    (["call", "--tcp-recovery", "rto"], "only applies to --transport ws"),
     (["call", "--virtual-time"], "needs --net vnet"),
     (["call", "--auth", "nopassword"], "USER:PASS"),
     (["call", "--net", "vnet", "--transport", "ws"], "--net vnet runs the lab's SIP"),

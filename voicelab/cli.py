@@ -231,6 +231,8 @@ def cmd_call(args: argparse.Namespace) -> int:
     if args.transport != "sip" and any(sip_only.values()):
         bad = ", ".join(k for k, v in sip_only.items() if v)
         raise ParameterError(f"{bad} only apply to --transport sip")
+    if args.transport != "ws" and args.tcp_recovery != "linux":
+        raise ParameterError("--tcp-recovery only applies to --transport ws (the TCP impairment relay)")
     if args.virtual_time and args.net != "vnet":
         raise ParameterError("--virtual-time needs --net vnet (real sockets run in real time)")
     if args.net == "vnet":
@@ -266,7 +268,8 @@ def cmd_call(args: argparse.Namespace) -> int:
         if args.codec not in ("pcmu", "g711u", "PCMU"):
             raise ParameterError("--transport ws carries 8 kHz mu-law (the media-streams format): use --codec pcmu")
         res = asyncio.run(ws_call(seconds=args.duration, speech=args.speech, input=args.input,
-                                  jitter_buffer=args.jitter_buffer, net=net, seed=args.seed))
+                                  jitter_buffer=args.jitter_buffer, net=net, seed=args.seed,
+                                  tcp_options={"recovery": args.tcp_recovery}))
         _print_result(res, args.json)
         return 0
     if args.transport == "webrtc":
@@ -672,6 +675,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--relay-only", action="store_true", help="ICE transport policy relay (needs a TURN server)")
     g.add_argument("--webrtc-mode", default="lab", choices=["lab", "aiortc-defaults"],
                    help="lab codecs and jitter buffers, or plain aiortc (96 kbit/s Opus, its fixed buffer)")
+    g = cl.add_argument_group("WebSocket (--transport ws)")
+    g.add_argument("--tcp-recovery", default="linux", choices=["linux", "rto"],
+                   help="how the TCP relay repairs a loss: like Linux (fast retransmit/RACK, tail loss probe, RTO) "
+                        "or only by the retransmission timeout (the lab's first model)")
     g = cl.add_argument_group("virtual network (--net vnet)")
     g.add_argument("--caller-nat", default="open", help="NAT preset in front of the caller")
     g.add_argument("--agent-nat", default="open", help="NAT preset in front of the agent")

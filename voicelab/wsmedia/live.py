@@ -694,7 +694,8 @@ async def ws_call(
     quality : bool
         Compute PESQ.
     tcp_options : dict, optional
-        Passed to the relay (``rto_min_ms``, ...).
+        Passed to the relay (``recovery="linux"`` (default) or ``"rto"``,
+        ``rto_min_ms``, ...: see :class:`voicelab.net.tcprelay.TcpImpairment`).
 
     Returns
     -------
@@ -709,7 +710,10 @@ async def ws_call(
         ``bitrate_kbps_wire``, ``pacing_error_p99_ms``, ``r_factor``, ``mos_cqe``; plus
         ``transit_delay_ms_median`` / ``_p99`` / ``_max`` (per-frame one-way transit:
         the latency spikes of a lossy TCP path), ``late_frames``, and through the relay
-        ``retransmissions`` and ``head_of_line_blocked``. ``agent_to_caller.mark_echo_ms``
+        ``retransmissions``, ``fast_retransmits``, ``tail_loss_probes``, ``timeouts`` and
+        ``head_of_line_blocked``, ``tcp_model_delay_ms_max`` (the relay model's largest
+        segment delay, free of this machine's scheduling); ``tcp_recovery`` (None without ``net``) says which
+        loss-recovery model the relay ran. ``agent_to_caller.mark_echo_ms``
         is how long the agent waited for the platform to confirm its last audio played.
     """
     from ..metrics.direction import direction_metrics as _direction_metrics
@@ -770,6 +774,7 @@ async def ws_call(
         "speech_source": sp.source,
         "synthetic_speech": bool(sp.synthetic),
         "seconds": dur,
+        "tcp_recovery": None if relay is None else relay.tcp_options.get("recovery", "linux"),
     }
     cm = client.media
     for name, s, r, rel in (("caller_to_agent", cm, session.media, "up"), ("agent_to_caller", session.media, cm, "down")):
@@ -790,6 +795,10 @@ async def ws_call(
         if relay is not None:
             st = getattr(relay, rel)
             d["retransmissions"] = st.retransmissions
+            d["fast_retransmits"] = st.fast_retransmits
+            d["tail_loss_probes"] = st.tail_loss_probes
+            d["timeouts"] = st.timeouts
+            d["tcp_model_delay_ms_max"] = max(st.transit_s, default=0.0) * 1000.0
             d["head_of_line_blocked"] = st.head_of_line_blocked
         if d.get("mouth_to_ear_ms") is not None:
             try:

@@ -18,7 +18,7 @@ downloaded: ``executable_path`` points at ``/usr/bin/chromium``).
 
 Screenshots go to ``test-artifacts/lab-browser/`` (or ``$VOICELAB_TEST_ARTIFACTS``);
 their paths are printed. Skipped locally without Chromium or JupyterLab, failing in CI.
-About 50 s, most of it chapter 1 running in the kernel.
+About 35-80 s (the machine's load decides), most of it chapter 1 running in the kernel.
 """
 
 from __future__ import annotations

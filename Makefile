@@ -39,7 +39,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/bench_sim.py
 
 clean:
-	rm -rf results figures .pytest_cache build *.egg-info
+	rm -rf results figures .pytest_cache build test-artifacts *.egg-info
 
 distclean: clean
 	rm -rf $(VENV)

@@ -122,6 +122,22 @@ def test_interact_builds_widgets_and_reports_errors(monkeypatch, capsys):
     assert box.result is None
 
 
+def test_interact_box_is_drawn_once_when_it_ends_a_cell(monkeypatch, capsys):
+    """``viz.interact(...)`` as a cell's last line: displayed by interact, not again as Out[]."""
+    monkeypatch.delenv("VOICELAB_NO_WIDGETS", raising=False)
+    from IPython.core.formatters import DisplayFormatter
+
+    def show(codec="pcmu"):
+        print(codec)
+
+    box = viz.interact(show, codec=["pcmu", "opus"])
+    capsys.readouterr()
+    # what IPython's displayhook does with a cell's result: nothing left to draw
+    assert DisplayFormatter().format(box) == ({}, {})
+    assert capsys.readouterr().out == ""
+    assert box.kwargs == {"codec": "pcmu"}  # still the working widget box
+
+
 def test_interact_rejects_controls_without_defaults():
     def show(loss):
         return loss

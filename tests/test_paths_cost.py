@@ -115,3 +115,14 @@ def test_cost_table_and_figures():
     assert len(f2.data) == 2 and f2.data[0].x[0] == 10.0
     with pytest.raises(ParameterError):
         hop_delays({})
+
+
+def test_tandem_and_preset_tables_vary_the_talker(natural_env):
+    from voicelab.sim.paths import preset_table, tandem_table
+
+    t = tandem_table(["G.711", "AMR-NB -> G.711"], n_items=2, max_speech_s=3.0)
+    assert len(t) == 4 and t["talker"].nunique() == 2 and t["natural"].all()
+    p = preset_table(["pstn-local-landline"], n_items=2, max_speech_s=3.0)
+    assert len(p) == 2 and (p["residual_ms"].abs() <= 2.0).all()
+    with pytest.raises(ParameterError):
+        tandem_table(n_items=0)

@@ -43,7 +43,8 @@ from .. import audio
 from ..errors import ParameterError
 from ..net import ChannelConfig
 
-__all__ = ["Hop", "HOPS", "PSTN_PRESETS", "TANDEM_CHAINS", "simulate_path", "path_hops", "PathResult", "tandem"]
+__all__ = ["Hop", "HOPS", "PSTN_PRESETS", "TANDEM_CHAINS", "simulate_path", "path_hops", "PathResult", "tandem",
+           "tandem_table", "preset_table"]
 
 _FIBRE_US_PER_KM = 5.0
 _G114 = "ITU-T G.114 (05/2003) Table A.1 planning value"
@@ -342,3 +343,60 @@ def tandem(chain: str | Sequence[str], *, speech: str = "default", seed: int = 0
     hops = [Hop(f"{c} coding", "core", codec=c, jitter_buffer="fixed:0", source="measured: the lab's codec")
             for c in chain]
     return simulate_path(hops, speech=speech, seed=seed, max_speech_s=max_speech_s)
+
+
+def _speech_items(n: int | None) -> list[Any]:
+    from ..audio import corpus_items
+
+    by_talker: dict[str, list] = {}
+    for it in corpus_items(sample_rate=16000):
+        by_talker.setdefault(it.talker, []).append(it)
+    items, queues = [], [list(v) for v in by_talker.values()]
+    while any(queues):  # talkers alternate, so a few items already cover several voices
+        for q in queues:
+            if q:
+                items.append(q.pop(0))
+    if n is not None:
+        if not isinstance(n, int) or n < 1:
+            raise ParameterError(f"n_items must be an integer >= 1, got {n!r}")
+        items = items[:n]
+    return items
+
+
+def tandem_table(chains: Sequence[str] | None = None, *, n_items: int | None = None, seed: int = 0,
+                 max_speech_s: float = 8.0) -> pd.DataFrame:
+    """Every tandem chain on every corpus item (talkers and utterances vary): one row per (chain, item).
+
+    Parameters
+    ----------
+    chains : sequence of str, optional
+        Names of :data:`TANDEM_CHAINS` (default: all).
+    n_items : int, optional
+        The first ``n_items`` corpus items (default: all).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``chain``, ``item``, ``talker``, ``natural``, ``pesq_nb``, ``delay_ms`` (frames +
+        look-aheads of the codings), ``seed``.
+    """
+    rows = []
+    for k, it in enumerate(_speech_items(n_items)):
+        for name in (chains or list(TANDEM_CHAINS)):
+            r = tandem(name, speech=it.speech, seed=seed + k, max_speech_s=max_speech_s)
+            rows.append({"chain": name, "item": it.id, "talker": it.talker, "natural": bool(it.natural),
+                         "pesq_nb": r.pesq_nb, "delay_ms": r.mouth_to_ear_ms, "seed": seed + k})
+    return pd.DataFrame(rows)
+
+
+def preset_table(presets: Sequence[str] | None = None, *, n_items: int | None = None, seed: int = 0,
+                 max_speech_s: float = 8.0) -> pd.DataFrame:
+    """Every PSTN preset on every corpus item: one row per (preset, item) with delay, parts and PESQ."""
+    rows = []
+    for k, it in enumerate(_speech_items(n_items)):
+        for name in (presets or list(PSTN_PRESETS)):
+            r = simulate_path(name, speech=it.speech, seed=seed + k, max_speech_s=max_speech_s)
+            rows.append({"preset": name, "item": it.id, "talker": it.talker, "pesq_nb": r.pesq_nb,
+                         "mouth_to_ear_ms": r.mouth_to_ear_ms, "parts_ms": r.parts_ms, "residual_ms": r.residual_ms,
+                         "seed": seed + k})
+    return pd.DataFrame(rows)

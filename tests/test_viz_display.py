@@ -1,0 +1,75 @@
+"""viz.show: every figure output carries an interactive plot and a static PNG fallback;
+viz.ci_halfwidth: Student-t intervals."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+from scipy import stats
+
+from voicelab import viz
+from voicelab.errors import ParameterError
+
+from .conftest import need
+
+
+def _fig():
+    return go.Figure(go.Bar(x=["a", "b"], y=[1, 2]), layout=dict(title="two bars", width=400, height=300))
+
+
+def test_show_emits_interactive_html_and_png():
+    need(viz.static_export_available(), "no Chromium for static figures (Debian package chromium)")
+    bundle = viz.show(_fig())._repr_mimebundle_()
+    assert {"application/vnd.plotly.v1+json", "text/html", "image/png", "text/plain"} <= set(bundle)
+    png = base64.b64decode(bundle["image/png"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(png[16:20], "big") == 400 and int.from_bytes(png[20:24], "big") == 300  # layout size
+    html = bundle["text/html"]
+    img = re.search(r'<img class="voicelab-static" alt="two bars" src="data:image/png;base64,([^"]+)"', html)
+    assert img and img.group(1) == bundle["image/png"]
+    # the image comes first; the script draws the plot and hides the image only when Plotly is on the page
+    assert html.index("<img") < html.index("voicelab-plotly") < html.index("Plotly.newPlot")
+    assert "if(!el||!window.Plotly){return;}" in html
+    assert bundle["application/vnd.plotly.v1+json"]["data"][0]["type"] == "bar"
+    assert bundle["text/plain"] == "<Figure: two bars>"
+
+
+def test_show_without_static_figures(monkeypatch):
+    monkeypatch.setenv("VOICELAB_STATIC_FIGURES", "0")
+    out = viz.show(_fig())
+    bundle = out._repr_mimebundle_()
+    assert out.png is None and "image/png" not in bundle and "<img" not in bundle["text/html"]
+    assert "Plotly.newPlot" in bundle["text/html"]
+
+
+def test_show_rejects_what_is_not_a_figure():
+    with pytest.raises(ParameterError, match="plotly Figure"):
+        viz.show({"data": []})
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 30])
+def test_ci_halfwidth_is_student_t(n):
+    rng = np.random.default_rng(n)
+    x = rng.normal(3.0, 0.4, n)
+    lo, hi = stats.t.interval(0.95, n - 1, loc=x.mean(), scale=stats.sem(x))
+    assert viz.ci_halfwidth(x.std(ddof=1), n) == pytest.approx((hi - lo) / 2)
+    if n == 3:  # the 1.96 of a normal interval is less than half the t factor at n = 3
+        assert viz.ci_halfwidth(1.0, 3) / (1 / np.sqrt(3)) == pytest.approx(4.303, abs=1e-3)
+
+
+def test_ci_halfwidth_single_sample_and_bad_confidence():
+    assert list(viz.ci_halfwidth([0.5, np.nan], [1, 1])) == [0.0, 0.0]
+    with pytest.raises(ParameterError):
+        viz.ci_halfwidth(1.0, 3, confidence=95)
+
+
+def test_metric_vs_param_error_bars_use_t():
+    import pandas as pd
+
+    df = pd.DataFrame({"x": [0.0] * 3, "y": [1.0, 2.0, 3.0], "codec": ["pcmu"] * 3})
+    fig = viz.metric_vs_param(df, x="x", y="y", color="codec", percent_x=False)
+    assert fig.data[0].error_y.array[0] == pytest.approx(stats.t.ppf(0.975, 2) * 1.0 / np.sqrt(3))

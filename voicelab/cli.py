@@ -320,7 +320,10 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         "delay_confidence": est.confidence,
         "reference_level_dbov": audio.active_level_db(ref, rate),
         "degraded_level_dbov": audio.active_level_db(deg, rate),
-        "pesq_nb": metrics.pesq(audio.resample(r_al, rate, 8000), audio.resample(d_al, rate, 8000), 8000, mode="nb"),
+        # P.862 scores narrowband at 8 or 16 kHz: score at the files' rate (16 kHz for
+        # wideband files), as the reference implementation (the pesq package) does
+        "pesq_nb": metrics.pesq(r_al, d_al, rate, mode="nb"),
+        "pesq_nb_sample_rate": rate,
         "pesq_wb": metrics.pesq(r_al, d_al, rate, mode="wb") if rate >= 16000 else None,
         "stoi": metrics.stoi(r_al, d_al, rate),
         "snr_db": metrics.snr_db(r_al, d_al),

@@ -73,3 +73,23 @@ def test_metric_vs_param_error_bars_use_t():
     df = pd.DataFrame({"x": [0.0] * 3, "y": [1.0, 2.0, 3.0], "codec": ["pcmu"] * 3})
     fig = viz.metric_vs_param(df, x="x", y="y", color="codec", percent_x=False)
     assert fig.data[0].error_y.array[0] == pytest.approx(stats.t.ppf(0.975, 2) * 1.0 / np.sqrt(3))
+
+
+def test_labels_of_close_points_go_to_different_sides():
+    # PCMU and PCMA land on nearly the same point; Opus 24k and 32k close to each other
+    x = [80.0, 80.0, 37.0, 45.0, 20.0]
+    y = [3.02, 3.04, 4.2, 4.25, 2.0]
+    pos = viz.label_positions(x, y)
+    assert pos[0] != pos[1] and pos[2] != pos[3]
+    assert pos[4] == "top center"
+
+
+def test_quality_vs_bitrate_uses_the_positions():
+    import pandas as pd
+
+    df = pd.DataFrame({"codec": ["pcmu 64k", "pcma 64k", "g722 64k"], "bitrate_kbps_wire": [80.0, 80.0, 80.0],
+                       "pesq_wb": [3.0, 3.01, 4.0]})
+    fig = viz.quality_vs_bitrate(df)
+    assert len(set(fig.data[0].textposition[:2])) == 2
+    with pytest.raises(ParameterError):
+        viz.quality_vs_bitrate(df.drop(columns=["pesq_wb"]))

@@ -38,6 +38,8 @@ __all__ = [
     "metric_vs_param",
     "codec_bars",
     "jitter_buffer_tradeoff",
+    "quality_vs_bitrate",
+    "label_positions",
     "waveforms",
     "LABELS",
     "synthetic_note",
@@ -304,3 +306,64 @@ def waveforms(reference: np.ndarray, degraded: np.ndarray, sample_rate: int, *, 
         fig.add_trace(go.Scattergl(x=t, y=sig[::step], name=name, mode="lines", line=dict(width=1)))
     fig.update_layout(title=title, xaxis_title="time (s)", yaxis_title="amplitude", template="plotly_white")
     return fig
+
+
+_POSITIONS = ("top center", "bottom center", "middle right", "middle left", "top right", "bottom left",
+              "top left", "bottom right")
+
+
+def label_positions(x: Sequence[float], y: Sequence[float], *, near: tuple[float, float] = (0.15, 0.06)) -> list[str]:
+    """Text positions for point labels so that labels of nearby points do not overlap.
+
+    Points are visited left to right; a point takes the first position of
+    ``top center, bottom center, middle right, middle left, ...`` that no earlier point
+    within ``near`` already uses.
+
+    Parameters
+    ----------
+    x, y : sequence of float
+        Point coordinates (NaN points get ``"top center"``).
+    near : (float, float)
+        Neighbourhood, as fractions of the x and the y span (wider in x: labels are
+        wider than tall).
+
+    Returns
+    -------
+    list of str
+        One plotly ``textposition`` per point, in input order.
+    """
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    span_x = float(np.ptp(xs[ok])) if ok.sum() > 1 else 1.0
+    span_y = float(np.ptp(ys[ok])) if ok.sum() > 1 else 1.0
+    span_x, span_y = span_x or 1.0, span_y or 1.0
+    out = ["top center"] * len(xs)
+    placed: list[int] = []
+    for i in sorted(np.flatnonzero(ok), key=lambda k: (xs[k], ys[k])):
+        used = {out[j] for j in placed
+                if abs(xs[j] - xs[i]) <= near[0] * span_x and abs(ys[j] - ys[i]) <= near[1] * span_y}
+        out[i] = next((p for p in _POSITIONS if p not in used), "top center")
+        placed.append(int(i))
+    return out
+
+
+def quality_vs_bitrate(
+    df: pd.DataFrame, *, x: str = "bitrate_kbps_wire", y: str = "pesq_wb", label: str = "codec",
+    title: str = "Quality per bit on the wire",
+) -> go.Figure:
+    """One labelled marker per codec mode: quality against bits on the wire.
+
+    Labels of points that fall close together (PCMU and PCMA, Opus 24k and 32k) are
+    placed on different sides (:func:`label_positions`).
+    """
+    for c in (x, y, label):
+        if c not in df.columns:
+            raise ParameterError(f"column {c!r} not in results; have {sorted(df.columns)}")
+    d = df[[x, y, label]].dropna()
+    fig = go.Figure(go.Scatter(
+        x=d[x], y=d[y], text=d[label].astype(str), mode="markers+text", marker=dict(size=9),
+        textposition=label_positions(d[x], d[y]), cliponaxis=False, showlegend=False,
+    ))
+    xlabel = "bitrate on the wire incl. IPv4/UDP/RTP (kbit/s)" if x == "bitrate_kbps_wire" else LABELS.get(x, x)
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=LABELS.get(y, y), template="plotly_white")
+    return _annotate(fig, synthetic_note(df))

@@ -93,3 +93,13 @@ def test_quality_vs_bitrate_uses_the_positions():
     assert len(set(fig.data[0].textposition[:2])) == 2
     with pytest.raises(ParameterError):
         viz.quality_vs_bitrate(df.drop(columns=["pesq_wb"]))
+
+
+def test_show_can_take_its_static_image_from_another_figure():
+    need(viz.static_export_available(), "no Chromium for static figures (Debian package chromium)")
+    still = go.Figure(go.Scatter(x=[0, 1], y=[0, 1]), layout=dict(width=500, height=200))
+    out = viz.show(_fig(), static=still)
+    assert int.from_bytes(out.png[16:20], "big") == 500 and int.from_bytes(out.png[20:24], "big") == 200
+    assert out._repr_mimebundle_()["application/vnd.plotly.v1+json"]["data"][0]["type"] == "bar"
+    with pytest.raises(ParameterError):
+        viz.show(_fig(), static="not a figure")

@@ -110,12 +110,17 @@ class FigureOutput:
         return bundle
 
 
-def show(fig: go.Figure, *, width: int | None = None, height: int | None = None, scale: float = 1.0) -> FigureOutput:
+def show(fig: go.Figure, *, static: go.Figure | None = None, width: int | None = None, height: int | None = None,
+         scale: float = 1.0) -> FigureOutput:
     """A figure as a notebook output: interactive, with a static PNG beside it.
 
     Parameters
     ----------
     fig : plotly.graph_objects.Figure
+    static : plotly.graph_objects.Figure, optional
+        The figure to render as the static image instead of ``fig``: for figures whose
+        content needs JavaScript (a slider, an animation), e.g.
+        :func:`voicelab.viz.nat.step_storyboard` for a step-through.
     width, height : int, optional
         Size of the static image in CSS pixels; default the figure's own layout size,
         else 900 x 540.
@@ -134,8 +139,10 @@ def show(fig: go.Figure, *, width: int | None = None, height: int | None = None,
     VoicelabError
         When the static exporter fails (not when it is absent).
     """
-    if not isinstance(fig, go.Figure):
-        raise ParameterError(f"viz.show takes a plotly Figure, not {type(fig).__name__}")
-    w = int(width or fig.layout.width or 900)
-    h = int(height or fig.layout.height or 540)
-    return FigureOutput(fig, _png(fig, w, h, scale))
+    for f in (fig, static if static is not None else fig):
+        if not isinstance(f, go.Figure):
+            raise ParameterError(f"viz.show takes a plotly Figure, not {type(f).__name__}")
+    still = fig if static is None else static
+    w = int(width or still.layout.width or 900)
+    h = int(height or still.layout.height or 540)
+    return FigureOutput(fig, _png(still, w, h, scale))

@@ -57,6 +57,7 @@ autodoc_typehints = "description"
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_rtype = False
+napoleon_use_ivar = True  # "Attributes" sections as fields (dataclass attributes are documented once)
 
 # --- HTML: the stock theme, plotly.js served from the book itself (offline)
 html_theme = "alabaster"

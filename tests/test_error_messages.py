@@ -46,4 +46,4 @@ def test_the_checker_catches_a_missing_file():
 def test_the_aiortc_seam_message_points_to_an_existing_section():
     assert "## The seams used" in (REPO / "docs" / "webrtc.md").read_text()
     src = (REPO / "voicelab" / "webrtc" / "peer.py").read_text()
-    assert 'docs/webrtc.md, \\\\"The seams used\\\\"' in src
+    assert 'docs/webrtc.md, \\"The seams used\\"' in src

@@ -98,3 +98,32 @@ def test_every_exercise_has_a_hidden_solution(book, stem):
     page = (book / "solutions" / f"ch{stem[:2]}.html").read_text()
     assert page.count("<details") == _exercises(stem) > 0
     assert "<details open" not in page
+
+
+def _chapter(prefix: str) -> str:
+    (path,) = (REPO / "notebooks").glob(f"{prefix}-*.md")
+    return path.read_text()
+
+
+def test_corrected_claims_stay_corrected():
+    """Slips found by a careful reading (issue 14) must not come back."""
+    ch1, ch2, ch3, ch5, ch6 = (_chapter(p) for p in ("01", "02", "03", "05", "06"))
+    # ch1: G.711's low PESQ-WB is its narrow band, not its headers; the widget offers real modes
+    ex1 = _sections(ch1)["Exercises"]
+    assert "header" not in ex1.split("2.")[0] and "band" in ex1.split("2.")[0]
+    assert "codecs.modes" in ch1 and "bitrate=[" not in ch1
+    # ch2: talkers vary, t intervals, no unsupported 'knee' claim, the FEC cost and the fixed-buffer wait explained
+    code2 = "".join(re.findall(r"```\{code-cell\}[^\n]*\n(.*?)```", ch2, flags=re.S))
+    assert "talker_speech" in code2 and "repeats=" not in code2 and "1.96" not in code2
+    assert "knee" not in ch2 and "LBRR" in ch2 and "anchors its slots" in ch2
+    # ch3: 2xx retransmission is RFC 3261 13.3.1.4
+    assert "RFC 6026" not in ch3 and "13.3.1.4" in ch3
+    # ch5: the RTO claim is the relay's model; u-law is Twilio's; no unsourced aiortc figure; bars explained
+    assert "0.5-1 s" not in ch5 and "the only\ncodec" not in ch5 and "only codec" not in ch5
+    assert "lab's TCP relay" in ch5 and "fast retransmit" in ch5 and "L16" in ch5
+    assert "min and max" in ch5 and "legend applies to all three panels" in ch5
+    assert "20 ms frame" not in ch5 and "loopback_delay_note" in ch5
+    # ch6: comedia is not RFC 4145's a=direction; FreeSWITCH latching is RTP auto-adjust; no logic cell
+    assert "RFC 4145's `a=direction`" not in ch6 and "a=setup" in ch6
+    assert "NDLB-force-rport" not in ch6 and "auto-adjust" in ch6
+    assert "NetnsNetwork" not in ch6 and "kernel_presets_table" in ch6 and "step_storyboard" in ch6

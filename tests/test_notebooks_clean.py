@@ -81,3 +81,15 @@ def test_sync_after_editing_the_md_keeps_cell_ids(pair):
     assert [c["id"] for c in after["cells"]] == before
     assert "BYE hangs up" in "".join(after["cells"][0]["source"])
     assert _tool().check(pair) == {}
+
+
+def test_saving_in_jupyterlab_writes_both_files_of_the_pair(pair):
+    """JupyterLab saves through the server's contents manager; jupytext's (enabled with the
+    lab extra) reads notebooks/jupytext.toml and writes the .md twin in the same save."""
+    jupytext = pytest.importorskip("jupytext")
+    cm = jupytext.TextFileContentsManager(root_dir=str(pair))
+    model = cm.get("03-sip-anatomy.ipynb")
+    model["content"].cells[0].source += "\n\nAn edit made in JupyterLab."
+    cm.save(model, "03-sip-anatomy.ipynb")
+    assert "An edit made in JupyterLab." in (pair / "03-sip-anatomy.md").read_text()
+    assert _tool().check(pair) == {}

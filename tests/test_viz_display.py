@@ -103,3 +103,17 @@ def test_show_can_take_its_static_image_from_another_figure():
     assert out._repr_mimebundle_()["application/vnd.plotly.v1+json"]["data"][0]["type"] == "bar"
     with pytest.raises(ParameterError):
         viz.show(_fig(), static="not a figure")
+
+
+def test_emodel_vs_pesq_pairs_measured_and_predicted_per_group():
+    import pandas as pd
+
+    df = pd.DataFrame({"variant": ["a"] * 4 + ["b"] * 4, "channel.loss_rate": [0.0, 0.0, 0.1, 0.1] * 2,
+                       "pesq_nb": [4.0, 4.2, 3.0, 3.2, 4.1, 4.1, 2.0, 2.2], "mos_cqe": [4.4, 4.4, 3.5, 3.5] * 2})
+    fig = viz.emodel_vs_pesq(df)
+    assert [t.name for t in fig.data] == ["a: PESQ-NB", "a: E-model", "b: PESQ-NB", "b: E-model"]
+    assert list(fig.data[0].x) == [0.0, 10.0] and list(fig.data[0].y) == pytest.approx([4.1, 3.1])
+    assert fig.data[0].error_y.array[0] == pytest.approx(stats.t.ppf(0.975, 1) * np.std([4.0, 4.2], ddof=1) / np.sqrt(2))
+    assert fig.data[1].line.dash == "dash" and fig.data[0].line.color == fig.data[1].line.color
+    with pytest.raises(ParameterError):
+        viz.emodel_vs_pesq(df.drop(columns=["mos_cqe"]))

@@ -39,6 +39,7 @@ __all__ = [
     "codec_bars",
     "jitter_buffer_tradeoff",
     "quality_vs_bitrate",
+    "emodel_vs_pesq",
     "label_positions",
     "waveforms",
     "LABELS",
@@ -367,3 +368,44 @@ def quality_vs_bitrate(
     xlabel = "bitrate on the wire incl. IPv4/UDP/RTP (kbit/s)" if x == "bitrate_kbps_wire" else LABELS.get(x, x)
     fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=LABELS.get(y, y), template="plotly_white")
     return _annotate(fig, synthetic_note(df))
+
+
+def emodel_vs_pesq(df: pd.DataFrame, *, x: str = "channel.loss_rate", by: str = "variant",
+                   title: str = "E-model prediction vs PESQ") -> go.Figure:
+    """Measured PESQ-NB (solid, with 95 % Student-t intervals) next to the E-model's MOS-CQE
+    (dashed), per group, against a loss-like parameter.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Sweep results with ``pesq_nb``, ``mos_cqe``, ``x`` and ``by`` columns.
+    x : str
+        The swept column; loss rates (0..1) are drawn in percent.
+    by : str
+        One pair of lines per value of this column.
+    title : str
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+    """
+    for c in (x, by, "pesq_nb", "mos_cqe"):
+        if c not in df.columns:
+            raise ParameterError(f"column {c!r} not in results; have {sorted(df.columns)}")
+    scale = 100.0 if "loss" in x else 1.0
+    fig = go.Figure()
+    for k, (label, part) in enumerate(df.groupby(by, sort=False)):
+        color = _PALETTE[k % len(_PALETTE)]
+        s = _summary(part, x, "pesq_nb", [])
+        e = part.groupby(x)["mos_cqe"].mean().reset_index()
+        fig.add_trace(go.Scatter(x=s[x] * scale, y=s["mean"], name=f"{label}: PESQ-NB", mode="lines+markers",
+                                 line=dict(color=color), legendgroup=str(label),
+                                 error_y=dict(type="data", array=s["ci95"], visible=bool((s["count"] > 1).any()))))
+        fig.add_trace(go.Scatter(x=e[x] * scale, y=e["mos_cqe"], name=f"{label}: E-model", mode="lines",
+                                 line=dict(color=color, dash="dash"), legendgroup=str(label)))
+    fig.update_layout(title=title, xaxis_title=LABELS.get(x, x) + (" (%)" if scale == 100.0 else ""),
+                      yaxis_title="MOS", template="plotly_white")
+    return _annotate(fig, synthetic_note(df))
+
+
+_PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2")

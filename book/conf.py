@@ -1,7 +1,8 @@
 """Sphinx + MyST-NB configuration of the voicelab book (``make book``).
 
-The chapters are the notebooks of ``notebooks/`` (``chapters`` is a link to that folder),
-executed at build time: quick mode with ``VOICELAB_QUICK=1`` (CI), full mode otherwise.
+The chapters are the notebooks of ``notebooks/``, copied into ``book/chapters/`` (not in
+git) when the build starts (a symlink would make MyST resolve the chapters' links to each
+other against ``notebooks/``, outside the book), executed at build time: quick mode with ``VOICELAB_QUICK=1`` (CI), full mode otherwise.
 Everything works offline: plotly.js is copied from the installed plotly package, no CDN.
 """
 
@@ -24,13 +25,22 @@ os.environ.setdefault("VOICELAB_FIGURES", str(REPO / "build" / "book-figures"))
 os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
 QUICK = os.environ.get("VOICELAB_QUICK") == "1"
 
+# The chapters: the notebooks, copied (only the .ipynb; the .md twins are the same cells)
+_chapters = HERE / "chapters"
+_chapters.mkdir(exist_ok=True)
+for _old in _chapters.glob("*.ipynb"):
+    if not (REPO / "notebooks" / _old.name).exists():
+        _old.unlink()
+for _nb in sorted((REPO / "notebooks").glob("*.ipynb")):
+    shutil.copy2(_nb, _chapters / _nb.name)
+
 project = "voicelab: real-time voice, hands on"
 author = "the voicelab authors"
 copyright = "the voicelab authors"
 release = ""
 
 extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon"]
-exclude_patterns = ["_build", "chapters/*.md", "chapters/jupytext.toml", "chapters/.ipynb_checkpoints"]
+exclude_patterns = ["_build", "chapters/.ipynb_checkpoints"]
 # the plotly JSON output is for JupyterLab; the book shows the text/html one (image + plot)
 suppress_warnings = ["mystnb.unknown_mime_type"]
 # VOICELAB_BOOK_CHAPTERS="01 03" builds only those chapters (the others are left out of the build)

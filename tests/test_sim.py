@@ -192,3 +192,19 @@ def test_dtx_pauses_are_not_concealment():
 def test_fec_on_a_codec_without_fec_says_so():
     r = simulate_call(Scenario(codec="pcmu", fec=True, speech="harvard", max_speech_s=3.0), quality=False)
     assert any("no forward error correction" in w for w in r.warnings)
+
+
+def test_talker_speech_takes_turns_over_talkers(natural_env):
+    from voicelab import audio
+    from voicelab.sim import talker_speech
+
+    items = audio.corpus(sample_rate=16000)
+    specs = talker_speech(3)
+    talkers = [items[int(s.split(":")[1])].name.rsplit("_", 1)[0] for s in specs]
+    assert len(set(talkers)) == 3, talkers
+    assert len(talker_speech(len(items) + 2)) == len(items) + 2
+    import pytest as _pt
+
+    from voicelab.errors import ParameterError
+    with _pt.raises(ParameterError):
+        talker_speech(0)

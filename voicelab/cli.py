@@ -435,6 +435,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         "delay_confidence": est.confidence,
         "reference_level_dbov": audio.active_level_db(ref, rate),
         "degraded_level_dbov": audio.active_level_db(deg, rate),
+        "pesq_nb_sample_rate": rate,  # P.862 scores narrowband at 8 or 16 kHz: at the files' rate, as the pesq package does
     }
     warnings = []
 
@@ -448,7 +449,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
             failed.append(exc)
             warnings.append(f"{name}: {exc}")
 
-    score("pesq_nb", lambda: metrics.pesq(audio.resample(r_al, rate, 8000), audio.resample(d_al, rate, 8000), 8000, mode="nb"))
+    score("pesq_nb", lambda: metrics.pesq(r_al, d_al, rate, mode="nb"))
     score("pesq_wb", lambda: metrics.pesq(r_al, d_al, rate, mode="wb") if rate >= 16000 else None)
     score("stoi", lambda: metrics.stoi(r_al, d_al, rate))
     score("snr_db", lambda: metrics.snr_db(r_al, d_al))

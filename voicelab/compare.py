@@ -51,6 +51,7 @@ __all__ = [
     "compare_transports_async",
     "opus_bitrate_sweep",
     "opus_bitrate_sweep_async",
+    "loopback_delay_note",
     "run_sync",
 ]
 
@@ -579,3 +580,58 @@ def transport_verdicts(df: pd.DataFrame, metric: str = "mouth_to_ear_ms", *, a: 
         line = verdict(xa.loc[common].to_numpy(float), xb.loc[common].to_numpy(float), names=(a, b), unit=unit)
         out.append(f"{cond}, {direction}: {line}")
     return out
+
+
+def loopback_delay_note(df: pd.DataFrame) -> str:
+    """Where the mouth-to-ear delay of an :func:`opus_bitrate_sweep` on loopback comes from.
+
+    The lab's part is explained from the calls themselves: the codec's frame and
+    look-ahead (from the negotiated codec parameters), the measured wait in the jitter
+    buffer (``playout_delay_ms``) and its setting; plain aiortc's part from its jitter
+    buffer's prefetch (:data:`voicelab.webrtc.call.AIORTC_JB_PREFETCH` packets).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        :func:`opus_bitrate_sweep` results (with ``attrs["results"]``).
+
+    Returns
+    -------
+    str
+        A Markdown paragraph with the numbers of these calls.
+
+    Raises
+    ------
+    ParameterError
+        When ``df`` holds no lab call.
+    """
+    from . import codecs
+    from .webrtc.call import AIORTC_JB_PREFETCH
+
+    if "mode" not in df.columns or not (df["mode"] == "lab").any():
+        raise ParameterError("loopback_delay_note needs opus_bitrate_sweep results with lab calls")
+    runs = [x for x in df.attrs.get("results", []) if x.get("mode") == "lab"]
+    if not runs:
+        raise ParameterError("loopback_delay_note needs the sweep's attrs['results'] (the calls themselves)")
+    first = runs[0]["result"]
+    params = {k: v for k, v in (first.get("codec_params") or {}).items() if k in ("frame_ms",)}
+    facts = codecs.get("opus", **params)
+    waits = [r["result"].get(f"{d}.playout_delay_ms") for r in runs for d in DIRECTIONS]
+    waits = [w for w in waits if w is not None]
+    wait = sum(waits) / len(waits) if waits else float("nan")
+    m2e = df.groupby("mode")["mouth_to_ear_ms"].mean()
+    text = (
+        f"Mouth-to-ear on loopback: **{m2e['lab']:.0f} ms** with the lab's media: one {facts.frame_ms:g} ms frame "
+        f"of capture + {wait:.0f} ms of waiting in the jitter buffer ({first.get('jitter_buffer')}) + "
+        f"{facts.lookahead_ms:g} ms of codec look-ahead + a few ms of transit."
+    )
+    if "aiortc-defaults" in m2e.index:
+        text += (
+            f" With plain aiortc: **{m2e['aiortc-defaults']:.0f} ms**. aiortc's receiver holds "
+            f"{AIORTC_JB_PREFETCH} packets ({AIORTC_JB_PREFETCH * facts.frame_ms:g} ms of audio at "
+            f"{facts.frame_ms:g} ms per packet) before it hands the first to its decoder thread, and the lab plays "
+            "the decoded audio from the moment the first frame comes out: most of the difference is that prefetch. "
+            "aiortc's buffer never adapts and has no concealment, so on a lossy or jittery path its delay and "
+            "gaps are set by that fixed buffer (measure it: exercise 2 runs the sweep under loss)."
+        )
+    return text

@@ -40,10 +40,14 @@ from ..realtime import realtime
 from .media import AudioSink, SourceTrack, record_track
 from .peer import MODES, WEBRTC_CODECS, make_peer_connection, prefer_codec, selected_pair, stats_summary
 
-__all__ = ["webrtc_call", "AIORTC_OPUS_BITRATE"]
+__all__ = ["webrtc_call", "AIORTC_OPUS_BITRATE", "AIORTC_JB_CAPACITY", "AIORTC_JB_PREFETCH"]
 
 #: What aiortc's own Opus encoder uses, whatever is asked (``aiortc/codecs/opus.py``).
 AIORTC_OPUS_BITRATE = 96000
+#: aiortc's audio jitter buffer: 16 packets, and it holds 4 before it hands out the first
+#: (``aiortc/rtcrtpreceiver.py``: ``JitterBuffer(capacity=16, prefetch=4)``).
+AIORTC_JB_CAPACITY = 16
+AIORTC_JB_PREFETCH = 4
 
 
 def _host_candidate(pc: Any) -> tuple[str, int]:
@@ -365,7 +369,7 @@ async def webrtc_call(
         "payload_type": negotiated[0].payloadType if negotiated else None,
         "bitrate": nominal_bitrate,
         "codec_params": params,
-        "jitter_buffer": jitter_buffer if lab else "aiortc:capacity=16,prefetch=4",
+        "jitter_buffer": jitter_buffer if lab else f"aiortc:capacity={AIORTC_JB_CAPACITY},prefetch={AIORTC_JB_PREFETCH}",
         "setup_ms": (caller.event_time("connection:connected") - t_offer) * 1000.0,
         "agent_setup_ms": (agent.event_time("connection:connected") - t_offer) * 1000.0,
         "ice_gathering_ms": _span(caller, "gather:gathering", "gather:completed"),

@@ -708,7 +708,7 @@ def _check_private(obj: Any, name: str) -> None:
     if not hasattr(obj, name):
         raise VoicelabError(
             f"aiortc {type(obj).__mro__[1].__name__} has no attribute {name}: this aiortc version changed the seam "
-            "voicelab.webrtc.peer plugs into; check AIORTC-SEAMS.md against its source"
+            "voicelab.webrtc.peer plugs into (docs/webrtc.md, \"The seams used\"); install the aiortc version pyproject.toml pins"
         )
 
 

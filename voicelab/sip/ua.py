@@ -965,8 +965,10 @@ class UserAgent:
         self._dialogs: dict[DialogId, tuple[Dialog, Call]] = {}
         self._calls: dict[str, Call] = {}
         self._merged: dict[tuple[str, str, int, str], TransactionKey] = {}
+        self._merged_rev: dict[TransactionKey, tuple[str, str, int, str]] = {}  # no scan on termination
         self._registrations: dict[str, dict[str, Any]] = {}
         self._timers: list[_Timer] = []
+        self._call_timers: dict[str, list[_Timer]] = {}  # call id -> its timers in the heap (no scan to disarm)
         self._outbox: list[tuple[bytes, Addr]] = []
         self._events: deque[Event] = deque()
         self._seq = itertools.count()
@@ -1045,7 +1047,7 @@ class UserAgent:
     def next_timer(self) -> float | None:
         """The earliest deadline (s, absolute) at which :meth:`handle_timer` must run."""
         while self._timers and self._timers[0].cancelled:
-            heapq.heappop(self._timers)
+            self._pop_timer()
         times = [t for t in (self._table.next_timer(), self._timers[0].deadline if self._timers else None) if t is not None]
         return min(times) if times else None
 
@@ -1697,7 +1699,7 @@ class UserAgent:
                 self._process(events, now)
                 progressed = True
             while self._timers and (self._timers[0].cancelled or self._timers[0].deadline <= now):
-                timer = heapq.heappop(self._timers)
+                timer = self._pop_timer()
                 if not timer.cancelled:
                     self._fire(timer, now)
                     progressed = True
@@ -1708,10 +1710,26 @@ class UserAgent:
     def _arm(self, kind: str, delay: float, now: float, call: Call | None, data: Any) -> _Timer:
         timer = _Timer(now + delay, next(self._seq), kind, call, data)
         heapq.heappush(self._timers, timer)
+        if call is not None:
+            self._call_timers.setdefault(call.id, []).append(timer)
+        return timer
+
+    def _pop_timer(self) -> _Timer:
+        """Pop the earliest UA timer and drop it from its call's index."""
+        timer = heapq.heappop(self._timers)
+        if timer.call is not None:
+            mine = self._call_timers.get(timer.call.id)
+            if mine is not None:
+                try:
+                    mine.remove(timer)
+                except ValueError:  # pragma: no cover - every armed timer is indexed
+                    pass
+                if not mine:
+                    del self._call_timers[timer.call.id]
         return timer
 
     def _disarm(self, call: Call, kinds: tuple[str, ...], cseq: int | None = None) -> None:
-        for t in self._timers:
+        for t in self._call_timers.get(call.id, ()):
             if t.call is call and t.kind in kinds:
                 c = t.data[0] if isinstance(t.data, tuple) else t.data
                 if cseq is None or c == cseq:
@@ -1875,7 +1893,8 @@ class UserAgent:
                 self._dest.pop(ev.key, None)
                 self._client.pop(ev.key, None)
                 self._server.pop(ev.key, None)
-                for mk in [k for k, v in self._merged.items() if v == ev.key]:
+                mk = self._merged_rev.pop(ev.key, None)
+                if mk is not None and self._merged.get(mk) == ev.key:
                     del self._merged[mk]
 
     # -- UAS -----------------------------------------------------------------------------
@@ -1919,6 +1938,7 @@ class UserAgent:
         skey = self._open_server(request, now)
         if mkey is not None:
             self._merged[mkey] = skey
+            self._merged_rev[skey] = mkey
         if method not in ALLOWED:
             if method in KNOWN_NOT_ALLOWED:
                 self._reply(skey, request, 405, now)

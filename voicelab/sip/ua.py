@@ -873,6 +873,14 @@ class UserAgent:
     ([('192.0.2.2', 5060)], 0.5)
     """
 
+    #: Admission hook for new calls (overload control), set after construction:
+    #: ``admission(request, now)`` is called for every out-of-dialog INVITE before
+    #: anything else is done with it (auth, SDP, the :class:`IncomingCall` event) and
+    #: returns None to go on or an object with ``status`` (300-699) and ``headers``
+    #: (e.g. :class:`voicelab.sip.overload.Refusal`: 503 + Retry-After), answered at once
+    #: on the INVITE's server transaction. In-dialog requests never pass through it.
+    admission: Callable[[Request, float], Any] | None = None
+
     def __init__(
         self,
         *,
@@ -1939,6 +1947,11 @@ class UserAgent:
         if mkey is not None:
             self._merged[mkey] = skey
             self._merged_rev[skey] = mkey
+        if method == "INVITE" and mkey is not None and self.admission is not None:
+            refusal = self.admission(request, now)
+            if refusal is not None:  # overloaded: refuse before it costs anything (RFC 3261 21.5.4)
+                self._reply(skey, request, refusal.status, now, extra=refusal.headers)
+                return
         if method not in ALLOWED:
             if method in KNOWN_NOT_ALLOWED:
                 self._reply(skey, request, 405, now)

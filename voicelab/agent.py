@@ -13,12 +13,18 @@ What it does with a call (``mode``):
     Returns the caller's audio *through its own jitter buffer, decoder, PLC and encoder*,
     as a real agent's pipeline would (not by reflecting packets), so an echo round trip
     measures two network legs plus the agent's buffering.
+``signalling`` / ``signalling:SECONDS``
+    Signalling only, for load studies: answers with an SDP answer but opens no media
+    socket; the caller hangs up (or the agent does after ``SECONDS``).
 ``record:DIR``
     Sends encoded silence (the media path and RTCP stay alive) and writes what arrived to
     ``DIR/<n>-<call-id>.wav`` when the call ends.
 
 Each call gets its own RTP port, so calls run concurrently (up to ``max_calls``; more are
-refused with 486 Busy Here). ``auth`` challenges every out-of-dialog INVITE with digest
+refused with 486 Busy Here). With ``overload`` (a
+:class:`voicelab.sip.overload.OverloadControl`) the agent measures its event-loop lag and
+queue depth and refuses new INVITEs it cannot serve with 503 + Retry-After before they
+cost anything; requests within dialogs always get through. ``auth`` challenges every out-of-dialog INVITE with digest
 (RFC 7616/8760, realm ``voicelab``; ``auth_algorithms`` picks the challenges); a call
 without valid credentials is never set up.
 ``srtp`` requires SDES-keyed SRTP (RFC 4568): plain-RTP offers get 488. The UA forgets
@@ -48,8 +54,8 @@ from .sip.ua import CallCancelled, CallEnded, CallEstablished, CallFailed, Incom
 
 __all__ = ["Agent", "parse_mode", "MODES"]
 
-#: The agent's modes (``play`` and ``record`` take an argument after a colon).
-MODES = ("play", "echo", "record")
+#: The agent's modes (``play``, ``record`` and ``signalling`` take an argument after a colon).
+MODES = ("play", "echo", "record", "signalling")
 SIP_TRANSPORTS = ("udp", "tcp", "tls", "ws")
 
 
@@ -66,11 +72,18 @@ def parse_mode(mode: str) -> tuple[str, str | None]:
     kind, sep, arg = mode.partition(":")
     kind = kind.strip().lower()
     if kind not in MODES:
-        raise ParameterError(f"unknown agent mode {mode!r}; use 'echo', 'play', 'play:FILE' or 'record:DIR'")
+        raise ParameterError(f"unknown agent mode {mode!r}; use 'echo', 'play', 'play:FILE', 'record:DIR' or 'signalling[:SECONDS]'")
     if kind == "echo" and sep:
         raise ParameterError("mode 'echo' takes no argument")
     if kind == "record" and not arg:
         raise ParameterError("mode 'record' needs a directory: record:DIR")
+    if kind == "signalling" and arg:
+        try:
+            hold = float(arg)
+        except ValueError:
+            hold = float("nan")
+        if not 0 <= hold < 86400:
+            raise ParameterError(f"mode 'signalling:SECONDS' needs seconds 0..86400 before the agent hangs up, got {arg!r}")
     return kind, (arg or None)
 
 
@@ -140,6 +153,13 @@ class Agent:
     iface : network interface, optional
     seed : int
         Seeds tags, branches and RTP initial values (audio is the same for every seed).
+    overload : OverloadControl, optional
+        Admission policy for new calls (:mod:`voicelab.sip.overload`); the agent feeds it
+        its event-loop lag (sampled every ``lag_interval`` s), its active calls and the
+        depth of its event queue. None (default): every INVITE is taken up to
+        ``max_calls``.
+    lag_interval : float
+        Seconds between event-loop lag samples when ``overload`` is set (default 0.02).
     """
 
     def __init__(
@@ -163,6 +183,8 @@ class Agent:
         contact: str | None = None,
         iface: Any = None,
         seed: int = 0,
+        overload: Any = None,
+        lag_interval: float = 0.02,
     ) -> None:
         self.host, self.port = host, port
         if not isinstance(transport, str) or transport.lower() not in SIP_TRANSPORTS:
@@ -196,6 +218,18 @@ class Agent:
         self.calls_answered = 0
         self.calls_refused = 0
         self.calls_ended = 0
+        from .sip.overload import OverloadControl
+
+        if overload is not None and not isinstance(overload, OverloadControl):
+            raise ParameterError(f"overload must be an OverloadControl or None, got {type(overload).__name__}")
+        self.overload = overload
+        if isinstance(lag_interval, bool) or not isinstance(lag_interval, (int, float)) or not 0.001 <= lag_interval <= 1:
+            raise ParameterError(f"lag_interval must be 0.001..1 s, got {lag_interval!r}")
+        self.lag_interval = float(lag_interval)
+        #: New INVITEs refused by the overload policy (503 or 486 before the call existed).
+        self.calls_shed = 0
+        self._active: set[str] = set()  # calls answered and not over (all modes)
+        self._lag_task: asyncio.Task | None = None
         self._waiters: list[tuple[str, int, asyncio.Future]] = []
         self.errors: list[str] = []
         self.streams: dict[str, LiveAudioStream] = {}
@@ -226,6 +260,9 @@ class Agent:
             self.synthetic_speech = bool(sp.synthetic)
         if self.mode == "record":
             Path(self.mode_arg).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+        from .sdp.negotiate import warm_up
+
+        warm_up(self.codecs)  # codec libraries load now, not inside the first call's answer
         options: dict[str, Any] = {"parse": False}
         if self.transport == "tls":
             from .tlsutil import generate_test_pki, server_ssl_context
@@ -259,8 +296,28 @@ class Agent:
                             authenticate=authenticate, srtp=self.srtp, keep_finished_calls=64,
                             trace_limit=4096)  # fmt: skip
         self.sip = AsyncUserAgent(self.ua, t)
+        if self.overload is not None:
+            self.ua.admission = self._admit
+            self._lag_task = loop.create_task(self._watch_lag())
         self._task = loop.create_task(self._serve())
         return self
+
+    # ------------------------------------------------------------ overload control
+    def _admit(self, request: Any, now: float) -> Any:
+        """The UA's admission hook: ask the policy with this agent's load."""
+        refusal = self.overload.admit(now, active_calls=len(self._active), queue_depth=self.sip.events.qsize())
+        if refusal is not None:
+            self.calls_shed += 1
+        return refusal
+
+    async def _watch_lag(self) -> None:
+        """Sample the event-loop lag: how late a sleep of ``lag_interval`` wakes up."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.lag_interval
+            await asyncio.sleep(self.lag_interval)
+            now = loop.time()
+            self.overload.observe_lag(max(0.0, now - due), now)
 
     @property
     def uri(self) -> str:
@@ -280,7 +337,9 @@ class Agent:
 
     async def _handle(self, ev: Any) -> None:
         loop = asyncio.get_running_loop()
-        if isinstance(ev, IncomingCall):
+        if isinstance(ev, IncomingCall) and self.mode == "signalling":
+            self._answer_signalling(ev.call, loop.time())
+        elif isinstance(ev, IncomingCall):
             if len(self.streams) >= self.max_calls:
                 self.ua.reject(ev.call, 486, now=loop.time())  # type: ignore[union-attr]
                 self.calls_refused += 1
@@ -291,18 +350,47 @@ class Agent:
             self.sip.flush()
             if ev.call.status == 200:
                 self.calls_answered += 1
+                self._active.add(ev.call.id)
             if ev.call.media is not None:  # offer in the INVITE: media can start now
                 await self._open(ev.call, port)
             self._notify()
-        elif isinstance(ev, CallEstablished) and ev.call.media is not None and ev.call.id not in self.streams:
+        elif (isinstance(ev, CallEstablished) and self.mode != "signalling" and ev.call.media is not None
+              and ev.call.id not in self.streams):
             await self._open(ev.call, ev.call._media_port or self.iface.free_port("udp", self.address[0]))  # delayed offer
         elif isinstance(ev, (CallEnded, CallFailed, CallCancelled)):
+            self._active.discard(ev.call.id)
             s = self.streams.pop(ev.call.id, None)
             if s is not None:
                 await s.close()
                 self._keep(ev.call.call_id, s)
             self.calls_ended += 1
             self._notify()
+
+    def _answer_signalling(self, call: Any, now: float) -> None:
+        """Signalling-only mode: answer with SDP, open nothing; hang up after the hold time if set."""
+        if len(self._active) >= self.max_calls:
+            self.ua.reject(call, 486, now=now)  # type: ignore[union-attr]
+            self.calls_refused += 1
+            self.sip.flush()
+            return
+        # The SDP names a port next to the SIP port; nothing listens there (no media).
+        self.ua.answer(call, 200, now=now, media_port=self.address[1] + 2 if self.address[1] < 65533 else 9)  # type: ignore[union-attr]
+        self.sip.flush()
+        if call.status == 200:
+            self.calls_answered += 1
+            self._active.add(call.id)
+            if self.mode_arg is not None:
+                asyncio.get_running_loop().call_later(float(self.mode_arg), self._hang_up, call)
+        self._notify()
+
+    def _hang_up(self, call: Any) -> None:
+        if call.over or call.id not in self._active:
+            return
+        try:
+            self.ua.bye(call, now=asyncio.get_running_loop().time())  # type: ignore[union-attr]
+            self.sip.flush()
+        except VoicelabError as exc:
+            self.errors.append(f"hang up {call.id}: {exc}")
 
     async def _open(self, call: Any, port: int) -> None:
         s = LiveAudioStream.for_media(self.iface, call.media, local_addr=(self.address[0], port),
@@ -353,6 +441,13 @@ class Agent:
 
     async def close(self) -> None:
         """Stop answering, end media, close the socket."""
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            try:
+                await self._lag_task
+            except asyncio.CancelledError:
+                pass
+            self._lag_task = None
         if self._task is not None:
             self._task.cancel()
             try:

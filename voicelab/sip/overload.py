@@ -93,7 +93,7 @@ class OverloadControl:
         Smoothed event-loop lag (s) above which new INVITEs get 503. Default 0.1 s.
         None: lag is not used.
     lag_halflife : float, optional
-        Half-life (s) of the lag smoothing. Default 0.5 s.
+        Half-life (s) of the lag smoothing (decay after a late sample). Default 0.1 s.
     max_queue : int, optional
         Waiting events above which new INVITEs get 503. None: not used.
     retry_after : int, optional
@@ -107,7 +107,7 @@ class OverloadControl:
     max_rate: float | None = None
     burst: int | None = None
     max_lag: float | None = 0.1
-    lag_halflife: float = 0.5
+    lag_halflife: float = 0.1
     max_queue: int | None = None
     retry_after: int = 1
     max_retry_after: int = 32

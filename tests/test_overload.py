@@ -151,3 +151,58 @@ def test_ua_call_limit_486_and_later_admission():
     net.run(net.now + 0.5)
     assert again.established
     assert isinstance(Refusal(503, None, "x").headers, list) and Refusal(503, None, "x").headers == []
+
+
+# ---------------------------------------------------------------------------------------
+# Shedding on the raw datagram
+# ---------------------------------------------------------------------------------------
+from voicelab.sip import Request, Response  # noqa: E402
+from voicelab.sip.shed import SHED_TAG_PREFIX, classify, refusal  # noqa: E402
+from voicelab.sip.transaction import transaction_key_for_request, transaction_key_for_response  # noqa: E402
+
+from .test_sip_transaction import make_request  # noqa: E402
+
+
+@pytest.mark.parametrize("method,to_tag,expected", [
+    ("INVITE", None, "invite"), ("INVITE", "abc", None), ("ACK", f"{SHED_TAG_PREFIX}7", "shed-ack"),
+    ("ACK", "0f3a", None), ("BYE", None, None), ("OPTIONS", None, None),
+])  # fmt: skip
+def test_classify_agrees_with_the_parser(method, to_tag, expected):
+    req = make_request(method, to_tag=to_tag, call_id="abc@host")
+    got = classify(bytes(req))
+    assert (got[0] if got else None) == expected
+    if got:
+        assert got[1] == req.call_id
+
+
+def test_stateless_refusal_is_a_valid_response_to_the_invite():
+    req = make_request("INVITE", extra_vias=("SIP/2.0/UDP proxy.example.com;branch=z9hG4bKp1",))
+    data = refusal(bytes(req), 503, "Service Unavailable", retry_after=3, tag=f"{SHED_TAG_PREFIX}1")
+    resp = parse_message(data)
+    assert isinstance(resp, Response) and resp.status_code == 503
+    assert resp.headers.get("Retry-After") == "3"
+    assert transaction_key_for_response(resp).branch == transaction_key_for_request(req).branch
+    assert [v.branch for v in resp.via] == [v.branch for v in req.via]
+    assert resp.to.tag == f"{SHED_TAG_PREFIX}1" and resp.from_.tag == req.from_.tag
+    assert resp.call_id == req.call_id and resp.cseq == req.cseq
+    # the caller's ACK for it (built by its transaction) is recognised as ours
+    from voicelab.sip.transaction import build_ack
+
+    ack = build_ack(req, resp)
+    assert isinstance(ack, Request) and classify(bytes(ack)) == ("shed-ack", req.call_id)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600), st.sampled_from([b"INVITE ", b"ACK ", b""]))
+def test_classify_and_refusal_never_raise_on_garbage(data, prefix):
+    blob = prefix + data
+    got = classify(blob)
+    assert got is None or got[0] in ("invite", "shed-ack")
+    out = refusal(blob, 503, "Service Unavailable", retry_after=1, tag="ol1")
+    assert out is None or out.startswith(b"SIP/2.0 503 ")
+
+
+def test_folded_or_doubled_headers_go_to_the_parser():
+    req = bytes(make_request("INVITE"))
+    assert classify(req.replace(b"To: Bob", b"To:\r\n Bob")) is None
+    assert classify(req.replace(b"Call-ID:", b"Call-ID: x\r\nCall-ID:")) is None

@@ -323,7 +323,7 @@ class Agent:
         self.ua = UserAgent(local_uri=f"sip:agent@{self.address[0]}", local_addr=self.address, rng=rng,
                             contact=self.contact, codecs=self.codecs, media_address=self.address[0], transport=self.transport,
                             authenticate=authenticate, srtp=self.srtp, keep_finished_calls=64,
-                            trace_limit=4096)  # fmt: skip
+                            **self._load_options())  # fmt: skip
         self.sip = AsyncUserAgent(self.ua, t)
         if self.overload is not None:
             self.ua.admission = self._admit
@@ -395,6 +395,13 @@ class Agent:
                     port = None
                 else:  # a ~600-byte SIP datagram takes about 1.3 kB of receive buffer (skb truesize)
                     self.rx_backlog = backlog // 1280
+
+    def _load_options(self) -> dict[str, Any]:
+        """UA options: signalling-only mode (load studies) keeps no message trace and sends
+        100 Trying only when its answer takes longer than 200 ms (RFC 3261 17.2.1)."""
+        if self.mode == "signalling":
+            return {"trace_limit": 0, "trying_delay": 0.2}
+        return {"trace_limit": 4096}
 
     @property
     def uri(self) -> str:

@@ -67,9 +67,15 @@ class AsyncUserAgent:
 
     def flush(self) -> None:
         """Send what the UA queued, deliver its events, re-arm its timer."""
+        send_now = getattr(self.transport, "send_now", None)
         for data, addr in self.ua.datagrams_to_send(self.loop.time()):
             if self.capture is not None:
                 self.capture.append((self.loop.time(), self.ua.local_addr, tuple(addr[:2]), data))
+            try:
+                if send_now is not None and send_now(data, tuple(addr[:2])):
+                    continue
+            except VoicelabError:  # reported by the task path below, as before
+                pass
             task = self.loop.create_task(self.transport.send(data, tuple(addr[:2])))
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)

@@ -858,7 +858,8 @@ class UserAgent:
         How many ended/failed calls the UA remembers (for :attr:`calls`); older ones are
         forgotten so that a long-running agent does not grow. None keeps all.
     trace_limit : int or None, optional
-        Keep only the last ``trace_limit`` entries of :attr:`trace` (None: all).
+        Keep only the last ``trace_limit`` entries of :attr:`trace` (None: all; 0: no
+        trace at all, for load tests).
 
     Raises
     ------
@@ -984,6 +985,7 @@ class UserAgent:
         self._last_now = -math.inf
         self._src: Addr | None = None
         self.trace: list[TraceEntry] | deque[TraceEntry] = [] if trace_limit is None else deque(maxlen=trace_limit)
+        self._no_trace = trace_limit == 0
 
     # ===================================================================================
     # sans-IO driver API
@@ -1681,6 +1683,8 @@ class UserAgent:
 
     def _record(self, direction: str, msg: Request | Response, addr: Addr, now: float, key: TransactionKey | None,
                 retransmission: bool = False) -> None:  # fmt: skip
+        if self._no_trace:  # trace_limit=0: keep no trace and pay nothing for it
+            return
         did = DialogId.for_incoming(msg) if direction == "in" else DialogId.for_outgoing(msg)
         call_id = msg.headers.get("Call-ID")
         cseq = msg.headers.get("CSeq")

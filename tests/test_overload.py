@@ -58,7 +58,7 @@ def test_call_limit_gives_486_before_the_other_rules():
 
 
 def test_lag_refuses_until_it_decays_and_retry_after_grows_with_lag():
-    oc = OverloadControl(max_lag=0.1, lag_halflife=0.5)
+    oc = OverloadControl(max_lag=0.1, lag_halflife=0.5, adaptive=False)
     assert oc.admit(0.0) is None
     oc.observe_lag(0.4, 1.0)  # the loop ran 400 ms late: refuse at once
     r = oc.admit(1.0)
@@ -72,15 +72,48 @@ def test_lag_refuses_until_it_decays_and_retry_after_grows_with_lag():
         assert t < 5.0
     # from 0.375 s to below 0.1 s takes log2(3.75) half-lives
     assert t - 1.5 == pytest.approx(0.5 * math.log2(0.375 / 0.1), abs=0.1)
-    big = OverloadControl(max_lag=0.01, max_retry_after=8)
+    big = OverloadControl(max_lag=0.01, max_retry_after=8, adaptive=False)
     big.observe_lag(5.0, 0.0)
     assert big.admit(0.0).retry_after == 8
 
 
 def test_queue_depth_refuses():
-    oc = OverloadControl(max_queue=50, max_lag=None)
+    oc = OverloadControl(max_queue=50, max_lag=None, adaptive=False)
     assert oc.admit(0.0, queue_depth=50) is None
     assert oc.admit(0.0, queue_depth=51).reason == "queue"
+    adaptive = OverloadControl(max_queue=50, max_lag=None)
+    assert adaptive.admit(0.0, queue_depth=51) is None  # over the limit: the rate adapts instead
+    assert adaptive.admit(0.0, queue_depth=201).reason == "queue"  # 4x: emergency refusal
+
+
+@pytest.mark.parametrize("capacity", [50.0, 400.0])
+def test_adaptive_rate_holds_goodput_near_capacity_at_10x_load(capacity):
+    """A simulated server (fake clock) that drains ``capacity`` calls/s; refusing costs 1 %
+    of a call, so 10x load leaves 91 % of the capacity for calls. The admitted rate
+    settles near that and the queue stays bounded (binary refusal on queue length would
+    refuse nearly all)."""
+    oc = OverloadControl(max_lag=None, max_queue=int(capacity * 0.05))
+    q, dt, admitted, peak = 0.0, 1e-3, [], 0.0
+    offered_per_tick = 10 * capacity * dt
+    carry = 0.0
+    for i in range(20000):  # 20 s
+        now = i * dt
+        carry += offered_per_tick
+        while carry >= 1.0:
+            carry -= 1.0
+            if oc.admit(now, queue_depth=int(q)) is None:
+                q += 1.0
+                admitted.append(now)
+            else:
+                q += 0.01
+        q = max(0.0, q - capacity * dt)
+        if now > 5.0:
+            peak = max(peak, q)
+    late = [t for t in admitted if t >= 10.0]
+    goodput = len(late) / 10.0
+    room = (1 - 9 * 0.01) * capacity
+    assert 0.85 * room <= goodput <= 1.02 * room, (goodput, room, oc.adaptive_rate)
+    assert peak <= 4 * oc.max_queue  # never reached the emergency threshold after settling
 
 
 @pytest.mark.parametrize(

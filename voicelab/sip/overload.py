@@ -15,9 +15,15 @@ through it: they are never starved by new calls.
 Rules, in order:
 
 1. ``active_calls >= max_calls``: 486 Busy Here (the callee is busy, not the server).
-2. smoothed event-loop lag above ``max_lag``: 503 (the process cannot keep up now).
-3. ``queue_depth > max_queue``: 503 (work already waiting).
-4. more than ``max_rate`` admissions/s (token bucket of ``burst`` calls): 503.
+2. lag above ``4 * max_lag`` or queue above ``4 * max_queue``: 503 (emergency).
+3. more than the admitted-rate limit (token bucket of ``burst`` calls): 503. The limit
+   is ``max_rate`` (if set) and, once the server has been overloaded, an *adaptive*
+   rate (AIMD, as rate-based overload control does, RFC 7415): every ``interval`` s in
+   which the smoothed lag exceeded ``max_lag`` or the queue exceeded ``max_queue``, the
+   limit becomes ``decrease`` times the rate admitted in that interval; every interval
+   without overload it grows by ``increase`` (a fraction, at least 1 call/s). Binary
+   refusal while the queue is long would refuse nearly everything: the refused traffic
+   itself keeps the queue long, and goodput falls far below capacity.
 
 Examples
 --------
@@ -101,6 +107,15 @@ class OverloadControl:
         how far over ``max_lag`` the lag is, up to ``max_retry_after``.
     max_retry_after : int, optional
         Upper bound (s) for ``Retry-After``. Default 32.
+    adaptive : bool, optional
+        Adapt the admitted rate to overload (default True).
+    interval : float, optional
+        Control interval (s) of the adaptive rate. Default 0.1.
+    decrease, increase : float, optional
+        Multiplicative decrease (default 0.8) and additive increase as a fraction of the
+        limit (default 0.1) of the adaptive rate.
+    min_rate : float, optional
+        Floor of the adaptive rate (calls/s). Default 1.
     """
 
     max_calls: int | None = None
@@ -111,6 +126,11 @@ class OverloadControl:
     max_queue: int | None = None
     retry_after: int = 1
     max_retry_after: int = 32
+    adaptive: bool = True
+    interval: float = 0.1
+    decrease: float = 0.8
+    increase: float = 0.1
+    min_rate: float = 1.0
     #: Admitted and refused INVITEs, by reason (``"admitted"``, ``"calls"``, ``"lag"``, ...).
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -132,6 +152,17 @@ class OverloadControl:
         self._bucket_time: float | None = None
         self._lag = 0.0
         self._lag_time: float | None = None
+        _positive("interval", self.interval, allow_none=False)
+        _positive("min_rate", self.min_rate, allow_none=False)
+        if not 0 < self.decrease < 1 or not 0 < self.increase <= 1:
+            raise ParameterError(f"decrease must be in (0, 1) and increase in (0, 1], got {self.decrease!r}, {self.increase!r}")
+        #: The adaptive admitted-rate limit (calls/s); None until the first overload.
+        self.adaptive_rate: float | None = None
+        self._window_start: float | None = None
+        self._window_admitted = 0
+        self._window_overloaded = False
+        self._atokens = 1.0
+        self._abucket_time: float | None = None
         self._last_now = -math.inf
 
     # -- measurements ----------------------------------------------------------------
@@ -188,10 +219,14 @@ class OverloadControl:
     def _decide(self, now: float, active_calls: int, queue_depth: int) -> Refusal | None:
         if self.max_calls is not None and active_calls >= self.max_calls:
             return Refusal(486, self.retry_after, "calls")
-        if self.max_lag is not None and self._lag > self.max_lag:
+        lagging = self.max_lag is not None and self._lag > self.max_lag
+        queued = self.max_queue is not None and queue_depth > self.max_queue
+        if self.adaptive:
+            self._control(now, lagging or queued)
+        if self.max_lag is not None and (self._lag > 4 * self.max_lag or (lagging and not self.adaptive)):
             factor = self._lag / self.max_lag
             return Refusal(503, min(self.max_retry_after, math.ceil(self.retry_after * factor)), "lag")
-        if self.max_queue is not None and queue_depth > self.max_queue:
+        if self.max_queue is not None and (queue_depth > 4 * self.max_queue or (queued and not self.adaptive)):
             return Refusal(503, self.retry_after, "queue")
         if self.max_rate is not None:
             if self._bucket_time is not None:
@@ -199,8 +234,34 @@ class OverloadControl:
             self._bucket_time = now
             if self._tokens < 1.0:
                 return Refusal(503, self.retry_after, "rate")
+        if self.adaptive_rate is not None:
+            depth = max(1.0, self.adaptive_rate * self.interval / 2)
+            if self._abucket_time is not None:
+                self._atokens = min(depth, self._atokens + (now - self._abucket_time) * self.adaptive_rate)
+            self._abucket_time = now
+            if self._atokens < 1.0:
+                return Refusal(503, self.retry_after, "overload")
+            self._atokens -= 1.0
+        if self.max_rate is not None:
             self._tokens -= 1.0
+        self._window_admitted += 1
         return None
+
+    def _control(self, now: float, overloaded: bool) -> None:
+        """AIMD on the admitted rate, once per ``interval``."""
+        if self._window_start is None:
+            self._window_start = now
+        self._window_overloaded |= overloaded
+        elapsed = now - self._window_start
+        if elapsed < self.interval:
+            return
+        admitted_rate = self._window_admitted / elapsed
+        if self._window_overloaded:
+            base = admitted_rate if self.adaptive_rate is None else min(self.adaptive_rate, admitted_rate)
+            self.adaptive_rate = max(self.min_rate, self.decrease * base)
+        elif self.adaptive_rate is not None:
+            self.adaptive_rate += max(1.0, self.increase * self.adaptive_rate)
+        self._window_start, self._window_admitted, self._window_overloaded = now, 0, False
 
     def _tick(self, now: float) -> float:
         if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):

@@ -255,6 +255,8 @@ class Agent:
         self._lag_task: asyncio.Task | None = None
         #: Datagrams waiting in the SIP socket's kernel queue (estimate, overload control).
         self.rx_backlog = 0
+        #: Their estimated service time (s): backlog x this process's CPU per message.
+        self.queue_delay = 0.0
         self._admitted: OrderedDict[str, float] = OrderedDict()  # Call-ID -> when admitted (prefilter)
         self._shed_n = 0
         #: ACKs of stateless refusals dropped before parsing.
@@ -339,7 +341,8 @@ class Agent:
         """The UA's admission hook: ask the policy with this agent's load."""
         if request.call_id in self._admitted:  # the prefilter already admitted it
             return None
-        refusal = self.overload.admit(now, active_calls=len(self._active), queue_depth=self._queue_depth())
+        refusal = self.overload.admit(now, active_calls=len(self._active), queue_depth=self._queue_depth(),
+                                      queue_delay=self.queue_delay)
         if refusal is not None:
             self.calls_shed += 1
         return refusal
@@ -361,7 +364,8 @@ class Agent:
         if call_id in self._admitted:  # a retransmission of an admitted INVITE
             return inner(data, addr, tr)
         now = asyncio.get_running_loop().time()
-        r = self.overload.admit(now, active_calls=len(self._active), queue_depth=self._queue_depth())
+        r = self.overload.admit(now, active_calls=len(self._active), queue_depth=self._queue_depth(),
+                                queue_delay=self.queue_delay)
         if r is None:
             self._admitted[call_id] = now
             while self._admitted and next(iter(self._admitted.values())) < now - 64 * 0.5:
@@ -380,9 +384,14 @@ class Agent:
 
     async def _watch_lag(self) -> None:
         """Sample the event-loop lag: how late a sleep of ``lag_interval`` wakes up."""
+        import time
+
         loop = asyncio.get_running_loop()
         port = self.address[1] if self.transport == "udp" else None
+        stats = getattr(self.sip.transport, "stats", None)
         n = 0
+        cpu0, msgs0 = time.process_time(), getattr(stats, "messages_received", 0)
+        per_msg = 0.0
         while True:
             due = loop.time() + self.lag_interval
             await asyncio.sleep(self.lag_interval)
@@ -395,6 +404,14 @@ class Agent:
                     port = None
                 else:  # a ~600-byte SIP datagram takes about 1.3 kB of receive buffer (skb truesize)
                     self.rx_backlog = backlog // 1280
+                    # CPU per message over the last window (process CPU time: a measurement,
+                    # not a clock for the protocol), smoothed; the backlog costs that each
+                    cpu1, msgs1 = time.process_time(), getattr(stats, "messages_received", 0)
+                    if msgs1 > msgs0:
+                        sample = (cpu1 - cpu0) / (msgs1 - msgs0)
+                        per_msg = sample if per_msg == 0.0 else 0.7 * per_msg + 0.3 * sample
+                    cpu0, msgs0 = cpu1, msgs1
+                    self.queue_delay = self.rx_backlog * per_msg
 
     def _load_options(self) -> dict[str, Any]:
         """UA options: signalling-only mode (load studies) keeps no message trace and sends

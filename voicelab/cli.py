@@ -254,7 +254,8 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
             raise ParameterError(f"--max-rate must be > 0 calls/s, got {args.max_rate}")
         options["overload"] = OverloadControl(max_calls=args.max_calls if args.max_calls >= 1 else None,
                                               max_rate=args.max_rate, max_lag=args.max_lag_ms / 1000.0,
-                                              max_queue=args.max_queue if args.max_queue >= 1 else None)
+                                              max_queue=args.max_queue if args.max_queue >= 1 else None,
+                                              max_queue_delay=args.max_queue_delay_ms / 1000.0 if args.max_queue_delay_ms > 0 else None)
     if args.auth_algorithms:
         options["auth_algorithms"] = tuple(a.strip() for a in args.auth_algorithms.split(",") if a.strip())
     agent = Agent(**options)
@@ -581,8 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="overload control: new calls admitted per second (more get 503 + Retry-After); default no rate limit")
     ags.add_argument("--max-lag-ms", type=float, default=100.0, metavar="MS",
                      help="overload control: refuse new calls with 503 + Retry-After while the event loop runs this late (default 100)")
-    ags.add_argument("--max-queue", type=int, default=64, metavar="N",
-                     help="overload control: refuse new calls with 503 while more messages than this wait (default 64; 0: off)")
+    ags.add_argument("--max-queue-delay-ms", type=float, default=50.0, metavar="MS",
+                     help="overload control: admit fewer new calls while the waiting messages take longer than this to serve (default 50; 0: off)")
+    ags.add_argument("--max-queue", type=int, default=0, metavar="N",
+                     help="overload control: admit fewer new calls while more messages than this wait (default 0: off)")
     ags.add_argument("--no-overload-control", action="store_true",
                      help="take every INVITE up to --max-calls (no 503s; the agent may collapse past its capacity)")
     ags.add_argument("--tls-cert", metavar="PEM", help="certificate chain for --transport tls (default: a generated test CA)")

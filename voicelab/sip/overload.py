@@ -15,11 +15,13 @@ through it: they are never starved by new calls.
 Rules, in order:
 
 1. ``active_calls >= max_calls``: 486 Busy Here (the callee is busy, not the server).
-2. lag above ``4 * max_lag`` or queue above ``4 * max_queue``: 503 (emergency).
+2. lag above ``4 * max_lag``, queue above ``4 * max_queue`` or queueing delay above
+   ``4 * max_queue_delay``: 503 (emergency).
 3. more than the admitted-rate limit (token bucket of ``burst`` calls): 503. The limit
    is ``max_rate`` (if set) and, once the server has been overloaded, an *adaptive*
    rate (AIMD, as rate-based overload control does, RFC 7415): every ``interval`` s in
-   which the smoothed lag exceeded ``max_lag`` or the queue exceeded ``max_queue``, the
+   which the smoothed lag exceeded ``max_lag``, the queue ``max_queue`` or the
+   queueing delay ``max_queue_delay``, the
    limit becomes ``decrease`` times the rate admitted in that interval; every interval
    without overload it grows by ``increase`` (a fraction, at least 1 call/s). Binary
    refusal while the queue is long would refuse nearly everything: the refused traffic
@@ -101,7 +103,11 @@ class OverloadControl:
     lag_halflife : float, optional
         Half-life (s) of the lag smoothing (decay after a late sample). Default 0.1 s.
     max_queue : int, optional
-        Waiting events above which new INVITEs get 503. None: not used.
+        Waiting events above which the server counts as overloaded. None (default): not
+        used. A count is a poor signal when most of what waits is cheap to refuse.
+    max_queue_delay : float, optional
+        Estimated queueing delay (s: waiting messages times their mean service time)
+        above which the server counts as overloaded. Default 0.05 s; None: not used.
     retry_after : int, optional
         Base ``Retry-After`` seconds for a 503 (default 1); lag refusals scale it with
         how far over ``max_lag`` the lag is, up to ``max_retry_after``.
@@ -124,6 +130,7 @@ class OverloadControl:
     max_lag: float | None = 0.1
     lag_halflife: float = 0.1
     max_queue: int | None = None
+    max_queue_delay: float | None = 0.05
     retry_after: int = 1
     max_retry_after: int = 32
     adaptive: bool = True
@@ -144,6 +151,7 @@ class OverloadControl:
         _positive("lag_halflife", self.lag_halflife, allow_none=False)
         if self.max_queue is not None:
             _positive("max_queue", self.max_queue, integer=True)
+        _positive("max_queue_delay", self.max_queue_delay)
         _positive("retry_after", self.retry_after, allow_none=False, integer=True)
         _positive("max_retry_after", self.max_retry_after, allow_none=False, integer=True)
         if self.burst is None and self.max_rate is not None:
@@ -193,7 +201,7 @@ class OverloadControl:
         self._lag_time = now
 
     # -- decisions -------------------------------------------------------------------
-    def admit(self, now: float, *, active_calls: int = 0, queue_depth: int = 0) -> Refusal | None:
+    def admit(self, now: float, *, active_calls: int = 0, queue_depth: int = 0, queue_delay: float = 0.0) -> Refusal | None:
         """Decide on one new out-of-dialog INVITE arriving at ``now`` (s).
 
         Parameters
@@ -204,6 +212,8 @@ class OverloadControl:
             Calls the server holds now.
         queue_depth : int
             Events or requests waiting to be served.
+        queue_delay : float
+            Estimated time (s) the waiting work takes to serve.
 
         Returns
         -------
@@ -211,22 +221,25 @@ class OverloadControl:
             None: admit (a rate token is taken).
         """
         now = self._tick(now)
-        refusal = self._decide(now, active_calls, queue_depth)
+        refusal = self._decide(now, active_calls, queue_depth, queue_delay)
         key = "admitted" if refusal is None else refusal.reason
         self.counts[key] = self.counts.get(key, 0) + 1
         return refusal
 
-    def _decide(self, now: float, active_calls: int, queue_depth: int) -> Refusal | None:
+    def _decide(self, now: float, active_calls: int, queue_depth: int, queue_delay: float) -> Refusal | None:
         if self.max_calls is not None and active_calls >= self.max_calls:
             return Refusal(486, self.retry_after, "calls")
         lagging = self.max_lag is not None and self._lag > self.max_lag
-        queued = self.max_queue is not None and queue_depth > self.max_queue
+        queued = (self.max_queue is not None and queue_depth > self.max_queue) or (
+            self.max_queue_delay is not None and queue_delay > self.max_queue_delay
+        )
         if self.adaptive:
             self._control(now, lagging or queued)
         if self.max_lag is not None and (self._lag > 4 * self.max_lag or (lagging and not self.adaptive)):
             factor = self._lag / self.max_lag
             return Refusal(503, min(self.max_retry_after, math.ceil(self.retry_after * factor)), "lag")
-        if self.max_queue is not None and (queue_depth > 4 * self.max_queue or (queued and not self.adaptive)):
+        if queued and (not self.adaptive or (self.max_queue is not None and queue_depth > 4 * self.max_queue)
+                       or (self.max_queue_delay is not None and queue_delay > 4 * self.max_queue_delay)):
             return Refusal(503, self.retry_after, "queue")
         if self.max_rate is not None:
             if self._bucket_time is not None:

@@ -182,7 +182,7 @@ def main() -> None:
     ap.add_argument("--hold-ms", type=int, default=0, help="call length before SIPp's BYE (ms)")
     ap.add_argument("--mode", default="signalling", help="agent mode: signalling, echo, play")
     ap.add_argument("--max-rate", type=float, help="agent --max-rate (overload control)")
-    ap.add_argument("--max-lag-ms", type=float, default=100.0, help="agent --max-lag-ms")
+    ap.add_argument("--max-lag-ms", type=float, default=250.0, help="agent --max-lag-ms")
     ap.add_argument("--no-overload-control", action="store_true")
     ap.add_argument("--targets", default="uas,agent", help="uas, agent or both")
     ap.add_argument("--options-rate", type=float, default=0.0, help="OPTIONS/s for the steady OPTIONS run (0: skip)")

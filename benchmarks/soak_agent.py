@@ -46,7 +46,7 @@ def main() -> None:
     seconds = args.minutes * 60
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         port = free_udp_port()
-        tgt = Target("agent", port, mode=args.mode, max_rate=None, max_lag_ms=100.0, overload=True, workdir=Path(tmp))
+        tgt = Target("agent", port, mode=args.mode, max_rate=None, max_lag_ms=250.0, overload=True, workdir=Path(tmp))
         calls = int(args.rate * seconds)
         sipp = subprocess.Popen(["sipp", f"127.0.0.1:{port}", "-sf", str(SIPP_DIR / "uac_load.xml"), "-r", f"{args.rate:g}",
                                  "-m", str(calls), "-l", "100000", "-i", "127.0.0.1", "-p", str(free_udp_port()),

@@ -98,7 +98,7 @@ class OverloadControl:
     burst : int, optional
         Token-bucket depth in calls (default: a tenth of a second of ``max_rate``, >= 1).
     max_lag : float, optional
-        Smoothed event-loop lag (s) above which new INVITEs get 503. Default 0.1 s.
+        Smoothed event-loop lag (s) above which the server counts as overloaded. Default 0.25 s.
         None: lag is not used.
     lag_halflife : float, optional
         Half-life (s) of the lag smoothing (decay after a late sample). Default 0.1 s.
@@ -107,7 +107,7 @@ class OverloadControl:
         used. A count is a poor signal when most of what waits is cheap to refuse.
     max_queue_delay : float, optional
         Estimated queueing delay (s: waiting messages times their mean service time)
-        above which the server counts as overloaded. Default 0.05 s; None: not used.
+        above which the server counts as overloaded. Default 0.1 s; None: not used.
     retry_after : int, optional
         Base ``Retry-After`` seconds for a 503 (default 1); lag refusals scale it with
         how far over ``max_lag`` the lag is, up to ``max_retry_after``.
@@ -127,10 +127,10 @@ class OverloadControl:
     max_calls: int | None = None
     max_rate: float | None = None
     burst: int | None = None
-    max_lag: float | None = 0.1
+    max_lag: float | None = 0.25
     lag_halflife: float = 0.1
     max_queue: int | None = None
-    max_queue_delay: float | None = 0.05
+    max_queue_delay: float | None = 0.1
     retry_after: int = 1
     max_retry_after: int = 32
     adaptive: bool = True

@@ -85,3 +85,26 @@ def test_signalling_mode_parsing():
             parse_mode(bad)
     with pytest.raises(ParameterError, match="OverloadControl"):
         Agent(overload={"max_rate": 5})
+
+
+def test_signalling_mode_with_hold_time_hangs_up_itself():
+    from voicelab.calls import open_caller
+    from voicelab.net.iface import LoopbackInterface
+    from voicelab.sip.ua import CallEnded, CallEstablished
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        async with Agent(mode="signalling:0.2", codecs=["pcmu"]) as agent:
+            ua, sip = await open_caller(LoopbackInterface(loop), codec="pcmu", seed=5)
+            try:
+                call = ua.invite(agent.uri, now=loop.time(), media_port=free_port(kind="udp"))
+                sip.flush()
+                await sip.wait_for(CallEstablished, timeout=5.0)
+                ended = await sip.wait_for(CallEnded, timeout=5.0)
+            finally:
+                await sip.close()
+            await asyncio.wait_for(agent.ended(1), 5.0)
+            return call, ended, agent.calls_answered, len(agent.streams)
+
+    call, ended, answered, streams = asyncio.run(run())
+    assert ended.call is call and ended.by_remote and answered == 1 and streams == 0

@@ -50,6 +50,7 @@ from . import audio
 from .errors import ParameterError, VoicelabError
 from .net.iface import LoopbackInterface
 from .rtp.live import LiveAudioStream
+from .sip.shed import SHED_TAG_PREFIX, classify, refusal
 from .sip.ua import CallCancelled, CallEnded, CallEstablished, CallFailed, IncomingCall, UserAgent
 
 __all__ = ["Agent", "parse_mode", "MODES"]
@@ -352,8 +353,6 @@ class Agent:
 
     def _prefilter(self, data: Any, addr: Any, tr: Any, inner: Any) -> None:
         """Admit or refuse new INVITEs on the raw datagram; drop the ACKs of our refusals."""
-        from .sip.shed import SHED_TAG_PREFIX, classify, refusal
-
         kind = classify(data) if data[:1] in (b"I", b"A") else None
         if kind is None:
             return inner(data, addr, tr)

@@ -199,6 +199,9 @@ def test_sip_parse_json_contract(capsys):
     (["call", "--net", "vnet", "--transport", "ws"], "--net vnet runs the lab's SIP"),
     (["agent", "serve", "--sip", "nowhere"], "HOST:PORT"),
     (["agent", "serve", "--mode", "shout"], "unknown agent mode"),
+    (["agent", "serve", "--max-lag-ms", "0"], "--max-lag-ms"),
+    (["agent", "serve", "--max-rate", "-5"], "--max-rate"),
+    (["agent", "serve", "--mode", "signalling:soon"], "signalling:SECONDS"),
 ])
 def test_call_and_agent_refuse_bad_combinations(capsys, argv, message):
     rc, out, err = run(capsys, *argv)

@@ -13,12 +13,18 @@ What it does with a call (``mode``):
     Returns the caller's audio *through its own jitter buffer, decoder, PLC and encoder*,
     as a real agent's pipeline would (not by reflecting packets), so an echo round trip
     measures two network legs plus the agent's buffering.
+``signalling`` / ``signalling:SECONDS``
+    Signalling only, for load studies: answers with an SDP answer but opens no media
+    socket; the caller hangs up (or the agent does after ``SECONDS``).
 ``record:DIR``
     Sends encoded silence (the media path and RTCP stay alive) and writes what arrived to
     ``DIR/<n>-<call-id>.wav`` when the call ends.
 
 Each call gets its own RTP port, so calls run concurrently (up to ``max_calls``; more are
-refused with 486 Busy Here). ``auth`` challenges every out-of-dialog INVITE with digest
+refused with 486 Busy Here). With ``overload`` (a
+:class:`voicelab.sip.overload.OverloadControl`) the agent measures its event-loop lag and
+queue depth and refuses new INVITEs it cannot serve with 503 + Retry-After before they
+cost anything; requests within dialogs always get through. ``auth`` challenges every out-of-dialog INVITE with digest
 (RFC 7616/8760, realm ``voicelab``; ``auth_algorithms`` picks the challenges); a call
 without valid credentials is never set up.
 In-dialog INVITEs (re-INVITEs: they can move a call's media) are challenged too.
@@ -52,14 +58,15 @@ from . import audio
 from .errors import ParameterError, VoicelabError
 from .net.iface import LoopbackInterface
 from .rtp.live import LiveAudioStream
+from .sip.shed import SHED_TAG_PREFIX, classify, refusal
 from .sip.ua import CallCancelled, CallEnded, CallEstablished, CallFailed, IncomingCall, UserAgent
 
 __all__ = ["Agent", "parse_mode", "MODES"]
 
 log = logging.getLogger(__name__)
 
-#: The agent's modes (``play`` and ``record`` take an argument after a colon).
-MODES = ("play", "echo", "record")
+#: The agent's modes (``play``, ``record`` and ``signalling`` take an argument after a colon).
+MODES = ("play", "echo", "record", "signalling")
 SIP_TRANSPORTS = ("udp", "tcp", "tls", "ws")
 
 
@@ -76,12 +83,42 @@ def parse_mode(mode: str) -> tuple[str, str | None]:
     kind, sep, arg = mode.partition(":")
     kind = kind.strip().lower()
     if kind not in MODES:
-        raise ParameterError(f"unknown agent mode {mode!r}; use 'echo', 'play', 'play:FILE' or 'record:DIR'")
+        raise ParameterError(f"unknown agent mode {mode!r}; use 'echo', 'play', 'play:FILE', 'record:DIR' or 'signalling[:SECONDS]'")
     if kind == "echo" and sep:
         raise ParameterError("mode 'echo' takes no argument")
     if kind == "record" and not arg:
         raise ParameterError("mode 'record' needs a directory: record:DIR")
+    if kind == "signalling" and arg:
+        try:
+            hold = float(arg)
+        except ValueError:
+            hold = float("nan")
+        if not 0 <= hold < 86400:
+            raise ParameterError(f"mode 'signalling:SECONDS' needs seconds 0..86400 before the agent hangs up, got {arg!r}")
     return kind, (arg or None)
+
+
+def udp_backlog_bytes(port: int) -> int | None:
+    """Bytes waiting in the receive queues of the local UDP sockets bound to ``port``.
+
+    Read from ``/proc/net/udp`` and ``/proc/net/udp6`` (Linux; about 0.3 ms): the queue
+    an event loop cannot see, where datagrams wait (and past the buffer, are dropped)
+    while the process is busy. None where the files are missing.
+    """
+    total, found = 0, False
+    suffix = f":{port:04X}"
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(name) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) > 4 and parts[1].endswith(suffix):
+                total += int(parts[4].split(":")[1], 16)
+                found = True
+    return total if found else None
 
 
 def _safe_name(text: str) -> str:
@@ -184,6 +221,13 @@ class Agent:
         (:func:`secrets.token_bytes`) for each agent, so agents do not share a
         predictable secret and a restart makes every earlier nonce (and any captured
         Authorization header) worthless.
+    overload : OverloadControl, optional
+        Admission policy for new calls (:mod:`voicelab.sip.overload`); the agent feeds it
+        its event-loop lag (sampled every ``lag_interval`` s), its active calls and the
+        depth of its event queue. None (default): every INVITE is taken up to
+        ``max_calls``.
+    lag_interval : float
+        Seconds between event-loop lag samples when ``overload`` is set (default 0.02).
     """
 
     def __init__(
@@ -212,6 +256,8 @@ class Agent:
         min_se: int = 90,
         connection_limits: Any = None,
         deterministic_auth: bool = False,
+        overload: Any = None,
+        lag_interval: float = 0.02,
     ) -> None:
         self.host, self.port = host, port
         if not isinstance(transport, str) or transport.lower() not in SIP_TRANSPORTS:
@@ -274,6 +320,26 @@ class Agent:
         self.calls_answered = 0
         self.calls_refused = 0
         self.calls_ended = 0
+        from .sip.overload import OverloadControl
+
+        if overload is not None and not isinstance(overload, OverloadControl):
+            raise ParameterError(f"overload must be an OverloadControl or None, got {type(overload).__name__}")
+        self.overload = overload
+        if isinstance(lag_interval, bool) or not isinstance(lag_interval, (int, float)) or not 0.001 <= lag_interval <= 1:
+            raise ParameterError(f"lag_interval must be 0.001..1 s, got {lag_interval!r}")
+        self.lag_interval = float(lag_interval)
+        #: New INVITEs refused by the overload policy (503 or 486 before the call existed).
+        self.calls_shed = 0
+        self._active: set[str] = set()  # calls answered and not over (all modes)
+        self._lag_task: asyncio.Task | None = None
+        #: Datagrams waiting in the SIP socket's kernel queue (estimate, overload control).
+        self.rx_backlog = 0
+        #: Their estimated service time (s): backlog x this process's CPU per message.
+        self.queue_delay = 0.0
+        self._admitted: OrderedDict[str, float] = OrderedDict()  # Call-ID -> when admitted (prefilter)
+        self._shed_n = 0
+        #: ACKs of stateless refusals dropped before parsing.
+        self.shed_acks = 0
         self._waiters: list[tuple[str, int, asyncio.Future]] = []
         self.errors: list[str] = []
         self.streams: dict[str, LiveAudioStream] = {}
@@ -304,6 +370,9 @@ class Agent:
             self.synthetic_speech = bool(sp.synthetic)
         if self.mode == "record":
             _check_record_dir(self.mode_arg)  # type: ignore[arg-type]
+        from .sdp.negotiate import warm_up
+
+        warm_up(self.codecs)  # codec libraries load now, not inside the first call's answer
         options: dict[str, Any] = {"parse": False, "connection_limits": self.connection_limits}
         if self.transport == "tls":
             from .tlsutil import generate_test_pki, server_ssl_context
@@ -342,8 +411,15 @@ class Agent:
         self.ua = UserAgent(local_uri=f"sip:agent@{self.address[0]}", local_addr=self.address, rng=rng,
                             contact=self.contact, codecs=self.codecs, media_address=self.address[0], transport=self.transport,
                             authenticate=authenticate, srtp=self.srtp, keep_finished_calls=64,
-                            trace_limit=4096, session_expires=self.session_expires, min_se=self.min_se)  # fmt: skip
+                            session_expires=self.session_expires, min_se=self.min_se,
+                            **self._load_options())  # fmt: skip
         self.sip = AsyncUserAgent(self.ua, t)
+        if self.overload is not None:
+            self.ua.admission = self._admit
+            if self.transport == "udp":  # refuse on the raw datagram, before parsing
+                inner = t.on_message
+                t.on_message = lambda data, addr, tr: self._prefilter(data, addr, tr, inner)
+            self._lag_task = loop.create_task(self._watch_lag())
         self._task = loop.create_task(self._serve())
         if self.media_timeout is not None:
             self._arm_watchdog()
@@ -384,6 +460,87 @@ class Agent:
         task = asyncio.get_running_loop().create_task(s.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+    # ------------------------------------------------------------ overload control
+    def _admit(self, request: Any, now: float) -> Any:
+        """The UA's admission hook: ask the policy with this agent's load."""
+        if request.call_id in self._admitted:  # the prefilter already admitted it
+            return None
+        refusal = self.overload.admit(now, active_calls=len(self._active), queue_depth=self._queue_depth(),
+                                      queue_delay=self.queue_delay)
+        if refusal is not None:
+            self.calls_shed += 1
+        return refusal
+
+    def _queue_depth(self) -> int:
+        return self.sip.events.qsize() + self.rx_backlog
+
+    def _prefilter(self, data: Any, addr: Any, tr: Any, inner: Any) -> None:
+        """Admit or refuse new INVITEs on the raw datagram; drop the ACKs of our refusals."""
+        kind = classify(data) if data[:1] in (b"I", b"A") else None
+        if kind is None:
+            return inner(data, addr, tr)
+        what, call_id = kind
+        if what == "shed-ack":
+            self.shed_acks += 1
+            return None
+        if call_id in self._admitted:  # a retransmission of an admitted INVITE
+            return inner(data, addr, tr)
+        now = asyncio.get_running_loop().time()
+        r = self.overload.admit(now, active_calls=len(self._active), queue_depth=self._queue_depth(),
+                                queue_delay=self.queue_delay)
+        if r is None:
+            self._admitted[call_id] = now
+            while self._admitted and next(iter(self._admitted.values())) < now - 64 * 0.5:
+                self._admitted.popitem(last=False)
+            return inner(data, addr, tr)
+        self._shed_n += 1
+        reason = "Busy Here" if r.status == 486 else "Service Unavailable"
+        resp = refusal(data, r.status, reason, retry_after=r.retry_after, tag=f"{SHED_TAG_PREFIX}{self._shed_n:x}")
+        if resp is None:  # not readable with certainty: the UA's hook decides (and answers)
+            return inner(data, addr, tr)
+        self.calls_shed += 1
+        task = asyncio.get_running_loop().create_task(tr.send(resp, tuple(addr[:2])))
+        self.sip._sends.add(task)
+        task.add_done_callback(self.sip._sends.discard)
+        return None
+
+    async def _watch_lag(self) -> None:
+        """Sample the event-loop lag: how late a sleep of ``lag_interval`` wakes up."""
+        import time
+
+        loop = asyncio.get_running_loop()
+        port = self.address[1] if self.transport == "udp" else None
+        stats = getattr(self.sip.transport, "stats", None)
+        n = 0
+        cpu0, msgs0 = time.process_time(), getattr(stats, "messages_received", 0)
+        per_msg = 0.0
+        while True:
+            due = loop.time() + self.lag_interval
+            await asyncio.sleep(self.lag_interval)
+            now = loop.time()
+            self.overload.observe_lag(max(0.0, now - due), now)
+            n += 1
+            if port is not None and n % 3 == 0:
+                backlog = udp_backlog_bytes(port)
+                if backlog is None:
+                    port = None
+                else:  # a ~600-byte SIP datagram takes about 1.3 kB of receive buffer (skb truesize)
+                    self.rx_backlog = backlog // 1280
+                    # CPU per message over the last window (process CPU time: a measurement,
+                    # not a clock for the protocol), smoothed; the backlog costs that each
+                    cpu1, msgs1 = time.process_time(), getattr(stats, "messages_received", 0)
+                    if msgs1 > msgs0:
+                        sample = (cpu1 - cpu0) / (msgs1 - msgs0)
+                        per_msg = sample if per_msg == 0.0 else 0.7 * per_msg + 0.3 * sample
+                    cpu0, msgs0 = cpu1, msgs1
+                    self.queue_delay = self.rx_backlog * per_msg
+
+    def _load_options(self) -> dict[str, Any]:
+        """UA options: signalling-only mode (load studies) keeps no message trace and sends
+        100 Trying only when its answer takes longer than 200 ms (RFC 3261 17.2.1)."""
+        if self.mode == "signalling":
+            return {"trace_limit": 0, "trying_delay": 0.2}
+        return {"trace_limit": 4096}
 
     @property
     def uri(self) -> str:
@@ -403,7 +560,9 @@ class Agent:
 
     async def _handle(self, ev: Any) -> None:
         loop = asyncio.get_running_loop()
-        if isinstance(ev, IncomingCall):
+        if isinstance(ev, IncomingCall) and self.mode == "signalling":
+            self._answer_signalling(ev.call, loop.time())
+        elif isinstance(ev, IncomingCall):
             if len(self.streams) >= self.max_calls:
                 self.ua.reject(ev.call, 486, now=loop.time())  # type: ignore[union-attr]
                 self.calls_refused += 1
@@ -414,12 +573,15 @@ class Agent:
             self.sip.flush()
             if ev.call.status == 200:
                 self.calls_answered += 1
+                self._active.add(ev.call.id)
             if ev.call.media is not None:  # offer in the INVITE: media can start now
                 await self._open(ev.call, port)
             self._notify()
-        elif isinstance(ev, CallEstablished) and ev.call.media is not None and ev.call.id not in self.streams:
+        elif (isinstance(ev, CallEstablished) and self.mode != "signalling" and ev.call.media is not None
+              and ev.call.id not in self.streams):
             await self._open(ev.call, ev.call._media_port or self.iface.free_port("udp", self.address[0]))  # delayed offer
         elif isinstance(ev, (CallEnded, CallFailed, CallCancelled)):
+            self._active.discard(ev.call.id)
             s = self.streams.pop(ev.call.id, None)
             self._calls.pop(ev.call.id, None)
             self._opened_at.pop(ev.call.id, None)
@@ -428,6 +590,32 @@ class Agent:
                 self._keep(ev.call.call_id, s)
             self.calls_ended += 1
             self._notify()
+
+    def _answer_signalling(self, call: Any, now: float) -> None:
+        """Signalling-only mode: answer with SDP, open nothing; hang up after the hold time if set."""
+        if len(self._active) >= self.max_calls:
+            self.ua.reject(call, 486, now=now)  # type: ignore[union-attr]
+            self.calls_refused += 1
+            self.sip.flush()
+            return
+        # The SDP names a port next to the SIP port; nothing listens there (no media).
+        self.ua.answer(call, 200, now=now, media_port=self.address[1] + 2 if self.address[1] < 65533 else 9)  # type: ignore[union-attr]
+        self.sip.flush()
+        if call.status == 200:
+            self.calls_answered += 1
+            self._active.add(call.id)
+            if self.mode_arg is not None:
+                asyncio.get_running_loop().call_later(float(self.mode_arg), self._hang_up, call)
+        self._notify()
+
+    def _hang_up(self, call: Any) -> None:
+        if call.over or call.id not in self._active:
+            return
+        try:
+            self.ua.bye(call, now=asyncio.get_running_loop().time())  # type: ignore[union-attr]
+            self.sip.flush()
+        except VoicelabError as exc:
+            self.errors.append(f"hang up {call.id}: {exc}")
 
     async def _open(self, call: Any, port: int) -> None:
         latch_hosts = None
@@ -497,6 +685,13 @@ class Agent:
         """Stop answering, end media, close the socket."""
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            try:
+                await self._lag_task
+            except asyncio.CancelledError:
+                pass
+            self._lag_task = None
         if self._task is not None:
             self._task.cancel()
             try:

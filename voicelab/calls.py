@@ -97,6 +97,9 @@ async def open_caller(
         addr = (host, iface.free_port("tcp", host))
     else:
         addr = await t.listen(host, 0)
+    from .sdp.negotiate import warm_up
+
+    warm_up([codec])  # codec libraries load now, not inside the first INVITE's offer
     ua = UserAgent(local_uri=f"sip:caller@{host}", local_addr=tuple(addr[:2]), rng=np.random.default_rng(seed),
                    codecs=[codec], media_address=host, transport=transport, srtp=srtp, rtcp_mux=rtcp_mux,
                    credentials_for=(lambda realm: credentials) if credentials else None)  # fmt: skip

@@ -341,6 +341,17 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
                    speech=args.speech, auth=_user_pass(args.auth, "--auth"), srtp=args.srtp,
                    max_calls=args.max_calls, tls_cert=args.tls_cert, tls_key=args.tls_key,
                    media_timeout=args.media_timeout, session_expires=args.session_expires)
+    if not args.no_overload_control:
+        from .sip.overload import OverloadControl
+
+        if args.max_lag_ms is not None and not 1 <= args.max_lag_ms <= 10000:
+            raise ParameterError(f"--max-lag-ms must be 1..10000, got {args.max_lag_ms}")
+        if args.max_rate is not None and not args.max_rate > 0:
+            raise ParameterError(f"--max-rate must be > 0 calls/s, got {args.max_rate}")
+        options["overload"] = OverloadControl(max_calls=args.max_calls if args.max_calls >= 1 else None,
+                                              max_rate=args.max_rate, max_lag=args.max_lag_ms / 1000.0,
+                                              max_queue=args.max_queue if args.max_queue >= 1 else None,
+                                              max_queue_delay=args.max_queue_delay_ms / 1000.0 if args.max_queue_delay_ms > 0 else None)
     if args.auth_algorithms:
         options["auth_algorithms"] = tuple(a.strip() for a in args.auth_algorithms.split(",") if a.strip())
     from .sip.transport import ConnectionLimits
@@ -715,8 +726,9 @@ def build_parser() -> argparse.ArgumentParser:
     ags.add_argument("--sip", default="127.0.0.1:5060", metavar="HOST:PORT", help="where to listen (loopback only)")
     ags.add_argument("--transport", default="udp", choices=["udp", "tcp", "tls", "ws"], help="SIP transport")
     ags.add_argument("--codecs", default="pcmu,pcma,g722,opus", help="comma-separated, in preference order")
-    ags.add_argument("--mode", default="play", metavar="echo|play[:FILE]|record:DIR",
-                     help="echo the caller through the agent's pipeline, play speech, or record what arrives")
+    ags.add_argument("--mode", default="play", metavar="echo|play[:FILE]|record:DIR|signalling[:S]",
+                     help="echo the caller through the agent's pipeline, play speech, record what arrives, "
+                          "or signalling only (no media; hang up after S seconds if given)")
     ags.add_argument("--speech", default="default", help="named speech for --mode play")
     ags.add_argument("--auth", metavar="USER:PASS", help="challenge INVITEs with digest auth")
     ags.add_argument("--auth-algorithms", metavar="LIST", help="digest algorithms offered, e.g. MD5 for older phones (default SHA-256,MD5)")
@@ -726,6 +738,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="hang up (BYE) a call after S seconds without RTP/RTCP from the caller (default 60)")
     ags.add_argument("--session-expires", type=int, default=1800, metavar="S",
                      help="RFC 4028 session interval granted to callers that ask for session timers (default 1800)")
+    ags.add_argument("--max-rate", type=float, metavar="CALLS_PER_S",
+                     help="overload control: new calls admitted per second (more get 503 + Retry-After); default no rate limit")
+    ags.add_argument("--max-lag-ms", type=float, default=250.0, metavar="MS",
+                     help="overload control: refuse new calls with 503 + Retry-After while the event loop runs this late (default 250)")
+    ags.add_argument("--max-queue-delay-ms", type=float, default=100.0, metavar="MS",
+                     help="overload control: admit fewer new calls while the waiting messages take longer than this to serve (default 100; 0: off)")
+    ags.add_argument("--max-queue", type=int, default=0, metavar="N",
+                     help="overload control: admit fewer new calls while more messages than this wait (default 0: off)")
+    ags.add_argument("--no-overload-control", action="store_true",
+                     help="take every INVITE up to --max-calls (no 503s; the agent may collapse past its capacity)")
     ags.add_argument("--tls-cert", metavar="PEM", help="certificate chain for --transport tls (default: a generated test CA)")
     ags.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
     ags.add_argument("--webrtc", metavar="HOST:PORT", help="also answer WebRTC callers: signaling server + browser page here")

@@ -73,9 +73,15 @@ class AsyncUserAgent:
         """Send what the UA queued, deliver its events, re-arm its timer."""
         if self._closed:
             return
+        send_now = getattr(self.transport, "send_now", None)  # UDP: a datagram needs no task
         for data, addr in self.ua.datagrams_to_send(self.loop.time()):
             if self.capture is not None:
                 self.capture.append((self.loop.time(), self.ua.local_addr, tuple(addr[:2]), data, *self._stream))
+            try:
+                if send_now is not None and send_now(data, tuple(addr[:2])):
+                    continue
+            except VoicelabError:  # reported with its cause by the task path below
+                pass
             task = self.loop.create_task(self.transport.send(data, tuple(addr[:2])))
             self._sends.add(task)
             task.add_done_callback(lambda t, d=data, a=tuple(addr[:2]): self._sent(t, d, a))

@@ -559,6 +559,20 @@ class UdpTransport(SipTransport):
         self._transport.sendto(payload, addr)
         self._sent(len(payload))
 
+    def send_now(self, data: bytes | Message, addr: Addr) -> bool:
+        """Send one datagram at once if the socket is bound (no task); False if it is not.
+
+        Same checks and errors as :meth:`send`; the fast path of
+        :class:`voicelab.calls.AsyncUserAgent` (one task per datagram costs more than
+        the send).
+        """
+        if self._transport is None:
+            return False
+        payload = self._payload(data, MAX_DATAGRAM_BYTES)
+        self._transport.sendto(payload, _check_addr(addr))
+        self._sent(len(payload))
+        return True
+
     def _on_datagram(self, data: bytes, addr: Addr) -> None:
         self.stats.bytes_received += len(data)
         if len(data) > min(MAX_DATAGRAM_BYTES, self.limits.max_message_bytes):

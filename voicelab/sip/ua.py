@@ -899,7 +899,8 @@ class UserAgent:
         How many ended/failed calls the UA remembers (for :attr:`calls`); older ones are
         forgotten so that a long-running agent does not grow. None keeps all.
     trace_limit : int or None, optional
-        Keep only the last ``trace_limit`` entries of :attr:`trace` (None: all).
+        Keep only the last ``trace_limit`` entries of :attr:`trace` (None: all; 0: no
+        trace at all, for load tests).
     session_expires : int or None, optional
         RFC 4028 session timers (s). As UAS: a caller's ``Session-Expires`` below
         ``min_se`` gets 422 with ``Min-SE``; otherwise the 2xx grants at most this
@@ -923,6 +924,14 @@ class UserAgent:
     >>> [addr for _, addr in ua.datagrams_to_send()], ua.next_timer()
     ([('192.0.2.2', 5060)], 0.5)
     """
+
+    #: Admission hook for new calls (overload control), set after construction:
+    #: ``admission(request, now)`` is called for every out-of-dialog INVITE before
+    #: anything else is done with it (auth, SDP, the :class:`IncomingCall` event) and
+    #: returns None to go on or an object with ``status`` (300-699) and ``headers``
+    #: (e.g. :class:`voicelab.sip.overload.Refusal`: 503 + Retry-After), answered at once
+    #: on the INVITE's server transaction. In-dialog requests never pass through it.
+    admission: Callable[[Request, float], Any] | None = None
 
     def __init__(
         self,
@@ -1027,8 +1036,10 @@ class UserAgent:
         self._dialogs: dict[DialogId, tuple[Dialog, Call]] = {}
         self._calls: dict[str, Call] = {}
         self._merged: dict[tuple[str, str, int, str], TransactionKey] = {}
+        self._merged_rev: dict[TransactionKey, tuple[str, str, int, str]] = {}  # no scan on termination
         self._registrations: dict[str, dict[str, Any]] = {}
         self._timers: list[_Timer] = []
+        self._call_timers: dict[str, list[_Timer]] = {}  # call id -> its timers in the heap (no scan to disarm)
         self._outbox: list[tuple[bytes, Addr]] = []
         self._events: deque[Event] = deque()
         self._seq = itertools.count()
@@ -1036,6 +1047,7 @@ class UserAgent:
         self._last_now = -math.inf
         self._src: Addr | None = None
         self.trace: list[TraceEntry] | deque[TraceEntry] = [] if trace_limit is None else deque(maxlen=trace_limit)
+        self._no_trace = trace_limit == 0
 
     # ===================================================================================
     # sans-IO driver API
@@ -1107,7 +1119,7 @@ class UserAgent:
     def next_timer(self) -> float | None:
         """The earliest deadline (s, absolute) at which :meth:`handle_timer` must run."""
         while self._timers and self._timers[0].cancelled:
-            heapq.heappop(self._timers)
+            self._pop_timer()
         times = [t for t in (self._table.next_timer(), self._timers[0].deadline if self._timers else None) if t is not None]
         return min(times) if times else None
 
@@ -1780,6 +1792,8 @@ class UserAgent:
 
     def _record(self, direction: str, msg: Request | Response, addr: Addr, now: float, key: TransactionKey | None,
                 retransmission: bool = False) -> None:  # fmt: skip
+        if self._no_trace:  # trace_limit=0: keep no trace and pay nothing for it
+            return
         did = DialogId.for_incoming(msg) if direction == "in" else DialogId.for_outgoing(msg)
         call_id = msg.headers.get("Call-ID")
         cseq = msg.headers.get("CSeq")
@@ -1806,7 +1820,7 @@ class UserAgent:
                 self._process(events, now)
                 progressed = True
             while self._timers and (self._timers[0].cancelled or self._timers[0].deadline <= now):
-                timer = heapq.heappop(self._timers)
+                timer = self._pop_timer()
                 if not timer.cancelled:
                     self._fire(timer, now)
                     progressed = True
@@ -1817,10 +1831,26 @@ class UserAgent:
     def _arm(self, kind: str, delay: float, now: float, call: Call | None, data: Any) -> _Timer:
         timer = _Timer(now + delay, next(self._seq), kind, call, data)
         heapq.heappush(self._timers, timer)
+        if call is not None:
+            self._call_timers.setdefault(call.id, []).append(timer)
+        return timer
+
+    def _pop_timer(self) -> _Timer:
+        """Pop the earliest UA timer and drop it from its call's index."""
+        timer = heapq.heappop(self._timers)
+        if timer.call is not None:
+            mine = self._call_timers.get(timer.call.id)
+            if mine is not None:
+                try:
+                    mine.remove(timer)
+                except ValueError:  # pragma: no cover - every armed timer is indexed
+                    pass
+                if not mine:
+                    del self._call_timers[timer.call.id]
         return timer
 
     def _disarm(self, call: Call, kinds: tuple[str, ...], cseq: int | None = None) -> None:
-        for t in self._timers:
+        for t in self._call_timers.get(call.id, ()):
             if t.call is call and t.kind in kinds:
                 c = t.data[0] if isinstance(t.data, tuple) else t.data
                 if cseq is None or c == cseq:
@@ -2027,7 +2057,8 @@ class UserAgent:
                 self._dest.pop(ev.key, None)
                 self._client.pop(ev.key, None)
                 self._server.pop(ev.key, None)
-                for mk in [k for k, v in self._merged.items() if v == ev.key]:
+                mk = self._merged_rev.pop(ev.key, None)
+                if mk is not None and self._merged.get(mk) == ev.key:
                     del self._merged[mk]
 
     # -- UAS -----------------------------------------------------------------------------
@@ -2071,6 +2102,12 @@ class UserAgent:
         skey = self._open_server(request, now)
         if mkey is not None:
             self._merged[mkey] = skey
+            self._merged_rev[skey] = mkey
+        if method == "INVITE" and mkey is not None and self.admission is not None:
+            refusal = self.admission(request, now)
+            if refusal is not None:  # overloaded: refuse before it costs anything (RFC 3261 21.5.4)
+                self._reply(skey, request, refusal.status, now, extra=refusal.headers)
+                return
         if method not in ALLOWED:
             if method in KNOWN_NOT_ALLOWED:
                 self._reply(skey, request, 405, now)

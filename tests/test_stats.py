@@ -171,3 +171,13 @@ def test_summarize_table():
     assert one.n == 1 and math.isnan(one.ci_low)
     with pytest.raises(ParameterError):
         summarize(df, by=["codec"])
+
+
+def test_trials_needed_inverts_the_t_interval():
+    from voicelab.experiments.stats import t_halfwidth, trials_needed
+
+    n = trials_needed(0.2, 0.1)
+    assert t_halfwidth(0.2, n) <= 0.1 < t_halfwidth(0.2, n - 1)
+    assert trials_needed(0.0, 0.1) == 2
+    with pytest.raises(ParameterError):
+        trials_needed(0.2, 0)

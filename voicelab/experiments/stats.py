@@ -34,6 +34,7 @@ __all__ = [
     "PairedDifference",
     "mean_ci",
     "t_halfwidth",
+    "trials_needed",
     "bootstrap_ci",
     "paired_difference",
     "verdict",
@@ -171,6 +172,30 @@ def t_halfwidth(std: Any, n: Any, level: float = 0.95) -> Any:
         half = stats.t.ppf(0.5 + level / 2.0, np.maximum(nn - 1, 1)) * sd / np.sqrt(np.maximum(nn, 1))
     half = np.where(nn >= 2, half, 0.0)
     return half if half.ndim else float(half)
+
+
+def trials_needed(std: float, halfwidth: float, level: float = 0.95, *, max_n: int = 100000) -> int:
+    """The smallest n whose Student-t interval of a mean is at most +/- ``halfwidth`` wide.
+
+    Parameters
+    ----------
+    std : float
+        Standard deviation of the observations (for a paired design: of the paired
+        differences), from a pilot study.
+    halfwidth : float
+        The precision wanted, in the unit of ``std``.
+
+    Returns
+    -------
+    int
+        n >= 2 (``max_n`` when even that is not enough).
+    """
+    if not (isinstance(std, (int, float)) and std >= 0 and isinstance(halfwidth, (int, float)) and halfwidth > 0):
+        raise ParameterError(f"std must be >= 0 and halfwidth > 0, got {std!r}, {halfwidth!r}")
+    n = 2
+    while n < max_n and float(t_halfwidth(std, n, level)) > halfwidth:
+        n = n + 1 if n < 64 else int(n * 1.1) + 1
+    return min(n, max_n)
 
 
 def mean_ci(x: Sequence[float], level: float = 0.95) -> Interval:

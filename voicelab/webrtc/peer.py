@@ -543,7 +543,8 @@ class MediaConfig:
         Keyword arguments for :func:`voicelab.codecs.get` (Opus: ``bitrate``, ``fec``,
         ``dtx``, ``packet_loss_perc``, ...).
     jitter_buffer : str
-        ``"fixed:MS"`` or ``"adaptive"`` (see :func:`voicelab.sim.scenario.parse_jitter_buffer`).
+        ``"fixed:MS"``, ``"adaptive"`` or ``"auto"`` (self-sizing; see
+        :func:`voicelab.rtp.jitterbuffer.parse_jitter_buffer`).
     plc : bool
         Conceal lost frames (else silence).
     fec : bool
@@ -614,6 +615,8 @@ class LabPlayout:
         self.first_arrival: float | None = None
         #: (loop arrival time, RTP timestamp) of every packet of the stream, in arrival order
         self.arrivals: list[tuple[float, int]] = []
+        #: (RTP timestamp, buffering delay in ms) of every played frame, in playout order
+        self.delays: list[tuple[int, float]] = []
         self.payload_type: int | None = None
         self._loop = asyncio.get_running_loop()
         self._handle: asyncio.TimerHandle | None = None
@@ -656,6 +659,8 @@ class LabPlayout:
         if self._closed:
             return
         p = self.jb.pop(when)
+        if p.kind in ("frame", "skip") and p.timestamp is not None:
+            self.delays.append((int(p.timestamp), float(p.delay_ms)))
         frame, outcome = render(p, self.rx, plc=self.plc, fec=self.fec, dtx=bool(self.dtx and p.kind == "lost" and p.dtx))
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         self.sink.write(frame, when)

@@ -9,6 +9,8 @@ machine's load:
   sim/SIP default);
 * ``lab auto 20ms`` -- the self-sizing buffer (``jitter_buffer="auto"``);
 * ``lab auto 10ms`` -- the self-sizing buffer and 10 ms Opus frames;
+* ``lab auto 10ms inline`` -- the same, the lab's encoder run on the event loop
+  (``encode_inline=True``) instead of aiortc's thread pool;
 * ``aiortc-defaults`` -- plain aiortc (its Opus at 96 kbit/s, 16-packet buffer with 4
   prefetched), the baseline.
 
@@ -41,6 +43,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "lab fixed:60 20ms": {"mode": "lab", "bitrate": 24000, "jitter_buffer": "fixed:60"},
     "lab auto 20ms": {"mode": "lab", "bitrate": 24000, "jitter_buffer": "auto"},
     "lab auto 10ms": {"mode": "lab", "bitrate": 24000, "jitter_buffer": "auto", "frame_ms": 10},
+    "lab auto 10ms inline": {"mode": "lab", "bitrate": 24000, "jitter_buffer": "auto", "frame_ms": 10,
+                             "encode_inline": True},
     "aiortc-defaults": {"mode": "aiortc-defaults"},
 }
 DIRS = ("caller_to_agent", "agent_to_caller")

@@ -655,10 +655,15 @@ class AdaptiveJitterBuffer(JitterBuffer):
         if not self._window:
             target = self.initial_delay_ms
         else:
-            d = np.fromiter(self._window, dtype=float)
-            rel = d - d.min()
+            # the percentile of d - min(d), with numpy's default (linear) interpolation,
+            # on a sorted list: this runs once per arriving packet
+            d = sorted(self._window)
+            pos = (len(d) - 1) * self.percentile / 100.0
+            lo = int(math.floor(pos))
+            hi = min(lo + 1, len(d) - 1)
+            q = d[lo] + (d[hi] - d[lo]) * (pos - lo)
             pad = self.frame_ms if self.headroom_ms is None else self.headroom_ms
-            target = 1000.0 * float(np.percentile(rel, self.percentile)) + pad
+            target = 1000.0 * (q - d[0]) + pad
             if len(self._window) < self.window_packets:
                 target = max(target, self.initial_delay_ms)
         target = min(max(target, self.min_delay_ms), self.max_delay_ms)

@@ -125,7 +125,7 @@ def _span(pc: Any, start: str, end: str) -> float | None:
 
 
 _CALL_PARAMETERS = ("codec", "frame_ms", "bitrate", "fec", "dtx", "packet_loss_perc", "seconds", "speech", "input",
-                    "jitter_buffer", "mode", "ice_servers", "relay_only", "net", "seed", "quality",
+                    "jitter_buffer", "encode_inline", "mode", "ice_servers", "relay_only", "net", "seed", "quality",
                     "connect_timeout", "stats_interval_s")
 
 
@@ -142,6 +142,7 @@ async def webrtc_call(
     speech: str = "default",
     input: str | None = None,
     jitter_buffer: str = "fixed:60",
+    encode_inline: bool = False,
     mode: str = "lab",
     ice_servers: Sequence[Any] = (),
     relay_only: bool = False,
@@ -175,6 +176,9 @@ async def webrtc_call(
     jitter_buffer : str
         ``"fixed:MS"``, ``"adaptive"`` or ``"auto"`` (self-sizing: a few ms on a clean
         path, growing with the measured jitter) on both sides (lab mode).
+    encode_inline : bool
+        Run the lab's encoder on the event loop rather than aiortc's thread pool (lab
+        mode): one thread hop less per packet, which matters with small frames.
     mode : {"lab", "aiortc-defaults"}
         ``"lab"``: the lab's encoder, jitter buffer and PLC plugged into aiortc;
         ``"aiortc-defaults"``: plain aiortc media (Opus at 96 kbps, 16-packet buffer
@@ -295,6 +299,7 @@ async def webrtc_call(
     pcs = {
         who: make_peer_connection(iface, ice_servers=ice_servers, relay_only=relay_only, mode=mode, codec=codec,
                                   codec_params=params, jitter_buffer=jitter_buffer, fec=fec,
+                                  encode_inline=encode_inline,
                                   forward_to_track=False, sink=sinks[who] if lab else None)
         for who in ("caller", "agent")
     }

@@ -705,7 +705,7 @@ class AdaptiveJitterBuffer(JitterBuffer):
 #: Parameters of the ``"auto"`` (self-sizing) buffer: an :class:`AdaptiveJitterBuffer`
 #: with no floor, a small start and ``headroom_ms`` instead of one frame of padding.
 AUTO_JITTER_BUFFER = {"min_delay_ms": 0.0, "max_delay_ms": 400.0, "percentile": 98.0, "window_packets": 100,
-                      "initial_delay_ms": 5.0, "headroom_ms": 3.0}
+                      "initial_delay_ms": 10.0, "headroom_ms": 3.0}
 
 
 def canonical_jitter_buffer(spec: str) -> str:

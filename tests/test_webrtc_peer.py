@@ -207,6 +207,20 @@ def test_lab_encoder_frames_timestamps_and_dtx():
     assert 17 <= n <= 20
 
 
+def test_audio_level_matches_aiortcs():
+    import av
+    from aiortc.rtp import compute_audio_level_dbov
+
+    from voicelab.webrtc.peer import audio_level_dbov
+
+    rng = np.random.default_rng(0)
+    for amp in (0, 1, 30, 3000, 40000):
+        x = (rng.standard_normal((1, 480)) * amp).clip(-32768, 32767).astype(np.int16)
+        f = av.AudioFrame.from_ndarray(x, format="s16", layout="mono")
+        f.sample_rate = 48000
+        assert audio_level_dbov(f) == compute_audio_level_dbov(f), amp
+
+
 def test_source_track_and_sink_on_the_loop_clock():
     async def main():
         loop = asyncio.get_running_loop()
@@ -309,13 +323,14 @@ def test_lab_opus_24k_call_on_loopback(natural_env):
 
 def test_self_sizing_buffer_and_10_ms_frames_cut_mouth_to_ear(natural_env):
     # Same run: the fixed 60 ms buffer with 20 ms frames, then the self-sizing buffer with
-    # 10 ms Opus frames. The latter is far quicker and its reported parts still add up.
+    # 10 ms Opus frames encoded on the loop. The latter is far quicker and its reported
+    # parts still add up.
     results = {}
 
     async def main():
         results["fixed"] = await webrtc_call(codec="opus", bitrate=24000, seconds=2.0, stats_interval_s=None)
         results["auto"] = await webrtc_call(codec="opus", bitrate=24000, seconds=2.0, stats_interval_s=None,
-                                            jitter_buffer="auto", frame_ms=10)
+                                            jitter_buffer="auto", frame_ms=10, encode_inline=True)
 
     run_clean(main, timeout=90)
     fixed, auto = results["fixed"], results["auto"]

@@ -37,7 +37,9 @@ The lab's encoder (``mode="lab"``)
     is known) to a :class:`LabEncoder` wrapping a :mod:`voicelab.codecs` object:
     Opus through ctypes libopus with bitrate, FEC, DTX and expected loss, or G.711 /
     G.722. It has no ``target_bitrate``, so REMB feedback (line 289) leaves the bit
-    rate alone. With DTX, payloads of at most 2 bytes are not sent (as in the
+    rate alone. With ``encode_inline`` the sender's ``_next_encoded_frame`` (aiortc's
+    one-frame step, which runs the encoder in the thread pool) is overridden to encode
+    on the loop. With DTX, payloads of at most 2 bytes are not sent (as in the
     simulator); the RTP timestamp still advances, so the receiver sees a DTX pause.
 
 The lab's jitter buffer and PLC (``mode="lab"``)
@@ -48,7 +50,8 @@ The lab's jitter buffer and PLC (``mode="lab"``)
     line 551 after SRTP, RTCP statistics and depayloading) hands the packet, stamped
     with the loop clock, to a :class:`LabPlayout`: the lab's
     :class:`~voicelab.rtp.jitterbuffer.FixedJitterBuffer` or
-    :class:`~voicelab.rtp.jitterbuffer.AdaptiveJitterBuffer` and
+    :class:`~voicelab.rtp.jitterbuffer.AdaptiveJitterBuffer` (``"adaptive"`` or the
+    self-sizing ``"auto"``) and
     :func:`voicelab.rtp.playout.render` (decode, FEC, PLC) on a loop-clock playout
     timer, the same pieces as the SIP stack and the simulator. aiortc's decoder thread
     stays idle; its statistics, RTCP and ``getStats()`` work unchanged. The played

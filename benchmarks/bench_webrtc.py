@@ -39,7 +39,10 @@ call-second and offer -> connected are measured the same way; every row gives th
 lab / plain for the callee alone and for the caller + callee pair.
 
     python benchmarks/bench_webrtc.py [--quick] [--max-calls 16] [--seconds 10]
-        [--no-baseline] [--keep-going] [--json out.json]
+        [--no-baseline] [--keep-going] [--jitter-buffer fixed:60|auto] [--json out.json]
+
+Mouth-to-ear per jitter buffer and frame size, and CPU per single call against plain
+aiortc, are measured by ``bench_webrtc_latency.py``.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ from voicelab.errors import ParameterError, VoicelabError  # noqa: E402
 SCRIPT = Path(__file__).resolve()
 #: the lab's Opus bit rate on both sides, bit/s
 OPUS_BITRATE = 24000
-#: both lab sides' jitter buffer
+#: both lab sides' jitter buffer (``--jitter-buffer``, e.g. ``auto``: the self-sizing one)
 JITTER_BUFFER = "fixed:60"
 RATE = 48000
 
@@ -238,7 +241,8 @@ def _callers_main(url: str, n_calls: int, seconds: float, plain: bool) -> None:
 
 async def _drive_callers(url: str, n_calls: int, seconds: float, on_window, *, plain: bool) -> dict[str, Any]:
     """Run the callers' process against ``url``; ``on_window(a, b)`` when it fixes the window."""
-    args = [sys.executable, str(SCRIPT), "--callers", url, "--calls", str(n_calls), "--seconds", repr(float(seconds))]
+    args = [sys.executable, str(SCRIPT), "--callers", url, "--calls", str(n_calls), "--seconds", repr(float(seconds)),
+            "--jitter-buffer", JITTER_BUFFER]
     proc = await asyncio.create_subprocess_exec(*args, *(["--plain"] if plain else []), stdin=asyncio.subprocess.DEVNULL,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
     result = None
@@ -529,10 +533,19 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--keep-going", action="store_true", help="measure every N up to --max-calls, past late packets")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--jitter-buffer", default="fixed:60",
+                    help="both lab sides' jitter buffer: fixed:MS, adaptive or auto (default %(default)s)")
     ap.add_argument("--callers", help=argparse.SUPPRESS)  # internal: run the callers against this URL
     ap.add_argument("--calls", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global JITTER_BUFFER
+    from voicelab.rtp.jitterbuffer import canonical_jitter_buffer
+
+    try:
+        JITTER_BUFFER = canonical_jitter_buffer(args.jitter_buffer)
+    except ParameterError as exc:
+        ap.error(str(exc))
     if args.callers:
         _callers_main(args.callers, args.calls, args.seconds, args.plain)
         return

@@ -428,3 +428,91 @@ def test_playout_is_a_frozen_record():
     with pytest.raises(Exception):
         p.kind = "frame"
     assert math.isnan(fixed().stats.playout_delay_ms)
+
+
+# --- self-sizing ("auto") ---------------------------------------------------------------
+
+
+def auto(**kw):
+    from voicelab.rtp.jitterbuffer import parse_jitter_buffer
+
+    kind, params = parse_jitter_buffer("auto")
+    assert kind == "adaptive"
+    params.update(kw)
+    return adaptive(**params)
+
+
+def test_auto_spec_parses_and_has_one_spelling():
+    from voicelab.rtp.jitterbuffer import AUTO_JITTER_BUFFER, canonical_jitter_buffer, parse_jitter_buffer
+
+    kind, params = parse_jitter_buffer("AUTO")
+    assert (kind, params) == ("adaptive", AUTO_JITTER_BUFFER)
+    assert params["headroom_ms"] < FRAME_MS and params["min_delay_ms"] == 0
+    assert canonical_jitter_buffer(" Auto ") == "auto"
+    assert canonical_jitter_buffer("auto:0:200.0") == "auto:0:200"
+    assert parse_jitter_buffer("auto:10:200")[1]["min_delay_ms"] == 10.0
+    assert canonical_jitter_buffer("adaptive") == "adaptive"  # the classic one is unchanged
+    for bad in ("auto:5", "auto:50:10", "auto:x:y"):
+        with pytest.raises(ParameterError):
+            parse_jitter_buffer(bad)
+    with pytest.raises(ParameterError):
+        adaptive(headroom_ms=-1.0)
+
+
+@pytest.mark.parametrize("spread_ms", [0.0, 2.0])
+def test_auto_sits_a_few_ms_deep_on_a_clean_path(spread_ms):
+    from voicelab.rtp.jitterbuffer import AUTO_JITTER_BUFFER
+
+    # Transit 50 ms plus up to `spread_ms` of uniform jitter: the self-sizing buffer
+    # buffers about its headroom + the spread, far below the classic adaptive buffer
+    # (>= one frame) and the fixed 60 ms one, and plays every frame.
+    rng = np.random.default_rng(7)
+    pkts = packets(500)
+    arrivals = [(i * F + 0.05 + rng.uniform(0, spread_ms) / 1000, p) for i, p in enumerate(pkts)]
+    results = {}
+    for name, jb in (("auto", auto()), ("adaptive", adaptive()), ("fixed", fixed(60.0))):
+        out = drive(jb, arrivals, slots=500, ahead=True)
+        results[name] = jb.stats
+        if name == "auto":
+            assert played(out) == list(range(500))
+    a = results["auto"]
+    assert (a.late, a.lost, a.accelerated) == (0, 0, 0)
+    # it stays where it started (the target, headroom + spread, is below the start delay)
+    assert a.playout_delay_ms <= AUTO_JITTER_BUFFER["initial_delay_ms"] + spread_ms
+    assert a.target_delay_ms <= AUTO_JITTER_BUFFER["headroom_ms"] + spread_ms + 1e-6
+    assert a.playout_delay_ms < results["adaptive"].playout_delay_ms - 10.0
+    assert a.playout_delay_ms < results["fixed"].playout_delay_ms - 40.0
+
+
+def test_auto_grows_with_jitter_keeps_late_loss_bounded_and_shrinks_back():
+    sigma = 40.0
+    jb = auto()
+    targets, outs = _jitter_episode(jb, sigma=sigma)
+    before, during, after = targets[300:580], targets[900:1800], targets[2400:]
+    assert before.max() <= 3.0 + 1e-6
+    assert np.median(during) > 2 * sigma  # ~ the 98th percentile of the spread
+    assert after.max() <= 3.0 + 1e-6
+    delay = np.array([p.delay_ms if p.kind in ("frame", "skip") else np.nan for p in outs])
+    assert np.nanmean(delay[1200:1800]) > 3 * np.nanmean(delay[300:580])
+    # back within the band [target, target + 1.5 frames] (frame-sized steps, hysteresis)
+    assert np.nanmean(delay[2400:]) <= after.max() + 1.5 * FRAME_MS
+    assert np.nanmean(delay[2400:]) < np.nanmean(delay[1200:1800]) / 2
+    s = jb.stats
+    assert s.expanded > 0 and s.accelerated > 0
+    assert s.late_loss_rate < 0.03
+    # a fixed buffer as deep as the auto one on the clean path would lose far more
+    f = fixed(float(np.nanmean(delay[300:580])))
+    _jitter_episode(f, sigma=sigma)
+    assert f.stats.late_loss_rate > 5 * s.late_loss_rate
+
+
+def test_auto_with_10_ms_frames():
+    jb = AdaptiveJitterBuffer(frame_ms=10.0, clock_rate=48000, timestamp_increment=480,
+                              **__import__("voicelab.rtp.jitterbuffer", fromlist=["x"]).AUTO_JITTER_BUFFER)
+    pk = Packetizer(payload_type=111, clock_rate=48000, timestamp_increment=480, ssrc=1)
+    for i in range(300):
+        jb.push(pk.packetize(i.to_bytes(4, "big")), i * 0.01 + 0.03)
+    start = jb.start_time()
+    out = [jb.pop(start + k * 0.01) for k in range(300)]
+    assert played(out) == list(range(300))
+    assert jb.stats.playout_delay_ms == pytest.approx(jb.initial_delay_ms)

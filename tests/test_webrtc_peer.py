@@ -207,6 +207,20 @@ def test_lab_encoder_frames_timestamps_and_dtx():
     assert 17 <= n <= 20
 
 
+def test_audio_level_matches_aiortcs():
+    import av
+    from aiortc.rtp import compute_audio_level_dbov
+
+    from voicelab.webrtc.peer import audio_level_dbov
+
+    rng = np.random.default_rng(0)
+    for amp in (0, 1, 30, 3000, 40000):
+        x = (rng.standard_normal((1, 480)) * amp).clip(-32768, 32767).astype(np.int16)
+        f = av.AudioFrame.from_ndarray(x, format="s16", layout="mono")
+        f.sample_rate = 48000
+        assert audio_level_dbov(f) == compute_audio_level_dbov(f), amp
+
+
 def test_source_track_and_sink_on_the_loop_clock():
     async def main():
         loop = asyncio.get_running_loop()
@@ -251,6 +265,9 @@ def test_webrtc_call_rejects_bad_parameters():
             {"mode": "plain"},
             {"codec": "g729"},
             {"mode": "aiortc-defaults", "bitrate": 24000},
+            {"mode": "aiortc-defaults", "frame_ms": 10},
+            {"frame_ms": 7},
+            {"jitter_buffer": "auto:5"},
             {"codec": "pcmu", "bitrate": 24000},
             {"net": ChannelConfig(), "relay_only": True, "ice_servers": ["turn:127.0.0.1:3478"]},
             {"net": "lossy"},
@@ -302,6 +319,32 @@ def test_lab_opus_24k_call_on_loopback(natural_env):
     assert r["setup_ms"] >= r["ice_connect_ms"] + r["dtls_ms"]
     events = [e["event"] for e in r["timeline"] if e["peer"] == "caller"]
     assert events.index("gather:completed") < events.index("ice:completed") < events.index("dtls:connected")
+
+
+def test_self_sizing_buffer_and_10_ms_frames_cut_mouth_to_ear(natural_env):
+    # Same run: the fixed 60 ms buffer with 20 ms frames, then the self-sizing buffer with
+    # 10 ms Opus frames encoded on the loop. The latter is far quicker and its reported
+    # parts still add up.
+    results = {}
+
+    async def main():
+        results["fixed"] = await webrtc_call(codec="opus", bitrate=24000, seconds=2.0, stats_interval_s=None)
+        results["auto"] = await webrtc_call(codec="opus", bitrate=24000, seconds=2.0, stats_interval_s=None,
+                                            jitter_buffer="auto", frame_ms=10, encode_inline=True)
+
+    run_clean(main, timeout=90)
+    fixed, auto = results["fixed"], results["auto"]
+    assert (fixed["frame_ms"], auto["frame_ms"]) == (20.0, 10.0)
+    for d in ("caller_to_agent", "agent_to_caller"):
+        # 10 ms frames end to end: twice the packets, every slot a 10 ms frame
+        assert auto[f"{d}.outcomes"].get("played", 0) >= 170, auto[f"{d}.outcomes"]
+        assert auto[f"{d}.packets_received"] > 1.7 * fixed[f"{d}.packets_received"]
+        assert auto[f"{d}.pesq_wb"] >= 2.5, auto  # decoded right (a broken 10 ms path scores ~1)
+        assert auto[f"{d}.mouth_to_ear_ms"] < fixed[f"{d}.mouth_to_ear_ms"] - 25.0, (auto, fixed)
+        assert auto[f"{d}.playout_delay_ms"] < fixed[f"{d}.playout_delay_ms"] - 25.0
+        # frame + send-to-arrival + jitter buffer + look-ahead = the measured delay
+        assert abs(auto[f"{d}.mouth_to_ear_ms"] - auto[f"{d}.parts_sum_ms"]) < 2.0, auto
+        assert abs(fixed[f"{d}.mouth_to_ear_ms"] - fixed[f"{d}.parts_sum_ms"]) < 2.0, fixed
 
 
 def test_pcmu_call_on_loopback(natural_env):

@@ -92,6 +92,18 @@ def test_sender_encoder_slot(transceiver):
           "LabRtpSender.send")
 
 
+def test_sender_next_encoded_frame_for_inline_encoding(transceiver):
+    import aiortc.rtcrtpsender as m
+
+    s = transceiver["sender"]
+    src = _source(m.RTCRtpSender._next_encoded_frame) if hasattr(m.RTCRtpSender, "_next_encoded_frame") else ""
+    _seam(hasattr(m, "RTCEncodedFrame") and hasattr(s, "_RTCRtpSender__track") and hasattr(s, "_enabled")
+          and inspect.iscoroutinefunction(getattr(m.RTCRtpSender, "_next_encoded_frame", None))
+          and "await self.__track.recv()" in src and "RTCEncodedFrame(" in src, "aiortc",
+          "async RTCRtpSender._next_encoded_frame(codec) reading __track and returning RTCEncodedFrame",
+          "LabRtpSender._next_encoded_frame (encode_inline)")
+
+
 def test_receiver_jitter_buffer_slot(transceiver):
     from aiortc.rtcrtpreceiver import RTCRtpReceiver
 

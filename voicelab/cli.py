@@ -659,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--packet-loss-perc", type=int, metavar="PCT", help="Opus expected loss (default: the channel's loss when --fec)")
     s.add_argument("--plc", dest="plc", action="store_true", default=True, help="conceal lost frames (default)")
     s.add_argument("--no-plc", dest="plc", action="store_false", help="insert silence for lost frames")
-    s.add_argument("--jitter-buffer", default="fixed:60", metavar="fixed:MS|adaptive", help="jitter buffer (default fixed:60)")
+    s.add_argument("--jitter-buffer", default="fixed:60", metavar="fixed:MS|adaptive|auto", help="jitter buffer (default fixed:60)")
     _add_channel_args(s)
     s.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same result)")
     s.add_argument("--input", metavar="WAV", help="speech to send (default: the speech corpus)")
@@ -703,7 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Kamailio + rtpengine SBC), or browser+gateway+sip (WebRTC -> the lab's SIP<->WebRTC gateway "
                     "-> SIP agent; --codec opus transcodes, --codec pcmu passes G.711 through); prints a per-hop delay table")
     cl.add_argument("--duration", type=_float_arg("duration", 1.0, 60.0), default=4.0, metavar="S", help="seconds of speech each way")
-    cl.add_argument("--jitter-buffer", default="fixed:60", metavar="fixed:MS|adaptive")
+    cl.add_argument("--jitter-buffer", default="fixed:60", metavar="fixed:MS|adaptive|auto")
     _add_channel_args(cl)
     cl.add_argument("--input", metavar="WAV", help="speech to send (default: the speech corpus)")
     cl.add_argument("--speech", default="default", help="named speech when no --input")

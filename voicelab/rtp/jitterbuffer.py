@@ -80,6 +80,7 @@ __all__ = [
     "AdaptiveJitterBuffer",
     "parse_jitter_buffer",
     "canonical_jitter_buffer",
+    "AUTO_JITTER_BUFFER",
 ]
 
 _EPS = 1e-9  # seconds of tolerance when comparing arrival and slot times
@@ -570,6 +571,16 @@ class AdaptiveJitterBuffer(JitterBuffer):
     the behaviour is the same in kind (grow fast under jitter, shrink after
     ``window_packets`` calm packets).
 
+    Self-sizing (``headroom_ms`` given; the ``"auto"`` spec)
+        The target is the percentile plus ``headroom_ms`` (a few ms instead of one
+        frame), and the band is ``[target, target + 1.5 * frame_ms]``: expand when the
+        lag is below the target, skip when it is above the upper edge (the half frame
+        of hysteresis keeps an expansion from being undone by the next small change of
+        the target). The lower edge covers the chosen percentile with the headroom to
+        spare, so on a clean path (relative delays of a few ms) the buffer holds a few
+        ms rather than a frame or more, and it grows as soon as the measured spread
+        grows.
+
     Parameters
     ----------
     frame_ms, clock_rate, timestamp_increment, end_timeout_ms
@@ -583,6 +594,9 @@ class AdaptiveJitterBuffer(JitterBuffer):
     initial_delay_ms : float, optional
         Delay of the first slot after the first arrival, in ms (clamped into
         ``[min_delay_ms, max_delay_ms]``).
+    headroom_ms : float, optional
+        None (default): the classic control above (target = percentile + one frame,
+        band of two frames). A number of ms >= 0: the self-sizing control.
     """
 
     def __init__(
@@ -597,6 +611,7 @@ class AdaptiveJitterBuffer(JitterBuffer):
         window_packets: int = 100,
         initial_delay_ms: float = 40.0,
         end_timeout_ms: float = 500.0,
+        headroom_ms: float | None = None,
     ) -> None:
         super().__init__(
             frame_ms=frame_ms,
@@ -622,6 +637,7 @@ class AdaptiveJitterBuffer(JitterBuffer):
         self.window_packets = int(window_packets)
         initial = nonneg_ms(initial_delay_ms, "initial_delay_ms")
         self.initial_delay_ms = min(max(initial, self.min_delay_ms), self.max_delay_ms)
+        self.headroom_ms = None if headroom_ms is None else nonneg_ms(headroom_ms, "headroom_ms")
         self._window: deque[float] = deque(maxlen=self.window_packets)
         self._target_cache: float | None = None
 
@@ -639,9 +655,15 @@ class AdaptiveJitterBuffer(JitterBuffer):
         if not self._window:
             target = self.initial_delay_ms
         else:
-            d = np.fromiter(self._window, dtype=float)
-            rel = d - d.min()
-            target = 1000.0 * float(np.percentile(rel, self.percentile)) + self.frame_ms
+            # the percentile of d - min(d), with numpy's default (linear) interpolation,
+            # on a sorted list: this runs once per arriving packet
+            d = sorted(self._window)
+            pos = (len(d) - 1) * self.percentile / 100.0
+            lo = int(math.floor(pos))
+            hi = min(lo + 1, len(d) - 1)
+            q = d[lo] + (d[hi] - d[lo]) * (pos - lo)
+            pad = self.frame_ms if self.headroom_ms is None else self.headroom_ms
+            target = 1000.0 * (q - d[0]) + pad
             if len(self._window) < self.window_packets:
                 target = max(target, self.initial_delay_ms)
         target = min(max(target, self.min_delay_ms), self.max_delay_ms)
@@ -663,10 +685,14 @@ class AdaptiveJitterBuffer(JitterBuffer):
         if lag is None:
             return "normal"
         target = self.target_delay_ms()
-        if lag < target - self.frame_ms - 1e-6:
+        if self.headroom_ms is None:  # classic: band [target - frame, target + frame]
+            low, high = target - self.frame_ms, target + self.frame_ms
+        else:  # self-sizing: band [target, target + 1.5 frames]
+            low, high = target, target + 1.5 * self.frame_ms
+        if lag < low - 1e-6:
             return "expand"
         if (
-            lag > target + self.frame_ms + 1e-6
+            lag > high + 1e-6
             and self._cursor in self._buffer
             and self._cursor + 1 in self._buffer
         ):
@@ -676,11 +702,22 @@ class AdaptiveJitterBuffer(JitterBuffer):
 
 # --- jitter-buffer specs (strings such as "fixed:60", used by scenarios and live calls) ---
 
+#: Parameters of the ``"auto"`` (self-sizing) buffer: an :class:`AdaptiveJitterBuffer`
+#: with no floor, a small start and ``headroom_ms`` instead of one frame of padding.
+AUTO_JITTER_BUFFER = {"min_delay_ms": 0.0, "max_delay_ms": 400.0, "percentile": 98.0, "window_packets": 100,
+                      "initial_delay_ms": 10.0, "headroom_ms": 3.0}
+
+
 def canonical_jitter_buffer(spec: str) -> str:
     """One spelling per jitter buffer: ``"FIXED:60.0"`` -> ``"fixed:60"``."""
     kind, params = parse_jitter_buffer(spec)
     if kind == "fixed":
         return f"fixed:{params['delay_ms']:g}"
+    if "headroom_ms" in params:
+        if (params["min_delay_ms"], params["max_delay_ms"]) == (AUTO_JITTER_BUFFER["min_delay_ms"],
+                                                                AUTO_JITTER_BUFFER["max_delay_ms"]):
+            return "auto"
+        return f"auto:{params['min_delay_ms']:g}:{params['max_delay_ms']:g}"
     if params:
         return f"adaptive:{params['min_delay_ms']:g}:{params['max_delay_ms']:g}"
     return "adaptive"
@@ -693,16 +730,20 @@ def parse_jitter_buffer(spec: str) -> tuple[str, dict[str, float]]:
     ----------
     spec : str
         ``"fixed:MS"`` (a fixed buffer of MS milliseconds, e.g. ``"fixed:60"``),
-        ``"adaptive"`` or ``"adaptive:MIN:MAX"`` (bounds in ms).
+        ``"adaptive"`` or ``"adaptive:MIN:MAX"`` (bounds in ms), ``"auto"`` or
+        ``"auto:MIN:MAX"`` (the self-sizing adaptive buffer, :data:`AUTO_JITTER_BUFFER`:
+        a few ms on a clean path, growing with the measured jitter).
 
     Returns
     -------
     kind : {"fixed", "adaptive"}
+        ``"auto"`` is an :class:`AdaptiveJitterBuffer` too (kind ``"adaptive"``; its
+        params carry ``headroom_ms``).
     params : dict
         Keyword arguments for the buffer class.
     """
     if not isinstance(spec, str) or not spec:
-        raise ParameterError(f"jitter buffer spec must be 'fixed:MS' or 'adaptive', got {spec!r}")
+        raise ParameterError(f"jitter buffer spec must be 'fixed:MS', 'adaptive' or 'auto', got {spec!r}")
     parts = spec.strip().lower().split(":")
     try:
         if parts[0] == "fixed":
@@ -725,11 +766,21 @@ def parse_jitter_buffer(spec: str) -> tuple[str, dict[str, float]]:
                         f"adaptive jitter buffer bounds {lo:g}:{hi:g} ms need 0 <= MIN <= MAX <= 2000"
                     )
                 return "adaptive", {"min_delay_ms": lo, "max_delay_ms": hi}
+        elif parts[0] == "auto":
+            if len(parts) == 1:
+                return "adaptive", dict(AUTO_JITTER_BUFFER)
+            if len(parts) == 3:
+                lo, hi = float(parts[1]), float(parts[2])
+                if not 0 <= lo <= hi <= 2000:
+                    raise ParameterError(
+                        f"auto jitter buffer bounds {lo:g}:{hi:g} ms need 0 <= MIN <= MAX <= 2000"
+                    )
+                return "adaptive", {**AUTO_JITTER_BUFFER, "min_delay_ms": lo, "max_delay_ms": hi}
     except ValueError as exc:
         if isinstance(exc, ParameterError):
             raise
         raise ParameterError(f"jitter buffer spec {spec!r}: numbers expected ({exc})") from None
     raise ParameterError(
         f"jitter buffer spec {spec!r} not understood: use 'fixed:MS' (e.g. fixed:60), "
-        "'adaptive' or 'adaptive:MIN:MAX'"
+        "'adaptive', 'adaptive:MIN:MAX', 'auto' or 'auto:MIN:MAX'"
     )

@@ -91,13 +91,45 @@ def _send_to_arrival_s(track: SourceTrack, playout: Any, codec: Any) -> float | 
     return float(np.mean(out)) if out else None
 
 
+def _delay_parts_ms(track: SourceTrack, playout: Any, codec: Any) -> tuple[float, float] | None:
+    """(send-to-arrival, buffering) in ms of the speech frames played at the call's main delay, or None.
+
+    Every played speech frame ``k`` was captured until ``t0 + (k + 1) * frame``, arrived
+    (send-to-arrival) and waited in the jitter buffer (buffering delay) until its slot;
+    the two add up to its capture-to-playout time. With a fixed buffer that time is the
+    same for every frame; an adaptive buffer that expands or skips during the speech
+    plays parts of it at different delays, and ``mouth_to_ear_ms`` (a cross-correlation)
+    sees the delay most of the speech was played at. So the means are taken over the
+    frames whose capture-to-playout time is within half a frame of the median one.
+    Frames after the speech (silence until the call ends) are left out.
+    """
+    if not playout.delays or not playout.arrivals or track.t0 is None:
+        return None
+    first_ts = playout.arrivals[0][1]
+    frame_s = track.frame_samples / track.sample_rate
+    n_frames = int(np.ceil(track.duration_s / frame_s))
+    arrival = {ts: t for t, ts in playout.arrivals}
+    rows = []
+    for ts, delay_ms in playout.delays:
+        k = ((ts - first_ts) & 0xFFFFFFFF) // codec.timestamp_increment
+        if k < n_frames and ts in arrival:
+            transit_ms = (arrival[ts] - (track.t0 + (k + 1) * frame_s)) * 1000.0
+            rows.append((transit_ms, delay_ms))
+    if not rows:
+        return None
+    a = np.asarray(rows)
+    total = a.sum(axis=1)
+    main = np.abs(total - np.median(total)) <= 500.0 * frame_s
+    return float(a[main, 0].mean()), float(a[main, 1].mean())
+
+
 def _span(pc: Any, start: str, end: str) -> float | None:
     a, b = pc.event_time(start), pc.event_time(end)
     return None if a is None or b is None else (b - a) * 1000.0
 
 
-_CALL_PARAMETERS = ("codec", "bitrate", "fec", "dtx", "packet_loss_perc", "seconds", "speech", "input",
-                    "jitter_buffer", "mode", "ice_servers", "relay_only", "net", "seed", "quality",
+_CALL_PARAMETERS = ("codec", "frame_ms", "bitrate", "fec", "dtx", "packet_loss_perc", "seconds", "speech", "input",
+                    "jitter_buffer", "encode_inline", "mode", "ice_servers", "relay_only", "net", "seed", "quality",
                     "connect_timeout", "stats_interval_s")
 
 
@@ -105,6 +137,7 @@ _CALL_PARAMETERS = ("codec", "bitrate", "fec", "dtx", "packet_loss_perc", "secon
 async def webrtc_call(
     *,
     codec: str = "opus",
+    frame_ms: float | None = None,
     bitrate: int | None = None,
     fec: bool = False,
     dtx: bool = False,
@@ -113,6 +146,7 @@ async def webrtc_call(
     speech: str = "default",
     input: str | None = None,
     jitter_buffer: str = "fixed:60",
+    encode_inline: bool = False,
     mode: str = "lab",
     ice_servers: Sequence[Any] = (),
     relay_only: bool = False,
@@ -128,6 +162,11 @@ async def webrtc_call(
     ----------
     codec : {"opus", "pcmu", "pcma", "g722"}
         The one codec both sides prefer (``setCodecPreferences``).
+    frame_ms : float, optional
+        Audio per packet in ms (lab mode; default: the codec's, 20). The sources feed
+        frames of this size, the lab's encoder packs one per RTP packet (timestamps
+        advance by that many samples) and the receivers' jitter buffers play slots of
+        that size. Opus allows 2.5, 5, 10, 20, 40, 60.
     bitrate : int, optional
         Opus bit rate in bit/s (lab mode; default: the lab's Opus default, 24000).
     fec, dtx : bool
@@ -139,7 +178,11 @@ async def webrtc_call(
     speech, input : str
         Named speech (``"default"``: the natural corpus when available) or a WAV file.
     jitter_buffer : str
-        ``"fixed:MS"`` or ``"adaptive"`` on both sides (lab mode).
+        ``"fixed:MS"``, ``"adaptive"`` or ``"auto"`` (self-sizing: a few ms on a clean
+        path, growing with the measured jitter) on both sides (lab mode).
+    encode_inline : bool
+        Run the lab's encoder on the event loop rather than aiortc's thread pool (lab
+        mode): one thread hop less per packet, which matters with small frames.
     mode : {"lab", "aiortc-defaults"}
         ``"lab"``: the lab's encoder, jitter buffer and PLC plugged into aiortc;
         ``"aiortc-defaults"``: plain aiortc media (Opus at 96 kbps, 16-packet buffer
@@ -177,8 +220,11 @@ async def webrtc_call(
         ``timeline``, and per direction (``caller_to_agent.*``, ``agent_to_caller.*``):
         ``mouth_to_ear_ms``, ``pesq_nb``, ``pesq_wb``, ``delay_confidence``,
         ``rtt_ms``, ``jitter_ms``, ``loss_rate``, ``late_loss_rate``,
-        ``playout_delay_ms``, ``bitrate_kbps_wire`` (SRTP packets sent during the
+        ``playout_delay_ms`` (mean buffering delay of the speech frames played at the
+        main delay, see ``_delay_parts_ms``), ``bitrate_kbps_wire`` (SRTP packets sent during the
         speech, with IPv4/UDP headers and TURN framing when relayed),
+        ``jitter_buffer_delay_ms`` (the buffer's target at the end), ``jb_expanded`` /
+        ``jb_accelerated`` (frames the adaptive buffers added / dropped),
         ``pacing_error_p99_ms``, ``send_to_arrival_ms`` and ``parts_sum_ms`` (lab
         mode: frame + send-to-arrival + jitter buffer + look-ahead, what
         ``mouth_to_ear_ms`` should equal), ``late_frames`` (aiortc-defaults mode),
@@ -203,9 +249,10 @@ async def webrtc_call(
         raise ParameterError(f"mode must be one of {MODES}, got {mode!r}")
     if codec not in WEBRTC_CODECS:
         raise ParameterError(f"WebRTC codec must be one of {sorted(WEBRTC_CODECS)}, got {codec!r}")
-    if mode == "aiortc-defaults" and (bitrate is not None or fec or dtx or packet_loss_perc is not None):
-        raise ParameterError("bitrate, fec, dtx and packet_loss_perc need mode='lab' (plain aiortc encodes Opus at a "
-                             "fixed 96 kbps without FEC or DTX)")
+    if mode == "aiortc-defaults" and (bitrate is not None or fec or dtx or packet_loss_perc is not None
+                                      or frame_ms is not None):
+        raise ParameterError("frame_ms, bitrate, fec, dtx and packet_loss_perc need mode='lab' (plain aiortc encodes "
+                             "Opus in 20 ms frames at a fixed 96 kbps without FEC or DTX)")
     if codec != "opus" and (bitrate is not None or fec or dtx or packet_loss_perc is not None):
         raise ParameterError(f"bitrate, fec, dtx and packet_loss_perc are Opus options; {codec} has a fixed rate")
     if net is not None and not isinstance(net, ChannelConfig):
@@ -223,6 +270,8 @@ async def webrtc_call(
         return result
 
     params: dict[str, Any] = {}
+    if frame_ms is not None:
+        params["frame_ms"] = frame_ms
     if codec == "opus" and mode == "lab":
         if bitrate is not None:
             params["bitrate"] = bitrate
@@ -254,10 +303,11 @@ async def webrtc_call(
     pcs = {
         who: make_peer_connection(iface, ice_servers=ice_servers, relay_only=relay_only, mode=mode, codec=codec,
                                   codec_params=params, jitter_buffer=jitter_buffer, fec=fec,
+                                  encode_inline=encode_inline,
                                   forward_to_track=False, sink=sinks[who] if lab else None)
         for who in ("caller", "agent")
     }
-    tracks = {who: SourceTrack(x_codec, rate) for who in ("caller", "agent")}
+    tracks = {who: SourceTrack(x_codec, rate, frame_ms=float(facts.frame_ms)) for who in ("caller", "agent")}
     recorders: list[asyncio.Task] = []
     relays: list[Any] = []
     stats: dict[str, dict] = {}
@@ -369,6 +419,7 @@ async def webrtc_call(
         "payload_type": negotiated[0].payloadType if negotiated else None,
         "bitrate": nominal_bitrate,
         "codec_params": params,
+        "frame_ms": float(facts.frame_ms),
         "jitter_buffer": jitter_buffer if lab else f"aiortc:capacity={AIORTC_JB_CAPACITY},prefetch={AIORTC_JB_PREFETCH}",
         "setup_ms": (caller.event_time("connection:connected") - t_offer) * 1000.0,
         "agent_setup_ms": (agent.event_time("connection:connected") - t_offer) * 1000.0,
@@ -411,7 +462,10 @@ async def webrtc_call(
         jb = playout.jb.stats if playout is not None else None
         bits = sum(rec.wire_bits(direction="tx", kinds=("rtp", "turn-rtp"), start=t0, end=t0 + tr.duration_s)[0]
                    for rec in pcs[src].sockets)
-        transit = _send_to_arrival_s(tr, playout, facts) if playout is not None else None
+        parts = _delay_parts_ms(tr, playout, facts) if playout is not None else None
+        transit = parts[0] / 1000.0 if parts is not None else (
+            _send_to_arrival_s(tr, playout, facts) if playout is not None else None)
+        speech_delay = parts[1] if parts is not None else None
         d.update({
             "send_to_arrival_ms": None if transit is None else transit * 1000.0,
             "late_frames": sink.late_frames if not lab else None,
@@ -419,8 +473,12 @@ async def webrtc_call(
             "jitter_ms": rs.get("jitter_ms"),
             "loss_rate": (max(0, lost) / (received + max(0, lost))) if received else None,
             "late_loss_rate": float(jb.late_loss_rate) if jb is not None else None,
-            "playout_delay_ms": (float(jb.playout_delay_ms) if jb is not None and not math.isnan(jb.playout_delay_ms)
+            "playout_delay_ms": (speech_delay if speech_delay is not None
+                                 else float(jb.playout_delay_ms) if jb is not None and not math.isnan(jb.playout_delay_ms)
                                  else None),
+            "jitter_buffer_delay_ms": (float(jb.target_delay_ms) if jb is not None else None),
+            "jb_expanded": jb.expanded if jb is not None else None,
+            "jb_accelerated": jb.accelerated if jb is not None else None,
             "bitrate_kbps_wire": bits / max(tr.duration_s, 1e-9) / 1000.0,
             "pacing_error_p99_ms": tr.pacing_error_ms(99),
             "packets_sent": ss.get("packets_sent"),

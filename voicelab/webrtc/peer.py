@@ -37,7 +37,9 @@ The lab's encoder (``mode="lab"``)
     is known) to a :class:`LabEncoder` wrapping a :mod:`voicelab.codecs` object:
     Opus through ctypes libopus with bitrate, FEC, DTX and expected loss, or G.711 /
     G.722. It has no ``target_bitrate``, so REMB feedback (line 289) leaves the bit
-    rate alone. With DTX, payloads of at most 2 bytes are not sent (as in the
+    rate alone. With ``encode_inline`` the sender's ``_next_encoded_frame`` (aiortc's
+    one-frame step, which runs the encoder in the thread pool) is overridden to encode
+    on the loop. With DTX, payloads of at most 2 bytes are not sent (as in the
     simulator); the RTP timestamp still advances, so the receiver sees a DTX pause.
 
 The lab's jitter buffer and PLC (``mode="lab"``)
@@ -48,7 +50,8 @@ The lab's jitter buffer and PLC (``mode="lab"``)
     line 551 after SRTP, RTCP statistics and depayloading) hands the packet, stamped
     with the loop clock, to a :class:`LabPlayout`: the lab's
     :class:`~voicelab.rtp.jitterbuffer.FixedJitterBuffer` or
-    :class:`~voicelab.rtp.jitterbuffer.AdaptiveJitterBuffer` and
+    :class:`~voicelab.rtp.jitterbuffer.AdaptiveJitterBuffer` (``"adaptive"`` or the
+    self-sizing ``"auto"``) and
     :func:`voicelab.rtp.playout.render` (decode, FEC, PLC) on a loop-clock playout
     timer, the same pieces as the SIP stack and the simulator. aiortc's decoder thread
     stays idle; its statistics, RTCP and ``getStats()`` work unchanged. The played
@@ -93,7 +96,7 @@ from aiortc.codecs.base import Encoder as _AiortcEncoder
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.rtcicetransport import parse_stun_turn_uri
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
-from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtcrtpsender import RTCEncodedFrame, RTCRtpSender
 
 __all__ = [
     "MODES",
@@ -449,6 +452,21 @@ def _frame_to_mono_int16(frame: Any) -> np.ndarray:
     return np.ascontiguousarray(flat, dtype=np.int16)
 
 
+def audio_level_dbov(frame: Any) -> int:
+    """RFC 6465 Appendix A audio level (dBov, -127..0) of an s16 ``av.AudioFrame``.
+
+    The same figure as ``aiortc.rtp.compute_audio_level_dbov`` (which loops over the
+    samples in Python), computed with numpy.
+    """
+    buf = bytes(frame.planes[0])
+    a = np.frombuffer(buf[: len(buf) - len(buf) % 2], dtype=np.int16).astype(np.int64)
+    energy = float(np.dot(a, a))
+    rms = np.sqrt(energy / (frame.samples * 32767.0 * 32767.0))
+    if rms <= 0:
+        return -127
+    return round(min(max(20.0 * np.log10(rms), -127.0), 0.0))
+
+
 class LabEncoder(_AiortcEncoder):
     """aiortc ``Encoder`` that encodes with a :mod:`voicelab.codecs` object.
 
@@ -543,7 +561,8 @@ class MediaConfig:
         Keyword arguments for :func:`voicelab.codecs.get` (Opus: ``bitrate``, ``fec``,
         ``dtx``, ``packet_loss_perc``, ...).
     jitter_buffer : str
-        ``"fixed:MS"`` or ``"adaptive"`` (see :func:`voicelab.sim.scenario.parse_jitter_buffer`).
+        ``"fixed:MS"``, ``"adaptive"`` or ``"auto"`` (self-sizing; see
+        :func:`voicelab.rtp.jitterbuffer.parse_jitter_buffer`).
     plc : bool
         Conceal lost frames (else silence).
     fec : bool
@@ -554,6 +573,9 @@ class MediaConfig:
         Where the receiver's playout records (default: a new sink at the negotiated
         codec's rate, reachable as ``receiver.lab_playout.sink``). Its rate must be the
         codec's.
+    encode_inline : bool
+        Run the lab's encoder on the event loop instead of aiortc's thread pool (one
+        thread hop less per packet; see :meth:`LabRtpSender._next_encoded_frame`).
     """
 
     codec: str = "opus"
@@ -563,6 +585,7 @@ class MediaConfig:
     fec: bool = False
     forward_to_track: bool = True
     sink: Any = None
+    encode_inline: bool = False
 
     def make_codec(self, name: str) -> Any:
         """A fresh lab codec object for the negotiated codec ``name``."""
@@ -614,6 +637,8 @@ class LabPlayout:
         self.first_arrival: float | None = None
         #: (loop arrival time, RTP timestamp) of every packet of the stream, in arrival order
         self.arrivals: list[tuple[float, int]] = []
+        #: (RTP timestamp, buffering delay in ms) of every played frame, in playout order
+        self.delays: list[tuple[int, float]] = []
         self.payload_type: int | None = None
         self._loop = asyncio.get_running_loop()
         self._handle: asyncio.TimerHandle | None = None
@@ -656,6 +681,8 @@ class LabPlayout:
         if self._closed:
             return
         p = self.jb.pop(when)
+        if p.kind in ("frame", "skip") and p.timestamp is not None:
+            self.delays.append((int(p.timestamp), float(p.delay_ms)))
         frame, outcome = render(p, self.rx, plc=self.plc, fec=self.fec, dtx=bool(self.dtx and p.kind == "lost" and p.dtx))
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         self.sink.write(frame, when)
@@ -725,6 +752,34 @@ class LabRtpSender(RTCRtpSender):
             self.lab_encoder = LabEncoder(self._lab_media.make_codec(name))
             self._RTCRtpSender__encoder = self.lab_encoder  # type: ignore[attr-defined]
         await super().send(parameters)
+
+    async def _next_encoded_frame(self, codec: Any) -> Any:
+        """As aiortc's, but with ``MediaConfig.encode_inline`` the lab's encoder runs on the loop.
+
+        aiortc hands every frame to the default thread pool (``run_in_executor``), one
+        thread hop per packet; with 10 ms frames that is 100 hops a second per call.
+        Encoding one Opus frame takes well under a millisecond, so running it inline
+        saves the hop's CPU and its scheduling delay.
+        """
+        if not (self._lab_media.encode_inline and self.lab_encoder is not None):
+            return await super()._next_encoded_frame(codec)
+        _check_private(self, "_RTCRtpSender__track")
+        data = await self._RTCRtpSender__track.recv()  # type: ignore[attr-defined]
+        if not self._enabled:
+            return None
+        from av import AudioFrame
+        from av.frame import Frame
+
+        audio_level = None
+        if isinstance(data, Frame):
+            if isinstance(data, AudioFrame):
+                audio_level = audio_level_dbov(data)
+            payloads, timestamp = self.lab_encoder.encode(data)
+        else:
+            payloads, timestamp = self.lab_encoder.pack(data)
+        if not payloads:
+            return None
+        return RTCEncodedFrame(payloads, timestamp, audio_level)
 
 
 class LabRtpReceiver(RTCRtpReceiver):
@@ -920,6 +975,7 @@ def make_peer_connection(
     fec: bool = False,
     forward_to_track: bool = True,
     sink: Any = None,
+    encode_inline: bool = False,
 ) -> LabPeerConnection:
     """An aiortc peer that is offline by default, on ``iface``, with the lab's media.
 
@@ -934,7 +990,7 @@ def make_peer_connection(
     relay_only : bool
         ICE transport policy ``relay`` (needs a TURN server).
     mode : {"lab", "aiortc-defaults"}
-    codec, codec_params, jitter_buffer, plc, fec, forward_to_track, sink
+    codec, codec_params, jitter_buffer, plc, fec, forward_to_track, sink, encode_inline
         The lab's media (``mode="lab"`` only); see :class:`MediaConfig`. Which codec
         is negotiated is set with :func:`prefer_codec` on the transceiver.
 
@@ -965,7 +1021,8 @@ def make_peer_connection(
         if codec not in WEBRTC_CODECS:
             raise ParameterError(f"WebRTC codec must be one of {sorted(WEBRTC_CODECS)}, got {codec!r}")
         media = MediaConfig(codec=codec, codec_params=dict(codec_params or {}), jitter_buffer=jitter_buffer,
-                            plc=bool(plc), fec=bool(fec), forward_to_track=bool(forward_to_track), sink=sink)
+                            plc=bool(plc), fec=bool(fec), forward_to_track=bool(forward_to_track), sink=sink,
+                            encode_inline=bool(encode_inline))
         media.make_codec(codec)  # fail now on bad codec parameters, not inside aiortc's RTP task
         from ..rtp.jitterbuffer import parse_jitter_buffer
 

@@ -54,7 +54,7 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--webrtc", default="127.0.0.1:8080", metavar="HOST:PORT", help="signaling server + browser page")
     s.add_argument("--sip-codec", default="pcmu", help="codec offered on the SIP leg (pcmu, pcma, g722)")
     s.add_argument("--codecs", default="opus,pcmu", help="codecs the WebRTC leg accepts, comma-separated")
-    s.add_argument("--jitter-buffer", default="fixed:40", metavar="fixed:MS|adaptive", help="the gateway's buffer on both legs")
+    s.add_argument("--jitter-buffer", default="fixed:40", metavar="fixed:MS|adaptive|auto", help="the gateway's buffer on both legs")
     s.add_argument("--max-calls", type=int, default=16)
     s.add_argument("--no-passthrough", action="store_true", help="always transcode, even when both legs share a codec")
     s.set_defaults(func=cmd_gateway_serve)

@@ -13,6 +13,9 @@ What it does with a call (``mode``):
     Returns the caller's audio *through its own jitter buffer, decoder, PLC and encoder*,
     as a real agent's pipeline would (not by reflecting packets), so an echo round trip
     measures two network legs plus the agent's buffering.
+``pipeline``
+    A listen-think-speak voice agent (:mod:`voicelab.pipeline`: VAD, endpointing,
+    PocketSphinx, a responder, eSpeak NG, barge-in); ``pipeline=`` configures it.
 ``record:DIR``
     Sends encoded silence (the media path and RTCP stay alive) and writes what arrived to
     ``DIR/<n>-<call-id>.wav`` when the call ends.
@@ -49,7 +52,7 @@ from .sip.ua import CallCancelled, CallEnded, CallEstablished, CallFailed, Incom
 __all__ = ["Agent", "parse_mode", "MODES"]
 
 #: The agent's modes (``play`` and ``record`` take an argument after a colon).
-MODES = ("play", "echo", "record")
+MODES = ("play", "echo", "record", "pipeline")
 SIP_TRANSPORTS = ("udp", "tcp", "tls", "ws")
 
 
@@ -67,8 +70,8 @@ def parse_mode(mode: str) -> tuple[str, str | None]:
     kind = kind.strip().lower()
     if kind not in MODES:
         raise ParameterError(f"unknown agent mode {mode!r}; use 'echo', 'play', 'play:FILE' or 'record:DIR'")
-    if kind == "echo" and sep:
-        raise ParameterError("mode 'echo' takes no argument")
+    if kind in ("echo", "pipeline") and sep:
+        raise ParameterError(f"mode {kind!r} takes no argument")
     if kind == "record" and not arg:
         raise ParameterError("mode 'record' needs a directory: record:DIR")
     return kind, (arg or None)
@@ -163,6 +166,7 @@ class Agent:
         contact: str | None = None,
         iface: Any = None,
         seed: int = 0,
+        pipeline: Any = None,
     ) -> None:
         self.host, self.port = host, port
         if not isinstance(transport, str) or transport.lower() not in SIP_TRANSPORTS:
@@ -174,6 +178,13 @@ class Agent:
         for c in self.codecs:
             canonical_name(c)  # unknown codec: ParameterError now, not at the first call
         self.mode, self.mode_arg = parse_mode(mode)
+        self.pipeline_config, self.pipelines = None, None
+        if self.mode == "pipeline":  # the voice agent's turn (voicelab.pipeline)
+            from .pipeline.core import PipelineConfig
+            from .pipeline.fronts import PipelineRegistry
+
+            self.pipeline_config = pipeline if isinstance(pipeline, PipelineConfig) else PipelineConfig(**(pipeline or {}))
+            self.pipelines = PipelineRegistry(keep=int(keep_recordings))
         if self.mode == "play" and self.mode_arg is not None and not Path(self.mode_arg).is_file():
             raise ParameterError(f"play file {self.mode_arg!r} does not exist")
         self.speech, self.jitter_buffer, self.seed = speech, jitter_buffer, seed
@@ -298,6 +309,8 @@ class Agent:
             await self._open(ev.call, ev.call._media_port or self.iface.free_port("udp", self.address[0]))  # delayed offer
         elif isinstance(ev, (CallEnded, CallFailed, CallCancelled)):
             s = self.streams.pop(ev.call.id, None)
+            if self.pipelines is not None:
+                self.pipelines.close(ev.call.call_id, loop.time())
             if s is not None:
                 await s.close()
                 self._keep(ev.call.call_id, s)
@@ -314,6 +327,12 @@ class Agent:
             return
         if self.mode == "play":
             s.send(self._x, 16000)
+        elif self.mode == "pipeline":
+            from .pipeline.fronts import attach_rtp
+
+            loop = asyncio.get_running_loop()
+            self.pipelines.add(call.call_id, attach_rtp(s, self.pipeline_config, clock=loop.time,  # type: ignore[union-attr]
+                                                        seed=self.seed + self.calls_answered))
         else:
             s.send_live("echo" if self.mode == "echo" else "silence")
 

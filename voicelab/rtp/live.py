@@ -148,6 +148,7 @@ class LiveAudioStream:
         capture: list | None = None,
         rtcp_mux: bool = True,
         remote_rtcp_addr: tuple[str, int] | None = None,
+        track: bool = False,
     ) -> None:
         from ..sim.scenario import parse_jitter_buffer
 
@@ -194,6 +195,13 @@ class LiveAudioStream:
         self._played: list[tuple[float, np.ndarray]] = []
         self._waiters: list[tuple[float, asyncio.Future]] = []
         self.sending_done: asyncio.Future | None = None
+        #: called with (frame int16, slot time, RTP sequence number or None) for every played slot
+        self.on_played: Any = None
+        self._frame_source: Any = None  # send_live("source"): callable(now) -> int16 frame or None
+        #: with ``track``: RTP sequence number -> send time / arrival time / playout slot time
+        self.send_times: dict[int, float] | None = {} if track else None
+        self.arrivals: dict[int, float] | None = {} if track else None
+        self.played_at: dict[int, float] | None = {} if track else None
 
     @classmethod
     def for_media(cls, iface: Any, media: Any, *, local_addr: tuple[str, int], rtcp_mux: bool | None = None,
@@ -272,7 +280,7 @@ class LiveAudioStream:
         self._arm_send()
         return self._t0
 
-    def send_live(self, kind: str = "echo", *, start_at: float | None = None) -> float:
+    def send_live(self, kind: str = "echo", *, start_at: float | None = None, source: Any = None) -> float:
         """Send frames made while the call runs, until :meth:`close`; returns ``t0``.
 
         Parameters
@@ -282,12 +290,19 @@ class LiveAudioStream:
             and PLC) is re-encoded and sent when it has finished playing, as a real echo
             agent's pipeline does (not by reflecting packets); nothing is sent before
             the first frame is played. ``"silence"``: encoded digital silence (a recording agent that keeps
-            the media path and RTCP alive).
+            the media path and RTCP alive). ``"source"``: each frame is
+            ``source(now)`` (int16 at the codec rate, one frame; None sends silence),
+            asked for at each send tick: a voice agent's pipeline, a conversation driver.
+        source : callable, optional
+            For ``"source"``.
         """
         if self.session is None:
             raise ParameterError("open() the stream before send_live()")
-        if kind not in ("echo", "silence"):
-            raise ParameterError(f"send_live kind must be 'echo' or 'silence', got {kind!r}")
+        if kind not in ("echo", "silence", "source"):
+            raise ParameterError(f"send_live kind must be 'echo', 'silence' or 'source', got {kind!r}")
+        if (kind == "source") != callable(source):
+            raise ParameterError("send_live('source') needs a callable source(now) (and only it takes one)")
+        self._frame_source = source
         if self.tx.sample_rate != self.rx.sample_rate:  # pragma: no cover - same codec both ways
             raise ParameterError("echo needs the same sample rate both ways")
         self._live = kind
@@ -296,7 +311,7 @@ class LiveAudioStream:
         self._sent_frames.clear()
         self._t0 = self._loop.time() if start_at is None else float(start_at)  # type: ignore[union-attr]
         self._k_send = 0
-        if kind == "silence":
+        if kind in ("silence", "source"):
             self._arm_send()
         return self._t0
 
@@ -308,7 +323,10 @@ class LiveAudioStream:
         now = self._loop.time()  # type: ignore[union-attr]
         F = self.tx.frame_samples
         if self._live is not None:  # silence until an echo has something to return
-            self._emit(np.zeros(F, dtype=np.int16), now, scheduled)
+            frame = self._frame_source(now) if self._frame_source is not None else None
+            if frame is None or len(frame) != F:
+                frame = np.zeros(F, dtype=np.int16)
+            self._emit(frame, now, scheduled)
             self._arm_send()
             return
         k = self._k_send
@@ -323,6 +341,8 @@ class LiveAudioStream:
         data = self.session.send_frame(self.tx.encode(frame), now, marker=(self._k_send == 0))  # type: ignore[union-attr]
         if self.first_sequence is None:
             self.first_sequence = int.from_bytes(data[2:4], "big")
+        if self.send_times is not None:
+            self.send_times[int.from_bytes(data[2:4], "big")] = now
         self._sendto(data, self.session.remote_addr)  # type: ignore[union-attr]
         if self._live is not None:
             self._sent_frames.append(frame)
@@ -356,6 +376,8 @@ class LiveAudioStream:
             if isinstance(ev, RemoteReportReceived):
                 self.remote_reports.append(ev)
             elif isinstance(ev, RtpReceived):
+                if self.arrivals is not None:
+                    self.arrivals.setdefault(ev.packet.sequence_number, ev.arrival)
                 self.jb.push(ev.packet, ev.arrival)
                 if self._play_start is None and self.jb.start_time() is not None:
                     self._play_start = self.jb.start_time()
@@ -370,6 +392,11 @@ class LiveAudioStream:
         frame, outcome = render(p, self.rx, plc=self.plc, fec=self.fec)
         self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
         self._played.append((when, frame))
+        seq = p.sequence_number if p.kind in ("frame", "skip") else None
+        if self.played_at is not None and seq is not None:
+            self.played_at.setdefault(seq, when)
+        if self.on_played is not None:
+            self.on_played(frame, when, seq)
         if self._live == "echo":
             self._echo(when, frame)
         self._k_play += 1

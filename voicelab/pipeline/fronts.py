@@ -1,0 +1,59 @@
+"""Joining a :class:`~voicelab.pipeline.Pipeline` to the media of each front.
+
+The pipeline does not know the transport: a front feeds it what its jitter buffer plays
+out and sends what it returns at each send tick. These helpers do that for the lab's RTP
+stream (SIP calls), the WebSocket media-stream agent and the WebRTC agent's track, so
+the same pipeline class answers all three.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .core import Pipeline, PipelineConfig
+
+__all__ = ["attach_rtp", "PipelineRegistry"]
+
+
+def attach_rtp(stream: Any, config: PipelineConfig, *, clock: Any = None, seed: int | None = None) -> Pipeline:
+    """Run a pipeline on an open :class:`voicelab.rtp.live.LiveAudioStream`.
+
+    The stream's played frames feed the pipeline; its send clock asks the pipeline for
+    each frame (silence when it has nothing to say). Returns the pipeline.
+    """
+    pipe = config.build(stream.rx.sample_rate, clock=clock, seed=seed)
+    if pipe.frame_samples != stream.tx.frame_samples:
+        from ..errors import ParameterError
+
+        raise ParameterError(f"the pipeline runs on 20 ms frames; this codec sends {stream.tx.frame_ms} ms")
+    stream.on_played = lambda frame, when, seq: pipe.feed(frame, when)
+    stream.send_live("source", source=pipe.next_frame)
+    return pipe
+
+
+class PipelineRegistry:
+    """The pipelines of an agent's calls: live ones by call key, finished summaries kept (bounded)."""
+
+    def __init__(self, keep: int = 64) -> None:
+        from collections import OrderedDict
+
+        self.live: dict[Any, Pipeline] = {}
+        self.finished: "OrderedDict[Any, dict]" = OrderedDict()
+        self.keep = int(keep)
+        self.errors: list[str] = []
+
+    def add(self, key: Any, pipe: Pipeline) -> Pipeline:
+        self.live[key] = pipe
+        return pipe
+
+    def close(self, key: Any, now: float, reason: str = "caller_hung_up") -> dict | None:
+        pipe = self.live.pop(key, None)
+        if pipe is None:
+            return None
+        pipe.close(now, reason)
+        summary = pipe.summary()
+        summary["events"] = [(e.name, e.t, e.turn, e.data) for e in pipe.events]
+        self.finished[key] = summary
+        while len(self.finished) > self.keep:
+            self.finished.popitem(last=False)
+        return summary

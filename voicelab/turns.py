@@ -447,11 +447,9 @@ async def pipeline_call(
     cfg.update(vad=vad, stop_ms=float(stop_ms), llm=llm, seed=seed)
     if network not in ("loopback", "virtual"):
         raise ParameterError(f"network must be 'loopback' or 'virtual', got {network!r}")
-    if network == "virtual" and transport != "sip":
-        raise ParameterError("the virtual network carries SIP pipeline calls only (WebSocket: loopback)")
     if (uplink is not None or downlink is not None) and network != "virtual":
         raise ParameterError("uplink/downlink impairments need network='virtual'")
-    extra = {"network": network, "uplink": uplink, "downlink": downlink} if transport == "sip" else {}
+    extra = {"network": network, "uplink": uplink, "downlink": downlink}
     runner = _sip_conversation if transport == "sip" else _ws_conversation
     res = await runner(utts, codec=codec, cfg=cfg, jitter_buffer=jitter_buffer, seed=seed, **extra,
                        driver_opts=dict(barge_in_after_s=barge_in_after_s, hangup_after_s=hangup_after_s,
@@ -535,5 +533,49 @@ async def _sip_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_opt
         await agent.close()
 
 
-async def _ws_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_opts):  # pragma: no cover - filled in below
-    raise ParameterError("WebSocket pipeline calls are not implemented yet")
+def _topology(network: str, seed: int, uplink: Any, downlink: Any) -> tuple[Any, Any, str, str]:
+    """(caller iface, agent iface, caller host, agent host) on loopback or the virtual network."""
+    if network == "virtual":
+        from .net.vnet_iface import VirtualHostInterface
+        from .vnetcall import build_topology
+
+        net, info = build_topology("open", "open", seed=seed, uplink=uplink, downlink=downlink, trace=False)
+        return VirtualHostInterface(net, "caller"), VirtualHostInterface(net, "agent"), info["caller"], info["agent"]
+    from .net.iface import LoopbackInterface
+
+    i = LoopbackInterface(asyncio.get_running_loop())
+    return i, i, "127.0.0.1", "127.0.0.1"
+
+
+async def _ws_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_opts, network="loopback", uplink=None,
+                           downlink=None):  # fmt: skip
+    from .pipeline.core import PipelineConfig
+    from .wsmedia.live import MediaStreamClient, MediaStreamServer
+
+    ifc, ifa, _, agent_host = _topology(network, seed, uplink, downlink)
+    server = MediaStreamServer(ifa, mode="pipeline", pipeline=PipelineConfig(**cfg).build, jitter_buffer=jitter_buffer,
+                               host=agent_host, port=8080 if network == "virtual" else 0)  # fmt: skip
+    await server.start()
+    client = MediaStreamClient(ifc, server.address, jitter_buffer=jitter_buffer, seed=seed)
+    try:
+        await client.connect()
+        session = await server.next_started()
+        media = client.media
+        media.first_sequence = 1  # type: ignore[union-attr]  # chunk numbers count from 1
+        driver = ConversationDriver(utts, sample_rate=8000, frame_ms=20, **driver_opts)
+        media.on_played = lambda f, w: driver.on_played(f, w, media.last_played_chunk)  # type: ignore[union-attr]
+        media.send_live(driver.source)  # type: ignore[union-attr]
+        budget = sum(len(u.samples) / 16000 + driver.reply_timeout_s + 2.0 for u in utts) + 5.0
+        try:
+            await asyncio.wait_for(asyncio.shield(driver.done), budget)
+        except asyncio.TimeoutError:
+            pass
+        await client.stop()
+        await asyncio.wait_for(session.ended, 10.0)
+        summary = session.pipeline.summary() if session.pipeline is not None else {}
+        records = analyse_turns(driver, media, session.media, summary)
+        setup = {"codec": "pcmu", "jitter_buffer": jitter_buffer, "net": network, "agent_errors": list(server.errors)}
+        return records, summary, setup
+    finally:
+        await client.stop()
+        await server.close()

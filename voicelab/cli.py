@@ -145,6 +145,42 @@ def _print_result(res: dict, as_json: bool) -> None:
             print(f"  note: {w}")
 
 
+def _pipeline_config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("pipeline agent (--agent pipeline / --mode pipeline)")
+    g.add_argument("--vad", default="webrtc", choices=["webrtc", "silero"], help="voice activity detector")
+    g.add_argument("--stop-ms", type=_float_arg("stop-ms", 0.0, 5000.0), default=300.0, metavar="MS",
+                   help="end-of-utterance silence")
+    g.add_argument("--llm", default="model", metavar="model|URL",
+                   help="'model': scripted replies with modelled LLM latency; or an OpenAI-compatible base URL")
+
+
+def _pipeline_call(args: argparse.Namespace, net: Any) -> int:
+    import asyncio
+
+    from .turns import pipeline_call
+
+    if args.transport == "webrtc":
+        raise ParameterError("--agent pipeline runs over --transport sip or ws (WebRTC: not yet)")
+    if args.target or args.pcap or args.srtp or args.auth or args.sip_transport != "udp":
+        raise ParameterError("--agent pipeline calls the lab's own agent over SIP/UDP or WS (no --target, --pcap, --srtp, --auth)")
+    if net is not None and args.net != "vnet":
+        raise ParameterError("impairments with --agent pipeline need --net vnet")
+    kw = dict(transport=args.transport, codec=args.codec, turns=args.turns, vad=args.vad, stop_ms=args.stop_ms,
+              llm=None if args.llm == "model" else args.llm, jitter_buffer=args.jitter_buffer, seed=args.seed,
+              barge_in_after_s=args.barge_in_after, network="virtual" if args.net == "vnet" else "loopback",
+              uplink=net, downlink=net)  # fmt: skip
+    if args.virtual_time:
+        from .net.vclock import run_virtual
+
+        res = run_virtual(pipeline_call(**kw), stall_timeout=30.0)
+    else:
+        res = asyncio.run(pipeline_call(**kw))
+    if not args.json:
+        res = {k: v for k, v in res.items() if k not in ("turns", "agent") and not k.endswith((".p90", ".max"))}
+    _print_result(res, args.json)
+    return 0
+
+
 def cmd_call(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -160,6 +196,8 @@ def cmd_call(args: argparse.Namespace) -> int:
         raise ParameterError(f"{bad} only apply to --transport sip")
     if args.virtual_time and args.net != "vnet":
         raise ParameterError("--virtual-time needs --net vnet (real sockets run in real time)")
+    if args.agent == "pipeline":
+        return _pipeline_call(args, net)
     if args.net == "vnet":
         if args.transport != "sip" or args.target or args.pcap:
             raise ParameterError("--net vnet runs the lab's SIP caller and agent (no --target, --pcap or other transports yet)")
@@ -247,6 +285,8 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
                    max_calls=args.max_calls, tls_cert=args.tls_cert, tls_key=args.tls_key)
     if args.auth_algorithms:
         options["auth_algorithms"] = tuple(a.strip() for a in args.auth_algorithms.split(",") if a.strip())
+    if args.mode == "pipeline":
+        options["pipeline"] = dict(vad=args.vad, stop_ms=args.stop_ms, llm=None if args.llm == "model" else args.llm)
     agent = Agent(**options)
 
     async def run() -> None:
@@ -540,6 +580,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--method", default="sip-comedia", help="sip, sip-comedia or sip-relay")
     g.add_argument("--virtual-time", action="store_true", help="run on a virtual clock (the lab's own stacks only)")
     cl.add_argument("--codec", default="pcmu", help="codec both sides offer and accept")
+    cl.add_argument("--agent", choices=["pipeline"], help="call the listen-think-speak agent and measure its turns")
+    cl.add_argument("--turns", type=int, default=5, metavar="N", help="--agent pipeline: utterances to play")
+    cl.add_argument("--barge-in-after", type=_float_arg("barge-in-after", 0.05, 10.0), metavar="S",
+                    help="--agent pipeline: talk over each reply this long after it starts")
+    _pipeline_config_args(cl)
     cl.add_argument("--target", metavar="URI", help="call this SIP URI on loopback (e.g. a softphone) instead of the built-in agent")
     cl.add_argument("--duration", type=_float_arg("duration", 1.0, 60.0), default=4.0, metavar="S", help="seconds of speech each way")
     cl.add_argument("--jitter-buffer", default="fixed:60", metavar="fixed:MS|adaptive")
@@ -559,8 +604,10 @@ def build_parser() -> argparse.ArgumentParser:
     ags.add_argument("--sip", default="127.0.0.1:5060", metavar="HOST:PORT", help="where to listen (loopback only)")
     ags.add_argument("--transport", default="udp", choices=["udp", "tcp", "tls", "ws"], help="SIP transport")
     ags.add_argument("--codecs", default="pcmu,pcma,g722,opus", help="comma-separated, in preference order")
-    ags.add_argument("--mode", default="play", metavar="echo|play[:FILE]|record:DIR",
-                     help="echo the caller through the agent's pipeline, play speech, or record what arrives")
+    ags.add_argument("--mode", default="play", metavar="echo|play[:FILE]|record:DIR|pipeline",
+                     help="echo the caller through the agent's pipeline, play speech, record what arrives, or "
+                          "listen-think-speak (VAD, PocketSphinx, responder, eSpeak NG)")
+    _pipeline_config_args(ags)
     ags.add_argument("--speech", default="default", help="named speech for --mode play")
     ags.add_argument("--auth", metavar="USER:PASS", help="challenge INVITEs with digest auth")
     ags.add_argument("--auth-algorithms", metavar="LIST", help="digest algorithms offered, e.g. MD5 for older phones (default SHA-256,MD5)")

@@ -409,6 +409,7 @@ async def pipeline_call(
     network: str = "loopback",
     uplink: Any = None,
     downlink: Any = None,
+    utterances: list[Utterance] | None = None,
 ) -> dict[str, Any]:
     """A conversation of ``turns`` utterances with the lab's pipeline agent on loopback.
 
@@ -432,6 +433,8 @@ async def pipeline_call(
         the virtual clock (:func:`voicelab.net.vclock.run_virtual`) faster than real time.
     uplink, downlink : ChannelConfig or dict, optional
         Impairment of the caller's access link (``network="virtual"``).
+    utterances : list of Utterance, optional
+        What the caller says (default :func:`load_utterances`\ (``turns``)).
 
     Returns
     -------
@@ -442,7 +445,7 @@ async def pipeline_call(
     """
     if transport not in ("sip", "ws"):
         raise ParameterError(f"pipeline calls run over 'sip' or 'ws' (WebRTC: not yet), got {transport!r}")
-    utts = load_utterances(turns)
+    utts = list(utterances) if utterances is not None else load_utterances(turns)
     cfg = dict(pipeline or {})
     cfg.update(vad=vad, stop_ms=float(stop_ms), llm=llm, seed=seed)
     if network not in ("loopback", "virtual"):

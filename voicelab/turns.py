@@ -260,6 +260,15 @@ def _seq(first: int | None, tick: int) -> int | None:
     return None if first is None or tick < 0 else (first + tick) & 0xFFFF
 
 
+def _at_or_after(d: dict, seq: int, n: int = 10) -> tuple[float, int]:
+    """``d[seq]``, or the first of the next ``n`` sequence numbers present (KeyError: none)."""
+    for i in range(n):
+        k = (seq + i) & 0xFFFF
+        if k in d:
+            return d[k], k
+    raise KeyError(seq)
+
+
 def _agent_turn_for(agent_turns: list[dict], reply_start: float | None, t: CallerTurn) -> dict | None:
     if reply_start is not None:
         cands = [a for a in agent_turns if a["reply_start"] is not None and abs(a["reply_start"] - reply_start) < 1e-6]
@@ -307,14 +316,17 @@ def analyse_turns(driver: ConversationDriver, caller: Any, agent_stream: Any, ag
         rec["total_ms"] = total
         try:
             s_up = caller.send_times[seq_k]
-            arr_a = agent_stream.arrivals[seq_k]
-            play_a = agent_stream.played_at[seq_k]
+            arr_a, ka = _at_or_after(agent_stream.arrivals, seq_k)
+            play_a, kp = _at_or_after(agent_stream.played_at, seq_k)
             arr_c = caller.arrivals[seq_r]
             play_c = caller.played_at[seq_r]
+            if ka != seq_k or kp != seq_k:  # lost or late: the chain follows the next frame that made it
+                rec["chain_note"] = f"uplink frame {seq_k} lost or late; followed frame {kp}"
             if a is None or reply_start is None or a["reply_start"] is None:
                 raise KeyError("reply")
-        except (KeyError, TypeError):
-            rec["reason"] = "breakdown unavailable (a packet of the chain was lost or the reply is not the agent's turn)"
+        except (KeyError, TypeError) as exc:
+            rec["reason"] = (f"breakdown unavailable ({exc.args[0] if exc.args else exc!r} missing: a packet of the chain "
+                             "was lost or the reply heard is not the start of an agent turn)")
             out.append(rec)
             continue
         la_up, la_down = lookahead_up_ms / 1000.0, lookahead_down_ms / 1000.0

@@ -98,3 +98,31 @@ def test_impaired_uplink_still_answers_every_turn():
     res = _virtual(transport="sip", turns=2, seed=6, uplink=ChannelConfig(delay_ms=80.0, jitter_ms=10.0))
     assert res["turn.answered"] == 2
     assert res["turn.network_up_ms.p50"] > 80.0
+
+
+def test_webrtc_front_runs_the_same_pipeline_and_answers(natural_env):
+    """The agent's WebRTC front (aiortc, Opus 48 kHz) with the pipeline behind it: one turn, agent side."""
+    from tests.test_webrtc_agent import JB, _webrtc_caller
+    from voicelab.agent import Agent
+    from voicelab.webrtc.agent import serve_webrtc
+
+    u = _short(1)[0]
+    x16 = np.concatenate([np.zeros(8000), u.samples, np.zeros(16000 * 4)])
+
+    async def main():
+        async with Agent(codecs=["opus"], mode="pipeline", jitter_buffer=JB) as agent:
+            front = await serve_webrtc(agent)
+            try:
+                r = await _webrtc_caller(front, x16)
+                await asyncio.wait_for(front.ended(1), 10.0)
+                return r, dict(agent.pipelines.finished)
+            finally:
+                await front.close()
+
+    r, finished = asyncio.run(main())
+    (summary,) = finished.values()
+    answered = [t for t in summary["turns"] if t["reply_start"] is not None]
+    assert answered, summary["turns"]
+    heard, t0 = r["sink"].received_audio()
+    t_reply = answered[0]["reply_start"]
+    assert np.abs(heard[int(max(0.0, t_reply - t0) * 48000):]).max() > 0.01  # the reply reached the caller

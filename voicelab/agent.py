@@ -336,6 +336,17 @@ class Agent:
         else:
             s.send_live("echo" if self.mode == "echo" else "silence")
 
+    def pipeline_media(self, sample_rate: int, frame_samples: int) -> tuple[Any, Any]:
+        """(track, sink) running a new pipeline for a WebRTC call (mode ``pipeline``)."""
+        from .pipeline.fronts import webrtc_media
+
+        loop = asyncio.get_running_loop()
+        self._webrtc_n = getattr(self, "_webrtc_n", 0) + 1
+        key = f"webrtc-{self._webrtc_n}"
+        pipe = self.pipelines.add(key, self.pipeline_config.build(sample_rate, clock=loop.time,  # type: ignore[union-attr]
+                                                                  seed=self.seed + 1000 + self._webrtc_n))
+        return webrtc_media(sample_rate, frame_samples, pipe, on_stop=lambda now: self.pipelines.close(key, now))  # type: ignore[union-attr]
+
     def _keep(self, call_id: str, s: LiveAudioStream) -> None:
         sent, received = s.sent_audio()[0], s.received_audio()[0]
         if self.mode == "record":

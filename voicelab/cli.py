@@ -163,8 +163,17 @@ def _pipeline_call(args: argparse.Namespace, net: Any) -> int:
         raise ParameterError("--agent pipeline runs over --transport sip or ws (WebRTC: not yet)")
     if args.target or args.pcap or args.srtp or args.auth or args.sip_transport != "udp":
         raise ParameterError("--agent pipeline calls the lab's own agent over SIP/UDP or WS (no --target, --pcap, --srtp, --auth)")
+    if args.net == "sim":
+        from .sim.turns import sim_turns
+
+        res = sim_turns(codec=args.codec, channel=net, turns=args.turns, jitter_buffer=args.jitter_buffer,
+                        vad=args.vad, stop_ms=args.stop_ms, seed=args.seed)  # fmt: skip
+        if not args.json:
+            res = {k: v for k, v in res.items() if k != "turns"}
+        _print_result(res, args.json)
+        return 0
     if net is not None and args.net != "vnet":
-        raise ParameterError("impairments with --agent pipeline need --net vnet")
+        raise ParameterError("impairments with --agent pipeline need --net vnet or --net sim")
     kw = dict(transport=args.transport, codec=args.codec, turns=args.turns, vad=args.vad, stop_ms=args.stop_ms,
               llm=None if args.llm == "model" else args.llm, jitter_buffer=args.jitter_buffer, seed=args.seed,
               barge_in_after_s=args.barge_in_after, network="virtual" if args.net == "vnet" else "loopback",
@@ -198,6 +207,8 @@ def cmd_call(args: argparse.Namespace) -> int:
         raise ParameterError("--virtual-time needs --net vnet (real sockets run in real time)")
     if args.agent == "pipeline":
         return _pipeline_call(args, net)
+    if args.net == "sim":
+        raise ParameterError("--net sim is for --agent pipeline (other calls: voicelab run for sim mode)")
     if args.net == "vnet":
         if args.transport != "sip" or args.target or args.pcap:
             raise ParameterError("--net vnet runs the lab's SIP caller and agent (no --target, --pcap or other transports yet)")
@@ -561,8 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Place a real call between the lab's caller and agent (on 127.0.0.1, or on the virtual network) and measure it.")
     cl.add_argument("--transport", default="sip", choices=["sip", "webrtc", "ws"],
                     help="sip: SIP + RTP; webrtc: aiortc peers (ICE, DTLS-SRTP); ws: media streams over a WebSocket")
-    cl.add_argument("--net", default="loopback", choices=["loopback", "vnet"],
-                    help="loopback: real sockets on 127.0.0.1; vnet: the in-process virtual network with NATs")
+    cl.add_argument("--net", default="loopback", choices=["loopback", "vnet", "sim"],
+                    help="loopback: real sockets on 127.0.0.1; vnet: the in-process virtual network with NATs; "
+                         "sim: --agent pipeline offline on the simulated channel's audio")
     g = cl.add_argument_group("SIP")
     g.add_argument("--sip-transport", default="udp", choices=["udp", "tcp", "tls", "ws"], help="SIP signalling transport")
     g.add_argument("--srtp", action="store_true", help="SDES-keyed SRTP (AES_CM_128_HMAC_SHA1_80)")

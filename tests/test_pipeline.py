@@ -293,3 +293,45 @@ def test_llm_endpoint_streams_or_fails_with_a_reason_and_the_agent_still_answers
     else:
         assert t.reason == "llm_error" and t.reply_text.strip() == FALLBACK_ERROR
         assert ("timeout" in t.llm_error) if mode == "stall" else ("refused" in t.llm_error)
+
+
+# ----------------------------------------------------------------------------- the state table under any input
+class _LevelVad:
+    """Speech when the frame is not silent (fast, exact)."""
+
+    def probability(self, pcm):
+        return 1.0 if np.abs(pcm).max() > 0 else 0.0
+
+    def reset(self):
+        pass
+
+
+class _BeepTts:
+    def synthesize(self, text, *, first):
+        return np.full(RATE * len(text.split()) // 10, 1000, dtype=np.int16)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 50)), min_size=1, max_size=8), st.integers(0, 3))
+def test_any_talk_pattern_keeps_the_turn_records_consistent(blocks, seed):
+    p = Pipeline(sample_rate=RATE, vad=_LevelVad(), recognizer=_Heard(), tts=_BeepTts(), responder=_fixed(0.1, 40.0, seed),
+                 max_utterance_s=0.8)  # fmt: skip
+    k = 0
+    for talking, n in blocks + [(False, 100)]:
+        for _ in range(n):
+            p.feed(np.full(F, 500 if talking else 0, np.int16), k * 0.02)
+            f = p.next_frame((k + 1) * 0.02)
+            assert f is None or len(f) == F
+            k += 1
+    assert p.state in ("listening", "hearing", "thinking", "speaking")
+    times = [e.t for e in p.events if e.name != "asr_partial"]
+    for t in p.turns:
+        seq = [x for x in (t.speech_start, t.speech_end, t.asr_final, t.llm_first_token, t.tts_first_audio, t.reply_start)
+               if x is not None]  # fmt: skip
+        assert seq == sorted(seq)
+        assert t.reason in ("ok", "barged_in", "interrupted_before_reply", "max_utterance")
+        if t.reason == "ok":
+            assert t.reply_end is not None or t is p.turns[-1]
+    assert len(times) == len([e for e in p.events if e.name != "asr_partial"])
+    p.close(k * 0.02)
+    assert p.state == "closed"

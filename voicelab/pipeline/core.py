@@ -382,8 +382,9 @@ class Pipeline:
         turn = self.turn
         if filled and self.state == "thinking":
             self._to("reply_start")
-            turn.reply_start = now  # type: ignore[union-attr]
-            self._emit("reply_start", now)
+            # (the audio was ready within float rounding of now: never before its synthesis)
+            turn.reply_start = max(now, turn.tts_first_audio or now)  # type: ignore[union-attr]
+            self._emit("reply_start", turn.reply_start)  # type: ignore[union-attr]
         if self.state == "speaking":
             self.frames_out += 1
             done = (self._reply is not None and self._reply.finished(now) and not self._pending and not self._clauses

@@ -126,3 +126,27 @@ def test_webrtc_front_runs_the_same_pipeline_and_answers(natural_env):
     heard, t0 = r["sink"].received_audio()
     t_reply = answered[0]["reply_start"]
     assert np.abs(heard[int(max(0.0, t_reply - t0) * 48000):]).max() > 0.01  # the reply reached the caller
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["call", "--agent", "pipeline", "--transport", "webrtc"], "not yet"),
+    (["call", "--agent", "pipeline", "--loss", "0.1"], "--net vnet or --net sim"),
+    (["call", "--net", "sim"], "--agent pipeline"),
+    (["call", "--agent", "pipeline", "--llm", "ftp://x", "--net", "vnet", "--turns", "1"], "http(s) URL"),
+])  # fmt: skip
+def test_cli_bad_pipeline_input_is_one_line(capsys, argv, needle):
+    from voicelab.cli import main
+
+    rc = main(argv)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc not in (0, None) and len(err) == 1 and needle in err[0], err
+
+
+def test_cli_pipeline_call_in_sim_mode_prints_turn_statistics(capsys):
+    from voicelab.cli import main
+
+    assert main(["call", "--agent", "pipeline", "--net", "sim", "--turns", "1", "--json"]) == 0
+    import json
+
+    res = json.loads(capsys.readouterr().out)
+    assert res["turn.count"] == 1 and res["network_model"] is True and res["llm_modelled"] is True

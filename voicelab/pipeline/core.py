@@ -132,6 +132,21 @@ class PipelineConfig:
     ttft_sigma: float = 0.35
     tokens_per_s: float = 80.0
 
+    def __post_init__(self) -> None:  # bad settings fail here, not at the first call
+        import re
+
+        from .respond import LlmLatencyModel
+        from .vad import VADS
+
+        if not isinstance(self.vad, str) or self.vad.lower() not in VADS:
+            raise ParameterError(f"vad must be one of {', '.join(VADS)}, got {self.vad!r}")
+        Endpointer(stop_ms=self.stop_ms, min_speech_ms=self.min_speech_ms)
+        if self.llm not in (None, "model", "scripted") and not (isinstance(self.llm, str) and re.match(r"^https?://", self.llm)):
+            raise ParameterError(f"llm must be 'model' (scripted replies, modelled latency) or an http(s) URL, got {self.llm!r}")
+        LlmLatencyModel(self.ttft_median_s, self.ttft_sigma, self.tokens_per_s)
+        if not 0.5 <= float(self.max_utterance_s) <= 600.0:
+            raise ParameterError(f"max_utterance_s must be in 0.5..600 s, got {self.max_utterance_s!r}")
+
     def build(self, sample_rate: int, *, clock: Callable[[], float] | None = None, seed: int | None = None) -> "Pipeline":
         from .respond import LlmLatencyModel
 

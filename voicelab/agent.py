@@ -392,6 +392,9 @@ class Agent:
         for s in list(self.streams.values()):
             await s.close()
         self.streams.clear()
+        if self.pipelines is not None:  # calls still up: their turns end with the agent
+            for key in list(self.pipelines.live):
+                self.pipelines.close(key, asyncio.get_running_loop().time(), "agent_closed")
         if self.sip is not None:
             await self.sip.close()
         if self._tmp is not None:

@@ -313,6 +313,17 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
                 whost, wport = _host_port(args.webrtc, "--webrtc")
                 webrtc = await serve_webrtc(agent, host=whost, port=wport)
                 print(f"  WebRTC: {webrtc.url} (signaling + browser client page)", flush=True)
+            wsfront = None
+            if args.ws:  # media streams over a WebSocket, the same mode (and pipeline class)
+                from .wsmedia.live import MediaStreamServer
+
+                if agent.mode not in ("play", "echo", "pipeline"):
+                    raise ParameterError("--ws serves --mode play, echo or pipeline")
+                whost, wport = _host_port(args.ws, "--ws")
+                wsfront = MediaStreamServer(agent.iface, mode=agent.mode, speech=args.speech, host=whost, port=wport,
+                                            pipeline=agent.pipeline_config.build if agent.mode == "pipeline" else None)  # fmt: skip
+                await wsfront.start()
+                print(f"  WebSocket media streams: ws://{whost}:{wsfront.address[1]}/media", flush=True)
             print("Ctrl-C stops", flush=True)
             import gc
 
@@ -322,6 +333,8 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
             finally:
                 if webrtc is not None:
                     await webrtc.close()
+                if wsfront is not None:
+                    await wsfront.close()
 
     try:
         asyncio.run(run())
@@ -627,6 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     ags.add_argument("--max-calls", type=int, default=32, help="concurrent calls (more get 486 Busy Here)")
     ags.add_argument("--tls-cert", metavar="PEM", help="certificate chain for --transport tls (default: a generated test CA)")
     ags.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
+    ags.add_argument("--ws", metavar="HOST:PORT", help="also answer media streams over a WebSocket (path /media)")
     ags.add_argument("--webrtc", metavar="HOST:PORT", help="also answer WebRTC callers: signaling server + browser page here")
     ags.set_defaults(func=cmd_agent_serve)
 

@@ -34,6 +34,7 @@ def _check_reconciled(res, n):
     assert res["turn.reconciled"] is True and res["turn.llm_modelled"] is True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transport", ["sip", "ws"])
 def test_five_turns_on_the_virtual_network_reconcile(transport):
     res = _virtual(transport=transport, turns=5, seed=3)
@@ -55,13 +56,14 @@ def test_one_turn_over_real_loopback_sockets_is_answered_and_reconciles_or_says_
         assert "breakdown unavailable" in r["reason"] and "missing" in r["reason"]
 
 
+@pytest.mark.slow
 def test_wer_of_a_clean_pcmu_call_is_the_recogniser_s_own_on_the_unprocessed_audio(natural_env):
     from voicelab import audio
     from voicelab.pipeline.wer import word_errors
     from voicelab.sim.turns import hear_offline
 
-    utts = load_utterances(4)
-    res = _virtual(transport="sip", codec="pcmu", turns=4, utterances=utts, seed=2)
+    utts = load_utterances(3)
+    res = _virtual(transport="sip", codec="pcmu", turns=3, utterances=utts, seed=2)
     e = n = 0
     for u in utts:  # the same pipeline offline on the unprocessed utterance at G.711's 8 kHz
         p = hear_offline(audio.resample(np.concatenate([np.zeros(8000), u.samples]), 16000, 8000), 8000)
@@ -71,8 +73,9 @@ def test_wer_of_a_clean_pcmu_call_is_the_recogniser_s_own_on_the_unprocessed_aud
     assert res["turn.wer"] == pytest.approx(e / n, abs=0.10)
 
 
+@pytest.mark.slow
 def test_barge_in_stops_the_agent_at_the_callers_ear():
-    res = _virtual(transport="sip", turns=3, barge_in_after_s=0.6, seed=4)
+    res = _virtual(transport="sip", turns=2, barge_in_after_s=0.6, seed=4)
     stops = [r for r in res["turns"] if "barge_in_stop_ms" in r]
     assert stops, res["turn.outcomes"]
     agent = res["agent"]
@@ -95,11 +98,12 @@ def test_a_caller_hanging_up_mid_reply_is_recorded_and_nothing_hangs():
 def test_impaired_uplink_still_answers_every_turn():
     from voicelab.net import ChannelConfig
 
-    res = _virtual(transport="sip", turns=2, seed=6, uplink=ChannelConfig(delay_ms=80.0, jitter_ms=10.0))
-    assert res["turn.answered"] == 2
+    res = _virtual(transport="sip", turns=1, seed=6, uplink=ChannelConfig(delay_ms=80.0, jitter_ms=10.0))
+    assert res["turn.answered"] == 1
     assert res["turn.network_up_ms.p50"] > 80.0
 
 
+@pytest.mark.slow
 def test_webrtc_front_runs_the_same_pipeline_and_answers(natural_env):
     """The agent's WebRTC front (aiortc, Opus 48 kHz) with the pipeline behind it: one turn, agent side."""
     from tests.test_webrtc_agent import JB, _webrtc_caller
@@ -142,6 +146,7 @@ def test_cli_bad_pipeline_input_is_one_line(capsys, argv, needle):
     assert rc not in (0, None) and len(err) == 1 and needle in err[0], err
 
 
+@pytest.mark.slow
 def test_cli_pipeline_call_in_sim_mode_prints_turn_statistics(capsys):
     from voicelab.cli import main
 

@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import audio
-from .errors import DataUnavailableError, ParameterError
+from .errors import ParameterError
 
 __all__ = ["Utterance", "load_utterances", "ConversationDriver", "analyse_turns", "summarise_turns",
            "pipeline_call", "ARCTIC_TRANSCRIPTS", "BREAKDOWN"]  # fmt: skip

@@ -260,7 +260,7 @@ def _seq(first: int | None, tick: int) -> int | None:
     return None if first is None or tick < 0 else (first + tick) & 0xFFFF
 
 
-def _at_or_after(d: dict, seq: int, n: int = 10) -> tuple[float, int]:
+def _at_or_after(d: dict, seq: int, n: int = 50) -> tuple[float, int]:
     """``d[seq]``, or the first of the next ``n`` sequence numbers present (KeyError: none)."""
     for i in range(n):
         k = (seq + i) & 0xFFFF

@@ -345,7 +345,9 @@ class AgentSession:
             pipe = srv.pipeline_factory(8000, clock=self.loop.time, seed=len(srv.sessions))
             self.pipeline = pipe
             self.media.on_played = lambda frame, when: pipe.feed(frame, when) if self.stopped_at is None else None
-            self.media.send_live(pipe.next_frame, start_at=now)
+            # the send clock starts after the pipeline was built (loading the recogniser
+            # takes a moment): frames owed for that time would reach the caller in a burst
+            self.media.send_live(pipe.next_frame, start_at=self.loop.time())
         else:
             self.media.on_played = self._echo
         srv._started.put_nowait(self)

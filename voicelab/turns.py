@@ -348,32 +348,30 @@ def analyse_turns(driver: ConversationDriver, caller: Any, agent_stream: Any, ag
         rec["breakdown_sum_ms"] = s
         rec["residual_ms"] = total - s
         rec["reconciled"] = abs(total - s) <= 2.0
-        if t.barge_in is False and i + 1 < len(driver.turns) and driver.turns[i + 1].barge_in:
+        if i + 1 < len(driver.turns) and driver.turns[i + 1].barge_in:
             bt = driver.turns[i + 1]
-            stop = _stop_at_ear(caller, bt.speech_from)
+            stop = _stop_at_ear(caller, bt.speech_from, bt.speech_end)
             if stop is not None:
                 rec["barge_in_stop_ms"] = (stop - bt.speech_from) * 1000.0
         out.append(rec)
     return out
 
 
-def _stop_at_ear(caller: Any, t_from: float, silence_s: float = 0.3) -> float | None:
-    """Start of the first silent run >= ``silence_s`` at the caller's ear after ``t_from``."""
+def _stop_at_ear(caller: Any, t_from: float, t_to: float) -> float | None:
+    """End of the last audible sample at the caller's ear in ``[t_from, t_to)``.
+
+    ``t_from`` is the caller's speech onset over the reply, ``t_to`` the end of that
+    utterance: the agent cannot answer it before then, so whatever the caller hears in the
+    window is the interrupted reply. ``t_from`` itself when nothing is heard.
+    """
     x, t0 = caller.received_audio()
     rate = caller.rx.sample_rate
     i0 = max(0, int(round((t_from - t0) * rate)))
-    seg = np.abs(x[i0:]) >= EAR_LEVEL
-    need = int(silence_s * rate)
-    loud = np.flatnonzero(seg)
-    if not len(loud):
-        return t_from
-    gaps = np.diff(np.concatenate([[-1], loud, [len(seg) + need]]))
-    k = np.flatnonzero(gaps > need)
-    if not len(k):
+    i1 = max(i0, int(round((t_to - t0) * rate)))
+    if i1 > len(x):
         return None
-    j = int(k[0])
-    last_loud = loud[j - 1] + 1 if j > 0 else 0
-    return t0 + (i0 + last_loud) / rate
+    loud = np.flatnonzero(np.abs(x[i0:i1]) >= EAR_LEVEL)
+    return t_from if not len(loud) else t0 + (i0 + int(loud[-1]) + 1) / rate
 
 
 def _pct(v: list[float]) -> dict[str, float | None]:

@@ -159,11 +159,13 @@ def _pipeline_call(args: argparse.Namespace, net: Any) -> int:
 
     from .turns import pipeline_call
 
-    if args.transport == "webrtc":
-        raise ParameterError("--agent pipeline runs over --transport sip or ws (WebRTC: not yet)")
+    if args.transport == "webrtc" and args.net != "loopback":
+        raise ParameterError("--agent pipeline over WebRTC runs on --net loopback (aiortc keeps wall-clock time)")
     if args.target or args.pcap or args.srtp or args.auth or args.sip_transport != "udp":
         raise ParameterError("--agent pipeline calls the lab's own agent over SIP/UDP or WS (no --target, --pcap, --srtp, --auth)")
     if args.net == "sim":
+        if args.transport != "sip":
+            raise ParameterError("--net sim models the network (no --transport)")
         from .sim.turns import sim_turns
 
         res = sim_turns(codec=args.codec, channel=net, turns=args.turns, jitter_buffer=args.jitter_buffer,

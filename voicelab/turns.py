@@ -384,12 +384,16 @@ def _pct(v: list[float]) -> dict[str, float | None]:
 def summarise_turns(records: list[dict]) -> dict[str, Any]:
     """``turn.*`` statistics over the records: percentiles, breakdown medians, WER, reconciliation."""
     out: dict[str, Any] = {"turn.count": len(records), "turn.answered": sum(1 for r in records if "total_ms" in r)}
-    for key in ["total", "server", "residual"] + list(BREAKDOWN):
+    for key in ["total", "server", "residual"] + list(BREAKDOWN) + ["uplink_and_endpointing", "downlink"]:
         vals = [r[f"{key}_ms"] for r in records if r.get(f"{key}_ms") is not None]
+        if not vals and key in ("uplink_and_endpointing", "downlink"):
+            continue  # WebRTC's lumped parts
         for k, v in _pct(vals).items():
             out[f"turn.{key}_ms.{k}"] = v
     rec = [r for r in records if "residual_ms" in r]
     out["turn.reconciled"] = bool(rec) and all(r["reconciled"] for r in rec)
+    if not rec and any(r.get("reconciled", False) is None for r in records):
+        out["turn.reconciled"] = None  # WebRTC: no per-packet times to reconcile with
     out["turn.residual_ms.absmax"] = max((abs(r["residual_ms"]) for r in rec), default=None)
     e, n = sum(r["word_errors"] for r in records), sum(r["words"] for r in records)
     out["turn.wer"] = e / n if n else None
@@ -421,14 +425,16 @@ async def pipeline_call(
     downlink: Any = None,
     utterances: list[Utterance] | None = None,
 ) -> dict[str, Any]:
-    """A conversation of ``turns`` utterances with the lab's pipeline agent on loopback.
+    """A conversation of ``turns`` utterances with the lab's pipeline agent.
 
     Parameters
     ----------
-    transport : {"sip", "ws"}
-        SIP/RTP (the lab's UA and :class:`voicelab.agent.Agent`) or WebSocket media streams.
+    transport : {"sip", "ws", "webrtc"}
+        SIP/RTP (the lab's UA and :class:`voicelab.agent.Agent`), WebSocket media streams,
+        or WebRTC (the lab's aiortc caller and the agent's WebRTC front; loopback only,
+        transport parts lumped: :func:`analyse_webrtc_turns`).
     codec : str
-        SIP only (WebSocket media streams are 8 kHz mu-law).
+        SIP and WebRTC (WebSocket media streams are 8 kHz mu-law).
     turns : int
     vad, stop_ms, llm : as for ``agent serve --mode pipeline``.
     barge_in_after_s : float, optional
@@ -444,7 +450,7 @@ async def pipeline_call(
     uplink, downlink : ChannelConfig or dict, optional
         Impairment of the caller's access link (``network="virtual"``).
     utterances : list of Utterance, optional
-        What the caller says (default :func:`load_utterances`\ (``turns``)).
+        What the caller says (default ``load_utterances(turns)``).
 
     Returns
     -------
@@ -453,8 +459,10 @@ async def pipeline_call(
         the breakdown ``*_ms``, ``total_ms``, ``residual_ms``, ``server_ms``, ``wer``,
         ``recognised``), ``agent`` (the agent's per-turn records) and the set-up.
     """
-    if transport not in ("sip", "ws"):
-        raise ParameterError(f"pipeline calls run over 'sip' or 'ws' (WebRTC: not yet), got {transport!r}")
+    if transport not in ("sip", "ws", "webrtc"):
+        raise ParameterError(f"pipeline calls run over 'sip', 'ws' or 'webrtc', got {transport!r}")
+    if transport == "webrtc" and network != "loopback":
+        raise ParameterError("WebRTC pipeline calls run on loopback (aiortc keeps wall-clock time)")
     utts = list(utterances) if utterances is not None else load_utterances(turns)
     cfg = dict(pipeline or {})
     cfg.update(vad=vad, stop_ms=float(stop_ms), llm=llm, seed=seed)
@@ -463,7 +471,7 @@ async def pipeline_call(
     if (uplink is not None or downlink is not None) and network != "virtual":
         raise ParameterError("uplink/downlink impairments need network='virtual'")
     extra = {"network": network, "uplink": uplink, "downlink": downlink}
-    runner = _sip_conversation if transport == "sip" else _ws_conversation
+    runner = {"sip": _sip_conversation, "ws": _ws_conversation, "webrtc": _webrtc_conversation}[transport]
     res = await runner(utts, codec=codec, cfg=cfg, jitter_buffer=jitter_buffer, seed=seed, **extra,
                        driver_opts=dict(barge_in_after_s=barge_in_after_s, hangup_after_s=hangup_after_s,
                                         reply_timeout_s=reply_timeout_s))  # fmt: skip
@@ -592,3 +600,139 @@ async def _ws_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_opts
     finally:
         await client.stop()
         await server.close()
+
+
+async def _webrtc_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_opts, network="loopback", uplink=None,
+                               downlink=None):  # fmt: skip
+    """The lab's aiortc caller with a live source; the agent's WebRTC front with the pipeline.
+
+    aiortc does not expose per-packet send/arrival times, so the breakdown has two lumped
+    parts (see :func:`analyse_webrtc_turns`).
+    """
+    import fractions
+
+    from . import codecs
+    from .agent import Agent
+    from .net.iface import LoopbackInterface
+    from .webrtc.agent import serve_webrtc
+    from .webrtc.media import _EARLY_S, AudioSink, SourceTrack
+    from .webrtc.peer import make_peer_connection, prefer_codec
+    from .webrtc.signaling import SignalingClient
+
+    loop = asyncio.get_running_loop()
+    c = codecs.get(codec)
+    rate, F = int(c.sample_rate), int(c.frame_samples)
+    agent = Agent(codecs=[codec], mode="pipeline", pipeline=cfg, jitter_buffer=jitter_buffer, seed=seed + 1)
+    await agent.start()
+    front = await serve_webrtc(agent)
+    driver = ConversationDriver(utts, sample_rate=rate, frame_ms=20, **driver_opts)
+
+    class _Ear(AudioSink):
+        def write(self, frame, when, *, arrival=None):  # noqa: D102
+            start = super().write(frame, when, arrival=arrival)
+            driver.on_played(frame, start, None)
+            return start
+
+    class _Mouth(SourceTrack):
+        async def recv(self):  # noqa: D102
+            import av
+            from aiortc.mediastreams import MediaStreamError
+
+            if self.readyState != "live":
+                raise MediaStreamError
+            await self._started.wait()
+            when = self._t0 + (self._k + 1) * F / rate
+            delay = when - _EARLY_S - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self.readyState != "live":
+                raise MediaStreamError
+            now = loop.time()
+            self.send_times.append(now)
+            self.send_lateness_s.append(now - when)
+            chunk = driver.source(now)
+            chunk = chunk if chunk is not None else np.zeros(F, dtype=np.int16)
+            frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate = rate
+            frame.pts = self._k * F
+            frame.time_base = fractions.Fraction(1, rate)
+            self._k += 1
+            return frame
+
+    iface = LoopbackInterface(loop)
+    sink = _Ear(rate)
+    pc = make_peer_connection(iface, codec=codec, forward_to_track=False, sink=sink, jitter_buffer=jitter_buffer)
+    track = _Mouth(np.zeros(F), rate)
+    client = SignalingClient(iface, front.url)
+    try:
+        pc.addTrack(track)
+        prefer_codec(pc.getTransceivers()[0], codec)
+        await pc.setLocalDescription(await pc.createOffer())
+        await client.connect()
+        answer = await client.offer(pc.localDescription.sdp)
+        await pc.setRemoteDescription(type(pc.localDescription)(sdp=answer, type="answer"))
+        await asyncio.wait_for(pc.connected(), 10.0)
+        track.start(loop.time() + 0.02)
+        budget = sum(len(u.samples) / 16000 + driver.reply_timeout_s + 2.0 for u in utts) + 5.0
+        try:
+            await asyncio.wait_for(asyncio.shield(driver.done), budget)
+        except asyncio.TimeoutError:
+            pass
+        await client.bye()
+        await asyncio.wait_for(front.ended(1), 10.0)
+        (summary,) = list(agent.pipelines.finished.values())[-1:] or [{}]  # type: ignore[union-attr]
+        records = analyse_webrtc_turns(driver, summary, lookahead_down_ms=c.lookahead_ms)
+        setup = {"codec": codec, "jitter_buffer": jitter_buffer, "net": network, "agent_errors": list(front.errors)}
+        return records, summary, setup
+    finally:
+        await client.close()
+        await pc.close()
+        await front.close()
+        await agent.close()
+
+
+def analyse_webrtc_turns(driver: ConversationDriver, agent_summary: dict, *, lookahead_down_ms: float = 0.0) -> list[dict]:
+    """Per-turn records for WebRTC: the agent's stages exactly, the transport lumped in two parts.
+
+    ``uplink_and_endpointing_ms`` (T0 -> end of utterance at the agent: packetization,
+    aiortc's sender, network, the agent's jitter buffer, and the endpointing wait) and
+    ``downlink_ms`` (first reply frame handed to aiortc -> first reply sample at the ear:
+    sender, network, the caller's jitter buffer, the codec's look-ahead). aiortc keeps no
+    per-packet send/arrival record we can read, so these two cannot be split further and
+    ``residual_ms`` is not defined (the parts add up to the total by construction);
+    ``reconciled`` is None.
+    """
+    from .pipeline.wer import wer, word_errors
+
+    agent_turns = agent_summary.get("turns", [])
+    out = []
+    for i, t in enumerate(driver.turns):
+        nxt = driver.turns[i + 1].speech_from if i + 1 < len(driver.turns) else float("inf")
+        heard = [a for a in agent_turns if t.speech_from - 0.05 <= a["speech_start"] < min(nxt, t.speech_end + 1.0)]
+        text = " ".join(a["text"] or "" for a in heard if a["text"] is not None)
+        e, n = word_errors(t.utterance.transcript, text)
+        rec: dict[str, Any] = {"turn": i, "utterance": t.utterance.name, "transcript": t.utterance.transcript,
+                               "recognised": text, "agent_turns": len(heard), "barge_in": t.barge_in,
+                               "outcome": t.outcome, "wer": wer(t.utterance.transcript, text), "word_errors": e,
+                               "words": n, "synthetic_speech": t.utterance.synthetic}  # fmt: skip
+        answered = [a for a in heard if a["reply_start"] is not None and t.reply_onset is not None
+                    and a["reply_start"] <= t.reply_onset]  # fmt: skip
+        if t.reply_onset is None or not answered:
+            rec["outcome"] = t.outcome if t.outcome != "ok" else "no_reply"
+            rec["reason"] = "no reply heard"
+            out.append(rec)
+            continue
+        a = answered[-1]
+        rec.update(total_ms=(t.reply_onset - t.speech_end) * 1000.0, server_ms=a["server_ms"], agent_reason=a["reason"],
+                   llm_modelled=a["llm_modelled"],
+                   uplink_and_endpointing_ms=(a["speech_end"] - t.speech_end) * 1000.0,
+                   asr_final_ms=(a["asr_final"] - a["speech_end"]) * 1000.0,
+                   llm_first_token_ms=(a["llm_first_token"] - a["asr_final"]) * 1000.0,
+                   tts_first_audio_ms=(a["tts_first_audio"] - a["llm_first_token"]) * 1000.0,
+                   agent_send_queue_ms=(a["reply_start"] - a["tts_first_audio"]) * 1000.0,
+                   downlink_ms=(t.reply_onset - a["reply_start"]) * 1000.0,
+                   downlink_includes_codec_lookahead_ms=lookahead_down_ms,
+                   reconciled=None,
+                   reason="WebRTC: aiortc exposes no per-packet times; transport parts are lumped")  # fmt: skip
+        out.append(rec)
+    return out

@@ -2,12 +2,13 @@
 #   make demo   create .venv, install voicelab, run the flagship comparison
 #   make test   create .venv with the test extras, run pytest and the notebooks
 #   make lab    JupyterLab on notebooks/
+#   make book   the HTML book of every chapter, executed, in build/book (VOICELAB_QUICK=1: quick mode)
 PYTHON ?= python3
 VENV   ?= .venv
 PIP     = $(VENV)/bin/python -m pip
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lab bench notebooks clean distclean
+.PHONY: demo test test-fast lab book notebooks-sync bench clean distclean
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "voicelab needs Python 3.10 or newer")'
@@ -35,11 +36,21 @@ test-fast: $(VENV)/.installed-dev
 lab: $(VENV)/.installed-dev
 	$(VENV)/bin/jupyter lab notebooks/
 
+# The book: Sphinx + MyST-NB executes every chapter (full mode unless VOICELAB_QUICK=1),
+# offline; open build/book/index.html.
+book: $(VENV)/.installed-dev
+	$(VENV)/bin/python -m sphinx -b html -E -q book build/book
+	@echo "book: build/book/index.html"
+
+# After editing a chapter's .md (or .ipynb) outside JupyterLab: update its twin.
+notebooks-sync: $(VENV)/.installed-dev
+	$(VENV)/bin/python tools/notebooks.py sync
+
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/bench_sim.py
 
 clean:
-	rm -rf results figures .pytest_cache build *.egg-info
+	rm -rf results figures .pytest_cache build test-artifacts *.egg-info
 
 distclean: clean
 	rm -rf $(VENV)

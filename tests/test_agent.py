@@ -15,7 +15,7 @@ import pytest
 from voicelab import audio
 from voicelab.agent import Agent, parse_mode
 from voicelab.calls import dial, sip_call
-from voicelab.errors import ParameterError
+from voicelab.errors import ParameterError, RemoteProtocolError
 from voicelab.net import ChannelConfig
 
 from .conftest import run_clean
@@ -71,15 +71,15 @@ def test_digest_auth_call_succeeds_with_the_right_password(natural_env):
 def test_wrong_password_or_plain_rtp_never_sets_up_a_call():
     async def main():
         async with Agent(codecs=["pcmu"], auth=("alice", "secret"), speech="harvard") as agent:
-            with pytest.raises(ParameterError, match="401|403"):
+            with pytest.raises(RemoteProtocolError, match="401|403"):
                 await dial(agent.uri, seconds=1.0, speech="harvard", credentials=("alice", "wrong"), ready_timeout=3.0)
-            with pytest.raises(ParameterError, match="401"):
+            with pytest.raises(RemoteProtocolError, match="401"):
                 await dial(agent.uri, seconds=1.0, speech="harvard", ready_timeout=3.0)  # no credentials at all
             assert agent.calls_answered == 0 and not agent.streams
             r = await dial(agent.uri, seconds=1.0, speech="harvard", credentials=("alice", "secret"))
             assert r["codec"] == "pcmu" and agent.calls_answered == 1
         async with Agent(codecs=["pcmu"], srtp=True, speech="harvard") as agent:
-            with pytest.raises(ParameterError, match="488"):
+            with pytest.raises(RemoteProtocolError, match="488"):
                 await dial(agent.uri, seconds=1.0, speech="harvard", ready_timeout=3.0)
             assert agent.calls_answered == 0
 
@@ -139,7 +139,7 @@ def test_agent_refuses_calls_beyond_max_calls():
         async with Agent(codecs=["pcmu"], mode="echo", max_calls=1, speech="harvard") as agent:
             first = asyncio.create_task(dial(agent.uri, seconds=2.0, speech="harvard"))
             await asyncio.wait_for(agent.answered(1), 10.0)  # the first call is up
-            with pytest.raises(ParameterError, match="486"):
+            with pytest.raises(RemoteProtocolError, match="486"):
                 await dial(agent.uri, seconds=1.0, speech="harvard")
             await first
             return agent.calls_refused

@@ -434,3 +434,32 @@ def test_payload_for_other_ptime_is_refused(name, params, payload):
         pytest.skip(f"{name} unavailable here")
     with pytest.raises(CodecError, match="ptime"):
         codecs.get(name, **params).decode(payload)
+
+
+# ------------------------------------------------------------------ modes (the ch1 widget offers these)
+@pytest.mark.parametrize("name", codecs.names())
+def test_every_mode_is_valid_and_means_what_it_says(name):
+    ms = codecs.modes(name)
+    assert ms and len({m["label"] for m in ms}) == len(ms)
+    if not codecs.is_available(name):
+        pytest.skip(f"{name} not installed here")
+    for m in ms:
+        c = codecs.get(name, **m["params"])
+        assert c.bitrate == m["bitrate"], m
+
+
+@pytest.mark.parametrize("name", [n for n in codecs.names() if n != "opus"])
+def test_modes_are_complete_other_rates_are_refused(name):
+    """A rate between or beside the listed modes is an error (Opus codes any rate in 6-510k)."""
+    if not codecs.is_available(name):
+        pytest.skip(f"{name} not installed here")
+    rates = [m["bitrate"] for m in codecs.modes(name)]
+    for bad in (min(rates) - 1000, max(rates) + 1000):
+        with pytest.raises(ParameterError):
+            codecs.get(name, bitrate=bad)
+
+
+def test_modes_accepts_aliases_and_rejects_unknown_names():
+    assert codecs.modes("g711u") == codecs.modes("pcmu")
+    with pytest.raises(ParameterError):
+        codecs.modes("speex")

@@ -30,7 +30,7 @@ CONDITIONS = {"clean": None, "lossy": LOSSY}
 
 @pytest.fixture(scope="module")
 def speech_env():
-    """Natural speech when it is here (synthetic otherwise: the tests hold for both)."""
+    """VOICELAB_DATA's extra recordings when they are here (the shipped corpus otherwise)."""
     d = speech_dir()
     mp = pytest.MonkeyPatch()
     if d is not None:
@@ -56,7 +56,7 @@ def test_one_row_per_transport_condition_direction(cmp):
     assert len(cmp) == len(keys)
     assert (cmp["codec"] == "pcmu").all() and (cmp["note"] == "").all()
     assert cmp["synthetic_speech"].dtype == bool
-    assert cmp["synthetic_speech"].all() == (speech_dir() is None)
+    assert not cmp["synthetic_speech"].any()  # the shipped corpus is natural, with or without VOICELAB_DATA
     # the condition travels with the rows
     lossy = cmp[cmp["condition"] == "lossy"]
     assert (lossy["channel.loss_rate"] == LOSSY.loss_rate).all() and (lossy["channel.jitter_ms"] == LOSSY.jitter_ms).all()
@@ -177,3 +177,26 @@ def test_opus_sweep_quality_and_bits(speech_env):
     base = df[df["mode"] == "aiortc-defaults"]
     assert (base["bitrate"] == 96000).all() and base["payload_kbps"].isna().all() and base["pesq_wb"].notna().all()
     assert not df["fec"].any()
+
+
+def test_loopback_delay_note_explains_from_the_calls():
+    import pandas as pd
+
+    from voicelab import codecs
+    from voicelab.compare import loopback_delay_note
+    from voicelab.errors import ParameterError
+    from voicelab.webrtc.call import AIORTC_JB_PREFETCH
+
+    res = {"codec_params": {"bitrate": 12000, "frame_ms": 40}, "jitter_buffer": "fixed:60",
+           "caller_to_agent.playout_delay_ms": 50.0, "agent_to_caller.playout_delay_ms": 54.0}
+    df = pd.DataFrame({"mode": ["lab", "lab", "aiortc-defaults", "aiortc-defaults"],
+                       "mouth_to_ear_ms": [130.0, 134.0, 230.0, 234.0]})
+    df.attrs["results"] = [{"mode": "lab", "bitrate": 12000, "result": res}]
+    text = loopback_delay_note(df)
+    facts = codecs.get("opus", frame_ms=40)
+    assert "**132 ms**" in text and "**232 ms**" in text
+    assert f"one {facts.frame_ms:g} ms frame" in text and "52 ms of waiting" in text and "(fixed:60)" in text
+    assert f"{AIORTC_JB_PREFETCH} packets ({AIORTC_JB_PREFETCH * 40} ms of audio" in text
+    assert "0.5-1 s" not in text
+    with pytest.raises(ParameterError):
+        loopback_delay_note(df[df["mode"] != "lab"])

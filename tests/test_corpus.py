@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import shutil
 import urllib.error
@@ -19,6 +20,7 @@ from voicelab.audio import (
     Speech,
     active_level_db,
     corpus,
+    corpus_items,
     corpus_source,
     example,
     fetch_corpus,
@@ -31,10 +33,22 @@ from voicelab.audio import (
 from voicelab.audio import espeak as espeak_module
 from voicelab.errors import DataUnavailableError, ParameterError
 
+corpus_module = importlib.import_module("voicelab.audio.corpus")  # voicelab.audio.corpus is the function
+
 
 @pytest.fixture
 def no_natural(monkeypatch, tmp_path):
-    """No VOICELAB_DATA and an empty cache folder."""
+    """No shipped recordings (an installation stripped of its data), no VOICELAB_DATA and an
+    empty cache folder."""
+    monkeypatch.setattr(corpus_module, "shipped_dir", lambda: None)
+    monkeypatch.delenv("VOICELAB_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    return tmp_path
+
+
+@pytest.fixture
+def shipped_only(monkeypatch, tmp_path):
+    """A fresh clone: the shipped recordings, no VOICELAB_DATA, an empty cache."""
     monkeypatch.delenv("VOICELAB_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     return tmp_path
@@ -50,10 +64,23 @@ def _user_wav(folder: Path, name: str, sample_rate: int, frequency_hz: float = 4
 def test_espeak_is_deterministic_and_history_independent():
     text = HARVARD_LIST_1[0]
     raw = espeak_module._synth_native.__wrapped__  # bypass the in-memory cache
-    a = raw(text, "en-us", 160)
-    raw(HARVARD_LIST_1[5], "en-us+f3", 200)  # something else in between
-    b = raw(text, "en-us", 160)
+    a = raw(text, "en-us", 160, 0)
+    raw(HARVARD_LIST_1[5], "en-us+f3", 200, 0)  # something else in between
+    b = raw(text, "en-us", 160, 0)
     assert a.size > 0 and np.array_equal(a, b)
+
+
+def test_espeak_breath_noise_follows_the_seed():
+    # en-us+f3 draws breath noise from eSpeak's generator: the seed decides it (it used to
+    # be the current second, so two processes differed)
+    raw = espeak_module._synth_native.__wrapped__
+    a = raw(HARVARD_LIST_1[0], "en-us+f3", 160, 0)
+    b = raw(HARVARD_LIST_1[0], "en-us+f3", 160, 0)
+    c = raw(HARVARD_LIST_1[0], "en-us+f3", 160, 1)
+    assert np.array_equal(a, b)
+    assert a.size == c.size and not np.array_equal(a, c)
+    with pytest.raises(ParameterError, match="seed"):
+        synthesize("hi", seed=-1)
 
 
 def test_espeak_speech_is_not_silent_and_plausible():
@@ -112,23 +139,40 @@ def test_natural_only_raises_clear_error(no_natural):
         corpus(source="natural")
 
 
-def test_voicelab_data_folder_wins(no_natural, monkeypatch, tmp_path):
+def test_voicelab_data_and_cache_add_items_after_the_shipped_ones(shipped_only, monkeypatch, tmp_path):
     folder = tmp_path / "mine"
     _user_wav(folder, "b_me.wav", 16000)
     _user_wav(folder, "a_me.wav", 16000, frequency_hz=300.0)
     cache = tmp_path / "xdg-cache" / "voicelab" / "speech"
     _user_wav(cache, "cached.wav", 16000)
     monkeypatch.setenv("VOICELAB_DATA", str(folder))
-    assert corpus_source() == "natural:VOICELAB_DATA"
+    assert corpus_source() == "natural:package+VOICELAB_DATA+cache"
     items = corpus(sample_rate=16000)
-    assert [s.name for s in items] == ["a_me", "b_me"]  # sorted by file name
-    s = items[0]
+    shipped = [s.name for s in corpus(source="shipped")]
+    assert len(shipped) == 6
+    assert [s.name for s in items] == shipped + ["a_me", "b_me", "cached"]  # each folder sorted by file name
+    s = items[len(shipped)]
     assert isinstance(s, Speech) and s.source == "natural" and not s.synthetic
-    assert "user-supplied" in s.licence and "a_me.wav" in s.origin
+    assert "user-supplied" in s.licence and "a_me.wav" in s.origin and s.talker == "a"
     assert np.asarray(s).shape == (8000,) and s.duration_s == pytest.approx(0.5)
     assert len(corpus(sample_rate=16000, limit=1)) == 1
-    # source="synthetic" forces eSpeak even when natural speech exists
+    listed = corpus_items()
+    assert [it.id for it in listed] == [s.name for s in items]
+    assert [it.location for it in listed][-3:] == ["VOICELAB_DATA", "VOICELAB_DATA", "cache"]
+    # source="synthetic" (or "espeak") forces eSpeak even when natural speech exists
     assert all(x.synthetic for x in corpus(source="synthetic", limit=2))
+    assert all(x.synthetic for x in corpus(source="espeak", limit=1))
+
+
+def test_user_files_without_shipped_data(no_natural, monkeypatch, tmp_path):
+    folder = tmp_path / "mine"
+    _user_wav(folder, "b_me.wav", 16000)
+    _user_wav(folder, "a_me.wav", 16000, frequency_hz=300.0)
+    monkeypatch.setenv("VOICELAB_DATA", str(folder))
+    assert corpus_source() == "natural:VOICELAB_DATA"
+    assert [s.name for s in corpus()] == ["a_me", "b_me"]
+    with pytest.raises(DataUnavailableError):
+        corpus(source="shipped")
 
 
 def test_cache_used_when_no_voicelab_data(no_natural, tmp_path):

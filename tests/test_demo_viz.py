@@ -79,9 +79,18 @@ def test_demo_quick_writes_report(tmp_path):
     # the live part: the same call over the three transports, clean and impaired
     live = pd.read_csv(tmp_path / "results-live.csv")
     assert set(live["transport"]) == {"sip", "webrtc", "ws"} and live["condition"].nunique() == 2
-    assert "SIP/RTP, WebRTC and a WebSocket" in html and (tmp_path / "figures" / "live_transports.html").exists()
+    assert "SIP/RTP, WebRTC and a WebSocket" in html and (tmp_path / "figures" / "live_mouth_to_ear_ms.html").exists()
     lossy = live[live["condition"] != "clean"]
     assert (lossy[lossy["transport"] == "ws"]["loss_rate"] == 0).all()  # TCP: late, never lost
+    # a small study, not an anecdote: paired repeats over different utterances, intervals, verdicts
+    from voicelab.demo import LIVE_REPEATS_QUICK
+
+    assert live["trial"].nunique() == LIVE_REPEATS_QUICK and live["speech"].nunique() == LIVE_REPEATS_QUICK
+    assert f"n = {LIVE_REPEATS_QUICK} paired trials per cell" in html and "Student-t" in html
+    summary = pd.read_csv(tmp_path / "results-live-summary.csv")
+    assert {"n", "mean", "ci_low", "ci_high"} <= set(summary.columns)
+    assert (summary["n"] == LIVE_REPEATS_QUICK).all()
+    assert "paired trials</li>" in html or "paired" in html
 
 
 def test_interact_headless_runs_defaults_once(monkeypatch):
@@ -111,6 +120,22 @@ def test_interact_builds_widgets_and_reports_errors(monkeypatch, capsys):
     assert box.kwargs == {"loss": 0.05, "codec": "pcmu"}
     box.children[1].value = "opus"  # the dropdown: the error becomes one printed line
     assert box.result is None
+
+
+def test_interact_box_is_drawn_once_when_it_ends_a_cell(monkeypatch, capsys):
+    """``viz.interact(...)`` as a cell's last line: displayed by interact, not again as Out[]."""
+    monkeypatch.delenv("VOICELAB_NO_WIDGETS", raising=False)
+    from IPython.core.formatters import DisplayFormatter
+
+    def show(codec="pcmu"):
+        print(codec)
+
+    box = viz.interact(show, codec=["pcmu", "opus"])
+    capsys.readouterr()
+    # what IPython's displayhook does with a cell's result: nothing left to draw
+    assert DisplayFormatter().format(box) == ({}, {})
+    assert capsys.readouterr().out == ""
+    assert box.kwargs == {"codec": "pcmu"}  # still the working widget box
 
 
 def test_interact_rejects_controls_without_defaults():

@@ -422,3 +422,23 @@ def test_double_nat_and_a_routed_public_subnet_kernel_matches_vnet(kernel):
         assert net.exec("stun", ["ip", "route"]).stdout.decode().count("via 198.51.100.2") == 1
     assert got == expected
     assert got["connected"] and got["port_preserved"]["a"] is False  # the inner NAT randomises the port
+
+
+def test_kernel_presets_table_agrees_with_the_model(kernel):
+    """Chapter 6's cross-check cell, now a package function (voicelab.viz.nat)."""
+    from voicelab.viz.nat import kernel_presets_table
+
+    table = kernel_presets_table()
+    assert list(table["preset"]) == list(netns.KERNEL_PRESETS)
+    assert table["agree"].all(), table.to_dict("records")
+    sym = table.set_index("preset").loc["symmetric"]
+    assert not sym["kernel_same_mapping"] and not sym["kernel_B_reaches_A_address"]
+    assert our_namespaces() == []
+
+
+def test_kernel_presets_table_refuses_presets_the_kernel_cannot_express():
+    from voicelab.errors import ParameterError
+    from voicelab.viz.nat import kernel_presets_table
+
+    with pytest.raises(ParameterError, match="full-cone"):
+        kernel_presets_table(["full-cone"])

@@ -1,9 +1,13 @@
 """The TCP impairment relay: the sans-IO core on a fake clock, the asyncio relay on loopback.
 
-The core is driven with ``now`` by hand (no sockets, no sleeps): loss becomes a delay of
-one retransmission timeout, everything behind a lost segment waits (head-of-line
-blocking), bytes stay in order, same seed gives the same schedule. The live relay test
-only checks the wiring (bytes, order, model delay on the loop clock, no leaks).
+The core is driven with ``now`` by hand (no sockets, no sleeps). The default recovery
+(``"linux"``) repairs a loss when a later segment is acknowledged (RACK, fast
+retransmit), by a tail loss probe when nothing follows, and by the retransmission timer
+only for a lost retransmission; the old model (``recovery="rto"``: every loss waits one
+RTO) stays available and tested. In both, everything behind a lost segment waits
+(head-of-line blocking), bytes stay in order, same seed gives the same schedule. The
+live relay tests check the wiring (bytes, order, model delay on the loop clock, the
+repair timer, no leaks). The kernel cross-check is tests/test_tcp_kernel_check.py.
 """
 
 from __future__ import annotations
@@ -24,12 +28,17 @@ from .conftest import run_clean
 FRAME = 0.020
 
 
-def _stream(tcp: TcpImpairment, n: int, *, size: int = 400, t0: float = 0.0):
-    """Submit ``n`` chunks, one every 20 ms (like a media stream); all deliveries."""
+def _stream(tcp: TcpImpairment, n: int, *, size: int = 400, t0: float = 0.0, gap: float = FRAME):
+    """Submit ``n`` chunks, one every ``gap`` s (like a media stream), then flush; all deliveries."""
     out = []
     for k in range(n):
-        out += tcp.submit(bytes([k % 256]) * size, t0 + k * FRAME)
-    return out
+        out += tcp.submit(bytes([k % 256]) * size, t0 + k * gap)
+    return out + tcp.flush()
+
+
+def RTO(cfg, **kw):
+    """The lab's first model: every loss waits a retransmission timeout."""
+    return TcpImpairment(cfg, recovery="rto", **kw)
 
 
 def test_lossless_path_delivers_after_the_configured_delay_in_order():
@@ -41,9 +50,9 @@ def test_lossless_path_delivers_after_the_configured_delay_in_order():
     assert tcp.stats.transit_s == pytest.approx([0.025] * 10)
 
 
-def test_a_lost_segment_arrives_one_rto_late_and_blocks_the_ones_behind_it():
+def test_rto_model_a_lost_segment_arrives_one_rto_late_and_blocks_the_ones_behind_it():
     # ordinal 5 is the 6th transmission: chunk 5's first try
-    tcp = TcpImpairment(ChannelConfig(delay_ms=10.0, loss_trace=(5,)), seed=0, rto_min_ms=210.0)
+    tcp = RTO(ChannelConfig(delay_ms=10.0, loss_trace=(5,)), seed=0, rto_min_ms=210.0)
     ds = _stream(tcp, 20)
     rto = 0.210  # srtt 20 ms, rttvar 10 ms -> 60 ms, raised to the 210 ms floor
     lost_at = 5 * FRAME + rto + 0.010
@@ -59,13 +68,106 @@ def test_a_lost_segment_arrives_one_rto_late_and_blocks_the_ones_behind_it():
     assert b"".join(d.data for d in ds) == b"".join(bytes([k]) * 400 for k in range(20))
 
 
-def test_repeated_loss_of_one_segment_doubles_the_timeout():
-    tcp = TcpImpairment(ChannelConfig(delay_ms=10.0, loss_trace=(1, 2, 3)), seed=0, initial_rto_ms=1000.0)
+def test_rto_model_repeated_loss_of_one_segment_doubles_the_timeout():
+    tcp = RTO(ChannelConfig(delay_ms=10.0, loss_trace=(1, 2, 3)), seed=0, initial_rto_ms=1000.0)
     d0 = tcp.submit(b"x", 0.0)[0]
     d1 = tcp.submit(b"y", 0.5)[0]  # the sample of segment 0 is in: RTO is the 200 ms floor
     assert d0.deliver_at == pytest.approx(0.010)
     assert d1.retransmissions == 3
     assert d1.deliver_at == pytest.approx(0.5 + 0.2 + 0.4 + 0.8 + 0.010)
+
+
+# ------------------------------------------------------- recovery="linux" (the default)
+
+
+def test_a_lost_segment_is_resent_when_the_next_one_is_acked_rack():
+    # RFC 8985 6.2: chunk 5 (sent at 0.100) is lost; chunk 6 (0.120) arrives at 0.130 and
+    # its SACK is back at 0.140; RACK: 0.100 + RTT 20 ms + reo_wnd (min_RTT/4 = 5 ms) is
+    # already past, so chunk 5 goes again at 0.140 and arrives at 0.150
+    tcp = TcpImpairment(ChannelConfig(delay_ms=10.0, loss_trace=(5,)), seed=0)
+    ds = _stream(tcp, 20)
+    t_l, gap, rtt, owd = 5 * FRAME, FRAME, 0.020, 0.010
+    assert ds[5].retransmissions == 1
+    assert ds[5].deliver_at == pytest.approx(t_l + gap + rtt + owd)
+    # chunk 6 waited for it (head-of-line), chunk 7 arrived at the same moment
+    assert ds[6].deliver_at == pytest.approx(ds[5].deliver_at) and ds[6].head_of_line_s > 0
+    assert ds[8].deliver_at == pytest.approx(8 * FRAME + owd)
+    assert tcp.stats.fast_retransmits == 1 and tcp.stats.timeouts == 0 and tcp.stats.tail_loss_probes == 0
+    assert tcp.stats.head_of_line_blocked == 1
+    # the old model would have waited the 200 ms floor of the RTO
+    old = _stream(RTO(ChannelConfig(delay_ms=10.0, loss_trace=(5,)), seed=0), 20)
+    assert old[5].transit_s > 0.2 > 2 * ds[5].transit_s
+
+
+def test_rack_waits_the_reordering_window_when_the_rtt_is_long():
+    # RTT 100 ms: reo_wnd = min_RTT/4 = 25 ms; the next chunk's SACK (0.320) comes before
+    # 0.200 + 100 + 25 ms, so the retransmission waits for the window: 0.325
+    tcp = TcpImpairment(ChannelConfig(delay_ms=50.0, loss_trace=(10,)), seed=0)
+    ds = _stream(tcp, 30)
+    assert ds[10].deliver_at == pytest.approx(0.200 + 0.100 + 0.025 + 0.050)
+
+
+def test_three_sacks_repair_at_once_dupthresh():
+    # 5 ms apart, RTT 100 ms: the third later segment's SACK (0.315) comes before the
+    # reordering window ends (0.325): DupThresh, reo_wnd 0 (Linux tcp_rack_reo_wnd)
+    tcp = TcpImpairment(ChannelConfig(delay_ms=50.0, loss_trace=(40,)), seed=0)
+    ds = _stream(tcp, 80, gap=0.005)
+    assert ds[40].deliver_at == pytest.approx(0.200 + 0.015 + 0.100 + 0.050)
+    assert tcp.stats.fast_retransmits == 1
+
+
+def test_tail_loss_probe_and_the_delayed_ack_allowance():
+    # the last segment of a two-segment write is lost, nothing follows: with another segment
+    # in flight the probe timeout is 2 SRTT (40 ms, RFC 8985 7.2)
+    tcp = TcpImpairment(ChannelConfig(delay_ms=10.0, loss_trace=(6,)), seed=0, mss=1000)
+    ds = _stream(tcp, 5)
+    ds = tcp.submit(bytes(2000), 0.2) + tcp.flush()
+    assert ds[1].deliver_at == pytest.approx(0.2 + 2 * 0.020 + 0.010)
+    assert tcp.stats.tail_loss_probes == 1 and tcp.stats.timeouts == 0
+    # the same with two writes 1 ms apart: the first is still unacknowledged
+    tcp = TcpImpairment(ChannelConfig(delay_ms=10.0, loss_trace=(6,)), seed=0)
+    ds = _stream(tcp, 5)
+    ds = tcp.submit(b"a", 0.2) + tcp.submit(b"b", 0.201) + tcp.flush()
+    assert ds[1].deliver_at == pytest.approx(0.201 + 2 * 0.020 + 0.010)
+    # alone in flight: + WCDelAckT (200 ms), which makes it the RTO (200 ms floor)
+    tcp = TcpImpairment(ChannelConfig(delay_ms=10.0, loss_trace=(5,)), seed=0)
+    ds = _stream(tcp, 5) + tcp.submit(b"last", 0.2) + tcp.flush()
+    assert ds[5].deliver_at == pytest.approx(0.2 + 0.200 + 0.010)
+
+
+def test_two_losses_in_a_row_on_a_short_path_are_repaired_by_a_probe_then_rack():
+    # RTT 1 ms: PTO = max(2 SRTT, 10 ms) with two segments in flight. Chunks 5 and 6 lost:
+    # the probe resends 6 at 0.130, its SACK makes RACK resend 5 at 0.131 (the kernel
+    # shows the same 32/12 ms pair)
+    tcp = TcpImpairment(ChannelConfig(delay_ms=0.5, loss_trace=(5, 6)), seed=0)
+    ds = _stream(tcp, 20)
+    assert ds[6].arrived_at == pytest.approx(0.120 + 0.010 + 0.0005)
+    assert ds[5].deliver_at == pytest.approx(0.120 + 0.010 + 0.001 + 0.0005)
+    assert tcp.stats.tail_loss_probes == 1 and tcp.stats.fast_retransmits == 1
+
+
+def test_a_lost_retransmission_waits_for_the_rto_and_backs_off():
+    # ordinals: chunks 0..6 are 0..6; RACK resends chunk 5 at 0.140 before chunk 7 (ordinal
+    # 7, lost); RTO (200 ms floor) at 0.340 is ordinal 18 (lost again), doubled: 0.740
+    tcp = TcpImpairment(ChannelConfig(delay_ms=10.0, loss_trace=(5, 7, 18)), seed=0)
+    ds = _stream(tcp, 60)
+    assert ds[5].retransmissions == 3
+    assert ds[5].deliver_at == pytest.approx(0.140 + 0.200 + 0.400 + 0.010)
+    assert tcp.stats.fast_retransmits == 1 and tcp.stats.timeouts == 2
+    assert all(d.deliver_at == pytest.approx(ds[5].deliver_at) for d in ds[6:37])
+
+
+def test_poll_and_next_event_drive_the_repair_on_a_clock():
+    tcp = TcpImpairment(ChannelConfig(delay_ms=10.0, loss_trace=(5,)), seed=0)
+    out = []
+    for k in range(7):
+        out += tcp.submit(bytes([k]) * 100, k * FRAME)
+    assert [d.segment for d in out] == [0, 1, 2, 3, 4]  # 5 is not repaired yet, 6 waits
+    assert tcp.next_event_s == pytest.approx(0.140)
+    assert tcp.poll(0.139) == []
+    got = tcp.poll(0.140)
+    assert [d.segment for d in got] == [5, 6] and tcp.next_event_s is None
+    assert RTO(ChannelConfig()).poll(1.0) == [] and RTO(ChannelConfig()).next_event_s is None
 
 
 def test_rto_follows_rfc6298_from_the_rtt_samples():
@@ -81,9 +183,11 @@ def test_rto_follows_rfc6298_from_the_rtt_samples():
     assert tcp.rto_s == pytest.approx(0.100 + 4 * 0.0375)
 
 
-def test_first_segment_lost_waits_the_initial_rto():
-    tcp = TcpImpairment(ChannelConfig(delay_ms=5.0, loss_trace=(0,)), seed=0, initial_rto_ms=1000.0)
-    d = tcp.submit(b"hello", 0.0)[0]
+@pytest.mark.parametrize("recovery", ["linux", "rto"])
+def test_first_segment_lost_with_nothing_after_it_waits_the_initial_rto(recovery):
+    # no RTT sample yet: the probe timeout is the initial RTO too (RFC 8985 7.2)
+    tcp = TcpImpairment(ChannelConfig(delay_ms=5.0, loss_trace=(0,)), seed=0, initial_rto_ms=1000.0, recovery=recovery)
+    d = (tcp.submit(b"hello", 0.0) + tcp.flush())[0]
     assert d.deliver_at == pytest.approx(1.005) and d.retransmissions == 1
 
 
@@ -95,11 +199,12 @@ def test_large_writes_are_cut_into_segments_and_bandwidth_serialises_them():
     assert [d.deliver_at for d in ds] == pytest.approx([0.010, 0.020, 0.025])
 
 
-def test_same_seed_same_schedule_and_another_seed_differs():
+@pytest.mark.parametrize("recovery", ["linux", "rto"])
+def test_same_seed_same_schedule_and_another_seed_differs(recovery):
     cfg = ChannelConfig(delay_ms=30.0, jitter_ms=8.0, loss_rate=0.05)
-    a = [(d.deliver_at, d.retransmissions) for d in _stream(TcpImpairment(cfg, seed=7), 300)]
-    b = [(d.deliver_at, d.retransmissions) for d in _stream(TcpImpairment(cfg, seed=7), 300)]
-    c = [(d.deliver_at, d.retransmissions) for d in _stream(TcpImpairment(cfg, seed=8), 300)]
+    a = [(d.deliver_at, d.retransmissions) for d in _stream(TcpImpairment(cfg, seed=7, recovery=recovery), 300)]
+    b = [(d.deliver_at, d.retransmissions) for d in _stream(TcpImpairment(cfg, seed=7, recovery=recovery), 300)]
+    c = [(d.deliver_at, d.retransmissions) for d in _stream(TcpImpairment(cfg, seed=8, recovery=recovery), 300)]
     assert a == b
     assert a != c
 
@@ -110,14 +215,28 @@ def test_same_seed_same_schedule_and_another_seed_differs():
     loss=st.floats(0.0, 0.3),
     jitter=st.floats(0.0, 40.0),
     sizes=st.lists(st.integers(1, 4000), min_size=1, max_size=60),
+    recovery=st.sampled_from(["linux", "rto"]),
+    polls=st.booleans(),
 )
-def test_any_path_keeps_every_byte_in_order_and_never_delivers_early(seed, loss, jitter, sizes):
-    tcp = TcpImpairment(ChannelConfig(delay_ms=20.0, jitter_ms=jitter, loss_rate=loss), seed=seed, mss=1448)
+def test_any_path_keeps_every_byte_in_order_and_never_delivers_early(seed, loss, jitter, sizes, recovery, polls):
+    tcp = TcpImpairment(ChannelConfig(delay_ms=20.0, jitter_ms=jitter, loss_rate=loss), seed=seed, mss=1448,
+                        recovery=recovery)
     sent, out = [], []
     for k, n in enumerate(sizes):
         data = bytes((k + i) % 256 for i in range(n))
         sent.append(data)
-        out += tcp.submit(data, k * FRAME)
+        now = k * FRAME
+        while polls and tcp.next_event_s is not None and tcp.next_event_s <= now:
+            # driven like the relay: a poll at each repair, so nothing is decided late
+            t = tcp.next_event_s
+            polled = tcp.poll(t)
+            assert all(d.deliver_at >= t for d in polled)
+            out += polled
+        got = tcp.submit(data, now)
+        assert not polls or all(d.deliver_at >= now for d in got)
+        out += got
+    out += tcp.flush()
+    assert tcp.next_event_s is None
     assert b"".join(d.data for d in out) == b"".join(sent)
     times = [d.deliver_at for d in out]
     assert times == sorted(times)
@@ -140,6 +259,13 @@ def test_bad_parameters_and_time_going_backwards_are_parameter_errors():
         tcp.submit("text", 2.0)  # type: ignore[arg-type]
     with pytest.raises(ParameterError):
         TcpRelay(LoopbackInterface(), ("127.0.0.1", 1), rto_minimum=1)
+    with pytest.raises(ParameterError):
+        TcpRelay(LoopbackInterface(), ("127.0.0.1", 1), recovery="reno")
+    for bad in ({"recovery": "fast"}, {"tlp_min_ms": -1}, {"dupthresh": 0}, {"wc_delack_ms": float("nan")}):
+        with pytest.raises(ParameterError):
+            TcpImpairment(ChannelConfig(), **bad)
+    with pytest.raises(ParameterError):
+        tcp.poll(0.1)  # time going backwards through poll too
 
 
 # ------------------------------------------------------------------------- live relay
@@ -191,6 +317,37 @@ def test_live_relay_delays_a_lost_segment_by_the_rto_and_keeps_the_bytes():
         assert relay.measured_transit_s("up")[0] >= 0.160
         tr.close()
         await sink.lost  # the relay passes the close on once the queue is empty
+        await relay.close()
+        server.close()
+        await server.wait_closed()
+
+    run_clean(main, timeout=10.0)
+
+
+def test_live_relay_repairs_a_loss_on_its_timer_when_later_segments_are_acked():
+    async def main():
+        loop = asyncio.get_running_loop()
+        iface = LoopbackInterface(loop)
+        payload = bytes(range(256)) * 3
+        sink = _Sink(len(payload))
+        server = await iface.create_server(lambda: sink, "127.0.0.1", 0)
+        target = server.sockets[0].getsockname()[:2]
+        # one write, three 256-byte segments; the first is lost. The SACKs of the other two
+        # are back at 30 ms: RACK resends it then (the pipe's repair timer), it arrives at
+        # 45 ms; the old model waits the initial RTO (150 ms)
+        cfg = ChannelConfig(delay_ms=15.0, loss_trace=(0,))
+        relay = await TcpRelay(iface, target, uplink=cfg, seed=3, initial_rto_ms=150.0, mss=256).start()
+        client = _Sink(0)
+        tr, _ = await iface.create_connection(lambda: client, *relay.front_address)
+        t_write = loop.time()
+        tr.write(payload)
+        await asyncio.wait_for(asyncio.shield(sink.done), 5.0)
+        assert bytes(sink.data) == payload
+        first = sink.times[0][1] - t_write
+        assert 0.045 - 0.002 <= first < 0.150
+        assert relay.up.fast_retransmits == 1 and relay.up.retransmissions == 1
+        tr.close()
+        await sink.lost
         await relay.close()
         server.close()
         await server.wait_closed()

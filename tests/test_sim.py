@@ -21,7 +21,7 @@ from .conftest import need
 # (codec, params, metric, floor): issue #2 acceptance, REFERENCE-FACTS clean-channel PESQ.
 FLOORS = [
     ("pcmu", {}, "pesq_nb", 4.35),  # published 4.41
-    ("g722", {}, "pesq_wb", 4.2),  # FFmpeg G.722 on this corpus 4.28
+    ("g722", {}, "pesq_wb", 4.1),  # FFmpeg G.722: 4.15 on the shipped CMU ARCTIC corpus (per item 4.10-4.34; 4.28 on the older VOICELAB_DATA mix)
     ("opus", {"bitrate": 24000}, "pesq_wb", 4.3),  # 4.39
     ("amr-nb", {"bitrate": 12200}, "pesq_nb", 4.0),  # 4.11
     ("g726", {"bitrate": 32000}, "pesq_nb", 3.9),  # 3.97
@@ -128,13 +128,16 @@ def test_sweep_is_tidy_and_resumes(tmp_path):
     # simulate an interruption: drop the last record and cut one line short
     lines = journal.read_text().splitlines()
     journal.write_text("\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2])
-    df2 = sweep(base, grid, repeats=2, seed=4, journal=journal, progress=False)
+    from voicelab.sim.sweep import JournalRepairedWarning
+
+    with pytest.warns(JournalRepairedWarning, match="damaged tail"):
+        df2 = sweep(base, grid, repeats=2, seed=4, journal=journal, progress=False)
     assert list(df2.columns) == list(df.columns)
     pd.testing.assert_frame_equal(df2.drop(columns=["warnings"]), df.drop(columns=["warnings"]))
     # finished trials were kept, not rerun: first two journal lines unchanged
     after = journal.read_text().splitlines()
     assert after[:2] == lines[:2]
-    # the cut line stays a (skipped) fragment; the two rerun trials are whole lines after it
+    # the cut line was dropped; the two rerun trials are whole lines after the kept ones
     import json as _json
 
     keys = [_json.loads(l)["trial_key"] for l in after if l.startswith("{") and l.endswith("}")]
@@ -189,3 +192,19 @@ def test_dtx_pauses_are_not_concealment():
 def test_fec_on_a_codec_without_fec_says_so():
     r = simulate_call(Scenario(codec="pcmu", fec=True, speech="harvard", max_speech_s=3.0), quality=False)
     assert any("no forward error correction" in w for w in r.warnings)
+
+
+def test_talker_speech_takes_turns_over_talkers(natural_env):
+    from voicelab import audio
+    from voicelab.sim import talker_speech
+
+    items = audio.corpus(sample_rate=16000)
+    specs = talker_speech(3)
+    talkers = [items[int(s.split(":")[1])].name.rsplit("_", 1)[0] for s in specs]
+    assert len(set(talkers)) == 3, talkers
+    assert len(talker_speech(len(items) + 2)) == len(items) + 2
+    import pytest as _pt
+
+    from voicelab.errors import ParameterError
+    with _pt.raises(ParameterError):
+        talker_speech(0)

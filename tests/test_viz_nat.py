@@ -259,8 +259,9 @@ def test_relay_cost_follows_the_cells(cells):
     row = relay[(relay["caller_nat"] == "symmetric") & (relay["agent_nat"] == "symmetric")].iloc[0]
     assert row["relay_kbps"] == pytest.approx(c["relay_bytes"] * 8 / 0.5 / 1000)
     fig = vn.relay_cost_figure(cells, seconds=0.5)
-    assert list(fig.data[1].y) == list(df["added_delay_ms"])
-    assert list(fig.data[2].y) == pytest.approx(list(df["relay_kbps"]))
+    bars = [t for t in fig.data if t.x is not None and len(t.x) == len(df)]  # not the colour-legend entries
+    assert list(bars[1].y) == list(df["added_delay_ms"])
+    assert list(bars[2].y) == pytest.approx(list(df["relay_kbps"]))
 
 
 def test_relay_cost_needs_audio(cells):
@@ -269,3 +270,36 @@ def test_relay_cost_needs_audio(cells):
         vn.relay_cost(silent)
     with pytest.raises(ParameterError, match="seconds"):
         vn.relay_cost(cells, seconds=0)
+
+
+def test_relay_cost_figure_has_a_colour_legend_and_marks_unmeasured_delay():
+    from voicelab.viz import nat as vn
+
+    base = {"caller_to_agent": True, "agent_to_caller": True, "setup_ms": 30.0, "added_delay_ms": 0.0,
+            "relay_bytes": 0, "seconds": 2.0}
+    rows = [dict(base, method="sip-comedia", caller_nat="port-restricted-cone", agent_nat="open", path="direct",
+                 **{"caller_to_agent.mouth_to_ear_ms": 100.0, "agent_to_caller.mouth_to_ear_ms": 101.0}),
+            dict(base, method="webrtc-turn", caller_nat="symmetric", agent_nat="symmetric", path="relay",
+                 relay_bytes=40000, added_delay_ms=20.0)]
+    fig = vn.relay_cost_figure(rows)
+    names = [t.name for t in fig.data if t.showlegend]
+    assert any("direct path" in n for n in names) and any("relayed path" in n for n in names)
+    m2e = [t for t in fig.data if t.name and t.name.startswith("mouth-to-ear")]
+    assert m2e and all("not measured" in list(t.text) for t in m2e)
+
+
+def test_step_storyboard_draws_every_packet_of_the_step_through(failing_call):
+    """The static stand-in for the step-through: every packet's whole path, not its first step."""
+    _, net = failing_call
+    ids = vn.key_packets(net, kinds=("SIP INVITE", "RTP"))
+    steps = vn.packet_steps(net, ids)
+    fig = vn.step_storyboard(net, ids, cols=2)
+    assert len(fig.layout.annotations) == len(ids)  # one titled panel per packet
+    paths = [t for t in fig.data if t.mode == "lines" and t.line.width == 5]
+    assert len(paths) == len(ids)
+    dropped = steps.groupby("packet")["dropped"].any()
+    assert [p.line.color == "#d62728" for p in paths] == [bool(dropped[i]) for i in ids]
+    marks = [t for t in fig.data if t.mode == "markers" and t.marker.symbol in ("x", "circle-open")]
+    assert sum(m.marker.symbol == "x" for m in marks) == int(dropped.sum())
+    with pytest.raises(ParameterError):
+        vn.step_storyboard(net, ids, cols=0)

@@ -107,6 +107,10 @@ def test_getstats_series_over_time(runs):
     assert len(lines) == 2 * 3  # two peers x (jitter, loss, rtt)
     caller_t = [row["t_ms"] / 1000.0 for row in series if row["peer"] == "caller"]
     assert len(caller_t) >= 2 and any(list(t.x) == pytest.approx(caller_t) for t in lines)
+    # one colour per legend entry across the three panels (the legend covers all of them)
+    for group in {t.legendgroup for t in lines}:
+        assert len({t.line.color for t in lines if t.legendgroup == group}) == 1, group
+    assert len({t.line.color for t in lines}) == 2
 
 
 def test_opus_sweep_figure(runs):
@@ -129,6 +133,9 @@ def test_transport_comparison_bars_are_direction_means(runs):
     assert sip_m2e.y[0] == pytest.approx(cmp[cmp["transport"] == "sip"]["mouth_to_ear_ms"].mean())
     assert list(sip_m2e.x) == ["clean"]
     assert cmp["note"].str.contains("codecs differ").sum() == 0  # both pcmu here
+    legend_note = " ".join(a.text for a in fig.layout.annotations)
+    assert "mean of the two directions" in legend_note and "min and max" in legend_note
+    assert "1 call(s) per bar" in legend_note
     synth = cmp.assign(synthetic_speech=True)
     assert SYNTHETIC_WARNING in _notes(vw.transport_comparison(synth))
 

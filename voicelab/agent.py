@@ -16,14 +16,26 @@ What it does with a call (``mode``):
 ``pipeline``
     A listen-think-speak voice agent (:mod:`voicelab.pipeline`: VAD, endpointing,
     PocketSphinx, a responder, eSpeak NG, barge-in); ``pipeline=`` configures it.
+``signalling`` / ``signalling:SECONDS``
+    Signalling only, for load studies: answers with an SDP answer but opens no media
+    socket; the caller hangs up (or the agent does after ``SECONDS``).
 ``record:DIR``
     Sends encoded silence (the media path and RTCP stay alive) and writes what arrived to
     ``DIR/<n>-<call-id>.wav`` when the call ends.
 
 Each call gets its own RTP port, so calls run concurrently (up to ``max_calls``; more are
-refused with 486 Busy Here). ``auth`` challenges every out-of-dialog INVITE with digest
+refused with 486 Busy Here). With ``overload`` (a
+:class:`voicelab.sip.overload.OverloadControl`) the agent measures its event-loop lag and
+queue depth and refuses new INVITEs it cannot serve with 503 + Retry-After before they
+cost anything; requests within dialogs always get through. ``auth`` challenges every out-of-dialog INVITE with digest
 (RFC 7616/8760, realm ``voicelab``; ``auth_algorithms`` picks the challenges); a call
 without valid credentials is never set up.
+In-dialog INVITEs (re-INVITEs: they can move a call's media) are challenged too.
+``media_timeout`` hangs up (BYE) calls from which no RTP or RTCP arrived for that long,
+freeing their slot; RFC 4028 session timers (``session_expires``) end calls that are no
+longer refreshed. With ``latching`` the agent follows the caller's media only from the
+host its SDP names or the host its signalling came from; media from anywhere else is
+dropped and counted (``rtp_foreign_packets`` in :attr:`Agent.media_stats`).
 ``srtp`` requires SDES-keyed SRTP (RFC 4568): plain-RTP offers get 488. The UA forgets
 finished calls beyond a bound and keeps a bounded trace, so a long-running agent does not
 grow.
@@ -35,7 +47,9 @@ Every socket is opened through a network interface object
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import secrets
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
@@ -47,12 +61,15 @@ from . import audio
 from .errors import ParameterError, VoicelabError
 from .net.iface import LoopbackInterface
 from .rtp.live import LiveAudioStream
+from .sip.shed import SHED_TAG_PREFIX, classify, refusal
 from .sip.ua import CallCancelled, CallEnded, CallEstablished, CallFailed, IncomingCall, UserAgent
 
 __all__ = ["Agent", "parse_mode", "MODES"]
 
-#: The agent's modes (``play`` and ``record`` take an argument after a colon).
-MODES = ("play", "echo", "record", "pipeline")
+log = logging.getLogger(__name__)
+
+#: The agent's modes (``play``, ``record`` and ``signalling`` take an argument after a colon).
+MODES = ("play", "echo", "record", "signalling", "pipeline")
 SIP_TRANSPORTS = ("udp", "tcp", "tls", "ws")
 
 
@@ -69,16 +86,59 @@ def parse_mode(mode: str) -> tuple[str, str | None]:
     kind, sep, arg = mode.partition(":")
     kind = kind.strip().lower()
     if kind not in MODES:
-        raise ParameterError(f"unknown agent mode {mode!r}; use 'echo', 'play', 'play:FILE' or 'record:DIR'")
+        raise ParameterError(f"unknown agent mode {mode!r}; use 'echo', 'play', 'play:FILE', 'record:DIR', "
+                             "'signalling[:SECONDS]' or 'pipeline'")
     if kind in ("echo", "pipeline") and sep:
         raise ParameterError(f"mode {kind!r} takes no argument")
     if kind == "record" and not arg:
         raise ParameterError("mode 'record' needs a directory: record:DIR")
+    if kind == "signalling" and arg:
+        try:
+            hold = float(arg)
+        except ValueError:
+            hold = float("nan")
+        if not 0 <= hold < 86400:
+            raise ParameterError(f"mode 'signalling:SECONDS' needs seconds 0..86400 before the agent hangs up, got {arg!r}")
     return kind, (arg or None)
+
+
+def udp_backlog_bytes(port: int) -> int | None:
+    """Bytes waiting in the receive queues of the local UDP sockets bound to ``port``.
+
+    Read from ``/proc/net/udp`` and ``/proc/net/udp6`` (Linux; about 0.3 ms): the queue
+    an event loop cannot see, where datagrams wait (and past the buffer, are dropped)
+    while the process is busy. None where the files are missing.
+    """
+    total, found = 0, False
+    suffix = f":{port:04X}"
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(name) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) > 4 and parts[1].endswith(suffix):
+                total += int(parts[4].split(":")[1], 16)
+                found = True
+    return total if found else None
 
 
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:64] or "call"
+
+
+def _check_record_dir(directory: str) -> None:
+    """Make ``directory`` and prove a file can be written there (ParameterError if not),
+    before the agent listens: a record agent that cannot write finds out now, not when
+    its first call ends."""
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise ParameterError(f"record directory {directory!r} cannot be written: {exc.strerror or exc}") from None
 
 
 def _check_auth_algorithms(algorithms: Any) -> tuple[str, ...]:
@@ -133,16 +193,45 @@ class Agent:
         Concurrent calls; more get 486 Busy Here.
     keep_recordings : int
         Finished calls whose audio :attr:`recordings` keeps (oldest dropped first).
-    latching : bool
-        Symmetric RTP ("comedia", default): send media to wherever the caller's media
-        comes from. False sends to the address in the caller's SDP (one-way audio behind
-        a NAT); media is accepted from any source either way.
+    latching : bool or "any"
+        True (default): symmetric RTP, send media to wherever the caller's media comes
+        from, but only when it comes from the host the caller's SDP names or the host
+        its SIP came from (a NAT maps both to one public address); media from other
+        sources is dropped and counted ("RTP bleed"). ``"any"``: latch to the first
+        source whatever its address (plain comedia). False: send to the address in the
+        caller's SDP (one-way audio behind a NAT), accepting media from any source.
+    media_timeout : float or None
+        Seconds without any RTP or RTCP from the caller after which the agent hangs up
+        (BYE) and frees the call's slot (default 60; None: never).
+    session_expires : int or None
+        RFC 4028 session interval (s) the agent grants a caller that asks for session
+        timers (``Session-Expires``; shorter than ``min_se`` gets 422); the call ends
+        with BYE when it is not refreshed in time. None: session timers off.
+    min_se : int
+        The shortest session interval accepted (``Min-SE``, at least 90 s per RFC 4028).
     contact : str, optional
         The Contact URI the agent advertises (e.g. its public address behind a static
         port forward, as a PBX's external signalling address); default its own address.
     iface : network interface, optional
     seed : int
         Seeds tags, branches and RTP initial values (audio is the same for every seed).
+    connection_limits : voicelab.sip.transport.ConnectionLimits, optional
+        TCP/TLS/WS only: cap on open connections (more are refused), idle and header
+        timeouts. Default ``ConnectionLimits()``: 512 connections, 300 s idle, 30 s for
+        a half-sent message.
+    deterministic_auth : bool
+        Derive the digest nonce secret from ``seed`` too, for a reproducible virtual-time
+        run. Default False: the secret comes from the OS CSPRNG
+        (:func:`secrets.token_bytes`) for each agent, so agents do not share a
+        predictable secret and a restart makes every earlier nonce (and any captured
+        Authorization header) worthless.
+    overload : OverloadControl, optional
+        Admission policy for new calls (:mod:`voicelab.sip.overload`); the agent feeds it
+        its event-loop lag (sampled every ``lag_interval`` s), its active calls and the
+        depth of its event queue. None (default): every INVITE is taken up to
+        ``max_calls``.
+    lag_interval : float
+        Seconds between event-loop lag samples when ``overload`` is set (default 0.02).
     """
 
     def __init__(
@@ -162,10 +251,17 @@ class Agent:
         keep_recordings: int = 16,
         tls_cert: str | None = None,
         tls_key: str | None = None,
-        latching: bool = True,
+        latching: bool | str = True,
         contact: str | None = None,
         iface: Any = None,
         seed: int = 0,
+        media_timeout: float | None = 60.0,
+        session_expires: int | None = 1800,
+        min_se: int = 90,
+        connection_limits: Any = None,
+        deterministic_auth: bool = False,
+        overload: Any = None,
+        lag_interval: float = 0.02,
         pipeline: Any = None,
     ) -> None:
         self.host, self.port = host, port
@@ -188,6 +284,12 @@ class Agent:
         if self.mode == "play" and self.mode_arg is not None and not Path(self.mode_arg).is_file():
             raise ParameterError(f"play file {self.mode_arg!r} does not exist")
         self.speech, self.jitter_buffer, self.seed = speech, jitter_buffer, seed
+        self.deterministic_auth = bool(deterministic_auth)
+        from .sip.transport import ConnectionLimits
+
+        if connection_limits is not None and not isinstance(connection_limits, ConnectionLimits):
+            raise ParameterError("connection_limits must be a voicelab.sip.transport.ConnectionLimits")
+        self.connection_limits = connection_limits or ConnectionLimits()
         if auth is not None and (not isinstance(auth, tuple) or len(auth) != 2 or not all(isinstance(a, str) and a for a in auth)):
             raise ParameterError("auth must be a (user, password) pair of non-empty strings")
         self.auth = auth
@@ -202,11 +304,54 @@ class Agent:
         self.tls_cert, self.tls_key = tls_cert, tls_key
         self.ca_file: str | None = None
         self.iface = iface
-        self.latching = bool(latching)
+        if latching not in (True, False, "any"):
+            raise ParameterError(f"latching must be True, False or 'any', got {latching!r}")
+        self.latching = latching
+        if media_timeout is not None:
+            try:
+                media_timeout = float(media_timeout)
+            except (TypeError, ValueError):
+                raise ParameterError(f"media_timeout must be seconds > 0 or None, got {media_timeout!r}") from None
+            if not media_timeout > 0 or media_timeout == float("inf"):
+                raise ParameterError(f"media_timeout must be seconds > 0 or None, got {media_timeout!r}")
+        self.media_timeout = media_timeout
+        if isinstance(min_se, bool) or not isinstance(min_se, int) or min_se < 90:
+            raise ParameterError(f"min_se must be an int >= 90 s (RFC 4028), got {min_se!r}")
+        if session_expires is not None and (isinstance(session_expires, bool) or not isinstance(session_expires, int)
+                                            or session_expires < min_se):
+            raise ParameterError(f"session_expires must be an int >= min_se ({min_se} s) or None, got {session_expires!r}")
+        self.session_expires, self.min_se = session_expires, min_se
+        self.calls_timed_out = 0
+        #: per finished call (Call-ID): the media counters of its stream (rtp_foreign_packets, playout_errors, ...)
+        self.media_stats: OrderedDict[str, dict] = OrderedDict()
+        self._calls: dict[str, Any] = {}  # call.id -> Call, while its stream is open
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._opened_at: dict[str, float] = {}
+        self._closing: set[asyncio.Task] = set()
         self.contact = contact
         self.calls_answered = 0
         self.calls_refused = 0
         self.calls_ended = 0
+        from .sip.overload import OverloadControl
+
+        if overload is not None and not isinstance(overload, OverloadControl):
+            raise ParameterError(f"overload must be an OverloadControl or None, got {type(overload).__name__}")
+        self.overload = overload
+        if isinstance(lag_interval, bool) or not isinstance(lag_interval, (int, float)) or not 0.001 <= lag_interval <= 1:
+            raise ParameterError(f"lag_interval must be 0.001..1 s, got {lag_interval!r}")
+        self.lag_interval = float(lag_interval)
+        #: New INVITEs refused by the overload policy (503 or 486 before the call existed).
+        self.calls_shed = 0
+        self._active: set[str] = set()  # calls answered and not over (all modes)
+        self._lag_task: asyncio.Task | None = None
+        #: Datagrams waiting in the SIP socket's kernel queue (estimate, overload control).
+        self.rx_backlog = 0
+        #: Their estimated service time (s): backlog x this process's CPU per message.
+        self.queue_delay = 0.0
+        self._admitted: OrderedDict[str, float] = OrderedDict()  # Call-ID -> when admitted (prefilter)
+        self._shed_n = 0
+        #: ACKs of stateless refusals dropped before parsing.
+        self.shed_acks = 0
         self._waiters: list[tuple[str, int, asyncio.Future]] = []
         self.errors: list[str] = []
         self.streams: dict[str, LiveAudioStream] = {}
@@ -222,8 +367,8 @@ class Agent:
     # ------------------------------------------------------------------ set-up
     async def start(self) -> "Agent":
         """Listen and start answering; returns self."""
-        from .calls import AsyncUserAgent
-        from .sim import Scenario, load_speech
+        from .sip.aio import AsyncUserAgent
+        from .audio import load_speech
         from .sip.transport import transport_for
 
         loop = asyncio.get_running_loop()
@@ -232,12 +377,15 @@ class Agent:
         if self.mode == "play" and getattr(self, "_speech_override", None) is not None:
             self._x, self.synthetic_speech = self._speech_override, None
         elif self.mode == "play":
-            sp = load_speech(Scenario(speech=self.speech, input=self.mode_arg, max_speech_s=30.0))
+            sp = load_speech(speech=self.speech, input=self.mode_arg, max_speech_s=30.0)
             self._x = audio.resample(np.asarray(sp.samples, dtype=np.float64), sp.sample_rate, 16000)
             self.synthetic_speech = bool(sp.synthetic)
         if self.mode == "record":
-            Path(self.mode_arg).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
-        options: dict[str, Any] = {"parse": False}
+            _check_record_dir(self.mode_arg)  # type: ignore[arg-type]
+        from .sdp.negotiate import warm_up
+
+        warm_up(self.codecs)  # codec libraries load now, not inside the first call's answer
+        options: dict[str, Any] = {"parse": False, "connection_limits": self.connection_limits}
         if self.transport == "tls":
             from .tlsutil import generate_test_pki, server_ssl_context
 
@@ -254,11 +402,18 @@ class Agent:
         if self.auth is not None:
             from .sip.auth import DigestAuthenticator
 
-            authn = DigestAuthenticator("voicelab", {self.auth[0]: self.auth[1]}, secret=rng.bytes(32),
+            seeded = rng.bytes(32)  # drawn either way: tags and branches stay what the seed made them
+            # nonce secret: the OS CSPRNG, per process (a restart invalidates every nonce
+            # handed out before); the seed fixes it only for a deterministic run
+            secret = seeded if self.deterministic_auth else secrets.token_bytes(32)
+            authn = DigestAuthenticator("voicelab", {self.auth[0]: self.auth[1]}, secret=secret,
                                         algorithms=self.auth_algorithms)
 
-            def _challenge(request, now):  # out-of-dialog INVITEs only, as PBXs do
-                if request.method != "INVITE" or request.to.tag is not None:
+            def _challenge(request, now):
+                # every INVITE, also in a dialog: whoever knows a dialog's identifiers
+                # could otherwise move its media with a re-INVITE (BYE, ACK, CANCEL,
+                # INFO and OPTIONS are not challenged, as PBXs do)
+                if request.method not in ("INVITE", "UPDATE"):
                     return None
                 result = authn.verify(request, now)
                 return None if result.ok else authn.reject(request, result, now)
@@ -268,10 +423,136 @@ class Agent:
         self.ua = UserAgent(local_uri=f"sip:agent@{self.address[0]}", local_addr=self.address, rng=rng,
                             contact=self.contact, codecs=self.codecs, media_address=self.address[0], transport=self.transport,
                             authenticate=authenticate, srtp=self.srtp, keep_finished_calls=64,
-                            trace_limit=4096)  # fmt: skip
+                            session_expires=self.session_expires, min_se=self.min_se,
+                            **self._load_options())  # fmt: skip
         self.sip = AsyncUserAgent(self.ua, t)
+        if self.overload is not None:
+            self.ua.admission = self._admit
+            if self.transport == "udp":  # refuse on the raw datagram, before parsing
+                inner = t.on_message
+                t.on_message = lambda data, addr, tr: self._prefilter(data, addr, tr, inner)
+            self._lag_task = loop.create_task(self._watch_lag())
         self._task = loop.create_task(self._serve())
+        if self.media_timeout is not None:
+            self._arm_watchdog()
         return self
+
+    # ------------------------------------------------------- media inactivity
+    def _arm_watchdog(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._watchdog = loop.call_later(min(1.0, self.media_timeout / 4), self._check_media)  # type: ignore[operator]
+
+    def _check_media(self) -> None:
+        """Hang up calls whose caller sent no RTP/RTCP for ``media_timeout`` s (then re-arm)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for cid, s in list(self.streams.items()):
+            last = s.last_received_at if s.last_received_at is not None else self._opened_at.get(cid, now)
+            call = self._calls.get(cid)
+            if call is None or now - last < self.media_timeout:  # type: ignore[operator]
+                continue
+            self.calls_timed_out += 1
+            log.info("agent: no media from %s for %.0f s: hanging up %s", call.remote_uri, now - last, call.call_id)
+            try:
+                if not call.over and call.state.value != "ending":
+                    self.ua.bye(call, now=now)  # type: ignore[union-attr]
+                    self.sip.flush()
+            except VoicelabError as exc:
+                self.errors.append(f"media timeout of {call.call_id}: {exc}")
+            self._free(cid, call.call_id)  # the slot is free now, not when the BYE completes
+        self._arm_watchdog()
+
+    def _free(self, cid: str, call_id: str) -> None:
+        s = self.streams.pop(cid, None)
+        self._calls.pop(cid, None)
+        self._opened_at.pop(cid, None)
+        if s is None:
+            return
+        self._keep(call_id, s)
+        task = asyncio.get_running_loop().create_task(s.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+    # ------------------------------------------------------------ overload control
+    def _admit(self, request: Any, now: float) -> Any:
+        """The UA's admission hook: ask the policy with this agent's load."""
+        if request.call_id in self._admitted:  # the prefilter already admitted it
+            return None
+        refusal = self.overload.admit(now, active_calls=len(self._active), queue_depth=self._queue_depth(),
+                                      queue_delay=self.queue_delay)
+        if refusal is not None:
+            self.calls_shed += 1
+        return refusal
+
+    def _queue_depth(self) -> int:
+        return self.sip.events.qsize() + self.rx_backlog
+
+    def _prefilter(self, data: Any, addr: Any, tr: Any, inner: Any) -> None:
+        """Admit or refuse new INVITEs on the raw datagram; drop the ACKs of our refusals."""
+        kind = classify(data) if data[:1] in (b"I", b"A") else None
+        if kind is None:
+            return inner(data, addr, tr)
+        what, call_id = kind
+        if what == "shed-ack":
+            self.shed_acks += 1
+            return None
+        if call_id in self._admitted:  # a retransmission of an admitted INVITE
+            return inner(data, addr, tr)
+        now = asyncio.get_running_loop().time()
+        r = self.overload.admit(now, active_calls=len(self._active), queue_depth=self._queue_depth(),
+                                queue_delay=self.queue_delay)
+        if r is None:
+            self._admitted[call_id] = now
+            while self._admitted and next(iter(self._admitted.values())) < now - 64 * 0.5:
+                self._admitted.popitem(last=False)
+            return inner(data, addr, tr)
+        self._shed_n += 1
+        reason = "Busy Here" if r.status == 486 else "Service Unavailable"
+        resp = refusal(data, r.status, reason, retry_after=r.retry_after, tag=f"{SHED_TAG_PREFIX}{self._shed_n:x}")
+        if resp is None:  # not readable with certainty: the UA's hook decides (and answers)
+            return inner(data, addr, tr)
+        self.calls_shed += 1
+        task = asyncio.get_running_loop().create_task(tr.send(resp, tuple(addr[:2])))
+        self.sip._sends.add(task)
+        task.add_done_callback(self.sip._sends.discard)
+        return None
+
+    async def _watch_lag(self) -> None:
+        """Sample the event-loop lag: how late a sleep of ``lag_interval`` wakes up."""
+        import time
+
+        loop = asyncio.get_running_loop()
+        port = self.address[1] if self.transport == "udp" else None
+        stats = getattr(self.sip.transport, "stats", None)
+        n = 0
+        cpu0, msgs0 = time.process_time(), getattr(stats, "messages_received", 0)
+        per_msg = 0.0
+        while True:
+            due = loop.time() + self.lag_interval
+            await asyncio.sleep(self.lag_interval)
+            now = loop.time()
+            self.overload.observe_lag(max(0.0, now - due), now)
+            n += 1
+            if port is not None and n % 3 == 0:
+                backlog = udp_backlog_bytes(port)
+                if backlog is None:
+                    port = None
+                else:  # a ~600-byte SIP datagram takes about 1.3 kB of receive buffer (skb truesize)
+                    self.rx_backlog = backlog // 1280
+                    # CPU per message over the last window (process CPU time: a measurement,
+                    # not a clock for the protocol), smoothed; the backlog costs that each
+                    cpu1, msgs1 = time.process_time(), getattr(stats, "messages_received", 0)
+                    if msgs1 > msgs0:
+                        sample = (cpu1 - cpu0) / (msgs1 - msgs0)
+                        per_msg = sample if per_msg == 0.0 else 0.7 * per_msg + 0.3 * sample
+                    cpu0, msgs0 = cpu1, msgs1
+                    self.queue_delay = self.rx_backlog * per_msg
+
+    def _load_options(self) -> dict[str, Any]:
+        """UA options: signalling-only mode (load studies) keeps no message trace and sends
+        100 Trying only when its answer takes longer than 200 ms (RFC 3261 17.2.1)."""
+        if self.mode == "signalling":
+            return {"trace_limit": 0, "trying_delay": 0.2}
+        return {"trace_limit": 4096}
 
     @property
     def uri(self) -> str:
@@ -291,7 +572,9 @@ class Agent:
 
     async def _handle(self, ev: Any) -> None:
         loop = asyncio.get_running_loop()
-        if isinstance(ev, IncomingCall):
+        if isinstance(ev, IncomingCall) and self.mode == "signalling":
+            self._answer_signalling(ev.call, loop.time())
+        elif isinstance(ev, IncomingCall):
             if len(self.streams) >= self.max_calls:
                 self.ua.reject(ev.call, 486, now=loop.time())  # type: ignore[union-attr]
                 self.calls_refused += 1
@@ -302,26 +585,65 @@ class Agent:
             self.sip.flush()
             if ev.call.status == 200:
                 self.calls_answered += 1
+                self._active.add(ev.call.id)
             if ev.call.media is not None:  # offer in the INVITE: media can start now
                 await self._open(ev.call, port)
             self._notify()
-        elif isinstance(ev, CallEstablished) and ev.call.media is not None and ev.call.id not in self.streams:
+        elif (isinstance(ev, CallEstablished) and self.mode != "signalling" and ev.call.media is not None
+              and ev.call.id not in self.streams):
             await self._open(ev.call, ev.call._media_port or self.iface.free_port("udp", self.address[0]))  # delayed offer
         elif isinstance(ev, (CallEnded, CallFailed, CallCancelled)):
+            self._active.discard(ev.call.id)
             s = self.streams.pop(ev.call.id, None)
             if self.pipelines is not None:
                 self.pipelines.close(ev.call.call_id, loop.time())
+            self._calls.pop(ev.call.id, None)
+            self._opened_at.pop(ev.call.id, None)
             if s is not None:
                 await s.close()
                 self._keep(ev.call.call_id, s)
             self.calls_ended += 1
             self._notify()
 
+    def _answer_signalling(self, call: Any, now: float) -> None:
+        """Signalling-only mode: answer with SDP, open nothing; hang up after the hold time if set."""
+        if len(self._active) >= self.max_calls:
+            self.ua.reject(call, 486, now=now)  # type: ignore[union-attr]
+            self.calls_refused += 1
+            self.sip.flush()
+            return
+        # The SDP names a port next to the SIP port; nothing listens there (no media).
+        self.ua.answer(call, 200, now=now, media_port=self.address[1] + 2 if self.address[1] < 65533 else 9)  # type: ignore[union-attr]
+        self.sip.flush()
+        if call.status == 200:
+            self.calls_answered += 1
+            self._active.add(call.id)
+            if self.mode_arg is not None:
+                asyncio.get_running_loop().call_later(float(self.mode_arg), self._hang_up, call)
+        self._notify()
+
+    def _hang_up(self, call: Any) -> None:
+        if call.over or call.id not in self._active:
+            return
+        try:
+            self.ua.bye(call, now=asyncio.get_running_loop().time())  # type: ignore[union-attr]
+            self.sip.flush()
+        except VoicelabError as exc:
+            self.errors.append(f"hang up {call.id}: {exc}")
+
     async def _open(self, call: Any, port: int) -> None:
+        latch_hosts = None
+        if self.latching is True:  # follow the caller only from where SDP or signalling said it is
+            latch_hosts = {call.media.remote_address}
+            if call.signalling_addr is not None:
+                latch_hosts.add(str(call.signalling_addr[0]))
         s = LiveAudioStream.for_media(self.iface, call.media, local_addr=(self.address[0], port),
-                                      jitter_buffer=self.jitter_buffer, latching=self.latching, source_filter=False,
-                                      seed=self.seed + self.calls_answered, cname="agent@voicelab")  # fmt: skip
+                                      jitter_buffer=self.jitter_buffer, latching=bool(self.latching), source_filter=False,
+                                      latch_hosts=latch_hosts, seed=self.seed + self.calls_answered,
+                                      cname="agent@voicelab")  # fmt: skip
         self.streams[call.id] = s
+        self._calls[call.id] = call
+        self._opened_at[call.id] = asyncio.get_running_loop().time()
         await s.open()
         if call.over:  # hung up while the socket was opening
             return
@@ -356,6 +678,15 @@ class Agent:
         self.recordings[call_id] = (sent, received, s.tx.sample_rate)
         while len(self.recordings) > self.keep_recordings:
             self.recordings.popitem(last=False)
+        self.media_stats[call_id] = s.media_stats()
+        while len(self.media_stats) > max(self.keep_recordings, 64):
+            self.media_stats.popitem(last=False)
+
+    @property
+    def rtp_foreign_packets(self) -> int:
+        """Media packets dropped for coming from an unexpected source, over the kept and open calls."""
+        return sum(m["rtp_foreign_packets"] for m in self.media_stats.values()) + sum(
+            s.foreign_packets for s in self.streams.values())
 
     def ended(self, n: int) -> asyncio.Future:
         """A future resolved once ``n`` calls have ended at this agent."""
@@ -383,6 +714,15 @@ class Agent:
 
     async def close(self) -> None:
         """Stop answering, end media, close the socket."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            try:
+                await self._lag_task
+            except asyncio.CancelledError:
+                pass
+            self._lag_task = None
         if self._task is not None:
             self._task.cancel()
             try:
@@ -392,6 +732,8 @@ class Agent:
         for s in list(self.streams.values()):
             await s.close()
         self.streams.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         if self.pipelines is not None:  # calls still up: their turns end with the agent
             for key in list(self.pipelines.live):
                 self.pipelines.close(key, asyncio.get_running_loop().time(), "agent_closed")

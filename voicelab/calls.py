@@ -28,135 +28,18 @@ from typing import Any
 import numpy as np
 
 from . import audio, metrics
-from .errors import ParameterError, PeerTimeoutError, VoicelabError
+from .errors import ParameterError, PeerTimeoutError, RemoteProtocolError, VoicelabError
+from .metrics.direction import direction_metrics as _direction_metrics  # moved; re-exported
+from .metrics.direction import measure_direction  # moved; re-exported
 from .net import ChannelConfig
 from .net.iface import LoopbackInterface
 from .net.relay import UdpRelay
 from .realtime import realtime
 from .rtp.live import LiveAudioStream
-from .sip.ua import CallEnded, CallEstablished, CallFailed, UserAgent
+from .sip.aio import AsyncUserAgent, describe_send_error  # moved next to the SIP core; re-exported
+from .sip.ua import CallCancelled, CallEnded, CallEstablished, CallFailed, CallRinging, UserAgent
 
-__all__ = ["AsyncUserAgent", "Agent", "sip_call", "dial", "open_caller"]
-
-
-class AsyncUserAgent:
-    """Drive a sans-IO :class:`UserAgent` from an asyncio SIP transport.
-
-    Parameters
-    ----------
-    ua : UserAgent
-    transport : voicelab.sip.transport.SipTransport
-        Already listening; created with ``parse=False`` (the UA parses).
-    """
-
-    def __init__(self, ua: UserAgent, transport: Any, *, capture: list | None = None) -> None:
-        self.ua = ua
-        self.transport = transport
-        self.capture = capture  # (time, src, dst, bytes) of every datagram, for pcap
-        self.loop = asyncio.get_running_loop()
-        self.events: asyncio.Queue = asyncio.Queue()
-        self._timer: asyncio.TimerHandle | None = None
-        self._sends: set[asyncio.Task] = set()
-        transport.on_message = self._on_message
-
-    def _on_message(self, data: Any, addr: Any, transport: Any) -> None:
-        if self.capture is not None:
-            self.capture.append((self.loop.time(), tuple(addr[:2]), self.ua.local_addr, bytes(data)))
-        self.ua.receive(bytes(data), tuple(addr[:2]), self.loop.time())
-        self.flush()
-
-    def flush(self) -> None:
-        """Send what the UA queued, deliver its events, re-arm its timer."""
-        for data, addr in self.ua.datagrams_to_send(self.loop.time()):
-            if self.capture is not None:
-                self.capture.append((self.loop.time(), self.ua.local_addr, tuple(addr[:2]), data))
-            task = self.loop.create_task(self.transport.send(data, tuple(addr[:2])))
-            self._sends.add(task)
-            task.add_done_callback(self._sends.discard)
-        while (ev := self.ua.next_event()) is not None:
-            self.events.put_nowait(ev)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        nt = self.ua.next_timer()
-        if nt is not None:
-            self._timer = self.loop.call_at(nt, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.ua.handle_timer(self.loop.time())
-        self.flush()
-
-    async def wait_for(self, *types: type, timeout: float = 10.0) -> Any:
-        """The next event of one of ``types`` (others are skipped).
-
-        Raises
-        ------
-        PeerTimeoutError
-            None arrived within ``timeout`` seconds.
-        """
-        async def _get():
-            while True:
-                ev = await self.events.get()
-                if isinstance(ev, types):
-                    return ev
-
-        try:
-            return await asyncio.wait_for(_get(), timeout)
-        except asyncio.TimeoutError:
-            names = " or ".join(t.__name__ for t in types)
-            raise PeerTimeoutError(f"no {names} within {timeout:g} s: the peer did not answer") from None
-
-    async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._sends:
-            await asyncio.gather(*self._sends, return_exceptions=True)
-        await self.transport.close()
-
-
-def _direction_metrics(sender: LiveAudioStream, receiver: LiveAudioStream, reference16: np.ndarray) -> dict[str, Any]:
-    """Mouth-to-ear delay and quality of one direction, both recordings on the loop clock."""
-    sent, t_sent = sender.sent_audio()
-    recv, t_recv = receiver.received_audio()
-    return measure_direction(sent, t_sent, recv, t_recv, sender.tx.sample_rate, reference16)
-
-
-def measure_direction(sent: np.ndarray, t_sent: float, recv: np.ndarray, t_recv: float, rate: int,
-                      reference16: np.ndarray) -> dict[str, Any]:  # fmt: skip
-    """Delay and PESQ of ``recv`` against ``sent``, both stamped on one clock.
-
-    Parameters
-    ----------
-    sent, recv : ndarray
-        Float audio at ``rate`` Hz; ``t_sent`` / ``t_recv`` are the clock times (s) of
-        their first samples.
-    reference16 : ndarray
-        The clean source at 16 kHz (the PESQ reference).
-
-    Returns
-    -------
-    dict
-        ``mouth_to_ear_ms``, ``delay_confidence``, ``pesq_nb``, ``pesq_wb`` (None when
-        nothing arrived or PESQ refused the signal).
-    """
-    out: dict[str, Any] = {"mouth_to_ear_ms": None, "pesq_nb": None, "pesq_wb": None, "delay_confidence": None}
-    if len(recv) == 0:
-        return out
-    off = int(round((t_recv - t_sent) * rate))
-    deg = np.concatenate([np.zeros(max(off, 0)), recv]) if off >= 0 else recv[-off:]
-    est = audio.estimate_delay(sent, deg, rate, max_delay_ms=2000.0, causal=True)
-    d = audio.compensate(deg, est.delay_samples, len(sent))
-    out["mouth_to_ear_ms"] = est.delay_ms
-    out["delay_confidence"] = est.confidence
-    ref16 = reference16[: int(len(sent) * 16000 / rate)]
-    d16 = audio.resample(d, rate, 16000)[: len(ref16)]
-    try:
-        out["pesq_nb"] = metrics.pesq(audio.resample(ref16, 16000, 8000), audio.resample(d16, 16000, 8000), 8000, mode="nb")
-        out["pesq_wb"] = metrics.pesq(ref16, d16, 16000, mode="wb")  # as in sim: NB codecs score low here
-    except VoicelabError:
-        pass
-    return out
+__all__ = ["AsyncUserAgent", "Agent", "sip_call", "dial", "open_caller", "measure_direction", "describe_send_error"]
 
 
 async def open_caller(
@@ -191,7 +74,8 @@ async def open_caller(
     seed : int or None
         Seeds Call-IDs, tags and branches (None: fresh entropy).
     capture : list, optional
-        Collects SIP datagrams for a pcap (UDP only).
+        Collects SIP messages for a pcap (on TCP, TLS and WS as plaintext on a
+        synthetic TCP stream, see :func:`voicelab.net.pcap.write_pcap`).
     host : str, optional
         Address to listen on and advertise (default: the interface's first address,
         127.0.0.1 on loopback).
@@ -213,10 +97,13 @@ async def open_caller(
         addr = (host, iface.free_port("tcp", host))
     else:
         addr = await t.listen(host, 0)
+    from .sdp.negotiate import warm_up
+
+    warm_up([codec])  # codec libraries load now, not inside the first INVITE's offer
     ua = UserAgent(local_uri=f"sip:caller@{host}", local_addr=tuple(addr[:2]), rng=np.random.default_rng(seed),
                    codecs=[codec], media_address=host, transport=transport, srtp=srtp, rtcp_mux=rtcp_mux,
                    credentials_for=(lambda realm: credentials) if credentials else None)  # fmt: skip
-    return ua, AsyncUserAgent(ua, t, capture=capture if transport == "udp" else None)
+    return ua, AsyncUserAgent(ua, t, capture=capture)
 
 
 @realtime
@@ -234,6 +121,7 @@ async def sip_call(
     sip_transport: str = "udp",
     srtp: bool = False,
     auth: tuple[str, str] | None = None,
+    sbc: str | None = None,
 ) -> dict[str, Any]:
     """One SIP call on loopback, the lab's caller and agent in this process; returns its metrics.
 
@@ -255,13 +143,21 @@ async def sip_call(
     quality : bool
         Compute PESQ.
     pcap : path, optional
-        Write the call as the caller's machine would capture it (SIP over UDP, RTP, RTCP).
+        Write the call as the caller's machine would capture it: SIP, RTP, RTCP. SIP
+        over TCP, TLS or WebSocket is written as the caller's plaintext on a synthetic
+        TCP stream between the same addresses (no TLS or WebSocket framing: what a
+        TLS key log would let Wireshark show).
     sip_transport : {"udp", "tcp", "tls", "ws"}
         SIP signalling transport (TLS with a test CA made for the agent).
     srtp : bool
         SDES-keyed SRTP (AES_CM_128_HMAC_SHA1_80) both ways.
     auth : (str, str), optional
         The agent challenges the INVITE with digest; the caller answers with these.
+    sbc : {None, "kamailio"}, optional
+        Put a real SBC between caller and agent: Kamailio (record-routing proxy) +
+        rtpengine (media anchor), started for the call (:class:`voicelab.net.sbc.KamailioSBC`;
+        UDP signalling only). The result gains ``sbc`` and ``sbc_media_legs`` (rtpengine's
+        per-leg packet counters).
 
     Returns
     -------
@@ -272,20 +168,33 @@ async def sip_call(
         ``bitrate_kbps_wire``, ``pacing_error_p99_ms``, ``r_factor``, ``mos_cqe``.
     """
     from .agent import Agent
-    from .sim import Scenario, load_speech
+    from .audio import load_speech
 
     if not 1.0 <= float(seconds) <= 60.0:
         raise ParameterError(f"seconds {seconds:g} is outside 1..60")
     loop = asyncio.get_running_loop()
     iface = LoopbackInterface(loop)
-    sp = load_speech(Scenario(speech=speech, input=input, max_speech_s=float(seconds), codec=codec))
+    sp = load_speech(speech=speech, input=input, max_speech_s=float(seconds), codec=codec)
     x = audio.resample(np.asarray(sp.samples, dtype=np.float64), sp.sample_rate, 16000)
     seeds = np.random.SeedSequence(seed).spawn(4)
     capture: list | None = [] if pcap else None
     agent = Agent(codecs=[codec], transport=sip_transport, jitter_buffer=jitter_buffer, auth=auth, srtp=srtp,
                   iface=iface, seed=int(seeds[1].generate_state(1)[0]) % 2**31)  # fmt: skip
     agent._speech_override = x  # play exactly what the caller sends: one reference for both directions
+    if sbc not in (None, "kamailio"):
+        raise ParameterError(f"sbc must be None or 'kamailio', got {sbc!r}")
+    if sbc and sip_transport != "udp":
+        raise ParameterError("the Kamailio SBC is started for SIP over UDP only")
     await agent.start()
+    proxy = None
+    if sbc == "kamailio":
+        from .net.sbc import KamailioSBC
+
+        try:
+            proxy = await KamailioSBC(target=agent.address).start()
+        except BaseException:
+            await agent.close()
+            raise
     ua, sip = await open_caller(iface, codec=codec, transport=sip_transport, srtp=srtp, credentials=auth,
                                 ca_file=agent.ca_file, rtcp_mux=True, seed=int(seeds[0].generate_state(1)[0]),
                                 capture=capture)  # fmt: skip
@@ -298,7 +207,8 @@ async def sip_call(
             # back socket, so the agent sends through it from its first packet on
             relay = await UdpRelay(iface, ("127.0.0.1", 9), uplink=net, downlink=net, seed=seed,
                                    client=("127.0.0.1", media_port)).start()  # fmt: skip
-        call = ua.invite(agent.uri, now=loop.time(), media_port=relay.back_address[1] if relay else media_port)
+        call = ua.invite(proxy.uri if proxy else agent.uri, now=loop.time(),
+                         media_port=relay.back_address[1] if relay else media_port)
         sip.flush()
         ev = await sip.wait_for(CallEstablished, CallFailed)
         if isinstance(ev, CallFailed):
@@ -328,6 +238,8 @@ async def sip_call(
             await relay.close()
         await sip.close()
         await agent.close()
+        if proxy is not None:
+            await proxy.stop()
 
     if pcap:
         from .net.pcap import write_pcap
@@ -353,6 +265,9 @@ async def sip_call(
         for name, d in (("caller_to_agent", relay.up), ("agent_to_caller", relay.down)):
             if d.stats.transit_s:
                 out[f"{name}.relay_transit_ms_median"] = float(np.median(d.stats.transit_s) * 1000.0)
+    if proxy is not None:
+        out["sbc"] = "kamailio+rtpengine"
+        out["sbc_media_legs"] = proxy.media_stats()
     if sp.synthetic:
         out["warnings"] = [audio.SYNTHETIC_WARNING]
     return out
@@ -374,6 +289,8 @@ def direction_report(s: LiveAudioStream, r: LiveAudioStream, reference16: np.nda
         "playout_delay_ms": float(jb.playout_delay_ms) if not math.isnan(jb.playout_delay_ms) else None,
         "bitrate_kbps_wire": (s.session.stats.octets_sent + overhead * s.session.stats.packets_sent) * 8 / dur / 1000.0,
         "pacing_error_p99_ms": s.stats.pacing_error_ms(99),
+        "rtp_foreign_packets": r.foreign_packets,  # media from a source the receiver did not expect
+        "playout_errors": r.stats.playout_errors,
     })
     view = s.rtcp_view()  # what the receiver's RTCP told the sender
     d.update({"rtcp_loss_rate": view["loss_rate"], "rtcp_jitter_ms": view["jitter_ms"], "rtcp_reports": view["reports"],
@@ -412,6 +329,8 @@ async def dial(
     credentials: tuple[str, str] | None = None,
     ca_file: str | None = None,
     echo: bool = False,
+    answer_timeout: float = 15.0,
+    max_redirects: int = 3,
 ) -> dict[str, Any]:
     """Call another SIP peer on loopback (a softphone, baresip, SIPp), send speech, hang up.
 
@@ -424,6 +343,21 @@ async def dial(
     gains ``echo_delay_ms`` (the round trip, mouth to ear) and ``echo_pesq_nb`` /
     ``echo_pesq_wb``.
 
+    A peer that rings but does not answer within ``answer_timeout`` s is sent a CANCEL
+    (RFC 3261 9.1) before the error. A 3xx is followed to its first Contact, at most
+    ``max_redirects`` times (then the error names the targets). A 2xx whose SDP we
+    cannot use (or with none) is ACKed and hung up with BYE before the error. Our media
+    latches only to the host the answer's SDP names or the host that answered the
+    INVITE (``rtp_foreign_packets`` counts packets from anywhere else).
+
+    Raises
+    ------
+    RemoteProtocolError
+        The call failed (final status, unusable answer, redirect limit, transport
+        failure such as a refused connection or an untrusted TLS certificate).
+    PeerTimeoutError
+        The peer did not answer OPTIONS or the INVITE in time.
+
     Returns
     -------
     dict
@@ -431,12 +365,12 @@ async def dial(
         statistics, and the recordings ``sent`` / ``received`` (float audio at
         ``sample_rate``) for scoring against the peer's own recordings.
     """
-    from .sim import Scenario, load_speech
+    from .audio import load_speech
     from .sip.ua import OptionsAnswered
 
     loop = asyncio.get_running_loop()
     iface = LoopbackInterface(loop)
-    sp = load_speech(Scenario(speech=speech, input=input, max_speech_s=float(seconds), codec=codec))
+    sp = load_speech(speech=speech, input=input, max_speech_s=float(seconds), codec=codec)
     x = audio.resample(np.asarray(sp.samples, dtype=np.float64), sp.sample_rate, 16000)
     ua, sip = await open_caller(iface, codec=codec, transport=transport, srtp=srtp, credentials=credentials,
                                 ca_file=ca_file, seed=seed)  # fmt: skip
@@ -448,19 +382,40 @@ async def dial(
             ua.options(target, now=loop.time())
             sip.flush()
             try:
-                await sip.wait_for(OptionsAnswered, timeout=0.5)
-                break
+                ev = await sip.wait_for(OptionsAnswered, timeout=0.5, what="answer to OPTIONS")
+                if ev.response is not None or ev.status != 503 or not sip.last_send_failure:
+                    break
+                # the transport failed (refused, TLS): a peer still starting, or never
+                if "TLS" in sip.last_send_failure or loop.time() > deadline:
+                    raise RemoteProtocolError(f"cannot reach {target}: {sip.last_send_failure}", status_code=503)
+                await asyncio.sleep(0.2)
             except asyncio.TimeoutError:
                 if loop.time() > deadline:
-                    raise ParameterError(f"{target} did not answer OPTIONS within {ready_timeout:g} s") from None
-        call = ua.invite(target, now=loop.time(), media_port=media_port)
-        sip.flush()
-        ev = await sip.wait_for(CallEstablished, CallFailed, timeout=15.0)
-        if isinstance(ev, CallFailed):
-            raise ParameterError(f"the call to {target} failed: {ev.status} {ev.reason}")
+                    raise PeerTimeoutError(f"{target} did not answer OPTIONS within {ready_timeout:g} s") from None
+        call, target_now = None, target
+        for hop in range(max_redirects + 1):
+            call = ua.invite(target_now, now=loop.time(), media_port=media_port)
+            sip.flush()
+            ev = await _await_final(ua, sip, call, target_now, answer_timeout)
+            if isinstance(ev, CallEstablished):
+                break
+            if 300 <= ev.status < 400:
+                contacts = [str(na.uri) for na in (ev.response.contact if ev.response is not None else None) or []
+                            if hasattr(na, "uri")]  # fmt: skip
+                if not contacts:
+                    raise RemoteProtocolError(f"{target_now} redirected ({ev.status} {ev.reason}) without a Contact",
+                                              status_code=ev.status)  # fmt: skip
+                if hop == max_redirects:
+                    raise RemoteProtocolError(
+                        f"{target} redirected more than {max_redirects} times; last redirect ({ev.status} {ev.reason}) "
+                        f"to {', '.join(contacts)}", status_code=ev.status)
+                target_now = contacts[0]
+                continue
+            raise RemoteProtocolError(f"the call to {target_now} failed: {ev.status} {ev.reason}", status_code=ev.status)
         m = call.media
+        latch_hosts = {m.remote_address} | ({str(call.signalling_addr[0])} if call.signalling_addr else set())
         stream = await LiveAudioStream.for_media(iface, m, local_addr=("127.0.0.1", media_port), jitter_buffer=jitter_buffer,
-                                                 latching=True, cname="caller@voicelab").open()
+                                                 latching=True, latch_hosts=latch_hosts, cname="caller@voicelab").open()
         t0 = stream.send(x, 16000)
         await asyncio.wait_for(stream.sending_done, seconds + 20)
         if stream.received_audio()[0].size:  # the peer sends media: play it out too
@@ -488,8 +443,37 @@ async def dial(
         "loss_rate": None if rs is None else max(0.0, rs.loss_rate),
         "jitter_ms": None if rs is None else rs.jitter_ms,
         "packets_received": 0 if rs is None else int(rs.received),
+        "rtp_foreign_packets": stream.foreign_packets,
+        "playout_errors": stream.stats.playout_errors,
         "sample_rate": stream.tx.sample_rate,
         "sent": stream.sent_audio()[0],
         "received": stream.received_audio()[0],
         "synthetic_speech": bool(sp.synthetic),
     }
+
+
+async def _await_final(ua: UserAgent, sip: AsyncUserAgent, call: Any, target: str, answer_timeout: float) -> Any:
+    """CallEstablished or CallFailed for ``call``; on time-out cancel it (RFC 3261 9.1) and raise."""
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            ev = await sip.wait_for(CallEstablished, CallFailed, timeout=answer_timeout, what="answer to the INVITE")
+            if ev.call is call:
+                return ev
+    except PeerTimeoutError:
+        rang = call.times.first_provisional is not None
+        if not call.over:
+            try:
+                ua.cancel(call, now=loop.time())  # sent now if it rang; else once a provisional comes
+            except VoicelabError:  # answered in the meantime: hang that up
+                if call.established:
+                    ua.bye(call, now=loop.time())
+            sip.flush()
+        if rang:
+            try:  # 487 to the INVITE (or a 2xx that crossed the CANCEL: the UA hangs it up)
+                await sip.wait_for(CallCancelled, CallFailed, CallEnded, timeout=5.0, what="answer to our CANCEL")
+            except PeerTimeoutError:
+                pass
+            raise PeerTimeoutError(f"{target} rang but did not answer within {answer_timeout:g} s; "
+                                   "the call was cancelled (CANCEL sent)") from None
+        raise PeerTimeoutError(f"no response to the INVITE from {target} within {answer_timeout:g} s") from None

@@ -192,6 +192,38 @@ def _pipeline_call(args: argparse.Namespace, net: Any) -> int:
     return 0
 
 
+def _ice_servers(text: str | None) -> list:
+    """``--ice-servers`` JSON: a list of RTCIceServer objects; ParameterError if not."""
+    if not text:
+        return []
+    try:
+        ice = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParameterError(f"--ice-servers is not valid JSON ({exc.msg} at character {exc.pos}): "
+                             "give a list such as '[{\"urls\": \"stun:127.0.0.1:3478\"}]'") from None
+    if isinstance(ice, dict):
+        ice = [ice]
+    if not isinstance(ice, list) or not all(isinstance(s, dict) and "urls" in s for s in ice):
+        raise ParameterError(f"--ice-servers must be a JSON list of objects with \"urls\", got {text!r}")
+    return ice
+
+
+def _check_writable_file(path: str, flag: str) -> None:
+    """Fail now (ParameterError) if ``path`` cannot be written, not after a whole call."""
+    p = Path(path)
+    existed = p.exists()
+    try:
+        if p.is_dir():
+            raise IsADirectoryError(21, "is a directory")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with p.open("ab"):
+            pass
+    except OSError as exc:
+        raise ParameterError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+    if not existed:
+        p.unlink(missing_ok=True)
+
+
 def cmd_call(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -199,12 +231,55 @@ def cmd_call(args: argparse.Namespace) -> int:
 
     chan = _channel_from_args(args)
     net = None if chan == ChannelConfig() else chan
+    if args.path:
+        from .hybrid import path_call
+
+        if args.transport != "sip" or args.target or args.net != "loopback" or net is not None:
+            raise ParameterError("--path runs its own legs (PSTN model + live SIP trunk): no --transport, --target, "
+                                 "--net or impairment flags with it")
+        browser = args.path.strip().lower().startswith("browser")
+        res = path_call(args.path, seconds=args.duration, speech=args.speech, seed=args.seed,
+                        jitter_buffer=args.jitter_buffer, **({"codec": args.codec} if browser else {}))
+        if args.json:
+            _print_result(res, True)
+            return 0
+        if browser:
+            print(f"{res['path']}: WebRTC {res['webrtc_codec']} <-> SIP {res['sip_codec']}"
+                  + (" (payloads passed through)" if res["passthrough"] else " (transcoded)"))
+            for d in ("browser_to_agent", "agent_to_browser"):
+                print(f"  {d.replace('_', ' ')}:")
+                for h in res[f"{d}.hops"]:
+                    v = h["delay_ms"]
+                    print(f"    {'-' if v is None else f'{v:7.2f}'} ms  {h['hop']}")
+                print(f"    {res[f'{d}.total_ms']:7.2f} ms  total measured end to end; PESQ-NB {res[f'{d}.pesq_nb']:.2f}, "
+                      f"PESQ-WB {res[f'{d}.pesq_wb']:.2f}")
+            return 0
+        print(f"{res['path']}: phone -> agent, one way")
+        for h in res["hops"]:
+            d = h["delay_ms"]
+            print(f"  {'-' if d is None else f'{d:7.2f}'} ms  {h['how']:<15}  {h['hop']}")
+        total = res["phone_to_agent_ms"]
+        print(f"  {'-' if total is None else f'{total:7.2f}'} ms  total (PSTN side measured through the lab + live leg); "
+              f"G.114 budget {res['g114_budget_ms']:g} ms: {'within' if res['within_g114'] else 'EXCEEDED'}")
+        print(f"  PESQ-NB after the PSTN side {res['pstn_pesq_nb']}, on the trunk leg {res['trunk_pesq_nb']}; "
+              f"setup {res['setup_ms']} ms" + (f"; SBC {res['sbc']}" if res["sbc"] else ""))
+        return 0
     auth = _user_pass(args.auth, "--auth")
+    target_seed = args.seed  # None: a call to another peer draws fresh identifiers (SIP wants them unique)
+    if args.seed is None:
+        args.seed = 0  # the lab's own calls stay reproducible
+    if args.ca_file and not args.target:
+        raise ParameterError("--ca-file is for --target calls over TLS (the built-in agent's test CA is used otherwise)")
+    ice = _ice_servers(args.ice_servers)
+    if args.pcap:
+        _check_writable_file(args.pcap, "--pcap")
     sip_only = {"--sip-transport": args.sip_transport != "udp", "--srtp": args.srtp, "--auth": auth is not None,
                 "--target": bool(args.target)}
     if args.transport != "sip" and any(sip_only.values()):
         bad = ", ".join(k for k, v in sip_only.items() if v)
         raise ParameterError(f"{bad} only apply to --transport sip")
+    if args.transport != "ws" and args.tcp_recovery != "linux":
+        raise ParameterError("--tcp-recovery only applies to --transport ws (the TCP impairment relay)")
     if args.virtual_time and args.net != "vnet":
         raise ParameterError("--virtual-time needs --net vnet (real sockets run in real time)")
     if args.agent == "pipeline":
@@ -244,7 +319,8 @@ def cmd_call(args: argparse.Namespace) -> int:
         if args.codec not in ("pcmu", "g711u", "PCMU"):
             raise ParameterError("--transport ws carries 8 kHz mu-law (the media-streams format): use --codec pcmu")
         res = asyncio.run(ws_call(seconds=args.duration, speech=args.speech, input=args.input,
-                                  jitter_buffer=args.jitter_buffer, net=net, seed=args.seed))
+                                  jitter_buffer=args.jitter_buffer, net=net, seed=args.seed,
+                                  tcp_options={"recovery": args.tcp_recovery}))
         _print_result(res, args.json)
         return 0
     if args.transport == "webrtc":
@@ -252,7 +328,6 @@ def cmd_call(args: argparse.Namespace) -> int:
 
         if args.pcap:
             raise ParameterError("--pcap is not available for WebRTC calls (DTLS-SRTP)")
-        ice = json.loads(args.ice_servers) if args.ice_servers else []
         res = asyncio.run(webrtc_call(codec=args.codec, bitrate=args.bitrate, fec=args.fec, seconds=args.duration,
                                       speech=args.speech, input=args.input, jitter_buffer=args.jitter_buffer,
                                       ice_servers=ice, relay_only=args.relay_only, net=net, seed=args.seed,
@@ -265,8 +340,8 @@ def cmd_call(args: argparse.Namespace) -> int:
         if net is not None or args.pcap:
             raise ParameterError("--target calls another peer directly: impairment flags and --pcap need the built-in agent")
         res = asyncio.run(dial(args.target, codec=args.codec, seconds=args.duration, speech=args.speech, input=args.input,
-                               jitter_buffer=args.jitter_buffer, seed=args.seed, transport=args.sip_transport,
-                               srtp=args.srtp, credentials=auth))  # fmt: skip
+                               jitter_buffer=args.jitter_buffer, seed=target_seed, transport=args.sip_transport,
+                               srtp=args.srtp, credentials=auth, ca_file=args.ca_file))  # fmt: skip
         _print_result({k: v for k, v in res.items() if k not in ("sent", "received")}, args.json)
         return 0
     from .calls import sip_call
@@ -286,6 +361,26 @@ def _host_port(text: str, flag: str) -> tuple[str, int]:
         raise ParameterError(f"{flag} must be HOST:PORT, got {text!r}") from None
 
 
+def _descriptors_for(needed: int) -> None:
+    """Raise this process's soft descriptor limit toward ``needed`` (up to the hard
+    limit), so the connection cap, not EMFILE, is what refuses connections; a note on
+    stderr when the hard limit is lower."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        new = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        except (ValueError, OSError):
+            new = soft
+        if new < needed:
+            print(f"voicelab: note: only {new} file descriptors (ulimit -n); --max-connections and --max-calls "
+                  f"need about {needed}: lower them or raise the limit", file=sys.stderr)
+
+
 def cmd_agent_serve(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -295,27 +390,57 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
     codecs_list = [c.strip() for c in args.codecs.split(",") if c.strip()]
     options = dict(host=host, port=port, transport=args.transport, codecs=codecs_list, mode=args.mode,
                    speech=args.speech, auth=_user_pass(args.auth, "--auth"), srtp=args.srtp,
-                   max_calls=args.max_calls, tls_cert=args.tls_cert, tls_key=args.tls_key)
+                   max_calls=args.max_calls, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                   media_timeout=args.media_timeout, session_expires=args.session_expires)
+    if not args.no_overload_control:
+        from .sip.overload import OverloadControl
+
+        if args.max_lag_ms is not None and not 1 <= args.max_lag_ms <= 10000:
+            raise ParameterError(f"--max-lag-ms must be 1..10000, got {args.max_lag_ms}")
+        if args.max_rate is not None and not args.max_rate > 0:
+            raise ParameterError(f"--max-rate must be > 0 calls/s, got {args.max_rate}")
+        options["overload"] = OverloadControl(max_calls=args.max_calls if args.max_calls >= 1 else None,
+                                              max_rate=args.max_rate, max_lag=args.max_lag_ms / 1000.0,
+                                              max_queue=args.max_queue if args.max_queue >= 1 else None,
+                                              max_queue_delay=args.max_queue_delay_ms / 1000.0 if args.max_queue_delay_ms > 0 else None)
     if args.auth_algorithms:
         options["auth_algorithms"] = tuple(a.strip() for a in args.auth_algorithms.split(",") if a.strip())
     if args.mode == "pipeline":
         options["pipeline"] = dict(vad=args.vad, stop_ms=args.stop_ms, llm=None if args.llm == "model" else args.llm)
+    from .sip.transport import ConnectionLimits
+
+    options["connection_limits"] = ConnectionLimits(max_connections=args.max_connections, idle_timeout=args.idle_timeout,
+                                                    header_timeout=args.header_timeout)  # fmt: skip
+    _descriptors_for(args.max_connections + 4 * args.max_calls + 64)
     agent = Agent(**options)
 
+    def _in_use(exc: OSError, what: str, where: str) -> ParameterError:
+        import errno
+
+        why = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        return ParameterError(f"cannot listen for {what} on {where}: {why} (another program has it? pick another port)")
+
     async def run() -> None:
-        async with agent:
+        try:
+            await agent.start()
+        except OSError as exc:
+            await agent.close()
+            raise _in_use(exc, f"SIP over {args.transport.upper()}", args.sip) from None
+        webrtc = wsfront = None
+        try:
             extras = [f"mode {args.mode}"] + (["digest auth"] if args.auth else []) + (["SRTP required"] if args.srtp else [])
             print(f"voicelab agent: {agent.uri}, codecs {','.join(codecs_list)}, {', '.join(extras)}", flush=True)
             if agent.ca_file:
                 print(f"  TLS test CA for clients: {agent.ca_file}", flush=True)
-            webrtc = None
             if args.webrtc:
                 from .webrtc.agent import serve_webrtc
 
                 whost, wport = _host_port(args.webrtc, "--webrtc")
-                webrtc = await serve_webrtc(agent, host=whost, port=wport)
+                try:
+                    webrtc = await serve_webrtc(agent, host=whost, port=wport)
+                except OSError as exc:
+                    raise _in_use(exc, "WebRTC signaling", args.webrtc) from None
                 print(f"  WebRTC: {webrtc.url} (signaling + browser client page)", flush=True)
-            wsfront = None
             if args.ws:  # media streams over a WebSocket, the same mode (and pipeline class)
                 from .wsmedia.live import MediaStreamServer
 
@@ -330,13 +455,13 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
             import gc
 
             gc.freeze()  # start-up objects leave the collector: no 100 ms full collections mid-call
-            try:
-                await asyncio.Event().wait()
-            finally:
-                if webrtc is not None:
-                    await webrtc.close()
-                if wsfront is not None:
-                    await wsfront.close()
+            await asyncio.Event().wait()
+        finally:
+            if webrtc is not None:
+                await webrtc.close()
+            if wsfront is not None:
+                await wsfront.close()
+            await agent.close()
 
     try:
         asyncio.run(run())
@@ -386,12 +511,26 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         "delay_confidence": est.confidence,
         "reference_level_dbov": audio.active_level_db(ref, rate),
         "degraded_level_dbov": audio.active_level_db(deg, rate),
-        "pesq_nb": metrics.pesq(audio.resample(r_al, rate, 8000), audio.resample(d_al, rate, 8000), 8000, mode="nb"),
-        "pesq_wb": metrics.pesq(r_al, d_al, rate, mode="wb") if rate >= 16000 else None,
-        "stoi": metrics.stoi(r_al, d_al, rate),
-        "snr_db": metrics.snr_db(r_al, d_al),
+        "pesq_nb_sample_rate": rate,  # P.862 scores narrowband at 8 or 16 kHz: at the files' rate, as the pesq package does
     }
     warnings = []
+
+    failed: list[VoicelabError] = []
+
+    def score(name: str, fn) -> None:  # one metric failing (even PESQ's C code crashing) keeps the others
+        try:
+            out[name] = fn()
+        except VoicelabError as exc:
+            out[name] = None
+            failed.append(exc)
+            warnings.append(f"{name}: {exc}")
+
+    score("pesq_nb", lambda: metrics.pesq(r_al, d_al, rate, mode="nb"))
+    score("pesq_wb", lambda: metrics.pesq(r_al, d_al, rate, mode="wb") if rate >= 16000 else None)
+    score("stoi", lambda: metrics.stoi(r_al, d_al, rate))
+    score("snr_db", lambda: metrics.snr_db(r_al, d_al))
+    if len(failed) == 4 - (rate < 16000):  # nothing could be scored: that is the error
+        raise failed[0]
     if est.confidence < 0.3:
         warnings.append(
             f"low confidence ({est.confidence:.2f}) in the delay estimate: are these recordings of the same speech?"
@@ -447,11 +586,12 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         for p in paths:
             print(p)
         return 0
-    items = audio.corpus(sample_rate=16000)
-    print(f"speech corpus in use: {audio.corpus_source()}")
+    items = audio.corpus_items(sample_rate=16000)
+    print(f"speech corpus in use: {audio.corpus_source()}  (send one item with --speech corpus:ID)")
     for it in items:
-        print(f"  {it.name:<40} {it.duration_s:6.2f} s  {it.source:<10} {it.licence}")
-    if items and items[0].synthetic:
+        dur = f"{it.duration_s:6.2f} s" if it.duration_s is not None else "       -"
+        print(f"  {it.id:<32} {it.talker:<16} {dur}  {it.location:<13} {it.transcript or ''}")
+    if items and not items[0].natural:
         print(f"  note: {audio.SYNTHETIC_WARNING}")
     return 0
 
@@ -470,8 +610,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 pass
         except OSError as exc:
             raise ParameterError(f"cannot write sweep output {output}: {exc.strerror or exc}") from None
-    df = sweep(base, spec["grid"], repeats=spec.get("repeats") or 1, seed=spec.get("seed") or 0,
-               workers=args.workers if args.workers is not None else (spec.get("workers") or 1), journal=journal)
+    import warnings
+
+    from .sim.sweep import JournalRepairedWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", JournalRepairedWarning)
+        df = sweep(base, spec["grid"], repeats=spec.get("repeats") or 1, seed=spec.get("seed") or 0,
+                   workers=args.workers if args.workers is not None else (spec.get("workers") or 1), journal=journal)
+    for w in caught:  # one line each (the journal repair), not Python's warning format
+        print(f"voicelab: note: {w.message}", file=sys.stderr)
     if output:
         if str(output).endswith(".parquet"):
             df.to_parquet(output)
@@ -519,6 +667,8 @@ _PEERS = [
     ("tshark", "tshark", "pcap dissection checks"),
     ("ip", "iproute2", "network namespaces (kernel NAT cross-check, root)"),
     ("iptables", "iptables", "kernel NAT rules (kernel NAT cross-check, root)"),
+    ("kamailio", "kamailio", "SIP proxy of the real SBC (call --path ...+sbc)"),
+    ("rtpengine", "rtpengine-daemon", "media anchor of the real SBC (call --path ...+sbc)"),
 ]
 
 
@@ -578,7 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_channel_args(s)
     s.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same result)")
     s.add_argument("--input", metavar="WAV", help="speech to send (default: the speech corpus)")
-    s.add_argument("--speech", default="default", help="named speech when no --input: default, harvard, arctic, css, corpus:N")
+    s.add_argument("--speech", default="default", help="named speech when no --input: default (natural corpus), espeak, talker:NAME, corpus:ID, corpus:N, harvard, arctic, css")
     s.add_argument("--save-audio", metavar="DIR", help="write reference.wav and degraded.wav there")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_simulate)
@@ -594,6 +744,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sip-transport", default="udp", choices=["udp", "tcp", "tls", "ws"], help="SIP signalling transport")
     g.add_argument("--srtp", action="store_true", help="SDES-keyed SRTP (AES_CM_128_HMAC_SHA1_80)")
     g.add_argument("--auth", metavar="USER:PASS", help="the agent challenges with digest auth; the caller answers")
+    g.add_argument("--ca-file", metavar="PEM", help="with --target over TLS: the CA that signed the peer's certificate "
+                                                    "(e.g. the test CA 'agent serve --transport tls' prints)")
     g = cl.add_argument_group("WebRTC")
     g.add_argument("--bitrate", type=int, metavar="BPS", help="Opus bitrate (lab codec)")
     g.add_argument("--fec", action="store_true", help="Opus in-band FEC")
@@ -601,6 +753,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--relay-only", action="store_true", help="ICE transport policy relay (needs a TURN server)")
     g.add_argument("--webrtc-mode", default="lab", choices=["lab", "aiortc-defaults"],
                    help="lab codecs and jitter buffers, or plain aiortc (96 kbit/s Opus, its fixed buffer)")
+    g = cl.add_argument_group("WebSocket (--transport ws)")
+    g.add_argument("--tcp-recovery", default="linux", choices=["linux", "rto"],
+                   help="how the TCP relay repairs a loss: like Linux (fast retransmit/RACK, tail loss probe, RTO) "
+                        "or only by the retransmission timeout (the lab's first model)")
     g = cl.add_argument_group("virtual network (--net vnet)")
     g.add_argument("--caller-nat", default="open", help="NAT preset in front of the caller")
     g.add_argument("--agent-nat", default="open", help="NAT preset in front of the agent")
@@ -613,15 +769,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help="--agent pipeline: talk over each reply this long after it starts")
     _pipeline_config_args(cl)
     cl.add_argument("--target", metavar="URI", help="call this SIP URI on loopback (e.g. a softphone) instead of the built-in agent")
+    cl.add_argument("--path", metavar="SPEC", help="a real-world path: PSTN-PRESET+trunk[+sbc|+relay], e.g. "
+                    "pstn-national-mobile+trunk+sbc (phone side simulated hop by hop, live SIP trunk leg, real "
+                    "Kamailio + rtpengine SBC), or browser+gateway+sip (WebRTC -> the lab's SIP<->WebRTC gateway "
+                    "-> SIP agent; --codec opus transcodes, --codec pcmu passes G.711 through); prints a per-hop delay table")
     cl.add_argument("--duration", type=_float_arg("duration", 1.0, 60.0), default=4.0, metavar="S", help="seconds of speech each way")
     cl.add_argument("--jitter-buffer", default="fixed:60", metavar="fixed:MS|adaptive")
     _add_channel_args(cl)
     cl.add_argument("--input", metavar="WAV", help="speech to send (default: the speech corpus)")
     cl.add_argument("--speech", default="default", help="named speech when no --input")
-    cl.add_argument("--seed", type=int, default=0)
-    cl.add_argument("--pcap", metavar="FILE", help="write the call (SIP, RTP, RTCP as the caller sees it) to a pcap file")
+    cl.add_argument("--seed", type=int, default=None,
+                    help="random seed (default 0; with --target, fresh Call-IDs, tags and branches unless given)")
+    cl.add_argument("--pcap", metavar="FILE", help="write the call (SIP, RTP, RTCP as the caller sees it) to a pcap file; "
+                    "SIP over TCP/TLS/WS is written as plaintext on a synthetic TCP stream")
     cl.add_argument("--json", action="store_true")
     cl.set_defaults(func=cmd_call)
+
+    from .cli_run import add_parsers as _add_run_parser  # run SCENARIO.yaml: one trial, its Result
+
+    _add_run_parser(sub)
 
     ag = sub.add_parser("agent", help="the voice agent, standalone")
     agsub = ag.add_subparsers(dest="agent_command", metavar="SUBCOMMAND", parser_class=_Parser)
@@ -631,20 +797,46 @@ def build_parser() -> argparse.ArgumentParser:
     ags.add_argument("--sip", default="127.0.0.1:5060", metavar="HOST:PORT", help="where to listen (loopback only)")
     ags.add_argument("--transport", default="udp", choices=["udp", "tcp", "tls", "ws"], help="SIP transport")
     ags.add_argument("--codecs", default="pcmu,pcma,g722,opus", help="comma-separated, in preference order")
-    ags.add_argument("--mode", default="play", metavar="echo|play[:FILE]|record:DIR|pipeline",
-                     help="echo the caller through the agent's pipeline, play speech, record what arrives, or "
-                          "listen-think-speak (VAD, PocketSphinx, responder, eSpeak NG)")
+    ags.add_argument("--mode", default="play", metavar="echo|play[:FILE]|record:DIR|signalling[:S]|pipeline",
+                     help="echo the caller through the agent's pipeline, play speech, record what arrives, "
+                          "signalling only (no media; hang up after S seconds if given), or listen-think-speak "
+                          "(VAD, PocketSphinx, responder, eSpeak NG)")
     _pipeline_config_args(ags)
     ags.add_argument("--speech", default="default", help="named speech for --mode play")
     ags.add_argument("--auth", metavar="USER:PASS", help="challenge INVITEs with digest auth")
     ags.add_argument("--auth-algorithms", metavar="LIST", help="digest algorithms offered, e.g. MD5 for older phones (default SHA-256,MD5)")
     ags.add_argument("--srtp", action="store_true", help="require SDES-keyed SRTP")
     ags.add_argument("--max-calls", type=int, default=32, help="concurrent calls (more get 486 Busy Here)")
+    ags.add_argument("--media-timeout", type=_float_arg("media-timeout", 1.0, 86400.0), default=60.0, metavar="S",
+                     help="hang up (BYE) a call after S seconds without RTP/RTCP from the caller (default 60)")
+    ags.add_argument("--session-expires", type=int, default=1800, metavar="S",
+                     help="RFC 4028 session interval granted to callers that ask for session timers (default 1800)")
+    ags.add_argument("--max-rate", type=float, metavar="CALLS_PER_S",
+                     help="overload control: new calls admitted per second (more get 503 + Retry-After); default no rate limit")
+    ags.add_argument("--max-lag-ms", type=float, default=250.0, metavar="MS",
+                     help="overload control: refuse new calls with 503 + Retry-After while the event loop runs this late (default 250)")
+    ags.add_argument("--max-queue-delay-ms", type=float, default=100.0, metavar="MS",
+                     help="overload control: admit fewer new calls while the waiting messages take longer than this to serve (default 100; 0: off)")
+    ags.add_argument("--max-queue", type=int, default=0, metavar="N",
+                     help="overload control: admit fewer new calls while more messages than this wait (default 0: off)")
+    ags.add_argument("--no-overload-control", action="store_true",
+                     help="take every INVITE up to --max-calls (no 503s; the agent may collapse past its capacity)")
     ags.add_argument("--tls-cert", metavar="PEM", help="certificate chain for --transport tls (default: a generated test CA)")
     ags.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
     ags.add_argument("--ws", metavar="HOST:PORT", help="also answer media streams over a WebSocket (path /media)")
     ags.add_argument("--webrtc", metavar="HOST:PORT", help="also answer WebRTC callers: signaling server + browser page here")
+    g = ags.add_argument_group("connection limits (TCP, TLS, WS; see docs/sip.md 'Security and load limits')")
+    g.add_argument("--max-connections", type=int, default=512, metavar="N",
+                   help="open SIP connections at most; more are refused at once (default 512)")
+    g.add_argument("--idle-timeout", type=_float_arg("idle timeout", 1.0, 86400.0), default=300.0, metavar="S",
+                   help="close a connection silent this long; keep-alives count (default 300 s)")
+    g.add_argument("--header-timeout", type=_float_arg("header timeout", 0.5, 3600.0), default=30.0, metavar="S",
+                   help="close a connection whose message stays incomplete this long (default 30 s)")
     ags.set_defaults(func=cmd_agent_serve)
+
+    from .cli_gateway import add_parsers as _add_gateway_parsers  # gateway serve: SIP <-> WebRTC
+
+    _add_gateway_parsers(sub)
 
     nm = sub.add_parser("nat-matrix", help="NAT traversal matrix: caller NAT x agent NAT x method, on the virtual network",
                         description="Run a call for every pair of NAT presets and every traversal method on the in-process "
@@ -687,6 +879,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--journal", help="resume journal (JSON lines)")
     sw.add_argument("--output", help="write the table (.parquet or .csv)")
     sw.set_defaults(func=cmd_sweep)
+
+    from .cli_study import add_parsers as _add_study_parsers  # study run, results ls|show|export
+
+    _add_study_parsers(sub)
 
     sp = sub.add_parser("sip", help="SIP tools: inspect a message")
     spsub = sp.add_subparsers(dest="sip_command", metavar="SUBCOMMAND", parser_class=_Parser)

@@ -29,16 +29,18 @@ transport the same impairment generator.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import operator
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
 from .errors import ParameterError, VoicelabError
+from .experiments.run import run_sync  # re-exported: the lab's one way to run a coroutine from sync code
 from .net import ChannelConfig
 
 __all__ = [
+    "summarize_transports",
+    "transport_verdicts",
     "TRANSPORTS",
     "DEFAULT_CONDITIONS",
     "DEFAULT_CODECS",
@@ -49,6 +51,7 @@ __all__ = [
     "compare_transports_async",
     "opus_bitrate_sweep",
     "opus_bitrate_sweep_async",
+    "loopback_delay_note",
     "run_sync",
 ]
 
@@ -77,6 +80,7 @@ COMPARE_COLUMNS = [
     "transit_delay_ms_p99", "mos_cqe", "delay_confidence", "pacing_error_p99_ms",
     "channel.loss_rate", "channel.jitter_ms", "channel.delay_ms",
     "jitter_buffer", "seconds", "seed", "synthetic_speech", "speech_source", "note",
+    "trial", "speech", "scenario_key",
 ]
 
 #: Columns of :func:`opus_bitrate_sweep`, in order.
@@ -87,33 +91,6 @@ SWEEP_COLUMNS = [
     "channel.loss_rate", "channel.jitter_ms", "channel.delay_ms",
     "seconds", "seed", "synthetic_speech", "speech_source",
 ]
-
-
-def run_sync(factory: Callable[[], Awaitable[Any]]) -> Any:
-    """Run ``factory()`` to completion on a fresh event loop and return its result.
-
-    Parameters
-    ----------
-    factory : callable
-        Returns the awaitable to run; it is called on the loop's own thread.
-
-    Returns
-    -------
-    object
-        What the awaitable returned (its exception is raised).
-
-    Notes
-    -----
-    When the calling thread already runs a loop (a Jupyter kernel), the new loop runs in
-    a worker thread and this call blocks until it is done: live calls are timed on their
-    own loop's clock either way.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(factory())
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicelab-run") as pool:
-        return pool.submit(lambda: asyncio.run(factory())).result()
 
 
 def _check_seconds(seconds: Any) -> float:
@@ -187,58 +164,59 @@ def _check_jitter_buffer(spec: Any) -> str:
     return spec
 
 
-async def _one_call(transport: str, *, codec: str, net: ChannelConfig | None, seconds: float, seed: int,
-                    jitter_buffer: str, speech: str) -> dict[str, Any]:
-    """One live call of ``transport``; transport-level failures become VoicelabError."""
+def _scenario(transport: str, *, codec: str, net: ChannelConfig | None, seconds: float, seed: int,
+              jitter_buffer: str, speech: str) -> Any:
+    """The :class:`voicelab.experiments.Scenario` of one live loopback call of ``transport``."""
+    from .experiments.scenario import Scenario
+
+    return Scenario(mode="loopback", transport=transport, codec=codec, channel=net, seconds=seconds, seed=seed,
+                    jitter_buffer=jitter_buffer, speech=speech)
+
+
+async def _one_call(scenario: Any) -> Any:
+    """One live call (:func:`voicelab.experiments.run_async`); transport-level failures become VoicelabError."""
+    from .experiments.run import run_async
+
     try:
-        if transport == "sip":
-            from .calls import sip_call
-
-            return await sip_call(codec=codec, seconds=seconds, net=net, seed=seed, jitter_buffer=jitter_buffer,
-                                  speech=speech)
-        if transport == "webrtc":
-            from .webrtc.call import webrtc_call
-
-            return await webrtc_call(codec=codec, seconds=seconds, net=net, seed=seed, jitter_buffer=jitter_buffer,
-                                     speech=speech)
-        from .wsmedia.live import ws_call
-
-        return await ws_call(seconds=seconds, net=net, seed=seed, jitter_buffer=jitter_buffer, speech=speech)
+        return await run_async(scenario)
     except VoicelabError:
         raise
     except (asyncio.TimeoutError, OSError) as exc:
-        raise VoicelabError(f"the {transport} call failed ({type(exc).__name__}: {exc}); "
+        raise VoicelabError(f"the {scenario.transport} call failed ({type(exc).__name__}: {exc}); "
                             "is the machine overloaded? try fewer or shorter calls") from exc
 
 
-def _nominal_bitrate(codec: str) -> int | None:
-    from . import codecs
+_DIRECTION_COLUMNS = (
+    "mouth_to_ear_ms", "pesq_nb", "pesq_wb", "loss_rate", "late_loss_rate", "bitrate_kbps_wire", "jitter_ms",
+    "rtt_ms", "playout_delay_ms", "transit_delay_ms_p99", "mos_cqe", "delay_confidence", "pacing_error_p99_ms",
+)
 
+
+def _direction_row(result: Any, direction: str) -> dict[str, Any]:
+    d = result.directions[direction]
+    return {k: d.get(k) for k in _DIRECTION_COLUMNS}
+
+
+def _check_repeats(repeats: Any) -> int:
+    if not isinstance(repeats, bool):
+        try:
+            n = operator.index(repeats)
+            if n >= 1:
+                return n
+        except TypeError:
+            pass
+    raise ParameterError(f"repeats must be an integer >= 1, got {repeats!r}")
+
+
+def _check_speech(speech: Any) -> list[str]:
+    speeches = [speech] if isinstance(speech, str) else speech
     try:
-        return int(codecs.get(codec).bitrate)
-    except VoicelabError:
-        return None
-
-
-def _direction_row(result: Mapping[str, Any], direction: str) -> dict[str, Any]:
-    def g(key: str) -> Any:
-        return result.get(f"{direction}.{key}")
-
-    return {
-        "mouth_to_ear_ms": g("mouth_to_ear_ms"),
-        "pesq_nb": g("pesq_nb"),
-        "pesq_wb": g("pesq_wb"),
-        "loss_rate": g("loss_rate"),
-        "late_loss_rate": g("late_loss_rate"),
-        "bitrate_kbps_wire": g("bitrate_kbps_wire"),
-        "jitter_ms": g("jitter_ms"),
-        "rtt_ms": g("rtt_ms"),
-        "playout_delay_ms": g("playout_delay_ms"),
-        "transit_delay_ms_p99": g("transit_delay_ms_p99"),
-        "mos_cqe": g("mos_cqe"),
-        "delay_confidence": g("delay_confidence"),
-        "pacing_error_p99_ms": g("pacing_error_p99_ms"),
-    }
+        speeches = list(speeches)
+    except TypeError:
+        speeches = []
+    if not speeches or not all(isinstance(x, str) and x for x in speeches):
+        raise ParameterError(f"speech must be a speech name (e.g. 'default', 'corpus:3') or a list of them, got {speech!r}")
+    return speeches
 
 
 async def compare_transports_async(
@@ -249,7 +227,8 @@ async def compare_transports_async(
     seconds: float = 3.0,
     seed: int = 0,
     jitter_buffer: str = "fixed:60",
-    speech: str = "default",
+    speech: str | Sequence[str] = "default",
+    repeats: int = 1,
 ) -> pd.DataFrame:
     """Coroutine form of :func:`compare_transports` (same parameters and result)."""
     if isinstance(transports, str):
@@ -268,29 +247,40 @@ async def compare_transports_async(
     seconds = _check_seconds(seconds)
     seed = _check_seed(seed)
     jitter_buffer = _check_jitter_buffer(jitter_buffer)
+    repeats = _check_repeats(repeats)
+    speeches = _check_speech(speech)
     used = {codec[t] for t in transports}
     note = "" if len(used) == 1 else (
         "codecs differ between transports (" + ", ".join(f"{t}: {codec[t]}" for t in transports)
         + "): compare delay and loss, not PESQ")
 
+    # every call is a Scenario run by voicelab.experiments.run_async; trial i of every
+    # (condition, transport) cell shares its seed and its speech (a paired design), and
+    # trials are the outer loop so that a slow spell of the machine touches every arm
+    cells: list[tuple[int, str, ChannelConfig | None, str, Any]] = []
+    for i in range(repeats):
+        for cname, cfg in conds.items():
+            for t in transports:
+                cells.append((i, cname, cfg, t, _scenario(t, codec=codec[t], net=cfg, seconds=seconds, seed=seed + i,
+                                                          jitter_buffer=jitter_buffer, speech=speeches[i % len(speeches)])))
     rows: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
-    for cname, cfg in conds.items():
-        for t in transports:
-            r = await _one_call(t, codec=codec[t], net=cfg, seconds=seconds, seed=seed, jitter_buffer=jitter_buffer,
-                                speech=speech)
-            results.append({"transport": t, "condition": cname, "result": r})
-            for d in DIRECTIONS:
-                rows.append({
-                    "transport": t, "condition": cname, "direction": d,
-                    "codec": r.get("codec", codec[t]), "bitrate": r.get("bitrate") or _nominal_bitrate(r.get("codec", codec[t])),
-                    "setup_ms": r.get("setup_ms"),
-                    **_direction_row(r, d),
-                    **_channel_columns(cfg),
-                    "jitter_buffer": jitter_buffer, "seconds": r.get("seconds", seconds), "seed": seed,
-                    "synthetic_speech": bool(r.get("synthetic_speech", False)),
-                    "speech_source": r.get("speech_source"), "note": note,
-                })
+    for i, cname, cfg, t, scn in cells:
+        r = await _one_call(scn)
+        results.append({"transport": t, "condition": cname, "trial": i, "result": r.raw, "scenario": scn.to_dict()})
+        for d in DIRECTIONS:
+            rows.append({
+                "transport": t, "condition": cname, "direction": d,
+                "codec": r.call["codec_negotiated"] or codec[t], "bitrate": r.call["bitrate"],
+                "setup_ms": r.call["setup_ms"],
+                **_direction_row(r, d),
+                **_channel_columns(cfg),
+                "jitter_buffer": jitter_buffer,
+                "seconds": r.call["speech_seconds"] if r.call["speech_seconds"] is not None else seconds,
+                "seed": scn.seed, "synthetic_speech": bool(r.speech.get("synthetic", False)),
+                "speech_source": r.speech.get("source"), "note": note,
+                "trial": i, "speech": scn.speech, "scenario_key": scn.key(),
+            })
     df = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
     df.attrs["results"] = results
     return df
@@ -304,12 +294,15 @@ def compare_transports(
     seconds: float = 3.0,
     seed: int = 0,
     jitter_buffer: str = "fixed:60",
-    speech: str = "default",
+    speech: str | Sequence[str] = "default",
+    repeats: int = 1,
 ) -> pd.DataFrame:
     """The same call over SIP/RTP, WebRTC and a WebSocket, under each network condition.
 
-    One live loopback call per (transport, condition), run one after another (never
-    concurrently: they share the CPU, and pacing is part of what is measured).
+    One live loopback call per (transport, condition, trial), run one after another (never
+    concurrently: they share the CPU, and pacing is part of what is measured). Each call
+    is a :class:`voicelab.experiments.Scenario` (``mode="loopback"``) run by
+    :func:`voicelab.experiments.run_async`.
 
     Parameters
     ----------
@@ -330,14 +323,19 @@ def compare_transports(
         Seed of every call's impairment (the same for every transport).
     jitter_buffer : str
         ``"fixed:MS"`` or ``"adaptive"``, at both ends of every call.
-    speech : str
+    speech : str or sequence of str
         Named speech (``"default"``: the natural corpus when ``VOICELAB_DATA`` points to
-        it, else synthetic speech, flagged in ``synthetic_speech``).
+        it, else synthetic speech, flagged in ``synthetic_speech``; ``"corpus:N"``: item
+        N). A list rotates over trials: trial i sends ``speech[i % len(speech)]``.
+    repeats : int
+        Trials per (transport, condition), >= 1. Trial i uses seed ``seed + i`` and the
+        same speech in every cell (paired across transports and conditions); see
+        :mod:`voicelab.experiments.stats` for intervals over the trials.
 
     Returns
     -------
     pandas.DataFrame
-        One row per (transport, condition, direction), columns
+        One row per (transport, condition, trial, direction), columns
         :data:`COMPARE_COLUMNS`: ``mouth_to_ear_ms`` (ms), ``pesq_nb``, ``pesq_wb``
         (MOS-LQO), ``loss_rate`` (0..1, lost in transit; always 0 over the WebSocket's
         TCP), ``late_loss_rate`` (0..1, arrived after its playout time),
@@ -349,9 +347,11 @@ def compare_transports(
         turns loss into latency spikes), ``mos_cqe`` (E-model), ``pacing_error_p99_ms``
         (how late the sender's frames left, 99th percentile: tens of ms mean the machine
         was too busy and late packets, not the network, lowered PESQ), the condition as
-        ``channel.*``, ``synthetic_speech`` (True when the speech was synthetic) and
-        ``note``. ``df.attrs["results"]`` keeps each call's full result dict
-        (``transport``, ``condition``, ``result``), e.g. for the WebRTC timeline.
+        ``channel.*``, ``synthetic_speech`` (True when the speech was synthetic),
+        ``note``, ``trial`` (0-based), ``speech`` and ``scenario_key``
+        (:meth:`voicelab.experiments.Scenario.key`). ``df.attrs["results"]`` keeps each
+        call's full engine result dict (``transport``, ``condition``, ``trial``,
+        ``result``, ``scenario``), e.g. for the WebRTC timeline.
 
     Raises
     ------
@@ -373,7 +373,7 @@ def compare_transports(
     """
     return run_sync(lambda: compare_transports_async(
         transports=transports, conditions=conditions, codec_for=codec_for, seconds=seconds, seed=seed,
-        jitter_buffer=jitter_buffer, speech=speech))
+        jitter_buffer=jitter_buffer, speech=speech, repeats=repeats))
 
 
 def _encoder_kbps(params: dict[str, Any], *, speech: str, seconds: float) -> float:
@@ -387,9 +387,9 @@ def _encoder_kbps(params: dict[str, Any], *, speech: str, seconds: float) -> flo
     import numpy as np
 
     from . import audio, codecs
-    from .sim import Scenario, load_speech
+    from .audio import load_speech
 
-    sp = load_speech(Scenario(speech=speech, max_speech_s=seconds, codec="opus"))
+    sp = load_speech(speech=speech, max_speech_s=seconds, codec="opus")
     x = np.asarray(sp.samples, dtype=np.float64)
     if sp.sample_rate != 16000:
         x = audio.resample(x, sp.sample_rate, 16000)
@@ -534,3 +534,104 @@ def opus_bitrate_sweep(
     return run_sync(lambda: opus_bitrate_sweep_async(
         bitrates, seconds=seconds, net=net, fec=fec, jitter_buffer=jitter_buffer, baseline=baseline, seed=seed,
         speech=speech))
+
+
+def summarize_transports(df: pd.DataFrame, metrics: Sequence[str] = ("mouth_to_ear_ms", "pesq_nb", "late_loss_rate"),
+                         *, level: float = 0.95) -> pd.DataFrame:
+    """Per condition, direction and transport: n, mean with its Student-t interval, median.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        :func:`compare_transports` output (one row per trial and direction).
+    metrics : sequence of str
+        Columns to summarise.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`voicelab.experiments.stats.summarize` of the table.
+    """
+    from .experiments.stats import summarize
+
+    return summarize(df, by=["condition", "direction", "transport"], metrics=list(metrics), level=level)
+
+
+def transport_verdicts(df: pd.DataFrame, metric: str = "mouth_to_ear_ms", *, a: str = "sip", b: str = "webrtc",
+                       unit: str = "") -> list[str]:
+    """One verdict line per condition and direction: transport ``a`` against ``b``, paired by trial.
+
+    Trials of :func:`compare_transports` with ``repeats`` are paired: trial ``i`` has the
+    same seed and utterance in every transport. Returns lines such as
+    ``"impaired, caller_to_agent: sip exceeds webrtc by 12 ms [8, 16], p < 0.01, n = 5 paired trials"``.
+    """
+    from .experiments.stats import verdict
+
+    if metric not in df or "trial" not in df:
+        raise ParameterError(f"the table needs the columns {metric!r} and 'trial' (compare_transports output)")
+    out = []
+    for (cond, direction), g in df.groupby(["condition", "direction"], sort=False):
+        xa = g[g["transport"] == a].set_index("trial")[metric]
+        xb = g[g["transport"] == b].set_index("trial")[metric]
+        common = xa.index.intersection(xb.index)
+        if len(common) < 2:
+            out.append(f"{cond}, {direction}: fewer than 2 paired trials of {a} and {b}")
+            continue
+        line = verdict(xa.loc[common].to_numpy(float), xb.loc[common].to_numpy(float), names=(a, b), unit=unit)
+        out.append(f"{cond}, {direction}: {line}")
+    return out
+
+
+def loopback_delay_note(df: pd.DataFrame) -> str:
+    """Where the mouth-to-ear delay of an :func:`opus_bitrate_sweep` on loopback comes from.
+
+    The lab's part is explained from the calls themselves: the codec's frame and
+    look-ahead (from the negotiated codec parameters), the measured wait in the jitter
+    buffer (``playout_delay_ms``) and its setting; plain aiortc's part from its jitter
+    buffer's prefetch (:data:`voicelab.webrtc.call.AIORTC_JB_PREFETCH` packets).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        :func:`opus_bitrate_sweep` results (with ``attrs["results"]``).
+
+    Returns
+    -------
+    str
+        A Markdown paragraph with the numbers of these calls.
+
+    Raises
+    ------
+    ParameterError
+        When ``df`` holds no lab call.
+    """
+    from . import codecs
+    from .webrtc.call import AIORTC_JB_PREFETCH
+
+    if "mode" not in df.columns or not (df["mode"] == "lab").any():
+        raise ParameterError("loopback_delay_note needs opus_bitrate_sweep results with lab calls")
+    runs = [x for x in df.attrs.get("results", []) if x.get("mode") == "lab"]
+    if not runs:
+        raise ParameterError("loopback_delay_note needs the sweep's attrs['results'] (the calls themselves)")
+    first = runs[0]["result"]
+    params = {k: v for k, v in (first.get("codec_params") or {}).items() if k in ("frame_ms",)}
+    facts = codecs.get("opus", **params)
+    waits = [r["result"].get(f"{d}.playout_delay_ms") for r in runs for d in DIRECTIONS]
+    waits = [w for w in waits if w is not None]
+    wait = sum(waits) / len(waits) if waits else float("nan")
+    m2e = df.groupby("mode")["mouth_to_ear_ms"].mean()
+    text = (
+        f"Mouth-to-ear on loopback: **{m2e['lab']:.0f} ms** with the lab's media: one {facts.frame_ms:g} ms frame "
+        f"of capture + {wait:.0f} ms of waiting in the jitter buffer ({first.get('jitter_buffer')}) + "
+        f"{facts.lookahead_ms:g} ms of codec look-ahead + a few ms of transit."
+    )
+    if "aiortc-defaults" in m2e.index:
+        text += (
+            f" With plain aiortc: **{m2e['aiortc-defaults']:.0f} ms**. aiortc's receiver holds "
+            f"{AIORTC_JB_PREFETCH} packets ({AIORTC_JB_PREFETCH * facts.frame_ms:g} ms of audio at "
+            f"{facts.frame_ms:g} ms per packet) before it hands the first to its decoder thread, and the lab plays "
+            "the decoded audio from the moment the first frame comes out: most of the difference is that prefetch. "
+            "aiortc's buffer never adapts and has no concealment, so on a lossy or jittery path its delay and "
+            "gaps are set by that fixed buffer (measure it: exercise 2 runs the sweep under loss)."
+        )
+    return text

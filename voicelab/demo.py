@@ -35,6 +35,11 @@ DEMO_CODECS = [
 ]
 
 
+#: repeats of each live cell (paired across transports; each a different utterance/talker)
+LIVE_REPEATS = 4
+LIVE_REPEATS_QUICK = 2
+
+
 def run_demo(*, out_dir: str | Path = "results/demo", quick: bool = False, progress: bool = True, workers: int | None = None,
              live: bool = True) -> Path:
     """Run the demo sweep and write the report.
@@ -50,7 +55,8 @@ def run_demo(*, out_dir: str | Path = "results/demo", quick: bool = False, progr
     workers : int, optional
         Local processes (default: 2, or 1 in quick mode).
     live : bool
-        Also run the live transport comparison (six real calls on 127.0.0.1).
+        Also run the live transport comparison: 3 transports x 2 networks x ``LIVE_REPEATS``
+        paired trials (``LIVE_REPEATS_QUICK`` in quick mode) on 127.0.0.1.
 
     Returns
     -------
@@ -96,10 +102,22 @@ def run_demo(*, out_dir: str | Path = "results/demo", quick: bool = False, progr
 
         if progress:
             print("live: SIP vs WebRTC vs WebSocket on 127.0.0.1 (clean, then 2 % loss + 30 ms jitter) ...", flush=True)
-        live_df = compare_transports(seconds=3.0 if quick else 6.0, seed=1)
+        from .audio import corpus_items
+        from .compare import summarize_transports
+        from .viz.study import summary_figure
+
+        # a small study, not one call per cell: repeats rotate over the corpus's talkers and
+        # utterances, paired across transports (same seed and utterance in each)
+        speech = [it.speech for it in corpus_items()]
+        live_df = compare_transports(seconds=3.0 if quick else 4.0, seed=1, repeats=LIVE_REPEATS_QUICK if quick
+                                     else LIVE_REPEATS, speech=speech)
         live_df.to_csv(out / "results-live.csv", index=False)
-        figs["live_transports"] = vw.transport_comparison(
-            live_df, title="Live on loopback: SIP/RTP vs WebRTC vs WebSocket (PCMU)")
+        summary = summarize_transports(live_df)
+        summary.to_csv(out / "results-live-summary.csv", index=False)
+        for metric, title in (("mouth_to_ear_ms", "Live on loopback: mouth-to-ear delay, SIP/RTP vs WebRTC vs WebSocket (PCMU)"),
+                              ("pesq_nb", "Live on loopback: PESQ-NB, SIP/RTP vs WebRTC vs WebSocket (PCMU)")):
+            figs[f"live_{metric}"] = summary_figure(summary[summary["metric"] == metric], metric,
+                                                    by=["condition", "direction", "transport"], title=title)
     fig_dir = out / "figures"
     for name, fig in figs.items():
         viz.export(fig, name, directory=fig_dir)
@@ -121,6 +139,8 @@ def _report_html(df: pd.DataFrame, figs: dict, live_df: pd.DataFrame | None = No
     })
     synthetic = bool(df.get("synthetic_speech", pd.Series([False])).any())
     src = df["speech_source"].iloc[0] if "speech_source" in df else "?"
+    if "speech" in df:  # which corpus items (and so which talkers) were sent
+        src = f"{src}, {df['speech'].iloc[0]}"
     note = (
         f'<p class="warn">{html.escape(audio.SYNTHETIC_WARNING)}</p>' if synthetic else ""
     )
@@ -137,16 +157,23 @@ def _report_html(df: pd.DataFrame, figs: dict, live_df: pd.DataFrame | None = No
         table.to_html(index=False, border=0),
     ]
     if live_df is not None:
-        cols = ["transport", "condition", "mouth_to_ear_ms", "pesq_nb", "loss_rate", "late_loss_rate", "setup_ms",
-                "bitrate_kbps_wire"]
-        live = live_df[[c for c in cols if c in live_df]].groupby(["transport", "condition"], sort=False).mean(
-            numeric_only=True).round(3).reset_index()
+        from .compare import summarize_transports, transport_verdicts
+
+        summ = summarize_transports(live_df)
+        summ = summ[["condition", "direction", "transport", "metric", "n", "mean", "ci_low", "ci_high"]].round(3)
+        n = int(live_df["trial"].nunique()) if "trial" in live_df else 1
+        verdicts = (transport_verdicts(live_df, "mouth_to_ear_ms", a="ws", b="sip", unit="ms")
+                    + transport_verdicts(live_df, "pesq_nb", a="webrtc", b="sip"))
         parts += [
             "<h2>Live on loopback: the same call over SIP/RTP, WebRTC and a WebSocket</h2>",
-            "<p>Real calls between the lab's caller and agent on 127.0.0.1 (PCMU everywhere), impaired by the "
-            "userspace relay; mean of both directions. Over TCP, loss becomes delay: the WebSocket loses nothing "
-            "but its audio arrives late.</p>",
-            live.to_html(index=False, border=0),
+            f"<p>Real calls between the lab's caller and agent on 127.0.0.1 (PCMU everywhere), impaired by the "
+            f"userspace relay: a small study of <b>n = {n} paired trials per cell</b> (each trial a different "
+            "utterance of the corpus, talkers alternating; the same seed and utterance in every transport). "
+            "Mean with its 95 % Student-t interval, per direction. Over TCP, loss becomes delay: the WebSocket "
+            "loses nothing but its audio arrives late.</p>",
+            summ.to_html(index=False, border=0),
+            "<p>Paired comparisons (Student-t interval of the mean difference, paired t-test):</p><ul>"
+            + "".join(f"<li>{html.escape(v)}</li>" for v in verdicts) + "</ul>",
         ]
     first = True
     for name, fig in figs.items():

@@ -529,7 +529,7 @@ async def _sip_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_opt
         agent_stream = next(iter(agent.streams.values()))
         agent_stream.send_times, agent_stream.arrivals, agent_stream.played_at = {}, {}, {}
         driver = ConversationDriver(utts, sample_rate=stream.tx.sample_rate, frame_ms=stream.tx.frame_ms, **driver_opts)
-        stream.on_played = driver.on_played
+        stream.on_played = lambda when, frame: driver.on_played(frame, when, stream.last_played_seq)
         stream.send_live("source", source=driver.source)
         budget = sum(len(u.samples) / 16000 + driver.reply_timeout_s + 2.0 for u in utts) + 5.0
         try:

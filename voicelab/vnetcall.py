@@ -278,9 +278,9 @@ def _trace_summary(net: VirtualNetwork) -> dict[str, Any]:
 
 
 def _speech(speech: str, seconds: float, codec: str) -> tuple[np.ndarray, Any]:
-    from .sim import Scenario, load_speech
+    from .audio import load_speech
 
-    sp = load_speech(Scenario(speech=speech, max_speech_s=max(1.0, seconds), codec=codec))
+    sp = load_speech(speech=speech, max_speech_s=max(1.0, seconds), codec=codec)
     x = audio.resample(np.asarray(sp.samples, dtype=np.float64), sp.sample_rate, 16000)
     n = int(round(seconds * 16000))
     if 0 < len(x) < n:  # a corpus shorter than the call: play it again (with a 0.3 s pause)
@@ -600,7 +600,7 @@ async def vnet_webrtc_call(
     ParameterError
         Bad parameters, or called on a virtual-clock loop.
     """
-    from .calls import _direction_metrics
+    from .metrics.direction import direction_metrics as _direction_metrics
     from .net.stun import StunServer
     from .net.turn import TurnServer
     from .net.vclock import is_virtual

@@ -16,21 +16,26 @@ from __future__ import annotations
 from .corpus import (
     EXAMPLE_NAMES,
     SYNTHETIC_WARNING,
+    CorpusItem,
     Speech,
     cache_dir,
     corpus,
+    corpus_item,
+    corpus_items,
     corpus_source,
     data_dir,
     example,
     fetch_corpus,
     load_manifest,
+    shipped_dir,
 )
 from .delay import DelayEstimate, align, compensate, estimate_delay
 from .espeak import HARVARD_LIST_1, VOICES, synthesize
 from .io import read_wav, to_float, to_int16, write_wav
 from .level import active_level_db, normalize_level, speech_activity
-from .resample import resample
+from .resample import StreamResampler, resample
 from .signals import chirp, click_train, composite_source_signal, silence, tone
+from .speechinput import SpeechInput, load_speech
 
 __all__ = [
     # io
@@ -39,6 +44,7 @@ __all__ = [
     "to_int16",
     "to_float",
     "resample",
+    "StreamResampler",
     # levels
     "active_level_db",
     "speech_activity",
@@ -59,6 +65,12 @@ __all__ = [
     "example",
     "corpus",
     "corpus_source",
+    "corpus_items",
+    "corpus_item",
+    "CorpusItem",
+    "shipped_dir",
+    "load_speech",
+    "SpeechInput",
     "fetch_corpus",
     "data_dir",
     "cache_dir",

@@ -1,19 +1,29 @@
-"""The lab's speech corpus and example data: natural recordings when present, eSpeak NG otherwise.
+"""The lab's speech corpus and example data: natural recordings shipped in the package.
 
-Where speech comes from, in order of preference (:func:`corpus`, ``source="auto"``):
+Where speech comes from (:func:`corpus`, ``source="auto"``, the default):
 
-1. ``natural:VOICELAB_DATA`` -- every ``*.wav`` in the folder named by the
-   ``VOICELAB_DATA`` environment variable, except the degraded PESQ reference
-   (``pesq_ref_speech_bab0dB*``). Files listed in the package manifest
-   (``voicelab/data/speech_manifest.json``, the recordings of the project's
-   ``shared/datasets/speech`` folder) get their origin, licence and text from it; any
-   other WAV is taken as the user's own natural speech.
-2. ``natural:cache`` -- the same files downloaded by :func:`fetch_corpus` (command
-   line: ``voicelab datasets fetch``) into ``$XDG_CACHE_HOME/voicelab/speech``
-   (default ``~/.cache/voicelab/speech``).
-3. ``synthetic:espeak-ng`` -- the ten Harvard sentences of list 1 said by eSpeak NG,
-   alternating a male and a female voice (:mod:`voicelab.audio.espeak`), each with
-   0.3 s of leading silence and normalized to -26 dBov (P.56).
+1. ``package`` -- the natural recordings shipped inside voicelab
+   (``voicelab/data/speech``: CMU ARCTIC prompts ``arctic_a0001``..``a0006`` said by two
+   talkers, ``aew`` (male, US English) and ``axb`` (female, Indian English), 16 kHz,
+   with transcripts; see ``datasets/README.md`` for their licence). Always present.
+2. ``VOICELAB_DATA`` -- every ``*.wav`` in the folder named by the ``VOICELAB_DATA``
+   environment variable, except the degraded PESQ reference
+   (``pesq_ref_speech_bab0dB*``), **added** after the shipped items. Files listed in the
+   package manifest (``voicelab/data/speech_manifest.json``) get their origin, talker,
+   licence and text from it; a file holding a recording already listed (the shipped
+   CMU ARCTIC files) is not listed twice; any other WAV is taken as the user's own
+   natural speech.
+3. ``cache`` -- the same for the files downloaded by :func:`fetch_corpus` (command line:
+   ``voicelab datasets fetch``) into ``$XDG_CACHE_HOME/voicelab/speech``.
+4. ``synthetic:espeak-ng`` -- only when no natural speech is usable (a package stripped
+   of its data): the ten Harvard sentences of list 1 said by eSpeak NG, alternating a
+   male and a female voice (:mod:`voicelab.audio.espeak`), each with 0.3 s of leading
+   silence and normalized to -26 dBov (P.56). ``source="synthetic"`` (alias
+   ``"espeak"``) asks for it explicitly.
+
+:func:`corpus_items` lists the items (id, talker, transcript, natural flag, ...) without
+loading audio, so a study can rotate over talkers and utterances; the speech spec
+``"corpus:ID"`` (see :func:`voicelab.audio.load_speech`) sends one of them.
 
 Sample-rate rule: a file is used for a request of ``sample_rate`` Hz only if its own
 rate is at least ``min(sample_rate, 16000)``. So an 8 kHz recording is never
@@ -27,8 +37,8 @@ used. Natural recordings keep their recorded level.
 Synthetic speech is labelled (``Speech.synthetic``, :func:`corpus_source`) because
 PESQ is calibrated on natural speech: see :data:`SYNTHETIC_WARNING`.
 
-Loaded and synthesized corpora are cached in memory (keyed on folder, file sizes and
-times, and sample rate); each call hands out fresh copies of the arrays.
+Loaded and synthesized items are cached in memory (keyed on file, size, time and
+sample rate); each call hands out fresh copies of the arrays.
 """
 
 from __future__ import annotations
@@ -54,8 +64,12 @@ from .level import normalize_level
 
 __all__ = [
     "Speech",
+    "CorpusItem",
     "example",
     "corpus",
+    "corpus_items",
+    "corpus_item",
+    "shipped_dir",
     "corpus_source",
     "fetch_corpus",
     "data_dir",
@@ -110,6 +124,9 @@ class Speech:
         What is said, when known.
     native_sample_rate : int or None
         Rate of the file or synthesizer before resampling to ``sample_rate``.
+    talker : str or None
+        Who speaks (``"aew"``, ``"axb"``, ``"espeak:en-us"``), when known; for a
+        user's file, its name up to the last ``_``.
     """
 
     samples: np.ndarray
@@ -121,6 +138,7 @@ class Speech:
     licence: str
     text: str | None = None
     native_sample_rate: int | None = None
+    talker: str | None = None
 
     def __array__(self, dtype=None, copy=None):
         if dtype is None:
@@ -264,32 +282,61 @@ def _signature(folder: Path) -> tuple:
     return tuple(sig)
 
 
+def _talker_of(path: Path, entry: dict | None) -> str:
+    if entry is not None and entry.get("talker"):
+        return str(entry["talker"])
+    stem = path.stem
+    return stem.rsplit("_", 1)[0] if "_" in stem else stem
+
+
 def _natural_speech(path: Path, rate: int, entry: dict | None, sample_rate: int, where: str) -> Speech:
     x, _ = read_wav(path, sample_rate=sample_rate)
     x.setflags(write=False)
     if entry is not None:
-        name = path.stem
-        origin = f"{entry.get('origin', '')} [{where}: {path}]"
+        origin = f"{entry.get('origin', '')} [{where}: {path.name if where == 'package' else path}]"
         licence = entry.get("licence") or "unknown"
         text = entry.get("text")
     else:
-        name = path.stem
         origin = f"user-supplied recording [{where}: {path}]"
         licence = "unknown (user-supplied)"
         text = None
-    return Speech(samples=x, sample_rate=sample_rate, name=name, source="natural", synthetic=False,
-                  origin=origin, licence=licence, text=text, native_sample_rate=rate)
+    return Speech(samples=x, sample_rate=sample_rate, name=path.stem, source="natural", synthetic=False,
+                  origin=origin, licence=licence, text=text, native_sample_rate=rate,
+                  talker=_talker_of(path, entry))
 
 
-@functools.lru_cache(maxsize=16)
-def _natural_corpus(folder: str, sample_rate: int, signature: tuple, where: str) -> tuple[Speech, ...]:
-    del signature  # only part of the cache key
-    items = _select(Path(folder), sample_rate)
-    return tuple(_natural_speech(p, rate, entry, sample_rate, where) for p, rate, entry in items)
+@functools.lru_cache(maxsize=128)
+def _natural_cached(path: str, rate: int, sample_rate: int, where: str, stamp: tuple) -> Speech:
+    del stamp  # only part of the cache key
+    entry = _manifest_by_file().get(Path(path).name)
+    return _natural_speech(Path(path), rate, entry, sample_rate, where)
+
+
+def _load_natural(path: Path, rate: int, sample_rate: int, where: str) -> Speech:
+    try:
+        st = path.stat()
+        stamp: tuple = (st.st_size, st.st_mtime_ns)
+    except OSError:
+        stamp = ()
+    return _natural_cached(str(path), rate, sample_rate, where, stamp)
+
+
+def shipped_dir() -> Path | None:
+    """The folder of natural recordings shipped inside the package (``voicelab/data/speech``),
+    or None when the installation lacks it."""
+    try:
+        p = Path(str(resources.files("voicelab").joinpath("data/speech")))
+    except (TypeError, ValueError, OSError):  # pragma: no cover - zipped installs
+        return None
+    return p if p.is_dir() else None
 
 
 def _natural_locations() -> list[tuple[str, Path]]:
+    """Folders of natural speech, in the order their items are listed."""
     locations = []
+    s = shipped_dir()
+    if s is not None:
+        locations.append(("package", s))
     d = data_dir()
     if d is not None:
         locations.append(("VOICELAB_DATA", d))
@@ -299,20 +346,43 @@ def _natural_locations() -> list[tuple[str, Path]]:
     return locations
 
 
+def _natural_listing(sample_rate: int, *, shipped_only: bool = False) -> list[tuple[str, Path, int, dict | None]]:
+    """Natural files usable at ``sample_rate``: (location, path, file rate, manifest entry),
+    package first, then VOICELAB_DATA, then the cache; a recording already listed by an
+    earlier location (same manifest ``content``, or same file name) is skipped."""
+    seen: set[str] = set()
+    out = []
+    for where, folder in _natural_locations():
+        if shipped_only and where != "package":
+            continue
+        for p, rate, entry in _select(folder, sample_rate):
+            key = entry.get("content", p.stem) if entry else f"user:{p.name}"
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append((where, p, rate, entry))
+    return out
+
+
 # --- synthetic corpus ------------------------------------------------------------------------
+
+#: Seed of eSpeak NG's random generator for every synthetic corpus item (see
+#: :func:`voicelab.audio.espeak.synthesize`): the same corpus in every process.
+SYNTHETIC_SEED = 0
+
 
 def _synthetic_item(index: int, sentence: str, voice: str, sample_rate: int, name: str) -> Speech:
     from . import espeak
 
     rate_wpm = 160
-    x = espeak.synthesize(sentence, voice=voice, sample_rate=sample_rate, rate_wpm=rate_wpm)
+    x = espeak.synthesize(sentence, voice=voice, sample_rate=sample_rate, rate_wpm=rate_wpm, seed=SYNTHETIC_SEED)
     x = np.concatenate([np.zeros(int(round(SYNTHETIC_LEAD_S * sample_rate))), x])
     x = normalize_level(x, sample_rate, level_db=SYNTHETIC_LEVEL_DB)
     x.setflags(write=False)
     origin = _ESPEAK_ORIGIN.format(version=_espeak_version(), voice=voice, rate=rate_wpm)
     return Speech(samples=x, sample_rate=sample_rate, name=name, source="synthetic", synthetic=True,
                   origin=origin, licence=_ESPEAK_LICENCE, text=sentence,
-                  native_sample_rate=espeak.NATIVE_SAMPLE_RATE)
+                  native_sample_rate=espeak.NATIVE_SAMPLE_RATE, talker=f"espeak:{voice}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -322,20 +392,26 @@ def _espeak_version() -> str:
     return espeak.espeak_version()
 
 
-@functools.lru_cache(maxsize=8)
-def _synthetic_corpus(sample_rate: int) -> tuple[Speech, ...]:
+def _synthetic_specs() -> list[tuple[str, str, str]]:
+    """(id, voice, sentence) of every synthetic corpus item."""
     from . import espeak
 
-    items = []
+    out = []
     for i, sentence in enumerate(espeak.HARVARD_LIST_1):
         voice = espeak.VOICES[i % len(espeak.VOICES)]
-        items.append(_synthetic_item(i, sentence, voice, sample_rate, f"harvard_l1_s{i + 1:02d}_{voice}"))
-    return tuple(items)
+        out.append((f"harvard_l1_s{i + 1:02d}_{voice}", voice, sentence))
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _synthetic_corpus(sample_rate: int) -> tuple[Speech, ...]:
+    return tuple(_synthetic_item(i, sentence, voice, sample_rate, name)
+                 for i, (name, voice, sentence) in enumerate(_synthetic_specs()))
 
 
 # --- public API ------------------------------------------------------------------------------
 
-_SOURCES = ("auto", "natural", "synthetic")
+_SOURCES = ("auto", "natural", "shipped", "synthetic", "espeak")
 
 
 def _check_limit(limit) -> int | None:
@@ -346,24 +422,32 @@ def _check_limit(limit) -> int | None:
     return int(limit)
 
 
+def _check_source(source) -> str:
+    if source not in _SOURCES:
+        raise ParameterError(f"unknown corpus source {source!r}; use one of {', '.join(_SOURCES)}")
+    return "synthetic" if source == "espeak" else source
+
+
 def _no_natural_message(sample_rate: int) -> str:
-    return (f"no natural speech usable at {sample_rate} Hz: set VOICELAB_DATA to a folder of WAV files "
-            f"or run `voicelab datasets fetch`")
+    return (f"no natural speech usable at {sample_rate} Hz: the package's own recordings are missing; "
+            f"set VOICELAB_DATA to a folder of WAV files or run `voicelab datasets fetch`")
 
 
 def corpus(*, sample_rate: int = 16000, limit: int | None = None, source: str = "auto") -> list[Speech]:
-    """The default speech corpus.
+    """The speech corpus.
 
     Parameters
     ----------
     sample_rate : int, default 16000
         Hz; every item is resampled to it (see the sample-rate rule in the module docs).
     limit : int, optional
-        At most this many items (the first ones, in file-name order).
-    source : {"auto", "natural", "synthetic"}
-        ``"auto"``: natural speech from ``VOICELAB_DATA``, else from the cache, else
-        eSpeak NG. ``"natural"``: the same without the eSpeak fallback.
-        ``"synthetic"``: eSpeak NG only.
+        At most this many items (the first ones, in listing order).
+    source : {"auto", "natural", "shipped", "synthetic", "espeak"}
+        ``"auto"``: the natural recordings shipped in the package, then those of
+        ``VOICELAB_DATA``, then the cache (each in file-name order); eSpeak NG only if
+        none is usable. ``"natural"``: the same without the eSpeak fallback.
+        ``"shipped"``: the package's recordings only (the same in every installation).
+        ``"synthetic"`` (alias ``"espeak"``): eSpeak NG only.
 
     Returns
     -------
@@ -373,25 +457,23 @@ def corpus(*, sample_rate: int = 16000, limit: int | None = None, source: str = 
     Raises
     ------
     DataUnavailableError
-        ``source="natural"`` and no natural speech is usable at this rate, or eSpeak
-        NG cannot be loaded for the synthetic corpus.
+        ``source="natural"``/``"shipped"`` and no natural speech is usable at this
+        rate, or eSpeak NG cannot be loaded for the synthetic corpus.
     ParameterError
         Unknown ``source``, bad ``limit`` or ``sample_rate``.
 
     See Also
     --------
-    corpus_source, example, fetch_corpus
+    corpus_items, corpus_source, example, fetch_corpus
     """
     sample_rate = _check_sample_rate(sample_rate)
     limit = _check_limit(limit)
-    if source not in _SOURCES:
-        raise ParameterError(f"unknown corpus source {source!r}; use one of {', '.join(_SOURCES)}")
+    source = _check_source(source)
     if source != "synthetic":
-        for where, folder in _natural_locations():
-            items = _natural_corpus(str(folder), sample_rate, _signature(folder), where)
-            if items:
-                return [_fresh(s) for s in items[:limit]]
-        if source == "natural":
+        listing = _natural_listing(sample_rate, shipped_only=source == "shipped")
+        if listing:
+            return [_fresh(_load_natural(p, rate, sample_rate, where)) for where, p, rate, _ in listing[:limit]]
+        if source in ("natural", "shipped"):
             raise DataUnavailableError(_no_natural_message(sample_rate))
     return [_fresh(s) for s in _synthetic_corpus(sample_rate)[:limit]]
 
@@ -407,18 +489,155 @@ def corpus_source(*, sample_rate: int = 16000) -> str:
     Returns
     -------
     str
-        ``"natural:VOICELAB_DATA"``, ``"natural:cache"`` or ``"synthetic:espeak-ng"``.
+        ``"natural:"`` and the locations that contribute items, joined by ``+``
+        (``"natural:package"``, ``"natural:package+VOICELAB_DATA"``, ...), or
+        ``"synthetic:espeak-ng"``.
     """
     sample_rate = _check_sample_rate(sample_rate)
-    for where, folder in _natural_locations():
-        for p in _wav_files(folder):
-            if not _is_excluded(p.name) and _usable(_file_rate(p), sample_rate):
-                return f"natural:{where}"
-    return "synthetic:espeak-ng"
+    wheres: list[str] = []
+    for where, *_ in _natural_listing(sample_rate):
+        if where not in wheres:
+            wheres.append(where)
+    return "natural:" + "+".join(wheres) if wheres else "synthetic:espeak-ng"
+
+
+@dataclass(frozen=True)
+class CorpusItem:
+    """One utterance of the corpus, as listed by :func:`corpus_items` (no audio loaded).
+
+    Attributes
+    ----------
+    id : str
+        Stable identifier (the file stem, or ``harvard_l1_s01_en-us`` for eSpeak);
+        ``speech=f"corpus:{id}"`` sends this item in a scenario.
+    talker : str
+        Who speaks: ``"aew"``, ``"axb"`` (CMU ARCTIC), ``"espeak:en-us"``, or for a
+        user's file its name up to the last ``_``.
+    transcript : str or None
+        What is said, when known.
+    natural : bool
+        A recording of a person (False for eSpeak NG).
+    sex : str or None
+        ``"male"``/``"female"`` when known.
+    location : str
+        ``"package"``, ``"VOICELAB_DATA"``, ``"cache"`` or ``"espeak-ng"``.
+    native_sample_rate : int
+        Hz, of the file (22050 for eSpeak).
+    duration_s : float or None
+        Length in seconds (None for eSpeak items until synthesized).
+    licence : str
+        Terms of use.
+    path : str or None
+        The file, for natural items.
+    """
+
+    id: str
+    talker: str
+    transcript: str | None
+    natural: bool
+    sex: str | None
+    location: str
+    native_sample_rate: int
+    duration_s: float | None
+    licence: str
+    path: str | None = None
+
+    @property
+    def speech(self) -> str:
+        """The speech spec that sends this item: ``"corpus:" + id``."""
+        return f"corpus:{self.id}"
+
+    def load(self, *, sample_rate: int = 16000) -> Speech:
+        """The item's audio (see :func:`corpus_item`)."""
+        return corpus_item(self.id, sample_rate=sample_rate)
+
+
+def _file_duration(p: Path) -> float | None:
+    try:
+        info = sf.info(str(p))
+        return info.frames / info.samplerate
+    except Exception:
+        return None
+
+
+def corpus_items(*, sample_rate: int = 16000, source: str = "auto") -> list[CorpusItem]:
+    """List the corpus (the items :func:`corpus` would return), without loading audio.
+
+    A study rotates over these: ``[it.speech for it in corpus_items()]`` are speech specs
+    (``"corpus:cmu_arctic_aew_a0001"``, ...); group by ``talker`` for a talker dimension.
+
+    Parameters
+    ----------
+    sample_rate : int, default 16000
+        The rate the items will be used at (sample-rate rule, module docs).
+    source : {"auto", "natural", "shipped", "synthetic", "espeak"}
+        As for :func:`corpus`.
+
+    Returns
+    -------
+    list of CorpusItem
+        In :func:`corpus` order.
+
+    Examples
+    --------
+    >>> items = corpus_items(source="shipped")
+    >>> sorted({it.talker for it in items}), all(it.natural for it in items)
+    (['aew', 'axb'], True)
+    """
+    sample_rate = _check_sample_rate(sample_rate)
+    source = _check_source(source)
+    if source != "synthetic":
+        listing = _natural_listing(sample_rate, shipped_only=source == "shipped")
+        if listing:
+            out = []
+            for where, p, rate, entry in listing:
+                entry = entry or {}
+                out.append(CorpusItem(
+                    id=p.stem, talker=_talker_of(p, entry or None), transcript=entry.get("text"), natural=True,
+                    sex=entry.get("sex"), location=where, native_sample_rate=rate,
+                    duration_s=_file_duration(p),
+                    licence=entry.get("licence") or "unknown (user-supplied)", path=str(p)))
+            return out
+        if source in ("natural", "shipped"):
+            raise DataUnavailableError(_no_natural_message(sample_rate))
+    from . import espeak
+
+    sexes = {"en-us": "male", "en-us+f3": "female"}
+    return [CorpusItem(id=name, talker=f"espeak:{voice}", transcript=sentence, natural=False,
+                       sex=sexes.get(voice), location="espeak-ng", native_sample_rate=espeak.NATIVE_SAMPLE_RATE,
+                       duration_s=None, licence=_ESPEAK_LICENCE)
+            for name, voice, sentence in _synthetic_specs()]
+
+
+def corpus_item(item_id: str, *, sample_rate: int = 16000) -> Speech:
+    """One corpus item by id: a natural one (package, ``VOICELAB_DATA``, cache) or an eSpeak one.
+
+    Parameters
+    ----------
+    item_id : str
+        A :attr:`CorpusItem.id` (``"cmu_arctic_axb_a0004"``, ``"harvard_l1_s02_en-us+f3"``).
+    sample_rate : int, default 16000
+        Hz.
+
+    Raises
+    ------
+    ParameterError
+        No item has this id (the message lists the ids).
+    """
+    sample_rate = _check_sample_rate(sample_rate)
+    for where, p, rate, _ in _natural_listing(sample_rate):
+        if p.stem == item_id:
+            return _fresh(_load_natural(p, rate, sample_rate, where))
+    specs = _synthetic_specs()
+    for i, (name, voice, sentence) in enumerate(specs):
+        if name == item_id:
+            return _fresh(_synthetic_corpus(sample_rate)[i])
+    known = [p.stem for _, p, _, _ in _natural_listing(sample_rate)] + [name for name, _, _ in specs]
+    raise ParameterError(f"no corpus item {item_id!r} at {sample_rate} Hz; known items: {', '.join(known)}")
 
 
 def _find_natural(filenames: tuple[str, ...], sample_rate: int) -> tuple[Path, int, dict | None, str] | None:
-    """First usable file among ``filenames`` (in preference order) in VOICELAB_DATA, then the cache."""
+    """First usable file among ``filenames`` (in preference order): in the package, VOICELAB_DATA, then the cache."""
     manifest = _manifest_by_file()
     for where, folder in _natural_locations():
         found = []

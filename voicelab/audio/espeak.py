@@ -11,8 +11,12 @@ Determinism: eSpeak NG keeps synthesis state (pitch flutter and waveform phase) 
 static variables that survive ``espeak_Terminate``: in one process, the same
 sentence said twice came out with different lengths (51630-51643 samples measured).
 So each utterance is synthesized by a freshly loaded copy of the library
-(``dlopen``; about 10 ms), after which the library is unloaded again. Same text,
-voice and rate give identical samples, in any order and in any process. Calls are
+(``dlopen``; about 10 ms), after which the library is unloaded again. And
+``espeak_Initialize`` seeds the random generator that voices with breath noise
+(``en-us+f3``) draw from for every sample from the current second, so two processes
+differed; every synthesis therefore sets it with ``espeak_ng_SetRandSeed`` (``seed``,
+default 0). Same text, voice, rate and seed give identical samples, in any order and
+in any process. Calls are
 serialized by a lock (the library is not thread-safe), and results are cached in
 memory.
 
@@ -107,6 +111,8 @@ def _load(lib_path: str) -> ctypes.CDLL:
     lib.espeak_Synth.restype = ctypes.c_int
     lib.espeak_Info.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
     lib.espeak_Info.restype = ctypes.c_char_p
+    lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+    lib.espeak_ng_SetRandSeed.restype = ctypes.c_int
     return lib
 
 
@@ -122,7 +128,7 @@ def _unload(lib: ctypes.CDLL) -> None:
 
 
 @functools.lru_cache(maxsize=512)
-def _synth_native(text: str, voice: str, rate_wpm: int) -> np.ndarray:
+def _synth_native(text: str, voice: str, rate_wpm: int, seed: int) -> np.ndarray:
     lib_path, data_path = _paths()
     with _lock:
         lib = _load(lib_path)
@@ -136,6 +142,9 @@ def _synth_native(text: str, voice: str, rate_wpm: int) -> np.ndarray:
             if lib.espeak_SetVoiceByName(voice.encode("utf-8")) != 0:
                 raise ParameterError(f"eSpeak NG has no voice {voice!r}; try one of {', '.join(VOICES)}")
             lib.espeak_SetParameter(_ESPEAK_RATE, int(rate_wpm), 0)
+            # espeak_Initialize seeds the generator behind breath noise (voices such as
+            # en-us+f3) from the current second: seed it ourselves, after initialising.
+            lib.espeak_ng_SetRandSeed(int(seed))
             _chunks.clear()
             data = text.encode("utf-8") + b"\0"
             err = lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0,
@@ -152,14 +161,15 @@ def _synth_native(text: str, voice: str, rate_wpm: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=512)
-def _synth_cached(text: str, voice: str, sample_rate: int, rate_wpm: int) -> np.ndarray:
-    native = _synth_native(text, voice, rate_wpm)
+def _synth_cached(text: str, voice: str, sample_rate: int, rate_wpm: int, seed: int) -> np.ndarray:
+    native = _synth_native(text, voice, rate_wpm, seed)
     out = resample(native, NATIVE_SAMPLE_RATE, sample_rate) if sample_rate != NATIVE_SAMPLE_RATE else native.copy()
     out.setflags(write=False)
     return out
 
 
-def synthesize(text: str, *, voice: str = "en-us", sample_rate: int = 16000, rate_wpm: int = 160) -> np.ndarray:
+def synthesize(text: str, *, voice: str = "en-us", sample_rate: int = 16000, rate_wpm: int = 160,
+               seed: int = 0) -> np.ndarray:
     """Synthesize English text with eSpeak NG.
 
     Parameters
@@ -173,13 +183,18 @@ def synthesize(text: str, *, voice: str = "en-us", sample_rate: int = 16000, rat
         it holds nothing above 11 kHz whatever the rate).
     rate_wpm : int, default 160
         Speaking rate, words per minute (80..450).
+    seed : int, default 0
+        Seed of eSpeak NG's random generator (``espeak_ng_SetRandSeed``), which draws
+        the breath noise of voices such as ``en-us+f3``. eSpeak itself seeds it from the
+        current second, so without this the same call gave different samples in two
+        processes.
 
     Returns
     -------
     numpy.ndarray
         1-D float64 audio as eSpeak produced it (no level normalization), including
         eSpeak's short leading silence and end pause. Deterministic: the same
-        arguments give identical samples.
+        arguments (seed included) give identical samples, in any process.
 
     Raises
     ------
@@ -201,7 +216,9 @@ def synthesize(text: str, *, voice: str = "en-us", sample_rate: int = 16000, rat
     sample_rate = _check_sample_rate(sample_rate)
     if isinstance(rate_wpm, bool) or not isinstance(rate_wpm, (int, np.integer)) or not 80 <= rate_wpm <= 450:
         raise ParameterError(f"rate_wpm must be an int in 80..450 words per minute, got {rate_wpm!r}")
-    out = _synth_cached(text, voice, sample_rate, int(rate_wpm))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**31:
+        raise ParameterError(f"seed must be an int in 0..2**31-1, got {seed!r}")
+    out = _synth_cached(text, voice, sample_rate, int(rate_wpm), int(seed))
     if out.size == 0:
         raise DataUnavailableError(f"eSpeak NG produced no audio for {text[:40]!r}")
     return out.copy()

@@ -29,7 +29,7 @@ voicelab.codecs.registry.measure_lookahead_ms : how ``lookahead_ms`` was measure
 from __future__ import annotations
 
 from .base import Codec
-from .registry import available, canonical_name, get, is_available, measure_lookahead_ms, names
+from .registry import available, canonical_name, get, is_available, measure_lookahead_ms, modes, names
 
 __all__ = [
     "Codec",
@@ -38,5 +38,6 @@ __all__ = [
     "available",
     "is_available",
     "canonical_name",
+    "modes",
     "measure_lookahead_ms",
 ]

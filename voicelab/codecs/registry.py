@@ -35,6 +35,7 @@ __all__ = [
     "available",
     "is_available",
     "canonical_name",
+    "modes",
     "measure_lookahead_ms",
     "probe_signal",
 ]
@@ -169,6 +170,52 @@ def canonical_name(name: str) -> tuple[str, dict[str, Any]]:
         f"unknown codec {name!r}; valid names: {', '.join(_REGISTRY)} "
         f"(aliases: {', '.join(sorted(_ALIASES))})"
     )
+
+
+# The bit rates each codec codes (bit/s). Codecs not listed have one rate, their default.
+# Opus codes any rate from 6 to 510 kbit/s: these are the usual operating points.
+_BITRATE_MODES: dict[str, tuple[int, ...]] = {
+    "g726": (16000, 24000, 32000, 40000),
+    "amr-nb": (4750, 5150, 5900, 6700, 7400, 7950, 10200, 12200),
+    "opus": (8000, 12000, 16000, 24000, 32000, 64000),
+}
+
+
+def modes(name: str) -> list[dict[str, Any]]:
+    """The operating modes (bit rates) a codec can be asked for.
+
+    Parameters
+    ----------
+    name : str
+        Codec name or alias.
+
+    Returns
+    -------
+    list of dict
+        One dict per mode: ``label`` (e.g. ``"g726 24k"``), ``params`` (keyword
+        arguments for :func:`get` / ``Scenario.codec_params``, empty for the default
+        mode) and ``bitrate`` (bit/s). A codec with a single rate (G.711, G.722,
+        G.723.1 at 6.3 kbit/s, G.729, L16) has one mode with empty ``params``.
+
+    Raises
+    ------
+    ParameterError
+        If the name is unknown.
+
+    Examples
+    --------
+    >>> [m["label"] for m in modes("g726")]
+    ['g726 16k', 'g726 24k', 'g726 32k', 'g726 40k']
+    >>> modes("pcmu")
+    [{'label': 'pcmu', 'params': {}, 'bitrate': 64000}]
+    """
+    canon, _ = canonical_name(name)
+    rates = _BITRATE_MODES.get(canon)
+    if rates is None:
+        probe = _class(canon).__new__(_class(canon))
+        probe._configure()  # type: ignore[attr-defined]
+        return [{"label": canon, "params": {}, "bitrate": int(probe.bitrate)}]
+    return [{"label": f"{canon} {r / 1000:g}k", "params": {"bitrate": r}, "bitrate": r} for r in rates]
 
 
 def _class(name: str) -> type[Codec]:

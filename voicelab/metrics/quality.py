@@ -5,6 +5,16 @@ C code wrapped by ludlows; ``pystoi``). This module only checks the input, conve
 and resamples it, and turns every failure into a one-line :class:`MetricError` that
 says what to do.
 
+Long recordings
+---------------
+P.862 is specified for 8-12 s samples, and the ``pesq`` C code overruns its utterance
+table (a segmentation fault, exit 139) on 60-90 s of speech with many pauses. Input
+longer than :data:`LONG_PESQ_S` (20 s) is therefore scored in pieces of about
+:data:`PESQ_SEGMENT_S` (10 s) cut in the reference's pauses (:func:`pesq_segments`); the
+result is the mean of the pieces' scores weighted by their active speech (a piece where
+speech was sent and nothing arrived scores 1.0). The pieces are scored in a child
+process, so a crash of the C code is a :class:`MetricError`, not the end of the caller.
+
 Input conventions (all functions)
 ---------------------------------
 * 1-D (mono) arrays: float in [-1, 1] or signed integers (``int16`` is scaled by
@@ -62,6 +72,9 @@ __all__ = [
     "SILENCE_PEAK",
     "PESQ_NB_CEILING",
     "PESQ_WB_CEILING",
+    "LONG_PESQ_S",
+    "PESQ_SEGMENT_S",
+    "pesq_segments",
 ]
 
 #: Shortest audio (after trimming to the shorter signal) the metrics accept, in s.
@@ -221,7 +234,122 @@ def pesq(reference: Any, degraded: Any, sample_rate: int, *, mode: str = "nb") -
         target = 16000 if rate >= 16000 else 8000
     ref = _resample(ref, rate, target)
     deg = _resample(deg, rate, target)
-    return _run_pesq(ref, deg, target, mode)
+    if ref.size <= LONG_PESQ_S * target:
+        return _run_pesq(ref, deg, target, mode)
+    return _pesq_long_isolated(ref, deg, target, mode)
+
+
+# ------------------------------------------------------------ long recordings
+#: Recordings longer than this (s) are scored segment by segment, in a child process.
+LONG_PESQ_S = 20.0
+#: Target segment length (s) for long recordings: P.862 is specified for 8-12 s samples.
+PESQ_SEGMENT_S = 10.0
+
+
+def pesq_segments(reference: np.ndarray, sample_rate: int, *, segment_s: float = PESQ_SEGMENT_S) -> list[tuple[int, int]]:
+    """Cut points for scoring a long recording piece by piece, in samples.
+
+    Each cut falls in the quietest 100 ms of the reference between 0.8 and 1.2 times
+    ``segment_s`` after the previous cut (a pause between utterances, where cutting
+    changes nothing the listener hears); the last piece is what remains, between half a
+    segment and 1.7 segments long.
+
+    Parameters
+    ----------
+    reference : ndarray
+        The reference at ``sample_rate`` Hz.
+    sample_rate : int
+        Hz.
+    segment_s : float
+        Target piece length in s.
+
+    Returns
+    -------
+    list of (start, stop)
+        Consecutive sample spans covering the whole recording.
+    """
+    n = reference.size
+    seg = int(segment_s * sample_rate)
+    win = max(1, sample_rate // 10)
+    spans: list[tuple[int, int]] = []
+    start = 0
+    while n - start > 1.7 * seg:
+        lo, hi = start + int(0.8 * seg), min(n, start + int(1.2 * seg))
+        e = np.convolve(reference[lo:hi] ** 2, np.ones(win), mode="valid")
+        cut = lo + int(np.argmin(e)) + win // 2
+        spans.append((start, cut))
+        start = cut
+    spans.append((start, n))
+    return spans
+
+
+def _pesq_by_segments(ref: np.ndarray, deg: np.ndarray, rate: int, mode: str) -> float:
+    """Mean PESQ of the segments that hold speech, weighted by their active speech."""
+    scores, weights, failures = [], [], []
+    frame = rate // 100
+    for a, b in pesq_segments(ref, rate):
+        r, d = ref[a:b], deg[a:b]
+        if b - a < MIN_DURATION_S * rate or float(np.max(np.abs(r))) < SILENCE_PEAK:
+            continue  # a pause or a short tail: nothing to score
+        energy = np.sum(r[: (r.size // frame) * frame].reshape(-1, frame) ** 2, axis=1)
+        active = int(np.sum(energy > np.max(energy) * 1e-4))  # frames within 40 dB of the loudest
+        if float(np.max(np.abs(d))) < SILENCE_PEAK:
+            scores.append(1.0)  # speech sent, nothing received: the bottom of the scale
+            weights.append(active)
+            continue
+        try:
+            scores.append(_run_pesq(r, d, rate, mode))
+            weights.append(active)
+        except MetricError as exc:
+            failures.append(str(exc))
+    if not scores:
+        raise MetricError(f"PESQ could score no segment of the long recording ({failures[0] if failures else 'no speech'})")
+    return float(np.average(scores, weights=weights))
+
+
+def _pesq_long_isolated(ref: np.ndarray, deg: np.ndarray, rate: int, mode: str) -> float:
+    """:func:`_pesq_by_segments` in a child process: a crash of the P.862 C code (it
+    overruns its utterance table on long speech with many pauses) becomes a MetricError
+    here instead of killing the caller and every result it holds."""
+    import io
+    import signal
+    import subprocess
+    import sys
+
+    buf = io.BytesIO()
+    np.savez(buf, ref=ref, deg=deg, rate=rate, mode=mode)
+    code = "from voicelab.metrics.quality import _pesq_child; _pesq_child()"
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], input=buf.getvalue(), capture_output=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise MetricError(f"PESQ of the long recording could not run: {exc}") from None
+    out = proc.stdout.decode(errors="replace").strip()
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        raise MetricError(f"the PESQ C code crashed ({name}) on this {ref.size / rate:.0f} s recording; no score")
+    if proc.returncode != 0 or not out:
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise MetricError(f"PESQ of the long recording failed: {err[-1] if err else 'no output'}")
+    kind, _, value = out.splitlines()[-1].partition(" ")
+    if kind == "score":
+        return float(value)
+    raise MetricError(value)
+
+
+def _pesq_child() -> None:  # pragma: no cover - runs in the child process
+    import resource
+    import sys
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core file behind
+    with np.load(__import__("io").BytesIO(sys.stdin.buffer.read())) as z:
+        ref, deg, rate, mode = z["ref"], z["deg"], int(z["rate"]), str(z["mode"])
+    try:
+        print(f"score {_pesq_by_segments(ref, deg, rate, mode)!r}")
+    except MetricError as exc:
+        print(f"error {exc}")
 
 
 def _run_pesq(ref: np.ndarray, deg: np.ndarray, rate: int, mode: str) -> float:

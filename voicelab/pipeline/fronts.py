@@ -26,7 +26,7 @@ def attach_rtp(stream: Any, config: PipelineConfig, *, clock: Any = None, seed: 
         from ..errors import ParameterError
 
         raise ParameterError(f"the pipeline runs on 20 ms frames; this codec sends {stream.tx.frame_ms} ms")
-    stream.on_played = lambda frame, when, seq: pipe.feed(frame, when)
+    stream.on_played = lambda when, frame: pipe.feed(frame, when)
     stream.send_live("source", source=pipe.next_frame)
     return pipe
 

@@ -78,6 +78,8 @@ __all__ = [
     "JitterBuffer",
     "FixedJitterBuffer",
     "AdaptiveJitterBuffer",
+    "parse_jitter_buffer",
+    "canonical_jitter_buffer",
 ]
 
 _EPS = 1e-9  # seconds of tolerance when comparing arrival and slot times
@@ -670,3 +672,64 @@ class AdaptiveJitterBuffer(JitterBuffer):
         ):
             return "accelerate"
         return "normal"
+
+
+# --- jitter-buffer specs (strings such as "fixed:60", used by scenarios and live calls) ---
+
+def canonical_jitter_buffer(spec: str) -> str:
+    """One spelling per jitter buffer: ``"FIXED:60.0"`` -> ``"fixed:60"``."""
+    kind, params = parse_jitter_buffer(spec)
+    if kind == "fixed":
+        return f"fixed:{params['delay_ms']:g}"
+    if params:
+        return f"adaptive:{params['min_delay_ms']:g}:{params['max_delay_ms']:g}"
+    return "adaptive"
+
+
+def parse_jitter_buffer(spec: str) -> tuple[str, dict[str, float]]:
+    """Parse a jitter-buffer spec.
+
+    Parameters
+    ----------
+    spec : str
+        ``"fixed:MS"`` (a fixed buffer of MS milliseconds, e.g. ``"fixed:60"``),
+        ``"adaptive"`` or ``"adaptive:MIN:MAX"`` (bounds in ms).
+
+    Returns
+    -------
+    kind : {"fixed", "adaptive"}
+    params : dict
+        Keyword arguments for the buffer class.
+    """
+    if not isinstance(spec, str) or not spec:
+        raise ParameterError(f"jitter buffer spec must be 'fixed:MS' or 'adaptive', got {spec!r}")
+    parts = spec.strip().lower().split(":")
+    try:
+        if parts[0] == "fixed":
+            if len(parts) == 1:
+                return "fixed", {"delay_ms": 60.0}
+            if len(parts) == 2:
+                delay_ms = float(parts[1])
+                if not 0 <= delay_ms <= 2000:
+                    raise ParameterError(
+                        f"fixed jitter buffer delay {delay_ms:g} ms is outside 0..2000 ms"
+                    )
+                return "fixed", {"delay_ms": delay_ms}
+        elif parts[0] == "adaptive":
+            if len(parts) == 1:
+                return "adaptive", {}
+            if len(parts) == 3:
+                lo, hi = float(parts[1]), float(parts[2])
+                if not 0 <= lo <= hi <= 2000:
+                    raise ParameterError(
+                        f"adaptive jitter buffer bounds {lo:g}:{hi:g} ms need 0 <= MIN <= MAX <= 2000"
+                    )
+                return "adaptive", {"min_delay_ms": lo, "max_delay_ms": hi}
+    except ValueError as exc:
+        if isinstance(exc, ParameterError):
+            raise
+        raise ParameterError(f"jitter buffer spec {spec!r}: numbers expected ({exc})") from None
+    raise ParameterError(
+        f"jitter buffer spec {spec!r} not understood: use 'fixed:MS' (e.g. fixed:60), "
+        "'adaptive' or 'adaptive:MIN:MAX'"
+    )

@@ -36,9 +36,16 @@ from ..errors import ParameterError, VoicelabError
 from ..net.vclock import early_s
 from .jitterbuffer import AdaptiveJitterBuffer, FixedJitterBuffer
 from .playout import render
+from .packet import RtpPacket
 from .session import RemoteReportReceived, RtpReceived, RtpSession
 
-__all__ = ["LiveAudioStream", "StreamStats"]
+__all__ = ["LiveAudioStream", "StreamStats", "SAMPLE_BASED_CODECS"]
+
+#: Sample-based codecs (RFC 3551 4.5): a payload may hold any whole number of samples,
+#: so a peer's packet time need not be ours (a receiver accepts up to 200 ms).
+SAMPLE_BASED_CODECS = ("pcmu", "pcma", "g722", "l16")
+#: The longest packet a receiver of a sample-based codec must take (RFC 3551 4.5).
+MAX_PACKET_MS = 200.0
 
 
 
@@ -59,6 +66,13 @@ class StreamStats:
     send_lateness_s: list = field(default_factory=list)
     outcomes: dict = field(default_factory=dict)
     refused_sends: int = 0  # the network interface refused the destination (not yet latched)
+    #: packets of another packet time re-cut into our frames (sample-based codecs, RFC 3551 4.5)
+    reframed_packets: int = 0
+    #: payloads that were not a whole number of samples, or longer than 200 ms: dropped
+    unusable_payloads: int = 0
+    #: playout slots whose decoding raised (counted, concealed; the playout goes on)
+    playout_errors: int = 0
+    last_playout_error: str | None = None
 
     def pacing_error_ms(self, q: float = 99.0) -> float:
         """Percentile ``q`` of the absolute pacing error, in ms (0 when nothing was sent)."""
@@ -109,6 +123,10 @@ class LiveAudioStream:
         Concealment and FEC use on the receive side, as in the simulator.
     latching : bool
         Symmetric RTP ("comedia"): send to wherever the peer's media comes from.
+    latch_hosts : iterable of str, optional
+        With ``latching``, latch only to media from these hosts (the SDP's and the
+        signalling peer's); other sources are dropped and counted
+        (:attr:`foreign_packets`). None: latch to any source.
     source_filter : bool
         Without latching, accept media only from the host of ``remote_addr`` (default);
         False accepts any source (see :class:`~voicelab.rtp.session.RtpSession`).
@@ -149,8 +167,9 @@ class LiveAudioStream:
         rtcp_mux: bool = True,
         remote_rtcp_addr: tuple[str, int] | None = None,
         track: bool = False,
+        latch_hosts: Any = None,
     ) -> None:
-        from ..sim.scenario import parse_jitter_buffer
+        from .jitterbuffer import parse_jitter_buffer
 
         params = dict(codec_params or {})
         self.tx = codecs.get(codec, **params)
@@ -168,11 +187,14 @@ class LiveAudioStream:
             payload_type=self.payload_type, clock_rate=self.tx.clock_rate, timestamp_increment=self.tx.timestamp_increment,
             cname=cname, rng=np.random.default_rng(seed), remote_addr=remote_addr, latching=latching, source_filter=source_filter, srtp=srtp,
             bitrate=float(self.tx.bitrate), rtcp_mux=bool(rtcp_mux), remote_rtcp_addr=remote_rtcp_addr,
+            latch_hosts=latch_hosts,
         )
         self.session: RtpSession | None = None
         self.capture = capture
         self.stats = StreamStats()
         self.socket_errors = 0
+        #: loop time of the last RTP or RTCP packet accepted from the peer (None: none yet)
+        self.last_received_at: float | None = None
         self._proto: _Proto | None = None
         self._rtcp_proto: _Proto | None = None
         self.rtcp_port_error: str | None = None
@@ -195,9 +217,26 @@ class LiveAudioStream:
         self._played: list[tuple[float, np.ndarray]] = []
         self._waiters: list[tuple[float, asyncio.Future]] = []
         self.sending_done: asyncio.Future | None = None
-        #: called with (frame int16, slot time, RTP sequence number or None) for every played slot
+        # re-framing of sample-based payloads whose packet time is not ours
+        rx = self.rx
+        self._bytes_per_tick = (rx.bitrate / 8.0 / rx.clock_rate) if rx.name in SAMPLE_BASED_CODECS else None
+        self._ts_base: int | None = None  # RTP timestamp of our slot 0
+        self._seq_offset: int | None = None  # sequence number of slot 0 (re-framed packets)
+        self._last_direct: tuple[int, int] | None = None  # (slot, sequence) of the last packet pushed as is
+        self._reframing = False
+        self._pieces: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # slot -> (payload bytes, filled mask)
+        self._reframe_ssrc: int | None = None
+        self._max_slot = -1
+        #: called as ``on_played(slot_time, frame)`` for every frame the playout played
+        #: (int16 at the codec's rate): a bridge (:mod:`voicelab.gateway`) forwards it
         self.on_played: Any = None
+        #: called as ``on_packet(packet, arrival)`` for every RTP packet accepted (before the
+        #: jitter buffer): a pass-through bridge forwards the payload as it is
+        self.on_packet: Any = None
         self._frame_source: Any = None  # send_live("source"): callable(now) -> int16 frame or None
+        #: RTP sequence number of the packet played in the latest slot (None: concealed), for
+        #: ``on_played`` hooks that need it (a voice agent's turn measurement)
+        self.last_played_seq: int | None = None
         #: with ``track``: RTP sequence number -> send time / arrival time / playout slot time
         self.send_times: dict[int, float] | None = {} if track else None
         self.arrivals: dict[int, float] | None = {} if track else None
@@ -285,12 +324,14 @@ class LiveAudioStream:
 
         Parameters
         ----------
-        kind : {"echo", "silence"}
+        kind : {"echo", "silence", "bridge"}
             ``"echo"``: each frame this stream *played* (after its jitter buffer, decoder
             and PLC) is re-encoded and sent when it has finished playing, as a real echo
             agent's pipeline does (not by reflecting packets); nothing is sent before
             the first frame is played. ``"silence"``: encoded digital silence (a recording agent that keeps
-            the media path and RTCP alive). ``"source"``: each frame is
+            the media path and RTCP alive). ``"bridge"``: frames played by *another*
+            stream (the other leg of a gateway) are handed over with :meth:`forward`
+            and sent when they have finished playing there. ``"source"``: each frame is
             ``source(now)`` (int16 at the codec rate, one frame; None sends silence),
             asked for at each send tick: a voice agent's pipeline, a conversation driver.
         source : callable, optional
@@ -298,8 +339,8 @@ class LiveAudioStream:
         """
         if self.session is None:
             raise ParameterError("open() the stream before send_live()")
-        if kind not in ("echo", "silence", "source"):
-            raise ParameterError(f"send_live kind must be 'echo', 'silence' or 'source', got {kind!r}")
+        if kind not in ("echo", "silence", "bridge", "source"):
+            raise ParameterError(f"send_live kind must be 'echo', 'silence', 'bridge' or 'source', got {kind!r}")
         if (kind == "source") != callable(source):
             raise ParameterError("send_live('source') needs a callable source(now) (and only it takes one)")
         self._frame_source = source
@@ -372,39 +413,137 @@ class LiveAudioStream:
             self.capture.append((now, tuple(addr[:2]), tuple(here), bytes(data)))
         # without rtcp-mux the first socket is the RTP one and port + 1 the RTCP one
         kind = None if self.session.rtcp_mux else (socket_kind or "rtp")  # type: ignore[union-attr]
-        for ev in self.session.receive(data, now, addr, kind):  # type: ignore[union-attr]
+        st = self.session.stats  # type: ignore[union-attr]
+        before = st.packets_received + st.rtcp_received
+        events = self.session.receive(data, now, addr, kind)  # type: ignore[union-attr]
+        if st.packets_received + st.rtcp_received != before:
+            self.last_received_at = now
+        for ev in events:
             if isinstance(ev, RemoteReportReceived):
                 self.remote_reports.append(ev)
             elif isinstance(ev, RtpReceived):
                 if self.arrivals is not None:
                     self.arrivals.setdefault(ev.packet.sequence_number, ev.arrival)
-                self.jb.push(ev.packet, ev.arrival)
+                if self.on_packet is not None:  # as it arrived (before any re-framing)
+                    self.on_packet(ev.packet, ev.arrival)
+                self._push(ev.packet, ev.arrival)
                 if self._play_start is None and self.jb.start_time() is not None:
                     self._play_start = self.jb.start_time()
                     self._arm_play()
+
+    @property
+    def foreign_packets(self) -> int:
+        """Packets dropped because they came from a source we did not expect (RTP bleed)."""
+        return 0 if self.session is None else int(self.session.stats.foreign_source_drops)
+
+    def media_stats(self) -> dict[str, Any]:
+        """Counters of this stream worth keeping after it closed (see :class:`StreamStats`)."""
+        return {"rtp_foreign_packets": self.foreign_packets, "reframed_packets": self.stats.reframed_packets,
+                "unusable_payloads": self.stats.unusable_payloads, "playout_errors": self.stats.playout_errors,
+                "last_playout_error": self.stats.last_playout_error, "outcomes": dict(self.stats.outcomes),
+                "packets_received": 0 if self.session is None else int(self.session.stats.packets_received)}
+
+    def _push(self, packet: RtpPacket, arrival: float) -> None:
+        """Into the jitter buffer, re-cut into our frames if the peer's packet time differs.
+
+        Sample-based codecs (G.711, G.722, L16) carry any whole number of samples per
+        packet (RFC 3551 4.5), and a peer that does not say ``a=ptime`` may send 30 ms
+        packets (SIPp's stock pcap) to a 20 ms receiver. Their payload bytes are cut on
+        our slot boundaries (in RTP timestamp units) and each slot is pushed once it is
+        complete, with a sequence number that counts slots (a missing piece is a loss).
+        Frame-based codecs are pushed as they come.
+        """
+        bpt = self._bytes_per_tick
+        if bpt is None:
+            self.jb.push(packet, arrival)
+            return
+        inc = self.rx.timestamp_increment
+        flen = int(round(inc * bpt))
+        if self._ts_base is None or packet.ssrc != self._reframe_ssrc:
+            self._ts_base, self._reframe_ssrc = packet.timestamp, packet.ssrc
+            self._reframing, self._pieces, self._last_direct, self._max_slot = False, {}, None, -1
+        rel = (packet.timestamp - self._ts_base) & 0xFFFFFFFF
+        if rel >= 0x80000000:  # before our slot 0 (reordered first packets): too old to place
+            rel -= 0x100000000
+        payload = packet.payload
+        if not self._reframing and len(payload) == flen and rel % inc == 0:
+            slot = rel // inc
+            self._last_direct = (slot, packet.sequence_number)
+            self.jb.push(packet, arrival)
+            return
+        n_ticks = len(payload) / bpt
+        if n_ticks != int(n_ticks) or not payload or n_ticks > MAX_PACKET_MS / 1000.0 * self.rx.clock_rate:
+            self.stats.unusable_payloads += 1
+            return
+        if not self._reframing:
+            self._reframing = True
+            if self._last_direct is not None:
+                self._seq_offset = (self._last_direct[1] - self._last_direct[0]) & 0xFFFF
+            else:
+                self._seq_offset = (packet.sequence_number - rel // inc) & 0xFFFF
+        self.stats.reframed_packets += 1
+        pos = rel * bpt  # byte offset of this payload from slot 0
+        data = np.frombuffer(payload, dtype=np.uint8)
+        start = int(pos)
+        first_slot, last_slot = start // flen, (start + len(data) - 1) // flen
+        for slot in range(first_slot, last_slot + 1):
+            if slot < 0 or slot <= self._max_slot - 8:  # before slot 0, or long played
+                continue
+            lo, hi = max(start, slot * flen), min(start + len(data), (slot + 1) * flen)
+            buf, mask = self._pieces.get(slot) or (np.zeros(flen, dtype=np.uint8), np.zeros(flen, dtype=bool))
+            buf[lo - slot * flen : hi - slot * flen] = data[lo - start : hi - start]
+            mask[lo - slot * flen : hi - slot * flen] = True
+            if mask.all():
+                self._pieces.pop(slot, None)
+                self._max_slot = max(self._max_slot, slot)
+                self.jb.push(RtpPacket(marker=packet.marker and slot == first_slot, payload_type=packet.payload_type,
+                                       sequence_number=(self._seq_offset + slot) & 0xFFFF,  # type: ignore[operator]
+                                       timestamp=(self._ts_base + slot * inc) & 0xFFFFFFFF, ssrc=packet.ssrc,
+                                       payload=buf.tobytes()), arrival)  # fmt: skip
+            else:
+                self._pieces[slot] = (buf, mask)
+        for old in [k for k in self._pieces if k <= self._max_slot - 8]:  # a piece that never came
+            del self._pieces[old]
 
     def _arm_play(self) -> None:
         when = self._play_start + self._k_play * self.tx.frame_ms / 1000.0  # type: ignore[operator]
         self._play_handle = self._loop.call_at(when - self._early, self._play_slot, when)  # type: ignore[union-attr]
 
     def _play_slot(self, when: float) -> None:
-        p = self.jb.pop(when)
-        frame, outcome = render(p, self.rx, plc=self.plc, fec=self.fec)
-        self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
-        self._played.append((when, frame))
-        seq = p.sequence_number if p.kind in ("frame", "skip") else None
-        if self.played_at is not None and seq is not None:
-            self.played_at.setdefault(seq, when)
-        if self.on_played is not None:
-            self.on_played(frame, when, seq)
-        if self._live == "echo":
-            self._echo(when, frame)
-        self._k_play += 1
-        for t, fut in [w for w in self._waiters if w[0] <= when]:
-            if not fut.done():
-                fut.set_result(when)
-        self._waiters = [w for w in self._waiters if w[0] > when]
-        self._arm_play()
+        try:
+            try:
+                p = self.jb.pop(when)
+                frame, outcome = render(p, self.rx, plc=self.plc, fec=self.fec)
+            except Exception as exc:  # noqa: BLE001 - one bad slot must not end the stream
+                self.stats.playout_errors += 1
+                self.stats.last_playout_error = f"{type(exc).__name__}: {exc}"
+                frame, outcome = self._conceal(), "error"
+            self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
+            self._played.append((when, frame))
+            seq = p.sequence_number if outcome != "error" and p.kind in ("frame", "skip") else None
+            self.last_played_seq = seq
+            if self.played_at is not None and seq is not None:
+                self.played_at.setdefault(seq, when)
+            if self._live == "echo":
+                self._echo(when, frame)
+            if self.on_played is not None:
+                self.on_played(when, frame)
+            for t, fut in [w for w in self._waiters if w[0] <= when]:
+                if not fut.done():
+                    fut.set_result(when)
+            self._waiters = [w for w in self._waiters if w[0] > when]
+        finally:
+            self._k_play += 1
+            self._arm_play()  # the playout timer survives whatever happened in this slot
+
+    def _conceal(self) -> np.ndarray:
+        try:
+            frame = np.asarray(self.rx.conceal(), dtype=np.int16)
+            if frame.shape == (self.rx.frame_samples,):
+                return frame
+        except Exception:  # noqa: BLE001 - the decoder itself is broken: silence
+            pass
+        return np.zeros(self.rx.frame_samples, dtype=np.int16)
 
     def _echo(self, when: float, frame: np.ndarray) -> None:
         """Send the frame played during the previous slot: it has now been fully "heard".
@@ -419,6 +558,33 @@ class LiveAudioStream:
                 self._t0 = self._echo_prev[0]
             self._emit(self._echo_prev[1], self._loop.time(), when)  # type: ignore[union-attr]
         self._echo_prev = (when, frame)
+
+    def forward(self, when: float, frame: np.ndarray) -> None:
+        """Send a frame that another stream played at slot time ``when`` (``send_live("bridge")``).
+
+        Like an echo, frame ``k`` leaves when frame ``k + 1`` is handed over, i.e. once it
+        has finished playing on the other leg; ``frame`` is int16 at this codec's rate,
+        ``tx.frame_samples`` long.
+        """
+        if self._live != "bridge":
+            raise ParameterError("forward() needs send_live('bridge')")
+        self._echo(when, frame)
+
+    def send_payload(self, payload: bytes, *, marker: bool = False) -> None:
+        """Send an already-encoded payload now, as the next RTP packet (a pass-through bridge).
+
+        The RTP timestamp advances one frame per payload: forward payloads of this
+        stream's codec and packet time only.
+        """
+        if self.session is None:
+            raise ParameterError("open() the stream before send_payload()")
+        now = self._loop.time()  # type: ignore[union-attr]
+        data = self.session.send_frame(bytes(payload), now, marker=marker)
+        if self.first_sequence is None:
+            self.first_sequence = int.from_bytes(data[2:4], "big")
+        self._sendto(data, self.session.remote_addr)
+        self.stats.frames_sent += 1
+        self._k_send += 1
 
     def played_through(self, t: float) -> asyncio.Future:
         """A future that resolves once the slot playing at loop time ``t`` has been played."""

@@ -322,7 +322,13 @@ class RtpSession:
     rtcp_mux : bool, optional
         RTP and RTCP share one port (RFC 5761).
     latching : bool, optional
-        Latch onto the first valid source from any address (see the module docstring).
+        Latch onto the first valid source (see the module docstring): from any address,
+        or only from ``latch_hosts``.
+    latch_hosts : iterable of str, optional
+        With ``latching``, the hosts media may come from before latching (e.g. the
+        host in the peer's SDP and the signalling peer's address); media from other
+        hosts is dropped and counted in ``foreign_source_drops`` instead of moving our
+        destination ("RTP bleed"). None (default): any host (comedia).
     source_filter : bool, optional
         Without latching, accept media only from the host of ``remote_addr`` (default
         True). False accepts any source while still sending to ``remote_addr``: a plain
@@ -363,6 +369,7 @@ class RtpSession:
         source_filter: bool = True,
         srtp: SrtpContext | None = None,
         accepted_payload_types=None,
+        latch_hosts=None,
         dtmf_payload_type: int | None = None,
         dtmf_clock_rate: int | None = None,
         bitrate: float = 64000.0,
@@ -395,6 +402,9 @@ class RtpSession:
         self.remote_rtcp_addr = remote_rtcp_addr
         self._expected_host = None if remote_addr is None or not source_filter else remote_addr[0]
         self._latched = {"rtp": False, "rtcp": False}
+        if latch_hosts is not None and (isinstance(latch_hosts, str) or not all(isinstance(h, str) for h in latch_hosts)):
+            raise ParameterError(f"latch_hosts must be an iterable of host strings or None, got {latch_hosts!r}")
+        self.latch_hosts = None if latch_hosts is None else frozenset(h.strip("[]").lower() for h in latch_hosts)
         accepted = {payload_type} if accepted_payload_types is None else set(accepted_payload_types)
         for pt in accepted:
             if isinstance(pt, bool) or not isinstance(pt, (int, np.integer)) or not 0 <= pt <= 127:
@@ -678,6 +688,8 @@ class RtpSession:
         if self._latched[kind]:
             current = self.remote_addr if kind == "rtp" else self.remote_rtcp_addr
             return addr == current
+        if self.latching and self.latch_hosts is not None:
+            return str(addr[0]).lower() in self.latch_hosts
         return self.latching or self._expected_host is None or addr[0] == self._expected_host
 
     def _latch(self, kind: str, addr, now: float, events: list) -> None:

@@ -96,6 +96,7 @@ __all__ = [
     "create_offer",
     "create_answer",
     "apply_answer",
+    "warm_up",
     "DEFAULT_DTMF_EVENTS",
 ]
 
@@ -310,6 +311,17 @@ def _facts_cached(name: str, params: tuple[tuple[str, Any], ...]) -> _Facts:
         codec = cls.__new__(cls)
         codec._configure(**{**preset, **dict(params)})  # type: ignore[attr-defined]
     return _facts_of(codec, canon)
+
+
+def warm_up(codecs: Sequence[Any]) -> None:
+    """Resolve the facts of ``codecs`` now (importing their libraries, e.g. PyAV for G.722
+    and Opus), so the first offer or answer of a process pays nothing for them.
+
+    Call it when an endpoint starts, before its first INVITE. Specs that cannot be
+    resolved are skipped here (the offer/answer reports them).
+    """
+    for spec in codecs:
+        _try_facts(spec)
 
 
 def _try_facts(spec: Any) -> _Facts | None:

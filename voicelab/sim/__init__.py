@@ -3,7 +3,7 @@
 >>> from voicelab.sim import Scenario, simulate_call, sweep
 """
 
-from .engine import METRIC_NAMES, Result, load_speech, simulate_call
+from .engine import METRIC_NAMES, Result, load_speech, simulate_call, talker_speech
 from .scenario import Scenario, parse_jitter_buffer
 from .sweep import load_sweep_file, sweep, trials
 
@@ -15,6 +15,7 @@ __all__ = [
     "trials",
     "load_sweep_file",
     "load_speech",
+    "talker_speech",
     "parse_jitter_buffer",
     "METRIC_NAMES",
 ]

@@ -18,10 +18,8 @@ buffer's start time; slot ``k`` is written at output sample ``round(start * rate
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,13 +27,14 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__, audio, codecs, metrics
+from ..audio.speechinput import SpeechInput, load_speech  # moved to the audio layer; re-exported  # noqa: F401
 from ..errors import AudioError, MetricError, ParameterError
 from ..net import Channel
 from ..rtp import AdaptiveJitterBuffer, FixedJitterBuffer, Packetizer, overhead_bytes
 from ..rtp.playout import render
 from .scenario import Scenario, parse_jitter_buffer
 
-__all__ = ["simulate_call", "Result", "load_speech", "METRIC_NAMES"]
+__all__ = ["simulate_call", "Result", "load_speech", "talker_speech", "METRIC_NAMES"]
 
 #: Metric names (ARCHITECTURE.md) every Result carries, in table order.
 METRIC_NAMES = (
@@ -52,19 +51,7 @@ METRIC_NAMES = (
     "bitrate_kbps_wire",
 )
 
-_SUPPORTED_INPUT_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
 _IP_UDP_RTP = None  # computed lazily from voicelab.rtp.overhead_bytes
-
-
-@dataclass(frozen=True)
-class SpeechInput:
-    """The speech a simulated call sends (already level-normalised)."""
-
-    samples: np.ndarray
-    sample_rate: int
-    name: str
-    source: str
-    synthetic: bool
 
 
 @dataclass
@@ -86,6 +73,9 @@ class Result:
         Rate of ``reference`` and ``degraded`` in Hz (8000 or 16000).
     trace : pandas.DataFrame
         One row per frame: sequence number, send/arrival/playout times, outcome.
+    played : numpy.ndarray or None
+        What the receiver played, NOT aligned (its delay still in it), at ``sample_rate``;
+        for chaining legs (:mod:`voicelab.sim.paths`).
     """
 
     scenario: Scenario
@@ -95,6 +85,7 @@ class Result:
     sample_rate: int
     trace: pd.DataFrame = field(repr=False)
     warnings: list[str] = field(default_factory=list)
+    played: np.ndarray | None = field(default=None, repr=False)
 
     def __getattr__(self, name: str) -> Any:
         # result.pesq_nb etc.
@@ -153,95 +144,47 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-# ---------------------------------------------------------------------- speech
-def load_speech(scenario: Scenario) -> SpeechInput:
-    """The level-normalised speech a scenario sends, at 16 kHz (8 kHz for 8 kHz files).
+def talker_speech(n: int, *, sample_rate: int = 16000) -> list[str]:
+    """``n`` speech specs (``"corpus:ID"``) that take turns over the corpus' talkers.
 
-    Results are cached per (source, level, length) in this process, keyed also on the
-    file's size and modification time and on ``VOICELAB_DATA``, so sweeps do not redo the
-    P.56 level measurement for every trial. The arrays are read-only.
+    Use them as a sweep axis (``{"speech": talker_speech(3)}``) so that repeats differ in
+    the talker and the utterance, not only in the network's random seed: PESQ varies
+    more between talkers than between loss patterns.
+
+    Parameters
+    ----------
+    n : int
+        How many specs, >= 1. More than the corpus holds repeats it from the start.
+    sample_rate : int
+        Rate of the corpus to pick from (Hz).
+
+    Returns
+    -------
+    list of str
+        ``"corpus:ID"`` specs (:attr:`voicelab.audio.CorpusItem.speech`), one talker
+        after another.
+
+    Raises
+    ------
+    ParameterError
+        ``n`` < 1.
+    AudioError
+        The corpus is empty.
     """
-    if scenario.input:
-        try:
-            st = os.stat(scenario.input)
-            stamp: tuple = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            stamp = ()  # read_wav reports the problem
-        key = ("file", str(scenario.input), stamp)
-    else:
-        key = ("named", scenario.speech, os.environ.get("VOICELAB_DATA", ""))
-    return _load_speech_cached(key, scenario.input, scenario.speech, float(scenario.max_speech_s), float(scenario.level_db))
-
-
-@functools.lru_cache(maxsize=32)
-def _load_speech_cached(key: tuple, input_path: str | None, speech: str, max_s: float, level_db: float) -> SpeechInput:
-    if input_path:
-        samples, rate = audio.read_wav(input_path)
-        if rate not in _SUPPORTED_INPUT_RATES:
-            raise AudioError(
-                f"{input_path}: sample rate {rate} Hz is not supported; use one of "
-                + ", ".join(str(r) for r in _SUPPORTED_INPUT_RATES)
-            )
-        target = 16000 if rate >= 16000 else 8000
-        samples = audio.resample(samples, rate, target)
-        name, source, synthetic = str(input_path), "file", False
-        rate = target
-    else:
-        samples, rate, name, source, synthetic = _named_speech(speech, max_s)
-    limit = int(max_s * rate)
-    samples = np.asarray(samples[:limit], dtype=np.float64)
-    samples = audio.normalize_level(samples, rate, level_db=level_db)
-    samples.setflags(write=False)
-    return SpeechInput(samples, rate, name, source, synthetic)
-
-
-def _named_speech(spec: str, max_s: float) -> tuple[np.ndarray, int, str, str, bool]:
-    rate = 16000
-    if spec == "default" or spec.startswith("corpus"):
-        items = audio.corpus(sample_rate=rate)
-        if not items:
-            raise AudioError("the speech corpus is empty")
-        if spec.startswith("corpus:"):
-            try:
-                idx = int(spec.split(":", 1)[1])
-                if idx < 0:
-                    raise IndexError(idx)
-                items = [items[idx]]
-            except (ValueError, IndexError):
-                raise ParameterError(
-                    f"speech {spec!r}: use corpus:N with N in 0..{len(items) - 1}"
-                ) from None
-        items = _interleave_talkers(items)
-        gap = np.zeros(int(0.3 * rate))
-        parts: list[np.ndarray] = []
-        total = 0
-        for it in items:
-            parts.extend([np.asarray(it.samples, dtype=np.float64), gap])
-            total += len(it.samples) + len(gap)
-            if total >= max_s * rate:
-                break
-        samples = np.concatenate(parts)
-        first = items[0]
-        name = spec if spec != "default" else f"corpus({len(parts) // 2} items)"
-        return samples, rate, name, audio.corpus_source(sample_rate=rate), bool(first.synthetic)
-    sp = audio.example(spec, sample_rate=rate)
-    return np.asarray(sp.samples, dtype=np.float64), sp.sample_rate, sp.name, sp.source, bool(sp.synthetic)
-
-
-def _interleave_talkers(items: list) -> list:
-    """Round-robin over talkers (name minus its last ``_part``) so that a short stretch
-    of the corpus is not all one voice: PESQ varies by talker (G.711 PESQ-WB per CMU
-    ARCTIC talker: 2.7 for ``aew``, 3.5-3.9 for ``axb``)."""
-    groups: dict[str, list] = {}
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ParameterError(f"talker_speech: n must be an integer >= 1, got {n!r}")
+    items = audio.corpus_items(sample_rate=sample_rate)
+    if not items:
+        raise AudioError("the speech corpus is empty")
+    by_talker: dict[str, list] = {}
     for it in items:
-        groups.setdefault(it.name.rsplit("_", 1)[0], []).append(it)
-    out = []
-    queues = list(groups.values())
+        by_talker.setdefault(it.talker, []).append(it.speech)
+    order, queues = [], [list(v) for v in by_talker.values()]
     while any(queues):
         for q in queues:
             if q:
-                out.append(q.pop(0))
-    return out
+                order.append(q.pop(0))
+    return [order[k % len(order)] for k in range(n)]
 
 
 # ------------------------------------------------------------------ simulator
@@ -526,6 +469,8 @@ def simulate_call(scenario: Scenario | None = None, /, *, quality: bool = True, 
         "frames": int(n_frames),
         "packets_sent": n_sent,
         "speech": speech.name,
+        "speech_items": list(speech.items),
+        "speech_talkers": list(speech.talkers),
         "speech_source": speech.source,
         "synthetic_speech": bool(speech.synthetic),
         "speech_duration_s": len(ref) / ref_rate,
@@ -554,7 +499,8 @@ def simulate_call(scenario: Scenario | None = None, /, *, quality: bool = True, 
     )
     if ref_rate != 8000 and ref_rate != 16000:  # pragma: no cover - load_speech guarantees
         raise AudioError(f"internal: reference rate {ref_rate}")
-    return Result(scenario, m, np.array(ref), deg_ref_rate, ref_rate, trace, warnings)
+    played = y if rate == ref_rate else audio.resample(y, rate, ref_rate)
+    return Result(scenario, m, np.array(ref), deg_ref_rate, ref_rate, trace, warnings, played=played)
 
 
 def _safe_metric(fn, warnings: list[str], name: str) -> float | None:

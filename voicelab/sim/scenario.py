@@ -15,18 +15,9 @@ from typing import Any, Mapping
 
 from ..errors import ParameterError
 from ..net import ChannelConfig, preset
+from ..rtp.jitterbuffer import canonical_jitter_buffer, parse_jitter_buffer  # moved there; re-exported
 
 __all__ = ["Scenario", "parse_jitter_buffer", "canonical_jitter_buffer"]
-
-
-def canonical_jitter_buffer(spec: str) -> str:
-    """One spelling per jitter buffer: ``"FIXED:60.0"`` -> ``"fixed:60"``."""
-    kind, params = parse_jitter_buffer(spec)
-    if kind == "fixed":
-        return f"fixed:{params['delay_ms']:g}"
-    if params:
-        return f"adaptive:{params['min_delay_ms']:g}:{params['max_delay_ms']:g}"
-    return "adaptive"
 
 
 def _plain(value: Any) -> Any:
@@ -39,55 +30,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
-
-
-def parse_jitter_buffer(spec: str) -> tuple[str, dict[str, float]]:
-    """Parse a jitter-buffer spec.
-
-    Parameters
-    ----------
-    spec : str
-        ``"fixed:MS"`` (a fixed buffer of MS milliseconds, e.g. ``"fixed:60"``),
-        ``"adaptive"`` or ``"adaptive:MIN:MAX"`` (bounds in ms).
-
-    Returns
-    -------
-    kind : {"fixed", "adaptive"}
-    params : dict
-        Keyword arguments for the buffer class.
-    """
-    if not isinstance(spec, str) or not spec:
-        raise ParameterError(f"jitter buffer spec must be 'fixed:MS' or 'adaptive', got {spec!r}")
-    parts = spec.strip().lower().split(":")
-    try:
-        if parts[0] == "fixed":
-            if len(parts) == 1:
-                return "fixed", {"delay_ms": 60.0}
-            if len(parts) == 2:
-                delay_ms = float(parts[1])
-                if not 0 <= delay_ms <= 2000:
-                    raise ParameterError(
-                        f"fixed jitter buffer delay {delay_ms:g} ms is outside 0..2000 ms"
-                    )
-                return "fixed", {"delay_ms": delay_ms}
-        elif parts[0] == "adaptive":
-            if len(parts) == 1:
-                return "adaptive", {}
-            if len(parts) == 3:
-                lo, hi = float(parts[1]), float(parts[2])
-                if not 0 <= lo <= hi <= 2000:
-                    raise ParameterError(
-                        f"adaptive jitter buffer bounds {lo:g}:{hi:g} ms need 0 <= MIN <= MAX <= 2000"
-                    )
-                return "adaptive", {"min_delay_ms": lo, "max_delay_ms": hi}
-    except ValueError as exc:
-        if isinstance(exc, ParameterError):
-            raise
-        raise ParameterError(f"jitter buffer spec {spec!r}: numbers expected ({exc})") from None
-    raise ParameterError(
-        f"jitter buffer spec {spec!r} not understood: use 'fixed:MS' (e.g. fixed:60), "
-        "'adaptive' or 'adaptive:MIN:MAX'"
-    )
 
 
 @dataclass(frozen=True)
@@ -111,9 +53,11 @@ class Scenario:
         Rebuild a lost frame from the next packet's redundancy when the codec has
         FEC (Opus in-band FEC). Setting it also enables the encoder's FEC.
     speech : str
-        Which speech to send: ``"default"`` (the corpus, see
-        :func:`voicelab.audio.corpus`), an example name (``"harvard"``, ``"css"``), or
-        ``"corpus:N"`` for item N.
+        Which speech to send (see :func:`voicelab.audio.load_speech`): ``"default"``
+        (the natural corpus shipped in the package, plus ``VOICELAB_DATA``),
+        ``"corpus:ID"`` for one item (:func:`voicelab.audio.corpus_items`), ``"corpus:N"``
+        for item N, ``"espeak"`` for eSpeak NG speech, or an example name
+        (``"harvard"``, ``"css"``).
     input : str or None
         Path of a WAV file to send instead of ``speech``.
     level_db : float

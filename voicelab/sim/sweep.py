@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -27,7 +28,7 @@ from .. import __version__
 from ..errors import CodecUnavailableError, DataUnavailableError, ParameterError, VoicelabError
 from .scenario import Scenario
 
-__all__ = ["sweep", "trials", "load_sweep_file"]
+__all__ = ["sweep", "trials", "load_sweep_file", "JournalRepairedWarning"]
 
 
 def _trial_seed(seed: int, repeat: int) -> int:
@@ -138,8 +139,7 @@ def sweep(
     plan = trials(base, grid, repeats=repeats, seed=seed)
     done: dict[str, dict[str, Any]] = {}
     jpath = Path(journal) if journal is not None else None
-    if jpath is not None:
-        _prepare_journal(jpath, done)
+    jfh = _prepare_journal(jpath, done) if jpath is not None else None
     todo = [(p, r, s) for p, r, s in plan if _key(s, r) not in done]
 
     bar = None
@@ -153,10 +153,9 @@ def sweep(
         rec = json.loads(json.dumps(rec, default=_default))
         transient = bool(rec.pop("transient", False))
         done[rec["trial_key"]] = rec
-        if jpath is not None and not transient:
-            with jpath.open("a") as fh:  # one whole line per finished trial
-                fh.write(json.dumps(rec) + "\n")
-                fh.flush()
+        if jfh is not None and not transient:
+            jfh.write((json.dumps(rec) + "\n").encode())  # one whole line per finished trial
+            jfh.flush()
         if bar is not None:
             bar.update(1)
 
@@ -173,29 +172,82 @@ def sweep(
     finally:
         if bar is not None:
             bar.close()
+        if jfh is not None:
+            jfh.close()  # releases the lock
     rows = [done[_key(s, r)] for _, r, s in plan]
     return pd.DataFrame(rows)
 
 
-def _prepare_journal(path: Path, done: dict[str, dict[str, Any]]) -> None:
-    """Read finished trials from a journal, and make sure it can take new lines."""
+def _prepare_journal(path: Path, done: dict[str, dict[str, Any]]) -> Any:
+    """Lock the journal, read its finished trials into ``done``, repair a damaged tail.
+
+    Returns the journal open for appending (binary), holding an exclusive
+    :func:`fcntl.flock` lock until it is closed: a second sweep on the same journal
+    refuses with :class:`~voicelab.errors.ParameterError` instead of running every trial
+    again beside the first. A tail that is not a whole JSON line (an interrupted write,
+    bytes that are not UTF-8) is cut off with a :class:`JournalRepairedWarning`; those
+    trials rerun. Damaged lines before good ones are skipped (kept in the file).
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            text = path.read_text()
-            for line in text.splitlines():
-                try:
-                    rec = json.loads(line)
-                    done[rec["trial_key"]] = rec
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue  # a line cut short by an interruption: that trial reruns
-            if text and not text.endswith("\n"):
-                with path.open("a") as fh:  # end the cut line so the next record stands alone
-                    fh.write("\n")
-        else:
-            path.touch()
+        fh = path.open("a+b")
     except OSError as exc:
         raise ParameterError(f"cannot use sweep journal {path}: {exc.strerror or exc}") from None
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            pass
+        except OSError:
+            raise ParameterError(
+                f"sweep journal {path} is in use by another sweep (it holds the journal's lock); "
+                "wait for it to finish or give another --journal"
+            ) from None
+        fh.seek(0)
+        data = fh.read()
+        good_end = 0  # end of the last line that parsed
+        for start, line in _lines(data):
+            try:
+                rec = json.loads(line.decode("utf-8"))
+                done[rec["trial_key"]] = rec
+            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+                continue  # a damaged line: that trial reruns
+            good_end = start + len(line) + 1
+        if good_end < len(data) and data[good_end:].strip(b"\r\n\t "):
+            dropped = len(data) - good_end
+            fh.truncate(good_end)
+            warnings.warn(
+                f"sweep journal {path}: dropped a damaged tail of {dropped} bytes (an interrupted write or bytes "
+                "that are not UTF-8); those trials run again",
+                JournalRepairedWarning,
+                stacklevel=3,
+            )
+        elif data and not data.endswith(b"\n"):
+            fh.write(b"\n")  # end the last line so the next record stands alone
+        fh.seek(0, os.SEEK_END)
+        return fh
+    except OSError as exc:
+        fh.close()
+        raise ParameterError(f"cannot use sweep journal {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        fh.close()
+        raise
+
+
+def _lines(data: bytes) -> Iterable[tuple[int, bytes]]:
+    """(offset, line without its newline) for every line of ``data``."""
+    pos = 0
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        end = len(data) if nl < 0 else nl
+        yield pos, data[pos:end]
+        pos = end + 1
+
+
+class JournalRepairedWarning(UserWarning):
+    """A sweep journal's damaged tail was cut off on resume (those trials rerun)."""
 
 
 def _key(scn: Scenario, repeat: int) -> str:

@@ -52,6 +52,7 @@ is rejected (RFC 4475 3.1.2.13).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -431,6 +432,9 @@ def _port(sc: Scanner) -> int:
     return int(p)
 
 
+# Memoised: a message's Via/From/To are read several times per message (transaction
+# key, dialog, trace); the parsed values are frozen, errors are never cached.
+@functools.lru_cache(maxsize=2048)
 def _parse_one_via(text: str) -> Via:
     sc = Scanner(text, "Via")
     name = sc.token("protocol-name")
@@ -530,6 +534,9 @@ _BARE_URI_RE = re.compile(r"[^;,?<> \t\"]+")
 _QVALUE_RE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 
 
+# Memoised: a message's Via/From/To are read several times per message (transaction
+# key, dialog, trace); the parsed values are frozen, errors are never cached.
+@functools.lru_cache(maxsize=2048)
 def _parse_one_name_addr(text: str, what: str) -> NameAddr:
     sc = Scanner(text, what)
     display: str | None = None

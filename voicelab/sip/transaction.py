@@ -85,6 +85,8 @@ needs one it can drive on a virtual clock.
 from __future__ import annotations
 
 import enum
+import heapq
+import itertools
 import math
 from dataclasses import dataclass
 from typing import ClassVar, Union
@@ -696,6 +698,11 @@ class _Transaction:
         self._intervals: dict[str, float] = {}  # name -> last interval (s)
         self._outbox: list[OutgoingMessage] = []
         self._last_now = -math.inf
+        # Set by the TransactionTable that holds this transaction: every entry point puts
+        # the transaction on the table's ready list once (no scan of the table needed).
+        self._owner: TransactionTable | None = None
+        self._queued = False
+        self._heap_deadline: float | None = None  # the deadline the owner's heap holds for it
         try:
             cseq = request.cseq
             self._cseq_number = cseq.number
@@ -767,6 +774,10 @@ class _Transaction:
                 f"time went backwards: now={t!r} s after {self._last_now!r} s; pass a monotonic clock"
             )
         self._last_now = t
+        owner = self._owner
+        if owner is not None and not self._queued:
+            self._queued = True
+            owner._ready.append(self)
         return t
 
     def _lookup(self, inp: Input) -> Transition:
@@ -1423,6 +1434,14 @@ class TransactionTable:
     end of every call; the messages they produced first are kept for
     :meth:`messages_to_send`.
 
+    The work per call does not depend on how many transactions are alive (a UDP agent
+    keeps every finished transaction for up to 64*T1 = 32 s, so thousands at a few
+    hundred calls/s): a transaction that ran (through the table or driven directly) puts
+    itself on a *ready list*, and only those are visited to collect output, drop the
+    terminated and re-arm their deadline in a *deadline heap* (stale heap entries are
+    skipped lazily). :attr:`visits` counts the transactions visited this way, for tests
+    that check the per-message work.
+
     Parameters
     ----------
     reliable : bool, optional
@@ -1444,6 +1463,11 @@ class TransactionTable:
         self.timers = timers
         self._txns: dict[TransactionKey, _Transaction] = {}
         self._outbox: list[OutgoingMessage] = []
+        self._ready: list[_Transaction] = []  # transactions that ran since the last _collect
+        self._heap: list[tuple[float, int, _Transaction]] = []  # (deadline s, seq, tx), lazily pruned
+        self._seq = itertools.count()
+        #: Transactions visited by the bookkeeping (ready list + heap pops), cumulative.
+        self.visits = 0
 
     # -- container -----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -1478,7 +1502,14 @@ class TransactionTable:
             raise LocalProtocolError(
                 f"a live transaction already has key {transaction.key}; use a new branch (new_branch(rng))"
             )
+        if transaction._owner is not None and transaction._owner is not self:
+            raise LocalProtocolError("this transaction already belongs to another TransactionTable")
         self._txns[transaction.key] = transaction
+        transaction._owner = self
+        transaction._heap_deadline = None
+        if not transaction._queued:
+            transaction._queued = True
+            self._ready.append(transaction)
 
     def open_client(
         self, request: Request, now: float, *, reliable: bool | None = None, timers: TimerConfig | None = None
@@ -1619,21 +1650,37 @@ class TransactionTable:
             self._collect()
 
     def handle_timer(self, now: float) -> list[Event]:
-        """Run the due timers of every transaction (s); returns their events."""
+        """Run the due timers of every transaction (s); returns their events.
+
+        Pops the deadline heap only: transactions with nothing due are not visited.
+        """
+        now = _check_now(now)
         events: list[Event] = []
+        heap = self._heap
         try:
-            for tx in list(self._txns.values()):
-                nt = tx.next_timer()
-                if nt is not None and nt <= now:
-                    events.extend(tx.handle_timer(now))
+            self._collect()
+            while heap and heap[0][0] <= now:
+                deadline, _, tx = heapq.heappop(heap)
+                self.visits += 1
+                if tx._owner is not self or tx._heap_deadline != deadline:
+                    continue  # stale: re-armed, fired or gone since this entry was pushed
+                tx._heap_deadline = None
+                events.extend(tx.handle_timer(now))  # puts it on the ready list
         finally:
             self._collect()
         return events
 
     def next_timer(self) -> float | None:
         """Earliest deadline over all live transactions (s), or None."""
-        deadlines = [t for t in (tx.next_timer() for tx in self._txns.values()) if t is not None]
-        return min(deadlines) if deadlines else None
+        self._collect()
+        heap = self._heap
+        while heap:
+            deadline, _, tx = heap[0]
+            if tx._owner is self and tx._heap_deadline == deadline:
+                return deadline
+            heapq.heappop(heap)
+            self.visits += 1
+        return None
 
     def messages_to_send(self) -> list[OutgoingMessage]:
         """Drain the messages of every transaction, in the order they were produced."""
@@ -1642,7 +1689,30 @@ class TransactionTable:
         return out
 
     def _collect(self) -> None:
-        for key, tx in list(self._txns.items()):
-            self._outbox.extend(tx.messages_to_send())
-            if tx.terminated:
-                del self._txns[key]
+        """Visit the transactions that ran: take their output, drop the terminated, re-arm."""
+        if not self._ready:
+            return
+        ready, self._ready = self._ready, []
+        heap = self._heap
+        self.visits += len(ready)
+        for tx in ready:
+            tx._queued = False
+            if tx._outbox:
+                self._outbox.extend(tx.messages_to_send())
+            if tx._owner is not self:
+                continue
+            if tx._state is State.TERMINATED:
+                if self._txns.get(tx.key) is tx:
+                    del self._txns[tx.key]
+                tx._owner = None
+                tx._heap_deadline = None
+                continue
+            nt = min(tx._timers.values()) if tx._timers else None
+            if nt != tx._heap_deadline:
+                tx._heap_deadline = nt
+                if nt is not None:
+                    heapq.heappush(heap, (nt, next(self._seq), tx))
+        if len(heap) > 64 and len(heap) > 4 * len(self._txns):
+            # Many stale entries (timers re-armed or transactions gone early): rebuild.
+            self._heap = [e for e in heap if e[2]._owner is self and e[2]._heap_deadline == e[0]]
+            heapq.heapify(self._heap)

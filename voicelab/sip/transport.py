@@ -49,6 +49,7 @@ import abc
 import asyncio
 import logging
 import ssl as _ssl
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, ClassVar, Union
 
@@ -57,6 +58,10 @@ from ..net.iface import NetworkInterface, http_connector
 from .message import DEFAULT_LIMITS, Limits, Message, Request, Response, StreamParser, parse_message, validate
 
 __all__ = [
+    "ConnectionLimits",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_IDLE_TIMEOUT_S",
+    "DEFAULT_HEADER_TIMEOUT_S",
     "SipTransport",
     "UdpTransport",
     "TcpTransport",
@@ -106,7 +111,12 @@ class TransportStats:
     pings_received, pongs_received, pings_sent : int
         RFC 5626 keep-alives (``CRLF CRLF`` / ``CRLF``).
     refused : int
-        WebSocket upgrades refused (no ``sip`` subprotocol).
+        WebSocket upgrades refused (no ``sip`` subprotocol), and incoming connections
+        refused because ``max_connections`` were open.
+    idle_closed : int
+        Connections closed after ``idle_timeout`` s with no byte received.
+    header_timeouts : int
+        Connections closed because a message stayed incomplete for ``header_timeout`` s.
     send_errors : int
         Sends that failed (connection could not be opened or was lost).
     network_errors : int
@@ -127,6 +137,8 @@ class TransportStats:
     pongs_received: int = 0
     pings_sent: int = 0
     refused: int = 0
+    idle_closed: int = 0
+    header_timeouts: int = 0
     send_errors: int = 0
     network_errors: int = 0
 
@@ -151,6 +163,105 @@ def _check_addr(addr: Any) -> Addr:
     ):
         raise ParameterError(f"addr must be a (host: str, port: int 1..65535) tuple, got {addr!r}")
     return (addr[0], addr[1])
+
+
+#: Default cap on open connections per stream/WebSocket transport (both directions).
+DEFAULT_MAX_CONNECTIONS = 512
+#: Default seconds a connection may stay silent (no byte received) before it is closed.
+DEFAULT_IDLE_TIMEOUT_S = 300.0
+#: Default seconds a message may stay incomplete (headers or body half sent).
+DEFAULT_HEADER_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """Bounds on the connections a stream or WebSocket transport keeps (defence against
+    idle, half-sent and too many connections; RFC 5626 keep-alives count as traffic).
+
+    Attributes
+    ----------
+    max_connections : int
+        Open connections, both directions. An incoming connection over the cap is
+        closed at once (counted in ``stats.refused``; a WebSocket upgrade gets HTTP 503);
+        keep it below the process's descriptor limit (``ulimit -n``).
+    idle_timeout : float
+        Seconds without a received byte after which a connection is closed
+        (``stats.idle_closed``). The peer reconnects for its next request (RFC 3261 18).
+    header_timeout : float
+        Seconds a message may stay incomplete on a TCP/TLS connection, or an accepted
+        WebSocket connection may wait for its upgrade, before it is closed
+        (``stats.header_timeouts``): a slow-loris sender holds no slot for ever.
+    """
+
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        m = self.max_connections
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            raise ParameterError(f"max_connections must be an int >= 1, got {m!r}")
+        for name in ("idle_timeout", "header_timeout"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v != v or v == float("inf"):
+                raise ParameterError(f"{name} must be a finite number of seconds > 0, got {v!r}")
+
+
+class _RateLimitedLog:
+    """One log line per condition per ``interval`` s (loop clock), with the count of the
+    ones not written since; a flood of bad connections writes a line a minute, not MB/s."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._quiet: dict[str, int] = {}
+
+    def warning(self, condition: str, msg: str, *args: Any) -> None:
+        now = asyncio.get_running_loop().time()
+        last = self._last.get(condition)
+        if last is not None and now - last < self.interval:
+            self._quiet[condition] = self._quiet.get(condition, 0) + 1
+            return
+        self._last[condition] = now
+        quiet = self._quiet.pop(condition, 0)
+        suffix = f" (and {quiet} more in the last {now - last:.0f} s)" if quiet and last is not None else ""
+        log.warning(msg + suffix, *args)
+
+
+class _AcceptErrorFilter(logging.Filter):
+    """asyncio logs a full traceback for every failed accept() when the process is out of
+    descriptors (EMFILE), several a second: keep one line per minute, without traceback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: float | None = None
+        self._quiet = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("socket.accept() out of system resource"):
+            return True
+        now = record.created  # a log record's own stamp; not protocol timing
+        if self._last is not None and now - self._last < 60.0:
+            self._quiet += 1
+            return False
+        self._last, quiet, self._quiet = now, self._quiet, 0
+        exc = record.exc_info[1] if record.exc_info else None
+        record.msg = "accept() failed: %s; out of file descriptors? (raise ulimit -n or lower max_connections)%s"
+        record.args = (exc, f" ({quiet} more since the last line)" if quiet else "")
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+_accept_filter: _AcceptErrorFilter | None = None
+
+
+def _quiet_accept_errors() -> None:
+    """Install :class:`_AcceptErrorFilter` on the ``asyncio`` logger (once per process)."""
+    global _accept_filter
+    if _accept_filter is None:
+        _accept_filter = _AcceptErrorFilter()
+        logging.getLogger("asyncio").addFilter(_accept_filter)
 
 
 class SipTransport(abc.ABC):
@@ -180,6 +291,9 @@ class SipTransport(abc.ABC):
         Drop (and count as ``invalid``) messages failing
         :func:`~voicelab.sip.message.validate`. Default False: the layer above sees
         them and can answer 400 / 505 itself.
+    connection_limits : ConnectionLimits, optional
+        Connection cap, idle and header timeouts (stream and WebSocket transports;
+        ignored by UDP). Default :class:`ConnectionLimits()`.
     """
 
     #: Short name used by :func:`transport_for`.
@@ -200,6 +314,7 @@ class SipTransport(abc.ABC):
         limits: Limits = DEFAULT_LIMITS,
         parse: bool = True,
         validate: bool = False,
+        connection_limits: ConnectionLimits | None = None,
     ) -> None:
         if not isinstance(iface, NetworkInterface):
             raise ParameterError(
@@ -213,9 +328,15 @@ class SipTransport(abc.ABC):
         self.limits = limits
         self.parse = bool(parse)
         self.validate = bool(validate)
+        if connection_limits is not None and not isinstance(connection_limits, ConnectionLimits):
+            raise ParameterError(
+                f"connection_limits must be a voicelab.sip.transport.ConnectionLimits, got {type(connection_limits).__name__}"
+            )
+        self.connection_limits = connection_limits or ConnectionLimits()
         self.stats = TransportStats()
         self._closed = False
         self._local_addr: Addr | None = None
+        self._rlog = _RateLimitedLog()
 
     # -- public API ------------------------------------------------------------------
     @property
@@ -438,6 +559,20 @@ class UdpTransport(SipTransport):
         self._transport.sendto(payload, addr)
         self._sent(len(payload))
 
+    def send_now(self, data: bytes | Message, addr: Addr) -> bool:
+        """Send one datagram at once if the socket is bound (no task); False if it is not.
+
+        Same checks and errors as :meth:`send`; the fast path of
+        :class:`voicelab.calls.AsyncUserAgent` (one task per datagram costs more than
+        the send).
+        """
+        if self._transport is None:
+            return False
+        payload = self._payload(data, MAX_DATAGRAM_BYTES)
+        self._transport.sendto(payload, _check_addr(addr))
+        self._sent(len(payload))
+        return True
+
     def _on_datagram(self, data: bytes, addr: Addr) -> None:
         self.stats.bytes_received += len(data)
         if len(data) > min(MAX_DATAGRAM_BYTES, self.limits.max_message_bytes):
@@ -467,9 +602,13 @@ class UdpTransport(SipTransport):
 class _StreamConnection(asyncio.Protocol):
     """One TCP/TLS connection: framing and keep-alives; delivery goes to the owner."""
 
-    def __init__(self, owner: "TcpTransport") -> None:
+    def __init__(self, owner: "TcpTransport", incoming: bool = False) -> None:
         self.owner = owner
+        self.incoming = incoming
         self.parser = StreamParser(validate=False, limits=owner.limits)
+        self.last_rx = asyncio.get_running_loop().time()
+        self.partial_since: float | None = None  # loop time the buffered partial message began
+        self.timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         self.peer: Addr | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -485,14 +624,25 @@ class _StreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.owner.stats.bytes_received += len(data)
+        self.last_rx = now = asyncio.get_running_loop().time()
         data = self._keepalives(data)
         if data:
             self.owner._feed(self, data)
+        if not self.parser.buffered:
+            self.partial_since = None
+        elif self.partial_since is None:
+            self.partial_since = now
+            if self.timer is not None:  # the header deadline comes before the idle one
+                self.timer.cancel()
+                self.arm()
 
     def eof_received(self) -> bool:
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         for w in self.pong_waiters:
             if not w.done():
                 w.set_exception(ConnectionResetError(f"connection to {self.peer} closed before the pong"))
@@ -502,6 +652,33 @@ class _StreamConnection(asyncio.Protocol):
             self.closed.set_result(None)
 
     # -- helpers ---------------------------------------------------------------------
+    def arm(self) -> None:
+        """(Re)arm the one timer of this connection at its next deadline (loop clock)."""
+        lim = self.owner.connection_limits
+        due = self.last_rx + lim.idle_timeout
+        if self.partial_since is not None:
+            due = min(due, self.partial_since + lim.header_timeout)
+        self.timer = asyncio.get_running_loop().call_at(due, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if not self.usable:
+            return
+        now = asyncio.get_running_loop().time()
+        lim = self.owner.connection_limits
+        if self.partial_since is not None and now >= self.partial_since + lim.header_timeout:
+            self.owner.stats.header_timeouts += 1
+            self.owner._rlog.warning("header-timeout", "%s: closed a connection from %s: a message stayed incomplete "
+                                     "for %g s (header_timeout)", self.owner.via_token, self.peer, lim.header_timeout)
+            self.transport.abort()  # type: ignore[union-attr]
+        elif now >= self.last_rx + lim.idle_timeout:
+            self.owner.stats.idle_closed += 1
+            self.owner._rlog.warning("idle", "%s: closed a connection with %s idle for %g s (idle_timeout)",
+                                     self.owner.via_token, self.peer, lim.idle_timeout)
+            self.transport.close()  # type: ignore[union-attr]
+        else:
+            self.arm()
+
     @property
     def usable(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
@@ -586,8 +763,9 @@ class TcpTransport(_ConnectionCache, SipTransport):
             raise ParameterError(f"{type(self).__name__} already listens on {self._local_addr}")
         host = host if host is not None else self.iface.host_addresses()[0]
         self._server = await self.iface.create_server(
-            lambda: _StreamConnection(self), host, port, ssl=self._server_ssl
+            lambda: _StreamConnection(self, incoming=True), host, port, ssl=self._server_ssl
         )
+        _quiet_accept_errors()
         self._local_addr = _key(self._server.sockets[0].getsockname())
         return self._local_addr
 
@@ -657,12 +835,21 @@ class TcpTransport(_ConnectionCache, SipTransport):
         return proto  # also filed under ``key`` (e.g. "localhost") by _connection
 
     def _register(self, conn: _StreamConnection) -> None:
+        assert conn.peer is not None and conn.transport is not None
+        cap = self.connection_limits.max_connections
+        if conn.incoming and len(self._all) >= cap:
+            self.stats.refused += 1
+            self._rlog.warning("cap", "%s: refused a connection from %s: %d connections open (max_connections)",
+                               self.via_token, conn.peer, cap)
+            conn.transport.abort()  # its connection_lost finds it unregistered
+            return
         self._all.add(conn)
-        assert conn.peer is not None
         self._conns[conn.peer] = conn
         self.stats.connections_opened += 1
-        if self._closed and conn.transport is not None:
+        if self._closed:
             conn.transport.close()
+            return
+        conn.arm()
 
     def _unregister(self, conn: _StreamConnection, exc: BaseException | None) -> None:
         if conn not in self._all:
@@ -691,7 +878,8 @@ class TcpTransport(_ConnectionCache, SipTransport):
 
     def _framing_failed(self, conn: _StreamConnection, exc: BaseException) -> None:
         self.stats.malformed += 1
-        log.warning("%s: closing connection with %s after a framing error: %s", self.via_token, conn.peer, exc)
+        self._rlog.warning("framing", "%s: closing connection with %s after a framing error: %s", self.via_token,
+                           conn.peer, exc)
         if conn.transport is not None:
             conn.transport.close()
 
@@ -765,6 +953,72 @@ class _WsConnection:
         return not self.ws.closed
 
 
+class _HttpGuard(asyncio.Protocol):
+    """Wraps aiohttp's protocol for one accepted connection of a :class:`WsTransport`:
+    caps the connections still before their WebSocket upgrade, and closes one that has
+    not been upgraded within ``header_timeout`` s (a half-sent or idle HTTP request);
+    aiohttp itself has no header timeout. Everything else is passed through."""
+
+    def __init__(self, owner: "WsTransport", inner: asyncio.Protocol) -> None:
+        self.owner, self.inner = owner, inner
+        self.transport: Any = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.refused = False
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        owner = self.owner
+        cap = owner.connection_limits.max_connections
+        if len(owner._guards) >= cap:
+            self.refused = True
+            owner.stats.refused += 1
+            owner._rlog.warning("cap-http", "%s: refused a connection from %s: %d connections waiting for their "
+                                "WebSocket upgrade (max_connections)", owner.via_token,
+                                transport.get_extra_info("peername"), cap)
+            transport.abort()
+            return
+        owner._guards[transport] = self
+        self.timer = asyncio.get_running_loop().call_later(owner.connection_limits.header_timeout, self._deadline)
+        self.inner.connection_made(transport)
+
+    def upgraded(self) -> None:
+        """The WebSocket is up: from now on its idle timeout applies, not this one."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.owner._guards.pop(self.transport, None)
+
+    def _deadline(self) -> None:
+        self.timer = None
+        owner = self.owner
+        owner.stats.header_timeouts += 1
+        owner._rlog.warning("header-timeout", "%s: closed a connection from %s: no WebSocket upgrade within %g s "
+                            "(header_timeout)", owner.via_token, self.transport.get_extra_info("peername"),
+                            owner.connection_limits.header_timeout)
+        self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.refused:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.owner._guards.pop(self.transport, None)
+        self.inner.connection_lost(exc)
+
+
 class WsTransport(_ConnectionCache, SipTransport):
     """SIP over WebSocket (RFC 7118) with aiohttp: one WebSocket message per SIP message.
 
@@ -821,6 +1075,8 @@ class WsTransport(_ConnectionCache, SipTransport):
         self._all: set[_WsConnection] = set()
         self._locks: dict[Addr, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._accepted_peers: OrderedDict[Addr, None] = OrderedDict()  # clients that connected to us (bounded)
+        self._guards: dict[Any, _HttpGuard] = {}  # accepted connections not upgraded yet
 
     @property
     def connections(self) -> list[Addr]:
@@ -844,7 +1100,10 @@ class WsTransport(_ConnectionCache, SipTransport):
         self._runner = runner
         host = host if host is not None else self.iface.host_addresses()[0]
         # runner.server is aiohttp's protocol factory: the interface opens the socket.
-        self._server = await self.iface.create_server(runner.server, host, port, ssl=self._server_ssl)
+        factory = runner.server
+        self._server = await self.iface.create_server(lambda: _HttpGuard(self, factory()), host, port,
+                                                      ssl=self._server_ssl)
+        _quiet_accept_errors()
         self._local_addr = _key(self._server.sockets[0].getsockname())
         return self._local_addr
 
@@ -859,7 +1118,15 @@ class WsTransport(_ConnectionCache, SipTransport):
         See :meth:`SipTransport.send` for the rest.
         """
         payload = self._payload(data)
-        conn = await self._connection(_check_addr(addr))
+        key = _check_addr(addr)
+        conn = self._conns.get(key)
+        if (conn is None or not conn.usable) and key in self._accepted_peers:
+            # RFC 7118 5: a WebSocket client cannot be connected back to; its
+            # connection is gone, so is the way to it
+            self.stats.send_errors += 1
+            raise LocalProtocolError(f"the WebSocket connection from {key[0]}:{key[1]} is closed; "
+                                     "a WebSocket client cannot be connected back to (RFC 7118)", status_code=503)
+        conn = await self._connection(key)
         try:
             text: str | None = payload.decode("utf-8")
         except UnicodeDecodeError:
@@ -909,8 +1176,22 @@ class WsTransport(_ConnectionCache, SipTransport):
             return web.Response(status=400, text="SIP over WebSocket needs the 'sip' subprotocol (RFC 7118)\n")
         if self._closed:
             return web.Response(status=503, text="shutting down\n")
+        cap = self.connection_limits.max_connections
+        if len(self._all) >= cap:
+            self.stats.refused += 1
+            self._rlog.warning("cap", "%s: refused a WebSocket from %s: %d connections open (max_connections)",
+                               self.via_token, request.remote, cap)
+            return web.Response(status=503, text=f"too many connections ({cap}); try again later\n",
+                                headers={"Retry-After": "30"})
         await ws.prepare(request)
+        guard = self._guards.get(request.transport)
+        if guard is not None:
+            guard.upgraded()
         peer = _key(request.transport.get_extra_info("peername"))
+        self._accepted_peers[peer] = None
+        self._accepted_peers.move_to_end(peer)
+        while len(self._accepted_peers) > 65536:
+            self._accepted_peers.popitem(last=False)
         conn = _WsConnection(ws, peer)
         self._register(conn)
         try:
@@ -966,14 +1247,27 @@ class WsTransport(_ConnectionCache, SipTransport):
     async def _read(self, conn: _WsConnection) -> None:
         import aiohttp
 
-        async for msg in conn.ws:
+        idle = self.connection_limits.idle_timeout
+        while True:
+            try:
+                msg = await conn.ws.receive(timeout=idle)
+            except asyncio.TimeoutError:
+                self.stats.idle_closed += 1
+                self._rlog.warning("idle", "%s: closed a WebSocket with %s idle for %g s (idle_timeout)",
+                                   self.via_token, conn.peer, idle)
+                await conn.ws.close()
+                return
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                return
             if msg.type == aiohttp.WSMsgType.TEXT:
                 data = msg.data.encode("utf-8")
             elif msg.type == aiohttp.WSMsgType.BINARY:
                 data = msg.data
             else:  # ERROR (e.g. message over max_msg_size): aiohttp closes the socket
                 self.stats.malformed += 1
-                log.warning("%s: WebSocket error from %s: %s", self.via_token, conn.peer, msg.data)
+                self._rlog.warning("ws-error", "%s: WebSocket error from %s: %s", self.via_token, conn.peer, msg.data)
+                if conn.ws.closed:
+                    return
                 continue
             self.stats.bytes_received += len(data)
             self._parse_one(data, conn.peer)

@@ -165,6 +165,7 @@ REASON_PHRASES = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
     407: "Proxy Authentication Required", 408: "Request Timeout", 413: "Request Entity Too Large",
     415: "Unsupported Media Type", 416: "Unsupported URI Scheme", 420: "Bad Extension",
+    422: "Session Interval Too Small",
     423: "Interval Too Brief", 480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
     482: "Loop Detected", 486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
     491: "Request Pending", 500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable",
@@ -296,6 +297,11 @@ class Call:
         self._reinvite_key: TransactionKey | None = None  # our pending re-INVITE
         self._pending_bye = False
         self._bye_reason = ""
+        self._timer_supported = False  # UAS: the caller supports RFC 4028 (Require: timer in our 2xx)
+        #: where the initial INVITE came from (UAS) or went to (UAC): the signalling peer
+        self.signalling_addr: Addr | None = None
+        #: RFC 4028 session timer of the call: (interval s, refresher "uac"/"uas") or None
+        self.session_timer: tuple[int, str] | None = None
 
     @property
     def established(self) -> bool:
@@ -445,12 +451,18 @@ class CallFailed:
     status : int
         The final status (408 for a timeout, 503 for a transport failure).
     reason : str
-        Reason phrase or what happened.
+        Reason phrase or what happened, e.g. ``"no final response within 32 s (Timer
+        B)"``, ``"transport failed: connection refused"`` or ``"the 2xx carried no SDP
+        answer (ACKed and hung up with BYE)"``.
+    response : Response or None
     """
 
     call: Call
     status: int
     reason: str
+    #: the final response (None for a timeout or a local failure); a 3xx names its
+    #: redirect targets in ``response.contact``
+    response: Response | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -699,6 +711,35 @@ def _is_sdp(message: Request | Response) -> bool:
     return ctype.split(";")[0].strip().lower() == "application/sdp"
 
 
+def _session_expires_of(message: Request | Response) -> tuple[int, str | None] | None:
+    """``(delta-seconds, refresher or None)`` of a Session-Expires field (RFC 4028 4), or None."""
+    value = message.headers.get("Session-Expires") or message.headers.get("x")
+    if value is None:
+        return None
+    parts = [p.strip() for p in value.split(";")]
+    if not parts[0].isdigit() or len(parts[0]) > 9:
+        return None
+    refresher = None
+    for p in parts[1:]:
+        k, _, v = p.partition("=")
+        if k.strip().lower() == "refresher" and v.strip().lower() in ("uac", "uas"):
+            refresher = v.strip().lower()
+    return int(parts[0]), refresher
+
+
+def _int_field(message: Request | Response, name: str) -> int | None:
+    value = message.headers.get(name)
+    if value is None:
+        return None
+    value = value.split(";")[0].strip()
+    return int(value) if value.isdigit() and len(value) <= 9 else None
+
+
+def _supports(message: Request | Response, tag: str) -> bool:
+    fields = message.headers.fields("supported") + message.headers.fields("k") + message.headers.fields("require")
+    return any(t.strip().lower() == tag for f in fields for t in split_list(f.value))
+
+
 def _check_now(now: Any) -> float:
     if isinstance(now, bool):
         raise ParameterError(f"now must be a time in seconds, got {now!r}")
@@ -858,7 +899,18 @@ class UserAgent:
         How many ended/failed calls the UA remembers (for :attr:`calls`); older ones are
         forgotten so that a long-running agent does not grow. None keeps all.
     trace_limit : int or None, optional
-        Keep only the last ``trace_limit`` entries of :attr:`trace` (None: all).
+        Keep only the last ``trace_limit`` entries of :attr:`trace` (None: all; 0: no
+        trace at all, for load tests).
+    session_expires : int or None, optional
+        RFC 4028 session timers (s). As UAS: a caller's ``Session-Expires`` below
+        ``min_se`` gets 422 with ``Min-SE``; otherwise the 2xx grants at most this
+        interval, and the call ends with BYE when it is not refreshed in time (or is
+        refreshed by us with a re-INVITE at half the interval when we are the
+        refresher). As UAC: INVITEs ask for it (``Supported: timer``), a 422 is retried
+        once with the peer's ``Min-SE``, and we refresh when the 2xx makes us the
+        refresher. None (default): off (a caller's request is ignored, RFC 4028 9).
+    min_se : int, optional
+        The shortest session interval accepted, s (RFC 4028: at least 90).
 
     Raises
     ------
@@ -872,6 +924,14 @@ class UserAgent:
     >>> [addr for _, addr in ua.datagrams_to_send()], ua.next_timer()
     ([('192.0.2.2', 5060)], 0.5)
     """
+
+    #: Admission hook for new calls (overload control), set after construction:
+    #: ``admission(request, now)`` is called for every out-of-dialog INVITE before
+    #: anything else is done with it (auth, SDP, the :class:`IncomingCall` event) and
+    #: returns None to go on or an object with ``status`` (300-699) and ``headers``
+    #: (e.g. :class:`voicelab.sip.overload.Refusal`: 503 + Retry-After), answered at once
+    #: on the INVITE's server transaction. In-dialog requests never pass through it.
+    admission: Callable[[Request, float], Any] | None = None
 
     def __init__(
         self,
@@ -897,6 +957,8 @@ class UserAgent:
         rtcp_mux: bool = False,
         keep_finished_calls: int | None = None,
         trace_limit: int | None = None,
+        session_expires: int | None = None,
+        min_se: int = 90,
     ) -> None:
         if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
             rng = np.random.default_rng(int(rng))
@@ -957,6 +1019,15 @@ class UserAgent:
                 raise ParameterError(f"{name} must be an int >= 0 or None, got {v!r}")
         self.keep_finished_calls = keep_finished_calls
         self._finished: deque[Call] = deque()
+        if isinstance(min_se, bool) or not isinstance(min_se, int) or min_se < 90:
+            raise ParameterError(f"min_se must be an int >= 90 s (RFC 4028 4), got {min_se!r}")
+        if session_expires is not None and (isinstance(session_expires, bool) or not isinstance(session_expires, int)
+                                            or session_expires < min_se):
+            raise ParameterError(f"session_expires must be an int >= min_se ({min_se} s) or None, got {session_expires!r}")
+        self.session_expires, self.min_se = session_expires, min_se
+        #: responses the adapter could not deliver (see :meth:`transport_error`)
+        self.undeliverable_responses = 0
+        self._transport_reasons: dict[TransactionKey, str] = {}
 
         self._table = TransactionTable(reliable=self.reliable, timers=self.timers)
         self._client: dict[TransactionKey, _Pending] = {}
@@ -965,8 +1036,10 @@ class UserAgent:
         self._dialogs: dict[DialogId, tuple[Dialog, Call]] = {}
         self._calls: dict[str, Call] = {}
         self._merged: dict[tuple[str, str, int, str], TransactionKey] = {}
+        self._merged_rev: dict[TransactionKey, tuple[str, str, int, str]] = {}  # no scan on termination
         self._registrations: dict[str, dict[str, Any]] = {}
         self._timers: list[_Timer] = []
+        self._call_timers: dict[str, list[_Timer]] = {}  # call id -> its timers in the heap (no scan to disarm)
         self._outbox: list[tuple[bytes, Addr]] = []
         self._events: deque[Event] = deque()
         self._seq = itertools.count()
@@ -974,6 +1047,7 @@ class UserAgent:
         self._last_now = -math.inf
         self._src: Addr | None = None
         self.trace: list[TraceEntry] | deque[TraceEntry] = [] if trace_limit is None else deque(maxlen=trace_limit)
+        self._no_trace = trace_limit == 0
 
     # ===================================================================================
     # sans-IO driver API
@@ -1045,7 +1119,7 @@ class UserAgent:
     def next_timer(self) -> float | None:
         """The earliest deadline (s, absolute) at which :meth:`handle_timer` must run."""
         while self._timers and self._timers[0].cancelled:
-            heapq.heappop(self._timers)
+            self._pop_timer()
         times = [t for t in (self._table.next_timer(), self._timers[0].deadline if self._timers else None) if t is not None]
         return min(times) if times else None
 
@@ -1066,6 +1140,39 @@ class UserAgent:
         out = list(self._events)
         self._events.clear()
         return out
+
+    def transport_error(self, data: bytes, addr: Addr, reason: str, now: float) -> str | None:
+        """The adapter could not send ``data`` to ``addr`` (RFC 3261 8.1.3.1, 18.4).
+
+        A request fails its client transaction at once with ``reason`` as the cause
+        (:class:`CallFailed` 503 ``"transport failed: <reason>"``, ...) instead of
+        waiting for Timer B/F; a response is counted in :attr:`undeliverable_responses`
+        (the peer retransmits, or its transaction times out).
+
+        Returns
+        -------
+        str or None
+            ``"request"``, ``"response"`` or None (an ACK, unparseable bytes, or a
+            transaction already gone).
+        """
+        now = self._tick(now)
+        try:
+            msg = parse_message(bytes(data))
+        except (RemoteProtocolError, TypeError):
+            return None
+        if isinstance(msg, Response):
+            self.undeliverable_responses += 1
+            return "response"
+        key = next((k for k, p in self._client.items() if p.request is not None and bytes(p.request) == bytes(data)), None)
+        if key is None:
+            return None
+        self._transport_reasons[key] = str(reason)
+        events = self._table.transport_error(key, now)
+        self._flush(now)
+        self._process(events, now)
+        self._transport_reasons.pop(key, None)
+        self._after(now)
+        return "request"
 
     @property
     def calls(self) -> list[Call]:
@@ -1140,6 +1247,10 @@ class UserAgent:
         h.add("CSeq", f"{self._initial_cseq()} INVITE")
         h.add("Contact", f"<{self.contact}>")
         h.add("Allow", ", ".join(ALLOWED))
+        if self.session_expires is not None:
+            h.add("Supported", "timer")
+            h.add("Session-Expires", str(self.session_expires))
+            h.add("Min-SE", str(self.min_se))
         if self.user_agent:
             h.add("User-Agent", self.user_agent)
         for name, value in extra:
@@ -1149,6 +1260,7 @@ class UserAgent:
         h.add("Content-Length", str(len(body or b"")))
         request = Request("INVITE", target, h, body or b"")
         dest = self._next_hop_addr(self.outbound_proxy or target)
+        call.signalling_addr = dest
         self._calls[call.id] = call
         call._invite = request
         call._invite_dest = dest
@@ -1216,6 +1328,13 @@ class UserAgent:
         reinvite = invite is not call._invite
         offer = invite.body if _is_sdp(invite) else None
         body = b""
+        if 200 <= status < 300 and call.session_timer is not None:
+            if reinvite and (asked := _session_expires_of(invite)) is not None and asked[0] >= self.min_se:
+                call.session_timer = (min(asked[0], self.session_expires or asked[0]), asked[1] or call.session_timer[1])
+            interval, refresher = call.session_timer
+            extra = [*extra, ("Session-Expires", f"{interval};refresher={refresher}")]
+            if call._timer_supported or _supports(invite, "timer"):
+                extra.append(("Require", "timer"))
         if 200 <= status < 300:
             try:
                 body = self._answer_body(call, offer, sdp, invite.cseq.number)
@@ -1256,6 +1375,8 @@ class UserAgent:
             if self._tv.g is not None:
                 self._arm("2xx", self._tv.g, now, call, (cseq, self._tv.g))
             self._arm("ackwait", self._tv.h, now, call, cseq)
+            if call.session_timer is not None:
+                self._arm_session(call, now)
         else:
             call._server_invite = None
             self._send_response(key, response, now)
@@ -1671,6 +1792,8 @@ class UserAgent:
 
     def _record(self, direction: str, msg: Request | Response, addr: Addr, now: float, key: TransactionKey | None,
                 retransmission: bool = False) -> None:  # fmt: skip
+        if self._no_trace:  # trace_limit=0: keep no trace and pay nothing for it
+            return
         did = DialogId.for_incoming(msg) if direction == "in" else DialogId.for_outgoing(msg)
         call_id = msg.headers.get("Call-ID")
         cseq = msg.headers.get("CSeq")
@@ -1697,7 +1820,7 @@ class UserAgent:
                 self._process(events, now)
                 progressed = True
             while self._timers and (self._timers[0].cancelled or self._timers[0].deadline <= now):
-                timer = heapq.heappop(self._timers)
+                timer = self._pop_timer()
                 if not timer.cancelled:
                     self._fire(timer, now)
                     progressed = True
@@ -1708,19 +1831,78 @@ class UserAgent:
     def _arm(self, kind: str, delay: float, now: float, call: Call | None, data: Any) -> _Timer:
         timer = _Timer(now + delay, next(self._seq), kind, call, data)
         heapq.heappush(self._timers, timer)
+        if call is not None:
+            self._call_timers.setdefault(call.id, []).append(timer)
+        return timer
+
+    def _pop_timer(self) -> _Timer:
+        """Pop the earliest UA timer and drop it from its call's index."""
+        timer = heapq.heappop(self._timers)
+        if timer.call is not None:
+            mine = self._call_timers.get(timer.call.id)
+            if mine is not None:
+                try:
+                    mine.remove(timer)
+                except ValueError:  # pragma: no cover - every armed timer is indexed
+                    pass
+                if not mine:
+                    del self._call_timers[timer.call.id]
         return timer
 
     def _disarm(self, call: Call, kinds: tuple[str, ...], cseq: int | None = None) -> None:
-        for t in self._timers:
+        for t in self._call_timers.get(call.id, ()):
             if t.call is call and t.kind in kinds:
                 c = t.data[0] if isinstance(t.data, tuple) else t.data
                 if cseq is None or c == cseq:
                     t.cancelled = True
+                    t.call = t.data = None  # a cancelled timer must not keep a finished call alive
+
+    def _arm_session(self, call: Call, now: float) -> None:
+        """(Re)start the RFC 4028 timers of ``call``: refresh at half the interval when we
+        are the refresher, else BYE at the interval minus min(32 s, interval / 3) (10)."""
+        self._disarm(call, ("se-refresh", "se-expire"))
+        if call.session_timer is None:
+            return
+        interval, refresher = call.session_timer
+        if (refresher == "uas") == (call.role == "uas"):
+            self._arm("se-refresh", interval / 2, now, call, None)
+        else:
+            self._arm("se-expire", interval - min(32.0, interval / 3), now, call, None)
+
+    def _fire_session(self, timer: _Timer, now: float) -> None:
+        call = timer.call
+        assert call is not None
+        if call.state is not CallState.ESTABLISHED or call.dialog is None or call.session_timer is None:
+            return
+        if timer.kind == "se-expire":
+            self._send_bye(call, now, "session expired (RFC 4028)")
+            return
+        # se-refresh: a re-INVITE with the same session description (a new version)
+        interval = call.session_timer[0]
+        if call._reinvite_key is not None or call._server_invite is not None or call._awaiting_ack:
+            self._arm("se-refresh", 1.0, now, call, None)  # another INVITE is pending: soon
+            return
+        self._arm("se-expire", interval / 2 - min(32.0, interval / 3), now, call, None)  # unless the refresh succeeds
+        try:
+            body = self._offer_body(call, _AUTO if (call._codecs or self.codecs) else call.local_sdp, call._codecs,
+                                    direction="sendrecv")  # fmt: skip
+        except VoicelabError:
+            return
+        dlg = call.dialog
+        extra = [("Allow", ", ".join(ALLOWED)), ("Supported", "timer"),
+                 ("Session-Expires", f"{interval};refresher={call.session_timer[1]}")]  # fmt: skip
+        req = dlg.create_request("INVITE", via=self._via(new_branch(self.rng)), contact=f"<{self.contact}>",
+                                 body=body or b"", headers=extra, initial_cseq=self._initial_cseq())  # fmt: skip
+        call._pending_offer = body or None
+        dest = self._next_hop_addr(dlg.next_hop)
+        call._reinvite_key = self._start_client(req, dest, _Pending("reinvite", req, dest, call=call), now)
 
     def _fire(self, timer: _Timer, now: float) -> None:
         call = timer.call
         assert call is not None
-        if timer.kind == "2xx":
+        if timer.kind in ("se-refresh", "se-expire"):
+            self._fire_session(timer, now)
+        elif timer.kind == "2xx":
             cseq, interval = timer.data
             entry = call._awaiting_ack.get(cseq)
             if entry is None:
@@ -1875,7 +2057,8 @@ class UserAgent:
                 self._dest.pop(ev.key, None)
                 self._client.pop(ev.key, None)
                 self._server.pop(ev.key, None)
-                for mk in [k for k, v in self._merged.items() if v == ev.key]:
+                mk = self._merged_rev.pop(ev.key, None)
+                if mk is not None and self._merged.get(mk) == ev.key:
                     del self._merged[mk]
 
     # -- UAS -----------------------------------------------------------------------------
@@ -1919,6 +2102,12 @@ class UserAgent:
         skey = self._open_server(request, now)
         if mkey is not None:
             self._merged[mkey] = skey
+            self._merged_rev[skey] = mkey
+        if method == "INVITE" and mkey is not None and self.admission is not None:
+            refusal = self.admission(request, now)
+            if refusal is not None:  # overloaded: refuse before it costs anything (RFC 3261 21.5.4)
+                self._reply(skey, request, refusal.status, now, extra=refusal.headers)
+                return
         if method not in ALLOWED:
             if method in KNOWN_NOT_ALLOWED:
                 self._reply(skey, request, 405, now)
@@ -1929,7 +2118,8 @@ class UserAgent:
             self._reply(skey, request, 416, now)
             return
         required = [t for f in request.headers.fields("require") for t in split_list(f.value) if t]
-        unknown = [t for t in required if t.lower() not in SUPPORTED]
+        supported = SUPPORTED + (("timer",) if self.session_expires is not None else ())
+        unknown = [t for t in required if t.lower() not in supported]
         if unknown:
             self._reply(skey, request, 420, now, extra=[("Unsupported", ", ".join(unknown))])
             return
@@ -1955,6 +2145,16 @@ class UserAgent:
         if not request.contact:
             self._reply(key, request, 400, now, reason="Missing Contact")
             return
+        session_timer = None
+        asked = _session_expires_of(request) if self.session_expires is not None else None
+        if asked is not None:  # RFC 4028 9: grant a session timer, or 422 when too brief
+            interval, refresher = asked
+            if interval < self.min_se:
+                self._reply(key, request, 422, now, extra=[("Min-SE", str(self.min_se))])
+                return
+            interval = max(min(interval, self.session_expires), _int_field(request, "Min-SE") or 90)  # type: ignore[type-var]
+            supported = _supports(request, "timer")
+            session_timer = (interval, (refresher or "uac") if supported else "uas")
         frm = request.from_
         call = Call(f"call-{next(self._ids)}", "uas", request.call_id, str(frm.uri))
         call._codecs = self.codecs
@@ -1963,6 +2163,9 @@ class UserAgent:
         call._invite_key = key
         call._server_invite = (key, request)
         call.times.invite_received = now
+        call.signalling_addr = self._src
+        call.session_timer = session_timer
+        call._timer_supported = session_timer is not None and _supports(request, "timer")
         self._calls[call.id] = call
         self._server[key] = call
         offer = request.body if _is_sdp(request) else None
@@ -2075,7 +2278,7 @@ class UserAgent:
     def _send_bye(self, call: Call, now: float, reason: str) -> None:
         dlg = call.dialog
         assert dlg is not None
-        self._disarm(call, ("2xx", "ackwait"))
+        self._disarm(call, ("2xx", "ackwait", "se-refresh", "se-expire"))
         call._awaiting_ack.clear()
         extra = [("User-Agent", self.user_agent)] if self.user_agent else []
         req = dlg.create_request("BYE", via=self._via(new_branch(self.rng)), headers=extra,
@@ -2105,6 +2308,8 @@ class UserAgent:
             return
         code = response.status_code
         if code >= 300 and code in (401, 407) and self._retry_with_auth(pending, key, response, now):
+            return
+        if code == 422 and pending.kind == "invite" and self._retry_422(pending, key, response, now):
             return
         kind = pending.kind
         if kind == "invite":
@@ -2202,6 +2407,7 @@ class UserAgent:
                     self._apply_answer(call, call._pending_offer, body)
                 else:  # the 2xx carries the offer (delayed offer): answer in the ACK
                     ack_body = self._answer_in_ack(call, body)
+            offered = call._pending_offer
             call._pending_offer = None
             self._send_ack(call, dlg, cseq, now, ack_body)
             call.times.ack_sent = now
@@ -2211,6 +2417,21 @@ class UserAgent:
                 self._send_bye(call, now, "cancelled after answer")
                 return
             call.state = CallState.ESTABLISHED
+            if (call._codecs or self.codecs) and call.media is None:
+                # 13.2.2.4 / RFC 3264: an answer we cannot use (or none at all) ends the
+                # session: the 2xx is ACKed (done above), then the dialog is hung up
+                if body is None:
+                    why = "the 2xx carried no SDP answer to our offer" if offered else "the 2xx carried no SDP offer"
+                else:
+                    why = f"the 2xx's SDP is unusable: {call.media_error or 'no common codec'}"
+                call.media_error = why
+                self._send_bye(call, now, why)
+                self._events.append(CallFailed(call, 488, f"{why} (ACKed and hung up with BYE)", response))
+                return
+            granted = _session_expires_of(response) if self.session_expires is not None else None
+            if granted is not None and granted[0] > 0:  # RFC 4028 7.2: the 2xx says who refreshes
+                call.session_timer = (granted[0], granted[1] or "uac")
+                self._arm_session(call, now)
             self._events.append(CallEstablished(call))
             return
         # 300-699: the transaction sent the ACK
@@ -2222,7 +2443,7 @@ class UserAgent:
             self._events.append(CallCancelled(call, by_remote=False))
         else:
             call.state = CallState.FAILED
-            self._events.append(CallFailed(call, code, response.reason))
+            self._events.append(CallFailed(call, code, response.reason, response))
         self._forget_finished(call)
 
     def _answer_in_ack(self, call: Call, offer: bytes) -> bytes:
@@ -2285,6 +2506,11 @@ class UserAgent:
             call._pending_offer = None
             call._reinvite_key = None
             self._send_ack(call, dlg, cseq, now, ack_body)
+            if call.session_timer is not None:
+                granted = _session_expires_of(response)
+                if granted is not None:
+                    call.session_timer = (granted[0], granted[1] or call.session_timer[1])
+                self._arm_session(call, now)
             self._events.append(ReinviteAnswered(call, response, body))
             return
         call._pending_offer = None
@@ -2383,6 +2609,26 @@ class UserAgent:
                 call._reinvite_key = new_key
         return True
 
+    def _retry_422(self, pending: _Pending, key: TransactionKey, response: Response, now: float) -> bool:
+        """RFC 4028 7.4: INVITE again (once) with the peer's Min-SE as Session-Expires."""
+        call = pending.call
+        min_se = _int_field(response, "Min-SE")
+        if (self.session_expires is None or pending.extra.get("se_retried") or min_se is None or call is None
+                or call.over or not 90 <= min_se <= 86400):  # fmt: skip
+            return False
+        headers = pending.request.headers.copy()
+        headers.set("Via", self._via(new_branch(self.rng)))
+        headers.set("CSeq", f"{pending.request.cseq.number + 1} INVITE")
+        headers.set("Session-Expires", str(min_se))
+        headers.set("Min-SE", str(min_se))
+        new = Request("INVITE", pending.request.uri, headers, pending.request.body)
+        self._client.pop(key, None)
+        retry = _Pending("invite", new, pending.dest, call=call, auth_tries=pending.auth_tries,
+                         extra={**pending.extra, "se_retried": True})  # fmt: skip
+        call._invite = new
+        call._invite_key = self._start_client(new, pending.dest, retry, now)
+        return True
+
     def _on_stray(self, response: Response, now: float) -> None:
         """A 2xx to INVITE after its transaction ended: ACK it again (13.2.2.4)."""
         try:
@@ -2401,9 +2647,13 @@ class UserAgent:
 
     def _on_timeout(self, key: TransactionKey, now: float, *, transport: bool) -> None:
         pending = self._client.get(key)
-        status, why = (503, "transport failed") if transport else (408, "Request Timeout")
         if pending is None:
             return
+        if transport:  # 8.1.3.1: a transport error is a 503 from the transaction
+            status, why = 503, f"transport failed: {self._transport_reasons.get(key, 'the message could not be sent')}"
+        else:
+            timer = "B" if pending.request.method == "INVITE" else "F"
+            status, why = 408, f"no final response to {pending.request.method} within {64 * self.timers.t1:g} s (Timer {timer})"
         call = pending.call
         kind = pending.kind
         if kind == "invite" and call is not None and not call.over and call._confirmed_tag is None:
@@ -2420,9 +2670,9 @@ class UserAgent:
         elif kind == "reinvite" and call is not None:
             call._reinvite_key = None
             call._pending_offer = None
-            self._send_bye_or_end(call, now, f"re-INVITE {why}")
+            self._send_bye_or_end(call, now, f"re-INVITE failed: {why}")
         elif kind == "bye" and call is not None:
-            self._end_call(call, now, by_remote=False, reason=f"BYE {why}")
+            self._end_call(call, now, by_remote=False, reason=f"BYE failed: {why}")
         elif kind == "options" and pending.handle is not None:
             self._events.append(OptionsAnswered(pending.handle, status, None, (now - pending.handle.sent_at) * 1000.0))
         elif kind == "info" and pending.handle is not None:
@@ -2439,7 +2689,7 @@ class UserAgent:
     def _end_call(self, call: Call, now: float, *, by_remote: bool, reason: str) -> None:
         if call.state in (CallState.ENDED, CallState.FAILED, CallState.CANCELLED):
             return
-        self._disarm(call, ("2xx", "ackwait"))
+        self._disarm(call, ("2xx", "ackwait", "se-refresh", "se-expire"))
         call._awaiting_ack.clear()
         self._drop_dialogs(call)
         call.state = CallState.ENDED

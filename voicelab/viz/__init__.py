@@ -23,9 +23,13 @@ import plotly.graph_objects as go
 
 from ..errors import ParameterError, VoicelabError
 from .ladder import ladder
+from .display import FigureOutput, show
 from .widgets import headless, interact
 
 __all__ = [
+    "show",
+    "FigureOutput",
+    "ci_halfwidth",
     "ladder",
     "interact",
     "headless",
@@ -34,6 +38,9 @@ __all__ = [
     "metric_vs_param",
     "codec_bars",
     "jitter_buffer_tradeoff",
+    "quality_vs_bitrate",
+    "emodel_vs_pesq",
+    "label_positions",
     "waveforms",
     "LABELS",
     "synthetic_note",
@@ -184,8 +191,36 @@ def _summary(df: pd.DataFrame, x: str, y: str, by: Sequence[str]) -> pd.DataFram
     cols = [c for c in by if c in df.columns]
     g = df.groupby(cols + [x], dropna=False)[y]
     s = g.agg(["mean", "std", "count"]).reset_index()
-    s["ci95"] = 1.96 * s["std"].fillna(0.0) / np.sqrt(s["count"].clip(lower=1))
+    s["ci95"] = ci_halfwidth(s["std"], s["count"])
     return s
+
+
+def ci_halfwidth(std, count, confidence: float = 0.95):
+    """Half-width of the Student-t confidence interval of a mean.
+
+    ``t(1 - (1 - confidence)/2, n - 1) * std / sqrt(n)``: with n = 3 repeats the 95 %
+    factor is 4.30, not the normal 1.96 (which only holds for large n).
+
+    Parameters
+    ----------
+    std : float or array-like
+        Sample standard deviation (ddof = 1) of each group.
+    count : int or array-like
+        Number of samples n of each group.
+    confidence : float
+        Two-sided confidence level, 0 < confidence < 1.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        The half-width, in the unit of ``std``; 0 where n < 2 (no interval from one
+        sample: nothing is drawn).
+    """
+    from ..experiments.stats import t_halfwidth
+
+    if not 0 < confidence < 1:
+        raise ParameterError(f"confidence must be between 0 and 1, not {confidence}")
+    return t_halfwidth(std, count, confidence)
 
 
 def metric_vs_param(
@@ -267,3 +302,105 @@ def waveforms(reference: np.ndarray, degraded: np.ndarray, sample_rate: int, *, 
         fig.add_trace(go.Scattergl(x=t, y=sig[::step], name=name, mode="lines", line=dict(width=1)))
     fig.update_layout(title=title, xaxis_title="time (s)", yaxis_title="amplitude", template="plotly_white")
     return fig
+
+
+_POSITIONS = ("top center", "bottom center", "middle right", "middle left", "top right", "bottom left",
+              "top left", "bottom right")
+
+
+def label_positions(x: Sequence[float], y: Sequence[float], *, near: tuple[float, float] = (0.15, 0.06)) -> list[str]:
+    """Text positions for point labels so that labels of nearby points do not overlap.
+
+    Points are visited left to right; a point takes the first position of
+    ``top center, bottom center, middle right, middle left, ...`` that no earlier point
+    within ``near`` already uses.
+
+    Parameters
+    ----------
+    x, y : sequence of float
+        Point coordinates (NaN points get ``"top center"``).
+    near : (float, float)
+        Neighbourhood, as fractions of the x and the y span (wider in x: labels are
+        wider than tall).
+
+    Returns
+    -------
+    list of str
+        One plotly ``textposition`` per point, in input order.
+    """
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    span_x = float(np.ptp(xs[ok])) if ok.sum() > 1 else 1.0
+    span_y = float(np.ptp(ys[ok])) if ok.sum() > 1 else 1.0
+    span_x, span_y = span_x or 1.0, span_y or 1.0
+    out = ["top center"] * len(xs)
+    placed: list[int] = []
+    for i in sorted(np.flatnonzero(ok), key=lambda k: (xs[k], ys[k])):
+        used = {out[j] for j in placed
+                if abs(xs[j] - xs[i]) <= near[0] * span_x and abs(ys[j] - ys[i]) <= near[1] * span_y}
+        out[i] = next((p for p in _POSITIONS if p not in used), "top center")
+        placed.append(int(i))
+    return out
+
+
+def quality_vs_bitrate(
+    df: pd.DataFrame, *, x: str = "bitrate_kbps_wire", y: str = "pesq_wb", label: str = "codec",
+    title: str = "Quality per bit on the wire",
+) -> go.Figure:
+    """One labelled marker per codec mode: quality against bits on the wire.
+
+    Labels of points that fall close together (PCMU and PCMA, Opus 24k and 32k) are
+    placed on different sides (:func:`label_positions`).
+    """
+    for c in (x, y, label):
+        if c not in df.columns:
+            raise ParameterError(f"column {c!r} not in results; have {sorted(df.columns)}")
+    d = df[[x, y, label]].dropna()
+    fig = go.Figure(go.Scatter(
+        x=d[x], y=d[y], text=d[label].astype(str), mode="markers+text", marker=dict(size=9),
+        textposition=label_positions(d[x], d[y]), cliponaxis=False, showlegend=False,
+    ))
+    xlabel = "bitrate on the wire incl. IPv4/UDP/RTP (kbit/s)" if x == "bitrate_kbps_wire" else LABELS.get(x, x)
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=LABELS.get(y, y), template="plotly_white")
+    return _annotate(fig, synthetic_note(df))
+
+
+def emodel_vs_pesq(df: pd.DataFrame, *, x: str = "channel.loss_rate", by: str = "variant",
+                   title: str = "E-model prediction vs PESQ") -> go.Figure:
+    """Measured PESQ-NB (solid, with 95 % Student-t intervals) next to the E-model's MOS-CQE
+    (dashed), per group, against a loss-like parameter.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Sweep results with ``pesq_nb``, ``mos_cqe``, ``x`` and ``by`` columns.
+    x : str
+        The swept column; loss rates (0..1) are drawn in percent.
+    by : str
+        One pair of lines per value of this column.
+    title : str
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+    """
+    for c in (x, by, "pesq_nb", "mos_cqe"):
+        if c not in df.columns:
+            raise ParameterError(f"column {c!r} not in results; have {sorted(df.columns)}")
+    scale = 100.0 if "loss" in x else 1.0
+    fig = go.Figure()
+    for k, (label, part) in enumerate(df.groupby(by, sort=False)):
+        color = _PALETTE[k % len(_PALETTE)]
+        s = _summary(part, x, "pesq_nb", [])
+        e = part.groupby(x)["mos_cqe"].mean().reset_index()
+        fig.add_trace(go.Scatter(x=s[x] * scale, y=s["mean"], name=f"{label}: PESQ-NB", mode="lines+markers",
+                                 line=dict(color=color), legendgroup=str(label),
+                                 error_y=dict(type="data", array=s["ci95"], visible=bool((s["count"] > 1).any()))))
+        fig.add_trace(go.Scatter(x=e[x] * scale, y=e["mos_cqe"], name=f"{label}: E-model", mode="lines",
+                                 line=dict(color=color, dash="dash"), legendgroup=str(label)))
+    fig.update_layout(title=title, xaxis_title=LABELS.get(x, x) + (" (%)" if scale == 100.0 else ""),
+                      yaxis_title="MOS", template="plotly_white")
+    return _annotate(fig, synthetic_note(df))
+
+
+_PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2")

@@ -50,6 +50,8 @@ __all__ = [
     "key_packets",
     "packet_path_figure",
     "step_through",
+    "step_storyboard",
+    "kernel_presets_table",
     "traced_call",
     "matrix_frame",
     "matrix_heatmap",
@@ -180,6 +182,71 @@ def nat_presets_table(presets: Sequence[str] = PRESET_NAMES, *, seed: int = 0) -
 # ---------------------------------------------------------------------------------------
 # Topology
 # ---------------------------------------------------------------------------------------
+
+
+def kernel_presets_table(presets: Sequence[str] | None = None) -> pd.DataFrame:
+    """Probe the Linux kernel's NATs as :func:`nat_presets_table` probes the model, side by side.
+
+    For each preset the kernel can express (:data:`voicelab.net.netns.KERNEL_PRESETS`):
+    build a host behind the NAT and two outside hosts A and B from network namespaces
+    and iptables; the host sends from port 5000 to A and to B; did both see the same
+    public address (endpoint-independent mapping)? Then B sends to the address A saw:
+    does it reach the host (the ICE question)? The model's answers to the same two
+    questions sit next to the kernel's, and ``agree`` says whether both match.
+
+    Parameters
+    ----------
+    presets : sequence of str, optional
+        Default: all of ``KERNEL_PRESETS``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``preset``, ``kernel_seen_by_A``, ``kernel_same_mapping``,
+        ``kernel_B_reaches_A_address``, the model's ``same_mapping_for_A_and_B`` and
+        ``B_reaches_A_address``, and ``agree``.
+
+    Raises
+    ------
+    ToolUnavailableError
+        When network namespaces cannot be used here (needs Linux, root, ``ip`` from
+        Debian package ``iproute2`` and ``iptables``); the reason says which.
+    ParameterError
+        A preset the kernel cannot express.
+    """
+    from ..errors import ToolUnavailableError
+    from ..net.netns import KERNEL_PRESETS, NetnsNetwork, netns_unavailable_reason
+
+    presets = list(KERNEL_PRESETS if presets is None else presets)
+    bad = [p for p in presets if p not in KERNEL_PRESETS]
+    if bad:
+        raise ParameterError(f"the kernel cross-check covers {list(KERNEL_PRESETS)}, not {bad}")
+    reason = netns_unavailable_reason()
+    if reason is not None:
+        raise ToolUnavailableError(f"kernel cross-check unavailable: {reason}")
+    rows = []
+    for preset in presets:
+        inside = "192.168.1.10" if preset != "open" else "198.51.100.70"
+        subnet = "192.168.1.0/24" if preset != "open" else "198.51.100.64/26"
+        topo = {"routers": {"nat": {"nat": preset, "subnet": subnet, "wan_address": "198.51.100.10"}},
+                "hosts": {"host": {"address": inside, "router": "nat"}, "A": {"address": "203.0.113.10"},
+                          "B": {"address": "203.0.113.11"}}}
+        with NetnsNetwork(topo) as knet:
+            host, a, b = knet.udp_probe("host", 5000), knet.udp_probe("A", 3478), knet.udp_probe("B", 3478)
+            host.send(a.local, b"probe")
+            host.send(b.local, b"probe")
+            seen_a, seen_b = a.recv(timeout=2.0), b.recv(timeout=2.0)
+            if seen_a is None or seen_b is None:
+                raise ToolUnavailableError(f"kernel cross-check: the {preset} NAT let no probe out")
+            b.send(seen_a.src, b"in")  # B answers at the address A saw
+            rows.append({"preset": preset, "kernel_seen_by_A": f"{seen_a.src[0]}:{seen_a.src[1]}",
+                         "kernel_same_mapping": seen_a.src == seen_b.src,
+                         "kernel_B_reaches_A_address": host.recv(timeout=1.0) is not None})
+    kernel = pd.DataFrame(rows).merge(
+        nat_presets_table(presets)[["preset", "same_mapping_for_A_and_B", "B_reaches_A_address"]], on="preset")
+    kernel["agree"] = ((kernel["kernel_same_mapping"] == kernel["same_mapping_for_A_and_B"])
+                       & (kernel["kernel_B_reaches_A_address"] == kernel["B_reaches_A_address"]))
+    return kernel
 
 
 def _check_net(net: Any) -> VirtualNetwork:
@@ -679,6 +746,73 @@ def packet_path_figure(net: VirtualNetwork, packet: int, *, trace: Any = None, s
     return fig
 
 
+def step_storyboard(net: VirtualNetwork, packets: Iterable[int] | None = None, *, trace: Any = None,
+                    start: float | None = None, title: str | None = None, cols: int = 3) -> go.Figure:
+    """Every packet of a :func:`step_through`, each on its own small topology: a static figure.
+
+    The step-through needs a slider (JavaScript); its static export would show only its
+    first step. This storyboard draws each packet's whole path at once (green:
+    delivered, red: dropped, an ``x`` where it was dropped), in the order of
+    ``packets``, so a PNG/SVG or a page without JavaScript shows every step.
+
+    Parameters
+    ----------
+    net : VirtualNetwork
+    packets : iterable of int, optional
+        Packet ids (default: :func:`key_packets`).
+    trace : list of TraceRecord, optional
+    start : float, optional
+        Time zero in seconds.
+    title : str, optional
+    cols : int
+        Panels per row.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One panel per packet.
+    """
+    from plotly.subplots import make_subplots
+
+    net = _check_net(net)
+    steps = packet_steps(net if trace is None else trace, packets, start=start)
+    if steps.empty:
+        raise ParameterError("no packet steps to show")
+    if isinstance(cols, bool) or not isinstance(cols, int) or cols < 1:
+        raise ParameterError(f"cols must be an integer >= 1, got {cols!r}")
+    order = list(dict.fromkeys(steps["packet"]))
+    cols = min(cols, len(order))
+    rows = -(-len(order) // cols)
+    pos, edges = _layout(net)
+    titles = []
+    for pid in order:
+        part = steps[steps["packet"] == pid]
+        fate = "dropped" if part["dropped"].any() else "delivered"
+        titles.append(f"{part['t_ms'].iloc[0]:.0f} ms: {part['what'].iloc[0]} ({fate})"[:60])
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.02, vertical_spacing=0.08)
+    xs = [p[0] for p in pos.values()]
+    ys = [p[1] for p in pos.values()]
+    for k, pid in enumerate(order):
+        r, c = k // cols + 1, k % cols + 1
+        part = steps[steps["packet"] == pid]
+        bad = bool(part["dropped"].any())
+        color = "#d62728" if bad else "#2ca02c"
+        for t in _base_traces(net, pos, edges):
+            t.textfont = dict(size=7)
+            fig.add_trace(t, row=r, col=c)
+        segs = [_hop_points(h, a, pos) for h, a in zip(part["hop"], part["action"])]
+        line, marker = _highlight(segs, segs[-1], bad, color)
+        fig.add_trace(go.Scatter(mode="lines", line=dict(color=color, width=5), opacity=0.6, hoverinfo="skip",
+                                 showlegend=False, **line), row=r, col=c)
+        fig.add_trace(go.Scatter(mode="markers", hoverinfo="skip", showlegend=False, **marker), row=r, col=c)
+    fig.update_xaxes(visible=False, range=[min(xs) - 0.7, max(xs) + 0.9])
+    fig.update_yaxes(visible=False, range=[min(ys) - 0.8, max(ys) + 0.4])
+    fig.update_annotations(font_size=10)
+    fig.update_layout(title=title or "Packet by packet (every packet's whole path)", template=_TEMPLATE,
+                      height=260 * rows + 80, width=1100, margin=dict(l=10, r=10, t=70, b=10), showlegend=False)
+    return fig
+
+
 def step_through(net: VirtualNetwork, packets: Iterable[int] | None = None, *, trace: Any = None,
                  start: float | None = None, title: str | None = None) -> go.Figure:
     """Step through packets hop by hop on the topology, with a slider and a play button.
@@ -1060,11 +1194,15 @@ def relay_cost(results: Any, *, seconds: float | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+_DIRECT, _RELAYED = "#1f77b4", "#ff7f0e"
+
+
 def relay_cost_figure(results: Any, *, seconds: float | None = None, title: str | None = None) -> go.Figure:
     """Bars of what each path costs: setup time, one-way delay added by the path, relay
     traffic, and the measured mouth-to-ear delay when the results carry it.
 
-    Relayed paths (TURN ``relay``, SIP ``media-relay``) in orange, direct ones in blue.
+    Relayed paths (TURN ``relay``, SIP ``media-relay``) in orange, direct ones in blue
+    (the legend says so). Calls without a mouth-to-ear measurement show "not measured".
 
     Parameters
     ----------
@@ -1086,13 +1224,19 @@ def relay_cost_figure(results: Any, *, seconds: float | None = None, title: str 
     if m2e and df[m2e].notna().any().any():
         panels.append(("m2e", "mouth-to-ear (ms)"))
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[1] for p in panels], horizontal_spacing=0.07)
-    colors = ["#ff7f0e" if r else "#1f77b4" for r in df["relayed"]]
+    colors = [_RELAYED if r else _DIRECT for r in df["relayed"]]
+    # the colour legend: two empty traces, one per path kind
+    for color, name in ((_DIRECT, "direct path (host, srflx, prflx)"), (_RELAYED, "relayed path (TURN relay, SIP media relay)")):
+        fig.add_trace(go.Bar(x=[None], y=[None], marker_color=color, name=name, showlegend=True), row=1, col=1)
     for i, (col, _) in enumerate(panels, start=1):
         if col == "m2e":
             for name, dash in zip(m2e, ("", "/")):
-                fig.add_trace(go.Bar(x=df["label"], y=df[name], marker_color=colors, marker_pattern_shape=dash,
-                                     name=name.split(".")[-1].replace("_", " "), showlegend=True,
-                                     text=[f"{v:.0f}" if pd.notna(v) else "" for v in df[name]], textposition="outside"),
+                vals = df[name]
+                fig.add_trace(go.Bar(x=df["label"], y=vals.fillna(0.0), marker_color=colors, marker_pattern_shape=dash,
+                                     name="mouth-to-ear, " + name.split(".")[-1].replace("_", " ")
+                                     + (" (hatched)" if dash else " (plain)"), showlegend=True,
+                                     text=[f"{v:.0f}" if pd.notna(v) else "not measured" for v in vals],
+                                     textposition="outside", textangle=-90 if vals.isna().any() else None),
                               row=1, col=i)
             continue
         vals = df[col]
@@ -1102,4 +1246,8 @@ def relay_cost_figure(results: Any, *, seconds: float | None = None, title: str 
     fig.update_layout(title=title or "What traversal costs: setup, path delay and relay traffic",
                       template=_TEMPLATE, barmode="group", height=480, width=max(900, 260 * len(panels)),
                       legend=dict(orientation="h", y=-0.45))
+    if m2e and df[m2e].isna().any().any():
+        fig.add_annotation(text="not measured: calls run without audio analysis (the matrix's WebRTC cells)",
+                           xref="paper", yref="paper", x=1, y=-0.62, xanchor="right", showarrow=False,
+                           font=dict(size=10))
     return fig

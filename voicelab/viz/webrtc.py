@@ -239,6 +239,7 @@ def getstats_figure(results: Any, *, title: str | None = None) -> go.Figure:
     synthetic = any(bool(r.get("synthetic_speech", False)) for r in calls.values())
     if series:
         fig = make_subplots(rows=3, cols=1, shared_xaxes=True, subplot_titles=[m[1] for m in metrics])
+        colors: dict[str, str] = {}  # one colour per legend entry, the same in all three panels
         for label, r in series:
             s = pd.DataFrame(list(r["getstats_series"]))
             for col in ("t_ms", "peer"):
@@ -252,10 +253,13 @@ def getstats_figure(results: Any, *, title: str | None = None) -> go.Figure:
                     part = part.assign(loss_pct=100.0 * part["packets_lost"].clip(lower=0) / tot)
                 for i, (col, _) in enumerate(metrics, start=1):
                     if col in part:
+                        color = colors.setdefault(name, _color(len(colors)))
                         fig.add_trace(go.Scatter(x=part["t_ms"] / 1000.0, y=part[col], mode="lines+markers", name=name,
-                                                 legendgroup=name, showlegend=i == 1), row=i, col=1)
+                                                 legendgroup=name, showlegend=i == 1, line=dict(color=color),
+                                                 marker=dict(color=color)), row=i, col=1)
         fig.update_xaxes(title_text="time since the offer (s)", row=3, col=1)
-        fig.update_layout(title=title or "getStats() during the call", template="plotly_white", height=640)
+        fig.update_layout(title=title or "getStats() during the call", template="plotly_white", height=640,
+                          legend=dict(title_text="all three panels", orientation="h", y=-0.12))
         return _annotated(fig, synthetic)
     rows = []
     for label, r in calls.items():
@@ -274,7 +278,7 @@ def getstats_figure(results: Any, *, title: str | None = None) -> go.Figure:
                                  text=[("" if pd.isna(v) else f"{v:.1f}") for v in part[col]], textposition="outside"),
                           row=1, col=i)
     fig.update_layout(title=title or "getStats() at the end of the call, per receiving direction", barmode="group",
-                      template="plotly_white", legend=dict(orientation="h", y=-0.25))
+                      template="plotly_white", legend=dict(title_text="all three panels", orientation="h", y=-0.25))
     return _annotated(fig, synthetic)
 
 
@@ -386,6 +390,15 @@ def transport_comparison(
                 text=[("" if pd.isna(v) else (f"{v:.0f}" if m.endswith("_ms") else f"{v:.2f}")) for v in vals],
                 textposition="outside",
             ), row=1, col=i)
+    calls = None
+    if "direction" in df.columns:  # one row per call and direction
+        calls = int(df.groupby(["transport", "condition"]).size().max() // max(1, df["direction"].nunique()))
     fig.update_layout(title=title or "The same call over SIP, WebRTC and WebSocket", barmode="group",
-                      template="plotly_white", legend_title_text="transport")
+                      template="plotly_white", legend_title_text="transport", margin=dict(b=110))
+    fig.add_annotation(
+        text=("bar: mean of the two directions (caller to agent, agent to caller); whiskers: the two directions' "
+              f"min and max{'' if calls is None else f'; {calls} call(s) per bar'}"),
+        xref="paper", yref="paper", x=0, y=-0.2, showarrow=False, xanchor="left", yanchor="top",
+        font=dict(size=11),
+    )
     return _annotated(fig, df)

@@ -9,6 +9,11 @@ Headless runs (CI executes every chapter with ``VOICELAB_NO_WIDGETS=1``) call th
 function once with its default arguments and create no widget at all: widget comm
 messages can stall a headless notebook client (jupyter/nbclient#312), and nobody is
 there to move a slider anyway.
+
+In a live JupyterLab the controls appear exactly once: the box is displayed by
+:func:`interact` and also returned (so code can read ``box.kwargs`` or ``box.result``);
+when the call ends a cell, IPython does not draw the returned box a second time.
+``tests/test_lab_browser.py`` checks this in a real JupyterLab driven by Chromium.
 """
 
 from __future__ import annotations
@@ -75,12 +80,42 @@ def interact(fn: Callable[..., Any], **controls: Any) -> Any:
     guarded = _guarded(fn)
     if headless():
         return guarded()
-    import ipywidgets
     from IPython.display import display
 
-    box = ipywidgets.interactive(guarded, **controls)
+    box = _interactive_class()(guarded, **controls)
     for child in box.children:
         if hasattr(child, "continuous_update"):
             child.continuous_update = False
     display(box)
+    box._voicelab_shown = True  # (already set when a kernel displayed it via _ipython_display_)
     return box
+
+
+_INTERACTIVE: type | None = None
+
+
+def _interactive_class() -> type:
+    """:class:`ipywidgets.interactive` that IPython displays at most once.
+
+    ``interact(...)`` both displays the box and returns it; as the last line of a cell
+    the returned box would be drawn again as the cell's result (two copies of every
+    control and of the output). IPython calls ``_ipython_display_`` instead of the
+    widget's mime bundle, so the second display is a no-op.
+    """
+    global _INTERACTIVE
+    if _INTERACTIVE is None:
+        import ipywidgets
+
+        class Interactive(ipywidgets.interactive):
+            _voicelab_shown = False
+
+            def _ipython_display_(self, **kwargs: Any) -> None:
+                if self._voicelab_shown:
+                    return
+                self._voicelab_shown = True
+                from IPython.display import display
+
+                display(self._repr_mimebundle_(**kwargs), raw=True)
+
+        _INTERACTIVE = Interactive
+    return _INTERACTIVE

@@ -690,7 +690,10 @@ class WebRtcFront:
         params = self.codec_params.get(codec, {})
         facts = codecs.get(codec, **params)
         sdp, dropped = filter_candidates(offer_sdp, self.iface)
-        track, sink = self._track_for(facts)
+        if self.agent.mode == "bridge":  # a gateway: the other leg is set up before we answer
+            track, sink = await self.agent.open_leg(session.id, facts)
+        else:
+            track, sink = self._track_for(facts)
         pc = make_peer_connection(self._peer_iface, ice_servers=self.ice_servers, codec=codec, codec_params=params,
                                   jitter_buffer=self.agent.jitter_buffer, forward_to_track=False, sink=sink)
         self.peers_created += 1
@@ -714,6 +717,8 @@ class WebRtcFront:
             self.calls.pop(session.id, None)
             track.stop()
             await asyncio.shield(pc.close())
+            if self.agent.mode == "bridge":
+                await asyncio.shield(self.agent.close_leg(session.id))
             raise
         session.on_candidate = lambda s, c: self._on_candidate(call, c)
         session.on_bye = lambda s: self._finish(call, s.end_reason)
@@ -773,6 +778,8 @@ class WebRtcFront:
             self.errors.append(f"session {call.id}: getStats failed: {type(exc).__name__}: {exc}"[:300])
         call.track.stop()
         await call.pc.close()
+        if self.agent.mode == "bridge":  # a gateway: hang up the other leg too
+            await self.agent.close_leg(call.id)
         self._keep(call)
         self.calls_ended += 1
         self._notify()
@@ -888,7 +895,7 @@ async def serve_webrtc(
     ...     print("open", front.url)
     """
     from .. import codecs
-    from ..sim.scenario import parse_jitter_buffer
+    from ..rtp.jitterbuffer import parse_jitter_buffer
 
     if getattr(agent, "iface", None) is None or getattr(agent, "ua", None) is None:
         raise ParameterError("start the agent first ('async with Agent(...) as agent' or 'await agent.start()'), "

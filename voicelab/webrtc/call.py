@@ -40,10 +40,14 @@ from ..realtime import realtime
 from .media import AudioSink, SourceTrack, record_track
 from .peer import MODES, WEBRTC_CODECS, make_peer_connection, prefer_codec, selected_pair, stats_summary
 
-__all__ = ["webrtc_call", "AIORTC_OPUS_BITRATE"]
+__all__ = ["webrtc_call", "AIORTC_OPUS_BITRATE", "AIORTC_JB_CAPACITY", "AIORTC_JB_PREFETCH"]
 
 #: What aiortc's own Opus encoder uses, whatever is asked (``aiortc/codecs/opus.py``).
 AIORTC_OPUS_BITRATE = 96000
+#: aiortc's audio jitter buffer: 16 packets, and it holds 4 before it hands out the first
+#: (``aiortc/rtcrtpreceiver.py``: ``JitterBuffer(capacity=16, prefetch=4)``).
+AIORTC_JB_CAPACITY = 16
+AIORTC_JB_PREFETCH = 4
 
 
 def _host_candidate(pc: Any) -> tuple[str, int]:
@@ -234,10 +238,10 @@ async def webrtc_call(
     nominal_bitrate = AIORTC_OPUS_BITRATE if (codec == "opus" and mode == "aiortc-defaults") else int(facts.bitrate)
     rate = int(facts.sample_rate)
 
-    from ..calls import _direction_metrics
-    from ..sim import Scenario, load_speech
+    from ..metrics.direction import direction_metrics as _direction_metrics
+    from ..audio import load_speech
 
-    sp = load_speech(Scenario(speech=speech, input=input, max_speech_s=seconds, codec=codec))
+    sp = load_speech(speech=speech, input=input, max_speech_s=seconds, codec=codec)
     x = np.asarray(sp.samples, dtype=np.float64)
     if sp.sample_rate != 16000:
         x = audio.resample(x, sp.sample_rate, 16000)
@@ -365,7 +369,7 @@ async def webrtc_call(
         "payload_type": negotiated[0].payloadType if negotiated else None,
         "bitrate": nominal_bitrate,
         "codec_params": params,
-        "jitter_buffer": jitter_buffer if lab else "aiortc:capacity=16,prefetch=4",
+        "jitter_buffer": jitter_buffer if lab else f"aiortc:capacity={AIORTC_JB_CAPACITY},prefetch={AIORTC_JB_PREFETCH}",
         "setup_ms": (caller.event_time("connection:connected") - t_offer) * 1000.0,
         "agent_setup_ms": (agent.event_time("connection:connected") - t_offer) * 1000.0,
         "ice_gathering_ms": _span(caller, "gather:gathering", "gather:completed"),

@@ -506,8 +506,16 @@ class LabEncoder(_AiortcEncoder):
         return [payload], ts
 
     def pack(self, packet: Any) -> tuple[list[bytes], int]:
-        """Pre-encoded packets are not supported (the lab encodes itself)."""
-        raise CodecError("LabEncoder encodes audio frames; pre-encoded packets are not supported")
+        """A pre-encoded payload (``av.Packet`` of this codec, ``pts`` in RTP clock units), sent as it is.
+
+        What a pass-through bridge's track returns (:mod:`voicelab.gateway`): aiortc calls
+        ``pack`` instead of ``encode`` for packets.
+        """
+        payload = bytes(packet)
+        if not payload:
+            return [], None  # type: ignore[return-value]
+        self.frames_encoded += 1
+        return [payload], int(packet.pts or 0)
 
 
 def _lab_codec_name(aiortc_codec: Any) -> str:
@@ -585,7 +593,7 @@ class LabPlayout:
 
     def __init__(self, codec: Any, *, jitter_buffer: str = "fixed:60", plc: bool = True, fec: bool = False,
                  sink: Any = None, track: Any = None, track_queue_max: int = 50) -> None:
-        from ..sim.scenario import parse_jitter_buffer
+        from ..rtp.jitterbuffer import parse_jitter_buffer
         from .media import AudioSink
 
         self.rx = codec
@@ -628,6 +636,9 @@ class LabPlayout:
         if self.first_arrival is None:
             self.first_arrival = now
         self.arrivals.append((now, int(packet.timestamp)))
+        tap = getattr(self.sink, "on_packet", None)  # a pass-through bridge forwards the payload as it is
+        if tap is not None:
+            tap(bytes(packet.payload), now, bool(packet.marker))
         p = RtpPacket(marker=bool(packet.marker), payload_type=packet.payload_type, sequence_number=packet.sequence_number,
                       timestamp=packet.timestamp, ssrc=packet.ssrc, payload=bytes(packet.payload))
         self.jb.push(p, now)
@@ -697,7 +708,7 @@ def _check_private(obj: Any, name: str) -> None:
     if not hasattr(obj, name):
         raise VoicelabError(
             f"aiortc {type(obj).__mro__[1].__name__} has no attribute {name}: this aiortc version changed the seam "
-            "voicelab.webrtc.peer plugs into; check AIORTC-SEAMS.md against its source"
+            "voicelab.webrtc.peer plugs into (docs/webrtc.md, \"The seams used\"); install the aiortc version pyproject.toml pins"
         )
 
 
@@ -956,7 +967,7 @@ def make_peer_connection(
         media = MediaConfig(codec=codec, codec_params=dict(codec_params or {}), jitter_buffer=jitter_buffer,
                             plc=bool(plc), fec=bool(fec), forward_to_track=bool(forward_to_track), sink=sink)
         media.make_codec(codec)  # fail now on bad codec parameters, not inside aiortc's RTP task
-        from ..sim.scenario import parse_jitter_buffer
+        from ..rtp.jitterbuffer import parse_jitter_buffer
 
         parse_jitter_buffer(jitter_buffer)
     return LabPeerConnection(iface, config, media=media)

@@ -78,7 +78,7 @@ class _Media:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, jitter_buffer: str, masked: bool) -> None:
-        from ..sim.scenario import parse_jitter_buffer
+        from ..rtp.jitterbuffer import parse_jitter_buffer
 
         self.loop = loop
         self.tx = codecs.get("pcmu", frame_ms=P.FRAME_MS)
@@ -454,7 +454,7 @@ class MediaStreamServer:
         max_message_bytes: int = P.MAX_MESSAGE_BYTES,
         pipeline: Any = None,
     ) -> None:
-        from ..sim.scenario import parse_jitter_buffer
+        from ..rtp.jitterbuffer import parse_jitter_buffer
 
         if mode not in ("play", "echo", "pipeline"):
             raise ParameterError(f"mode must be 'play', 'echo' or 'pipeline', got {mode!r}")
@@ -483,9 +483,9 @@ class MediaStreamServer:
         from aiohttp import web
 
         if self.mode == "play" and self._samples is None:
-            from ..sim import Scenario, load_speech
+            from ..audio import load_speech
 
-            sp = load_speech(Scenario(speech=self.speech, max_speech_s=30.0))
+            sp = load_speech(speech=self.speech, max_speech_s=30.0)
             self._samples, self._sample_rate = np.asarray(sp.samples, dtype=np.float64), int(sp.sample_rate)
         self._started = asyncio.Queue()
         app = web.Application()
@@ -735,7 +735,8 @@ async def ws_call(
     quality : bool
         Compute PESQ.
     tcp_options : dict, optional
-        Passed to the relay (``rto_min_ms``, ...).
+        Passed to the relay (``recovery="linux"`` (default) or ``"rto"``,
+        ``rto_min_ms``, ...: see :class:`voicelab.net.tcprelay.TcpImpairment`).
 
     Returns
     -------
@@ -750,14 +751,17 @@ async def ws_call(
         ``bitrate_kbps_wire``, ``pacing_error_p99_ms``, ``r_factor``, ``mos_cqe``; plus
         ``transit_delay_ms_median`` / ``_p99`` / ``_max`` (per-frame one-way transit:
         the latency spikes of a lossy TCP path), ``late_frames``, and through the relay
-        ``retransmissions`` and ``head_of_line_blocked``. ``agent_to_caller.mark_echo_ms``
+        ``retransmissions``, ``fast_retransmits``, ``tail_loss_probes``, ``timeouts`` and
+        ``head_of_line_blocked``, ``tcp_model_delay_ms_max`` (the relay model's largest
+        segment delay, free of this machine's scheduling); ``tcp_recovery`` (None without ``net``) says which
+        loss-recovery model the relay ran. ``agent_to_caller.mark_echo_ms``
         is how long the agent waited for the platform to confirm its last audio played.
     """
-    from ..calls import _direction_metrics
+    from ..metrics.direction import direction_metrics as _direction_metrics
     from ..net import ChannelConfig
     from ..net.iface import LoopbackInterface
     from ..net.tcprelay import TcpRelay
-    from ..sim import Scenario, load_speech
+    from ..audio import load_speech
 
     if not 1.0 <= float(seconds) <= 60.0:
         raise ParameterError(f"seconds {seconds:g} is outside 1..60")
@@ -765,7 +769,7 @@ async def ws_call(
         raise ParameterError(f"net must be a voicelab.net.ChannelConfig or None, got {type(net).__name__}")
     loop = asyncio.get_running_loop()
     iface = LoopbackInterface(loop)
-    sp = load_speech(Scenario(speech=speech, input=input, max_speech_s=float(seconds), codec="pcmu"))
+    sp = load_speech(speech=speech, input=input, max_speech_s=float(seconds), codec="pcmu")
     x = np.asarray(sp.samples, dtype=np.float64)
     if sp.sample_rate != 16000:
         x = audio.resample(x, sp.sample_rate, 16000)
@@ -811,6 +815,7 @@ async def ws_call(
         "speech_source": sp.source,
         "synthetic_speech": bool(sp.synthetic),
         "seconds": dur,
+        "tcp_recovery": None if relay is None else relay.tcp_options.get("recovery", "linux"),
     }
     cm = client.media
     for name, s, r, rel in (("caller_to_agent", cm, session.media, "up"), ("agent_to_caller", session.media, cm, "down")):
@@ -831,6 +836,10 @@ async def ws_call(
         if relay is not None:
             st = getattr(relay, rel)
             d["retransmissions"] = st.retransmissions
+            d["fast_retransmits"] = st.fast_retransmits
+            d["tail_loss_probes"] = st.tail_loss_probes
+            d["timeouts"] = st.timeouts
+            d["tcp_model_delay_ms_max"] = max(st.transit_s, default=0.0) * 1000.0
             d["head_of_line_blocked"] = st.head_of_line_blocked
         if d.get("mouth_to_ear_ms") is not None:
             try:

@@ -12,7 +12,10 @@
 //   events    [{t, kind, detail}] log entries
 //   done      true once the call has ended
 //   params    the options read from the URL
+//   calls     one entry per finished call: {state, error, timeline, stats}
 //   start(), hangup(reason)
+// After a call ends (closed or failed) the Call button places a new call: the page's
+// per-call state (timeline, stats, error, done) starts again from scratch.
 (function () {
   "use strict";
 
@@ -38,6 +41,7 @@
     events: [],
     done: false,
     params: {},
+    calls: [],
     start: start,
     hangup: hangup,
   };
@@ -50,6 +54,7 @@
   let statsTimer = null;
   let hangupTimer = null;
   let ended = false;
+  let callNo = 0; // handlers of an earlier call's socket and peer connection check it
 
   function mark(name) {
     if (!(name in vl.timeline)) vl.timeline[name] = performance.now();
@@ -244,8 +249,28 @@
   }
 
   // -- the call ----------------------------------------------------------------------
+  function resetCall() {
+    ended = false;
+    pc = null;
+    ws = null;
+    localStream = null;
+    statsTimer = null;
+    hangupTimer = null;
+    vl.stats = null;
+    vl.history = [];
+    vl.error = null;
+    vl.done = false;
+    vl.timeline = { page: vl.timeline.page };
+    const el = $("error");
+    if (el) el.textContent = "";
+    renderStats({});
+  }
+
   async function start() {
-    if (vl.state !== "idle") return;
+    if (vl.state !== "idle" && vl.state !== "closed" && vl.state !== "failed") return;
+    if (vl.state !== "idle") resetCall();
+    const me = ++callNo;
+    const current = () => me === callNo && !ended;
     $("call").disabled = true;
     $("hangup").disabled = false;
     try {
@@ -262,7 +287,7 @@
       mark("token");
 
       setState("media");
-      localStream = await navigator.mediaDevices.getUserMedia({
+      const stream = await navigator.mediaDevices.getUserMedia({
         audio: {
           echoCancellation: p.echoCancellation,
           noiseSuppression: p.noiseSuppression,
@@ -270,14 +295,19 @@
         },
         video: false,
       });
+      if (!current()) {
+        stream.getTracks().forEach((t) => t.stop()); // hung up while the microphone opened
+        return;
+      }
+      localStream = stream;
       mark("media");
-      if (ended) return;
 
       pc = new RTCPeerConnection({
         iceServers: p.iceServers,
         iceTransportPolicy: p.relayOnly ? "relay" : "all",
       });
       pc.addEventListener("track", (ev) => {
+        if (!current()) return;
         const audio = $("remote");
         audio.srcObject = ev.streams && ev.streams[0] ? ev.streams[0] : new MediaStream([ev.track]);
         const played = audio.play();
@@ -289,6 +319,7 @@
         if (pc.iceConnectionState === "connected" || pc.iceConnectionState === "completed") mark("ice_connected");
       });
       pc.addEventListener("connectionstatechange", () => {
+        if (!current()) return;
         const s = pc.connectionState;
         logEvent("connection", s);
         if (s === "connected") {
@@ -307,11 +338,18 @@
       });
       for (const track of localStream.getAudioTracks()) pc.addTrack(track, localStream);
 
-      ws = await openSocket(tok.token);
-      ws.onmessage = onMessage;
+      const sock = await openSocket(tok.token);
+      if (!current()) {
+        sock.close(1000, "bye");
+        return;
+      }
+      ws = sock;
+      ws.onmessage = (ev) => {
+        if (current()) onMessage(ev);
+      };
       ws.onclose = (ev) => {
         logEvent("ws_closed", { code: ev.code, reason: ev.reason });
-        if (!ended) {
+        if (current()) {
           if (vl.state === "connected" || ev.code === 1000) hangup("signaling closed " + ev.code);
           else fail("signaling closed with code " + ev.code + (ev.reason ? " (" + ev.reason + ")" : ""));
         }
@@ -325,13 +363,13 @@
         mark("gathered");
         if (!complete) logEvent("gathering_timeout", p.gatherTimeoutMs);
       }
-      if (ended) return;
+      if (!current()) return;
       setState("signaling");
       send({ type: "offer", sdp: pc.localDescription.sdp });
       mark("offer_sent");
       statsTimer = setInterval(pollStats, p.statsIntervalMs);
     } catch (e) {
-      fail(e && e.message ? e.message : String(e));
+      if (me === callNo) fail(e && e.message ? e.message : String(e));
     }
   }
 
@@ -341,6 +379,9 @@
     logEvent("hangup", reason || "user");
     if (statsTimer !== null) clearInterval(statsTimer);
     if (hangupTimer !== null) clearTimeout(hangupTimer);
+    statsTimer = null;
+    hangupTimer = null;
+    $("hangup").disabled = true;
     const finish = () => {
       send({ type: "bye" });
       if (ws) ws.close(1000, "bye");
@@ -348,8 +389,9 @@
       if (localStream) localStream.getTracks().forEach((t) => t.stop());
       mark("closed");
       setState(finalState || "closed");
+      vl.calls.push({ state: vl.state, error: vl.error, timeline: Object.assign({}, vl.timeline), stats: vl.stats });
       vl.done = true;
-      $("call").disabled = true;
+      $("call").disabled = false; // ready for the next call
       $("hangup").disabled = true;
     };
     // Take one last stats snapshot so the final numbers cover the whole call.

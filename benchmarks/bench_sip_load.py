@@ -1,0 +1,243 @@
+"""SIP load: SIPp ``uac`` at growing call rates against ``voicelab agent serve`` and SIPp ``uas``.
+
+Usage::
+
+    PYTHONPATH=$PWD python benchmarks/bench_sip_load.py                     # the sweep, signalling only
+    python benchmarks/bench_sip_load.py --rates 50,100,200 --duration 10 --hold-ms 1000 --mode echo
+    python benchmarks/bench_sip_load.py --options-rate 150 --options-duration 60 --rates ''
+
+Each step offers ``rate`` calls/s for ``duration`` s with ``benchmarks/sipp/uac_load.xml``
+(SIPp's built-in ``uac`` call that also acknowledges a 503/486) to a fresh agent process
+(``voicelab agent serve --mode signalling`` by default: answer, no media; the caller hangs
+up after ``--hold-ms``) and, in the same run, to SIPp's own ``uas`` (the anchor). From
+SIPp's per-message counts (``-trace_counts``) it reports, per target and rate:
+
+offered, completed (200 to the INVITE and 200 to the BYE), refused (503 or 486, each
+acknowledged; a 503 without Retry-After fails the call in the scenario), failed (SIPp's
+failed calls: timeouts, unexpected messages), accepted calls whose BYE got no 200,
+retransmissions, goodput (completed calls/s over the offered period) and the target's
+CPU (ms per completed call, % of a core).
+
+The sustained capacity is the highest rate at which < 1 % of the offered calls failed
+and none was refused. ``--options-rate`` adds a steady OPTIONS run (one probe per SIPp
+"call"): median and p99 answer time (SIPp's response time 1, ``-trace_rtt``) and the
+probes never answered.
+
+Needs ``sipp`` (Debian package sip-tester). Runs on loopback; ports are picked free.
+Results: docs/benchmarks.md ("SIP load").
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SIPP_DIR = HERE / "sipp"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time (s) of a live process, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+class Target:
+    """A SIP server process to load: our agent or SIPp uas."""
+
+    def __init__(self, kind: str, port: int, *, mode: str, max_rate: float | None, max_lag_ms: float,
+                 overload: bool, workdir: Path, options: bool = False) -> None:
+        self.kind, self.port = kind, port
+        if kind == "agent":
+            cmd = [sys.executable, "-m", "voicelab", "agent", "serve", "--sip", f"127.0.0.1:{port}",
+                   "--mode", mode, "--codecs", "pcmu", "--max-calls", "1000000", "--max-lag-ms", str(max_lag_ms)]
+            if max_rate is not None:
+                cmd += ["--max-rate", str(max_rate)]
+            if not overload:
+                cmd += ["--no-overload-control"]
+        else:
+            scenario = ["-sf", str(SIPP_DIR / "uas_options.xml")] if options else ["-sn", "uas"]
+            cmd = ["sipp", *scenario, "-i", "127.0.0.1", "-p", str(port), "-nostdin"]
+        self.proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True)
+        if kind == "agent":
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                line = self.proc.stdout.readline()
+                if not line:
+                    raise SystemExit(f"agent exited: {self.proc.wait()}")
+                if "Ctrl-C stops" in line:
+                    break
+        else:
+            time.sleep(0.5)
+        self.cpu0 = cpu_seconds(self.proc.pid)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid) - self.cpu0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def run_uac(port: int, scenario: str, rate: float, calls: int, *, hold_ms: int, workdir: Path,
+            extra: tuple[str, ...] = ()) -> dict:
+    """Run SIPp uac to completion; its final message counts and statistics."""
+    for f in glob.glob(str(workdir / "*.csv")) + glob.glob(str(workdir / "*.log")):
+        os.unlink(f)
+    cmd = ["sipp", f"127.0.0.1:{port}", "-sf", str(SIPP_DIR / scenario), "-r", f"{rate:g}", "-m", str(calls),
+           "-l", "1000000", "-d", str(hold_ms), "-i", "127.0.0.1", "-p", str(free_udp_port()), "-nostdin",
+           "-recv_timeout", "10000", "-max_invite_retrans", "4", "-max_non_invite_retrans", "4",
+           "-timeout", f"{calls / rate + 60:.0f}s", "-trace_counts", "-trace_stat", "-fd", "3600", *extra]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=calls / rate + 120)
+    elapsed = time.monotonic() - t0
+    counts = _last_row(glob.glob(str(workdir / "*_counts.csv")))
+    stats = _last_row([f for f in glob.glob(str(workdir / "*.csv")) if not f.endswith(("_counts.csv", "_rtt.csv"))])
+    rtts = []
+    for f in glob.glob(str(workdir / "*_rtt.csv")):
+        with open(f) as fh:
+            for row in csv.reader(fh, delimiter=";"):
+                try:
+                    rtts.append(float(row[1]))
+                except (ValueError, IndexError):
+                    pass
+    return {"rc": proc.returncode, "elapsed_s": elapsed, "counts": counts, "stats": stats, "rtts_ms": rtts,
+            "screen": proc.stdout[-3000:]}
+
+
+def _last_row(paths: list[str]) -> dict:
+    if not paths:
+        return {}
+    with open(paths[0]) as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    if len(rows) < 2:
+        return {}
+    return dict(zip(rows[0], rows[-1]))
+
+
+def _n(d: dict, key: str) -> int:
+    try:
+        return int(float(d.get(key, 0) or 0))
+    except ValueError:
+        return 0
+
+
+def summarise_calls(run: dict, rate: float, duration: float, cpu_s: float) -> dict:
+    c, s = run["counts"], run["stats"]
+    offered = _n(c, "0_INVITE_Sent")
+    accepted = _n(c, "6_200_Recv")
+    completed = _n(c, "10_200_Recv")
+    refused503, refused486 = _n(c, "4_503_Recv"), _n(c, "5_486_Recv")
+    failed = _n(s, "FailedCall(C)")
+    retrans = sum(_n(c, k) for k in c if k.endswith("_Retrans"))
+    return {
+        "rate": rate, "offered": offered, "completed": completed, "refused_503": refused503, "refused_486": refused486,
+        "failed": failed, "failed_pct": 100.0 * failed / offered if offered else None,
+        "bye_lost": accepted - completed, "retransmissions": retrans,
+        "goodput_cps": completed / duration, "cpu_s": cpu_s,
+        "cpu_ms_per_call": 1000.0 * cpu_s / completed if completed else None,
+        "cpu_pct_core": 100.0 * cpu_s / run["elapsed_s"], "sipp_rc": run["rc"],
+    }
+
+
+def percentile(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    k = min(len(xs) - 1, max(0, int(round(q / 100.0 * (len(xs) - 1)))))
+    return xs[k]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rates", default="50,100,200,400,800,1600", help="calls/s, comma-separated ('' for none)")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds offered per rate")
+    ap.add_argument("--hold-ms", type=int, default=0, help="call length before SIPp's BYE (ms)")
+    ap.add_argument("--mode", default="signalling", help="agent mode: signalling, echo, play")
+    ap.add_argument("--max-rate", type=float, help="agent --max-rate (overload control)")
+    ap.add_argument("--max-lag-ms", type=float, default=250.0, help="agent --max-lag-ms")
+    ap.add_argument("--no-overload-control", action="store_true")
+    ap.add_argument("--targets", default="uas,agent", help="uas, agent or both")
+    ap.add_argument("--options-rate", type=float, default=0.0, help="OPTIONS/s for the steady OPTIONS run (0: skip)")
+    ap.add_argument("--options-duration", type=float, default=60.0)
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args()
+    if shutil.which("sipp") is None:
+        raise SystemExit("sipp not found: apt-get install sip-tester")
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    results: dict = {"calls": [], "options": [], "args": vars(args), "cpus": os.cpu_count()}
+    with tempfile.TemporaryDirectory(prefix="bench-sip-load-") as tmp:
+        work = Path(tmp)
+        for rate in rates:
+            for kind in targets:
+                port = free_udp_port()
+                tgt = Target(kind, port, mode=args.mode, max_rate=args.max_rate, max_lag_ms=args.max_lag_ms,
+                             overload=not args.no_overload_control, workdir=work)
+                try:
+                    run = run_uac(port, "uac_load.xml", rate, int(rate * args.duration), hold_ms=args.hold_ms, workdir=work)
+                    cpu = tgt.cpu()
+                finally:
+                    tgt.stop()
+                row = {"target": kind, **summarise_calls(run, rate, args.duration, cpu)}
+                results["calls"].append(row)
+                print(json.dumps(row), flush=True)
+        if args.options_rate > 0:
+            for kind in targets:
+                port = free_udp_port()
+                tgt = Target(kind, port, mode=args.mode, max_rate=None, max_lag_ms=args.max_lag_ms,
+                             overload=not args.no_overload_control, workdir=work, options=True)
+                try:
+                    n = int(args.options_rate * args.options_duration)
+                    run = run_uac(port, "options_load.xml", args.options_rate, n, hold_ms=0, workdir=work,
+                                  extra=("-trace_rtt", "-rtt_freq", "1"))
+                    cpu = tgt.cpu()
+                finally:
+                    tgt.stop()
+                sent = _n(run["counts"], "0_OPTIONS_Sent")
+                answered = _n(run["counts"], "1_200_Recv")
+                rtts = run["rtts_ms"]
+                row = {"target": kind, "rate": args.options_rate, "duration_s": args.options_duration, "sent": sent,
+                       "answered": answered, "unanswered": sent - answered,
+                       "median_ms": percentile(rtts, 50), "p99_ms": percentile(rtts, 99), "max_ms": max(rtts) if rtts else None,
+                       "rtt_samples": len(rtts), "cpu_pct_core": 100.0 * cpu / run["elapsed_s"]}
+                results["options"].append(row)
+                print(json.dumps(row), flush=True)
+    agent_rows = [r for r in results["calls"] if r["target"] == "agent"]
+    clean = [r["rate"] for r in agent_rows if r["offered"] and r["failed"] <= 0.01 * r["offered"]
+             and not r["refused_503"] and not r["refused_486"] and r["bye_lost"] <= 0]
+    results["agent_capacity_cps"] = max(clean) if clean else None
+    print(json.dumps({"agent_capacity_cps": results["agent_capacity_cps"]}), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

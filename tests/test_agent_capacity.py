@@ -1,0 +1,110 @@
+"""The agent under SIPp load, briefly: signalling-only mode and overload control.
+
+Real SIPp (Debian package sip-tester) with benchmarks/sipp/uac_load.xml: a 503 must carry
+Retry-After (the scenario fails the call otherwise) and is acknowledged. Counts, not
+speed, are asserted (the rates here are far below capacity).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+from pathlib import Path
+
+import pytest
+
+from voicelab.agent import Agent, parse_mode
+from voicelab.errors import ParameterError
+from voicelab.net.iface import free_port
+from voicelab.sip.overload import OverloadControl
+
+from .conftest import need_tool
+
+SCENARIO = Path(__file__).resolve().parent.parent / "benchmarks" / "sipp" / "uac_load.xml"
+
+
+async def _load(sipp: str, agent: Agent, calls: int, rate: int, cwd: Path) -> tuple[int, dict[str, int]]:
+    host, port = agent.address
+    proc = await asyncio.create_subprocess_exec(
+        sipp, f"{host}:{port}", "-sf", str(SCENARIO), "-m", str(calls), "-r", str(rate), "-l", "10000",
+        "-i", "127.0.0.1", "-p", str(free_port(kind="udp")), "-nostdin", "-timeout", "30s", "-trace_counts",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=str(cwd))
+    try:
+        rc = await asyncio.wait_for(proc.wait(), 60)
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    with open(next(cwd.glob("*_counts.csv"))) as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    counts = {k: int(v) for k, v in zip(rows[0], rows[-1]) if v.isdigit()}
+    for _ in range(50):  # the last BYEs' events reach the agent's task
+        if agent.calls_ended >= counts.get("6_200_Recv", 0):
+            break
+        await asyncio.sleep(0.02)
+    return rc, counts
+
+
+def test_signalling_mode_answers_and_opens_no_media(tmp_path):
+    sipp = need_tool("sipp", "sip-tester")
+
+    async def run():
+        async with Agent(mode="signalling", max_calls=1000, codecs=["pcmu"]) as agent:
+            rc, counts = await _load(sipp, agent, 30, 30, tmp_path)
+            return rc, counts, agent.calls_answered, agent.calls_ended, len(agent.streams), list(agent.errors)
+
+    rc, counts, answered, ended, streams, errors = asyncio.run(run())
+    assert rc == 0 and counts["10_200_Recv"] == 30 and counts.get("4_503_Recv", 0) == 0
+    assert answered == ended == 30 and streams == 0 and errors == []
+
+
+def test_overload_refuses_with_503_retry_after_and_every_accepted_call_gets_its_bye(tmp_path):
+    sipp = need_tool("sipp", "sip-tester")
+
+    async def run():
+        oc = OverloadControl(max_rate=5.0, burst=2, max_lag=None)
+        async with Agent(mode="signalling", max_calls=1000, codecs=["pcmu"], overload=oc) as agent:
+            rc, counts = await _load(sipp, agent, 60, 60, tmp_path)
+            return rc, counts, agent, oc
+
+    rc, counts, agent, oc = asyncio.run(run())
+    refused, accepted, byed = counts.get("4_503_Recv", 0), counts["6_200_Recv"], counts["10_200_Recv"]
+    assert rc == 0, counts  # no failed call: each 503 had Retry-After and was ACKed
+    assert refused > 0 and accepted + refused == 60
+    assert byed == accepted == agent.calls_answered == agent.calls_ended
+    assert agent.calls_shed == refused == oc.counts.get("rate", 0)
+    assert agent.shed_acks == counts["12_ACK_Sent"]  # dropped unparsed
+    assert oc.counts["admitted"] == accepted
+
+
+def test_signalling_mode_parsing():
+    assert parse_mode("signalling") == ("signalling", None)
+    assert parse_mode("signalling:1.5") == ("signalling", "1.5")
+    for bad in ("signalling:x", "signalling:-1"):
+        with pytest.raises(ParameterError, match="signalling"):
+            parse_mode(bad)
+    with pytest.raises(ParameterError, match="OverloadControl"):
+        Agent(overload={"max_rate": 5})
+
+
+def test_signalling_mode_with_hold_time_hangs_up_itself():
+    from voicelab.calls import open_caller
+    from voicelab.net.iface import LoopbackInterface
+    from voicelab.sip.ua import CallEnded, CallEstablished
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        async with Agent(mode="signalling:0.2", codecs=["pcmu"]) as agent:
+            ua, sip = await open_caller(LoopbackInterface(loop), codec="pcmu", seed=5)
+            try:
+                call = ua.invite(agent.uri, now=loop.time(), media_port=free_port(kind="udp"))
+                sip.flush()
+                await sip.wait_for(CallEstablished, timeout=5.0)
+                ended = await sip.wait_for(CallEnded, timeout=5.0)
+            finally:
+                await sip.close()
+            await asyncio.wait_for(agent.ended(1), 5.0)
+            return call, ended, agent.calls_answered, len(agent.streams)
+
+    call, ended, answered, streams = asyncio.run(run())
+    assert ended.call is call and ended.by_remote and answered == 1 and streams == 0

@@ -1,0 +1,241 @@
+"""Overload control: the sans-IO admission policy on a fake clock, and the UA hook.
+
+New out-of-dialog INVITEs beyond what the server can serve get 503 + Retry-After (486 at
+the call limit) before they cost anything; requests within dialogs are never refused.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from voicelab.errors import ParameterError
+from voicelab.sip import parse_message
+from voicelab.sip.overload import OverloadControl, Refusal
+from voicelab.sip.ua import CallEnded, CallFailed, IncomingCall, ReinviteAnswered
+
+from .test_sip_ua import A_ADDR, B_ADDR, Net, auto_answer, make_ua
+
+
+def test_rate_limit_admits_the_rate_and_refuses_the_excess_with_503_retry_after():
+    oc = OverloadControl(max_rate=100.0, burst=10, max_lag=None)
+    admitted = refused = 0
+    # 10x the rate: 1000 INVITEs/s for 5 s, one every millisecond
+    for i in range(5000):
+        r = oc.admit(i * 1e-3)
+        if r is None:
+            admitted += 1
+        else:
+            refused += 1
+            assert (r.status, r.retry_after, r.reason) == (503, 1, "rate")
+            assert r.headers == [("Retry-After", "1")]
+    expected = 10 + 100 * 4.999  # the burst plus the rate over the window
+    assert expected - 2 <= admitted <= expected + 1
+    assert oc.counts == {"admitted": admitted, "rate": refused}
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.floats(0.0, 10.0), min_size=1, max_size=300), st.floats(1.0, 200.0), st.integers(1, 20))
+def test_admissions_never_exceed_burst_plus_rate_times_time(times, rate, burst):
+    oc = OverloadControl(max_rate=rate, burst=burst, max_lag=None)
+    times = sorted(times)
+    admitted = [t for t in times if oc.admit(t) is None]
+    if admitted:
+        span = admitted[-1] - admitted[0]
+        assert len(admitted) <= burst + rate * span + 1e-6
+    # an idle second refills the bucket: the next arrival is admitted
+    assert oc.admit(times[-1] + burst / rate + 1e-9) is None
+
+
+def test_call_limit_gives_486_before_the_other_rules():
+    oc = OverloadControl(max_calls=3, max_rate=1.0, burst=1, max_lag=0.05)
+    oc.observe_lag(1.0, 0.0)
+    r = oc.admit(0.0, active_calls=3)
+    assert (r.status, r.reason) == (486, "calls")
+
+
+def test_lag_refuses_until_it_decays_and_retry_after_grows_with_lag():
+    oc = OverloadControl(max_lag=0.1, lag_halflife=0.5, adaptive=False)
+    assert oc.admit(0.0) is None
+    oc.observe_lag(0.4, 1.0)  # the loop ran 400 ms late: refuse at once
+    r = oc.admit(1.0)
+    assert (r.status, r.reason, r.retry_after) == (503, "lag", 4)
+    oc.observe_lag(0.35, 1.5)  # lower samples decay the estimate, half per half-life
+    assert oc.lag == pytest.approx(0.5 * 0.4 + 0.5 * 0.35)
+    t = 1.5
+    while oc.admit(t) is not None:
+        t += 0.1
+        oc.observe_lag(0.0, t)
+        assert t < 5.0
+    # from 0.375 s to below 0.1 s takes log2(3.75) half-lives
+    assert t - 1.5 == pytest.approx(0.5 * math.log2(0.375 / 0.1), abs=0.1)
+    big = OverloadControl(max_lag=0.01, max_retry_after=8, adaptive=False)
+    big.observe_lag(5.0, 0.0)
+    assert big.admit(0.0).retry_after == 8
+
+
+def test_queue_depth_refuses():
+    oc = OverloadControl(max_queue=50, max_lag=None, adaptive=False)
+    assert oc.admit(0.0, queue_depth=50) is None
+    assert oc.admit(0.0, queue_depth=51).reason == "queue"
+    adaptive = OverloadControl(max_queue=50, max_lag=None)
+    assert adaptive.admit(0.0, queue_depth=51) is None  # over the limit: the rate adapts instead
+    assert adaptive.admit(0.0, queue_depth=201).reason == "queue"  # 4x: emergency refusal
+
+
+@pytest.mark.parametrize("capacity", [50.0, 400.0])
+def test_adaptive_rate_holds_goodput_near_capacity_at_10x_load(capacity):
+    """A simulated server (fake clock) that drains ``capacity`` calls/s; refusing costs 1 %
+    of a call, so 10x load leaves 91 % of the capacity for calls. The admitted rate
+    settles near that and the queue stays bounded (binary refusal on queue length would
+    refuse nearly all)."""
+    oc = OverloadControl(max_lag=None, max_queue=int(capacity * 0.05))
+    q, dt, admitted, peak = 0.0, 1e-3, [], 0.0
+    offered_per_tick = 10 * capacity * dt
+    carry = 0.0
+    for i in range(20000):  # 20 s
+        now = i * dt
+        carry += offered_per_tick
+        while carry >= 1.0:
+            carry -= 1.0
+            if oc.admit(now, queue_depth=int(q)) is None:
+                q += 1.0
+                admitted.append(now)
+            else:
+                q += 0.01
+        q = max(0.0, q - capacity * dt)
+        if now > 5.0:
+            peak = max(peak, q)
+    late = [t for t in admitted if t >= 10.0]
+    goodput = len(late) / 10.0
+    room = (1 - 9 * 0.01) * capacity
+    assert 0.85 * room <= goodput <= 1.02 * room, (goodput, room, oc.adaptive_rate)
+    assert peak <= 4 * oc.max_queue  # never reached the emergency threshold after settling
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{"max_rate": 0}, {"max_rate": float("nan")}, {"max_calls": 1.5}, {"burst": -1}, {"max_lag": True},
+     {"retry_after": 0}, {"lag_halflife": None}, {"max_queue": "10"}],
+)  # fmt: skip
+def test_bad_parameters_are_typed_errors(kw):
+    with pytest.raises(ParameterError):
+        OverloadControl(**kw)
+
+
+def test_bad_clock_and_lag_are_typed_errors():
+    oc = OverloadControl()
+    oc.admit(2.0)
+    with pytest.raises(ParameterError, match="backwards"):
+        oc.admit(1.0)
+    with pytest.raises(ParameterError):
+        oc.observe_lag(-0.1, 3.0)
+    with pytest.raises(ParameterError):
+        oc.admit(float("inf"))
+
+
+def _policy_hook(oc, ua):
+    return lambda request, now: oc.admit(now, active_calls=sum(1 for c in ua.calls if not c.over))
+
+
+def test_ua_refuses_new_invites_with_503_but_serves_in_dialog_requests():
+    a = make_ua(A_ADDR, "alice", 31)
+    b = make_ua(B_ADDR, "bob", 32)
+    oc = OverloadControl(max_rate=1.0, burst=1, max_lag=None)
+    b.admission = _policy_hook(oc, b)
+    net = Net(a, b, on_event=auto_answer())
+    first = a.invite("sip:bob@10.0.0.2", now=0.0)
+    second = a.invite("sip:bob@10.0.0.2", now=0.0)
+    net.run(0.5)
+    assert first.established
+    failed = net.of(A_ADDR, CallFailed)
+    assert [(f.call, f.status) for f in failed] == [(second, 503)]
+    assert len(net.of(B_ADDR, IncomingCall)) == 1  # the refused INVITE never reached the application
+    r503 = [parse_message(d) for d, _ in b.sent if d.startswith(b"SIP/2.0 503")]
+    assert r503 and all(m.headers.get("Retry-After") == "1" for m in r503)
+    # still overloaded (no token until t=1 s): in-dialog re-INVITE and BYE go through
+    a.reinvite(first, now=net.now, direction="sendonly")
+    net.run(net.now + 0.2)
+    assert len(net.of(A_ADDR, ReinviteAnswered)) == 1
+    assert net.now < 1.0
+    a.bye(first, now=net.now)
+    net.run(net.now + 0.2)
+    assert net.of(B_ADDR, CallEnded) and net.of(A_ADDR, CallEnded)
+    assert oc.counts == {"admitted": 1, "rate": 1}
+
+
+def test_ua_call_limit_486_and_later_admission():
+    a = make_ua(A_ADDR, "alice", 33)
+    b = make_ua(B_ADDR, "bob", 34)
+    oc = OverloadControl(max_calls=1, max_lag=None)
+    b.admission = _policy_hook(oc, b)
+    net = Net(a, b, on_event=auto_answer())
+    first = a.invite("sip:bob@10.0.0.2", now=0.0)
+    net.run(0.5)
+    busy = a.invite("sip:bob@10.0.0.2", now=net.now)
+    net.run(net.now + 0.5)
+    assert [f.status for f in net.of(A_ADDR, CallFailed) if f.call is busy] == [486]
+    a.bye(first, now=net.now)
+    net.run(net.now + 0.5)
+    again = a.invite("sip:bob@10.0.0.2", now=net.now)
+    net.run(net.now + 0.5)
+    assert again.established
+    assert isinstance(Refusal(503, None, "x").headers, list) and Refusal(503, None, "x").headers == []
+
+
+# ---------------------------------------------------------------------------------------
+# Shedding on the raw datagram
+# ---------------------------------------------------------------------------------------
+from voicelab.sip import Request, Response  # noqa: E402
+from voicelab.sip.shed import SHED_TAG_PREFIX, classify, refusal  # noqa: E402
+from voicelab.sip.transaction import transaction_key_for_request, transaction_key_for_response  # noqa: E402
+
+from .test_sip_transaction import make_request  # noqa: E402
+
+
+@pytest.mark.parametrize("method,to_tag,expected", [
+    ("INVITE", None, "invite"), ("INVITE", "abc", None), ("ACK", f"{SHED_TAG_PREFIX}7", "shed-ack"),
+    ("ACK", "0f3a", None), ("BYE", None, None), ("OPTIONS", None, None),
+])  # fmt: skip
+def test_classify_agrees_with_the_parser(method, to_tag, expected):
+    req = make_request(method, to_tag=to_tag, call_id="abc@host")
+    got = classify(bytes(req))
+    assert (got[0] if got else None) == expected
+    if got:
+        assert got[1] == req.call_id
+
+
+def test_stateless_refusal_is_a_valid_response_to_the_invite():
+    req = make_request("INVITE", extra_vias=("SIP/2.0/UDP proxy.example.com;branch=z9hG4bKp1",))
+    data = refusal(bytes(req), 503, "Service Unavailable", retry_after=3, tag=f"{SHED_TAG_PREFIX}1")
+    resp = parse_message(data)
+    assert isinstance(resp, Response) and resp.status_code == 503
+    assert resp.headers.get("Retry-After") == "3"
+    assert transaction_key_for_response(resp).branch == transaction_key_for_request(req).branch
+    assert [v.branch for v in resp.via] == [v.branch for v in req.via]
+    assert resp.to.tag == f"{SHED_TAG_PREFIX}1" and resp.from_.tag == req.from_.tag
+    assert resp.call_id == req.call_id and resp.cseq == req.cseq
+    # the caller's ACK for it (built by its transaction) is recognised as ours
+    from voicelab.sip.transaction import build_ack
+
+    ack = build_ack(req, resp)
+    assert isinstance(ack, Request) and classify(bytes(ack)) == ("shed-ack", req.call_id)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600), st.sampled_from([b"INVITE ", b"ACK ", b""]))
+def test_classify_and_refusal_never_raise_on_garbage(data, prefix):
+    blob = prefix + data
+    got = classify(blob)
+    assert got is None or got[0] in ("invite", "shed-ack")
+    out = refusal(blob, 503, "Service Unavailable", retry_after=1, tag="ol1")
+    assert out is None or out.startswith(b"SIP/2.0 503 ")
+
+
+def test_folded_or_doubled_headers_go_to_the_parser():
+    req = bytes(make_request("INVITE"))
+    assert classify(req.replace(b"To: Bob", b"To:\r\n Bob")) is None
+    assert classify(req.replace(b"Call-ID:", b"Call-ID: x\r\nCall-ID:")) is None

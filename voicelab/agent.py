@@ -13,6 +13,9 @@ What it does with a call (``mode``):
     Returns the caller's audio *through its own jitter buffer, decoder, PLC and encoder*,
     as a real agent's pipeline would (not by reflecting packets), so an echo round trip
     measures two network legs plus the agent's buffering.
+``pipeline``
+    A listen-think-speak voice agent (:mod:`voicelab.pipeline`: VAD, endpointing,
+    PocketSphinx, a responder, eSpeak NG, barge-in); ``pipeline=`` configures it.
 ``signalling`` / ``signalling:SECONDS``
     Signalling only, for load studies: answers with an SDP answer but opens no media
     socket; the caller hangs up (or the agent does after ``SECONDS``).
@@ -66,7 +69,7 @@ __all__ = ["Agent", "parse_mode", "MODES"]
 log = logging.getLogger(__name__)
 
 #: The agent's modes (``play``, ``record`` and ``signalling`` take an argument after a colon).
-MODES = ("play", "echo", "record", "signalling")
+MODES = ("play", "echo", "record", "signalling", "pipeline")
 SIP_TRANSPORTS = ("udp", "tcp", "tls", "ws")
 
 
@@ -83,9 +86,10 @@ def parse_mode(mode: str) -> tuple[str, str | None]:
     kind, sep, arg = mode.partition(":")
     kind = kind.strip().lower()
     if kind not in MODES:
-        raise ParameterError(f"unknown agent mode {mode!r}; use 'echo', 'play', 'play:FILE', 'record:DIR' or 'signalling[:SECONDS]'")
-    if kind == "echo" and sep:
-        raise ParameterError("mode 'echo' takes no argument")
+        raise ParameterError(f"unknown agent mode {mode!r}; use 'echo', 'play', 'play:FILE', 'record:DIR', "
+                             "'signalling[:SECONDS]' or 'pipeline'")
+    if kind in ("echo", "pipeline") and sep:
+        raise ParameterError(f"mode {kind!r} takes no argument")
     if kind == "record" and not arg:
         raise ParameterError("mode 'record' needs a directory: record:DIR")
     if kind == "signalling" and arg:
@@ -258,6 +262,7 @@ class Agent:
         deterministic_auth: bool = False,
         overload: Any = None,
         lag_interval: float = 0.02,
+        pipeline: Any = None,
     ) -> None:
         self.host, self.port = host, port
         if not isinstance(transport, str) or transport.lower() not in SIP_TRANSPORTS:
@@ -269,6 +274,13 @@ class Agent:
         for c in self.codecs:
             canonical_name(c)  # unknown codec: ParameterError now, not at the first call
         self.mode, self.mode_arg = parse_mode(mode)
+        self.pipeline_config, self.pipelines = None, None
+        if self.mode == "pipeline":  # the voice agent's turn (voicelab.pipeline)
+            from .pipeline.core import PipelineConfig
+            from .pipeline.fronts import PipelineRegistry
+
+            self.pipeline_config = pipeline if isinstance(pipeline, PipelineConfig) else PipelineConfig(**(pipeline or {}))
+            self.pipelines = PipelineRegistry(keep=int(keep_recordings))
         if self.mode == "play" and self.mode_arg is not None and not Path(self.mode_arg).is_file():
             raise ParameterError(f"play file {self.mode_arg!r} does not exist")
         self.speech, self.jitter_buffer, self.seed = speech, jitter_buffer, seed
@@ -583,6 +595,8 @@ class Agent:
         elif isinstance(ev, (CallEnded, CallFailed, CallCancelled)):
             self._active.discard(ev.call.id)
             s = self.streams.pop(ev.call.id, None)
+            if self.pipelines is not None:
+                self.pipelines.close(ev.call.call_id, loop.time())
             self._calls.pop(ev.call.id, None)
             self._opened_at.pop(ev.call.id, None)
             if s is not None:
@@ -635,8 +649,25 @@ class Agent:
             return
         if self.mode == "play":
             s.send(self._x, 16000)
+        elif self.mode == "pipeline":
+            from .pipeline.fronts import attach_rtp
+
+            loop = asyncio.get_running_loop()
+            self.pipelines.add(call.call_id, attach_rtp(s, self.pipeline_config, clock=loop.time,  # type: ignore[union-attr]
+                                                        seed=self.seed + self.calls_answered))
         else:
             s.send_live("echo" if self.mode == "echo" else "silence")
+
+    def pipeline_media(self, sample_rate: int, frame_samples: int) -> tuple[Any, Any]:
+        """(track, sink) running a new pipeline for a WebRTC call (mode ``pipeline``)."""
+        from .pipeline.fronts import webrtc_media
+
+        loop = asyncio.get_running_loop()
+        self._webrtc_n = getattr(self, "_webrtc_n", 0) + 1
+        key = f"webrtc-{self._webrtc_n}"
+        pipe = self.pipelines.add(key, self.pipeline_config.build(sample_rate, clock=loop.time,  # type: ignore[union-attr]
+                                                                  seed=self.seed + 1000 + self._webrtc_n))
+        return webrtc_media(sample_rate, frame_samples, pipe, on_stop=lambda now: self.pipelines.close(key, now))  # type: ignore[union-attr]
 
     def _keep(self, call_id: str, s: LiveAudioStream) -> None:
         sent, received = s.sent_audio()[0], s.received_audio()[0]
@@ -703,6 +734,9 @@ class Agent:
         self.streams.clear()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+        if self.pipelines is not None:  # calls still up: their turns end with the agent
+            for key in list(self.pipelines.live):
+                self.pipelines.close(key, asyncio.get_running_loop().time(), "agent_closed")
         if self.sip is not None:
             await self.sip.close()
         if self._tmp is not None:

@@ -145,6 +145,53 @@ def _print_result(res: dict, as_json: bool) -> None:
             print(f"  note: {w}")
 
 
+def _pipeline_config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("pipeline agent (--agent pipeline / --mode pipeline)")
+    g.add_argument("--vad", default="webrtc", choices=["webrtc", "silero"], help="voice activity detector")
+    g.add_argument("--stop-ms", type=_float_arg("stop-ms", 0.0, 5000.0), default=300.0, metavar="MS",
+                   help="end-of-utterance silence")
+    g.add_argument("--llm", default="model", metavar="model|URL",
+                   help="'model': scripted replies with modelled LLM latency; or an OpenAI-compatible base URL")
+
+
+def _pipeline_call(args: argparse.Namespace, net: Any) -> int:
+    import asyncio
+
+    from .turns import pipeline_call
+
+    if args.transport == "webrtc" and args.net != "loopback":
+        raise ParameterError("--agent pipeline over WebRTC runs on --net loopback (aiortc keeps wall-clock time)")
+    if args.target or args.pcap or args.srtp or args.auth or args.sip_transport != "udp":
+        raise ParameterError("--agent pipeline calls the lab's own agent over SIP/UDP or WS (no --target, --pcap, --srtp, --auth)")
+    if args.net == "sim":
+        if args.transport != "sip":
+            raise ParameterError("--net sim models the network (no --transport)")
+        from .sim.turns import sim_turns
+
+        res = sim_turns(codec=args.codec, channel=net, turns=args.turns, jitter_buffer=args.jitter_buffer,
+                        vad=args.vad, stop_ms=args.stop_ms, seed=args.seed)  # fmt: skip
+        if not args.json:
+            res = {k: v for k, v in res.items() if k != "turns"}
+        _print_result(res, args.json)
+        return 0
+    if net is not None and args.net != "vnet":
+        raise ParameterError("impairments with --agent pipeline need --net vnet or --net sim")
+    kw = dict(transport=args.transport, codec=args.codec, turns=args.turns, vad=args.vad, stop_ms=args.stop_ms,
+              llm=None if args.llm == "model" else args.llm, jitter_buffer=args.jitter_buffer, seed=args.seed,
+              barge_in_after_s=args.barge_in_after, network="virtual" if args.net == "vnet" else "loopback",
+              uplink=net, downlink=net)  # fmt: skip
+    if args.virtual_time:
+        from .net.vclock import run_virtual
+
+        res = run_virtual(pipeline_call(**kw), stall_timeout=30.0)
+    else:
+        res = asyncio.run(pipeline_call(**kw))
+    if not args.json:
+        res = {k: v for k, v in res.items() if k not in ("turns", "agent") and not k.endswith((".p90", ".max"))}
+    _print_result(res, args.json)
+    return 0
+
+
 def _ice_servers(text: str | None) -> list:
     """``--ice-servers`` JSON: a list of RTCIceServer objects; ParameterError if not."""
     if not text:
@@ -235,6 +282,10 @@ def cmd_call(args: argparse.Namespace) -> int:
         raise ParameterError("--tcp-recovery only applies to --transport ws (the TCP impairment relay)")
     if args.virtual_time and args.net != "vnet":
         raise ParameterError("--virtual-time needs --net vnet (real sockets run in real time)")
+    if args.agent == "pipeline":
+        return _pipeline_call(args, net)
+    if args.net == "sim":
+        raise ParameterError("--net sim is for --agent pipeline (other calls: voicelab run for sim mode)")
     if args.net == "vnet":
         if args.transport != "sip" or args.target or args.pcap:
             raise ParameterError("--net vnet runs the lab's SIP caller and agent (no --target, --pcap or other transports yet)")
@@ -354,6 +405,8 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
                                               max_queue_delay=args.max_queue_delay_ms / 1000.0 if args.max_queue_delay_ms > 0 else None)
     if args.auth_algorithms:
         options["auth_algorithms"] = tuple(a.strip() for a in args.auth_algorithms.split(",") if a.strip())
+    if args.mode == "pipeline":
+        options["pipeline"] = dict(vad=args.vad, stop_ms=args.stop_ms, llm=None if args.llm == "model" else args.llm)
     from .sip.transport import ConnectionLimits
 
     options["connection_limits"] = ConnectionLimits(max_connections=args.max_connections, idle_timeout=args.idle_timeout,
@@ -373,7 +426,7 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
         except OSError as exc:
             await agent.close()
             raise _in_use(exc, f"SIP over {args.transport.upper()}", args.sip) from None
-        webrtc = None
+        webrtc = wsfront = None
         try:
             extras = [f"mode {args.mode}"] + (["digest auth"] if args.auth else []) + (["SRTP required"] if args.srtp else [])
             print(f"voicelab agent: {agent.uri}, codecs {','.join(codecs_list)}, {', '.join(extras)}", flush=True)
@@ -388,6 +441,16 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
                 except OSError as exc:
                     raise _in_use(exc, "WebRTC signaling", args.webrtc) from None
                 print(f"  WebRTC: {webrtc.url} (signaling + browser client page)", flush=True)
+            if args.ws:  # media streams over a WebSocket, the same mode (and pipeline class)
+                from .wsmedia.live import MediaStreamServer
+
+                if agent.mode not in ("play", "echo", "pipeline"):
+                    raise ParameterError("--ws serves --mode play, echo or pipeline")
+                whost, wport = _host_port(args.ws, "--ws")
+                wsfront = MediaStreamServer(agent.iface, mode=agent.mode, speech=args.speech, host=whost, port=wport,
+                                            pipeline=agent.pipeline_config.build if agent.mode == "pipeline" else None)  # fmt: skip
+                await wsfront.start()
+                print(f"  WebSocket media streams: ws://{whost}:{wsfront.address[1]}/media", flush=True)
             print("Ctrl-C stops", flush=True)
             import gc
 
@@ -396,6 +459,8 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
         finally:
             if webrtc is not None:
                 await webrtc.close()
+            if wsfront is not None:
+                await wsfront.close()
             await agent.close()
 
     try:
@@ -672,8 +737,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Place a real call between the lab's caller and agent (on 127.0.0.1, or on the virtual network) and measure it.")
     cl.add_argument("--transport", default="sip", choices=["sip", "webrtc", "ws"],
                     help="sip: SIP + RTP; webrtc: aiortc peers (ICE, DTLS-SRTP); ws: media streams over a WebSocket")
-    cl.add_argument("--net", default="loopback", choices=["loopback", "vnet"],
-                    help="loopback: real sockets on 127.0.0.1; vnet: the in-process virtual network with NATs")
+    cl.add_argument("--net", default="loopback", choices=["loopback", "vnet", "sim"],
+                    help="loopback: real sockets on 127.0.0.1; vnet: the in-process virtual network with NATs; "
+                         "sim: --agent pipeline offline on the simulated channel's audio")
     g = cl.add_argument_group("SIP")
     g.add_argument("--sip-transport", default="udp", choices=["udp", "tcp", "tls", "ws"], help="SIP signalling transport")
     g.add_argument("--srtp", action="store_true", help="SDES-keyed SRTP (AES_CM_128_HMAC_SHA1_80)")
@@ -697,6 +763,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--method", default="sip-comedia", help="sip, sip-comedia or sip-relay")
     g.add_argument("--virtual-time", action="store_true", help="run on a virtual clock (the lab's own stacks only)")
     cl.add_argument("--codec", default="pcmu", help="codec both sides offer and accept")
+    cl.add_argument("--agent", choices=["pipeline"], help="call the listen-think-speak agent and measure its turns")
+    cl.add_argument("--turns", type=int, default=5, metavar="N", help="--agent pipeline: utterances to play")
+    cl.add_argument("--barge-in-after", type=_float_arg("barge-in-after", 0.05, 10.0), metavar="S",
+                    help="--agent pipeline: talk over each reply this long after it starts")
+    _pipeline_config_args(cl)
     cl.add_argument("--target", metavar="URI", help="call this SIP URI on loopback (e.g. a softphone) instead of the built-in agent")
     cl.add_argument("--path", metavar="SPEC", help="a real-world path: PSTN-PRESET+trunk[+sbc|+relay], e.g. "
                     "pstn-national-mobile+trunk+sbc (phone side simulated hop by hop, live SIP trunk leg, real "
@@ -726,9 +797,11 @@ def build_parser() -> argparse.ArgumentParser:
     ags.add_argument("--sip", default="127.0.0.1:5060", metavar="HOST:PORT", help="where to listen (loopback only)")
     ags.add_argument("--transport", default="udp", choices=["udp", "tcp", "tls", "ws"], help="SIP transport")
     ags.add_argument("--codecs", default="pcmu,pcma,g722,opus", help="comma-separated, in preference order")
-    ags.add_argument("--mode", default="play", metavar="echo|play[:FILE]|record:DIR|signalling[:S]",
+    ags.add_argument("--mode", default="play", metavar="echo|play[:FILE]|record:DIR|signalling[:S]|pipeline",
                      help="echo the caller through the agent's pipeline, play speech, record what arrives, "
-                          "or signalling only (no media; hang up after S seconds if given)")
+                          "signalling only (no media; hang up after S seconds if given), or listen-think-speak "
+                          "(VAD, PocketSphinx, responder, eSpeak NG)")
+    _pipeline_config_args(ags)
     ags.add_argument("--speech", default="default", help="named speech for --mode play")
     ags.add_argument("--auth", metavar="USER:PASS", help="challenge INVITEs with digest auth")
     ags.add_argument("--auth-algorithms", metavar="LIST", help="digest algorithms offered, e.g. MD5 for older phones (default SHA-256,MD5)")
@@ -750,6 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="take every INVITE up to --max-calls (no 503s; the agent may collapse past its capacity)")
     ags.add_argument("--tls-cert", metavar="PEM", help="certificate chain for --transport tls (default: a generated test CA)")
     ags.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
+    ags.add_argument("--ws", metavar="HOST:PORT", help="also answer media streams over a WebSocket (path /media)")
     ags.add_argument("--webrtc", metavar="HOST:PORT", help="also answer WebRTC callers: signaling server + browser page here")
     g = ags.add_argument_group("connection limits (TCP, TLS, WS; see docs/sip.md 'Security and load limits')")
     g.add_argument("--max-connections", type=int, default=512, metavar="N",

@@ -166,6 +166,7 @@ class LiveAudioStream:
         capture: list | None = None,
         rtcp_mux: bool = True,
         remote_rtcp_addr: tuple[str, int] | None = None,
+        track: bool = False,
         latch_hosts: Any = None,
     ) -> None:
         from .jitterbuffer import parse_jitter_buffer
@@ -232,6 +233,14 @@ class LiveAudioStream:
         #: called as ``on_packet(packet, arrival)`` for every RTP packet accepted (before the
         #: jitter buffer): a pass-through bridge forwards the payload as it is
         self.on_packet: Any = None
+        self._frame_source: Any = None  # send_live("source"): callable(now) -> int16 frame or None
+        #: RTP sequence number of the packet played in the latest slot (None: concealed), for
+        #: ``on_played`` hooks that need it (a voice agent's turn measurement)
+        self.last_played_seq: int | None = None
+        #: with ``track``: RTP sequence number -> send time / arrival time / playout slot time
+        self.send_times: dict[int, float] | None = {} if track else None
+        self.arrivals: dict[int, float] | None = {} if track else None
+        self.played_at: dict[int, float] | None = {} if track else None
 
     @classmethod
     def for_media(cls, iface: Any, media: Any, *, local_addr: tuple[str, int], rtcp_mux: bool | None = None,
@@ -310,7 +319,7 @@ class LiveAudioStream:
         self._arm_send()
         return self._t0
 
-    def send_live(self, kind: str = "echo", *, start_at: float | None = None) -> float:
+    def send_live(self, kind: str = "echo", *, start_at: float | None = None, source: Any = None) -> float:
         """Send frames made while the call runs, until :meth:`close`; returns ``t0``.
 
         Parameters
@@ -322,12 +331,19 @@ class LiveAudioStream:
             the first frame is played. ``"silence"``: encoded digital silence (a recording agent that keeps
             the media path and RTCP alive). ``"bridge"``: frames played by *another*
             stream (the other leg of a gateway) are handed over with :meth:`forward`
-            and sent when they have finished playing there.
+            and sent when they have finished playing there. ``"source"``: each frame is
+            ``source(now)`` (int16 at the codec rate, one frame; None sends silence),
+            asked for at each send tick: a voice agent's pipeline, a conversation driver.
+        source : callable, optional
+            For ``"source"``.
         """
         if self.session is None:
             raise ParameterError("open() the stream before send_live()")
-        if kind not in ("echo", "silence", "bridge"):
-            raise ParameterError(f"send_live kind must be 'echo', 'silence' or 'bridge', got {kind!r}")
+        if kind not in ("echo", "silence", "bridge", "source"):
+            raise ParameterError(f"send_live kind must be 'echo', 'silence', 'bridge' or 'source', got {kind!r}")
+        if (kind == "source") != callable(source):
+            raise ParameterError("send_live('source') needs a callable source(now) (and only it takes one)")
+        self._frame_source = source
         if self.tx.sample_rate != self.rx.sample_rate:  # pragma: no cover - same codec both ways
             raise ParameterError("echo needs the same sample rate both ways")
         self._live = kind
@@ -336,7 +352,7 @@ class LiveAudioStream:
         self._sent_frames.clear()
         self._t0 = self._loop.time() if start_at is None else float(start_at)  # type: ignore[union-attr]
         self._k_send = 0
-        if kind == "silence":
+        if kind in ("silence", "source"):
             self._arm_send()
         return self._t0
 
@@ -348,7 +364,10 @@ class LiveAudioStream:
         now = self._loop.time()  # type: ignore[union-attr]
         F = self.tx.frame_samples
         if self._live is not None:  # silence until an echo has something to return
-            self._emit(np.zeros(F, dtype=np.int16), now, scheduled)
+            frame = self._frame_source(now) if self._frame_source is not None else None
+            if frame is None or len(frame) != F:
+                frame = np.zeros(F, dtype=np.int16)
+            self._emit(frame, now, scheduled)
             self._arm_send()
             return
         k = self._k_send
@@ -363,6 +382,8 @@ class LiveAudioStream:
         data = self.session.send_frame(self.tx.encode(frame), now, marker=(self._k_send == 0))  # type: ignore[union-attr]
         if self.first_sequence is None:
             self.first_sequence = int.from_bytes(data[2:4], "big")
+        if self.send_times is not None:
+            self.send_times[int.from_bytes(data[2:4], "big")] = now
         self._sendto(data, self.session.remote_addr)  # type: ignore[union-attr]
         if self._live is not None:
             self._sent_frames.append(frame)
@@ -401,6 +422,8 @@ class LiveAudioStream:
             if isinstance(ev, RemoteReportReceived):
                 self.remote_reports.append(ev)
             elif isinstance(ev, RtpReceived):
+                if self.arrivals is not None:
+                    self.arrivals.setdefault(ev.packet.sequence_number, ev.arrival)
                 if self.on_packet is not None:  # as it arrived (before any re-framing)
                     self.on_packet(ev.packet, ev.arrival)
                 self._push(ev.packet, ev.arrival)
@@ -497,6 +520,10 @@ class LiveAudioStream:
                 frame, outcome = self._conceal(), "error"
             self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
             self._played.append((when, frame))
+            seq = p.sequence_number if outcome != "error" and p.kind in ("frame", "skip") else None
+            self.last_played_seq = seq
+            if self.played_at is not None and seq is not None:
+                self.played_at.setdefault(seq, when)
             if self._live == "echo":
                 self._echo(when, frame)
             if self.on_played is not None:

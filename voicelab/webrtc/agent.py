@@ -666,6 +666,8 @@ class WebRtcFront:
         if agent.mode == "echo":
             track = EchoTrack(rate, int(codec.frame_samples))
             return track, _EchoSink(rate, track)
+        if agent.mode == "pipeline":  # the agent (endpoint layer) builds it: voicelab.pipeline.fronts
+            return agent.pipeline_media(rate, int(codec.frame_samples))
         if agent.mode == "play":
             x16 = getattr(agent, "_x", None)
             if x16 is None:

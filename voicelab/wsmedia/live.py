@@ -108,6 +108,9 @@ class _Media:
         self._waiters: list[tuple[float, asyncio.Future]] = []
         self._marks_due: list[tuple[int, str]] = []  # (slot index, name): marks to echo once played
         self.sending_done: asyncio.Future = loop.create_future()
+        self._live_source: Any = None  # send_live(): callable(now) -> int16 frame or None
+        self.played_at: dict[int, float] = {}  # chunk -> playout slot time
+        self.last_played_chunk: int | None = None
 
     # -- sending ----------------------------------------------------------------------
     def send(self, samples: np.ndarray, sample_rate: int, *, start_at: float | None = None) -> float:
@@ -123,6 +126,14 @@ class _Media:
         self._arm_send()
         return self._t0
 
+    def send_live(self, source: Any, *, start_at: float | None = None) -> float:
+        """Send ``source(now)`` (one int16 frame at 8 kHz, None: silence) every 20 ms until stopped."""
+        self._live_source, self._source = source, None
+        self._t0 = self.loop.time() if start_at is None else float(start_at)
+        self._k_send = 0
+        self._arm_send()
+        return self._t0
+
     def _arm_send(self) -> None:
         when = self._t0 + (self._k_send + 1) * P.FRAME_MS / 1000.0
         self._send_handle = self.loop.call_at(when - _EARLY_S, self._send_frame, when)
@@ -132,6 +143,13 @@ class _Media:
         now = self.loop.time()
         F = P.FRAME_BYTES
         k = self._k_send
+        if self._live_source is not None:
+            frame = self._live_source(now)
+            self.send_payload(P.mulaw_encode(frame if frame is not None and len(frame) == F else np.zeros(F, np.int16)), now)
+            self.stats.send_lateness_s.append(now - scheduled)
+            self._k_send += 1
+            self._arm_send()
+            return
         self.send_payload(P.mulaw_encode(self._source[k * F : (k + 1) * F]), now)  # type: ignore[index]
         self.stats.send_lateness_s.append(now - scheduled)
         self._k_send += 1
@@ -190,8 +208,13 @@ class _Media:
 
     def _play_slot(self, when: float) -> None:
         self._play_handle = None
-        frame, outcome = render(self.jb.pop(when), self.rx, plc=True)
+        p = self.jb.pop(when)
+        frame, outcome = render(p, self.rx, plc=True)
         self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
+        chunk = None if p.sequence_number is None or p.kind not in ("frame", "skip") else p.sequence_number + 1
+        if chunk is not None:
+            self.played_at.setdefault(chunk, when)
+        self.last_played_chunk = chunk
         self._played.append((when, frame))
         self._k_play += 1
         if self.on_played is not None:
@@ -309,6 +332,7 @@ class AgentSession:
         self.error: RemoteProtocolError | None = None
         self.ended: asyncio.Future = self.loop.create_future()
         self._end_mark: asyncio.Task | None = None
+        self.pipeline: Any = None  # mode "pipeline": this stream's voicelab.pipeline.Pipeline
 
     def _on_start(self, ev: P.StreamStarted, now: float) -> None:
         self.stream_sid, self.call_sid, self.started_at = ev.stream_sid, ev.call_sid, now
@@ -317,6 +341,13 @@ class AgentSession:
         if srv.mode == "play":
             self.media.send(srv._samples, srv._sample_rate, start_at=now)
             self.media.sending_done.add_done_callback(self._mark_end)
+        elif srv.mode == "pipeline":  # the voice agent's turn (voicelab.pipeline)
+            pipe = srv.pipeline_factory(8000, clock=self.loop.time, seed=len(srv.sessions))
+            self.pipeline = pipe
+            self.media.on_played = lambda frame, when: pipe.feed(frame, when) if self.stopped_at is None else None
+            # the send clock starts after the pipeline was built (loading the recogniser
+            # takes a moment): frames owed for that time would reach the caller in a burst
+            self.media.send_live(pipe.next_frame, start_at=self.loop.time())
         else:
             self.media.on_played = self._echo
         srv._started.put_nowait(self)
@@ -363,6 +394,8 @@ class AgentSession:
 
     async def finish(self) -> None:
         self.media.close()
+        if self.pipeline is not None and self.pipeline.state != "closed":
+            self.pipeline.close(self.loop.time())
         await self.sock.flush_and_stop()
         if not self.sock.ws.closed:
             await self.sock.ws.close()
@@ -377,10 +410,13 @@ class MediaStreamServer:
     ----------
     iface : NetworkInterface
         Opens the listening socket (``iface.create_server(runner.server, ...)``).
-    mode : {"play", "echo"}
+    mode : {"play", "echo", "pipeline"}
         ``"play"``: on ``start``, stream ``speech`` (or ``samples``) to the caller, then
         send the mark ``"end-of-speech"``. ``"echo"``: send back each frame as it is
-        played out of the agent's jitter buffer.
+        played out of the agent's jitter buffer. ``"pipeline"``: a listen-think-speak
+        voice agent: ``pipeline`` is a factory ``(sample_rate, clock=, seed=) -> pipeline``
+        (``voicelab.pipeline.PipelineConfig(...).build``: the same pipeline class as the
+        SIP agent's; this layer does not import it).
     speech : str
         Named speech (see :func:`voicelab.sim.load_speech`) for ``"play"``.
     samples : numpy.ndarray, optional
@@ -416,11 +452,16 @@ class MediaStreamServer:
         port: int = 0,
         path: str = "/media",
         max_message_bytes: int = P.MAX_MESSAGE_BYTES,
+        pipeline: Any = None,
     ) -> None:
         from ..rtp.jitterbuffer import parse_jitter_buffer
 
-        if mode not in ("play", "echo"):
-            raise ParameterError(f"mode must be 'play' or 'echo', got {mode!r}")
+        if mode not in ("play", "echo", "pipeline"):
+            raise ParameterError(f"mode must be 'play', 'echo' or 'pipeline', got {mode!r}")
+        if mode == "pipeline" and not callable(pipeline):
+            raise ParameterError("mode 'pipeline' needs pipeline=a factory (sample_rate, clock=, seed=) -> pipeline, "
+                                 "e.g. voicelab.pipeline.PipelineConfig().build")
+        self.pipeline_factory: Any = pipeline
         if not isinstance(path, str) or not path.startswith("/"):
             raise ParameterError(f"path must be an absolute HTTP path such as '/media', got {path!r}")
         parse_jitter_buffer(jitter_buffer)  # validate now

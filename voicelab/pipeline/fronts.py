@@ -1,0 +1,120 @@
+"""Joining a :class:`~voicelab.pipeline.Pipeline` to the media of each front.
+
+The pipeline does not know the transport: a front feeds it what its jitter buffer plays
+out and sends what it returns at each send tick. These helpers do that for the lab's RTP
+stream (SIP calls), the WebSocket media-stream agent and the WebRTC agent's track, so
+the same pipeline class answers all three.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .core import Pipeline, PipelineConfig
+
+__all__ = ["attach_rtp", "PipelineRegistry"]
+
+
+def attach_rtp(stream: Any, config: PipelineConfig, *, clock: Any = None, seed: int | None = None) -> Pipeline:
+    """Run a pipeline on an open :class:`voicelab.rtp.live.LiveAudioStream`.
+
+    The stream's played frames feed the pipeline; its send clock asks the pipeline for
+    each frame (silence when it has nothing to say). Returns the pipeline.
+    """
+    pipe = config.build(stream.rx.sample_rate, clock=clock, seed=seed)
+    if pipe.frame_samples != stream.tx.frame_samples:
+        from ..errors import ParameterError
+
+        raise ParameterError(f"the pipeline runs on 20 ms frames; this codec sends {stream.tx.frame_ms} ms")
+    stream.on_played = lambda when, frame: pipe.feed(frame, when)
+    stream.send_live("source", source=pipe.next_frame)
+    return pipe
+
+
+class PipelineRegistry:
+    """The pipelines of an agent's calls: live ones by call key, finished summaries kept (bounded)."""
+
+    def __init__(self, keep: int = 64) -> None:
+        from collections import OrderedDict
+
+        self.live: dict[Any, Pipeline] = {}
+        self.finished: "OrderedDict[Any, dict]" = OrderedDict()
+        self.keep = int(keep)
+        self.errors: list[str] = []
+
+    def add(self, key: Any, pipe: Pipeline) -> Pipeline:
+        self.live[key] = pipe
+        return pipe
+
+    def close(self, key: Any, now: float, reason: str = "caller_hung_up") -> dict | None:
+        pipe = self.live.pop(key, None)
+        if pipe is None:
+            return None
+        pipe.close(now, reason)
+        summary = pipe.summary()
+        summary["events"] = [(e.name, e.t, e.turn, e.data) for e in pipe.events]
+        self.finished[key] = summary
+        while len(self.finished) > self.keep:
+            self.finished.popitem(last=False)
+        return summary
+
+
+def webrtc_media(sample_rate: int, frame_samples: int, pipe: Pipeline, *, on_stop: Any = None) -> tuple[Any, Any]:
+    """(aiortc track, playout sink) that run ``pipe`` behind the WebRTC agent.
+
+    The sink records what the agent's playout played and feeds each frame to the
+    pipeline; the track hands aiortc one frame per played frame, on the playout clock
+    (as the echo track does), each being ``pipe.next_frame(now)`` or silence.
+    ``on_stop(now)`` runs when the track stops (the call ended).
+    """
+    import asyncio
+    import fractions
+
+    import numpy as np
+    from aiortc.mediastreams import MediaStreamError
+
+    from ..webrtc.agent import _EARLY_S, EchoTrack, _EchoSink
+
+    class PipelineTrack(EchoTrack):
+        def feed(self, frame: np.ndarray, when: float) -> None:
+            pipe.feed(frame, when)
+            super().feed(np.zeros(0, dtype=np.int16), when)  # a slot to send in
+
+        async def recv(self) -> Any:
+            import av
+
+            while not self._queue:
+                if self.readyState != "live":
+                    raise MediaStreamError
+                self._event.clear()
+                await self._event.wait()
+            if self.readyState != "live":
+                raise MediaStreamError
+            loop = asyncio.get_running_loop()
+            when = self._t0 + (self._k + 1) * self.frame_samples / self.sample_rate  # type: ignore[operator]
+            delay = when - _EARLY_S - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._queue.popleft()
+            now = loop.time()
+            out = pipe.next_frame(now)
+            chunk = out if out is not None else np.zeros(self.frame_samples, dtype=np.int16)
+            self._sent.append(chunk)
+            self.send_times.append(now)
+            self.send_lateness_s.append(now - when)
+            frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate = self.sample_rate
+            frame.pts = self._k * self.frame_samples
+            frame.time_base = fractions.Fraction(1, self.sample_rate)
+            self._k += 1
+            return frame
+
+        def stop(self) -> None:
+            if self.readyState == "live" and on_stop is not None:
+                on_stop(asyncio.get_event_loop().time())
+            super().stop()
+
+    track = PipelineTrack(sample_rate, frame_samples)
+    return track, _EchoSink(sample_rate, track)

@@ -1,0 +1,738 @@
+"""The voice agent's turn, measured where the caller is.
+
+A conversation driver on the caller's side plays utterances with known transcripts,
+waits for each reply (or barges in), and afterwards every turn is taken apart on the
+shared loop clock (caller and agent run in one process, so each hop is measured, not
+estimated)::
+
+    end of the caller's speech (ground truth from the source signal, T0)
+      -> caller packetization + codec look-ahead   (frame with T0 sent)
+      -> network up                                 (arrives at the agent)
+      -> agent jitter buffer                        (played out to the pipeline)
+      -> endpointing wait                           (VAD: stop_ms of silence seen)
+      -> recognition final                          (PocketSphinx end of utterance)
+      -> response first token                       (modelled or real LLM)
+      -> synthesis first audio                      (first clause from eSpeak NG)
+      -> agent send queue                           (next 20 ms send tick)
+      -> network down                               (first reply packet arrives)
+      -> caller jitter buffer                       (played at the caller's ear)
+      (+ downlink codec look-ahead)
+
+The parts telescope; ``turn.total_ms`` is measured independently, from the first
+audible sample of the reply in the caller's played-out audio, and ``residual_ms`` says
+by how much the parts miss it (a sub-frame onset offset; more means something is not
+understood). Beside it the agent's own figure (``server_ms``: end of utterance detected
+-> first reply frame sent, what framework latency observers report).
+
+What the agent understood: ``wer`` of each utterance's recognition against its
+transcript (:func:`voicelab.pipeline.wer`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import audio
+from .errors import ParameterError
+
+__all__ = ["Utterance", "load_utterances", "ConversationDriver", "analyse_turns", "summarise_turns",
+           "pipeline_call", "ARCTIC_TRANSCRIPTS", "BREAKDOWN"]  # fmt: skip
+
+#: CMU ARCTIC prompts (arctic.data, the corpus' own prompt list) for the items in the
+#: lab's natural-speech folder.
+ARCTIC_TRANSCRIPTS = {
+    "a0001": "Author of the danger trail, Philip Steels, etc.",
+    "a0002": "Not at this particular case, Tom, apologized Whittemore.",
+    "a0003": "For the twentieth time that evening the two men shook hands.",
+    "a0004": "Lord, but I'm glad to see you again, Phil.",
+    "a0005": "Will we ever forget it.",
+    "a0006": "God bless 'em, I hope I'll go on seeing them forever.",
+}
+
+#: The breakdown's parts, in order (ms each in the results, ``turn.<part>_ms``).
+BREAKDOWN = ("caller_packetization", "network_up", "agent_jitter_buffer", "endpointing_wait", "asr_final",
+             "llm_first_token", "tts_first_audio", "agent_send_queue", "network_down", "caller_jitter_buffer",
+             "codec_lookahead_down")  # fmt: skip
+
+SPEECH_LEVEL = 0.01  # |x| above this (full scale 1) is speech/sound, for ground truth and the ear
+EAR_LEVEL = 0.005
+
+
+@dataclass
+class Utterance:
+    """One caller utterance: float audio at 16 kHz, its transcript, where speech is."""
+
+    name: str
+    samples: np.ndarray
+    transcript: str
+    synthetic: bool = False
+
+    @property
+    def speech_bounds(self) -> tuple[int, int]:
+        """(first, last+1) sample index above :data:`SPEECH_LEVEL` at 16 kHz."""
+        idx = np.flatnonzero(np.abs(self.samples) >= SPEECH_LEVEL)
+        if not len(idx):
+            return 0, len(self.samples)
+        return int(idx[0]), int(idx[-1]) + 1
+
+
+def load_utterances(n: int = 5) -> list[Utterance]:
+    """``n`` utterances with transcripts, cycling through what is available.
+
+    Natural speech first: CMU ARCTIC items (``cmu_arctic_*_a000N.wav``) in ``VOICELAB_DATA``
+    or the package's ``voicelab/data/speech`` folder; otherwise eSpeak NG sentences of
+    Harvard list 1 (synthetic, marked so).
+    """
+    from .audio.espeak import HARVARD_LIST_1, synthesize
+
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1000:
+        raise ParameterError(f"turns must be an int in 1..1000, got {n!r}")
+    items: list[Utterance] = []
+    folders = [os.environ.get("VOICELAB_DATA", "").strip(), str(Path(__file__).parent / "data" / "speech")]
+    for folder in folders:
+        if not folder or not Path(folder).is_dir():
+            continue
+        for p in sorted(Path(folder).glob("cmu_arctic_*.wav")):
+            key = p.stem.split("_")[-1]
+            if key in ARCTIC_TRANSCRIPTS:
+                x, rate = audio.read_wav(p)
+                items.append(Utterance(p.stem, audio.resample(np.asarray(x, dtype=np.float64), rate, 16000),
+                                       ARCTIC_TRANSCRIPTS[key]))  # fmt: skip
+        if items:
+            break
+    if not items:
+        for i, s in enumerate(HARVARD_LIST_1):
+            items.append(Utterance(f"harvard1_{i + 1:02d}", synthesize(s, sample_rate=16000), s, synthetic=True))
+    return [items[i % len(items)] for i in range(n)]
+
+
+@dataclass
+class CallerTurn:
+    """What the driver did and heard in one turn (loop times, s)."""
+
+    index: int
+    utterance: Utterance
+    first_frame: int  # index of the first send tick of the utterance
+    capture_start: float  # loop time of the utterance's first sample
+    speech_from: float
+    speech_end: float  # T0: last speech sample of the source
+    last_frame: int  # send tick that carried T0
+    barge_in: bool = False
+    reply_onset: float | None = None  # first audible reply sample at the ear
+    reply_seq: int | None = None
+    reply_heard_end: float | None = None
+    outcome: str = "ok"
+
+
+class ConversationDriver:
+    """The caller: a frame source for its send clock and a listener on its playout.
+
+    Parameters
+    ----------
+    utterances : list of Utterance
+    sample_rate : int
+        The codec's rate (frames in and out).
+    frame_ms : int
+    gap_s : float
+        Pause after a reply ends before the next utterance.
+    reply_timeout_s : float
+        No reply heard this long after the end of speech: the turn is ``no_reply``.
+    reply_end_silence_s : float
+        Silence at the ear that ends a reply.
+    barge_in_after_s : float, optional
+        Talk over each reply this long after it starts (the next utterance is the
+        barge-in; the last turn's reply is heard out).
+    hangup_after_s : float, optional
+        Hang up this long into the last reply (``done`` resolves then).
+    lead_s : float
+        Silence before the first utterance.
+    """
+
+    def __init__(self, utterances: list[Utterance], *, sample_rate: int, frame_ms: int = 20, gap_s: float = 0.3,
+                 reply_timeout_s: float = 8.0, reply_end_silence_s: float = 0.9, barge_in_after_s: float | None = None,
+                 hangup_after_s: float | None = None, lead_s: float = 0.4) -> None:  # fmt: skip
+        self.utterances = list(utterances)
+        self.rate, self.frame_ms = int(sample_rate), int(frame_ms)
+        self.F = self.rate * self.frame_ms // 1000
+        self.frame_s = self.frame_ms / 1000.0
+        self._audio = [audio.resample(u.samples, 16000, self.rate) for u in self.utterances]
+        self.gap_s, self.reply_timeout_s, self.reply_end_silence_s = gap_s, reply_timeout_s, reply_end_silence_s
+        self.barge_in_after_s, self.hangup_after_s, self.lead_s = barge_in_after_s, hangup_after_s, lead_s
+        self.turns: list[CallerTurn] = []
+        self.ticks = 0
+        self._state = "lead"
+        self._cur: np.ndarray | None = None
+        self._pos = 0
+        self._next_at: float | None = None
+        self._last_loud: float | None = None
+        self._quiet = False
+        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    # send clock --------------------------------------------------------------
+    def source(self, now: float) -> np.ndarray | None:
+        tick = self.ticks
+        self.ticks += 1
+        if self._next_at is None:
+            self._next_at = now + self.lead_s
+        if self._state in ("lead", "gap") and now >= self._next_at - 1e-9 or self._state == "barge":
+            self._start_utterance(now, tick, barge=self._state == "barge")
+        if self._state == "waiting" and self.turns and now - self.turns[-1].speech_end > self.reply_timeout_s:
+            self.turns[-1].outcome = "no_reply"
+            self._after_reply(now)
+        if self._state != "talking":
+            return None
+        F = self.F
+        frame = self._cur[self._pos : self._pos + F]  # type: ignore[index]
+        self._pos += F
+        t = self.turns[-1]
+        if t.speech_end <= now + 1e-9 and t.last_frame < 0:
+            t.last_frame = tick
+        if self._pos >= len(self._cur):  # type: ignore[arg-type]
+            self._state = "waiting"
+        out = np.zeros(F, dtype=np.int16)
+        out[: len(frame)] = audio.to_int16(frame)
+        return out
+
+    def _start_utterance(self, now: float, tick: int, *, barge: bool) -> None:
+        i = len(self.turns)
+        if i >= len(self.utterances):
+            self._state = "finished"
+            return
+        u = self.utterances[i]
+        x = self._audio[i]
+        cap0 = now - self.frame_s  # this frame was captured during the last frame time
+        a, b = u.speech_bounds
+        self.turns.append(CallerTurn(i, u, tick, cap0, cap0 + a / 16000.0, cap0 + b / 16000.0, -1, barge_in=barge))
+        self._cur, self._pos, self._state = x, 0, "talking"
+        self._last_loud, self._quiet = None, False
+
+    def _after_reply(self, now: float) -> None:
+        if len(self.turns) >= len(self.utterances):
+            self._state = "finished"
+            if not self.done.done():
+                self.done.set_result(now)
+        else:
+            self._state, self._next_at = "gap", now + self.gap_s
+
+    # ear ----------------------------------------------------------------------
+    def on_played(self, frame: np.ndarray, when: float, seq: int | None) -> None:
+        if not self.turns:
+            return
+        t = self.turns[-1]
+        x = audio.to_float(np.asarray(frame, dtype=np.int16))
+        loud = np.flatnonzero(np.abs(x) >= EAR_LEVEL)
+        if self._state == "waiting" and not len(loud) and when >= t.speech_end:
+            self._quiet = True  # a reply counts from its onset after a quiet frame
+        if self._state in ("waiting", "hearing", "talking") and len(loud) and when >= t.speech_end:
+            if t.reply_onset is None and self._state == "waiting" and self._quiet:
+                t.reply_onset, t.reply_seq = when + loud[0] / self.rate, seq
+                self._state = "hearing"
+            if t.reply_onset is not None:
+                self._last_loud = when + (loud[-1] + 1) / self.rate
+        if self._state == "hearing":
+            last = self._last_loud or t.reply_onset
+            if self.hangup_after_s is not None and len(self.turns) == len(self.utterances) and \
+                    when - t.reply_onset >= self.hangup_after_s:  # type: ignore[operator]
+                t.outcome = "hung_up_mid_reply"
+                self._state = "finished"
+                if not self.done.done():
+                    self.done.set_result(when)
+            elif self.barge_in_after_s is not None and len(self.turns) < len(self.utterances) and \
+                    when - t.reply_onset >= self.barge_in_after_s:  # type: ignore[operator]
+                t.reply_heard_end = None
+                self._state = "barge"
+            elif when + self.frame_s - last >= self.reply_end_silence_s:  # type: ignore[operator]
+                t.reply_heard_end = last
+                self._after_reply(when)
+        if self._state == "waiting" and when - t.speech_end > self.reply_timeout_s:
+            t.outcome = "no_reply"
+            self._after_reply(when)
+
+
+# ------------------------------------------------------------------------------ analysis
+def _seq(first: int | None, tick: int) -> int | None:
+    return None if first is None or tick < 0 else (first + tick) & 0xFFFF
+
+
+def _at_or_after(d: dict, seq: int, n: int = 50) -> tuple[float, int]:
+    """``d[seq]``, or the first of the next ``n`` sequence numbers present (KeyError: none)."""
+    for i in range(n):
+        k = (seq + i) & 0xFFFF
+        if k in d:
+            return d[k], k
+    raise KeyError(seq)
+
+
+def _agent_turn_for(agent_turns: list[dict], reply_start: float | None, t: CallerTurn) -> dict | None:
+    if reply_start is not None:
+        cands = [a for a in agent_turns if a["reply_start"] is not None and abs(a["reply_start"] - reply_start) < 1e-6]
+        if cands:
+            return cands[-1]
+    cands = [a for a in agent_turns if a["speech_end"] is not None and a["speech_start"] >= t.speech_from - 0.5
+             and a["speech_end"] >= t.speech_end - 0.05]  # fmt: skip
+    return cands[0] if cands else None
+
+
+def analyse_turns(driver: ConversationDriver, caller: Any, agent_stream: Any, agent_summary: dict,
+                  *, lookahead_up_ms: float = 0.0, lookahead_down_ms: float = 0.0) -> list[dict]:  # fmt: skip
+    """Per-turn records: the breakdown, its reconciliation, the agent's figure and WER."""
+    from .pipeline.wer import wer, word_errors
+
+    agent_turns = agent_summary.get("turns", [])
+    out = []
+    for i, t in enumerate(driver.turns):
+        nxt = driver.turns[i + 1].speech_from if i + 1 < len(driver.turns) else float("inf")
+        heard = [a for a in agent_turns if t.speech_from - 0.05 <= a["speech_start"] < min(nxt, t.speech_end + 1.0)]
+        text = " ".join(a["text"] or "" for a in heard if a["text"] is not None)
+        rec: dict[str, Any] = {"turn": i, "utterance": t.utterance.name, "transcript": t.utterance.transcript,
+                               "recognised": text, "agent_turns": len(heard), "barge_in": t.barge_in,
+                               "outcome": t.outcome, "synthetic_speech": t.utterance.synthetic}  # fmt: skip
+        e, n = word_errors(t.utterance.transcript, text)
+        rec.update(wer=wer(t.utterance.transcript, text), word_errors=e, words=n)
+        if heard and len(heard) > 1:
+            rec["false_cutoffs"] = len(heard) - 1
+        seq_k = _seq(caller.first_sequence, t.last_frame)
+        seq_r = t.reply_seq
+        reply_start = agent_stream.send_times.get(seq_r) if seq_r is not None else None
+        a = _agent_turn_for(agent_turns, reply_start, t)
+        if a is not None:
+            rec["agent_reason"] = a["reason"]
+            rec["server_ms"] = a["server_ms"]
+            rec["llm_modelled"] = a["llm_modelled"]
+            if a.get("llm_error"):
+                rec["llm_error"] = a["llm_error"]
+        if t.reply_onset is None:
+            rec["outcome"] = t.outcome if t.outcome != "ok" else "no_reply"
+            rec["reason"] = (a or {}).get("reason") or "no reply heard"
+            out.append(rec)
+            continue
+        total = (t.reply_onset - t.speech_end) * 1000.0
+        rec["total_ms"] = total
+        try:
+            s_up = caller.send_times[seq_k]
+            arr_a, ka = _at_or_after(agent_stream.arrivals, seq_k)
+            play_a, kp = _at_or_after(agent_stream.played_at, seq_k)
+            arr_c = caller.arrivals[seq_r]
+            play_c = caller.played_at[seq_r]
+            if ka != seq_k or kp != seq_k:  # lost or late: the chain follows the next frame that made it
+                rec["chain_note"] = f"uplink frame {seq_k} lost or late; followed frame {kp}"
+            if a is None or reply_start is None or a["reply_start"] is None:
+                raise KeyError("reply")
+        except (KeyError, TypeError) as exc:
+            rec["reason"] = (f"breakdown unavailable ({exc.args[0] if exc.args else exc!r} missing: a packet of the chain "
+                             "was lost or the reply heard is not the start of an agent turn)")
+            out.append(rec)
+            continue
+        la_up, la_down = lookahead_up_ms / 1000.0, lookahead_down_ms / 1000.0
+        parts = {
+            "caller_packetization": s_up - t.speech_end + la_up,
+            "network_up": arr_a - s_up,
+            "agent_jitter_buffer": play_a - arr_a,
+            "endpointing_wait": a["speech_end"] - play_a - la_up,
+            "asr_final": a["asr_final"] - a["speech_end"],
+            "llm_first_token": a["llm_first_token"] - a["asr_final"],
+            "tts_first_audio": a["tts_first_audio"] - a["llm_first_token"],
+            "agent_send_queue": a["reply_start"] - a["tts_first_audio"],
+            "network_down": arr_c - reply_start,
+            "caller_jitter_buffer": play_c - arr_c,
+            "codec_lookahead_down": la_down,
+        }
+        rec.update({f"{k}_ms": v * 1000.0 for k, v in parts.items()})
+        s = sum(parts.values()) * 1000.0 + (reply_start - a["reply_start"]) * 1000.0
+        rec["breakdown_sum_ms"] = s
+        rec["residual_ms"] = total - s
+        rec["reconciled"] = abs(total - s) <= 2.0
+        if i + 1 < len(driver.turns) and driver.turns[i + 1].barge_in:
+            bt = driver.turns[i + 1]
+            stop = _stop_at_ear(caller, bt.speech_from, bt.speech_end)
+            if stop is not None:
+                rec["barge_in_stop_ms"] = (stop - bt.speech_from) * 1000.0
+        out.append(rec)
+    return out
+
+
+def _stop_at_ear(caller: Any, t_from: float, t_to: float) -> float | None:
+    """End of the last audible sample at the caller's ear in ``[t_from, t_to)``.
+
+    ``t_from`` is the caller's speech onset over the reply, ``t_to`` the end of that
+    utterance: the agent cannot answer it before then, so whatever the caller hears in the
+    window is the interrupted reply. ``t_from`` itself when nothing is heard.
+    """
+    x, t0 = caller.received_audio()
+    rate = caller.rx.sample_rate
+    i0 = max(0, int(round((t_from - t0) * rate)))
+    i1 = max(i0, int(round((t_to - t0) * rate)))
+    if i1 > len(x):
+        return None
+    loud = np.flatnonzero(np.abs(x[i0:i1]) >= EAR_LEVEL)
+    return t_from if not len(loud) else t0 + (i0 + int(loud[-1]) + 1) / rate
+
+
+def _pct(v: list[float]) -> dict[str, float | None]:
+    if not v:
+        return {"p50": None, "p90": None, "max": None}
+    a = np.asarray(v, dtype=float)
+    return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)), "max": float(a.max())}
+
+
+def summarise_turns(records: list[dict]) -> dict[str, Any]:
+    """``turn.*`` statistics over the records: percentiles, breakdown medians, WER, reconciliation."""
+    out: dict[str, Any] = {"turn.count": len(records), "turn.answered": sum(1 for r in records if "total_ms" in r)}
+    for key in ["total", "server", "residual"] + list(BREAKDOWN) + ["uplink_and_endpointing", "downlink"]:
+        vals = [r[f"{key}_ms"] for r in records if r.get(f"{key}_ms") is not None]
+        if not vals and key in ("uplink_and_endpointing", "downlink"):
+            continue  # WebRTC's lumped parts
+        for k, v in _pct(vals).items():
+            out[f"turn.{key}_ms.{k}"] = v
+    rec = [r for r in records if "residual_ms" in r]
+    out["turn.reconciled"] = bool(rec) and all(r["reconciled"] for r in rec)
+    if not rec and any(r.get("reconciled", False) is None for r in records):
+        out["turn.reconciled"] = None  # WebRTC: no per-packet times to reconcile with
+    out["turn.residual_ms.absmax"] = max((abs(r["residual_ms"]) for r in rec), default=None)
+    e, n = sum(r["word_errors"] for r in records), sum(r["words"] for r in records)
+    out["turn.wer"] = e / n if n else None
+    bs = [r["barge_in_stop_ms"] for r in records if "barge_in_stop_ms" in r]
+    for k, v in _pct(bs).items():
+        out[f"turn.barge_in_stop_ms.{k}"] = v
+    out["turn.outcomes"] = {o: sum(1 for r in records if r["outcome"] == o) for o in sorted({r["outcome"] for r in records})}
+    out["turn.llm_modelled"] = all(r.get("llm_modelled", True) for r in records)
+    return out
+
+
+# ------------------------------------------------------------------------------ calls
+async def pipeline_call(
+    *,
+    transport: str = "sip",
+    codec: str = "pcmu",
+    turns: int = 5,
+    vad: str = "webrtc",
+    stop_ms: float = 300.0,
+    llm: str | None = None,
+    jitter_buffer: str = "fixed:60",
+    barge_in_after_s: float | None = None,
+    hangup_after_s: float | None = None,
+    reply_timeout_s: float = 8.0,
+    seed: int = 0,
+    pipeline: dict | None = None,
+    network: str = "loopback",
+    uplink: Any = None,
+    downlink: Any = None,
+    utterances: list[Utterance] | None = None,
+) -> dict[str, Any]:
+    """A conversation of ``turns`` utterances with the lab's pipeline agent.
+
+    Parameters
+    ----------
+    transport : {"sip", "ws", "webrtc"}
+        SIP/RTP (the lab's UA and :class:`voicelab.agent.Agent`), WebSocket media streams,
+        or WebRTC (the lab's aiortc caller and the agent's WebRTC front; loopback only,
+        transport parts lumped: :func:`analyse_webrtc_turns`).
+    codec : str
+        SIP and WebRTC (WebSocket media streams are 8 kHz mu-law).
+    turns : int
+    vad, stop_ms, llm : as for ``agent serve --mode pipeline``.
+    barge_in_after_s : float, optional
+        The caller talks over each reply this long after hearing it start.
+    hangup_after_s : float, optional
+        The caller hangs up this long into the last reply.
+    pipeline : dict, optional
+        Further :class:`voicelab.pipeline.PipelineConfig` fields.
+    network : {"loopback", "virtual"}
+        Real sockets on 127.0.0.1, or the lab's virtual network
+        (:mod:`voicelab.vnetcall`'s topology, open NATs; SIP only), which also runs under
+        the virtual clock (:func:`voicelab.net.vclock.run_virtual`) faster than real time.
+    uplink, downlink : ChannelConfig or dict, optional
+        Impairment of the caller's access link (``network="virtual"``).
+    utterances : list of Utterance, optional
+        What the caller says (default ``load_utterances(turns)``).
+
+    Returns
+    -------
+    dict
+        ``turn.*`` statistics (:func:`summarise_turns`), ``turns`` (one record per turn:
+        the breakdown ``*_ms``, ``total_ms``, ``residual_ms``, ``server_ms``, ``wer``,
+        ``recognised``), ``agent`` (the agent's per-turn records) and the set-up.
+    """
+    if transport not in ("sip", "ws", "webrtc"):
+        raise ParameterError(f"pipeline calls run over 'sip', 'ws' or 'webrtc', got {transport!r}")
+    if transport == "webrtc" and network != "loopback":
+        raise ParameterError("WebRTC pipeline calls run on loopback (aiortc keeps wall-clock time)")
+    utts = list(utterances) if utterances is not None else load_utterances(turns)
+    cfg = dict(pipeline or {})
+    cfg.update(vad=vad, stop_ms=float(stop_ms), llm=llm, seed=seed)
+    if network not in ("loopback", "virtual"):
+        raise ParameterError(f"network must be 'loopback' or 'virtual', got {network!r}")
+    if (uplink is not None or downlink is not None) and network != "virtual":
+        raise ParameterError("uplink/downlink impairments need network='virtual'")
+    extra = {"network": network, "uplink": uplink, "downlink": downlink}
+    runner = {"sip": _sip_conversation, "ws": _ws_conversation, "webrtc": _webrtc_conversation}[transport]
+    res = await runner(utts, codec=codec, cfg=cfg, jitter_buffer=jitter_buffer, seed=seed, **extra,
+                       driver_opts=dict(barge_in_after_s=barge_in_after_s, hangup_after_s=hangup_after_s,
+                                        reply_timeout_s=reply_timeout_s))  # fmt: skip
+    records, agent_summary, setup = res
+    out: dict[str, Any] = {"transport": transport, **setup, "vad": vad, "stop_ms": float(stop_ms),
+                           "llm": agent_summary.get("responder", {}), "turns_requested": turns}  # fmt: skip
+    out.update(summarise_turns(records))
+    out["turns"] = records
+    out["agent"] = agent_summary.get("turns", [])
+    if any(u.synthetic for u in utts):
+        out["warnings"] = ["caller utterances are eSpeak NG speech (no natural corpus found): set VOICELAB_DATA"]
+    return out
+
+
+async def _sip_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_opts, network="loopback", uplink=None,
+                            downlink=None):  # fmt: skip
+    from .agent import Agent
+    from .calls import open_caller
+    from .net.iface import LoopbackInterface
+    from .rtp.live import LiveAudioStream
+    from .sip.ua import CallEnded, CallEstablished, CallFailed
+
+    loop = asyncio.get_running_loop()
+    if network == "virtual":
+        from .net.vnet_iface import VirtualHostInterface
+        from .vnetcall import SIP_PORT, build_topology
+
+        net, info = build_topology("open", "open", seed=seed, uplink=uplink, downlink=downlink, trace=False)
+        ifc, ifa = VirtualHostInterface(net, "caller"), VirtualHostInterface(net, "agent")
+        caller_host, agent_opts = info["caller"], {"host": info["agent"], "port": SIP_PORT}
+    else:
+        ifc = ifa = LoopbackInterface(loop)
+        caller_host, agent_opts = "127.0.0.1", {}
+    agent = Agent(codecs=[codec], mode="pipeline", pipeline=cfg, jitter_buffer=jitter_buffer, iface=ifa, seed=seed + 1,
+                  **agent_opts)  # fmt: skip
+    await agent.start()
+    ua, sip = await open_caller(ifc, codec=codec, rtcp_mux=True, seed=seed, host=caller_host)
+    stream = None
+    try:
+        media_port = ifc.free_port("udp")
+        call = ua.invite(agent.uri, now=loop.time(), media_port=media_port)
+        sip.flush()
+        ev = await sip.wait_for(CallEstablished, CallFailed)
+        if isinstance(ev, CallFailed):
+            raise ParameterError(f"the call to the pipeline agent failed: {ev.status}")
+        stream = LiveAudioStream.for_media(ifc, call.media, local_addr=(caller_host, media_port),
+                                           jitter_buffer=jitter_buffer, seed=seed + 2, cname="caller@voicelab",
+                                           track=True, source_filter=False)  # fmt: skip
+        await stream.open()
+        stream.set_remote((call.media.remote_address, call.media.remote_port))
+        for _ in range(200):  # the agent opens its stream when it answers
+            if agent.streams:
+                break
+            await asyncio.sleep(0.005)
+        agent_stream = next(iter(agent.streams.values()))
+        agent_stream.send_times, agent_stream.arrivals, agent_stream.played_at = {}, {}, {}
+        driver = ConversationDriver(utts, sample_rate=stream.tx.sample_rate, frame_ms=stream.tx.frame_ms, **driver_opts)
+        stream.on_played = lambda when, frame: driver.on_played(frame, when, stream.last_played_seq)
+        stream.send_live("source", source=driver.source)
+        budget = sum(len(u.samples) / 16000 + driver.reply_timeout_s + 2.0 for u in utts) + 5.0
+        try:
+            await asyncio.wait_for(asyncio.shield(driver.done), budget)
+        except asyncio.TimeoutError:
+            pass  # turns without an answer are recorded as such
+        ua.bye(call, now=loop.time())
+        sip.flush()
+        await sip.wait_for(CallEnded, timeout=10.0)
+        await asyncio.wait_for(agent.ended(1), 10.0)
+        summary = agent.pipelines.finished.get(call.call_id, {})  # type: ignore[union-attr]
+        tx = stream.tx
+        records = analyse_turns(driver, stream, agent_stream, summary, lookahead_up_ms=tx.lookahead_ms,
+                                lookahead_down_ms=agent_stream.tx.lookahead_ms)  # fmt: skip
+        setup = {"codec": call.media.codec, "jitter_buffer": jitter_buffer, "net": network,
+                 "agent_errors": list(agent.errors)}  # fmt: skip
+        return records, summary, setup
+    finally:
+        if stream is not None:
+            await stream.close()
+        await sip.close()
+        await agent.close()
+
+
+def _topology(network: str, seed: int, uplink: Any, downlink: Any) -> tuple[Any, Any, str, str]:
+    """(caller iface, agent iface, caller host, agent host) on loopback or the virtual network."""
+    if network == "virtual":
+        from .net.vnet_iface import VirtualHostInterface
+        from .vnetcall import build_topology
+
+        net, info = build_topology("open", "open", seed=seed, uplink=uplink, downlink=downlink, trace=False)
+        return VirtualHostInterface(net, "caller"), VirtualHostInterface(net, "agent"), info["caller"], info["agent"]
+    from .net.iface import LoopbackInterface
+
+    i = LoopbackInterface(asyncio.get_running_loop())
+    return i, i, "127.0.0.1", "127.0.0.1"
+
+
+async def _ws_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_opts, network="loopback", uplink=None,
+                           downlink=None):  # fmt: skip
+    from .pipeline.core import PipelineConfig
+    from .wsmedia.live import MediaStreamClient, MediaStreamServer
+
+    ifc, ifa, _, agent_host = _topology(network, seed, uplink, downlink)
+    server = MediaStreamServer(ifa, mode="pipeline", pipeline=PipelineConfig(**cfg).build, jitter_buffer=jitter_buffer,
+                               host=agent_host, port=8080 if network == "virtual" else 0)  # fmt: skip
+    await server.start()
+    client = MediaStreamClient(ifc, server.address, jitter_buffer=jitter_buffer, seed=seed)
+    try:
+        await client.connect()
+        session = await server.next_started()
+        media = client.media
+        media.first_sequence = 1  # type: ignore[union-attr]  # chunk numbers count from 1
+        driver = ConversationDriver(utts, sample_rate=8000, frame_ms=20, **driver_opts)
+        media.on_played = lambda f, w: driver.on_played(f, w, media.last_played_chunk)  # type: ignore[union-attr]
+        media.send_live(driver.source)  # type: ignore[union-attr]
+        budget = sum(len(u.samples) / 16000 + driver.reply_timeout_s + 2.0 for u in utts) + 5.0
+        try:
+            await asyncio.wait_for(asyncio.shield(driver.done), budget)
+        except asyncio.TimeoutError:
+            pass
+        await client.stop()
+        await asyncio.wait_for(session.ended, 10.0)
+        summary = session.pipeline.summary() if session.pipeline is not None else {}
+        records = analyse_turns(driver, media, session.media, summary)
+        setup = {"codec": "pcmu", "jitter_buffer": jitter_buffer, "net": network, "agent_errors": list(server.errors)}
+        return records, summary, setup
+    finally:
+        await client.stop()
+        await server.close()
+
+
+async def _webrtc_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_opts, network="loopback", uplink=None,
+                               downlink=None):  # fmt: skip
+    """The lab's aiortc caller with a live source; the agent's WebRTC front with the pipeline.
+
+    aiortc does not expose per-packet send/arrival times, so the breakdown has two lumped
+    parts (see :func:`analyse_webrtc_turns`).
+    """
+    import fractions
+
+    from . import codecs
+    from .agent import Agent
+    from .net.iface import LoopbackInterface
+    from .webrtc.agent import serve_webrtc
+    from .webrtc.media import _EARLY_S, AudioSink, SourceTrack
+    from .webrtc.peer import make_peer_connection, prefer_codec
+    from .webrtc.signaling import SignalingClient
+
+    loop = asyncio.get_running_loop()
+    c = codecs.get(codec)
+    rate, F = int(c.sample_rate), int(c.frame_samples)
+    agent = Agent(codecs=[codec], mode="pipeline", pipeline=cfg, jitter_buffer=jitter_buffer, seed=seed + 1)
+    await agent.start()
+    front = await serve_webrtc(agent)
+    driver = ConversationDriver(utts, sample_rate=rate, frame_ms=20, **driver_opts)
+
+    class _Ear(AudioSink):
+        def write(self, frame, when, *, arrival=None):  # noqa: D102
+            start = super().write(frame, when, arrival=arrival)
+            driver.on_played(frame, start, None)
+            return start
+
+    class _Mouth(SourceTrack):
+        async def recv(self):  # noqa: D102
+            import av
+            from aiortc.mediastreams import MediaStreamError
+
+            if self.readyState != "live":
+                raise MediaStreamError
+            await self._started.wait()
+            when = self._t0 + (self._k + 1) * F / rate
+            delay = when - _EARLY_S - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self.readyState != "live":
+                raise MediaStreamError
+            now = loop.time()
+            self.send_times.append(now)
+            self.send_lateness_s.append(now - when)
+            chunk = driver.source(now)
+            chunk = chunk if chunk is not None else np.zeros(F, dtype=np.int16)
+            frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate = rate
+            frame.pts = self._k * F
+            frame.time_base = fractions.Fraction(1, rate)
+            self._k += 1
+            return frame
+
+    iface = LoopbackInterface(loop)
+    sink = _Ear(rate)
+    pc = make_peer_connection(iface, codec=codec, forward_to_track=False, sink=sink, jitter_buffer=jitter_buffer)
+    track = _Mouth(np.zeros(F), rate)
+    client = SignalingClient(iface, front.url)
+    try:
+        pc.addTrack(track)
+        prefer_codec(pc.getTransceivers()[0], codec)
+        await pc.setLocalDescription(await pc.createOffer())
+        await client.connect()
+        answer = await client.offer(pc.localDescription.sdp)
+        await pc.setRemoteDescription(type(pc.localDescription)(sdp=answer, type="answer"))
+        await asyncio.wait_for(pc.connected(), 10.0)
+        track.start(loop.time() + 0.02)
+        budget = sum(len(u.samples) / 16000 + driver.reply_timeout_s + 2.0 for u in utts) + 5.0
+        try:
+            await asyncio.wait_for(asyncio.shield(driver.done), budget)
+        except asyncio.TimeoutError:
+            pass
+        await client.bye()
+        await asyncio.wait_for(front.ended(1), 10.0)
+        (summary,) = list(agent.pipelines.finished.values())[-1:] or [{}]  # type: ignore[union-attr]
+        records = analyse_webrtc_turns(driver, summary, lookahead_down_ms=c.lookahead_ms)
+        setup = {"codec": codec, "jitter_buffer": jitter_buffer, "net": network, "agent_errors": list(front.errors)}
+        return records, summary, setup
+    finally:
+        await client.close()
+        await pc.close()
+        await front.close()
+        await agent.close()
+
+
+def analyse_webrtc_turns(driver: ConversationDriver, agent_summary: dict, *, lookahead_down_ms: float = 0.0) -> list[dict]:
+    """Per-turn records for WebRTC: the agent's stages exactly, the transport lumped in two parts.
+
+    ``uplink_and_endpointing_ms`` (T0 -> end of utterance at the agent: packetization,
+    aiortc's sender, network, the agent's jitter buffer, and the endpointing wait) and
+    ``downlink_ms`` (first reply frame handed to aiortc -> first reply sample at the ear:
+    sender, network, the caller's jitter buffer, the codec's look-ahead). aiortc keeps no
+    per-packet send/arrival record we can read, so these two cannot be split further and
+    ``residual_ms`` is not defined (the parts add up to the total by construction);
+    ``reconciled`` is None.
+    """
+    from .pipeline.wer import wer, word_errors
+
+    agent_turns = agent_summary.get("turns", [])
+    out = []
+    for i, t in enumerate(driver.turns):
+        nxt = driver.turns[i + 1].speech_from if i + 1 < len(driver.turns) else float("inf")
+        heard = [a for a in agent_turns if t.speech_from - 0.05 <= a["speech_start"] < min(nxt, t.speech_end + 1.0)]
+        text = " ".join(a["text"] or "" for a in heard if a["text"] is not None)
+        e, n = word_errors(t.utterance.transcript, text)
+        rec: dict[str, Any] = {"turn": i, "utterance": t.utterance.name, "transcript": t.utterance.transcript,
+                               "recognised": text, "agent_turns": len(heard), "barge_in": t.barge_in,
+                               "outcome": t.outcome, "wer": wer(t.utterance.transcript, text), "word_errors": e,
+                               "words": n, "synthetic_speech": t.utterance.synthetic}  # fmt: skip
+        answered = [a for a in heard if a["reply_start"] is not None and t.reply_onset is not None
+                    and a["reply_start"] <= t.reply_onset]  # fmt: skip
+        if t.reply_onset is None or not answered:
+            rec["outcome"] = t.outcome if t.outcome != "ok" else "no_reply"
+            rec["reason"] = "no reply heard"
+            out.append(rec)
+            continue
+        a = answered[-1]
+        rec.update(total_ms=(t.reply_onset - t.speech_end) * 1000.0, server_ms=a["server_ms"], agent_reason=a["reason"],
+                   llm_modelled=a["llm_modelled"],
+                   uplink_and_endpointing_ms=(a["speech_end"] - t.speech_end) * 1000.0,
+                   asr_final_ms=(a["asr_final"] - a["speech_end"]) * 1000.0,
+                   llm_first_token_ms=(a["llm_first_token"] - a["asr_final"]) * 1000.0,
+                   tts_first_audio_ms=(a["tts_first_audio"] - a["llm_first_token"]) * 1000.0,
+                   agent_send_queue_ms=(a["reply_start"] - a["tts_first_audio"]) * 1000.0,
+                   downlink_ms=(t.reply_onset - a["reply_start"]) * 1000.0,
+                   downlink_includes_codec_lookahead_ms=lookahead_down_ms,
+                   reconciled=None,
+                   reason="WebRTC: aiortc exposes no per-packet times; transport parts are lumped")  # fmt: skip
+        out.append(rec)
+    return out

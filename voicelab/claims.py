@@ -35,7 +35,7 @@ import pandas as pd
 from .errors import ParameterError
 
 __all__ = ["ClaimResult", "CLAIMS", "transport_delay", "transport_delta", "transcoding", "opus_bitrate",
-           "codec_vs_protocol", "sbc_for_nat", "cost"]
+           "codec_vs_protocol", "sbc_for_nat", "cost", "turn_shares"]
 
 
 @dataclass
@@ -79,6 +79,19 @@ def _ci_text(s: pd.DataFrame, unit: str = "", digits: int = 1) -> str:
 
 def _iv(low: float | None, high: float | None, fmt: str = ".1f") -> str:
     return "no interval" if low is None or high is None else f"[{low:{fmt}}, {high:{fmt}}]"
+
+
+def _off_loop(fn: Any, /, *args: Any, **kw: Any) -> Any:
+    """Call ``fn`` (which runs its own event loops) from plain code or from a notebook cell."""
+    import asyncio
+    import concurrent.futures
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn(*args, **kw)
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        return ex.submit(fn, *args, **kw).result()
 
 
 def _indicative(verdict: str, n: int) -> str:
@@ -188,6 +201,45 @@ def transport_delta(*, n: int = 3, seconds: float = 3.0, pipeline_ms: float | No
         ev.append(f"against a measured STT+LLM+TTS time of {pipeline_ms:.0f} ms: {100 * worst[1] / pipeline_ms:.0f} %")
     return ClaimResult(CLAIMS["transport_delta"], _indicative(verdict, n), ev, summ, n,
                        f"live loopback, PCMU on every transport, {seconds:g} s calls, fixed:60 buffers")
+
+
+#: the breakdown parts of a turn (voicelab.turns) that belong to the transport, the rest being the agent
+TRANSPORT_PARTS = ("caller_packetization", "network_up", "agent_jitter_buffer", "network_down", "caller_jitter_buffer",
+                   "codec_lookahead_down")
+AGENT_PARTS = ("endpointing_wait", "asr_final", "llm_first_token", "tts_first_audio", "agent_send_queue")
+
+
+def turn_shares(*, turns: int = 3, transport: str = "sip", seed: int = 0) -> dict[str, Any]:
+    """A conversation with the lab's pipeline agent on the virtual network (virtual clock): how a
+    turn splits into transport and agent (endpointing, recognition, response, synthesis).
+
+    Returns
+    -------
+    dict
+        ``table`` (one row per turn: ``total_ms``, ``transport_ms``, ``agent_ms``),
+        ``transport_ms`` / ``agent_ms`` / ``total_ms`` medians, ``n``. The language model's
+        time is modelled (``llm_modelled``) and recognition costs no virtual time.
+    """
+    from .experiments.run import run_sync
+    from .net.vclock import run_virtual_in_thread
+    from .turns import pipeline_call
+
+    # its own virtual-clock loop in a thread: works from plain scripts and from notebook cells alike
+    r = run_sync(lambda: run_virtual_in_thread(pipeline_call(transport=transport, turns=int(turns), network="virtual",
+                                                             seed=seed)))
+    rows = []
+    for t in r["turns"]:
+        if t.get("total_ms") is None:
+            continue
+        tr = sum(float(t.get(f"{k}_ms") or 0.0) for k in TRANSPORT_PARTS)
+        ag = sum(float(t.get(f"{k}_ms") or 0.0) for k in AGENT_PARTS)
+        rows.append({"total_ms": float(t["total_ms"]), "transport_ms": tr, "agent_ms": ag})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        raise ParameterError("no turn was answered: nothing to split")
+    return {"table": table, "n": len(table), "total_ms": float(table["total_ms"].median()),
+            "transport_ms": float(table["transport_ms"].median()), "agent_ms": float(table["agent_ms"].median()),
+            "llm_modelled": bool(r.get("turn.llm_modelled", True))}
 
 
 def transcoding(*, n: int = 3, seconds: float = 3.0) -> ClaimResult:
@@ -313,7 +365,7 @@ def sbc_for_nat(*, presets: Sequence[str] = ("open", "full-cone", "restricted-co
     edge, every caller x agent NAT pair, on the virtual network in virtual time."""
     from .natmatrix import nat_matrix
 
-    cells = nat_matrix(presets=list(presets), methods=["sip", "sip-comedia", "sip-relay"], seconds=seconds)
+    cells = _off_loop(nat_matrix, presets=list(presets), methods=["sip", "sip-comedia", "sip-relay"], seconds=seconds)
     df = pd.DataFrame(cells)
     df["both_ways"] = df["caller_to_agent"] & df["agent_to_caller"]
     by = df.groupby("method")["both_ways"].agg(["sum", "count"]).reset_index()

@@ -57,10 +57,12 @@ import numpy as np
 
 from .errors import ParameterError, PeerTimeoutError, ToolUnavailableError
 
-__all__ = ["PipecatBot", "pipecat_available", "PIP_EXTRA", "TRANSPORTS"]
+__all__ = ["PipecatBot", "pipecat_available", "PIP_EXTRA", "TRANSPORTS", "REPLIES"]
 
 PIP_EXTRA = "voicelab[agents]"
 TRANSPORTS = ("ws", "webrtc")
+#: Reply scripts of the stand-in LLM (None: the lab's :data:`voicelab.pipeline.respond.SCRIPT`).
+REPLIES: dict[str, Any] = {"lab": None, "short": (("", "Okay."),)}
 
 
 def pipecat_available() -> bool:
@@ -176,9 +178,9 @@ def _classes() -> dict[str, Any]:
         """A deterministic LLM stand-in: a final transcription in, the scripted reply out
         as ``LLMTextFrame`` tokens, timed by the lab's :class:`LlmLatencyModel` (modelled)."""
 
-        def __init__(self, latency: LlmLatencyModel, seed: int = 0, **kwargs: Any) -> None:
+        def __init__(self, latency: LlmLatencyModel, seed: int = 0, script: Any = None, **kwargs: Any) -> None:
             super().__init__(**kwargs)
-            self.responder = ScriptedResponder(latency, seed=seed)
+            self.responder = ScriptedResponder(latency, seed=seed, **({"script": script} if script else {}))
 
         async def process_frame(self, frame: Any, direction: Any) -> None:
             await super().process_frame(frame, direction)
@@ -346,23 +348,23 @@ class _Timeline:
         """Per-turn records (the keys :func:`voicelab.turns.analyse_turns` reads)."""
         out = []
         starts = self.spurts or self.bot_started
-        lat = list(self.pipecat_latency)
-        for i, t in enumerate(self.turns):
+        for t in self.turns:
             r = dict(t)
             if r["speech_end"] is None:
                 r["reason"] = "no_endpoint"
-            nxt = self.turns[i + 1]["speech_start"] if i + 1 < len(self.turns) else float("inf")
             if r["tts_first_audio"] is not None:
                 rs = [s for s in starts if s >= r["tts_first_audio"] - 0.005]
                 r["reply_start"] = rs[0] if rs else None
             if r["reply_start"] is not None and r["speech_end"] is not None:
                 r["server_ms"] = (r["reply_start"] - r["speech_end"]) * 1000.0
-            if r["speech_end"] is not None:
-                m = [v for w, v in lat if r["speech_end"] <= w < nxt + 5.0]
-                if m:
-                    r["pipecat_ms"] = m[0] * 1000.0
-                    lat.remove(next(x for x in lat if x[1] == m[0]))
             out.append(r)
+        # Pipecat measures from the latest VAD stop before the bot starts speaking (a VAD
+        # start resets it): its figure belongs to the last endpoint before it was reported.
+        # No BotStartedSpeakingFrame while the bot is still talking: no figure for that turn.
+        for w, v in self.pipecat_latency:
+            ends = [r for r in out if r["speech_end"] is not None and r["speech_end"] <= w]
+            if ends and ends[-1]["pipecat_ms"] is None:
+                ends[-1]["pipecat_ms"] = v * 1000.0
         return {"turns": out, "responder": {"responder": "pipecat+scripted", "llm_modelled": True},
                 "pipecat_latency_ms": [v * 1000.0 for _, v in self.pipecat_latency]}  # fmt: skip
 
@@ -382,6 +384,9 @@ class PipecatBot:
     llm_ttft_s, llm_sigma, llm_tokens_per_s : float
         The stand-in LLM's modelled timing (:class:`voicelab.pipeline.respond.LlmLatencyModel`;
         defaults as the lab's agent).
+    replies : {"lab", "short"}
+        The lab's scripted replies (:data:`voicelab.pipeline.respond.SCRIPT`, 2-4 s of
+        speech) or one short reply ("Okay.") for quick tests.
     host : str
     port : int
         0: a free port.
@@ -398,14 +403,17 @@ class PipecatBot:
 
     def __init__(self, transport: str = "ws", *, stop_ms: float = 300.0, start_ms: float = 200.0,
                  llm_ttft_s: float = 0.4, llm_sigma: float = 0.35, llm_tokens_per_s: float = 80.0,
-                 host: str = "127.0.0.1", port: int = 0, seed: int = 0) -> None:  # fmt: skip
+                 replies: str = "lab", host: str = "127.0.0.1", port: int = 0, seed: int = 0) -> None:  # fmt: skip
         if transport not in TRANSPORTS:
             raise ParameterError(f"the Pipecat bot runs over 'ws' or 'webrtc', got {transport!r}")
         if isinstance(stop_ms, bool) or not isinstance(stop_ms, (int, float)) or not 50 <= stop_ms <= 5000:
             raise ParameterError(f"stop_ms must be a number in 50..5000 ms, got {stop_ms!r}")
         if isinstance(start_ms, bool) or not isinstance(start_ms, (int, float)) or not 20 <= start_ms <= 2000:
             raise ParameterError(f"start_ms must be a number in 20..2000 ms, got {start_ms!r}")
+        if replies not in REPLIES:
+            raise ParameterError(f"replies must be one of {', '.join(REPLIES)}, got {replies!r}")
         self.transport, self.stop_ms, self.start_ms = transport, float(stop_ms), float(start_ms)
+        self.replies = replies
         self.host, self.port, self.seed = host, int(port), int(seed)
         self.llm = dict(ttft_median_s=llm_ttft_s, ttft_sigma=llm_sigma, tokens_per_s=llm_tokens_per_s)
         _require()
@@ -430,7 +438,7 @@ class PipecatBot:
         return {"framework": "pipecat", "pipecat_version": getattr(pipecat, "__version__", None),
                 "transport": self.transport, "vad": "silero (pipecat SileroVADAnalyzer)", "stop_ms": self.stop_ms,
                 "stt": "pocketsphinx (SegmentedSTTService)", "tts": "espeak-ng (TTSService)",
-                "llm": {"responder": "scripted", "llm_modelled": True, **self.llm}}  # fmt: skip
+                "llm": {"responder": "scripted", "replies": self.replies, "llm_modelled": True, **self.llm}}  # fmt: skip
 
     # ------------------------------------------------------------------ pipeline
     def _build(self, transport: Any, timeline: _Timeline) -> Any:
@@ -444,7 +452,7 @@ class PipecatBot:
         C = self._C
         vad = VADProcessor(vad_analyzer=SileroVADAnalyzer(params=VADParams(stop_secs=self.stop_ms / 1000.0,
                                                                            start_secs=self.start_ms / 1000.0)))  # fmt: skip
-        llm = C["LLM"](C["LlmLatencyModel"](**self.llm), seed=self.seed + len(self.sessions))
+        llm = C["LLM"](C["LlmLatencyModel"](**self.llm), seed=self.seed + len(self.sessions), script=REPLIES[self.replies])
         self._out_tap = C["Tap"](timeline, "out")
         pipeline = Pipeline([
             transport.input(), vad, C["Tap"](timeline, "vad"), C["STT"](), C["Tap"](timeline, "stt"), llm,

@@ -49,6 +49,9 @@ async def pipecat_call(
     llm_sigma: float = 0.35,
     jitter_buffer: str = "fixed:60",
     reply_timeout_s: float = 8.0,
+    replies: str = "lab",
+    reply_end_silence_s: float = 0.9,
+    gap_s: float = 0.3,
     seed: int = 0,
     utterances: list[Utterance] | None = None,
 ) -> dict[str, Any]:
@@ -65,6 +68,10 @@ async def pipecat_call(
     jitter_buffer : str
         The caller's jitter buffer (``ws`` only).
     reply_timeout_s : float
+    replies : {"lab", "short"}
+        The stand-in LLM's script (:data:`voicelab.pipecat_bot.REPLIES`).
+    reply_end_silence_s, gap_s : float
+        The caller: silence that ends a reply; pause before the next utterance.
     seed : int
     utterances : list of Utterance, optional
 
@@ -80,8 +87,9 @@ async def pipecat_call(
     if transport not in TRANSPORTS:
         raise ParameterError(f"the Pipecat bot is called over 'ws' or 'webrtc', got {transport!r}")
     utts = list(utterances) if utterances is not None else load_utterances(turns)
-    driver_opts = dict(reply_timeout_s=reply_timeout_s)
-    async with PipecatBot(transport, stop_ms=stop_ms, llm_ttft_s=llm_ttft_s, llm_sigma=llm_sigma, seed=seed) as bot:
+    driver_opts = dict(reply_timeout_s=reply_timeout_s, reply_end_silence_s=reply_end_silence_s, gap_s=gap_s)
+    async with PipecatBot(transport, stop_ms=stop_ms, llm_ttft_s=llm_ttft_s, llm_sigma=llm_sigma, replies=replies,
+                          seed=seed) as bot:  # fmt: skip
         if transport == "ws":
             records, setup = await _ws(bot, utts, jitter_buffer=jitter_buffer, seed=seed, driver_opts=driver_opts)
         else:

@@ -67,13 +67,9 @@ REPLIES: dict[str, Any] = {"lab": None, "short": (("", "Okay."),)}
 
 def pipecat_available() -> bool:
     """Whether ``pipecat-ai`` (with its ``webrtc`` and ``silero`` extras) imports."""
-    try:
-        import aiortc  # noqa: F401
-        import onnxruntime  # noqa: F401
-        import pipecat  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("pipecat", "aiortc", "onnxruntime", "loguru"))
 
 
 def _require() -> None:
@@ -93,8 +89,14 @@ def _classes() -> dict[str, Any]:
         return _CLASSES
     _require()
     import logging
+    import sys
 
     from loguru import logger as _loguru
+
+    # Pipecat logs through loguru at DEBUG to stderr by default (a banner at import, every
+    # frame event): keep its errors only. (voicelab itself does not use loguru.)
+    _loguru.remove()
+    _loguru.add(sys.stderr, level="ERROR")
     from pipecat.frames.frames import (
         AudioRawFrame,
         BotStartedSpeakingFrame,
@@ -118,8 +120,6 @@ def _classes() -> dict[str, Any]:
     from .pipeline.respond import FALLBACK_EMPTY, LlmLatencyModel, ScriptedResponder
     from .pipeline.tts import EspeakTts
 
-    _loguru.remove()  # Pipecat logs every frame event at DEBUG to stderr by default
-    _loguru.add(lambda m: None, level="ERROR")
     logging.getLogger("aioice").setLevel(logging.WARNING)
 
     class PocketSphinxSTTService(STTService):

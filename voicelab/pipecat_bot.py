@@ -150,7 +150,8 @@ def _classes() -> dict[str, Any]:
 
         async def run_stt(self, audio: bytes) -> AsyncGenerator[Any, None]:
             if self._speaking and self._rec is not None:
-                self._rec.feed(np.frombuffer(audio, dtype=np.int16))
+                # decoding runs in a worker thread: the caller shares this event loop
+                await asyncio.to_thread(self._rec.feed, np.frombuffer(audio, dtype=np.int16))
             else:
                 self._pre.append(audio)
                 self._pre_bytes += len(audio)
@@ -163,7 +164,7 @@ def _classes() -> dict[str, Any]:
         async def process_frame(self, frame: Any, direction: Any) -> None:
             if isinstance(frame, VADUserStartedSpeakingFrame) and self._rec is not None:
                 self._rec.start()
-                self._rec.feed(np.frombuffer(b"".join(self._pre), dtype=np.int16))
+                await asyncio.to_thread(self._rec.feed, np.frombuffer(b"".join(self._pre), dtype=np.int16))
                 self._pre, self._pre_bytes, self._speaking = [], 0, True
                 await self.start_processing_metrics()
             await super().process_frame(frame, direction)

@@ -81,9 +81,9 @@ def test_pipecat_bot_answers_ten_turns_over_websocket():
         assert "residual_ms" in r, r.get("reason")
         assert abs(r["residual_ms"]) <= 2.0, r
         assert r["agent_jitter_buffer_ms"] == 0.0  # Pipecat feeds frames straight to its VAD
-        assert r["endpointing_wait_ms"] > 0
     # Silero waits stop_secs = 0.4 s of what it calls silence (it may start counting in the
-    # quiet tail before the last sample the caller's ground truth calls speech)
+    # quiet tail before the last sample the caller's ground truth calls speech, or end a
+    # segment inside an utterance: then a turn's wait is short or even negative)
     assert res["turn.endpointing_wait_ms.p50"] >= 0.6 * 400.0
 
 
@@ -109,12 +109,15 @@ def test_pipecat_bot_refuses_bad_parameters_and_bad_offers():
         import aiohttp
 
         async with PipecatBot("webrtc") as bot:
+            statuses = []
             async with aiohttp.ClientSession() as http:
-                async with http.post(bot.url, json={"sdp": 5, "type": "answer"}) as resp:
-                    return resp.status, bot.sessions
+                for body in ({"sdp": 5, "type": "answer"}, {"sdp": "v=0 nonsense", "type": "offer"}):
+                    async with http.post(bot.url, json=body) as resp:
+                        statuses.append(resp.status)
+            return statuses, bot.sessions
 
-    status, sessions = asyncio.run(bad_offer())
-    assert status == 400 and sessions == []
+    statuses, sessions = asyncio.run(bad_offer())
+    assert statuses == [400, 400] and sessions == []
 
 
 def test_timeline_matches_stages_and_pipecat_figure_to_turns():

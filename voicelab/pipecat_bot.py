@@ -554,8 +554,11 @@ class PipecatBot:
         except (ValueError, KeyError, TypeError) as exc:
             return web.json_response({"error": f"bad offer: {exc}"}, status=400)
         conn = SmallWebRTCConnection(ice_servers=[])
-        await conn.initialize(sdp=sdp, type=typ)
         self._pcs.append(conn)
+        try:
+            await conn.initialize(sdp=sdp, type=typ)
+        except Exception as exc:  # noqa: BLE001 - aiortc raises ValueError and others on bad SDP
+            return web.json_response({"error": f"bad offer: {type(exc).__name__}: {exc}"[:300]}, status=400)
         timeline = _Timeline()
         self.sessions.append(timeline)
         transport = SmallWebRTCTransport(webrtc_connection=conn, params=TransportParams(

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ParameterError, RemoteProtocolError
+from .errors import ParameterError, PeerTimeoutError, RemoteProtocolError
 from .turns import ConversationDriver, Utterance, _pct, analyse_turns, load_utterances, summarise_turns
 
 __all__ = ["pipecat_call"]
@@ -241,7 +241,10 @@ async def _webrtc(bot: Any, utts: list[Utterance], *, driver_opts: dict) -> tupl
                     raise RemoteProtocolError(f"the Pipecat bot refused the offer: HTTP {resp.status} {body}",
                                               status_code=resp.status)  # fmt: skip
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
-        track = await asyncio.wait_for(got_track, 15.0)
+        try:
+            track = await asyncio.wait_for(got_track, 15.0)
+        except asyncio.TimeoutError:
+            raise PeerTimeoutError("the Pipecat bot sent no audio track within 15 s of its answer") from None
         listener = loop.create_task(listen(track))
         try:
             await asyncio.wait_for(asyncio.shield(driver.done), _budget(driver, utts))

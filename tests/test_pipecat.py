@@ -71,6 +71,8 @@ def _check_common(res: dict, n: int) -> None:
     assert not res["agent_errors"]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 def test_pipecat_bot_answers_ten_turns_over_websocket():
     _need_pipecat()
     res = _run("ws", 10)
@@ -87,6 +89,8 @@ def test_pipecat_bot_answers_ten_turns_over_websocket():
     assert res["turn.endpointing_wait_ms.p50"] >= 0.6 * 400.0
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 def test_pipecat_bot_answers_ten_turns_over_webrtc():
     _need_pipecat()
     res = _run("webrtc", 10)

@@ -160,3 +160,13 @@ def test_cli_pipecat_bad_transport_is_one_line():
     assert p.returncode != 0
     assert "Traceback" not in p.stderr
     assert "ws" in p.stderr and "webrtc" in p.stderr
+
+
+def test_missing_pipecat_is_a_clear_error_naming_the_extra(monkeypatch):
+    from voicelab.errors import ToolUnavailableError
+    from voicelab.pipecat_bot import PipecatBot, pipecat_available
+
+    monkeypatch.setitem(sys.modules, "pipecat", None)
+    assert not pipecat_available()
+    with pytest.raises(ToolUnavailableError, match=r"voicelab\[agents\]"):
+        PipecatBot("ws")

@@ -69,7 +69,10 @@ def pipecat_available() -> bool:
     """Whether ``pipecat-ai`` (with its ``webrtc`` and ``silero`` extras) imports."""
     import importlib.util
 
-    return all(importlib.util.find_spec(m) is not None for m in ("pipecat", "aiortc", "onnxruntime", "loguru"))
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in ("pipecat", "aiortc", "onnxruntime", "loguru"))
+    except (ImportError, ValueError):  # a module blocked in sys.modules
+        return False
 
 
 def _require() -> None:

@@ -10,7 +10,6 @@ that ten turns take ~25 s per transport (the lab's ARCTIC items and replies: 6-8
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys

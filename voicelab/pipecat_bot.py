@@ -106,6 +106,7 @@ def _classes() -> dict[str, Any]:
         LLMFullResponseEndFrame,
         LLMFullResponseStartFrame,
         LLMTextFrame,
+        MetricsFrame,
         OutputAudioRawFrame,
         TranscriptionFrame,
         TTSAudioRawFrame,
@@ -169,10 +170,10 @@ def _classes() -> dict[str, Any]:
                 self._rec.start()
                 await asyncio.to_thread(self._rec.feed, np.frombuffer(b"".join(self._pre), dtype=np.int16))
                 self._pre, self._pre_bytes, self._speaking = [], 0, True
-                await self.start_processing_metrics()
             await super().process_frame(frame, direction)
             if isinstance(frame, VADUserStoppedSpeakingFrame) and self._speaking and self._rec is not None:
                 self._speaking = False
+                await self.start_processing_metrics()  # Pipecat's "processing": the final decode
                 text = await asyncio.to_thread(self._rec.final)
                 await self.stop_processing_metrics()
                 # an empty hypothesis is still a turn (the responder asks again)
@@ -292,7 +293,7 @@ def _classes() -> dict[str, Any]:
                     Serializer=LabTwilioSerializer, FrameDirection=FrameDirection,
                     VADStart=VADUserStartedSpeakingFrame, VADStop=VADUserStoppedSpeakingFrame,
                     Transcription=TranscriptionFrame, LLMText=LLMTextFrame, TTSAudio=TTSAudioRawFrame,
-                    BotStarted=BotStartedSpeakingFrame, LlmLatencyModel=LlmLatencyModel,
+                    BotStarted=BotStartedSpeakingFrame, Metrics=MetricsFrame, LlmLatencyModel=LlmLatencyModel,
                     FALLBACK_EMPTY=FALLBACK_EMPTY)  # fmt: skip
     return _CLASSES
 
@@ -311,6 +312,7 @@ class _Timeline:
         self.spurts: list[float] = []  # first bot chunk of each talkspurt (ws)
         self.bot_started: list[float] = []  # BotStartedSpeakingFrame upstream at the output (both)
         self.pipecat_latency: list[tuple[float, float]] = []  # (loop time, s) from UserBotLatencyObserver
+        self.metrics: list[dict[str, Any]] = []  # MetricsFrame items (TTFB, processing), ms
         self.errors: list[str] = []
 
     def _cur(self) -> dict[str, Any] | None:
@@ -343,6 +345,12 @@ class _Timeline:
                 cands[0]["tts_first_audio"] = now
         elif where == "out" and not down and isinstance(frame, C["BotStarted"]):
             self.bot_started.append(now)
+        elif where == "out" and down and isinstance(frame, C["Metrics"]):
+            for d in frame.data:  # Pipecat's per-service TTFB / processing metrics
+                v = getattr(d, "value", None)
+                if isinstance(v, (int, float)) and v > 0:
+                    self.metrics.append({"at": now, "kind": type(d).__name__, "processor": d.processor,
+                                         "ms": float(v) * 1000.0})  # fmt: skip
 
     def on_latency(self, seconds: float) -> None:
         now = asyncio.get_running_loop().time()
@@ -370,7 +378,8 @@ class _Timeline:
             if ends and ends[-1]["pipecat_ms"] is None:
                 ends[-1]["pipecat_ms"] = v * 1000.0
         return {"turns": out, "responder": {"responder": "pipecat+scripted", "llm_modelled": True},
-                "pipecat_latency_ms": [v * 1000.0 for _, v in self.pipecat_latency]}  # fmt: skip
+                "pipecat_latency_ms": [v * 1000.0 for _, v in self.pipecat_latency],
+                "pipecat_metrics": list(self.metrics)}  # fmt: skip
 
 
 class PipecatBot:

@@ -104,6 +104,11 @@ async def pipecat_call(
         vals = [r[f"{key}_ms"] for r in records if r.get(f"{key}_ms") is not None]
         for k, v in _pct(vals).items():
             out[f"turn.{key}_ms.{k}"] = v
+    # Pipecat's per-service metrics frames (enable_metrics): medians per kind and service
+    groups: dict[str, list[float]] = {}
+    for m in summary.get("pipecat_metrics", []):
+        groups.setdefault(f"{m['kind'].replace('MetricsData', '').lower()}.{m['processor'].split('#')[0]}", []).append(m["ms"])
+    out["pipecat_metrics_ms.p50"] = {k: float(np.median(v)) for k, v in sorted(groups.items())}
     out["turns"] = records
     out["agent"] = summary["turns"]
     if any(u.synthetic for u in utts):

@@ -66,6 +66,8 @@ def _check_common(res: dict, n: int) -> None:
         assert r["pipecat_ms"] > 0
         assert r["pipecat_diff_ms"] == pytest.approx(r["total_ms"] - r["pipecat_ms"])
     assert res["turn.pipecat_ms.p50"] is not None and res["turn.pipecat_diff_ms.max"] is not None
+    # Pipecat's own per-service metrics frames came through (enable_metrics)
+    assert res["pipecat_metrics_ms.p50"].get("ttfb.PocketSphinxSTTService", 0) > 0
     assert res["turn.wer"] is not None  # what the bot understood, per turn and overall
     assert not res["agent_errors"]
 

@@ -224,6 +224,28 @@ def _check_writable_file(path: str, flag: str) -> None:
         p.unlink(missing_ok=True)
 
 
+def _pipecat_call(args: argparse.Namespace, net: Any) -> int:
+    import asyncio
+
+    from .pipecat_turns import pipecat_call
+
+    if args.transport not in ("ws", "webrtc"):
+        raise ParameterError("--agent pipecat runs over --transport ws (Twilio serializer) or webrtc (SmallWebRTC)")
+    if args.net != "loopback" or net is not None or args.virtual_time:
+        raise ParameterError("--agent pipecat runs on loopback with real sockets (no --net vnet/sim, no impairments)")
+    if args.pcap or args.barge_in_after is not None:
+        raise ParameterError("--agent pipecat: --pcap and --barge-in-after are not supported")
+    # the bot's VAD is always Pipecat's own SileroVADAnalyzer (--vad is the lab agent's)
+    if args.llm != "model":
+        raise ParameterError("--agent pipecat uses the scripted stand-in LLM (--llm model)")
+    res = asyncio.run(pipecat_call(transport=args.transport, turns=args.turns, stop_ms=args.stop_ms,
+                                   jitter_buffer=args.jitter_buffer, seed=args.seed))  # fmt: skip
+    if not args.json:
+        res = {k: v for k, v in res.items() if k not in ("turns", "agent", "bot") and not k.endswith((".p90", ".max"))}
+    _print_result(res, args.json)
+    return 0
+
+
 def cmd_call(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -284,6 +306,8 @@ def cmd_call(args: argparse.Namespace) -> int:
         raise ParameterError("--virtual-time needs --net vnet (real sockets run in real time)")
     if args.agent == "pipeline":
         return _pipeline_call(args, net)
+    if args.agent == "pipecat":
+        return _pipecat_call(args, net)
     if args.net == "sim":
         raise ParameterError("--net sim is for --agent pipeline (other calls: voicelab run for sim mode)")
     if args.net == "vnet":
@@ -763,7 +787,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--method", default="sip-comedia", help="sip, sip-comedia or sip-relay")
     g.add_argument("--virtual-time", action="store_true", help="run on a virtual clock (the lab's own stacks only)")
     cl.add_argument("--codec", default="pcmu", help="codec both sides offer and accept")
-    cl.add_argument("--agent", choices=["pipeline"], help="call the listen-think-speak agent and measure its turns")
+    cl.add_argument("--agent", choices=["pipeline", "pipecat"],
+                    help="call the listen-think-speak agent (pipeline: the lab's; pipecat: a Pipecat bot, "
+                         "--transport ws|webrtc) and measure its turns")  # fmt: skip
     cl.add_argument("--turns", type=int, default=5, metavar="N", help="--agent pipeline: utterances to play")
     cl.add_argument("--barge-in-after", type=_float_arg("barge-in-after", 0.05, 10.0), metavar="S",
                     help="--agent pipeline: talk over each reply this long after it starts")

@@ -228,6 +228,9 @@ class Agent:
         ``max_calls``.
     lag_interval : float
         Seconds between event-loop lag samples when ``overload`` is set (default 0.02).
+    reuse_port : bool
+        Set SO_REUSEPORT on the SIP listener so several agent processes share its port
+        (``voicelab agent serve --workers N``; default False).
     """
 
     def __init__(
@@ -258,8 +261,11 @@ class Agent:
         deterministic_auth: bool = False,
         overload: Any = None,
         lag_interval: float = 0.02,
+        reuse_port: bool = False,
     ) -> None:
         self.host, self.port = host, port
+        #: SO_REUSEPORT on the SIP listener: several agent processes share one port (``serve --workers``).
+        self.reuse_port = bool(reuse_port)
         if not isinstance(transport, str) or transport.lower() not in SIP_TRANSPORTS:
             raise ParameterError(f"transport must be one of {', '.join(SIP_TRANSPORTS)}, got {transport!r}")
         self.transport = transport.lower()
@@ -374,6 +380,8 @@ class Agent:
 
         warm_up(self.codecs)  # codec libraries load now, not inside the first call's answer
         options: dict[str, Any] = {"parse": False, "connection_limits": self.connection_limits}
+        if self.reuse_port:
+            options["reuse_port"] = True
         if self.transport == "tls":
             from .tlsutil import generate_test_pki, server_ssl_context
 

@@ -1,0 +1,153 @@
+"""``voicelab agent serve --workers N``: processes sharing the SIP port with SO_REUSEPORT.
+
+Live tests run the real CLI (a parent and two worker processes) and real SIPp (Debian
+package sip-tester) with one UDP socket per call (``-t un``), so the calls come from many
+source ports and the kernel spreads them over both workers. Counts are asserted, not speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from voicelab.cli import main
+from voicelab.net.iface import LoopbackInterface, free_port
+from voicelab.sip.transport import transport_for
+
+from .conftest import need_tool
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIO = ROOT / "benchmarks" / "sipp" / "uac_load.xml"
+
+
+# ------------------------------------------------------------------ SO_REUSEPORT listeners
+@pytest.mark.parametrize("kind", ["udp", "tcp"])
+def test_reuse_port_lets_two_transports_share_a_port_and_only_then(kind):
+    async def run():
+        iface = LoopbackInterface()
+        a = transport_for(kind, iface, reuse_port=True)
+        b = transport_for(kind, iface, reuse_port=True)
+        c = transport_for(kind, iface)
+        try:
+            host, port = await a.listen("127.0.0.1", 0)
+            shared = await b.listen("127.0.0.1", port)
+            with pytest.raises(OSError):
+                await c.listen("127.0.0.1", port)
+            return port, shared[1]
+        finally:
+            for t in (a, b, c):
+                await t.close()
+
+    port, shared = asyncio.run(run())
+    assert shared == port
+
+
+def test_workers_with_webrtc_is_refused_in_one_line(capsys):
+    rc = main(["agent", "serve", "--workers", "2", "--mode", "signalling", "--sip", "127.0.0.1:0",
+               "--webrtc", "127.0.0.1:0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "--webrtc" in err and "--workers 1" in err
+
+
+@pytest.mark.parametrize("n", ["0", "65"])
+def test_workers_out_of_range_is_refused(capsys, n):
+    assert main(["agent", "serve", "--workers", n, "--mode", "signalling"]) == 2
+    assert "--workers must be 1..64" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ live: parent + 2 workers
+def _start(port: int, *extra: str) -> tuple[subprocess.Popen, list[str]]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "voicelab", "agent", "serve", "--workers", "2", "--mode", "signalling",
+                             "--codecs", "pcmu", "--sip", f"127.0.0.1:{port}", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
+    lines: list[str] = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if line.startswith("Ctrl-C stops"):
+            return proc, lines
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    pytest.fail(f"agent did not start: {lines} {proc.stderr.read()}")
+
+
+def _worker_pids(lines: list[str]) -> list[int]:
+    return [int(m.group(1)) for m in (re.match(r"\s+worker \d+: pid (\d+)", x) for x in lines) if m]
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _counters(out: str) -> dict[int, dict[str, int]]:
+    per = {}
+    for m in re.finditer(r"^\s+worker (\d+): (calls_answered .*)$", out, re.M):
+        per[int(m.group(1))] = {k: int(v) for k, v in (kv.rsplit(" ", 1) for kv in m.group(2).split(", "))}
+    return per
+
+
+def test_two_workers_share_the_calls_every_call_completes_and_sigterm_stops_all(tmp_path):
+    sipp = need_tool("sipp", "sip-tester")
+    port = free_port(kind="udp")
+    proc, lines = _start(port)
+    pids = _worker_pids(lines)
+    try:
+        assert len(pids) == 2 and lines[0].startswith(f"voicelab agent: sip:agent@127.0.0.1:{port}")
+        # -t un: one UDP socket (source port) per call, as 40 different phones
+        run = subprocess.run([sipp, f"127.0.0.1:{port}", "-sf", str(SCENARIO), "-t", "un", "-max_socket", "200",
+                              "-m", "40", "-r", "40", "-l", "1000", "-d", "0", "-i", "127.0.0.1", "-nostdin",
+                              "-timeout", "40s", "-trace_counts"],
+                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=90)
+    finally:
+        proc.send_signal(signal.SIGTERM)  # to the parent only: it stops its workers
+        out, err = proc.communicate(timeout=30)
+    with open(next(tmp_path.glob("*_counts.csv"))) as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    counts = {k: int(v) for k, v in zip(rows[0], rows[-1]) if v.isdigit()}
+    assert run.returncode == 0 and counts["6_200_Recv"] == 40 and counts["10_200_Recv"] == 40
+    per = _counters(out)
+    assert sorted(per) == [1, 2], out
+    assert all(c["calls_answered"] > 0 for c in per.values()), per  # the kernel spread the callers
+    assert sum(c["calls_answered"] for c in per.values()) == 40
+    assert sum(c["calls_ended"] for c in per.values()) == 40
+    assert "total over 2 of 2 workers: calls_answered 40, calls_ended 40" in out
+    assert proc.returncode == 0 and err == ""
+    assert _group_gone(proc.pid) and not any(Path(f"/proc/{p}").exists() for p in pids)
+
+
+def test_a_dead_worker_is_reported_not_restarted_and_ctrl_c_stops_the_rest():
+    proc, lines = _start(free_port(kind="udp"))
+    pids = _worker_pids(lines)
+    try:
+        os.kill(pids[1], signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)  # the parent polls its workers every 0.2 s
+            report = proc.stderr.readline()
+            if "worker 2" in report:
+                break
+        assert f"worker 2 (pid {pids[1]}) exited with code -9; not restarted, 1 of 2 still serving" in report
+        assert proc.poll() is None and Path(f"/proc/{pids[0]}").exists()  # the other one still serves
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C at a terminal: the whole process group
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1  # a worker died while serving
+    assert "worker 2: no counters (exit code -9)" in out and "total over 1 of 2 workers" in out
+    assert _group_gone(proc.pid)

@@ -151,3 +151,31 @@ def test_a_dead_worker_is_reported_not_restarted_and_ctrl_c_stops_the_rest():
     assert proc.returncode == 1  # a worker died while serving
     assert "worker 2: no counters (exit code -9)" in out and "total over 1 of 2 workers" in out
     assert _group_gone(proc.pid)
+
+
+def test_udp_backlog_counts_only_the_given_socket_when_the_port_is_shared():
+    import socket
+
+    from voicelab.agent import udp_backlog_bytes
+
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for s in (a, b):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        a.bind(("127.0.0.1", 0))
+        port = a.getsockname()[1]
+        b.bind(("127.0.0.1", port))
+        tx.bind(("127.0.0.1", 0))
+        for _ in range(5):
+            tx.sendto(b"x" * 500, ("127.0.0.1", port))  # one source port: all to a or all to b
+        ino_a, ino_b = os.fstat(a.fileno()).st_ino, os.fstat(b.fileno()).st_ino
+        total = udp_backlog_bytes(port)
+        if total is None:
+            pytest.skip("no /proc/net/udp")
+        mine = [udp_backlog_bytes(port, ino_a), udp_backlog_bytes(port, ino_b)]
+        assert total > 0 and sorted(mine) == [0, total]
+    finally:
+        for s in (a, b, tx):
+            s.close()

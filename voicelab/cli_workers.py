@@ -36,7 +36,7 @@ from .errors import ParameterError, VoicelabError
 
 #: A worker's last stdout line: its counters as JSON (not forwarded to the user).
 STATS_TAG = "voicelab-worker-stats: "
-#: Counters summed over the workers at exit.
+#: Counters summed over the workers at exit (with ``shed_<reason>``: overload control's refusals by reason).
 SUMMED = ("calls_answered", "calls_ended", "calls_refused", "calls_shed", "calls_timed_out", "recorded_files",
           "messages_received")
 MAX_WORKERS = 64
@@ -45,6 +45,9 @@ MAX_WORKERS = 64
 def worker_stats(agent: Any) -> dict[str, int]:
     """The counters a worker reports at exit (see :data:`SUMMED`)."""
     stats = getattr(getattr(agent.sip, "transport", None), "stats", None) if agent.sip is not None else None
+    overload = getattr(agent, "overload", None)
+    by_reason = {f"shed_{k}": int(v) for k, v in sorted((overload.counts if overload is not None else {}).items())
+                 if k != "admitted"}
     return {
         "pid": os.getpid(),
         "calls_answered": agent.calls_answered,
@@ -54,6 +57,7 @@ def worker_stats(agent: Any) -> dict[str, int]:
         "calls_timed_out": agent.calls_timed_out,
         "recorded_files": len(agent.recorded_files),
         "messages_received": int(getattr(stats, "messages_received", 0)),
+        **by_reason,  # overload control's refusals by reason (lag, queue, rate, calls)
     }
 
 
@@ -210,7 +214,8 @@ def _print_totals(workers: list[_Worker]) -> None:
         if w.stats is None:
             print(f"  worker {w.index}: no counters (exit code {w.proc.returncode})", flush=True)
         else:
-            print(f"  worker {w.index}: " + ", ".join(f"{k} {w.stats.get(k, 0)}" for k in SUMMED), flush=True)
-    total = {k: sum(int(w.stats.get(k, 0)) for w in reported) for k in SUMMED}  # type: ignore[union-attr]
+            print(f"  worker {w.index}: " + ", ".join(f"{k} {v}" for k, v in w.stats.items() if k != "pid"), flush=True)
+    keys = list(SUMMED) + sorted({k for w in reported for k in w.stats if k.startswith("shed_")})  # type: ignore[union-attr]
+    total = {k: sum(int(w.stats.get(k, 0)) for w in reported) for k in keys}  # type: ignore[union-attr]
     print(f"voicelab agent: total over {len(reported)} of {len(workers)} workers: "
           + ", ".join(f"{k} {v}" for k, v in total.items()), flush=True)

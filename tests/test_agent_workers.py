@@ -65,9 +65,9 @@ def test_workers_out_of_range_is_refused(capsys, n):
 
 
 # ------------------------------------------------------------------ live: parent + 2 workers
-def _start(port: int, *extra: str) -> tuple[subprocess.Popen, list[str]]:
+def _start(port: int, *extra: str, mode: str = "signalling") -> tuple[subprocess.Popen, list[str]]:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "voicelab", "agent", "serve", "--workers", "2", "--mode", "signalling",
+    proc = subprocess.Popen([sys.executable, "-m", "voicelab", "agent", "serve", "--workers", "2", "--mode", mode,
                              "--codecs", "pcmu", "--sip", f"127.0.0.1:{port}", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
     lines: list[str] = []
@@ -103,15 +103,18 @@ def _counters(out: str) -> dict[int, dict[str, int]]:
     return per
 
 
-def test_two_workers_share_the_calls_every_call_completes_and_sigterm_stops_all(tmp_path):
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_two_workers_share_the_calls_every_call_completes_and_sigterm_stops_all(tmp_path, transport):
     sipp = need_tool("sipp", "sip-tester")
-    port = free_port(kind="udp")
-    proc, lines = _start(port)
+    port = free_port(kind=transport)
+    proc, lines = _start(port, "--transport", transport)
     pids = _worker_pids(lines)
     try:
         assert len(pids) == 2 and lines[0].startswith(f"voicelab agent: sip:agent@127.0.0.1:{port}")
         # -t un: one UDP socket (source port) per call, as 40 different phones
-        run = subprocess.run([sipp, f"127.0.0.1:{port}", "-sf", str(SCENARIO), "-t", "un", "-max_socket", "200",
+        # TCP (-t tn): one connection per call, each accepted by one worker
+        run = subprocess.run([sipp, f"127.0.0.1:{port}", "-sf", str(SCENARIO), "-t", "un" if transport == "udp" else "tn",
+                              "-max_socket", "200",
                               "-m", "40", "-r", "40", "-l", "1000", "-d", "0", "-i", "127.0.0.1", "-nostdin",
                               "-timeout", "40s", "-trace_counts"],
                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=90)
@@ -132,9 +135,11 @@ def test_two_workers_share_the_calls_every_call_completes_and_sigterm_stops_all(
     assert _group_gone(proc.pid) and not any(Path(f"/proc/{p}").exists() for p in pids)
 
 
-def test_a_dead_worker_is_reported_not_restarted_and_ctrl_c_stops_the_rest():
-    proc, lines = _start(free_port(kind="udp"))
+def test_a_dead_worker_is_reported_not_restarted_and_ctrl_c_stops_the_rest(tmp_path):
+    proc, lines = _start(free_port(kind="udp"), mode=f"record:{tmp_path}")
     pids = _worker_pids(lines)
+    assert [p.name for p in sorted(tmp_path.iterdir())] == ["worker-1", "worker-2"]  # one record folder per worker
+    assert f"recording to {tmp_path / 'worker-1'}" in lines[1]
     try:
         os.kill(pids[1], signal.SIGKILL)
         deadline = time.monotonic() + 20

@@ -136,10 +136,11 @@ def test_two_workers_share_the_calls_every_call_completes_and_sigterm_stops_all(
 
 
 def test_a_dead_worker_is_reported_not_restarted_and_ctrl_c_stops_the_rest(tmp_path):
-    proc, lines = _start(free_port(kind="udp"), mode=f"record:{tmp_path}")
+    rec = tmp_path / "rec"  # missing: the parent makes it, as a single agent does
+    proc, lines = _start(free_port(kind="udp"), mode=f"record:{rec}")
     pids = _worker_pids(lines)
-    assert [p.name for p in sorted(tmp_path.iterdir())] == ["worker-1", "worker-2"]  # one record folder per worker
-    assert f"recording to {tmp_path / 'worker-1'}" in lines[1]
+    assert [p.name for p in sorted(rec.iterdir())] == ["worker-1", "worker-2"]  # one record folder per worker
+    assert f"recording to {rec / 'worker-1'}" in lines[1]
     try:
         os.kill(pids[1], signal.SIGKILL)
         deadline = time.monotonic() + 20

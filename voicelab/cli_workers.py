@@ -141,8 +141,11 @@ def serve_workers(args: Any, argv: list[str], host: str, port: int) -> int:
     record_dir = None
     if args.mode.partition(":")[0].strip().lower() == "record":
         record_dir = Path(args.mode.partition(":")[2])
-        if not record_dir.is_dir():
-            raise ParameterError(f"record directory {str(record_dir)!r} does not exist")
+        try:  # as a single agent does: the folder is made if missing
+            for k in range(1, n + 1):
+                (record_dir / f"worker-{k}").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ParameterError(f"cannot make record folders under {str(record_dir)!r}: {exc.strerror or exc}") from None
     workers: list[_Worker] = []
     stopping = threading.Event()
 
@@ -156,7 +159,6 @@ def serve_workers(args: Any, argv: list[str], host: str, port: int) -> int:
             wargv = list(argv) + extra + ["--worker-index", str(k)]
             if record_dir is not None:
                 sub = record_dir / f"worker-{k}"
-                sub.mkdir(exist_ok=True)
                 wargv += ["--mode", f"record:{sub}"]
             workers.append(_Worker(k, wargv))
         deadline = time.monotonic() + 120.0

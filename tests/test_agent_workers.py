@@ -51,13 +51,6 @@ def test_reuse_port_lets_two_transports_share_a_port_and_only_then(kind):
     assert shared == port
 
 
-def test_workers_with_webrtc_is_refused_in_one_line(capsys):
-    rc = main(["agent", "serve", "--workers", "2", "--mode", "signalling", "--sip", "127.0.0.1:0",
-               "--webrtc", "127.0.0.1:0"])
-    err = capsys.readouterr().err
-    assert rc == 2 and err.count("\n") == 1 and "--webrtc" in err and "--workers 1" in err
-
-
 @pytest.mark.parametrize("n", ["0", "65"])
 def test_workers_out_of_range_is_refused(capsys, n):
     assert main(["agent", "serve", "--workers", n, "--mode", "signalling"]) == 2
@@ -185,3 +178,20 @@ def test_udp_backlog_counts_only_the_given_socket_when_the_port_is_shared():
     finally:
         for s in (a, b, tx):
             s.close()
+
+
+def test_with_webrtc_each_worker_serves_its_own_signaling_port():
+    import urllib.request
+
+    proc, lines = _start(free_port(kind="udp"), "--webrtc", "127.0.0.1:0")
+    try:
+        urls = [m.group(1) for m in (re.search(r"WebRTC (\S+)", x) for x in lines) if m]
+        assert len(urls) == 2 and urls[0] != urls[1], lines
+        for url in urls:  # each worker's browser page answers
+            with urllib.request.urlopen(url, timeout=10) as r:
+                assert r.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and _group_gone(proc.pid)
+    assert "webrtc_calls_connected 0" in out  # the WebRTC front's counters join the worker's

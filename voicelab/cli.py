@@ -402,8 +402,11 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
             else:  # the parent stops its workers with SIGTERM; Ctrl-C reaches the whole process group
                 import signal
 
+                from .cli_workers import READY_TAG
+
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+                print(READY_TAG, flush=True)
             import gc
 
             gc.freeze()  # start-up objects leave the collector: no 100 ms full collections mid-call
@@ -415,7 +418,7 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
             if worker is not None:
                 from .cli_workers import STATS_TAG, worker_stats
 
-                print(STATS_TAG + json.dumps(worker_stats(agent)), flush=True)
+                print(STATS_TAG + json.dumps(worker_stats(agent, webrtc)), flush=True)
 
     try:
         asyncio.run(run())
@@ -772,7 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
     ags.add_argument("--webrtc", metavar="HOST:PORT", help="also answer WebRTC callers: signaling server + browser page here")
     ags.add_argument("--workers", type=int, default=1, metavar="N",
                      help="run N agent processes sharing the SIP port (SO_REUSEPORT; a dialog stays on one worker); "
-                          "recommended: the number of cores (default 1; not with --webrtc)")
+                          "recommended: the number of cores (default 1); with --webrtc HOST:PORT worker K serves WebRTC on PORT+K-1")
     ags.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     g = ags.add_argument_group("connection limits (TCP, TLS, WS; see docs/sip.md 'Security and load limits')")
     g.add_argument("--max-connections", type=int, default=512, metavar="N",

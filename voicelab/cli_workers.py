@@ -11,6 +11,8 @@ sets SO_REUSEPORT, so the kernel spreads the traffic over the workers:
   gets ``481 Call/Transaction Does Not Exist`` -- the same as a restarted agent.
 - TCP, TLS, WS: the kernel hands each new connection to one worker; everything on that
   connection stays there.
+- WebRTC (``--webrtc HOST:PORT``): one signaling server and browser page per worker, on
+  PORT, PORT+1, ... (port 0: each picks a free one); a browser picks its worker by URL.
 
 The parent process starts the workers, prints one line per worker, forwards Ctrl-C and
 SIGTERM to them, and restarts nothing: a worker that dies is reported (its calls are
@@ -34,6 +36,8 @@ from typing import Any
 
 from .errors import ParameterError, VoicelabError
 
+#: A worker's stdout line when it serves (after its SIP listener and WebRTC server started).
+READY_TAG = "voicelab-worker-ready"
 #: A worker's last stdout line: its counters as JSON (not forwarded to the user).
 STATS_TAG = "voicelab-worker-stats: "
 #: Counters summed over the workers at exit (with ``shed_<reason>``: overload control's refusals by reason).
@@ -42,8 +46,8 @@ SUMMED = ("calls_answered", "calls_ended", "calls_refused", "calls_shed", "calls
 MAX_WORKERS = 64
 
 
-def worker_stats(agent: Any) -> dict[str, int]:
-    """The counters a worker reports at exit (see :data:`SUMMED`)."""
+def worker_stats(agent: Any, webrtc: Any = None) -> dict[str, int]:
+    """The counters a worker reports at exit (see :data:`SUMMED`); ``webrtc``: its WebRTC front, if any."""
     stats = getattr(getattr(agent.sip, "transport", None), "stats", None) if agent.sip is not None else None
     overload = getattr(agent, "overload", None)
     by_reason = {f"shed_{k}": int(v) for k, v in sorted((overload.counts if overload is not None else {}).items())
@@ -58,6 +62,8 @@ def worker_stats(agent: Any) -> dict[str, int]:
         "recorded_files": len(agent.recorded_files),
         "messages_received": int(getattr(stats, "messages_received", 0)),
         **by_reason,  # overload control's refusals by reason (lag, queue, rate, calls)
+        **({"webrtc_calls_connected": int(webrtc.calls_connected), "webrtc_calls_ended": int(webrtc.calls_ended)}
+           if webrtc is not None else {}),
     }
 
 
@@ -78,6 +84,7 @@ class _Worker:
         self.ready = threading.Event()
         self.stats: dict[str, int] | None = None
         self.uri = ""
+        self.webrtc = ""
         self.reported = False
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -92,9 +99,16 @@ class _Worker:
                 except ValueError:
                     pass
                 continue
-            if line.startswith("voicelab agent: ") and not self.ready.is_set():
-                self.uri = line[len("voicelab agent: "):].split(",")[0]
+            if line == READY_TAG:
                 self.ready.set()
+                continue
+            if not self.ready.is_set():  # start-up lines: the parent prints its own summary
+                if line.startswith("voicelab agent: "):
+                    self.uri = line[len("voicelab agent: "):].split(",")[0]
+                elif line.strip().startswith("WebRTC: "):
+                    self.webrtc = line.strip()[len("WebRTC: "):].split(" ")[0]
+                else:
+                    print(f"  [worker {self.index}] {line}", flush=True)
                 continue
             print(f"  [worker {self.index}] {line}", flush=True)
         self.ready.set()  # EOF: dead before (or after) ready; the caller looks at poll()
@@ -123,8 +137,13 @@ def serve_workers(args: Any, argv: list[str], host: str, port: int) -> int:
         0 when every worker stopped on request, 1 when one died while serving.
     """
     n = args.workers
-    if args.webrtc:
-        raise ParameterError("--webrtc serves one signaling port from one process: use it with --workers 1")
+    webrtc: tuple[str, int] | None = None
+    if args.webrtc:  # one signaling server (and page) per worker: PORT, PORT+1, ... (0: each picks a free one)
+        from .cli import _host_port
+
+        webrtc = _host_port(args.webrtc, "--webrtc")
+        if webrtc[1] and webrtc[1] + n - 1 > 65535:
+            raise ParameterError(f"--webrtc port {webrtc[1]} + {n} workers runs past 65535")
     if port == 0:
         port = _free_port(host, args.transport)
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -157,6 +176,9 @@ def serve_workers(args: Any, argv: list[str], host: str, port: int) -> int:
     try:
         for k in range(1, n + 1):
             wargv = list(argv) + extra + ["--worker-index", str(k)]
+            if webrtc is not None:
+                wh, wp = webrtc
+                wargv += ["--webrtc", f"{f'[{wh}]' if ':' in wh else wh}:{wp + k - 1 if wp else 0}"]
             if record_dir is not None:
                 sub = record_dir / f"worker-{k}"
                 wargv += ["--mode", f"record:{sub}"]
@@ -175,8 +197,8 @@ def serve_workers(args: Any, argv: list[str], host: str, port: int) -> int:
         print(f"voicelab agent: {workers[0].uri}, {n} workers (SO_REUSEPORT), codecs {args.codecs}, {', '.join(extras)}",
               flush=True)
         for w in workers:
-            print(f"  worker {w.index}: pid {w.proc.pid}" + (f", recording to {record_dir / f'worker-{w.index}'}" if record_dir else ""),
-                  flush=True)
+            print(f"  worker {w.index}: pid {w.proc.pid}" + (f", recording to {record_dir / f'worker-{w.index}'}" if record_dir else "")
+                  + (f", WebRTC {w.webrtc}" if w.webrtc else ""), flush=True)
         if ca_file:
             print(f"  TLS test CA for clients: {ca_file}", flush=True)
         print("Ctrl-C stops", flush=True)
@@ -217,7 +239,7 @@ def _print_totals(workers: list[_Worker]) -> None:
             print(f"  worker {w.index}: no counters (exit code {w.proc.returncode})", flush=True)
         else:
             print(f"  worker {w.index}: " + ", ".join(f"{k} {v}" for k, v in w.stats.items() if k != "pid"), flush=True)
-    keys = list(SUMMED) + sorted({k for w in reported for k in w.stats if k.startswith("shed_")})  # type: ignore[union-attr]
+    keys = list(SUMMED) + sorted({k for w in reported for k in w.stats if k.startswith(("shed_", "webrtc_"))})  # type: ignore[union-attr]
     total = {k: sum(int(w.stats.get(k, 0)) for w in reported) for k in keys}  # type: ignore[union-attr]
     print(f"voicelab agent: total over {len(reported)} of {len(workers)} workers: "
           + ", ".join(f"{k} {v}" for k, v in total.items()), flush=True)

@@ -195,3 +195,23 @@ def test_with_webrtc_each_worker_serves_its_own_signaling_port():
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0 and _group_gone(proc.pid)
     assert "webrtc_calls_connected 0" in out  # the WebRTC front's counters join the worker's
+
+
+def test_tls_workers_share_one_test_ca():
+    import socket
+    import ssl
+
+    port = free_port(kind="tcp")
+    proc, lines = _start(port, "--transport", "tls")
+    try:
+        ca = next(x.split(": ", 1)[1] for x in lines if "TLS test CA for clients" in x)
+        ctx = ssl.create_default_context(cafile=ca)
+        ctx.check_hostname = False
+        for _ in range(8):  # new connections land on either worker: each must present a cert of that CA
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                with ctx.wrap_socket(raw) as tls:
+                    assert tls.version() is not None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0 and _group_gone(proc.pid)

@@ -342,7 +342,8 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
     if args.workers > 1 and worker is None:
         from .cli_workers import serve_workers
 
-        return serve_workers(args, getattr(args, "_argv", None) or sys.argv[1:], host, port)
+        return serve_workers(args, getattr(args, "_argv", None) or sys.argv[1:], host, port,
+                             webrtc=_host_port(args.webrtc, "--webrtc") if args.webrtc else None)
     codecs_list = [c.strip() for c in args.codecs.split(",") if c.strip()]
     options = dict(host=host, port=port, transport=args.transport, codecs=codecs_list, mode=args.mode,
                    reuse_port=worker is not None,

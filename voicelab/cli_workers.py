@@ -117,7 +117,7 @@ class _Worker:
         self._reader.join(timeout)
 
 
-def serve_workers(args: Any, argv: list[str], host: str, port: int) -> int:
+def serve_workers(args: Any, argv: list[str], host: str, port: int, webrtc: tuple[str, int] | None = None) -> int:
     """Run ``args.workers`` agent processes on ``host:port``; see the module docstring.
 
     Parameters
@@ -130,6 +130,8 @@ def serve_workers(args: Any, argv: list[str], host: str, port: int) -> int:
     host : str
     port : int
         0 picks a free port for all workers.
+    webrtc : (host, port), optional
+        ``--webrtc``, parsed: worker K serves WebRTC on port + K - 1 (0: a free one each).
 
     Returns
     -------
@@ -137,11 +139,7 @@ def serve_workers(args: Any, argv: list[str], host: str, port: int) -> int:
         0 when every worker stopped on request, 1 when one died while serving.
     """
     n = args.workers
-    webrtc: tuple[str, int] | None = None
-    if args.webrtc:  # one signaling server (and page) per worker: PORT, PORT+1, ... (0: each picks a free one)
-        from .cli import _host_port
-
-        webrtc = _host_port(args.webrtc, "--webrtc")
+    if webrtc is not None:  # one signaling server (and page) per worker: PORT, PORT+1, ... (0: each picks a free one)
         if webrtc[1] and webrtc[1] + n - 1 > 65535:
             raise ParameterError(f"--webrtc port {webrtc[1]} + {n} workers runs past 65535")
     if port == 0:

@@ -140,7 +140,7 @@ def run_uac(port: int, scenario: str, rate: float, calls: int, *, hold_ms: int, 
            "-timeout", f"{calls / rate + 60:.0f}s", "-trace_counts", "-trace_stat", "-fd", "3600",
            "-t", sockets, *(("-max_socket", "10000") if sockets == "un" else ()), *extra]
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
                           timeout=calls / rate + 120)
     elapsed = time.monotonic() - t0
     counts = _last_row(glob.glob(str(workdir / "*_counts.csv")))

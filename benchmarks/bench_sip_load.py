@@ -23,6 +23,12 @@ and none was refused. ``--options-rate`` adds a steady OPTIONS run (one probe pe
 "call"): median and p99 answer time (SIPp's response time 1, ``-trace_rtt``) and the
 probes never answered.
 
+``--workers 1,2`` runs the agent as 1 and as 2 worker processes (``agent serve --workers``)
+in the same sweep; the agent's CPU is then its whole process group's. With more than one
+worker SIPp uses one UDP socket per call (``-t un``, also against the ``uas`` anchor): the
+kernel spreads callers over the workers by source port, and one socket for every call
+would put them all on one worker.
+
 Needs ``sipp`` (Debian package sip-tester). Runs on loopback; ports are picked free.
 Results: docs/benchmarks.md ("SIP load").
 """
@@ -62,11 +68,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time (s) of every live process in process group ``pgid`` (the agent and its workers)."""
+    total = 0.0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
 class Target:
     """A SIP server process to load: our agent or SIPp uas."""
 
     def __init__(self, kind: str, port: int, *, mode: str, max_rate: float | None, max_lag_ms: float,
-                 overload: bool, workdir: Path, options: bool = False) -> None:
+                 overload: bool, workdir: Path, options: bool = False, workers: int = 1) -> None:
         self.kind, self.port = kind, port
         if kind == "agent":
             cmd = [sys.executable, "-m", "voicelab", "agent", "serve", "--sip", f"127.0.0.1:{port}",
@@ -75,6 +97,8 @@ class Target:
                 cmd += ["--max-rate", str(max_rate)]
             if not overload:
                 cmd += ["--no-overload-control"]
+            if workers > 1:
+                cmd += ["--workers", str(workers)]
         else:
             scenario = ["-sf", str(SIPP_DIR / "uas_options.xml")] if options else ["-sn", "uas"]
             cmd = ["sipp", *scenario, "-i", "127.0.0.1", "-p", str(port), "-nostdin"]
@@ -90,10 +114,10 @@ class Target:
                     break
         else:
             time.sleep(0.5)
-        self.cpu0 = cpu_seconds(self.proc.pid)
+        self.cpu0 = group_cpu_seconds(self.proc.pid)
 
     def cpu(self) -> float:
-        return cpu_seconds(self.proc.pid) - self.cpu0
+        return group_cpu_seconds(self.proc.pid) - self.cpu0
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -106,16 +130,17 @@ class Target:
 
 
 def run_uac(port: int, scenario: str, rate: float, calls: int, *, hold_ms: int, workdir: Path,
-            extra: tuple[str, ...] = ()) -> dict:
+            extra: tuple[str, ...] = (), sockets: str = "u1") -> dict:
     """Run SIPp uac to completion; its final message counts and statistics."""
     for f in glob.glob(str(workdir / "*.csv")) + glob.glob(str(workdir / "*.log")):
         os.unlink(f)
     cmd = ["sipp", f"127.0.0.1:{port}", "-sf", str(SIPP_DIR / scenario), "-r", f"{rate:g}", "-m", str(calls),
            "-l", "1000000", "-d", str(hold_ms), "-i", "127.0.0.1", "-p", str(free_udp_port()), "-nostdin",
            "-recv_timeout", "10000", "-max_invite_retrans", "4", "-max_non_invite_retrans", "4",
-           "-timeout", f"{calls / rate + 60:.0f}s", "-trace_counts", "-trace_stat", "-fd", "3600", *extra]
+           "-timeout", f"{calls / rate + 60:.0f}s", "-trace_counts", "-trace_stat", "-fd", "3600",
+           "-t", sockets, *(("-max_socket", "10000") if sockets == "un" else ()), *extra]
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
                           timeout=calls / rate + 120)
     elapsed = time.monotonic() - t0
     counts = _last_row(glob.glob(str(workdir / "*_counts.csv")))
@@ -187,8 +212,15 @@ def main() -> None:
     ap.add_argument("--targets", default="uas,agent", help="uas, agent or both")
     ap.add_argument("--options-rate", type=float, default=0.0, help="OPTIONS/s for the steady OPTIONS run (0: skip)")
     ap.add_argument("--options-duration", type=float, default=60.0)
+    ap.add_argument("--workers", default="1",
+                    help="agent worker processes, comma-separated to compare (e.g. 1,2: agent serve --workers N)")
+    ap.add_argument("--sockets", choices=["u1", "un"], default=None,
+                    help="SIPp UDP sockets: u1 one for all calls, un one per call (default: un when a --workers value "
+                         "is > 1, so that the kernel can spread the callers over the workers; u1 otherwise)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
+    workers_list = [int(w) for w in args.workers.split(",") if w.strip()]
+    sockets = args.sockets or ("un" if max(workers_list) > 1 else "u1")
     if shutil.which("sipp") is None:
         raise SystemExit("sipp not found: apt-get install sip-tester")
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
@@ -197,16 +229,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-sip-load-") as tmp:
         work = Path(tmp)
         for rate in rates:
-            for kind in targets:
+            for kind, workers in [(k, w) for k in targets for w in (workers_list if k == "agent" else [1])]:
                 port = free_udp_port()
                 tgt = Target(kind, port, mode=args.mode, max_rate=args.max_rate, max_lag_ms=args.max_lag_ms,
-                             overload=not args.no_overload_control, workdir=work)
+                             overload=not args.no_overload_control, workdir=work, workers=workers)
                 try:
-                    run = run_uac(port, "uac_load.xml", rate, int(rate * args.duration), hold_ms=args.hold_ms, workdir=work)
+                    run = run_uac(port, "uac_load.xml", rate, int(rate * args.duration), hold_ms=args.hold_ms, workdir=work,
+                                  sockets=sockets)
                     cpu = tgt.cpu()
                 finally:
                     tgt.stop()
-                row = {"target": kind, **summarise_calls(run, rate, args.duration, cpu)}
+                row = {"target": kind, "workers": workers, "sockets": sockets,
+                       **summarise_calls(run, rate, args.duration, cpu)}
                 results["calls"].append(row)
                 print(json.dumps(row), flush=True)
         if args.options_rate > 0:
@@ -230,11 +264,13 @@ def main() -> None:
                        "rtt_samples": len(rtts), "cpu_pct_core": 100.0 * cpu / run["elapsed_s"]}
                 results["options"].append(row)
                 print(json.dumps(row), flush=True)
-    agent_rows = [r for r in results["calls"] if r["target"] == "agent"]
-    clean = [r["rate"] for r in agent_rows if r["offered"] and r["failed"] <= 0.01 * r["offered"]
-             and not r["refused_503"] and not r["refused_486"] and r["bye_lost"] <= 0]
-    results["agent_capacity_cps"] = max(clean) if clean else None
-    print(json.dumps({"agent_capacity_cps": results["agent_capacity_cps"]}), flush=True)
+    for workers in workers_list:
+        agent_rows = [r for r in results["calls"] if r["target"] == "agent" and r["workers"] == workers]
+        clean = [r["rate"] for r in agent_rows if r["offered"] and r["failed"] <= 0.01 * r["offered"]
+                 and not r["refused_503"] and not r["refused_486"] and r["bye_lost"] <= 0]
+        key = "agent_capacity_cps" if workers == 1 else f"agent_capacity_cps_{workers}_workers"
+        results[key] = max(clean) if clean else None
+        print(json.dumps({key: results[key]}), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

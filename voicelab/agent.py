@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import secrets
 import tempfile
@@ -102,12 +103,14 @@ def parse_mode(mode: str) -> tuple[str, str | None]:
     return kind, (arg or None)
 
 
-def udp_backlog_bytes(port: int) -> int | None:
+def udp_backlog_bytes(port: int, inode: int | None = None) -> int | None:
     """Bytes waiting in the receive queues of the local UDP sockets bound to ``port``.
 
     Read from ``/proc/net/udp`` and ``/proc/net/udp6`` (Linux; about 0.3 ms): the queue
     an event loop cannot see, where datagrams wait (and past the buffer, are dropped)
-    while the process is busy. None where the files are missing.
+    while the process is busy. None where the files are missing. ``inode`` (the
+    socket's, ``os.fstat(sock.fileno()).st_ino``) counts only that socket: with
+    SO_REUSEPORT other processes' sockets share the port.
     """
     total, found = 0, False
     suffix = f":{port:04X}"
@@ -119,7 +122,7 @@ def udp_backlog_bytes(port: int) -> int | None:
             continue
         for line in lines:
             parts = line.split()
-            if len(parts) > 4 and parts[1].endswith(suffix):
+            if len(parts) > 9 and parts[1].endswith(suffix) and (inode is None or parts[9] == str(inode)):
                 total += int(parts[4].split(":")[1], 16)
                 found = True
     return total if found else None
@@ -232,6 +235,9 @@ class Agent:
         ``max_calls``.
     lag_interval : float
         Seconds between event-loop lag samples when ``overload`` is set (default 0.02).
+    reuse_port : bool
+        Set SO_REUSEPORT on the SIP listener so several agent processes share its port
+        (``voicelab agent serve --workers N``; default False).
     """
 
     def __init__(
@@ -263,8 +269,11 @@ class Agent:
         overload: Any = None,
         lag_interval: float = 0.02,
         pipeline: Any = None,
+        reuse_port: bool = False,
     ) -> None:
         self.host, self.port = host, port
+        #: SO_REUSEPORT on the SIP listener: several agent processes share one port (``serve --workers``).
+        self.reuse_port = bool(reuse_port)
         if not isinstance(transport, str) or transport.lower() not in SIP_TRANSPORTS:
             raise ParameterError(f"transport must be one of {', '.join(SIP_TRANSPORTS)}, got {transport!r}")
         self.transport = transport.lower()
@@ -386,6 +395,8 @@ class Agent:
 
         warm_up(self.codecs)  # codec libraries load now, not inside the first call's answer
         options: dict[str, Any] = {"parse": False, "connection_limits": self.connection_limits}
+        if self.reuse_port:
+            options["reuse_port"] = True
         if self.transport == "tls":
             from .tlsutil import generate_test_pki, server_ssl_context
 
@@ -522,6 +533,12 @@ class Agent:
 
         loop = asyncio.get_running_loop()
         port = self.address[1] if self.transport == "udp" else None
+        inode = None
+        if port is not None and self.reuse_port:  # other workers' sockets share the port: count ours only
+            try:
+                inode = os.fstat(self.sip.transport._transport.get_extra_info("socket").fileno()).st_ino
+            except (AttributeError, OSError):
+                port = None
         stats = getattr(self.sip.transport, "stats", None)
         n = 0
         cpu0, msgs0 = time.process_time(), getattr(stats, "messages_received", 0)
@@ -533,7 +550,7 @@ class Agent:
             self.overload.observe_lag(max(0.0, now - due), now)
             n += 1
             if port is not None and n % 3 == 0:
-                backlog = udp_backlog_bytes(port)
+                backlog = udp_backlog_bytes(port, inode)
                 if backlog is None:
                     port = None
                 else:  # a ~600-byte SIP datagram takes about 1.3 kB of receive buffer (skb truesize)

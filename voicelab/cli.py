@@ -411,8 +411,17 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
     from .agent import Agent
 
     host, port = _host_port(args.sip, "--sip")
+    if isinstance(args.workers, bool) or not 1 <= args.workers <= 64:
+        raise ParameterError(f"--workers must be 1..64 (the number of cores is a good choice), got {args.workers}")
+    worker = args.worker_index
+    if args.workers > 1 and worker is None:
+        from .cli_workers import serve_workers
+
+        return serve_workers(args, getattr(args, "_argv", None) or sys.argv[1:], host, port,
+                             webrtc=_host_port(args.webrtc, "--webrtc") if args.webrtc else None)
     codecs_list = [c.strip() for c in args.codecs.split(",") if c.strip()]
     options = dict(host=host, port=port, transport=args.transport, codecs=codecs_list, mode=args.mode,
+                   reuse_port=worker is not None,
                    speech=args.speech, auth=_user_pass(args.auth, "--auth"), srtp=args.srtp,
                    max_calls=args.max_calls, tls_cert=args.tls_cert, tls_key=args.tls_key,
                    media_timeout=args.media_timeout, session_expires=args.session_expires)
@@ -475,17 +484,31 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
                                             pipeline=agent.pipeline_config.build if agent.mode == "pipeline" else None)  # fmt: skip
                 await wsfront.start()
                 print(f"  WebSocket media streams: ws://{whost}:{wsfront.address[1]}/media", flush=True)
-            print("Ctrl-C stops", flush=True)
+            stop = asyncio.Event()
+            if worker is None:
+                print("Ctrl-C stops", flush=True)
+            else:  # the parent stops its workers with SIGTERM; Ctrl-C reaches the whole process group
+                import signal
+
+                from .cli_workers import READY_TAG
+
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+                print(READY_TAG, flush=True)
             import gc
 
             gc.freeze()  # start-up objects leave the collector: no 100 ms full collections mid-call
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             if webrtc is not None:
                 await webrtc.close()
             if wsfront is not None:
                 await wsfront.close()
             await agent.close()
+            if worker is not None:
+                from .cli_workers import STATS_TAG, worker_stats
+
+                print(STATS_TAG + json.dumps(worker_stats(agent, webrtc)), flush=True)
 
     try:
         asyncio.run(run())
@@ -851,6 +874,10 @@ def build_parser() -> argparse.ArgumentParser:
     ags.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
     ags.add_argument("--ws", metavar="HOST:PORT", help="also answer media streams over a WebSocket (path /media)")
     ags.add_argument("--webrtc", metavar="HOST:PORT", help="also answer WebRTC callers: signaling server + browser page here")
+    ags.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="run N agent processes sharing the SIP port (SO_REUSEPORT; a dialog stays on one worker); "
+                          "recommended: the number of cores (default 1); with --webrtc HOST:PORT worker K serves WebRTC on PORT+K-1")
+    ags.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     g = ags.add_argument_group("connection limits (TCP, TLS, WS; see docs/sip.md 'Security and load limits')")
     g.add_argument("--max-connections", type=int, default=512, metavar="N",
                    help="open SIP connections at most; more are refused at once (default 512)")
@@ -931,6 +958,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args._argv = list(argv) if argv is not None else sys.argv[1:]  # agent serve --workers hands it to its workers
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -84,6 +84,7 @@ class NetworkInterface(abc.ABC):
         protocol_factory: Callable[[], asyncio.DatagramProtocol],
         local_addr: Addr | None = None,
         remote_addr: Addr | None = None,
+        **options: Any,
     ) -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol]:
         """Open a UDP endpoint (like :meth:`asyncio.loop.create_datagram_endpoint`).
 
@@ -95,6 +96,10 @@ class NetworkInterface(abc.ABC):
             Where to bind; ``None`` binds the interface's first address, port 0.
         remote_addr : tuple (host, port), optional
             Connect the endpoint to this peer (``sendto(data)`` without an address).
+        **options
+            ``reuse_port=True``: set SO_REUSEPORT so several processes share the
+            port (the kernel spreads datagrams over them by source address and port);
+            only real-socket interfaces support it.
 
         Returns
         -------
@@ -108,6 +113,7 @@ class NetworkInterface(abc.ABC):
         host: str | None,
         port: int,
         ssl: _ssl.SSLContext | None = None,
+        **options: Any,
     ) -> Any:
         """Listen for stream connections (like :meth:`asyncio.loop.create_server`).
 
@@ -121,6 +127,9 @@ class NetworkInterface(abc.ABC):
             TCP port, 0 for any free one.
         ssl : ssl.SSLContext, optional
             Server-side TLS context.
+        **options
+            ``reuse_port=True``: SO_REUSEPORT, several processes accept on the port
+            (the kernel spreads new connections over them).
 
         Returns
         -------
@@ -345,6 +354,7 @@ class LoopbackInterface(NetworkInterface):
         protocol_factory: Callable[[], asyncio.DatagramProtocol],
         local_addr: Addr | None = None,
         remote_addr: Addr | None = None,
+        reuse_port: bool = False,
     ) -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol]:
         """See :meth:`NetworkInterface.create_datagram_endpoint`; addresses are checked.
 
@@ -356,7 +366,8 @@ class LoopbackInterface(NetworkInterface):
         def factory() -> _DatagramShim:
             return _DatagramShim(protocol_factory(), self.check_address)
 
-        _, shim = await self.loop.create_datagram_endpoint(factory, local_addr=local, remote_addr=remote)
+        extra = {"reuse_port": True} if reuse_port else {}
+        _, shim = await self.loop.create_datagram_endpoint(factory, local_addr=local, remote_addr=remote, **extra)
         assert shim.guarded is not None
         return shim.guarded, shim.inner
 
@@ -366,10 +377,12 @@ class LoopbackInterface(NetworkInterface):
         host: str | None,
         port: int,
         ssl: _ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> asyncio.AbstractServer:
         """See :meth:`NetworkInterface.create_server`; ``host`` must be loopback."""
         h, p = self.check_address((host, port), "listen address")
-        return await self.loop.create_server(protocol_factory, h, p, ssl=ssl)
+        extra = {"reuse_port": True} if reuse_port else {}
+        return await self.loop.create_server(protocol_factory, h, p, ssl=ssl, **extra)
 
     async def create_connection(
         self,

@@ -315,6 +315,7 @@ class SipTransport(abc.ABC):
         parse: bool = True,
         validate: bool = False,
         connection_limits: ConnectionLimits | None = None,
+        reuse_port: bool = False,
     ) -> None:
         if not isinstance(iface, NetworkInterface):
             raise ParameterError(
@@ -333,6 +334,9 @@ class SipTransport(abc.ABC):
                 f"connection_limits must be a voicelab.sip.transport.ConnectionLimits, got {type(connection_limits).__name__}"
             )
         self.connection_limits = connection_limits or ConnectionLimits()
+        #: SO_REUSEPORT on the listening socket: several processes (``agent serve --workers``)
+        #: share the port; the kernel picks one per source address and port (UDP) or connection.
+        self.reuse_port = bool(reuse_port)
         self.stats = TransportStats()
         self._closed = False
         self._local_addr: Addr | None = None
@@ -414,6 +418,9 @@ class SipTransport(abc.ABC):
                 status_code=513,
             )
         return data
+
+    def _listen_options(self) -> dict[str, Any]:
+        return {"reuse_port": True} if self.reuse_port else {}
 
     def _sent(self, n: int) -> None:
         self.stats.messages_sent += 1
@@ -542,7 +549,8 @@ class UdpTransport(SipTransport):
         if self._closed:
             raise LocalProtocolError("UdpTransport is closed; open a new transport")
         host = host if host is not None else self.iface.host_addresses()[0]
-        transport, protocol = await self.iface.create_datagram_endpoint(lambda: _UdpProtocol(self), local_addr=(host, port))
+        transport, protocol = await self.iface.create_datagram_endpoint(lambda: _UdpProtocol(self), local_addr=(host, port),
+                                                                     **self._listen_options())
         self._transport, self._protocol = transport, protocol  # type: ignore[assignment]
         self._local_addr = _key(transport.get_extra_info("sockname"))
         return self._local_addr
@@ -763,7 +771,7 @@ class TcpTransport(_ConnectionCache, SipTransport):
             raise ParameterError(f"{type(self).__name__} already listens on {self._local_addr}")
         host = host if host is not None else self.iface.host_addresses()[0]
         self._server = await self.iface.create_server(
-            lambda: _StreamConnection(self, incoming=True), host, port, ssl=self._server_ssl
+            lambda: _StreamConnection(self, incoming=True), host, port, ssl=self._server_ssl, **self._listen_options()
         )
         _quiet_accept_errors()
         self._local_addr = _key(self._server.sockets[0].getsockname())
@@ -1102,7 +1110,7 @@ class WsTransport(_ConnectionCache, SipTransport):
         # runner.server is aiohttp's protocol factory: the interface opens the socket.
         factory = runner.server
         self._server = await self.iface.create_server(lambda: _HttpGuard(self, factory()), host, port,
-                                                      ssl=self._server_ssl)
+                                                      ssl=self._server_ssl, **self._listen_options())
         _quiet_accept_errors()
         self._local_addr = _key(self._server.sockets[0].getsockname())
         return self._local_addr

@@ -127,3 +127,29 @@ def test_corrected_claims_stay_corrected():
     assert "RFC 4145's `a=direction`" not in ch6 and "a=setup" in ch6
     assert "NDLB-force-rport" not in ch6 and "auto-adjust" in ch6
     assert "NetnsNetwork" not in ch6 and "kernel_presets_table" in ch6 and "step_storyboard" in ch6
+
+
+@slow
+def test_the_built_book_opens_in_a_real_browser(book):
+    """The book this module built, opened in Debian's Chromium (Playwright): index, chapter 1 with its figures."""
+    import importlib.util
+
+    from tests.conftest import need_tool
+    from tests.test_lab_browser import CHROMIUM_ARGS, check_book
+
+    chromium = need_tool("chromium", "chromium")
+    need(importlib.util.find_spec("playwright") is not None, "playwright not installed (pip install -e '.[dev]')")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = b.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            seen = check_book(page, book / "index.html")
+        finally:
+            b.close()
+    assert "voicelab" in seen["title"].lower() and seen["links"] >= 10, seen
+    assert seen.get("chapter_images", 0) >= 1 and seen.get("chapter_plotly", 0) >= 1, seen
+    assert not errors, errors

@@ -31,7 +31,8 @@ def turn_records(results: Mapping[str, dict]) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        ``path``, ``utterance``, ``total_ms``, ``server_ms``, ``wer``, ``outcome`` and every
+        ``path``, ``utterance``, ``total_ms``, ``server_ms``, ``wer``, ``outcome``,
+        ``false_cutoffs``, ``barge_in_stop_ms`` (None where absent) and every
         breakdown part present (``*_ms``, milliseconds). Turns without ``total_ms`` are left out.
     """
     rows = []
@@ -42,7 +43,8 @@ def turn_records(results: Mapping[str, dict]) -> pd.DataFrame:
             if r.get("total_ms") is None:
                 continue
             row = {"path": label, "utterance": r.get("utterance"), "outcome": r.get("outcome"), "wer": r.get("wer"),
-                   "total_ms": r["total_ms"], "server_ms": r.get("server_ms")}  # fmt: skip
+                   "total_ms": r["total_ms"], "server_ms": r.get("server_ms"),
+                   "false_cutoffs": r.get("false_cutoffs"), "barge_in_stop_ms": r.get("barge_in_stop_ms")}  # fmt: skip
             for p in _ORDER:
                 if r.get(f"{p}_ms") is not None:
                     row[f"{p}_ms"] = float(r[f"{p}_ms"])

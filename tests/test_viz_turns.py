@@ -50,6 +50,12 @@ def test_webrtc_lumped_parts_are_shown():
     assert list(tab.columns[:2]) == ["uplink_and_endpointing_ms", "asr_final_ms"]
     assert tab.loc["webrtc", "residual_ms"] == pytest.approx(0.0)
     assert int(tab.loc["webrtc", "n"]) == 1
+    # a turn with a total but no breakdown is counted as answered, not averaged
+    partial = {"total_ms": 5000.0, "utterance": "a0002"}
+    tab2 = vt.breakdown_table({"webrtc": {"turns": [rec, partial]}})
+    assert int(tab2.loc["webrtc", "n"]) == 1 and int(tab2.loc["webrtc", "answered"]) == 2
+    assert tab2.loc["webrtc", "total_ms"] == 1000.0
+    assert vt.turn_records({"w": {"turns": [{**rec, "agent_turns": 1}]}})["false_cutoffs"].tolist() == [0]
     names = [t.name for t in vt.turn_waterfall({"webrtc": {"turns": [rec]}}).data]
     assert names[0] == "uplink and endpointing" and "downlink" in names
 

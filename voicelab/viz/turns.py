@@ -32,7 +32,8 @@ def turn_records(results: Mapping[str, dict]) -> pd.DataFrame:
     -------
     pandas.DataFrame
         ``path``, ``utterance``, ``total_ms``, ``server_ms``, ``wer``, ``outcome``,
-        ``false_cutoffs``, ``barge_in_stop_ms`` (None where absent) and every
+        ``false_cutoffs`` (0 when the agent heard the utterance as one), ``barge_in_stop_ms``
+        (None where absent) and every
         breakdown part present (``*_ms``, milliseconds). Turns without ``total_ms`` are left out.
     """
     rows = []
@@ -44,7 +45,7 @@ def turn_records(results: Mapping[str, dict]) -> pd.DataFrame:
                 continue
             row = {"path": label, "utterance": r.get("utterance"), "outcome": r.get("outcome"), "wer": r.get("wer"),
                    "total_ms": r["total_ms"], "server_ms": r.get("server_ms"),
-                   "false_cutoffs": r.get("false_cutoffs"), "barge_in_stop_ms": r.get("barge_in_stop_ms")}  # fmt: skip
+                   "false_cutoffs": r.get("false_cutoffs", 0 if "agent_turns" in r else None), "barge_in_stop_ms": r.get("barge_in_stop_ms")}  # fmt: skip
             for p in _ORDER:
                 if r.get(f"{p}_ms") is not None:
                     row[f"{p}_ms"] = float(r[f"{p}_ms"])
@@ -62,8 +63,9 @@ def breakdown_table(results: Mapping[str, dict]) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Index: path; columns: the parts present (in turn order), ``n``, ``total_ms``,
-        ``residual_ms``.
+        Index: path; columns: the parts present (in turn order), ``n`` (turns with their
+        whole breakdown: a turn whose chain lost every frame has a total but no parts, and
+        is left out), ``answered``, ``total_ms``, ``residual_ms``.
     """
     df = turn_records(results)
     if df.empty:
@@ -74,12 +76,16 @@ def breakdown_table(results: Mapping[str, dict]) -> pd.DataFrame:
         g = df[df["path"] == label]
         if g.empty:
             continue
-        row = {c: float(g[c].mean()) for c in parts if g[c].notna().any()}
-        row.update(n=len(g), total_ms=float(g["total_ms"].mean()))
+        cols = [c for c in parts if g[c].notna().any()]
+        full = g.dropna(subset=cols)  # turns whose whole breakdown is known
+        if full.empty:
+            continue
+        row = {c: float(full[c].mean()) for c in cols}
+        row.update(n=len(full), answered=len(g), total_ms=float(full["total_ms"].mean()))
         row["residual_ms"] = row["total_ms"] - sum(v for k, v in row.items() if k in parts)
         rows[label] = row
     out = pd.DataFrame.from_dict(rows, orient="index")
-    return out[[c for c in parts if c in out.columns] + ["n", "total_ms", "residual_ms"]]
+    return out[[c for c in parts if c in out.columns] + ["n", "answered", "total_ms", "residual_ms"]]
 
 
 def turn_waterfall(results: Mapping[str, dict], *, title: str | None = None) -> go.Figure:

@@ -25,6 +25,8 @@ def test_breakdown_table_means_add_up_to_the_measured_total(sip):
     for p in BREAKDOWN:
         want = sum(r[f"{p}_ms"] for r in answered) / len(answered)
         assert tab.loc["sip", f"{p}_ms"] == pytest.approx(want)
+    # nothing lost on the clean path: no shift
+    assert tab.loc["sip", "lost_reply_frames_ms"] == pytest.approx(0.0, abs=1e-6)
     # every turn reconciles within 2 ms, so the mean residual does too
     assert abs(tab.loc["sip", "residual_ms"]) <= 2.0
 
@@ -58,6 +60,14 @@ def test_webrtc_lumped_parts_are_shown():
     assert vt.turn_records({"w": {"turns": [{**rec, "agent_turns": 1}]}})["false_cutoffs"].tolist() == [0]
     names = [t.name for t in vt.turn_waterfall({"webrtc": {"turns": [rec]}}).data]
     assert names[0] == "uplink and endpointing" and "downlink" in names
+
+
+def test_lost_reply_frames_close_the_gap():
+    parts = {f"{p}_ms": 10.0 for p in BREAKDOWN}
+    rec = {**parts, "total_ms": 20.0 * len(BREAKDOWN) / 2 + 40.0, "breakdown_sum_ms": 10.0 * len(BREAKDOWN) + 40.0}
+    tab = vt.breakdown_table({"lossy": {"turns": [rec]}})
+    assert tab.loc["lossy", "lost_reply_frames_ms"] == pytest.approx(40.0)
+    assert tab.loc["lossy", "residual_ms"] == pytest.approx(0.0)
 
 
 def test_bad_input_is_a_parameter_error():

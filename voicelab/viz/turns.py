@@ -15,9 +15,9 @@ __all__ = ["LUMPED", "breakdown_table", "turn_records", "turn_waterfall"]
 #: WebRTC's lumped transport parts (:func:`voicelab.turns.analyse_webrtc_turns`), in turn order.
 LUMPED = ("uplink_and_endpointing", "downlink")
 _ORDER = ("caller_packetization", "network_up", "agent_jitter_buffer", "endpointing_wait", "uplink_and_endpointing",
-          "asr_final", "llm_first_token", "tts_first_audio", "agent_send_queue", "network_down",
+          "asr_final", "llm_first_token", "tts_first_audio", "agent_send_queue", "lost_reply_frames", "network_down",
           "caller_jitter_buffer", "codec_lookahead_down", "downlink")  # fmt: skip
-assert set(_ORDER) == set(BREAKDOWN) | set(LUMPED)
+assert set(_ORDER) == set(BREAKDOWN) | set(LUMPED) | {"lost_reply_frames"}
 
 
 def turn_records(results: Mapping[str, dict]) -> pd.DataFrame:
@@ -34,7 +34,9 @@ def turn_records(results: Mapping[str, dict]) -> pd.DataFrame:
         ``path``, ``utterance``, ``total_ms``, ``server_ms``, ``wer``, ``outcome``,
         ``false_cutoffs`` (0 when the agent heard the utterance as one), ``barge_in_stop_ms``
         (None where absent) and every
-        breakdown part present (``*_ms``, milliseconds). Turns without ``total_ms`` are left out.
+        breakdown part present (``*_ms``, milliseconds), plus ``lost_reply_frames_ms`` (SIP
+        and WebSocket: the agent's first reply frames lost on the way down shift the first
+        frame heard by 20 ms each). Turns without ``total_ms`` are left out.
     """
     rows = []
     for label, res in results.items():
@@ -49,6 +51,10 @@ def turn_records(results: Mapping[str, dict]) -> pd.DataFrame:
             for p in _ORDER:
                 if r.get(f"{p}_ms") is not None:
                     row[f"{p}_ms"] = float(r[f"{p}_ms"])
+            if r.get("breakdown_sum_ms") is not None:
+                # the first reply frame(s) lost on the way down: the caller first hears a later
+                # frame; analyse_turns counts that shift in breakdown_sum_ms, not in a part
+                row["lost_reply_frames_ms"] = float(r["breakdown_sum_ms"]) - sum(float(r[f"{p}_ms"]) for p in BREAKDOWN)
             rows.append(row)
     return pd.DataFrame(rows)
 

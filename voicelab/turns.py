@@ -41,7 +41,7 @@ import numpy as np
 from . import audio
 from .errors import ParameterError
 
-__all__ = ["Utterance", "load_utterances", "ConversationDriver", "analyse_turns", "summarise_turns",
+__all__ = ["Utterance", "load_utterances", "ConversationDriver", "analyse_turns", "summarise_turns", "barge_in_bounds",
            "pipeline_call", "ARCTIC_TRANSCRIPTS", "BREAKDOWN"]  # fmt: skip
 
 #: CMU ARCTIC prompts (arctic.data, the corpus' own prompt list) for the items in the
@@ -403,6 +403,38 @@ def summarise_turns(records: list[dict]) -> dict[str, Any]:
     out["turn.outcomes"] = {o: sum(1 for r in records if r["outcome"] == o) for o in sorted({r["outcome"] for r in records})}
     out["turn.llm_modelled"] = all(r.get("llm_modelled", True) for r in records)
     return out
+
+
+def barge_in_bounds(record: dict, *, min_speech_ms: float = 100.0, frame_ms: float = 20.0,
+                    margin_ms: float = 40.0) -> dict[str, float]:  # fmt: skip
+    """Upper bounds of a turn's barge-in stop time (ms), from the turn's own breakdown.
+
+    Parameters
+    ----------
+    record : dict
+        A per-turn record of :func:`pipeline_call` (SIP or WebSocket) that was barged into:
+        its ``network_up_ms``, ``agent_jitter_buffer_ms``, ``network_down_ms`` and
+        ``caller_jitter_buffer_ms`` are used.
+    min_speech_ms, frame_ms, margin_ms : float
+        The endpointer's speech-start time, the frame (the VAD's deciding frame and the
+        agent's send tick), and the allowance.
+
+    Returns
+    -------
+    dict
+        ``issue_ms``: stop detection + one jitter buffer + margin (issue #12's bound:
+        ``min_speech_ms + caller_jitter_buffer_ms + margin_ms``); ``path_ms``: the bound
+        the path allows, detection + deciding frame + up (network + agent buffer) + send
+        tick + down (network + caller buffer) + margin; ``path_extra_ms`` their difference.
+    """
+    try:
+        up = record["network_up_ms"] + record["agent_jitter_buffer_ms"]
+        down_net, down_jb = record["network_down_ms"], record["caller_jitter_buffer_ms"]
+    except KeyError as exc:
+        raise ParameterError(f"barge_in_bounds needs the turn's breakdown ({exc.args[0]} missing)") from None
+    issue = min_speech_ms + down_jb + margin_ms
+    path = min_speech_ms + frame_ms + up + frame_ms + down_net + down_jb + margin_ms
+    return {"issue_ms": issue, "path_ms": path, "path_extra_ms": path - issue}
 
 
 # ------------------------------------------------------------------------------ calls

@@ -8,7 +8,7 @@ VENV   ?= .venv
 PIP     = $(VENV)/bin/python -m pip
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lab book notebooks-sync bench clean distclean
+.PHONY: demo test test-notebooks test-fast lab book notebooks-sync bench clean distclean
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "voicelab needs Python 3.10 or newer")'
@@ -26,9 +26,15 @@ $(VENV)/.installed-dev: $(VENV)/bin/python pyproject.toml
 demo: $(VENV)/.installed
 	$(VENV)/bin/voicelab demo
 
-# Unit and acceptance tests, then every notebook chapter in quick mode.
+# Unit and acceptance tests. Every notebook chapter runs too, in quick mode: tests/test_book.py
+# builds the book, which executes each chapter and fails on any cell error (running them
+# again with nbmake would double the time; `make test-notebooks` does it per chapter).
 test: $(VENV)/.installed-dev
-	VOICELAB_QUICK=1 VOICELAB_NO_WIDGETS=1 $(VENV)/bin/python -m pytest tests notebooks --nbmake --nbmake-timeout=300 $(PYTEST_ARGS)
+	VOICELAB_QUICK=1 VOICELAB_NO_WIDGETS=1 $(VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
+
+# Every chapter on its own (quick mode), one test per notebook.
+test-notebooks: $(VENV)/.installed-dev
+	VOICELAB_QUICK=1 VOICELAB_NO_WIDGETS=1 $(VENV)/bin/python -m pytest notebooks --nbmake --nbmake-timeout=600 $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.installed-dev
 	$(VENV)/bin/python -m pytest tests -m 'not slow' $(PYTEST_ARGS)

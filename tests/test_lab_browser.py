@@ -13,8 +13,8 @@ downloaded: ``executable_path`` points at ``/usr/bin/chromium``).
   in its first dropdown and waits for the widget's output to change.
 - **The agent's WebRTC page**: ``serve_webrtc`` (as ``voicelab agent serve --webrtc``)
   in a thread; the page loads and has its *Call* button.
-- **The rendered book**: ``build/book/index.html`` (``make book``), or the file named by
-  ``VOICELAB_BOOK_INDEX``; skipped when it was not built.
+- **The rendered book**: opened by ``tests/test_book.py`` in the same way (with
+  :func:`check_book`) right after it builds the book, so CI always checks it.
 
 Screenshots go to ``test-artifacts/lab-browser/`` (or ``$VOICELAB_TEST_ARTIFACTS``);
 their paths are printed. Skipped locally without Chromium or JupyterLab, failing in CI.
@@ -359,21 +359,3 @@ def check_book(page, index: Path) -> dict:
         page.set_viewport_size({"width": 1400, "height": 2400})
         _shot(page, "book-chapter1")
     return seen
-
-
-def test_rendered_book_opens_in_chromium(browser):
-    index = book_index()
-    if not index.is_file():
-        pytest.skip(f"no rendered book at {index}: run 'make book' first (or set VOICELAB_BOOK_INDEX)")
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    try:
-        seen = check_book(page, index)
-    finally:
-        page.close()
-    print(f"\nbook: {seen}")
-    assert seen["title"] and seen["links"] > 0, seen
-    if "chapter" in seen:
-        assert seen["chapter_images"] + seen["chapter_plotly"] > 0, seen
-    assert not errors, errors

@@ -198,9 +198,9 @@ def test_talker_speech_takes_turns_over_talkers(natural_env):
     from voicelab import audio
     from voicelab.sim import talker_speech
 
-    items = audio.corpus(sample_rate=16000)
+    items = {it.speech: it for it in audio.corpus_items(sample_rate=16000)}
     specs = talker_speech(3)
-    talkers = [items[int(s.split(":")[1])].name.rsplit("_", 1)[0] for s in specs]
+    talkers = [items[s].talker for s in specs]  # specs name corpus items by id
     assert len(set(talkers)) == 3, talkers
     assert len(talker_speech(len(items) + 2)) == len(items) + 2
     import pytest as _pt

@@ -68,48 +68,20 @@ def webrtc_media(sample_rate: int, frame_samples: int, pipe: Pipeline, *, on_sto
     ``on_stop(now)`` runs when the track stops (the call ended).
     """
     import asyncio
-    import fractions
 
     import numpy as np
-    from aiortc.mediastreams import MediaStreamError
 
-    from ..webrtc.agent import _EARLY_S, EchoTrack, _EchoSink
+    from ..webrtc.agent import EchoTrack, _EchoSink
 
     class PipelineTrack(EchoTrack):
         def feed(self, frame: np.ndarray, when: float) -> None:
             pipe.feed(frame, when)
             super().feed(np.zeros(0, dtype=np.int16), when)  # a slot to send in
 
-        async def recv(self) -> Any:
-            import av
-
-            while not self._queue:
-                if self.readyState != "live":
-                    raise MediaStreamError
-                self._event.clear()
-                await self._event.wait()
-            if self.readyState != "live":
-                raise MediaStreamError
-            loop = asyncio.get_running_loop()
-            when = self._t0 + (self._k + 1) * self.frame_samples / self.sample_rate  # type: ignore[operator]
-            delay = when - _EARLY_S - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._queue.popleft()
-            now = loop.time()
+        def _next_chunk(self, now: float) -> np.ndarray:
+            self._queue.popleft()  # the slot; the audio is the pipeline's
             out = pipe.next_frame(now)
-            chunk = out if out is not None else np.zeros(self.frame_samples, dtype=np.int16)
-            self._sent.append(chunk)
-            self.send_times.append(now)
-            self.send_lateness_s.append(now - when)
-            frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
-            frame.sample_rate = self.sample_rate
-            frame.pts = self._k * self.frame_samples
-            frame.time_base = fractions.Fraction(1, self.sample_rate)
-            self._k += 1
-            return frame
+            return out if out is not None else np.zeros(self.frame_samples, dtype=np.int16)
 
         def stop(self) -> None:
             if self.readyState == "live" and on_stop is not None:

@@ -363,7 +363,7 @@ class EchoTrack(MediaStreamTrack):
             await asyncio.sleep(delay)
         if self.readyState != "live":
             raise MediaStreamError
-        chunk = self._queue.popleft()
+        chunk = self._next_chunk(loop.time())
         self._sent.append(chunk)
         self.send_times.append(loop.time())
         self.send_lateness_s.append(loop.time() - when)
@@ -373,6 +373,10 @@ class EchoTrack(MediaStreamTrack):
         frame.time_base = fractions.Fraction(1, self.sample_rate)
         self._k += 1
         return frame
+
+    def _next_chunk(self, now: float) -> np.ndarray:
+        """The frame to hand over now (int16): the oldest fed one; subclasses make their own."""
+        return self._queue.popleft()
 
     def stop(self) -> None:  # noqa: D102
         super().stop()

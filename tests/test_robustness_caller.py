@@ -306,7 +306,10 @@ def test_agent_counts_and_logs_an_undeliverable_response_in_one_line(caplog):
                               f"From: <sip:x@127.0.0.1>;tag=a{k}\r\nTo: <sip:agent@127.0.0.1>\r\n"
                               f"Call-ID: maddr{k}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(),
                              agent.address)
-                await asyncio.sleep(0.3)
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 5.0  # wait for the condition (bounded), not a fixed time
+                while agent.sip.send_failures < 3 and loop.time() < deadline:
+                    await asyncio.sleep(0.01)
             finally:
                 s.close()
             n = (agent.sip.send_failures, agent.ua.undeliverable_responses)

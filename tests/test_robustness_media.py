@@ -348,7 +348,9 @@ async def _bleed(latching):
                 pkt = RtpPacket(payload_type=0, sequence_number=k, timestamp=160 * k, ssrc=0xBAD, payload=bytes(160))
                 attacker.sendto(bytes(pkt), agent_media)
                 await asyncio.sleep(0.02)
-            await asyncio.sleep(0.2)
+            deadline = loop.time() + 3.0  # every packet handled (counted, or wrongly latched), bounded
+            while s.foreign_packets + len(received) < 20 and loop.time() < deadline:
+                await asyncio.sleep(0.01)
             return s.session.remote_addr, (call.media.local_address if hasattr(call.media, "local_address") else None), \
                 len(received), s.foreign_packets
         finally:
@@ -408,7 +410,9 @@ async def _forge(auth):
 
             atk, _ = await loop.create_datagram_endpoint(P, local_addr=("127.0.0.3", 0))
             atk.sendto(_forged_reinvite(call, agent.address, atk.get_extra_info("sockname")[1], 40000), agent.address)
-            await asyncio.sleep(0.3)
+            deadline = loop.time() + 5.0  # until the agent has answered the forged request (bounded)
+            while not [a for a in answers if not a.startswith("SIP/2.0 1")] and loop.time() < deadline:
+                await asyncio.sleep(0.01)
             after = (acall.media.remote_address, acall.media.remote_port)
             # the real caller's own re-INVITE still works (it answers the challenge)
             ua.reinvite(call, now=loop.time())

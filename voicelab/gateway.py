@@ -42,7 +42,7 @@ import asyncio
 import collections
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +51,6 @@ from .errors import ParameterError, VoicelabError
 
 __all__ = ["Gateway", "BridgeLeg", "bridge_delay_ms"]
 
-_WEBRTC_CODECS = ("opus", "pcmu", "pcma", "g722")
 
 
 class _Rechunk:
@@ -246,9 +245,11 @@ class Gateway:
         sip_codec = codecs.canonical_name(sip_codec)[0]
         if sip_codec not in ("pcmu", "pcma", "g722", "opus"):
             raise ParameterError(f"the SIP leg offers pcmu, pcma, g722 or opus, got {sip_codec!r}")
-        bad = [c for c in webrtc_codecs if c not in _WEBRTC_CODECS]
+        from .webrtc.peer import WEBRTC_CODECS
+
+        bad = [c for c in webrtc_codecs if c not in WEBRTC_CODECS]
         if bad or not webrtc_codecs:
-            raise ParameterError(f"webrtc_codecs must be some of {list(_WEBRTC_CODECS)}, got {list(webrtc_codecs)!r}")
+            raise ParameterError(f"webrtc_codecs must be some of {sorted(WEBRTC_CODECS)}, got {list(webrtc_codecs)!r}")
         self.target = target
         self.sip_codec = sip_codec
         self.codecs = list(webrtc_codecs)

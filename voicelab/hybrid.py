@@ -37,7 +37,8 @@ import numpy as np
 from . import audio
 from .errors import ParameterError
 
-__all__ = ["parse_path", "path_call", "path_call_async", "browser_gateway_call", "G114_BUDGET_MS"]
+__all__ = ["parse_path", "path_call", "path_call_async", "browser_gateway_call", "G114_BUDGET_MS", "trunk_peer_call",
+           "trunk_peer_call_async", "g711_pcap", "SIPP_TRUNK_SCENARIO", "TRUNK_PEERS"]
 
 #: ITU-T G.114: one-way mouth-to-ear delay transparent for most uses.
 G114_BUDGET_MS = 150.0
@@ -283,3 +284,357 @@ def path_call(path: str, **kw: Any) -> dict[str, Any]:
     from .compare import run_sync
 
     return run_sync(lambda: path_call_async(path, **kw))
+
+
+# ---------------------------------------------------------------------------------------
+# Real peers as the trunk: SIPp or baresip calling ``voicelab agent serve`` through the SBC
+# ---------------------------------------------------------------------------------------
+
+#: A SIPp UAC that honours the route set: the 200's Record-Route becomes the Route set of
+#: the ACK and the BYE (``rrs="true"``, ``[routes]``, ``[next_url]``: RFC 3261 12.1.2 / 12.2.1.1),
+#: and plays the pcap ``speech.pcap`` (G.711 mu-law RTP, 20 ms) into the call.
+SIPP_TRUNK_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="voicelab trunk: INVITE through a proxy, route set, pcap media, BYE">
+  <send retrans="500"><![CDATA[
+
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: "trunk" <sip:trunk@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:trunk@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=trunk 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+a=ptime:20
+
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="200" rtd="true" rrs="true"/>
+  <send><![CDATA[
+
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: "trunk" <sip:trunk@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+[routes]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Contact: <sip:trunk@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <nop><action><exec play_pcap_audio="speech.pcap"/></action></nop>
+  <pause milliseconds="{pause_ms}"/>
+  <send retrans="500"><![CDATA[
+
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: "trunk" <sip:trunk@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+[routes]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Contact: <sip:trunk@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200" crlf="true"/>
+</scenario>
+"""
+
+TRUNK_PEERS = ("sipp", "baresip")
+
+_BARESIP_MODULE_DIRS = ("/usr/lib/baresip/modules", "/usr/local/lib/baresip/modules",
+                        "/usr/lib/x86_64-linux-gnu/baresip/modules", "/usr/lib/aarch64-linux-gnu/baresip/modules")
+
+
+def g711_pcap(samples: np.ndarray, sample_rate: int, path: str | os.PathLike, *, ptime_ms: int = 20,
+              ssrc: int = 0x7E57AB1E) -> str:
+    """Write ``samples`` as a G.711 mu-law RTP stream in a pcap that SIPp's ``play_pcap_audio`` plays.
+
+    Parameters
+    ----------
+    samples : numpy.ndarray
+        Mono float audio in [-1, 1].
+    sample_rate : int
+        Its rate, Hz (resampled to 8 kHz).
+    path : path-like
+        Output file (classic pcap, Ethernet link type: SIPp strips a 14-byte link header).
+    ptime_ms : int
+        Packet time, ms (timestamps in the pcap pace SIPp's sending).
+    ssrc : int
+        RTP SSRC.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    import struct
+
+    from .codecs.g711 import ulaw_encode
+    from .net.pcap import udp_ipv4_packet
+
+    x = np.asarray(samples, dtype=np.float64)
+    if sample_rate != 8000:
+        x = audio.resample(x, sample_rate, 8000)
+    pcm = audio.to_int16(x)
+    n = 8 * int(ptime_ms)
+    codes = ulaw_encode(np.concatenate([pcm, np.zeros((-len(pcm)) % n, dtype=np.int16)]))
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for i in range(len(codes) // n):
+            rtp = struct.pack("!BBHII", 0x80, 0x80 if i == 0 else 0x00, (1000 + i) & 0xFFFF, (i * n) & 0xFFFFFFFF, ssrc)
+            pkt = b"\0" * 12 + b"\x08\x00" + udp_ipv4_packet(("192.0.2.1", 6000), ("192.0.2.2", 6000),
+                                                              rtp + codes[i * n:(i + 1) * n].tobytes(), ident=i)
+            t = i * ptime_ms / 1000.0
+            fh.write(struct.pack("<IIII", int(t), int(round((t - int(t)) * 1e6)), len(pkt), len(pkt)) + pkt)
+    return str(path)
+
+
+def aligned_pesq_nb(reference: np.ndarray, ref_rate: int, degraded: np.ndarray, deg_rate: int) -> tuple[float | None, float]:
+    """PESQ-NB of ``degraded`` against ``reference`` after removing their offset (no shared clock).
+
+    Returns
+    -------
+    (float or None, float)
+        PESQ-NB (None when too little audio overlaps) and the offset removed, ms.
+    """
+    from . import metrics
+
+    r = audio.resample(np.asarray(reference, dtype=np.float64), ref_rate, 8000)
+    d = audio.resample(np.asarray(degraded, dtype=np.float64), deg_rate, 8000)
+    est = audio.estimate_delay(r, d, 8000, max_delay_ms=1500.0)
+    shift = int(round(est.delay_samples))
+    d, r = (d[shift:], r) if shift >= 0 else (d, r[-shift:])
+    n = min(len(r), len(d))
+    if n < 8000:
+        return None, shift / 8.0
+    return float(metrics.pesq(r[:n], d[:n], 8000, mode="nb")), shift / 8.0
+
+
+async def _start_agent_serve(port: int, record_dir: str, *, host: str = "127.0.0.1",
+                             prefix: tuple[str, ...] = ()) -> asyncio.subprocess.Process:
+    """``voicelab agent serve --mode record:DIR`` as a subprocess; returns once it listens."""
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        *prefix, sys.executable, "-m", "voicelab", "agent", "serve", "--sip", f"{host}:{port}", "--codecs", "pcmu,pcma",
+        "--mode", f"record:{record_dir}", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+    assert proc.stdout is not None
+    seen = b""
+    try:
+        while b"voicelab agent:" not in seen:
+            line = await asyncio.wait_for(proc.stdout.readline(), 30.0)
+            if not line:
+                raise ParameterError(f"voicelab agent serve did not start: {seen.decode(errors='replace')[-500:]}")
+            seen += line
+    except BaseException:
+        await _stop_process(proc)
+        raise
+    return proc
+
+
+async def _stop_process(proc: asyncio.subprocess.Process, sig: int | None = None) -> str:
+    """Stop ``proc`` (SIGINT, then SIGKILL after 10 s) and return what it printed."""
+    import signal
+
+    if proc.returncode is None:
+        try:
+            os.killpg(proc.pid, sig or signal.SIGINT)
+        except ProcessLookupError:
+            pass
+    try:
+        out = await asyncio.wait_for(proc.stdout.read(), 10.0) if proc.stdout is not None else b""
+        await asyncio.wait_for(proc.wait(), 10.0)
+    except asyncio.TimeoutError:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        await proc.wait()
+        out = b""
+    return out.decode(errors="replace")
+
+
+async def _run_trunk_peer(peer: str, tmp: str, target: tuple[str, int], x8: np.ndarray, seconds: float,
+                          *, host: str = "127.0.0.1", prefix: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run SIPp or baresip calling ``sip:agent@target`` once; its exit status and output."""
+    import shutil
+
+    from .errors import ToolUnavailableError
+    from .net.iface import free_port
+
+    if peer == "sipp":
+        exe = shutil.which("sipp")
+        if not exe:
+            raise ToolUnavailableError("sipp is not installed (Debian package 'sip-tester')")
+        g711_pcap(x8, 8000, os.path.join(tmp, "speech.pcap"))
+        scen = os.path.join(tmp, "trunk.xml")
+        with open(scen, "w") as fh:
+            fh.write(SIPP_TRUNK_SCENARIO.replace("{pause_ms}", str(int(seconds * 1000) + 600)))
+        argv = [exe, f"{target[0]}:{target[1]}", "-sf", scen, "-s", "agent", "-m", "1", "-i", host,
+                "-p", str(free_port(kind="udp", host=host) if not prefix else 5070),
+                "-mp", str(free_port(kind="udp", host=host) if not prefix else 6000), "-nostdin",
+                "-timeout", "30s", "-timeout_error", "-trace_msg", "-message_file", os.path.join(tmp, "sipp_msg.log"),
+                "-trace_err", "-error_file", os.path.join(tmp, "sipp_err.log")]
+    elif peer == "baresip":
+        exe = shutil.which("baresip")
+        if not exe:
+            raise ToolUnavailableError("baresip is not installed (Debian package 'baresip-core')")
+        mdir = next((d for d in _BARESIP_MODULE_DIRS if os.path.exists(os.path.join(d, "aufile.so"))), None)
+        if mdir is None:
+            raise ToolUnavailableError("baresip's aufile module is missing (Debian package 'baresip-core')")
+        conf = os.path.join(tmp, "baresip")
+        rec = os.path.join(tmp, "baresip-rec")
+        os.makedirs(conf)
+        os.makedirs(rec)
+        wav = os.path.join(tmp, "trunk-8k.wav")
+        audio.write_wav(wav, x8, 8000)
+        lo = (free_port(kind="udp", host=host) // 2 * 2) if not prefix else 6000
+        sip_port = free_port(kind="udp", host=host) if not prefix else 5070
+        with open(os.path.join(conf, "config"), "w") as fh:
+            fh.write(f"poll_method epoll\nsip_listen {host}:{sip_port}\naudio_player aubridge,nil\n"
+                     f"audio_source aufile,{wav}\naudio_alert aubridge,nil\nrtp_ports {lo}-{lo + 10}\n"
+                     f"module_path {mdir}\nmodule stdio.so\nmodule g711.so\nmodule aufile.so\nmodule aubridge.so\n"
+                     f"module sndfile.so\nmodule_app account.so\nmodule_app menu.so\nsnd_path {rec}\n")
+        with open(os.path.join(conf, "accounts"), "w") as fh:
+            fh.write(f"<sip:trunk@{host}>;regint=0;audio_codecs=PCMU/8000/1\n")
+        argv = [exe, "-f", conf, "-n", host, "-t", str(int(np.ceil(seconds)) + 2),
+                "-e", f"/dial sip:agent@{target[0]}:{target[1]}"]
+    else:
+        raise ParameterError(f"the trunk peer is one of {', '.join(TRUNK_PEERS)}, got {peer!r}")
+    proc = await asyncio.create_subprocess_exec(*prefix, *argv, cwd=tmp, stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                                                start_new_session=True)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), seconds + 40.0)
+    except BaseException:
+        await _stop_process(proc)
+        raise
+    res: dict[str, Any] = {"returncode": proc.returncode, "output": out.decode(errors="replace")}
+    if peer == "sipp":
+        for name in ("sipp_msg.log", "sipp_err.log"):
+            p = os.path.join(tmp, name)
+            res[name] = open(p, errors="replace").read() if os.path.exists(p) else ""
+    else:
+        enc = sorted(f for f in os.listdir(os.path.join(tmp, "baresip-rec")) if f.endswith("-enc.wav"))
+        res["sent_wav"] = os.path.join(tmp, "baresip-rec", enc[0]) if enc else None
+    return res
+
+
+def route_set_report(kamailio_log: str) -> dict[str, bool]:
+    """Which in-dialog requests Kamailio routed along the Record-Route set (its ``voicelab-sbc`` log lines)."""
+    return {m: f"in-dialog {m} routed" in kamailio_log for m in ("ACK", "BYE")}
+
+
+async def trunk_peer_call_async(peer: str = "sipp", *, anchor: str | None = "sbc", seconds: float = 3.0,
+                                speech: str = "default") -> dict[str, Any]:
+    """Coroutine form of :func:`trunk_peer_call`."""
+    from .net.iface import free_port
+    from .net.sbc import KamailioSBC
+    from .sim import Scenario, load_speech
+
+    if peer not in TRUNK_PEERS:
+        raise ParameterError(f"the trunk peer is one of {', '.join(TRUNK_PEERS)}, got {peer!r}")
+    if anchor not in (None, "sbc"):
+        raise ParameterError(f"a real trunk peer calls the agent directly or through 'sbc', got {anchor!r}")
+    sp = load_speech(Scenario(speech=speech, max_speech_s=float(seconds)))
+    x8 = audio.resample(np.asarray(sp.samples, dtype=np.float64), sp.sample_rate, 8000)
+    with tempfile.TemporaryDirectory(prefix="voicelab-trunk-") as tmp:
+        rec = os.path.join(tmp, "agent-rec")
+        os.makedirs(rec)
+        port = free_port(kind="udp")
+        agent = await _start_agent_serve(port, rec)
+        sbc = None
+        try:
+            target = ("127.0.0.1", port)
+            if anchor == "sbc":
+                sbc = KamailioSBC(target=target)
+                await sbc.start()
+                target = (sbc.host, int(sbc.port))
+            run = await _run_trunk_peer(peer, tmp, target, x8, float(seconds))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10.0
+            while not any(f.endswith(".wav") for f in os.listdir(rec)) and loop.time() < deadline:
+                await asyncio.sleep(0.05)  # the agent writes its recording when the BYE has ended the call
+        finally:
+            if sbc is not None:
+                await sbc.stop()
+            agent_out = await _stop_process(agent)
+        wavs = sorted(f for f in os.listdir(rec) if f.endswith(".wav"))
+        got, got_rate = audio.read_wav(os.path.join(rec, wavs[0])) if wavs else (np.zeros(0), 8000)
+        ref, ref_rate = x8, 8000
+        if peer == "baresip" and run.get("sent_wav"):
+            ref, ref_rate = audio.read_wav(run["sent_wav"])  # what baresip encoded (its aufile loop)
+        pesq_nb, offset_ms = aligned_pesq_nb(ref, ref_rate, got, got_rate) if len(got) else (None, None)
+    out: dict[str, Any] = {
+        "peer": peer, "anchor": anchor, "peer_returncode": run["returncode"],
+        "agent_recorded_s": len(got) / float(got_rate) if len(got) else 0.0,
+        "pesq_nb": pesq_nb, "offset_ms": offset_ms, "speech": sp.name, "synthetic_speech": bool(sp.synthetic),
+        "peer_output": run["output"][-3000:], "agent_output": agent_out[-2000:], "deterministic": False,
+    }
+    if peer == "sipp":
+        out["sipp_messages"] = run.get("sipp_msg.log", "")
+    if sbc is not None:
+        kam = sbc._keep_logs.get("kamailio", "")
+        out.update({"sbc": "kamailio+rtpengine", "sbc_media_legs": sbc.media_stats(), "route_set": route_set_report(kam),
+                    "rtpengine_deleted": "Deleting entire call" in sbc._keep_logs.get("rtpengine", ""),
+                    "sbc_uri": sbc.uri})
+    return out
+
+
+def trunk_peer_call(peer: str = "sipp", **kw: Any) -> dict[str, Any]:
+    """A real SIP peer as the trunk: SIPp or baresip calls ``voicelab agent serve`` through Kamailio + rtpengine.
+
+    SIPp (``uac`` scenario :data:`SIPP_TRUNK_SCENARIO`: route set from the 200's
+    Record-Route, a G.711 pcap of natural speech played with ``play_pcap_audio``) or
+    baresip (``aufile`` playing the same speech, PCMU) dials ``sip:agent@`` the
+    lab-started SBC (:class:`voicelab.net.sbc.KamailioSBC`), which record-routes the dialog
+    and anchors the media in rtpengine, towards ``voicelab agent serve --mode record:DIR``
+    (a subprocess). The agent's recording of what arrived is scored against what the
+    trunk sent.
+
+    Parameters
+    ----------
+    peer : {"sipp", "baresip"}
+    anchor : {"sbc", None}
+        Through Kamailio + rtpengine, or straight to the agent.
+    seconds : float
+        Speech the trunk sends, s.
+    speech : str
+        Named speech (default: the natural corpus).
+
+    Returns
+    -------
+    dict
+        ``peer_returncode`` (SIPp: 0 when the scenario completed), ``pesq_nb`` (the agent's
+        recording against the trunk's speech, offset removed), ``agent_recorded_s``,
+        ``route_set`` (``{"ACK": bool, "BYE": bool}``: routed by Kamailio's
+        ``loose_route``), ``sbc_media_legs`` (rtpengine's per-leg RTP counters),
+        ``rtpengine_deleted``, ``sipp_messages`` (SIPp's message trace).
+
+    Raises
+    ------
+    ToolUnavailableError
+        sipp / baresip / kamailio / rtpengine missing (the Debian package named).
+    """
+    from .compare import run_sync
+
+    return run_sync(lambda: trunk_peer_call_async(peer, **kw))

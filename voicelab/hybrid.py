@@ -85,35 +85,63 @@ def parse_path(spec: str) -> dict[str, Any]:
     return {"pstn": head, "anchor": anchor, "browser": False}
 
 
+NETS = ("loopback", "vnet")
+
+
 async def path_call_async(path: str, *, seconds: float = 4.0, speech: str = "default", seed: int = 0,
-                          jitter_buffer: str = "fixed:60", quality: bool = True, codec: str = "opus") -> dict[str, Any]:
+                          jitter_buffer: str = "fixed:60", quality: bool = True, codec: str = "opus",
+                          net: str = "loopback", links: dict[str, Any] | None = None) -> dict[str, Any]:
     """Coroutine form of :func:`path_call`."""
     from .calls import sip_call
     from .net import ChannelConfig
     from .sim.paths import simulate_path
 
     p = parse_path(path)
+    if net not in NETS:
+        raise ParameterError(f"net must be one of {', '.join(NETS)}, got {net!r}")
     if p["browser"]:
+        if net != "loopback":
+            raise ParameterError("the browser path runs on loopback (the gateway's legs): no --net vnet yet")
         return await browser_gateway_call(seconds=seconds, speech=speech, jitter_buffer=jitter_buffer, quality=quality,
                                           codec=codec)
+    if links is not None and net != "vnet":
+        raise ParameterError("link impairments of a path need net='vnet' (the namespace chain)")
+    if net == "vnet":
+        from .net.netns_chain import NetnsChain
+
+        NetnsChain(links=links)  # bad link settings fail here, before the phone side is simulated
     with tempfile.TemporaryDirectory(prefix="voicelab-hybrid-") as tmp:
         wav = os.path.join(tmp, "trunk.wav")
         # the PSTN side runs in sim up to the carrier's media gateway; the live trunk leg takes over there
         pstn = await asyncio.get_running_loop().run_in_executor(None, lambda: simulate_path(
             p["pstn"], speech=speech, seed=seed, max_speech_s=float(seconds), quality=quality,
             open_end=True, out_wav=wav, drop_gateway=True))
+        if net == "vnet":
+            live = await netns_trunk_call(wav, anchor=p["anchor"], seconds=min(60.0, float(seconds) + pstn.mouth_to_ear_ms / 1000.0 + 0.2),
+                                          jitter_buffer=jitter_buffer, seed=seed, quality=quality, links=links)
+            return _path_result(path, p, pstn, live, net="vnet")
         live = await sip_call(codec="pcmu", seconds=min(60.0, float(seconds) + pstn.mouth_to_ear_ms / 1000.0 + 0.2),
                               input=wav, jitter_buffer=jitter_buffer, seed=seed, quality=quality,
                               net=ChannelConfig() if p["anchor"] == "relay" else None,
                               sbc="kamailio" if p["anchor"] == "sbc" else None)
-    leg_name = {None: "SIP trunk -> agent (live, loopback, G.711)",
-                "relay": "SIP trunk -> lab media relay -> agent (live, loopback, G.711)",
-                "sbc": "SIP trunk -> Kamailio + rtpengine -> agent (live, loopback, G.711)"}[p["anchor"]]
-    hops = pstn.hops.to_dict(orient="records")
+    return _path_result(path, p, pstn, live, net="loopback")
+
+
+def _path_result(path: str, p: dict[str, Any], pstn: Any, live: dict[str, Any], *, net: str) -> dict[str, Any]:
+    """The per-hop result of a PSTN path: the phone side's hops, then the live leg's."""
     up_live = live.get("caller_to_agent.mouth_to_ear_ms")
     down_live = live.get("agent_to_caller.mouth_to_ear_ms")
-    table = hops + [{"hop": leg_name, "kind": "gateway", "delay_ms": up_live, "how": "measured (live)",
-                     "source": "the lab's caller as the carrier's media gateway: packetization + network + agent jitter buffer"}]
+    hops = pstn.hops.to_dict(orient="records")
+    if net == "vnet":
+        table = hops + [dict(h) for h in live["hops_up"]]
+        leg_note = "the trunk leg is a live call on the namespace chain (trunk -- carrier edge -- agent)"
+    else:
+        leg_name = {None: "SIP trunk -> agent (live, loopback, G.711)",
+                    "relay": "SIP trunk -> lab media relay -> agent (live, loopback, G.711)",
+                    "sbc": "SIP trunk -> Kamailio + rtpengine -> agent (live, loopback, G.711)"}[p["anchor"]]
+        table = hops + [{"hop": leg_name, "kind": "gateway", "delay_ms": up_live, "how": "measured (live)",
+                         "source": "the lab's caller as the carrier's media gateway: packetization + network + agent jitter buffer"}]
+        leg_note = "the trunk leg is a live loopback call"
     pstn_ms = float(pstn.mouth_to_ear_ms)
     one_way = None if up_live is None else pstn_ms + float(up_live)
     back = None if down_live is None else pstn_ms + float(down_live)
@@ -134,9 +162,172 @@ async def path_call_async(path: str, *, seconds: float = 4.0, speech: str = "def
         "speech": pstn.speech,
         "synthetic_speech": pstn.synthetic_speech,
         "deterministic": False,
-        "note": "the PSTN side is simulated (sim) and modelled per hop; the trunk leg is a live loopback call",
-        "live": {k: v for k, v in live.items() if k not in ("sbc_media_legs",)},
+        "note": "the PSTN side is simulated (sim) and modelled per hop; " + leg_note,
+        "net": net,
+        "live": {k: v for k, v in live.items() if k not in ("sbc_media_legs", "hops_up", "hops_down")},
+        **({"hops_agent_to_phone": hops + [dict(h) for h in live["hops_down"]], "links": live.get("links")}
+           if net == "vnet" else {}),
     }
+
+
+_EDGE_NAMES = {None: "carrier edge router (IP forwarding)", "relay": "carrier edge: the lab's media relay (userspace)",
+               "sbc": "carrier edge SBC: rtpengine (userspace relay)"}
+
+
+def _median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
+async def netns_trunk_call(wav: str, *, anchor: str | None, seconds: float, jitter_buffer: str = "fixed:60",
+                           seed: int = 0, quality: bool = True, links: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The live trunk leg on the namespace chain: the lab's caller (trunk) -> carrier edge -> the lab's agent.
+
+    Built by :class:`voicelab.net.netns_chain.NetnsChain`: the caller's and the agent's
+    sockets live in their own namespaces, the edge is a router (``anchor=None``), the lab's
+    media relay (``"relay"``; SIP crosses the edge routed) or Kamailio + rtpengine started
+    inside the edge namespace (``"sbc"``; the edge does not forward, so signalling and media
+    cross only through the SBC). Both links are captured (dumpcap) so each hop's delay is
+    measured per RTP packet on the kernel's clock.
+
+    Parameters
+    ----------
+    wav : str
+        What the trunk sends (the phone side's output).
+    anchor : {None, "relay", "sbc"}
+    seconds : float
+        Call length, s.
+    links : dict, optional
+        ``{"carrier": ..., "access": ...}`` link impairments (netem; see
+        :class:`~voicelab.net.netns_chain.NetnsChain`).
+    others
+        As for :func:`voicelab.calls.sip_call`.
+
+    Returns
+    -------
+    dict
+        As :func:`voicelab.calls.sip_call` (``caller_to_agent.*``, ``agent_to_caller.*``),
+        plus ``hops_up`` / ``hops_down`` (carrier link, edge, access link: medians of the
+        per-packet captures; then the endpoints' part: packetization + jitter buffer, the
+        measured mouth-to-ear delay minus the network hops), ``hop_samples`` (packets each
+        median is over), ``links`` (the netem settings), ``sbc_media_legs`` with ``"sbc"``.
+    """
+    from .agent import Agent
+    from .calls import direction_report, open_caller
+    from .net.netns_chain import CHAIN_ADDRESSES as A
+    from .net.netns_chain import NetnsChain, rtp_hop_delays
+    from .net.relay import UdpRelay
+    from .rtp.live import LiveAudioStream
+    from .sip.ua import CallEnded, CallEstablished, CallFailed
+
+    if anchor not in (None, "relay", "sbc"):
+        raise ParameterError(f"the carrier edge is a router (None), 'relay' or 'sbc', got {anchor!r}")
+    sp = audio.load_speech(input=wav, max_speech_s=float(seconds), codec="pcmu")
+    x = audio.resample(np.asarray(sp.samples, dtype=np.float64), sp.sample_rate, 16000)
+    loop = asyncio.get_running_loop()
+    seeds = [int(q.generate_state(1)[0]) % 2**31 for q in np.random.SeedSequence(seed).spawn(4)]
+    chain = NetnsChain(links=links, forward=anchor != "sbc").start()
+    sbc = relay = stream = None
+    agent = None
+    try:
+        ifc, ifa = chain.iface("trunk"), chain.iface("agent")
+        agent_uri = f"sip:agent@{A['agent']}:5060"
+        agent = Agent(codecs=["pcmu"], host=A["agent"], port=5060, contact=agent_uri, jitter_buffer=jitter_buffer,
+                      iface=ifa, seed=seeds[1])
+        agent._speech_override = x
+        await agent.start()
+        if anchor == "sbc":
+            from .net.sbc import KamailioSBC
+
+            sbc = KamailioSBC(target=(A["agent"], 5060), host=A["edge"], port=5060, iface=chain.iface("edge"),
+                              exec_prefix=chain.prefix("edge"))
+            await sbc.start()
+        await chain.start_captures()
+        ua, sip = await open_caller(ifc, codec="pcmu", rtcp_mux=True, seed=seeds[0], host=A["trunk"])
+        try:
+            media_port = ifc.free_port("udp")
+            offer_port = media_port
+            if anchor == "relay":
+                relay = await UdpRelay(chain.iface("edge"), (A["agent"], 9), listen=(A["edge"], 0), seed=seeds[3],
+                                       client=(A["trunk"], media_port)).start()
+                ua.media_address = A["edge"]  # the SBC-like rewrite of the offer: the agent sends via the relay
+                offer_port = relay.back_address[1]
+            call = ua.invite(sbc.uri if sbc else agent_uri, now=loop.time(),
+                             media_port=offer_port)
+            sip.flush()
+            ev = await sip.wait_for(CallEstablished, CallFailed, timeout=20.0)
+            if isinstance(ev, CallFailed):
+                raise ParameterError(f"the call over the namespace chain failed: {ev.status} {getattr(ev, 'reason', '')}")
+            m = call.media
+            # with the relay the agent's media comes from the relay, not from the address its SDP names
+            stream = LiveAudioStream.for_media(ifc, m, local_addr=(A["trunk"], media_port), jitter_buffer=jitter_buffer,
+                                               seed=seeds[2], cname="trunk@voicelab", source_filter=relay is None)
+            await stream.open()
+            if relay is not None:
+                relay.target = (m.remote_address, m.remote_port)
+                stream.set_remote(relay.front_address)
+            t0 = loop.time() + 0.02
+            stream.send(x, 16000, start_at=t0)
+            agent_stream = next(iter(agent.streams.values()), None)
+            if agent_stream is None:
+                raise ParameterError("the agent has no media stream for the call")
+            end = t0 + len(x) / 16000 + 0.5
+            await asyncio.wait_for(asyncio.gather(stream.played_through(end), agent_stream.played_through(end)),
+                                   seconds + 20)
+            ua.bye(call, now=loop.time())
+            sip.flush()
+            await sip.wait_for(CallEnded, timeout=10.0)
+            await asyncio.wait_for(agent.ended(1), 10.0)
+        finally:
+            if stream is not None:
+                await stream.close()
+            await sip.close()
+        captures = await chain.stop_captures()
+    finally:
+        if relay is not None:
+            await relay.close()
+        if agent is not None:
+            await agent.close()
+        if sbc is not None:
+            await sbc.stop()
+        await chain.close()
+
+    out: dict[str, Any] = {"transport": "sip", "net": "vnet", "codec": m.codec, "setup_ms": call.times.setup_ms,
+                           "post_dial_delay_ms": call.times.post_dial_delay_ms, "speech": sp.name,
+                           "synthetic_speech": bool(sp.synthetic), "seconds": len(x) / 16000, "anchor": anchor,
+                           "links": {k: {d: c.to_dict() if hasattr(c, "to_dict") else str(c) for d, c in v.items()}
+                                     for k, v in chain.links.items()}}
+    for name, s_, r_ in (("caller_to_agent", stream, agent_stream), ("agent_to_caller", agent_stream, stream)):
+        out.update({f"{name}.{k}": v for k, v in direction_report(s_, r_, x, quality=quality).items()})
+    per = rtp_hop_delays(captures)
+    out["hop_samples"] = {d: {h: len(v) for h, v in per[d].items()} for d in per}
+    for d, key in (("up", "caller_to_agent"), ("down", "agent_to_caller")):
+        order = ("carrier", "edge", "access") if d == "up" else ("access", "edge", "carrier")
+        names = {"carrier": "carrier link trunk -> edge" if d == "up" else "carrier link edge -> trunk",
+                 "access": "access link edge -> agent" if d == "up" else "access link agent -> edge",
+                 "edge": _EDGE_NAMES[anchor]}
+        rows = []
+        for h in order:
+            cfg = chain.links[h]["up" if d == "up" else "down"] if h != "edge" else None
+            src = ("veth + bridge" + (f" + netem {' '.join(chain.netem[(h, 'up' if d == 'up' else 'down')] or [])}"
+                                      if cfg is not None and chain.netem[(h, 'up' if d == 'up' else 'down')] else "")
+                   if h != "edge" else "leaving the carrier link -> entering the access link")
+            rows.append({"hop": names[h], "kind": "network" if h != "edge" else "sbc", "delay_ms": _median(per[d][h]),
+                         "how": "measured (capture)", "source": f"dumpcap on both ends, median of {len(per[d][h])} RTP packets; {src}"})
+        total = out.get(f"{key}.mouth_to_ear_ms")
+        net_ms = sum(r["delay_ms"] for r in rows if r["delay_ms"] is not None)
+        ends = None if total is None else float(total) - net_ms
+        rows.append({"hop": ("trunk packetization + agent jitter buffer" if d == "up"
+                             else "agent packetization + trunk jitter buffer"),
+                     "kind": "endpoint", "delay_ms": ends, "how": "measured (live)",
+                     "source": "the leg's mouth-to-ear delay (audio, one clock) minus the network hops above"})
+        out[f"hops_{d}"] = rows
+    if sbc is not None:
+        out["sbc"] = "kamailio+rtpengine"
+        out["sbc_media_legs"] = sbc.media_stats()
+        out["route_set"] = route_set_report(sbc._keep_logs.get("kamailio", ""))
+    if relay is not None:
+        out["relay_bytes"] = int(relay.up.stats.bytes_forwarded + relay.down.stats.bytes_forwarded)
+    return out
 
 
 async def browser_gateway_call(*, seconds: float = 4.0, speech: str = "default", jitter_buffer: str = "fixed:60",

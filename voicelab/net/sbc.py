@@ -236,9 +236,11 @@ class _Datagram(asyncio.DatagramProtocol):
         self.queue.put_nowait(data)
 
 
-async def _ask_udp(host: str, port: int, payload: bytes, timeout: float) -> bytes | None:
-    loop = asyncio.get_running_loop()
-    transport, proto = await loop.create_datagram_endpoint(_Datagram, remote_addr=(host, port))
+async def _ask_udp(host: str, port: int, payload: bytes, timeout: float, iface: Any = None) -> bytes | None:
+    if iface is not None:  # from inside the SBC's namespace
+        transport, proto = await iface.create_datagram_endpoint(_Datagram, remote_addr=(host, port))
+    else:
+        transport, proto = await asyncio.get_running_loop().create_datagram_endpoint(_Datagram, remote_addr=(host, port))
     try:
         transport.sendto(payload)
         try:
@@ -264,6 +266,12 @@ class KamailioSBC:
         Size of rtpengine's media port range (2 per call leg and direction at most).
     startup_timeout : float, optional
         Seconds to wait for both daemons to answer.
+    iface : NetworkInterface, optional
+        Run inside a network namespace (:class:`voicelab.net.netns_chain.NetnsHostInterface`):
+        ``host`` is then that namespace's address (not loopback), the daemons are started
+        with ``exec_prefix`` and the readiness probes are sent from inside it.
+    exec_prefix : tuple of str, optional
+        Command prefix that runs a program in that namespace (``ip netns exec NAME``).
 
     Attributes
     ----------
@@ -286,9 +294,12 @@ class KamailioSBC:
     """
 
     def __init__(self, *, target: tuple[str, int], host: str = "127.0.0.1", port: int | None = None,
-                 rtp_ports: int = 40, startup_timeout: float = 10.0) -> None:
-        if not is_loopback_address(host):
+                 rtp_ports: int = 40, startup_timeout: float = 10.0, iface: Any = None,
+                 exec_prefix: tuple[str, ...] = ()) -> None:
+        if iface is None and not is_loopback_address(host):
             raise ParameterError(f"the SBC listens on loopback only, got {host!r}")
+        if iface is not None and host not in iface.host_addresses():
+            raise ParameterError(f"the SBC's host {host!r} is not an address of {iface!r}")
         try:
             thost, tport = target
             tport = int(tport)
@@ -303,6 +314,8 @@ class KamailioSBC:
         self.port = port
         self.rtp_ports = rtp_ports
         self.startup_timeout = float(startup_timeout)
+        self.iface = iface
+        self.exec_prefix = tuple(exec_prefix)
         self.ng_port: int | None = None
         self.media_range: tuple[int, int] | None = None
         self._procs: dict[str, asyncio.subprocess.Process] = {}
@@ -342,9 +355,11 @@ class KamailioSBC:
         mdir = _module_dir()
         self._tmp = tempfile.TemporaryDirectory(prefix="voicelab-sbc-")
         wd = self.workdir
-        self.port = self.port or free_port(kind="udp", host=self.host)
-        self.ng_port = free_port(kind="udp", host=self.host)
-        lo = free_port(kind="udp", host=self.host)
+        pick = (lambda: self.iface.free_port("udp", self.host)) if self.iface is not None else \
+            (lambda: free_port(kind="udp", host=self.host))
+        self.port = self.port or pick()
+        self.ng_port = pick()
+        lo = pick()
         lo = max(1024, lo - lo % 2)
         self.media_range = (lo, min(65534, lo + self.rtp_ports - 1))
         try:
@@ -367,12 +382,12 @@ class KamailioSBC:
         logf = open(self.workdir / f"{name}.log", "wb")
         try:
             self._procs[name] = await asyncio.create_subprocess_exec(
-                *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
+                *self.exec_prefix, *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
         finally:
             logf.close()
 
     async def _ng_ping(self) -> bool:
-        reply = await _ask_udp(self.host, int(self.ng_port), ng_encode("voicelab1", {"command": "ping"}), 0.3)
+        reply = await _ask_udp(self.host, int(self.ng_port), ng_encode("voicelab1", {"command": "ping"}), 0.3, self.iface)
         if reply is None:
             return False
         _, d = ng_decode(reply)
@@ -386,7 +401,7 @@ class KamailioSBC:
                f"From: <sip:probe@{self.host}>;tag=probe\r\n"
                f"To: <sip:{self.host}:{self.port}>\r\n"
                "Call-ID: voicelab-sbc-probe\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
-        reply = await _ask_udp(self.host, int(self.port), msg, 0.3)
+        reply = await _ask_udp(self.host, int(self.port), msg, 0.3, self.iface)
         return reply is not None and reply.startswith(b"SIP/2.0 200")
 
     async def _wait_ready(self, name: str, probe: Any) -> None:
@@ -403,7 +418,8 @@ class KamailioSBC:
 
     async def query(self, call_id: str) -> dict[str, Any] | None:
         """rtpengine's ng ``query`` for one call (its per-leg packet counters), or None."""
-        reply = await _ask_udp(self.host, int(self.ng_port), ng_encode("voicelabq", {"command": "query", "call-id": call_id}), 1.0)
+        reply = await _ask_udp(self.host, int(self.ng_port), ng_encode("voicelabq", {"command": "query", "call-id": call_id}),
+                               1.0, self.iface)
         return None if reply is None else ng_decode(reply)[1]
 
     def media_stats(self) -> list[dict[str, Any]]:

@@ -1,0 +1,164 @@
+"""Phone paths on the vnet: the live trunk leg on a namespace chain (trunk -- carrier edge -- agent).
+
+The chain is built from Linux network namespaces (:mod:`voicelab.net.netns_chain`): the
+lab's caller (as the carrier's media gateway) and agent keep running in this process with
+their sockets inside their namespaces, the edge is a router, the lab's media relay, or a
+real Kamailio + rtpengine started inside the edge namespace, and ``dumpcap`` captures both
+links so each hop is measured per RTP packet. Unit tests of the pieces (netem arguments,
+the pcapng reader, the per-hop matcher) need nothing; the live ones need root (skipped
+otherwise, as the other netns tests) and the Debian packages (skip locally, fail in CI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import subprocess
+
+import pytest
+
+from tests.conftest import need_tool
+from voicelab.errors import ParameterError, ToolUnavailableError
+from voicelab.net import ChannelConfig
+from voicelab.net import netns_chain as nc
+from voicelab.net.netns import NAMESPACE_PREFIX, netns_unavailable_reason
+
+A = nc.CHAIN_ADDRESSES
+
+
+def test_netem_arguments():
+    assert nc.netem_args(ChannelConfig()) is None
+    assert nc.netem_args(ChannelConfig(delay_ms=20)) == ["netem", "limit", "1000", "delay", "20ms"]
+    assert nc.netem_args({"delay_ms": 30, "jitter_ms": 5, "loss_rate": 0.02}) == [
+        "netem", "limit", "1000", "delay", "30ms", "5ms", "distribution", "normal", "loss", "random", "2%"]
+    ge = nc.netem_args(ChannelConfig(loss_rate=0.1, burst_length=4))
+    i = ge.index("gemodel")
+    p, r = float(ge[i + 1].rstrip("%")) / 100, float(ge[i + 2].rstrip("%")) / 100
+    assert r == pytest.approx(0.25) and p / (p + r) == pytest.approx(0.1)  # stationary loss = the rate asked for
+    assert nc.netem_args(ChannelConfig(bandwidth_kbps=64))[-2:] == ["rate", "64kbit"]
+    with pytest.raises(ParameterError, match="loss trace"):
+        nc.netem_args(ChannelConfig(loss_trace=(0, 1, 0)))
+
+
+def test_chain_refuses_unknown_links_and_missing_netem(monkeypatch):
+    with pytest.raises(ParameterError, match="carrier, access"):
+        nc.NetnsChain(links={"backbone": {"delay_ms": 5}})
+    monkeypatch.setattr(nc, "netns_unavailable_reason", lambda: None)
+    monkeypatch.setattr(nc, "netem_unavailable_reason", lambda: "the netem qdisc is not available in this kernel (module sch_netem)")
+    with pytest.raises(ToolUnavailableError) as ei:
+        nc.NetnsChain(links={"carrier": {"delay_ms": 20}}).start()
+    assert "sch_netem" in str(ei.value) and "\n" not in str(ei.value)
+
+
+def _pcapng(packets):
+    """A pcapng file: two interfaces (us and ns resolution), Enhanced Packet blocks."""
+    def block(btype, body):
+        body += b"\0" * (-len(body) % 4)
+        n = len(body) + 12
+        return struct.pack("<II", btype, n) + body + struct.pack("<I", n)
+
+    out = block(0x0A0D0D0A, b"\x4d\x3c\x2b\x1a" + struct.pack("<HHq", 1, 0, -1))
+    out += block(1, struct.pack("<HHI", 1, 0, 128))  # default resolution: microseconds
+    out += block(1, struct.pack("<HHI", 1, 0, 128) + struct.pack("<HHB3x", 9, 1, 9) + struct.pack("<HH", 0, 0))  # ns
+    for ifid, t, frame in packets:
+        ticks = int(round(t * (1e6 if ifid == 0 else 1e9)))
+        out += block(6, struct.pack("<IIIII", ifid, ticks >> 32, ticks & 0xFFFFFFFF, len(frame), len(frame)) + frame)
+    return out
+
+
+def _frame(src, dst, ssrc, seq):
+    from voicelab.net.pcap import udp_ipv4_packet
+
+    rtp = struct.pack("!BBHII", 0x80, 0, seq, seq * 160, ssrc) + b"\xff" * 160
+    return b"\0" * 12 + b"\x08\x00" + udp_ipv4_packet((src, 4000), (dst, 4002), rtp)
+
+
+def test_pcapng_reader_and_hop_matching(tmp_path):
+    # up: trunk -> edge (carrier wire: in at pa=0, out at pb=1), edge -> agent (access wire: in 0, out 1);
+    # down: agent -> edge (access: in 1, out 0), edge -> trunk (carrier: in 1, out 0)
+    carrier, access = [], []
+    for seq in range(5):
+        t = 100.0 + 0.02 * seq
+        carrier += [(0, t, _frame(A["trunk"], A["edge"], 1, seq)), (1, t + 0.010, _frame(A["trunk"], A["edge"], 1, seq))]
+        access += [(0, t + 0.0105, _frame(A["edge"], A["agent"], 1, seq)), (1, t + 0.0135, _frame(A["edge"], A["agent"], 1, seq))]
+        access += [(1, t, _frame(A["agent"], A["edge"], 2, seq)), (0, t + 0.004, _frame(A["agent"], A["edge"], 2, seq))]
+        carrier += [(1, t + 0.0042, _frame(A["edge"], A["trunk"], 2, seq)), (0, t + 0.0252, _frame(A["edge"], A["trunk"], 2, seq))]
+    (tmp_path / "c.pcapng").write_bytes(_pcapng(carrier))
+    (tmp_path / "a.pcapng").write_bytes(_pcapng(access))
+    read = nc.read_pcapng(tmp_path / "c.pcapng")
+    assert len(read) == 20 and read[1][0] == 1 and read[1][1] == pytest.approx(100.010, abs=1e-9)
+    per = nc.rtp_hop_delays({"wire-carrier": read, "wire-access": nc.read_pcapng(tmp_path / "a.pcapng")})
+    for d, want in (("up", {"carrier": 10.0, "edge": 0.5, "access": 3.0}),
+                    ("down", {"access": 4.0, "edge": 0.2, "carrier": 21.0})):
+        for hop, ms in want.items():
+            assert len(per[d][hop]) == 5 and per[d][hop] == pytest.approx([ms] * 5, abs=1e-3), (d, hop)
+
+
+# ------------------------------------------------------------------ live, on the kernel
+@pytest.fixture
+def kernel():
+    reason = netns_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"netns backend unavailable: {reason}")
+    need_tool("dumpcap", "wireshark-common")
+
+
+def _ours() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout
+    return [ln.split()[0] for ln in out.splitlines() if ln.startswith(f"{NAMESPACE_PREFIX}{os.getpid()}-c")]
+
+
+def _check_hops(r, edge_words):
+    assert r["net"] == "vnet"
+    for key in ("hops", "hops_agent_to_phone"):
+        hops = r[key]
+        live = [h for h in hops if h["how"].startswith("measured (capture)")]
+        assert [h["kind"] for h in live] == ["network", "sbc", "network"], hops
+        assert edge_words in live[1]["hop"]
+        for h in live:  # ideal veths through a bridge: tens of microseconds; the edge's userspace relay < 5 ms
+            assert 0.0 < h["delay_ms"] < 5.0, h
+            assert int(h["source"].split("median of ")[1].split()[0]) >= 80  # ~100 packets each matched
+        # the endpoints' part (20 ms packets + the 60 ms buffer) closes the live leg's measured total
+        assert 78.0 <= hops[-1]["delay_ms"] <= 95.0, hops[-1]
+    total = r["pstn_ms"] + sum(h["delay_ms"] for h in r["hops"] if h["how"] != "modelled" and "sim" not in h["how"])
+    assert r["phone_to_agent_ms"] == pytest.approx(total, abs=1e-6)
+    assert r["trunk_pesq_nb"] > 4.0
+    assert not _ours()  # every namespace of the chain is gone
+
+
+@pytest.mark.slow
+def test_mobile_path_through_real_sbc_on_the_namespace_chain(kernel, natural_env):
+    need_tool("kamailio", "kamailio")
+    need_tool("rtpengine", "rtpengine-daemon")
+    from voicelab.hybrid import path_call
+
+    r = path_call("pstn-national-mobile+trunk+sbc", seconds=2.0, seed=1, net="vnet")
+    _check_hops(r, "rtpengine")
+    assert r["sbc"] == "kamailio+rtpengine"
+    assert r["live"]["route_set"] == {"ACK": True, "BYE": True}
+    legs = r["sbc_media_legs"]
+    assert len(legs) == 2 and {leg["peer"].rsplit(":", 1)[0] for leg in legs} == {A["trunk"], A["agent"]}
+    assert all(leg["packets"] >= 90 and leg["local"].startswith(A["edge"] + ":") for leg in legs)
+
+
+@pytest.mark.slow
+def test_landline_path_through_the_lab_relay_on_the_namespace_chain(kernel, natural_env):
+    from voicelab.hybrid import path_call
+
+    r = path_call("pstn-local-landline+trunk+relay", seconds=2.0, seed=1, net="vnet")
+    _check_hops(r, "media relay")
+    assert r["live"]["relay_bytes"] > 2 * 90 * 172
+
+
+def test_path_net_errors():
+    from voicelab.hybrid import path_call
+
+    with pytest.raises(ParameterError, match="net must be one of"):
+        path_call("pstn-local-landline+trunk", net="internet")
+    with pytest.raises(ParameterError, match="need net='vnet'"):
+        path_call("pstn-local-landline+trunk", links={"carrier": {"delay_ms": 5}})
+    with pytest.raises(ParameterError, match="carrier, access"):
+        path_call("pstn-local-landline+trunk", net="vnet", links={"core": {"delay_ms": 5}})
+    with pytest.raises(ParameterError, match="browser path runs on loopback"):
+        path_call("browser+gateway+sip", net="vnet")

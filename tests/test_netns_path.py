@@ -162,3 +162,34 @@ def test_path_net_errors():
         path_call("pstn-local-landline+trunk", net="vnet", links={"core": {"delay_ms": 5}})
     with pytest.raises(ParameterError, match="browser path runs on loopback"):
         path_call("browser+gateway+sip", net="vnet")
+
+
+def test_cli_path_impairment_needs_the_vnet():
+    import sys
+
+    from tests.conftest import REPO
+
+    p = subprocess.run([sys.executable, "-m", "voicelab", "call", "--path", "pstn-local-landline+trunk", "--delay", "20"],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=60)
+    assert p.returncode == 2 and "carrier link of --net vnet" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+@pytest.mark.slow
+def test_netem_delay_on_the_carrier_link_is_measured(kernel, natural_env):
+    """Where the kernel has netem (not this kind of VM): 20 ms on the carrier link, measured as such."""
+    reason = nc.netem_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"{reason} (a kernel module, not a Debian package)")
+    from voicelab.hybrid import path_call
+
+    r = path_call("pstn-local-landline+trunk", seconds=2.0, seed=1, net="vnet",
+                  links={"carrier": {"delay_ms": 20.0}, "access": {"up": {"delay_ms": 5.0}}})
+    up = {h["hop"]: h["delay_ms"] for h in r["hops"]}
+    down = {h["hop"]: h["delay_ms"] for h in r["hops_agent_to_phone"]}
+    assert up["carrier link trunk -> edge"] == pytest.approx(20.0, abs=1.0)
+    assert up["access link edge -> agent"] == pytest.approx(5.0, abs=1.0)
+    assert down["carrier link edge -> trunk"] == pytest.approx(20.0, abs=1.0)
+    assert down["access link agent -> edge"] < 1.0
+    # the endpoints' part does not change: the network delay shows up in the network hops
+    assert 78.0 <= r["hops"][-1]["delay_ms"] <= 95.0

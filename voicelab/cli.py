@@ -256,12 +256,16 @@ def cmd_call(args: argparse.Namespace) -> int:
     if args.path:
         from .hybrid import path_call
 
-        if args.transport != "sip" or args.target or args.net != "loopback" or net is not None:
-            raise ParameterError("--path runs its own legs (PSTN model + live SIP trunk): no --transport, --target, "
-                                 "--net or impairment flags with it")
+        if args.transport != "sip" or args.target or args.net == "sim":
+            raise ParameterError("--path runs its own legs (PSTN model + live SIP trunk): no --transport, --target "
+                                 "or --net sim with it")
+        if net is not None and args.net != "vnet":
+            raise ParameterError("impairment flags with --path apply to the carrier link of --net vnet (netem)")
         browser = args.path.strip().lower().startswith("browser")
-        res = path_call(args.path, seconds=args.duration, speech=args.speech, seed=args.seed,
-                        jitter_buffer=args.jitter_buffer, **({"codec": args.codec} if browser else {}))
+        res = path_call(args.path, seconds=args.duration, speech=args.speech, seed=0 if args.seed is None else args.seed,
+                        jitter_buffer=args.jitter_buffer, net=args.net,
+                        **({"links": {"carrier": net}} if net is not None else {}),
+                        **({"codec": args.codec} if browser else {}))
         if args.json:
             _print_result(res, True)
             return 0
@@ -276,10 +280,11 @@ def cmd_call(args: argparse.Namespace) -> int:
                 print(f"    {res[f'{d}.total_ms']:7.2f} ms  total measured end to end; PESQ-NB {res[f'{d}.pesq_nb']:.2f}, "
                       f"PESQ-WB {res[f'{d}.pesq_wb']:.2f}")
             return 0
-        print(f"{res['path']}: phone -> agent, one way")
+        print(f"{res['path']}: phone -> agent, one way"
+              + (" (live leg on the namespace chain: trunk -- carrier edge -- agent)" if res.get("net") == "vnet" else ""))
         for h in res["hops"]:
             d = h["delay_ms"]
-            print(f"  {'-' if d is None else f'{d:7.2f}'} ms  {h['how']:<15}  {h['hop']}")
+            print(f"  {'-' if d is None else f'{d:7.2f}'} ms  {h['how']:<18}  {h['hop']}")
         total = res["phone_to_agent_ms"]
         print(f"  {'-' if total is None else f'{total:7.2f}'} ms  total (PSTN side measured through the lab + live leg); "
               f"G.114 budget {res['g114_budget_ms']:g} ms: {'within' if res['within_g114'] else 'EXCEEDED'}")
@@ -820,7 +825,8 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--target", metavar="URI", help="call this SIP URI on loopback (e.g. a softphone) instead of the built-in agent")
     cl.add_argument("--path", metavar="SPEC", help="a real-world path: PSTN-PRESET+trunk[+sbc|+relay], e.g. "
                     "pstn-national-mobile+trunk+sbc (phone side simulated hop by hop, live SIP trunk leg, real "
-                    "Kamailio + rtpengine SBC), or browser+gateway+sip (WebRTC -> the lab's SIP<->WebRTC gateway "
+                    "Kamailio + rtpengine SBC; with --net vnet the leg runs in network namespaces, each hop measured, "
+                    "impairment flags on the carrier link), or browser+gateway+sip (WebRTC -> the lab's SIP<->WebRTC gateway "
                     "-> SIP agent; --codec opus transcodes, --codec pcmu passes G.711 through); prints a per-hop delay table")
     cl.add_argument("--duration", type=_float_arg("duration", 1.0, 60.0), default=4.0, metavar="S", help="seconds of speech each way")
     cl.add_argument("--jitter-buffer", default="fixed:60", metavar="fixed:MS|adaptive|auto")

@@ -18,6 +18,18 @@ A path is spelled as its parts joined by ``+``:
     measured on one clock: WebRTC leg, the gateway itself, SIP leg, and the total, each way,
     with PESQ end to end (the tandem-coding cost).
 
+With ``net="vnet"`` (CLI ``--net vnet``) the live trunk leg runs on a chain of Linux network
+namespaces, trunk -- carrier link -- edge -- access link -- agent
+(:class:`voicelab.net.netns_chain.NetnsChain`, root only), the SBC (or the lab's relay, or
+a plain router) inside the edge namespace, and every hop of the leg is measured from
+captures of both links (:func:`netns_trunk_call`); ``links=`` impairs the links with netem
+where the kernel has it.
+
+:func:`trunk_peer_call` puts a SIP stack that is not the lab's on the trunk: SIPp (a
+route-set-honouring scenario playing a G.711 pcap the lab makes from natural speech) or
+baresip calls ``voicelab agent serve --mode record:DIR`` through Kamailio + rtpengine, and the
+agent's recording is scored against what the trunk sent.
+
 The result carries a per-hop delay table for the phone -> agent direction: the PSTN hops
 (modelled, or measured in ``sim``) and the live leg (measured on loopback), adding up to
 the path's one-way delay, against the ITU-T G.114 150 ms budget. The agent -> phone
@@ -463,12 +475,19 @@ def path_call(path: str, **kw: Any) -> dict[str, Any]:
         The agent's buffer on the trunk leg.
     quality : bool
         Compute PESQ.
+    net : {"loopback", "vnet"}
+        Where the live trunk leg runs: real sockets on 127.0.0.1, or the namespace chain
+        (every hop of the leg measured from captures; root only).
+    links : dict, optional
+        With ``net="vnet"``: ``{"carrier": ..., "access": ...}`` link impairments (netem),
+        each a :class:`~voicelab.net.ChannelConfig`, its dict, or ``{"up": ..., "down": ...}``.
 
     Returns
     -------
     dict
-        ``hops`` (per-hop table, each ``measured (sim)``, ``measured (live)`` or
-        ``modelled`` with its source), ``phone_to_agent_ms`` (their sum),
+        ``hops`` (per-hop table, each ``measured (sim)``, ``measured (live)``,
+        ``measured (capture)`` (``net="vnet"``) or ``modelled`` with its source),
+        ``hops_agent_to_phone`` (``net="vnet"``), ``phone_to_agent_ms`` (their sum),
         ``agent_to_phone_ms``, ``within_g114``, ``pstn_pesq_nb``, ``trunk_pesq_nb``,
         ``sbc_media_legs`` (with ``+sbc``), ``live`` (the trunk call's own metrics).
     """
@@ -619,13 +638,12 @@ def aligned_pesq_nb(reference: np.ndarray, ref_rate: int, degraded: np.ndarray, 
     return float(metrics.pesq(r[:n], d[:n], 8000, mode="nb")), shift / 8.0
 
 
-async def _start_agent_serve(port: int, record_dir: str, *, host: str = "127.0.0.1",
-                             prefix: tuple[str, ...] = ()) -> asyncio.subprocess.Process:
+async def _start_agent_serve(port: int, record_dir: str, *, host: str = "127.0.0.1") -> asyncio.subprocess.Process:
     """``voicelab agent serve --mode record:DIR`` as a subprocess; returns once it listens."""
     import sys
 
     proc = await asyncio.create_subprocess_exec(
-        *prefix, sys.executable, "-m", "voicelab", "agent", "serve", "--sip", f"{host}:{port}", "--codecs", "pcmu,pcma",
+        sys.executable, "-m", "voicelab", "agent", "serve", "--sip", f"{host}:{port}", "--codecs", "pcmu,pcma",
         "--mode", f"record:{record_dir}", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT, start_new_session=True)
     assert proc.stdout is not None
@@ -665,7 +683,7 @@ async def _stop_process(proc: asyncio.subprocess.Process, sig: int | None = None
 
 
 async def _run_trunk_peer(peer: str, tmp: str, target: tuple[str, int], x8: np.ndarray, seconds: float,
-                          *, host: str = "127.0.0.1", prefix: tuple[str, ...] = ()) -> dict[str, Any]:
+                          *, host: str = "127.0.0.1") -> dict[str, Any]:
     """Run SIPp or baresip calling ``sip:agent@target`` once; its exit status and output."""
     import shutil
 
@@ -681,8 +699,7 @@ async def _run_trunk_peer(peer: str, tmp: str, target: tuple[str, int], x8: np.n
         with open(scen, "w") as fh:
             fh.write(SIPP_TRUNK_SCENARIO.replace("{pause_ms}", str(int(seconds * 1000) + 600)))
         argv = [exe, f"{target[0]}:{target[1]}", "-sf", scen, "-s", "agent", "-m", "1", "-i", host,
-                "-p", str(free_port(kind="udp", host=host) if not prefix else 5070),
-                "-mp", str(free_port(kind="udp", host=host) if not prefix else 6000), "-nostdin",
+                "-p", str(free_port(kind="udp", host=host)), "-mp", str(free_port(kind="udp", host=host)), "-nostdin",
                 "-timeout", "30s", "-timeout_error", "-trace_msg", "-message_file", os.path.join(tmp, "sipp_msg.log"),
                 "-trace_err", "-error_file", os.path.join(tmp, "sipp_err.log")]
     elif peer == "baresip":
@@ -698,8 +715,8 @@ async def _run_trunk_peer(peer: str, tmp: str, target: tuple[str, int], x8: np.n
         os.makedirs(rec)
         wav = os.path.join(tmp, "trunk-8k.wav")
         audio.write_wav(wav, x8, 8000)
-        lo = (free_port(kind="udp", host=host) // 2 * 2) if not prefix else 6000
-        sip_port = free_port(kind="udp", host=host) if not prefix else 5070
+        lo = free_port(kind="udp", host=host) // 2 * 2
+        sip_port = free_port(kind="udp", host=host)
         with open(os.path.join(conf, "config"), "w") as fh:
             fh.write(f"poll_method epoll\nsip_listen {host}:{sip_port}\naudio_player aubridge,nil\n"
                      f"audio_source aufile,{wav}\naudio_alert aubridge,nil\nrtp_ports {lo}-{lo + 10}\n"
@@ -711,7 +728,7 @@ async def _run_trunk_peer(peer: str, tmp: str, target: tuple[str, int], x8: np.n
                 "-e", f"/dial sip:agent@{target[0]}:{target[1]}"]
     else:
         raise ParameterError(f"the trunk peer is one of {', '.join(TRUNK_PEERS)}, got {peer!r}")
-    proc = await asyncio.create_subprocess_exec(*prefix, *argv, cwd=tmp, stdin=asyncio.subprocess.DEVNULL,
+    proc = await asyncio.create_subprocess_exec(*argv, cwd=tmp, stdin=asyncio.subprocess.DEVNULL,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
                                                 start_new_session=True)
     try:

@@ -131,9 +131,10 @@ def _check_hops(r, edge_words):
 def test_mobile_path_through_real_sbc_on_the_namespace_chain(kernel, natural_env):
     need_tool("kamailio", "kamailio")
     need_tool("rtpengine", "rtpengine-daemon")
-    from voicelab.hybrid import path_call
+    from tests.conftest import run_clean
+    from voicelab.hybrid import path_call_async
 
-    r = path_call("pstn-national-mobile+trunk+sbc", seconds=2.0, seed=1, net="vnet")
+    r = run_clean(lambda: path_call_async("pstn-national-mobile+trunk+sbc", seconds=2.0, seed=1, net="vnet"), timeout=90)
     _check_hops(r, "rtpengine")
     assert r["sbc"] == "kamailio+rtpengine"
     assert r["live"]["route_set"] == {"ACK": True, "BYE": True}
@@ -144,9 +145,11 @@ def test_mobile_path_through_real_sbc_on_the_namespace_chain(kernel, natural_env
 
 @pytest.mark.slow
 def test_landline_path_through_the_lab_relay_on_the_namespace_chain(kernel, natural_env):
-    from voicelab.hybrid import path_call
+    from tests.conftest import run_clean
+    from voicelab.hybrid import path_call_async
 
-    r = path_call("pstn-local-landline+trunk+relay", seconds=2.0, seed=1, net="vnet")
+    # no task, socket or pipe left behind (sockets made inside namespaces, dumpcap's pipes)
+    r = run_clean(lambda: path_call_async("pstn-local-landline+trunk+relay", seconds=2.0, seed=1, net="vnet"), timeout=60)
     _check_hops(r, "media relay")
     assert r["live"]["relay_bytes"] > 2 * 90 * 172
 

@@ -717,6 +717,7 @@ _PEERS = [
     ("chromium", "chromium", "WebRTC browser peer; plotly PNG/SVG export"),
     ("turnserver", "coturn", "TURN server"),
     ("tshark", "tshark", "pcap dissection checks"),
+    ("dumpcap", "wireshark-common", "captures of the namespace chain's links (call --path ... --net vnet)"),
     ("ip", "iproute2", "network namespaces (kernel NAT cross-check, root)"),
     ("iptables", "iptables", "kernel NAT rules (kernel NAT cross-check, root)"),
     ("kamailio", "kamailio", "SIP proxy of the real SBC (call --path ...+sbc)"),

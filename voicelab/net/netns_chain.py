@@ -198,11 +198,16 @@ def netem_args(cfg: ChannelConfig) -> list[str] | None:
         Gilbert-Elliott with ``burst_length`` via netem's ``loss gemodel``), ``bandwidth_kbps``
         (netem ``rate``) and ``duplicate_rate`` are expressed; anything else is refused.
 
+    Notes
+    -----
+    netem's internal queue releases packets in time order, so jitter reorders them; with the
+    lab's default ``reorder=False`` :class:`NetnsChain` adds a ``pfifo`` child to the netem
+    qdisc (netem's documented way to keep the order).
+
     Raises
     ------
     ParameterError
-        A setting netem cannot express (a loss trace, reordering without jitter semantics
-        that differ from the lab's model, a queue limit).
+        A setting netem cannot express (a loss trace, a jitter distribution other than normal).
     """
     cfg = LinkConfig.coerce(cfg).up
     if cfg == ChannelConfig():
@@ -409,8 +414,13 @@ class NetnsChain:
                 for direction, port in (("up", "pb"), ("down", "pa")):
                     args = self.netem[(link, direction)]
                     if args:
-                        self._cmd(["ip", "netns", "exec", self.namespaces[wire], "tc", "qdisc", "add", "dev", port,
-                                   "root", *args])
+                        tc = ["ip", "netns", "exec", self.namespaces[wire], "tc", "qdisc", "add", "dev", port]
+                        self._cmd([*tc, "root", "handle", "1:", *args])
+                        cfg = self.links[link][direction]
+                        if cfg.jitter_ms and not cfg.reorder:
+                            # netem's own queue sends in time order, so jitter reorders; a plain FIFO
+                            # child keeps the order (the lab's reorder=False: a packet never overtakes)
+                            self._cmd([*tc, "parent", "1:1", "pfifo", "limit", str(int(cfg.queue_packets or 1000))])
             self._tmp = tempfile.TemporaryDirectory(prefix="voicelab-chain-")
         except BaseException:
             self.close_sync()

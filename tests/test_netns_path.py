@@ -96,7 +96,7 @@ def test_pcapng_reader_and_hop_matching(tmp_path):
 
 
 # ------------------------------------------------------------------ live, on the kernel
-@pytest.fixture
+@pytest.fixture(scope="module")
 def kernel():
     reason = netns_unavailable_reason()
     if reason is not None:

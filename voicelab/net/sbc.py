@@ -1,4 +1,4 @@
-"""Run a real SBC-like pair, Kamailio (SIP proxy) + rtpengine (media relay), for ``loopback`` mode.
+"""Run a real SBC-like pair, Kamailio (SIP proxy) + rtpengine (media relay), on loopback or in a namespace.
 
 Production voice agents often sit behind a Session Border Controller: a SIP proxy that
 stays in the signalling path (``Record-Route``) and a media relay that anchors RTP (the
@@ -19,6 +19,10 @@ like :class:`voicelab.net.coturn.Coturn` starts coturn:
   rtpengine (retried with a growing interval, bounded by ``startup_timeout``; no fixed
   sleep); on exit SIGTERM, a wait, SIGKILL if they linger. Logs are kept in files and
   quoted in errors.
+
+The same pair runs inside a network namespace (the carrier edge of
+:class:`voicelab.net.netns_chain.NetnsChain`): pass that namespace's interface (``iface``, for
+its address, free ports and the readiness probes) and ``exec_prefix`` (``ip netns exec NAME``).
 
 This is an I/O adapter: it imports :mod:`asyncio` and starts subprocesses.
 """

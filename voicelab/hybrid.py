@@ -37,7 +37,8 @@ import numpy as np
 from . import audio
 from .errors import ParameterError
 
-__all__ = ["parse_path", "path_call", "path_call_async", "browser_gateway_call", "G114_BUDGET_MS"]
+__all__ = ["parse_path", "path_call", "path_call_async", "browser_gateway_call", "path_turns", "path_turns_async",
+           "G114_BUDGET_MS"]
 
 #: ITU-T G.114: one-way mouth-to-ear delay transparent for most uses.
 G114_BUDGET_MS = 150.0
@@ -283,3 +284,104 @@ def path_call(path: str, **kw: Any) -> dict[str, Any]:
     from .compare import run_sync
 
     return run_sync(lambda: path_call_async(path, **kw))
+
+
+async def path_turns_async(path: str, *, turns: int = 3, seed: int = 0, jitter_buffer: str = "fixed:60",
+                           stop_ms: float = 300.0, llm: str | None = None) -> dict[str, Any]:
+    """Coroutine form of :func:`path_turns` (run it under :func:`voicelab.net.vclock.run_virtual`)."""
+    from .net import ChannelConfig
+    from .sim.paths import simulate_path
+    from .turns import Utterance, load_utterances, pipeline_call
+    from .vnetcall import DEFAULT_LINKS
+
+    if path == "sip":
+        p = {"pstn": None, "anchor": None, "browser": False}
+    else:
+        p = parse_path(path)
+    if p["browser"]:
+        raise ParameterError("turns over 'browser+gateway+sip' need WebRTC, which runs in real time on loopback: "
+                             "not on the virtual clock")
+    if p["anchor"] is not None:
+        raise ParameterError(f"'+{p['anchor']}' runs real processes (or a loopback relay) in real time; on the virtual "
+                             f"clock use '{p['pstn']}+trunk' (an SBC on loopback adds no measurable delay: docs/paths.md)")
+    utts = load_utterances(turns)
+    access = float(DEFAULT_LINKS["caller"]["delay_ms"])
+    phone: list[dict[str, Any]] = []
+    if p["pstn"] is None:
+        processed, phone_ms = utts, 0.0
+    else:
+        processed = []
+        with tempfile.TemporaryDirectory(prefix="voicelab-pathturns-") as tmp:
+            for i, u in enumerate(utts):
+                pad = np.zeros(8000)
+                src, out = os.path.join(tmp, f"u{i}.wav"), os.path.join(tmp, f"o{i}.wav")
+                audio.write_wav(src, np.concatenate([pad, u.samples, pad]), 16000)
+                r = await asyncio.get_running_loop().run_in_executor(None, lambda: simulate_path(
+                    p["pstn"], input=src, seed=seed + i, max_speech_s=60.0, open_end=True, drop_gateway=True,
+                    out_wav=out, quality=False))
+                y, rate = audio.read_wav(out)
+                y = audio.resample(np.asarray(y, dtype=np.float64), int(rate), 16000) if rate != 16000 else y
+                d = int(round(r.mouth_to_ear_ms * 16.0))  # the phone side's delay goes on the access link instead
+                y = np.asarray(y[len(pad) + d: len(pad) + d + len(u.samples)], dtype=np.float64)
+                y = np.concatenate([y, np.zeros(len(u.samples) - len(y))])
+                y *= np.sqrt(np.mean(u.samples ** 2) / max(np.mean(y ** 2), 1e-20))  # the caller's level
+                processed.append(_BoundedUtterance(u.name, y, u.transcript, u.synthetic, bounds=u.speech_bounds))
+                phone.append({"utterance": u.name, "phone_side_ms": float(r.mouth_to_ear_ms),
+                              "phone_parts_ms": float(r.parts_ms)})
+        phone_ms = float(np.mean([x["phone_side_ms"] for x in phone]))
+    link = {"delay_ms": access + phone_ms}
+    res = await pipeline_call(transport="sip", codec="pcmu", turns=len(processed), stop_ms=stop_ms, llm=llm,
+                              jitter_buffer=jitter_buffer, seed=seed, network="virtual", uplink=link, downlink=link,
+                              utterances=processed)
+    for rec in res["turns"]:
+        rec["phone_side_ms"] = phone_ms
+        if rec.get("total_ms") is not None:
+            rec["mouth_to_ear_up_ms"] = sum(rec.get(f"{k}_ms") or 0.0 for k in
+                                            ("caller_packetization", "network_up", "agent_jitter_buffer"))
+    res.update({"path": path, "phone_side_ms": phone_ms, "phone_side": phone, "g114_budget_ms": G114_BUDGET_MS,
+                "deterministic": True,
+                "note": ("phone side (codecs in tandem + modelled hops) in sim; its one-way delay is the delay of the "
+                         "caller's access link each way on the virtual network; trunk leg (G.711), agent pipeline and "
+                         "conversation on the virtual clock")})
+    return res
+
+
+class _BoundedUtterance:
+    """An utterance whose speech bounds are its source's (the coded audio's noise must not move T0)."""
+
+    def __init__(self, name: str, samples: np.ndarray, transcript: str, synthetic: bool, *, bounds: tuple[int, int]):
+        self.name, self.samples, self.transcript, self.synthetic = name, samples, transcript, synthetic
+        self.speech_bounds = bounds
+
+
+def path_turns(path: str, **kw: Any) -> dict[str, Any]:
+    """Conversation turns with the lab's pipeline agent over a phone path, on the virtual clock.
+
+    The caller's utterances go through the path's phone side (``PSTN-PRESET+trunk``: its
+    codecs in tandem in ``sim``, :func:`voicelab.sim.paths.simulate_path`), then the lab's
+    caller (as the carrier's media gateway) calls the pipeline agent over a G.711 trunk leg on
+    the virtual network; the phone side's one-way delay is added to the caller's access link
+    in both directions, so the turn (end of the phone user's speech -> first reply sample at
+    their ear) is measured on the virtual clock, deterministic for a seed. ``path="sip"``: the
+    same call without a phone side (the baseline).
+
+    Parameters
+    ----------
+    path : str
+        ``"PSTN-PRESET+trunk"`` or ``"sip"``.
+    turns : int
+        Utterances (the corpus's ARCTIC items, cycled).
+    seed, jitter_buffer, stop_ms, llm
+        As for :func:`voicelab.turns.pipeline_call`.
+
+    Returns
+    -------
+    dict
+        :func:`voicelab.turns.pipeline_call`'s result (``turn.*``, ``turns`` with the
+        breakdown and ``wer``) plus ``phone_side_ms`` (mean over utterances), ``phone_side``
+        (per utterance), ``g114_budget_ms``.
+    """
+    from .compare import run_sync
+    from .net.vclock import run_virtual_in_thread
+
+    return run_sync(lambda: run_virtual_in_thread(path_turns_async(path, **kw)))

@@ -68,11 +68,14 @@ def parse_path(spec: str) -> dict[str, Any]:
     parts = [p.strip().lower() for p in spec.split("+")]
     head, rest = parts[0], parts[1:]
     if head == "browser":
+        if len(rest) == 2 and rest[0] == "gateway" and rest[1] in PSTN_PRESETS:
+            return {"browser": True, "pstn": rest[1], "anchor": None}
         if rest != ["gateway", "sip"]:
-            raise ParameterError("the browser path is 'browser+gateway+sip' (WebRTC -> gateway -> SIP agent)")
+            raise ParameterError("the browser path is 'browser+gateway+sip' (WebRTC -> gateway -> SIP agent) or "
+                                 f"'browser+gateway+PRESET' (-> a phone over the PSTN; presets: {', '.join(sorted(PSTN_PRESETS))})")
         return {"browser": True, "pstn": None, "anchor": None}
     if head.startswith("browser"):
-        raise ParameterError("the browser path is spelled 'browser+gateway+sip'")
+        raise ParameterError("the browser path is spelled 'browser+gateway+sip' or 'browser+gateway+PRESET'")
     if head not in PSTN_PRESETS:
         raise ParameterError(f"unknown phone-side preset {head!r}; known: {', '.join(sorted(PSTN_PRESETS))}")
     if not rest or rest[0] not in _LIVE:
@@ -95,7 +98,7 @@ async def path_call_async(path: str, *, seconds: float = 4.0, speech: str = "def
     p = parse_path(path)
     if p["browser"]:
         return await browser_gateway_call(seconds=seconds, speech=speech, jitter_buffer=jitter_buffer, quality=quality,
-                                          codec=codec)
+                                          codec=codec, pstn=p["pstn"])
     with tempfile.TemporaryDirectory(prefix="voicelab-hybrid-") as tmp:
         wav = os.path.join(tmp, "trunk.wav")
         # the PSTN side runs in sim up to the carrier's media gateway; the live trunk leg takes over there
@@ -140,8 +143,17 @@ async def path_call_async(path: str, *, seconds: float = 4.0, speech: str = "def
 
 
 async def browser_gateway_call(*, seconds: float = 4.0, speech: str = "default", jitter_buffer: str = "fixed:60",
-                               quality: bool = True, codec: str = "opus", sip_codec: str = "pcmu") -> dict[str, Any]:
+                               quality: bool = True, codec: str = "opus", sip_codec: str = "pcmu",
+                               pstn: str | None = None) -> dict[str, Any]:
     """A WebRTC caller -> the lab's gateway -> the lab's SIP agent (``play`` mode), measured hop by hop.
+
+    With ``pstn`` (a preset of :data:`voicelab.sim.paths.PSTN_PRESETS`) the gateway's SIP
+    leg reaches a **phone** instead: a SIP UAS standing for the carrier's media gateway
+    (G.711, the preset's media-gateway buffer) whose audio crosses the preset's other hops
+    live, frame by frame, both ways (:class:`LiveHopChain`: the codecs in tandem, e.g.
+    G.711 <-> AMR-NB, and each modelled hop's delay as a delay line on the loop clock). The
+    tables then go on to the phone's ear (browser -> phone) and start at its mouth
+    (phone -> browser); the keys keep their names (``browser_to_agent`` is browser -> phone).
 
     Parameters
     ----------
@@ -178,8 +190,21 @@ async def browser_gateway_call(*, seconds: float = 4.0, speech: str = "default",
         x16 = audio.resample(x16, sp.sample_rate, 16000)
     loop = asyncio.get_running_loop()
     rate = int(codec_registry.get(codec).sample_rate)
-    async with Agent(codecs=[sip_codec], mode="play", speech=speech, jitter_buffer=jitter_buffer) as agent:
-        agent._speech_override = x16  # both ends say the same thing: one reference
+    phone_hops: list[Any] = []
+    if pstn is not None:
+        from .sim.paths import path_hops
+
+        phone_hops = path_hops(pstn, open_end=True)
+        gw_hop = phone_hops[-1]
+        while phone_hops and phone_hops[-1].kind == "gateway":  # the live SIP leg is the carrier's media gateway
+            phone_hops = phone_hops[:-1]
+        if sip_codec not in ("pcmu", "pcma"):
+            raise ParameterError(f"the PSTN's trunk leg is G.711 (pcmu/pcma), got sip_codec={sip_codec!r}")
+        far = _phone_class()(phone_hops, x16, jitter_buffer=gw_hop.jitter_buffer)
+    else:
+        far = Agent(codecs=[sip_codec], mode="play", speech=speech, jitter_buffer=jitter_buffer)
+        far._speech_override = x16  # both ends say the same thing: one reference
+    async with far as agent:
         async with Gateway(target=agent.uri, sip_codec=sip_codec, webrtc_codecs=(codec,),
                            jitter_buffer=jitter_buffer) as gw:
             iface = LoopbackInterface()
@@ -220,6 +245,8 @@ async def browser_gateway_call(*, seconds: float = 4.0, speech: str = "default",
                            "sip_setup_ms": leg.setup_ms, "speech": sp.name, "synthetic_speech": bool(sp.synthetic),
                            "deterministic": False}
     sip_rate = int(leg.stream.rx.sample_rate)
+    if pstn is not None:
+        return _phone_result(out, pstn, agent, agent_stream, leg, web, track, sink, rate, sip_rate, m)
     total_up = m(track.sent_audio(), agent_stream.received_audio(), rate, sip_rate)
     total_down = m(agent_stream.sent_audio(), sink.received_audio(), sip_rate, rate)
     if leg.passthrough:
@@ -385,3 +412,176 @@ def path_turns(path: str, **kw: Any) -> dict[str, Any]:
     from .net.vclock import run_virtual_in_thread
 
     return run_sync(lambda: run_virtual_in_thread(path_turns_async(path, **kw)))
+
+
+# ------------------------------------------------------------------ the "phone" behind the gateway
+class LiveHopChain:
+    """The phone side's hops applied live, one 20 ms frame at a time at 8 kHz, on the loop clock.
+
+    Each codec hop encodes and decodes every frame with the lab's codec (a fresh instance per
+    chain: AMR-NB, G.711, G.729) behind one frame of buffering (the coding's framing) plus the
+    hop's receive buffer (``fixed:MS``); each modelled hop is a sample delay line of its
+    modelled delay. The chain's input and every stage's output are kept, so each hop's
+    contribution is measured afterwards (:meth:`hop_rows`).
+
+    Parameters
+    ----------
+    hops : sequence of voicelab.sim.paths.Hop
+        In the phone -> network order; ``reverse=True`` runs them network -> phone.
+    reverse : bool
+    rate : int
+        Hz (the PSTN's 8 kHz).
+    """
+
+    FRAME_MS = 20
+
+    def __init__(self, hops: Any, *, reverse: bool = False, rate: int = 8000) -> None:
+        from . import codecs
+        from .rtp.jitterbuffer import parse_jitter_buffer
+
+        self.rate, self.F = int(rate), int(rate) * self.FRAME_MS // 1000
+        self.stages: list[dict[str, Any]] = []
+        for h in (list(hops)[::-1] if reverse else list(hops)):
+            if h.codec is not None:
+                c = codecs.get(h.codec, **dict(h.codec_params))
+                if int(c.sample_rate) != self.rate or int(c.frame_samples) != self.F:
+                    raise ParameterError(f"hop {h.name!r}: the live phone side runs {self.rate} Hz, "
+                                         f"{self.FRAME_MS} ms frames; {h.codec} does not")
+                kind, params = parse_jitter_buffer(h.jitter_buffer)
+                buf_ms = float(params.get("delay_ms", 0.0)) if kind == "fixed" else 0.0
+                hold = self.F + int(round(buf_ms * self.rate / 1000.0))
+            else:
+                c, hold = None, int(round(float(h.delay_ms) * self.rate / 1000.0))
+            self.stages.append({"hop": h, "codec": c, "line": np.zeros(hold, dtype=np.int16), "out": []})
+        self.inputs: list[np.ndarray] = []
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        """One frame (int16, ``F`` samples) in, one out."""
+        x = np.asarray(frame, dtype=np.int16)
+        self.inputs.append(x)
+        for st in self.stages:
+            if st["codec"] is not None:
+                x = st["codec"].decode(st["codec"].encode(x))
+            line = np.concatenate([st["line"], x])
+            x, st["line"] = line[: self.F], line[self.F:]
+            st["out"].append(x)
+        return x
+
+    def hop_rows(self) -> list[dict[str, Any]]:
+        """One row per hop: ``hop``, ``kind``, ``delay_ms``, ``how``, ``source``.
+
+        Codec hops: the delay of the stage's output behind its input, measured by
+        cross-correlation (``measured (live)``); modelled hops: the delay line's length
+        (``modelled (applied live)``).
+        """
+        rows = []
+        prev = np.concatenate(self.inputs) if self.inputs else np.zeros(0, dtype=np.int16)
+        for st in self.stages:
+            h = st["hop"]
+            out = np.concatenate(st["out"]) if st["out"] else np.zeros(0, dtype=np.int16)
+            if st["codec"] is None:
+                d, how = len(st["line"]) * 1000.0 / self.rate, "modelled (applied live)"
+            else:
+                d, how = None, "measured (live)"
+                if out.size and np.any(prev):
+                    est = audio.estimate_delay(audio.to_float(prev), audio.to_float(out), self.rate,
+                                               max_delay_ms=500.0, causal=True)
+                    d = float(est.delay_ms)
+            rows.append({"hop": h.name, "kind": h.kind, "delay_ms": d, "how": how, "source": h.source})
+            prev = out
+        return rows
+
+    def audio(self, which: str = "out") -> np.ndarray:
+        """Float audio of the chain's input (``"in"``) or output (``"out"``)."""
+        frames = self.inputs if which == "in" else (self.stages[-1]["out"] if self.stages else self.inputs)
+        return audio.to_float(np.concatenate(frames)) if frames else np.zeros(0)
+
+
+def _phone_class():
+    from .agent import Agent
+
+    class PstnPhone(Agent):
+        """A phone on the far side of the PSTN: a SIP UAS (the carrier's media gateway, G.711, its
+        buffer) whose audio crosses :class:`LiveHopChain` each way, live. It says ``speech16``."""
+
+        def __init__(self, hops: Any, speech16: np.ndarray, **kw: Any) -> None:
+            super().__init__(mode="echo", codecs=["pcmu"], **kw)
+            self._hops = list(hops)
+            self._mouth = audio.to_int16(audio.resample(np.asarray(speech16, dtype=np.float64), 16000, 8000))
+            self.up: LiveHopChain | None = None  # mouth -> trunk
+            self.down: LiveHopChain | None = None  # trunk -> ear
+            self.ear: list[tuple[float, np.ndarray]] = []
+
+        async def _open(self, call: Any, port: int) -> None:
+            await super()._open(call, port)  # "echo" arms no send clock: the phone's source replaces it
+            s = self.streams.get(call.id)
+            if s is None or call.over or self.up is not None:
+                return
+            self.up, self.down = LiveHopChain(self._hops), LiveHopChain(self._hops, reverse=True)
+            F, k = self.up.F, [0]
+
+            def source(now: float) -> np.ndarray:
+                i = k[0] * F
+                k[0] += 1
+                frame = self._mouth[i: i + F]
+                frame = np.concatenate([frame, np.zeros(F - len(frame), dtype=np.int16)])
+                return self.up.process(frame)  # type: ignore[union-attr]
+
+            def played(when: float, frame: np.ndarray) -> None:
+                self.ear.append((when, self.down.process(frame)))  # type: ignore[union-attr]
+
+            s.on_played = played
+            s.send_live("source", source=source)
+
+        def ear_audio(self) -> tuple[np.ndarray, float]:
+            """(float samples at 8 kHz, loop time of the first) at the phone's ear."""
+            if not self.ear:
+                return np.zeros(0), 0.0
+            return audio.to_float(np.concatenate([f for _, f in self.ear])), self.ear[0][0]
+
+    return PstnPhone
+
+
+def _phone_result(out: dict[str, Any], pstn: str, phone: Any, stream: Any, leg: Any, web: Any, track: Any, sink: Any,
+                  rate: int, sip_rate: int, m: Any) -> dict[str, Any]:
+    """The browser -> gateway -> phone result: per-hop tables each way, totals, PESQ."""
+    from .gateway import bridge_delay_ms
+
+    out["path"] = f"browser+gateway+{pstn}"
+    bridge = bridge_delay_ms(leg, web)
+    ear, t_ear = phone.ear_audio()
+    _, t_mouth = stream.sent_audio()
+    mouth = phone.up.audio("in") if phone.up is not None else np.zeros(0)
+    total_up = m(track.sent_audio(), (ear, t_ear), rate, 8000)
+    total_down = m((mouth, t_mouth), sink.received_audio(), 8000, rate)
+    w_up = m(track.sent_audio(), web.received_audio(), rate, rate)
+    s_up = m(leg.stream.sent_audio(), stream.received_audio(), sip_rate, sip_rate)
+    s_down = m(stream.sent_audio(), leg.stream.received_audio(), sip_rate, sip_rate)
+    w_down = m(web.sent_audio(), sink.received_audio(), rate, rate)
+    live = "measured (live)"
+    hops_up = [{"hop": f"WebRTC leg ({web.codec}): frame + network + gateway buffer + look-ahead",
+                "delay_ms": w_up["mouth_to_ear_ms"], "how": live},
+               {"hop": "gateway: resampling (streaming FIR)", "delay_ms": bridge["browser_to_sip"], "how": live},
+               {"hop": f"SIP trunk leg ({leg.sip_codec}): frame + network + carrier media gateway buffer",
+                "delay_ms": s_up["mouth_to_ear_ms"], "how": live}]
+    hops_up += phone.down.hop_rows() if phone.down is not None else []
+    hops_down = list(phone.up.hop_rows() if phone.up is not None else [])
+    hops_down += [{"hop": f"SIP trunk leg ({leg.sip_codec}): network + gateway buffer",
+                   "delay_ms": s_down["mouth_to_ear_ms"], "how": live},
+                  {"hop": "gateway: resampling (streaming FIR)", "delay_ms": bridge["sip_to_browser"], "how": live},
+                  {"hop": f"WebRTC leg ({web.codec}): frame + network + browser buffer + look-ahead",
+                   "delay_ms": w_down["mouth_to_ear_ms"], "how": live}]
+    for name, hops, total in (("browser_to_agent", hops_up, total_up), ("agent_to_browser", hops_down, total_down)):
+        parts = [h["delay_ms"] for h in hops]
+        out[f"{name}.hops"] = hops
+        out[f"{name}.total_ms"] = total["mouth_to_ear_ms"]
+        out[f"{name}.parts_ms"] = None if any(p is None for p in parts) else float(sum(parts))
+        out[f"{name}.pesq_nb"] = total.get("pesq_nb")
+        out[f"{name}.pesq_wb"] = total.get("pesq_wb")
+        out[f"{name}.within_g114"] = None if total["mouth_to_ear_ms"] is None else total["mouth_to_ear_ms"] <= G114_BUDGET_MS
+    out["browser_to_phone.total_ms"], out["phone_to_browser.total_ms"] = total_up["mouth_to_ear_ms"], total_down["mouth_to_ear_ms"]
+    out["pstn"] = pstn
+    out["g114_budget_ms"] = G114_BUDGET_MS
+    out["note"] = ("browser -> gateway -> phone: WebRTC leg, gateway and SIP trunk leg live on loopback; the phone side's "
+                   "codecs run live frame by frame (measured), its modelled hops are delay lines applied live")
+    return out

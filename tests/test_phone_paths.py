@@ -1,0 +1,90 @@
+"""Browser -> gateway -> a phone over the PSTN model (live), the agent's WER after tandem chains,
+and pipeline-agent turns over phone paths on the virtual clock (issue #13)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from voicelab import audio
+from voicelab.errors import ParameterError
+from voicelab.hybrid import G114_BUDGET_MS, LiveHopChain, parse_path, path_call, path_turns
+from voicelab.sim.paths import HOPS, Hop, path_hops, propagation, simulate_path, tandem_wer
+
+
+def test_browser_to_phone_spelling():
+    assert parse_path("browser+gateway+pstn-national-mobile") == {"browser": True, "pstn": "pstn-national-mobile",
+                                                                   "anchor": None}
+    with pytest.raises(ParameterError, match=re.escape("browser+gateway+PRESET")):
+        parse_path("browser+gateway+pstn-mars")
+
+
+def test_live_hop_chain_delays_add_up():
+    """A modelled hop is a delay line of exactly its delay; a codec hop holds one frame (+ its look-ahead)."""
+    hops = [Hop("codec", "core", codec="pcmu", jitter_buffer="fixed:0"), propagation(2000), HOPS["radio-umts"]]
+    chain = LiveHopChain(hops)
+    rng = np.random.default_rng(3)
+    x = audio.to_int16(0.3 * rng.standard_normal(8000 * 2))
+    y = np.concatenate([chain.process(x[i:i + 160]) for i in range(0, len(x), 160)])
+    rows = chain.hop_rows()
+    assert [r["how"] for r in rows] == ["measured (live)", "modelled (applied live)", "modelled (applied live)"]
+    assert rows[0]["delay_ms"] == pytest.approx(20.0, abs=0.2)
+    assert rows[1]["delay_ms"] == pytest.approx(10.0) and rows[2]["delay_ms"] == pytest.approx(20.0)
+    est = audio.estimate_delay(audio.to_float(x), audio.to_float(y), 8000, max_delay_ms=500.0)
+    assert est.delay_ms == pytest.approx(sum(r["delay_ms"] for r in rows), abs=0.2)
+    back = LiveHopChain(hops, reverse=True)
+    assert [s["hop"].name for s in back.stages] == [h.name for h in hops[::-1]]
+    with pytest.raises(ParameterError, match="8000 Hz"):
+        LiveHopChain([Hop("wideband", "core", codec="g722")])
+
+
+@pytest.mark.slow
+def test_browser_gateway_phone_live(natural_env):
+    """Browser (the lab's WebRTC caller) -> gateway -> phone over pstn-national-mobile, both ways, live."""
+    r = path_call("browser+gateway+pstn-national-mobile", seconds=3.0, codec="opus")
+    assert r["path"] == "browser+gateway+pstn-national-mobile" and not r["passthrough"]
+    modelled = {h.name: h.delay_ms for h in path_hops("pstn-national-mobile") if h.codec is None}
+    for d in ("browser_to_agent", "agent_to_browser"):
+        hops = r[f"{d}.hops"]
+        # every modelled PSTN hop was applied live with its own delay
+        got = {h["hop"]: h["delay_ms"] for h in hops if h["how"] == "modelled (applied live)"}
+        assert got == pytest.approx(modelled, abs=0.2)
+        # the AMR-NB terminal: one frame + its look-ahead, measured live
+        amr = next(h for h in hops if h["hop"].startswith("mobile terminal"))
+        assert amr["how"] == "measured (live)" and 20.0 <= amr["delay_ms"] <= 30.0
+        # the parts add up to the end-to-end measurement
+        assert abs(r[f"{d}.total_ms"] - r[f"{d}.parts_ms"]) <= 2.0
+        assert r[f"{d}.within_g114"] == (r[f"{d}.total_ms"] <= G114_BUDGET_MS)
+        # Opus -> G.711 -> AMR-NB: audible, but below the gateway path without the phone (about 4.3)
+        assert 2.5 <= r[f"{d}.pesq_nb"] <= 4.4
+
+
+def test_tandem_wer_scores_the_recogniser(natural_env):
+    df = tandem_wer(["G.711"], n_utterances=1, reference=False)
+    assert list(df["chain"]) == ["G.711"]
+    row = df.iloc[0]
+    assert row["words"] == len("Author of the danger trail, Philip Steels, etc.".split())
+    assert row["wer"] == row["word_errors"] / row["words"] and row["recognised"]
+    assert 3.5 <= row["pesq_nb"] <= 4.6
+    with pytest.raises(ParameterError, match="unknown tandem chain"):
+        tandem_wer(["G.711 -> Speex"])
+    with pytest.raises(ParameterError, match="repeats"):
+        tandem_wer(["G.711"], repeats=0)
+
+
+def test_pipeline_turn_over_phone_path_virtual(natural_env):
+    """The phone side's delay reaches the turn: network each way = access link + phone side (virtual clock)."""
+    r = path_turns("pstn-national-mobile+trunk", turns=1, seed=0)
+    assert r["deterministic"] and r["turn.answered"] == 1
+    side = simulate_path("pstn-national-mobile", seed=0, open_end=True, drop_gateway=True, quality=False)
+    assert r["phone_side_ms"] == pytest.approx(side.mouth_to_ear_ms, abs=2.0)
+    t = r["turns"][0]
+    # the vnet path is 21 ms one way (5 + 10 + 5 + 1); the phone side rides on the caller's access link
+    assert t["network_up_ms"] == pytest.approx(21.0 + r["phone_side_ms"], abs=0.5)
+    assert t["network_down_ms"] == pytest.approx(21.0 + r["phone_side_ms"], abs=0.5)
+    assert t["reconciled"] and t["total_ms"] > 2 * r["phone_side_ms"]
+    for bad, words in [("pstn-national-mobile+trunk+sbc", "virtual clock"), ("browser+gateway+sip", "WebRTC")]:
+        with pytest.raises(ParameterError, match=words):
+            path_turns(bad, turns=1)

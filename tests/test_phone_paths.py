@@ -88,3 +88,52 @@ def test_pipeline_turn_over_phone_path_virtual(natural_env):
     for bad, words in [("pstn-national-mobile+trunk+sbc", "virtual clock"), ("browser+gateway+sip", "WebRTC")]:
         with pytest.raises(ParameterError, match=words):
             path_turns(bad, turns=1)
+
+
+def _fake_wer(rows):
+    import pandas as pd
+
+    def fake(chains, *, n_utterances, reference):
+        out = []
+        for c in chains:
+            for i in range(n_utterances):
+                e = rows[c][i]
+                out.append({"chain": c, "utterance": f"u{i}", "wer": e / 10, "word_errors": e, "words": 10})
+        return pd.DataFrame(out)
+    return fake
+
+
+def test_tandem_wer_summary_pairs_each_chain_with_its_first_codec(monkeypatch):
+    """The verdict's clause names a tandem only when its paired interval excludes 0 (stub measurements)."""
+    from voicelab import claims
+    import voicelab.sim.paths as sp
+
+    gw = "Opus -> G.711 -> Opus (gateway both ways)"
+    rows = {"G.711": [9, 10, 9, 11], "Opus": [4, 5, 3, 4], gw: [9, 11, 8, 10], "AMR-NB -> G.711": [10, 9, 10, 11]}
+    monkeypatch.setattr(sp, "tandem_wer", _fake_wer(rows))
+    t = claims.tandem_wer_summary(4, ["Opus", gw, "AMR-NB -> G.711"])
+    by = t.set_index("chain")
+    assert list(t["chain"]) == ["G.711", "Opus", gw, "AMR-NB -> G.711"]  # G.711 is always measured
+    assert by.loc[gw, "baseline"] == "Opus" and by.loc["AMR-NB -> G.711", "baseline"] == "G.711"
+    assert by.loc[gw, "vs_baseline"] == pytest.approx(np.mean([5, 6, 5, 6]) / 10)
+    assert gw in t.attrs["note"] and "AMR-NB -> G.711 (" not in t.attrs["note"]
+    assert by.loc["G.711", "pooled_wer"] == pytest.approx(39 / 40)
+    with pytest.raises(ParameterError, match="wer_utterances"):
+        claims.tandem_wer_summary(1)
+
+
+def test_path_turn_latency_table_against_g114(monkeypatch):
+    from voicelab import claims
+    import voicelab.hybrid as hy
+
+    def fake(path, *, turns, seed):
+        side = {"sip": 0.0, "far": 100.0}[path]
+        recs = [{"total_ms": 1000.0 + 2 * side + k, "caller_packetization_ms": 15.0, "network_up_ms": 21.0 + side,
+                 "agent_jitter_buffer_ms": 60.0, "endpointing_wait_ms": 580.0} for k in range(turns)]
+        return {"turns": recs + [{"outcome": "no_reply"}], "phone_side_ms": side, "turn.wer": 0.5, "deterministic": True}
+
+    monkeypatch.setattr(hy, "path_turns", fake)
+    t = claims.path_turn_latency(turns=3, paths=("sip", "far")).set_index("path")
+    assert t.loc["sip", "n"] == 3 and t.loc["sip", "turn_ms"] == pytest.approx(1001.0)
+    assert t.loc["far", "one_way_ms"] == pytest.approx(196.0) and not t.loc["far", "within_g114"]
+    assert t.loc["sip", "within_g114"] and t.loc["sip", "turn_ci_low"] < 1001.0 < t.loc["sip", "turn_ci_high"]

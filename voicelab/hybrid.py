@@ -585,3 +585,115 @@ def _phone_result(out: dict[str, Any], pstn: str, phone: Any, stream: Any, leg: 
     out["note"] = ("browser -> gateway -> phone: WebRTC leg, gateway and SIP trunk leg live on loopback; the phone side's "
                    "codecs run live frame by frame (measured), its modelled hops are delay lines applied live")
     return out
+
+
+# ------------------------------------------------------------------ turns through the gateway
+async def browser_gateway_turns(*, turns: int = 3, codec: str = "opus", sip_codec: str = "pcmu", seed: int = 0,
+                                jitter_buffer: str = "fixed:60", stop_ms: float = 300.0,
+                                llm: str | None = None) -> dict[str, Any]:
+    """Conversation turns from a WebRTC caller through the lab's gateway to the pipeline agent over SIP.
+
+    ``browser+gateway+sip`` with the lab's pipeline agent (:mod:`voicelab.pipeline`) as the
+    SIP target: the conversation driver (:class:`voicelab.turns.ConversationDriver`) talks
+    from the lab's aiortc caller (standing for a browser), the gateway transcodes (Opus <->
+    G.711) or passes G.711 through, the agent answers over SIP. Real time on loopback
+    (aiortc keeps wall-clock time); the breakdown is lumped as for WebRTC pipeline calls
+    (:func:`voicelab.turns.analyse_webrtc_turns`: the agent's stages exactly, the transport
+    in two parts), the total measured at the caller's ear.
+
+    Returns
+    -------
+    dict
+        ``turn.*`` (:func:`voicelab.turns.summarise_turns`), ``turns``, ``passthrough``,
+        ``path``; ``deterministic: False``.
+    """
+    import fractions
+
+    from . import codecs
+    from .agent import Agent
+    from .gateway import Gateway
+    from .net.iface import LoopbackInterface
+    from .turns import ConversationDriver, analyse_webrtc_turns, load_utterances, summarise_turns
+    from .webrtc.media import _EARLY_S, AudioSink, SourceTrack
+    from .webrtc.peer import make_peer_connection, prefer_codec
+    from .webrtc.signaling import SignalingClient
+
+    if codec not in ("opus", "pcmu", "pcma", "g722"):
+        raise ParameterError(f"the browser's codec must be opus, pcmu, pcma or g722, got {codec!r}")
+    loop = asyncio.get_running_loop()
+    utts = load_utterances(turns)
+    c = codecs.get(codec)
+    rate, F = int(c.sample_rate), int(c.frame_samples)
+    cfg = {"vad": "webrtc", "stop_ms": float(stop_ms), "llm": llm, "seed": seed}
+    agent = Agent(codecs=[sip_codec], mode="pipeline", pipeline=cfg, jitter_buffer=jitter_buffer, seed=seed + 1)
+    await agent.start()
+    try:
+        async with Gateway(target=agent.uri, sip_codec=sip_codec, webrtc_codecs=(codec,),
+                           jitter_buffer=jitter_buffer) as gw:
+            driver = ConversationDriver(utts, sample_rate=rate, frame_ms=20)
+
+            class _Ear(AudioSink):
+                def write(self, frame: Any, when: float, *, arrival: float | None = None) -> float:
+                    start = super().write(frame, when, arrival=arrival)
+                    driver.on_played(frame, start, None)
+                    return start
+
+            class _Mouth(SourceTrack):
+                async def recv(self) -> Any:
+                    import av
+                    from aiortc.mediastreams import MediaStreamError
+
+                    if self.readyState != "live":
+                        raise MediaStreamError
+                    await self._started.wait()
+                    when = self._t0 + (self._k + 1) * F / rate
+                    delay = when - _EARLY_S - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    if self.readyState != "live":
+                        raise MediaStreamError
+                    chunk = driver.source(loop.time())
+                    chunk = chunk if chunk is not None else np.zeros(F, dtype=np.int16)
+                    frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+                    frame.sample_rate, frame.pts = rate, self._k * F
+                    frame.time_base = fractions.Fraction(1, rate)
+                    self._k += 1
+                    return frame
+
+            iface = LoopbackInterface(loop)
+            sink = _Ear(rate)
+            pc = make_peer_connection(iface, codec=codec, forward_to_track=False, sink=sink, jitter_buffer=jitter_buffer)
+            track = _Mouth(np.zeros(F), rate)
+            client = SignalingClient(iface, gw.front.url)
+            try:
+                pc.addTrack(track)
+                prefer_codec(pc.getTransceivers()[0], codec)
+                await pc.setLocalDescription(await pc.createOffer())
+                await client.connect()
+                answer = await client.offer(pc.localDescription.sdp)
+                await pc.setRemoteDescription(type(pc.localDescription)(sdp=answer, type="answer"))
+                await asyncio.wait_for(pc.connected(), 10.0)
+                track.start(loop.time() + 0.02)
+                budget = sum(len(u.samples) / 16000 + driver.reply_timeout_s + 2.0 for u in utts) + 5.0
+                try:
+                    await asyncio.wait_for(asyncio.shield(driver.done), budget)
+                except asyncio.TimeoutError:
+                    pass  # turns without an answer are recorded as such
+                await client.bye()
+            finally:
+                await client.close()
+                await pc.close()
+            await asyncio.wait_for(gw.front.ended(1), 10.0)
+            leg = next(iter(gw.legs.values()))
+            passthrough = bool(leg.passthrough)
+        await asyncio.wait_for(agent.ended(1), 10.0)
+        (summary,) = list(agent.pipelines.finished.values())[-1:] or [{}]  # type: ignore[union-attr]
+    finally:
+        await agent.close()
+    records = analyse_webrtc_turns(driver, summary, lookahead_down_ms=c.lookahead_ms)
+    out: dict[str, Any] = {"path": "browser+gateway+sip", "webrtc_codec": codec, "sip_codec": sip_codec,
+                           "passthrough": passthrough, "jitter_buffer": jitter_buffer, "stop_ms": float(stop_ms),
+                           "deterministic": False, "turns_requested": turns}
+    out.update(summarise_turns(records))
+    out["turns"] = records
+    return out

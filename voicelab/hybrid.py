@@ -507,6 +507,8 @@ def _phone_class():
         def __init__(self, hops: Any, speech16: np.ndarray, **kw: Any) -> None:
             super().__init__(mode="echo", codecs=["pcmu"], **kw)
             self._hops = list(hops)
+            warm = LiveHopChain(self._hops)  # codec libraries load now, not on the loop during the call
+            warm.process(np.zeros(warm.F, dtype=np.int16))
             self._mouth = audio.to_int16(audio.resample(np.asarray(speech16, dtype=np.float64), 16000, 8000))
             self.up: LiveHopChain | None = None  # mouth -> trunk
             self.down: LiveHopChain | None = None  # trunk -> ear

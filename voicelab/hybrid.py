@@ -38,7 +38,7 @@ from . import audio
 from .errors import ParameterError
 
 __all__ = ["parse_path", "path_call", "path_call_async", "browser_gateway_call", "path_turns", "path_turns_async",
-           "G114_BUDGET_MS"]
+           "browser_gateway_turns", "pstn_phone", "LiveHopChain", "G114_BUDGET_MS"]
 
 #: ITU-T G.114: one-way mouth-to-ear delay transparent for most uses.
 G114_BUDGET_MS = 150.0
@@ -190,17 +190,10 @@ async def browser_gateway_call(*, seconds: float = 4.0, speech: str = "default",
         x16 = audio.resample(x16, sp.sample_rate, 16000)
     loop = asyncio.get_running_loop()
     rate = int(codec_registry.get(codec).sample_rate)
-    phone_hops: list[Any] = []
     if pstn is not None:
-        from .sim.paths import path_hops
-
-        phone_hops = path_hops(pstn, open_end=True)
-        gw_hop = phone_hops[-1]
-        while phone_hops and phone_hops[-1].kind == "gateway":  # the live SIP leg is the carrier's media gateway
-            phone_hops = phone_hops[:-1]
         if sip_codec not in ("pcmu", "pcma"):
             raise ParameterError(f"the PSTN's trunk leg is G.711 (pcmu/pcma), got sip_codec={sip_codec!r}")
-        far = _phone_class()(phone_hops, x16, jitter_buffer=gw_hop.jitter_buffer)
+        far = pstn_phone(pstn, x16)
     else:
         far = Agent(codecs=[sip_codec], mode="play", speech=speech, jitter_buffer=jitter_buffer)
         far._speech_override = x16  # both ends say the same thing: one reference
@@ -495,6 +488,25 @@ class LiveHopChain:
         """Float audio of the chain's input (``"in"``) or output (``"out"``)."""
         frames = self.inputs if which == "in" else (self.stages[-1]["out"] if self.stages else self.inputs)
         return audio.to_float(np.concatenate(frames)) if frames else np.zeros(0)
+
+
+def pstn_phone(preset: str, speech16: np.ndarray, **agent_options: Any) -> Any:
+    """A phone behind the PSTN ``preset``, reachable over SIP: an :class:`voicelab.agent.Agent`
+    (not started) whose audio crosses the preset's hops live (:class:`LiveHopChain`).
+
+    The preset's trailing ``gateway`` hop (the carrier's media gateway) is the phone's SIP
+    side itself: G.711, with that hop's jitter buffer. The phone says ``speech16`` (float,
+    16 kHz) from the moment it answers; ``ear_audio()`` is what reached its ear, ``up`` /
+    ``down`` the two chains (per-hop rows: ``hop_rows()``).
+    """
+    from .sim.paths import path_hops
+
+    hops = path_hops(preset, open_end=True)
+    gw_hop = hops[-1]
+    while hops and hops[-1].kind == "gateway":  # the live SIP leg is the carrier's media gateway
+        hops = hops[:-1]
+    agent_options.setdefault("jitter_buffer", gw_hop.jitter_buffer)
+    return _phone_class()(hops, speech16, **agent_options)
 
 
 def _phone_class():

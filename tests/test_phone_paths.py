@@ -206,3 +206,15 @@ def test_chromium_calls_a_mobile_phone_through_the_gateway(natural_speech_dir, t
     assert up >= 3.4
     amr = next(r for k, r in down_rows.items() if k.startswith("mobile terminal"))
     assert 20.0 <= amr["delay_ms"] <= 30.0
+
+
+@pytest.mark.slow
+def test_browser_to_landline_passes_g711_through(natural_env):
+    """G.711 on the browser leg: the gateway forwards payloads; the hop table still adds up."""
+    r = path_call("browser+gateway+pstn-local-landline", seconds=2.0, codec="pcmu")
+    assert r["passthrough"] and r["gateway_forward_ms"]["browser_to_sip_median"] < 1.0
+    for d in ("browser_to_agent", "agent_to_browser"):
+        hops = r[f"{d}.hops"]
+        assert sum("passed through" in h["hop"] for h in hops) == 1
+        assert abs(r[f"{d}.total_ms"] - r[f"{d}.parts_ms"]) <= 2.0
+        assert r[f"{d}.pesq_nb"] >= 4.0  # one G.711 coding, no tandem

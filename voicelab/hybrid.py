@@ -556,35 +556,51 @@ def _phone_class():
     return PstnPhone
 
 
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f} ms"
+
+
 def _phone_result(out: dict[str, Any], pstn: str, phone: Any, stream: Any, leg: Any, web: Any, track: Any, sink: Any,
                   rate: int, sip_rate: int, m: Any) -> dict[str, Any]:
     """The browser -> gateway -> phone result: per-hop tables each way, totals, PESQ."""
     from .gateway import bridge_delay_ms
 
     out["path"] = f"browser+gateway+{pstn}"
-    bridge = bridge_delay_ms(leg, web)
+    bridge = bridge_delay_ms(leg, web) if not leg.passthrough else {}
     ear, t_ear = phone.ear_audio()
     _, t_mouth = stream.sent_audio()
     mouth = phone.up.audio("in") if phone.up is not None else np.zeros(0)
     total_up = m(track.sent_audio(), (ear, t_ear), rate, 8000)
     total_down = m((mouth, t_mouth), sink.received_audio(), 8000, rate)
-    w_up = m(track.sent_audio(), web.received_audio(), rate, rate)
-    s_up = m(leg.stream.sent_audio(), stream.received_audio(), sip_rate, sip_rate)
-    s_down = m(stream.sent_audio(), leg.stream.received_audio(), sip_rate, sip_rate)
-    w_down = m(web.sent_audio(), sink.received_audio(), rate, rate)
     live = "measured (live)"
-    hops_up = [{"hop": f"WebRTC leg ({web.codec}): frame + network + gateway buffer + look-ahead",
-                "delay_ms": w_up["mouth_to_ear_ms"], "how": live},
-               {"hop": "gateway: resampling (streaming FIR)", "delay_ms": bridge["browser_to_sip"], "how": live},
-               {"hop": f"SIP trunk leg ({leg.sip_codec}): frame + network + carrier media gateway buffer",
-                "delay_ms": s_up["mouth_to_ear_ms"], "how": live}]
-    hops_up += phone.down.hop_rows() if phone.down is not None else []
-    hops_down = list(phone.up.hop_rows() if phone.up is not None else [])
-    hops_down += [{"hop": f"SIP trunk leg ({leg.sip_codec}): network + gateway buffer",
-                   "delay_ms": s_down["mouth_to_ear_ms"], "how": live},
-                  {"hop": "gateway: resampling (streaming FIR)", "delay_ms": bridge["sip_to_browser"], "how": live},
-                  {"hop": f"WebRTC leg ({web.codec}): frame + network + browser buffer + look-ahead",
-                   "delay_ms": w_down["mouth_to_ear_ms"], "how": live}]
+    if leg.passthrough:  # G.711 both legs: one coding, the gateway forwards payloads (no playout to measure at it)
+        fw = leg.forward_delay_ms()
+        out["gateway_forward_ms"] = fw
+        a_up = m(track.sent_audio(), stream.received_audio(), rate, sip_rate)
+        a_down = m(stream.sent_audio(), sink.received_audio(), sip_rate, rate)
+        web_up = [{"hop": f"browser -> carrier media gateway ({leg.sip_codec}, payloads passed through the gateway; "
+                          f"gateway {_ms(fw['browser_to_sip_median'])} median per packet)",
+                   "delay_ms": a_up["mouth_to_ear_ms"], "how": live}]
+        web_down = [{"hop": f"carrier media gateway -> browser ({leg.sip_codec}, payloads passed through the gateway; "
+                            f"gateway {_ms(fw['sip_to_browser_median'])} median per packet)",
+                     "delay_ms": a_down["mouth_to_ear_ms"], "how": live}]
+    else:
+        w_up = m(track.sent_audio(), web.received_audio(), rate, rate)
+        s_up = m(leg.stream.sent_audio(), stream.received_audio(), sip_rate, sip_rate)
+        s_down = m(stream.sent_audio(), leg.stream.received_audio(), sip_rate, sip_rate)
+        w_down = m(web.sent_audio(), sink.received_audio(), rate, rate)
+        web_up = [{"hop": f"WebRTC leg ({web.codec}): frame + network + gateway buffer + look-ahead",
+                   "delay_ms": w_up["mouth_to_ear_ms"], "how": live},
+                  {"hop": "gateway: resampling (streaming FIR)", "delay_ms": bridge["browser_to_sip"], "how": live},
+                  {"hop": f"SIP trunk leg ({leg.sip_codec}): frame + network + carrier media gateway buffer",
+                   "delay_ms": s_up["mouth_to_ear_ms"], "how": live}]
+        web_down = [{"hop": f"SIP trunk leg ({leg.sip_codec}): network + gateway buffer",
+                     "delay_ms": s_down["mouth_to_ear_ms"], "how": live},
+                    {"hop": "gateway: resampling (streaming FIR)", "delay_ms": bridge["sip_to_browser"], "how": live},
+                    {"hop": f"WebRTC leg ({web.codec}): frame + network + browser buffer + look-ahead",
+                     "delay_ms": w_down["mouth_to_ear_ms"], "how": live}]
+    hops_up = web_up + (phone.down.hop_rows() if phone.down is not None else [])
+    hops_down = list(phone.up.hop_rows() if phone.up is not None else []) + web_down
     for name, hops, total in (("browser_to_agent", hops_up, total_up), ("agent_to_browser", hops_down, total_down)):
         parts = [h["delay_ms"] for h in hops]
         out[f"{name}.hops"] = hops

@@ -261,6 +261,19 @@ def cmd_call(args: argparse.Namespace) -> int:
                                  "or --net sim with it")
         if net is not None and args.net != "vnet":
             raise ParameterError("impairment flags with --path apply to the carrier link of --net vnet (netem)")
+        if args.agent == "pipeline":  # turns with the pipeline agent over the path, on the virtual clock
+            from .hybrid import path_turns
+
+            if args.net != "loopback" or net is not None:
+                raise ParameterError("--path with --agent pipeline runs on the virtual clock: no --net or impairment "
+                                     "flags with it")
+            res = path_turns(args.path, turns=args.turns, seed=args.seed or 0, stop_ms=args.stop_ms,
+                             llm=None if args.llm == "model" else args.llm, jitter_buffer=args.jitter_buffer)
+            if not args.json:
+                res = {k: v for k, v in res.items() if k not in ("turns", "agent", "phone_side")
+                       and not k.endswith((".p90", ".max"))}
+            _print_result(res, args.json)
+            return 0
         browser = args.path.strip().lower().startswith("browser")
         res = path_call(args.path, seconds=args.duration, speech=args.speech, seed=0 if args.seed is None else args.seed,
                         jitter_buffer=args.jitter_buffer, net=args.net,
@@ -272,11 +285,12 @@ def cmd_call(args: argparse.Namespace) -> int:
         if browser:
             print(f"{res['path']}: WebRTC {res['webrtc_codec']} <-> SIP {res['sip_codec']}"
                   + (" (payloads passed through)" if res["passthrough"] else " (transcoded)"))
+            far = "phone" if res.get("pstn") else "agent"
             for d in ("browser_to_agent", "agent_to_browser"):
-                print(f"  {d.replace('_', ' ')}:")
+                print(f"  {d.replace('_', ' ').replace('agent', far)}:")
                 for h in res[f"{d}.hops"]:
                     v = h["delay_ms"]
-                    print(f"    {'-' if v is None else f'{v:7.2f}'} ms  {h['hop']}")
+                    print(f"    {'-' if v is None else f'{v:7.2f}'} ms  {h['how']:<23}  {h['hop']}")
                 print(f"    {res[f'{d}.total_ms']:7.2f} ms  total measured end to end; PESQ-NB {res[f'{d}.pesq_nb']:.2f}, "
                       f"PESQ-WB {res[f'{d}.pesq_wb']:.2f}")
             return 0
@@ -828,7 +842,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "pstn-national-mobile+trunk+sbc (phone side simulated hop by hop, live SIP trunk leg, real "
                     "Kamailio + rtpengine SBC; with --net vnet the leg runs in network namespaces, each hop measured, "
                     "impairment flags on the carrier link), or browser+gateway+sip (WebRTC -> the lab's SIP<->WebRTC gateway "
-                    "-> SIP agent; --codec opus transcodes, --codec pcmu passes G.711 through); prints a per-hop delay table")
+                    "-> SIP agent; --codec opus transcodes, --codec pcmu passes G.711 through), or browser+gateway+PRESET (the "
+                    "gateway's SIP leg reaches a phone over the PSTN preset, its hops applied live); prints a per-hop "
+                    "delay table. With --agent pipeline (PRESET+trunk or sip): turns with the pipeline agent over the "
+                    "path on the virtual clock")
     cl.add_argument("--duration", type=_float_arg("duration", 1.0, 60.0), default=4.0, metavar="S", help="seconds of speech each way")
     cl.add_argument("--jitter-buffer", default="fixed:60", metavar="fixed:MS|adaptive|auto")
     _add_channel_args(cl)

@@ -50,7 +50,8 @@ from . import audio
 from .errors import ParameterError
 
 __all__ = ["parse_path", "path_call", "path_call_async", "browser_gateway_call", "G114_BUDGET_MS", "trunk_peer_call",
-           "trunk_peer_call_async", "g711_pcap", "SIPP_TRUNK_SCENARIO", "TRUNK_PEERS"]
+           "trunk_peer_call_async", "g711_pcap", "SIPP_TRUNK_SCENARIO", "TRUNK_PEERS", "path_turns", "path_turns_async",
+           "browser_gateway_turns", "pstn_phone", "LiveHopChain"]
 
 #: ITU-T G.114: one-way mouth-to-ear delay transparent for most uses.
 G114_BUDGET_MS = 150.0
@@ -80,11 +81,14 @@ def parse_path(spec: str) -> dict[str, Any]:
     parts = [p.strip().lower() for p in spec.split("+")]
     head, rest = parts[0], parts[1:]
     if head == "browser":
+        if len(rest) == 2 and rest[0] == "gateway" and rest[1] in PSTN_PRESETS:
+            return {"browser": True, "pstn": rest[1], "anchor": None}
         if rest != ["gateway", "sip"]:
-            raise ParameterError("the browser path is 'browser+gateway+sip' (WebRTC -> gateway -> SIP agent)")
+            raise ParameterError("the browser path is 'browser+gateway+sip' (WebRTC -> gateway -> SIP agent) or "
+                                 f"'browser+gateway+PRESET' (-> a phone over the PSTN; presets: {', '.join(sorted(PSTN_PRESETS))})")
         return {"browser": True, "pstn": None, "anchor": None}
     if head.startswith("browser"):
-        raise ParameterError("the browser path is spelled 'browser+gateway+sip'")
+        raise ParameterError("the browser path is spelled 'browser+gateway+sip' or 'browser+gateway+PRESET'")
     if head not in PSTN_PRESETS:
         raise ParameterError(f"unknown phone-side preset {head!r}; known: {', '.join(sorted(PSTN_PRESETS))}")
     if not rest or rest[0] not in _LIVE:
@@ -115,7 +119,7 @@ async def path_call_async(path: str, *, seconds: float = 4.0, speech: str = "def
         if net != "loopback":
             raise ParameterError("the browser path runs on loopback (the gateway's legs): no --net vnet yet")
         return await browser_gateway_call(seconds=seconds, speech=speech, jitter_buffer=jitter_buffer, quality=quality,
-                                          codec=codec)
+                                          codec=codec, pstn=p["pstn"])
     if links is not None and net != "vnet":
         raise ParameterError("link impairments of a path need net='vnet' (the namespace chain)")
     if net == "vnet":
@@ -343,8 +347,17 @@ async def netns_trunk_call(wav: str, *, anchor: str | None, seconds: float, jitt
 
 
 async def browser_gateway_call(*, seconds: float = 4.0, speech: str = "default", jitter_buffer: str = "fixed:60",
-                               quality: bool = True, codec: str = "opus", sip_codec: str = "pcmu") -> dict[str, Any]:
+                               quality: bool = True, codec: str = "opus", sip_codec: str = "pcmu",
+                               pstn: str | None = None) -> dict[str, Any]:
     """A WebRTC caller -> the lab's gateway -> the lab's SIP agent (``play`` mode), measured hop by hop.
+
+    With ``pstn`` (a preset of :data:`voicelab.sim.paths.PSTN_PRESETS`) the gateway's SIP
+    leg reaches a **phone** instead: a SIP UAS standing for the carrier's media gateway
+    (G.711, the preset's media-gateway buffer) whose audio crosses the preset's other hops
+    live, frame by frame, both ways (:class:`LiveHopChain`: the codecs in tandem, e.g.
+    G.711 <-> AMR-NB, and each modelled hop's delay as a delay line on the loop clock). The
+    tables then go on to the phone's ear (browser -> phone) and start at its mouth
+    (phone -> browser); the keys keep their names (``browser_to_agent`` is browser -> phone).
 
     Parameters
     ----------
@@ -381,8 +394,14 @@ async def browser_gateway_call(*, seconds: float = 4.0, speech: str = "default",
         x16 = audio.resample(x16, sp.sample_rate, 16000)
     loop = asyncio.get_running_loop()
     rate = int(codec_registry.get(codec).sample_rate)
-    async with Agent(codecs=[sip_codec], mode="play", speech=speech, jitter_buffer=jitter_buffer) as agent:
-        agent._speech_override = x16  # both ends say the same thing: one reference
+    if pstn is not None:
+        if sip_codec not in ("pcmu", "pcma"):
+            raise ParameterError(f"the PSTN's trunk leg is G.711 (pcmu/pcma), got sip_codec={sip_codec!r}")
+        far = pstn_phone(pstn, x16)
+    else:
+        far = Agent(codecs=[sip_codec], mode="play", speech=speech, jitter_buffer=jitter_buffer)
+        far._speech_override = x16  # both ends say the same thing: one reference
+    async with far as agent:
         async with Gateway(target=agent.uri, sip_codec=sip_codec, webrtc_codecs=(codec,),
                            jitter_buffer=jitter_buffer) as gw:
             iface = LoopbackInterface()
@@ -423,6 +442,8 @@ async def browser_gateway_call(*, seconds: float = 4.0, speech: str = "default",
                            "sip_setup_ms": leg.setup_ms, "speech": sp.name, "synthetic_speech": bool(sp.synthetic),
                            "deterministic": False}
     sip_rate = int(leg.stream.rx.sample_rate)
+    if pstn is not None:
+        return _phone_result(out, pstn, agent, agent_stream, leg, web, track, sink, rate, sip_rate, m)
     total_up = m(track.sent_audio(), agent_stream.received_audio(), rate, sip_rate)
     total_down = m(agent_stream.sent_audio(), sink.received_audio(), sip_rate, rate)
     if leg.passthrough:
@@ -846,3 +867,426 @@ def trunk_peer_call(peer: str = "sipp", **kw: Any) -> dict[str, Any]:
     from .compare import run_sync
 
     return run_sync(lambda: trunk_peer_call_async(peer, **kw))
+
+
+async def path_turns_async(path: str, *, turns: int = 3, seed: int = 0, jitter_buffer: str = "fixed:60",
+                           stop_ms: float = 300.0, llm: str | None = None) -> dict[str, Any]:
+    """Coroutine form of :func:`path_turns` (run it under :func:`voicelab.net.vclock.run_virtual`)."""
+    from .net import ChannelConfig
+    from .sim.paths import simulate_path
+    from .turns import Utterance, load_utterances, pipeline_call
+    from .vnetcall import DEFAULT_LINKS
+
+    if path == "sip":
+        p = {"pstn": None, "anchor": None, "browser": False}
+    else:
+        p = parse_path(path)
+    if p["browser"]:
+        raise ParameterError("turns over 'browser+gateway+sip' need WebRTC, which runs in real time on loopback: "
+                             "not on the virtual clock")
+    if p["anchor"] is not None:
+        raise ParameterError(f"'+{p['anchor']}' runs real processes (or a loopback relay) in real time; on the virtual "
+                             f"clock use '{p['pstn']}+trunk' (an SBC on loopback adds no measurable delay: docs/paths.md)")
+    utts = load_utterances(turns)
+    access = float(DEFAULT_LINKS["caller"]["delay_ms"])
+    phone: list[dict[str, Any]] = []
+    if p["pstn"] is None:
+        processed, phone_ms = utts, 0.0
+    else:
+        processed = []
+        with tempfile.TemporaryDirectory(prefix="voicelab-pathturns-") as tmp:
+            for i, u in enumerate(utts):
+                pad = np.zeros(8000)
+                src, out = os.path.join(tmp, f"u{i}.wav"), os.path.join(tmp, f"o{i}.wav")
+                audio.write_wav(src, np.concatenate([pad, u.samples, pad]), 16000)
+                r = await asyncio.get_running_loop().run_in_executor(None, lambda: simulate_path(
+                    p["pstn"], input=src, seed=seed + i, max_speech_s=60.0, open_end=True, drop_gateway=True,
+                    out_wav=out, quality=False))
+                y, rate = audio.read_wav(out)
+                y = audio.resample(np.asarray(y, dtype=np.float64), int(rate), 16000) if rate != 16000 else y
+                d = int(round(r.mouth_to_ear_ms * 16.0))  # the phone side's delay goes on the access link instead
+                y = np.asarray(y[len(pad) + d: len(pad) + d + len(u.samples)], dtype=np.float64)
+                y = np.concatenate([y, np.zeros(len(u.samples) - len(y))])
+                y *= np.sqrt(np.mean(u.samples ** 2) / max(np.mean(y ** 2), 1e-20))  # the caller's level
+                processed.append(_BoundedUtterance(u.name, y, u.transcript, u.synthetic, bounds=u.speech_bounds))
+                phone.append({"utterance": u.name, "phone_side_ms": float(r.mouth_to_ear_ms),
+                              "phone_parts_ms": float(r.parts_ms)})
+        phone_ms = float(np.mean([x["phone_side_ms"] for x in phone]))
+    link = {"delay_ms": access + phone_ms}
+    res = await pipeline_call(transport="sip", codec="pcmu", turns=len(processed), stop_ms=stop_ms, llm=llm,
+                              jitter_buffer=jitter_buffer, seed=seed, network="virtual", uplink=link, downlink=link,
+                              utterances=processed)
+    for rec in res["turns"]:
+        rec["phone_side_ms"] = phone_ms
+        if rec.get("total_ms") is not None:
+            rec["mouth_to_ear_up_ms"] = sum(rec.get(f"{k}_ms") or 0.0 for k in
+                                            ("caller_packetization", "network_up", "agent_jitter_buffer"))
+    res.update({"path": path, "phone_side_ms": phone_ms, "phone_side": phone, "g114_budget_ms": G114_BUDGET_MS,
+                "deterministic": True,
+                "note": ("phone side (codecs in tandem + modelled hops) in sim; its one-way delay is the delay of the "
+                         "caller's access link each way on the virtual network; trunk leg (G.711), agent pipeline and "
+                         "conversation on the virtual clock")})
+    return res
+
+
+class _BoundedUtterance:
+    """An utterance whose speech bounds are its source's (the coded audio's noise must not move T0)."""
+
+    def __init__(self, name: str, samples: np.ndarray, transcript: str, synthetic: bool, *, bounds: tuple[int, int]):
+        self.name, self.samples, self.transcript, self.synthetic = name, samples, transcript, synthetic
+        self.speech_bounds = bounds
+
+
+def path_turns(path: str, **kw: Any) -> dict[str, Any]:
+    """Conversation turns with the lab's pipeline agent over a phone path, on the virtual clock.
+
+    The caller's utterances go through the path's phone side (``PSTN-PRESET+trunk``: its
+    codecs in tandem in ``sim``, :func:`voicelab.sim.paths.simulate_path`), then the lab's
+    caller (as the carrier's media gateway) calls the pipeline agent over a G.711 trunk leg on
+    the virtual network; the phone side's one-way delay is added to the caller's access link
+    in both directions, so the turn (end of the phone user's speech -> first reply sample at
+    their ear) is measured on the virtual clock, deterministic for a seed. ``path="sip"``: the
+    same call without a phone side (the baseline).
+
+    Parameters
+    ----------
+    path : str
+        ``"PSTN-PRESET+trunk"`` or ``"sip"``.
+    turns : int
+        Utterances (the corpus's ARCTIC items, cycled).
+    seed, jitter_buffer, stop_ms, llm
+        As for :func:`voicelab.turns.pipeline_call`.
+
+    Returns
+    -------
+    dict
+        :func:`voicelab.turns.pipeline_call`'s result (``turn.*``, ``turns`` with the
+        breakdown and ``wer``) plus ``phone_side_ms`` (mean over utterances), ``phone_side``
+        (per utterance), ``g114_budget_ms``.
+    """
+    from .compare import run_sync
+    from .net.vclock import run_virtual_in_thread
+
+    return run_sync(lambda: run_virtual_in_thread(path_turns_async(path, **kw)))
+
+
+# ------------------------------------------------------------------ the "phone" behind the gateway
+class LiveHopChain:
+    """The phone side's hops applied live, one 20 ms frame at a time at 8 kHz, on the loop clock.
+
+    Each codec hop encodes and decodes every frame with the lab's codec (a fresh instance per
+    chain: AMR-NB, G.711, G.729) behind one frame of buffering (the coding's framing) plus the
+    hop's receive buffer (``fixed:MS``); each modelled hop is a sample delay line of its
+    modelled delay. The chain's input and every stage's output are kept, so each hop's
+    contribution is measured afterwards (:meth:`hop_rows`).
+
+    Parameters
+    ----------
+    hops : sequence of voicelab.sim.paths.Hop
+        In the phone -> network order; ``reverse=True`` runs them network -> phone.
+    reverse : bool
+    rate : int
+        Hz (the PSTN's 8 kHz).
+    """
+
+    FRAME_MS = 20
+
+    def __init__(self, hops: Any, *, reverse: bool = False, rate: int = 8000) -> None:
+        from . import codecs
+        from .rtp.jitterbuffer import parse_jitter_buffer
+
+        self.rate, self.F = int(rate), int(rate) * self.FRAME_MS // 1000
+        self.stages: list[dict[str, Any]] = []
+        for h in (list(hops)[::-1] if reverse else list(hops)):
+            if h.codec is not None:
+                c = codecs.get(h.codec, **dict(h.codec_params))
+                if int(c.sample_rate) != self.rate or int(c.frame_samples) != self.F:
+                    raise ParameterError(f"hop {h.name!r}: the live phone side runs {self.rate} Hz, "
+                                         f"{self.FRAME_MS} ms frames; {h.codec} does not")
+                kind, params = parse_jitter_buffer(h.jitter_buffer)
+                buf_ms = float(params.get("delay_ms", 0.0)) if kind == "fixed" else 0.0
+                hold = self.F + int(round(buf_ms * self.rate / 1000.0))
+            else:
+                c, hold = None, int(round(float(h.delay_ms) * self.rate / 1000.0))
+            self.stages.append({"hop": h, "codec": c, "line": np.zeros(hold, dtype=np.int16), "out": []})
+        self.inputs: list[np.ndarray] = []
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        """One frame (int16, ``F`` samples) in, one out."""
+        x = np.asarray(frame, dtype=np.int16)
+        self.inputs.append(x)
+        for st in self.stages:
+            if st["codec"] is not None:
+                x = st["codec"].decode(st["codec"].encode(x))
+            line = np.concatenate([st["line"], x])
+            x, st["line"] = line[: self.F], line[self.F:]
+            st["out"].append(x)
+        return x
+
+    def hop_rows(self) -> list[dict[str, Any]]:
+        """One row per hop: ``hop``, ``kind``, ``delay_ms``, ``how``, ``source``.
+
+        Codec hops: the delay of the stage's output behind its input, measured by
+        cross-correlation (``measured (live)``); modelled hops: the delay line's length
+        (``modelled (applied live)``).
+        """
+        rows = []
+        prev = np.concatenate(self.inputs) if self.inputs else np.zeros(0, dtype=np.int16)
+        for st in self.stages:
+            h = st["hop"]
+            out = np.concatenate(st["out"]) if st["out"] else np.zeros(0, dtype=np.int16)
+            if st["codec"] is None:
+                d, how = len(st["line"]) * 1000.0 / self.rate, "modelled (applied live)"
+            else:
+                d, how = None, "measured (live)"
+                if out.size and np.any(prev):
+                    est = audio.estimate_delay(audio.to_float(prev), audio.to_float(out), self.rate,
+                                               max_delay_ms=500.0, causal=True)
+                    d = float(est.delay_ms)
+            rows.append({"hop": h.name, "kind": h.kind, "delay_ms": d, "how": how, "source": h.source})
+            prev = out
+        return rows
+
+    def audio(self, which: str = "out") -> np.ndarray:
+        """Float audio of the chain's input (``"in"``) or output (``"out"``)."""
+        frames = self.inputs if which == "in" else (self.stages[-1]["out"] if self.stages else self.inputs)
+        return audio.to_float(np.concatenate(frames)) if frames else np.zeros(0)
+
+
+def pstn_phone(preset: str, speech16: np.ndarray, **agent_options: Any) -> Any:
+    """A phone behind the PSTN ``preset``, reachable over SIP: an :class:`voicelab.agent.Agent`
+    (not started) whose audio crosses the preset's hops live (:class:`LiveHopChain`).
+
+    The preset's trailing ``gateway`` hop (the carrier's media gateway) is the phone's SIP
+    side itself: G.711, with that hop's jitter buffer. The phone says ``speech16`` (float,
+    16 kHz) from the moment it answers; ``ear_audio()`` is what reached its ear, ``up`` /
+    ``down`` the two chains (per-hop rows: ``hop_rows()``).
+    """
+    from .sim.paths import path_hops
+
+    hops = path_hops(preset, open_end=True)
+    gw_hop = hops[-1]
+    while hops and hops[-1].kind == "gateway":  # the live SIP leg is the carrier's media gateway
+        hops = hops[:-1]
+    agent_options.setdefault("jitter_buffer", gw_hop.jitter_buffer)
+    return _phone_class()(hops, speech16, **agent_options)
+
+
+def _phone_class():
+    from .agent import Agent
+
+    class PstnPhone(Agent):
+        """A phone on the far side of the PSTN: a SIP UAS (the carrier's media gateway, G.711, its
+        buffer) whose audio crosses :class:`LiveHopChain` each way, live. It says ``speech16``."""
+
+        def __init__(self, hops: Any, speech16: np.ndarray, **kw: Any) -> None:
+            super().__init__(mode="echo", codecs=["pcmu"], **kw)
+            self._hops = list(hops)
+            warm = LiveHopChain(self._hops)  # codec libraries load now, not on the loop during the call
+            warm.process(np.zeros(warm.F, dtype=np.int16))
+            self._mouth = audio.to_int16(audio.resample(np.asarray(speech16, dtype=np.float64), 16000, 8000))
+            self.up: LiveHopChain | None = None  # mouth -> trunk
+            self.down: LiveHopChain | None = None  # trunk -> ear
+            self.ear: list[tuple[float, np.ndarray]] = []
+
+        async def _open(self, call: Any, port: int) -> None:
+            await super()._open(call, port)  # "echo" arms no send clock: the phone's source replaces it
+            s = self.streams.get(call.id)
+            if s is None or call.over or self.up is not None:
+                return
+            self.up, self.down = LiveHopChain(self._hops), LiveHopChain(self._hops, reverse=True)
+            F, k = self.up.F, [0]
+
+            def source(now: float) -> np.ndarray:
+                i = k[0] * F
+                k[0] += 1
+                frame = self._mouth[i: i + F]
+                frame = np.concatenate([frame, np.zeros(F - len(frame), dtype=np.int16)])
+                return self.up.process(frame)  # type: ignore[union-attr]
+
+            def played(when: float, frame: np.ndarray) -> None:
+                self.ear.append((when, self.down.process(frame)))  # type: ignore[union-attr]
+
+            s.on_played = played
+            s.send_live("source", source=source)
+
+        def ear_audio(self) -> tuple[np.ndarray, float]:
+            """(float samples at 8 kHz, loop time of the first) at the phone's ear."""
+            if not self.ear:
+                return np.zeros(0), 0.0
+            return audio.to_float(np.concatenate([f for _, f in self.ear])), self.ear[0][0]
+
+    return PstnPhone
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f} ms"
+
+
+def _phone_result(out: dict[str, Any], pstn: str, phone: Any, stream: Any, leg: Any, web: Any, track: Any, sink: Any,
+                  rate: int, sip_rate: int, m: Any) -> dict[str, Any]:
+    """The browser -> gateway -> phone result: per-hop tables each way, totals, PESQ."""
+    from .gateway import bridge_delay_ms
+
+    out["path"] = f"browser+gateway+{pstn}"
+    bridge = bridge_delay_ms(leg, web) if not leg.passthrough else {}
+    ear, t_ear = phone.ear_audio()
+    _, t_mouth = stream.sent_audio()
+    mouth = phone.up.audio("in") if phone.up is not None else np.zeros(0)
+    total_up = m(track.sent_audio(), (ear, t_ear), rate, 8000)
+    total_down = m((mouth, t_mouth), sink.received_audio(), 8000, rate)
+    live = "measured (live)"
+    if leg.passthrough:  # G.711 both legs: one coding, the gateway forwards payloads (no playout to measure at it)
+        fw = leg.forward_delay_ms()
+        out["gateway_forward_ms"] = fw
+        a_up = m(track.sent_audio(), stream.received_audio(), rate, sip_rate)
+        a_down = m(stream.sent_audio(), sink.received_audio(), sip_rate, rate)
+        web_up = [{"hop": f"browser -> carrier media gateway ({leg.sip_codec}, payloads passed through the gateway; "
+                          f"gateway {_ms(fw['browser_to_sip_median'])} median per packet)",
+                   "delay_ms": a_up["mouth_to_ear_ms"], "how": live}]
+        web_down = [{"hop": f"carrier media gateway -> browser ({leg.sip_codec}, payloads passed through the gateway; "
+                            f"gateway {_ms(fw['sip_to_browser_median'])} median per packet)",
+                     "delay_ms": a_down["mouth_to_ear_ms"], "how": live}]
+    else:
+        w_up = m(track.sent_audio(), web.received_audio(), rate, rate)
+        s_up = m(leg.stream.sent_audio(), stream.received_audio(), sip_rate, sip_rate)
+        s_down = m(stream.sent_audio(), leg.stream.received_audio(), sip_rate, sip_rate)
+        w_down = m(web.sent_audio(), sink.received_audio(), rate, rate)
+        web_up = [{"hop": f"WebRTC leg ({web.codec}): frame + network + gateway buffer + look-ahead",
+                   "delay_ms": w_up["mouth_to_ear_ms"], "how": live},
+                  {"hop": "gateway: resampling (streaming FIR)", "delay_ms": bridge["browser_to_sip"], "how": live},
+                  {"hop": f"SIP trunk leg ({leg.sip_codec}): frame + network + carrier media gateway buffer",
+                   "delay_ms": s_up["mouth_to_ear_ms"], "how": live}]
+        web_down = [{"hop": f"SIP trunk leg ({leg.sip_codec}): network + gateway buffer",
+                     "delay_ms": s_down["mouth_to_ear_ms"], "how": live},
+                    {"hop": "gateway: resampling (streaming FIR)", "delay_ms": bridge["sip_to_browser"], "how": live},
+                    {"hop": f"WebRTC leg ({web.codec}): frame + network + browser buffer + look-ahead",
+                     "delay_ms": w_down["mouth_to_ear_ms"], "how": live}]
+    hops_up = web_up + (phone.down.hop_rows() if phone.down is not None else [])
+    hops_down = list(phone.up.hop_rows() if phone.up is not None else []) + web_down
+    for name, hops, total in (("browser_to_agent", hops_up, total_up), ("agent_to_browser", hops_down, total_down)):
+        parts = [h["delay_ms"] for h in hops]
+        out[f"{name}.hops"] = hops
+        out[f"{name}.total_ms"] = total["mouth_to_ear_ms"]
+        out[f"{name}.parts_ms"] = None if any(p is None for p in parts) else float(sum(parts))
+        out[f"{name}.pesq_nb"] = total.get("pesq_nb")
+        out[f"{name}.pesq_wb"] = total.get("pesq_wb")
+        out[f"{name}.within_g114"] = None if total["mouth_to_ear_ms"] is None else total["mouth_to_ear_ms"] <= G114_BUDGET_MS
+    out["browser_to_phone.total_ms"], out["phone_to_browser.total_ms"] = total_up["mouth_to_ear_ms"], total_down["mouth_to_ear_ms"]
+    out["pstn"] = pstn
+    out["g114_budget_ms"] = G114_BUDGET_MS
+    out["note"] = ("browser -> gateway -> phone: WebRTC leg, gateway and SIP trunk leg live on loopback; the phone side's "
+                   "codecs run live frame by frame (measured), its modelled hops are delay lines applied live")
+    return out
+
+
+# ------------------------------------------------------------------ turns through the gateway
+async def browser_gateway_turns(*, turns: int = 3, codec: str = "opus", sip_codec: str = "pcmu", seed: int = 0,
+                                jitter_buffer: str = "fixed:60", stop_ms: float = 300.0,
+                                llm: str | None = None) -> dict[str, Any]:
+    """Conversation turns from a WebRTC caller through the lab's gateway to the pipeline agent over SIP.
+
+    ``browser+gateway+sip`` with the lab's pipeline agent (:mod:`voicelab.pipeline`) as the
+    SIP target: the conversation driver (:class:`voicelab.turns.ConversationDriver`) talks
+    from the lab's aiortc caller (standing for a browser), the gateway transcodes (Opus <->
+    G.711) or passes G.711 through, the agent answers over SIP. Real time on loopback
+    (aiortc keeps wall-clock time); the breakdown is lumped as for WebRTC pipeline calls
+    (:func:`voicelab.turns.analyse_webrtc_turns`: the agent's stages exactly, the transport
+    in two parts), the total measured at the caller's ear.
+
+    Returns
+    -------
+    dict
+        ``turn.*`` (:func:`voicelab.turns.summarise_turns`), ``turns``, ``passthrough``,
+        ``path``; ``deterministic: False``.
+    """
+    import fractions
+
+    from . import codecs
+    from .agent import Agent
+    from .gateway import Gateway
+    from .net.iface import LoopbackInterface
+    from .turns import ConversationDriver, analyse_webrtc_turns, load_utterances, summarise_turns
+    from .webrtc.media import _EARLY_S, AudioSink, SourceTrack
+    from .webrtc.peer import make_peer_connection, prefer_codec
+    from .webrtc.signaling import SignalingClient
+
+    if codec not in ("opus", "pcmu", "pcma", "g722"):
+        raise ParameterError(f"the browser's codec must be opus, pcmu, pcma or g722, got {codec!r}")
+    loop = asyncio.get_running_loop()
+    utts = load_utterances(turns)
+    c = codecs.get(codec)
+    rate, F = int(c.sample_rate), int(c.frame_samples)
+    cfg = {"vad": "webrtc", "stop_ms": float(stop_ms), "llm": llm, "seed": seed}
+    agent = Agent(codecs=[sip_codec], mode="pipeline", pipeline=cfg, jitter_buffer=jitter_buffer, seed=seed + 1)
+    await agent.start()
+    try:
+        async with Gateway(target=agent.uri, sip_codec=sip_codec, webrtc_codecs=(codec,),
+                           jitter_buffer=jitter_buffer) as gw:
+            driver = ConversationDriver(utts, sample_rate=rate, frame_ms=20)
+
+            class _Ear(AudioSink):
+                def write(self, frame: Any, when: float, *, arrival: float | None = None) -> float:
+                    start = super().write(frame, when, arrival=arrival)
+                    driver.on_played(frame, start, None)
+                    return start
+
+            class _Mouth(SourceTrack):
+                async def recv(self) -> Any:
+                    import av
+                    from aiortc.mediastreams import MediaStreamError
+
+                    if self.readyState != "live":
+                        raise MediaStreamError
+                    await self._started.wait()
+                    when = self._t0 + (self._k + 1) * F / rate
+                    delay = when - _EARLY_S - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    if self.readyState != "live":
+                        raise MediaStreamError
+                    chunk = driver.source(loop.time())
+                    chunk = chunk if chunk is not None else np.zeros(F, dtype=np.int16)
+                    frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+                    frame.sample_rate, frame.pts = rate, self._k * F
+                    frame.time_base = fractions.Fraction(1, rate)
+                    self._k += 1
+                    return frame
+
+            iface = LoopbackInterface(loop)
+            sink = _Ear(rate)
+            pc = make_peer_connection(iface, codec=codec, forward_to_track=False, sink=sink, jitter_buffer=jitter_buffer)
+            track = _Mouth(np.zeros(F), rate)
+            client = SignalingClient(iface, gw.front.url)
+            try:
+                pc.addTrack(track)
+                prefer_codec(pc.getTransceivers()[0], codec)
+                await pc.setLocalDescription(await pc.createOffer())
+                await client.connect()
+                answer = await client.offer(pc.localDescription.sdp)
+                await pc.setRemoteDescription(type(pc.localDescription)(sdp=answer, type="answer"))
+                await asyncio.wait_for(pc.connected(), 10.0)
+                track.start(loop.time() + 0.02)
+                budget = sum(len(u.samples) / 16000 + driver.reply_timeout_s + 2.0 for u in utts) + 5.0
+                try:
+                    await asyncio.wait_for(asyncio.shield(driver.done), budget)
+                except asyncio.TimeoutError:
+                    pass  # turns without an answer are recorded as such
+                await client.bye()
+            finally:
+                await client.close()
+                await pc.close()
+            await asyncio.wait_for(gw.front.ended(1), 10.0)
+            leg = next(iter(gw.legs.values()))
+            passthrough = bool(leg.passthrough)
+        await asyncio.wait_for(agent.ended(1), 10.0)
+        (summary,) = list(agent.pipelines.finished.values())[-1:] or [{}]  # type: ignore[union-attr]
+    finally:
+        await agent.close()
+    records = analyse_webrtc_turns(driver, summary, lookahead_down_ms=c.lookahead_ms)
+    out: dict[str, Any] = {"path": "browser+gateway+sip", "webrtc_codec": codec, "sip_codec": sip_codec,
+                           "passthrough": passthrough, "jitter_buffer": jitter_buffer, "stop_ms": float(stop_ms),
+                           "deterministic": False, "turns_requested": turns}
+    out.update(summarise_turns(records))
+    out["turns"] = records
+    return out

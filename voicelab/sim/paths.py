@@ -43,7 +43,7 @@ from .. import audio
 from ..errors import ParameterError
 from ..net import ChannelConfig
 
-__all__ = ["Hop", "HOPS", "PSTN_PRESETS", "TANDEM_CHAINS", "simulate_path", "path_hops", "PathResult", "tandem",
+__all__ = ["Hop", "HOPS", "PSTN_PRESETS", "TANDEM_CHAINS", "WER_CHAINS", "simulate_path", "path_hops", "PathResult", "tandem", "tandem_wer",
            "tandem_table", "preset_table"]
 
 _FIBRE_US_PER_KM = 5.0
@@ -205,7 +205,7 @@ class PathResult:
 
 def simulate_path(path: str | Sequence[Any], *, speech: str = "default", loss_rate: float = 0.0, seed: int = 0,
                   max_speech_s: float = 8.0, quality: bool = True, open_end: bool = False,
-                  out_wav: str | None = None, drop_gateway: bool = False) -> PathResult:
+                  out_wav: str | None = None, drop_gateway: bool = False, input: str | None = None) -> PathResult:
     """Send speech from a phone through a PSTN path to the SIP trunk, in ``sim`` mode.
 
     Parameters
@@ -229,6 +229,8 @@ def simulate_path(path: str | Sequence[Any], *, speech: str = "default", loss_ra
         Write the audio leaving the path (delay included) to this WAV file.
     drop_gateway : bool
         Leave out trailing ``gateway`` hops (a live trunk leg stands for them).
+    input : str, optional
+        A WAV file the phone sends instead of ``speech`` (e.g. an utterance with a transcript).
 
     Returns
     -------
@@ -245,7 +247,7 @@ def simulate_path(path: str | Sequence[Any], *, speech: str = "default", loss_ra
     pending_ms = 0.0
     seeds = np.random.SeedSequence(int(seed)).spawn(len(hops))
     with tempfile.TemporaryDirectory(prefix="voicelab-path-") as tmp:
-        current: str | None = None  # WAV path of the audio entering the next leg
+        current: str | None = None if input is None else str(input)  # WAV entering the next leg
         reference = None
         rate = None
         first_speech = None
@@ -278,7 +280,7 @@ def simulate_path(path: str | Sequence[Any], *, speech: str = "default", loss_ra
         if reference is None:  # no codec leg: the phone's speech itself enters the live leg
             from .engine import load_speech
 
-            sp = load_speech(Scenario(speech=speech, max_speech_s=max_speech_s))
+            sp = load_speech(Scenario(speech=speech, input=input, max_speech_s=max_speech_s))
             reference, rate = np.asarray(sp.samples, dtype=np.float64), sp.sample_rate
             first_speech = {"speech": sp.name, "synthetic_speech": sp.synthetic}
             final = reference
@@ -321,13 +323,16 @@ TANDEM_CHAINS: dict[str, tuple[str, ...]] = {
 }
 
 
-def tandem(chain: str | Sequence[str], *, speech: str = "default", seed: int = 0, max_speech_s: float = 8.0) -> PathResult:
+def tandem(chain: str | Sequence[str], *, speech: str = "default", seed: int = 0, max_speech_s: float = 8.0,
+           input: str | None = None, out_wav: str | None = None, quality: bool = True) -> PathResult:
     """Speech through a chain of codecs in tandem (clean network, circuit-switched legs: no buffers).
 
     Parameters
     ----------
     chain : str or sequence of str
         A name of :data:`TANDEM_CHAINS` or codec registry names in order.
+
+    input, out_wav, quality : as for :func:`simulate_path`.
 
     Returns
     -------
@@ -342,7 +347,8 @@ def tandem(chain: str | Sequence[str], *, speech: str = "default", seed: int = 0
         raise ParameterError("a tandem chain needs at least one codec")
     hops = [Hop(f"{c} coding", "core", codec=c, jitter_buffer="fixed:0", source="measured: the lab's codec")
             for c in chain]
-    return simulate_path(hops, speech=speech, seed=seed, max_speech_s=max_speech_s)
+    return simulate_path(hops, speech=speech, seed=seed, max_speech_s=max_speech_s, input=input, out_wav=out_wav,
+                         quality=quality)
 
 
 def _speech_items(n: int | None) -> list[Any]:
@@ -399,4 +405,83 @@ def preset_table(presets: Sequence[str] | None = None, *, n_items: int | None = 
             rows.append({"preset": name, "item": it.id, "talker": it.talker, "pesq_nb": r.pesq_nb,
                          "mouth_to_ear_ms": r.mouth_to_ear_ms, "parts_ms": r.parts_ms, "residual_ms": r.residual_ms,
                          "seed": seed + k})
+    return pd.DataFrame(rows)
+
+
+#: The tandem chains whose cost in the agent's word error rate :func:`tandem_wer` measures by default.
+WER_CHAINS = ("G.711", "Opus", "AMR-NB -> G.711", "Opus -> G.711 -> Opus (gateway both ways)",
+              "AMR-NB -> G.711 -> G.729 -> G.711")
+
+
+def tandem_wer(chains: Sequence[str] | None = None, *, n_utterances: int = 6, repeats: int = 1, seed: int = 0,
+               reference: bool = True, stop_ms: float = 300.0) -> pd.DataFrame:
+    """The agent's word error rate after each tandem chain: one row per (chain, utterance, repeat).
+
+    Each utterance with a transcript (:func:`voicelab.turns.load_utterances`: the CMU ARCTIC
+    items of the corpus, two talkers) goes through the chain's codecs in tandem
+    (:func:`tandem`, clean, no buffers) and the decoded audio is heard by the lab's pipeline
+    agent offline (:func:`voicelab.sim.turns.hear_offline`: WebRTC VAD, endpointer,
+    PocketSphinx, a fresh recogniser per utterance, as in ``sim`` turns); its recognition is
+    scored against the transcript (:func:`voicelab.pipeline.wer.word_errors`).
+
+    Parameters
+    ----------
+    chains : sequence of str, optional
+        Names of :data:`TANDEM_CHAINS` (default :data:`WER_CHAINS`).
+    n_utterances : int
+        How many utterances (cycling through the six ARCTIC items).
+    repeats : int
+        Runs per (chain, utterance) with different seeds (codec legs are deterministic on a
+        clean channel, so repeats only matter for seeded parts: leave it at 1 unless you
+        change that).
+    reference : bool
+        Also score the uncoded utterance at 16 kHz and band-limited to 8 kHz (rows
+        ``no coding (16 kHz)`` and ``no coding (8 kHz band)``): the recogniser's own floor.
+    stop_ms : float
+        The endpointer's silence (as the agent).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``chain``, ``utterance``, ``talker``, ``repeat``, ``wer``, ``word_errors``,
+        ``words``, ``recognised``, ``pesq_nb`` (None for the references), ``delay_ms``.
+    """
+    from ..pipeline.core import PipelineConfig
+    from ..pipeline.wer import word_errors
+    from ..turns import load_utterances
+    from .turns import hear_offline
+
+    names = list(chains) if chains is not None else list(WER_CHAINS)
+    for c in names:
+        if c not in TANDEM_CHAINS:
+            raise ParameterError(f"unknown tandem chain {c!r}; known: {', '.join(TANDEM_CHAINS)}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ParameterError(f"repeats must be an integer >= 1, got {repeats!r}")
+    utts = load_utterances(n_utterances)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="voicelab-tandem-wer-") as tmp:
+        for i, u in enumerate(utts):
+            pad = np.zeros(8000)
+            x = np.concatenate([pad, u.samples, pad])
+            src = os.path.join(tmp, f"u{i}.wav")
+            audio.write_wav(src, x, 16000)
+            talker = u.name.split("_")[2] if u.name.count("_") >= 3 else u.name
+            for rep in range(repeats):
+                s = seed + 1000 * rep + i
+                runs: list[tuple[str, np.ndarray, int, float | None, float | None]] = []
+                if reference:
+                    runs.append(("no coding (16 kHz)", x, 16000, None, 0.0))
+                    runs.append(("no coding (8 kHz band)", audio.resample(x, 16000, 8000), 8000, None, 0.0))
+                for c in names:
+                    out = os.path.join(tmp, f"u{i}-{len(runs)}-{rep}.wav")
+                    r = tandem(c, input=src, seed=s, max_speech_s=60.0, out_wav=out)
+                    y, rate = audio.read_wav(out)
+                    runs.append((c, np.asarray(y, dtype=np.float64), int(rate), r.pesq_nb, r.mouth_to_ear_ms))
+                for c, y, rate, pesq, delay in runs:
+                    p = hear_offline(y, rate, config=PipelineConfig(stop_ms=stop_ms, seed=s), seed=s)
+                    text = " ".join(t.text or "" for t in p.turns)
+                    e, n = word_errors(u.transcript, text)
+                    rows.append({"chain": c, "utterance": u.name, "talker": talker, "repeat": rep,
+                                 "wer": e / n if n else float("nan"), "word_errors": e, "words": n,
+                                 "recognised": text, "pesq_nb": pesq, "delay_ms": delay, "synthetic": u.synthetic})
     return pd.DataFrame(rows)

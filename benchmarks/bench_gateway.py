@@ -70,11 +70,7 @@ async def _callers(url: str, n: int, seconds: float, codec: str) -> dict[str, An
         calls.append({"pc": pc, "sink": sink, "track": track, "client": SignalingClient(iface, url)})
 
     async def connect(c: dict) -> None:
-        await c["pc"].setLocalDescription(await c["pc"].createOffer())
-        await c["client"].connect()
-        answer = await c["client"].offer(c["pc"].localDescription.sdp)
-        await c["pc"].setRemoteDescription(type(c["pc"].localDescription)(sdp=answer, type="answer"))
-        await asyncio.wait_for(c["pc"].connected(), 30.0)
+        await c["client"].dial(c["pc"], connect_timeout=30.0)
 
     out: dict[str, Any] = {}
     try:

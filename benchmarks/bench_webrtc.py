@@ -117,11 +117,7 @@ async def _one_lab_caller(iface: Any, url: str, x48: np.ndarray) -> dict[str, An
     pc.addTrack(track)
     prefer_codec(pc.getTransceivers()[0], "opus")
     t_offer = loop.time()
-    await pc.setLocalDescription(await pc.createOffer())
-    await client.connect()
-    answer = await client.offer(pc.localDescription.sdp)
-    await pc.setRemoteDescription(type(pc.localDescription)(sdp=answer, type="answer"))
-    c["setup_ms"] = (await asyncio.wait_for(pc.connected(), 30.0) - t_offer) * 1000.0
+    c["setup_ms"] = (await client.dial(pc, connect_timeout=30.0) - t_offer) * 1000.0
     return c
 
 
@@ -140,11 +136,7 @@ async def _one_plain_caller(iface: Any, url: str, wav: str) -> dict[str, Any]:
     pc.on("track", lambda track: hole.addTrack(track))
     pc.addTrack(player.audio)
     t_offer = loop.time()
-    await pc.setLocalDescription(await pc.createOffer())
-    await client.connect()
-    answer = await client.offer(pc.localDescription.sdp)
-    await pc.setRemoteDescription(type(pc.localDescription)(sdp=answer, type="answer"))
-    c["setup_ms"] = (await asyncio.wait_for(pc.connected(), 30.0) - t_offer) * 1000.0
+    c["setup_ms"] = (await client.dial(pc, connect_timeout=30.0) - t_offer) * 1000.0
     await hole.start()
     return c
 

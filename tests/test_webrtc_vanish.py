@@ -99,10 +99,7 @@ async def _caller(front, *, seconds: float, iface: LoopbackInterface, jitter_buf
     client = SignalingClient(iface, front.url)
     pc.addTrack(track)
     prefer_codec(pc.getTransceivers()[0], "pcmu")
-    await pc.setLocalDescription(await pc.createOffer())
-    await client.connect()  # POST /token, then the WebSocket
-    answer = await client.offer(pc.localDescription.sdp)
-    await pc.setRemoteDescription(type(pc.localDescription)(sdp=answer, type="answer"))
+    await client.dial(pc, connect_timeout=None)  # POST /token, the WebSocket, offer/answer
     return pc, track, client
 
 

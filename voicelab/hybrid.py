@@ -412,12 +412,8 @@ async def browser_gateway_call(*, seconds: float = 4.0, speech: str = "default",
             try:
                 pc.addTrack(track)
                 prefer_codec(pc.getTransceivers()[0], codec)
-                await pc.setLocalDescription(await pc.createOffer())
                 t_offer = loop.time()
-                await client.connect()
-                answer = await client.offer(pc.localDescription.sdp)
-                await pc.setRemoteDescription(type(pc.localDescription)(sdp=answer, type="answer"))
-                t_connected = await asyncio.wait_for(pc.connected(), 10.0)
+                t_connected = await client.dial(pc)
                 agent_stream = next(iter(agent.streams.values()))
                 t0 = track.start(loop.time() + 0.05)
                 end = t0 + track.duration_s + 0.6
@@ -1261,11 +1257,7 @@ async def browser_gateway_turns(*, turns: int = 3, codec: str = "opus", sip_code
             try:
                 pc.addTrack(track)
                 prefer_codec(pc.getTransceivers()[0], codec)
-                await pc.setLocalDescription(await pc.createOffer())
-                await client.connect()
-                answer = await client.offer(pc.localDescription.sdp)
-                await pc.setRemoteDescription(type(pc.localDescription)(sdp=answer, type="answer"))
-                await asyncio.wait_for(pc.connected(), 10.0)
+                await client.dial(pc)
                 track.start(loop.time() + 0.02)
                 budget = sum(len(u.samples) / 16000 + driver.reply_timeout_s + 2.0 for u in utts) + 5.0
                 try:

@@ -1157,6 +1157,46 @@ class SignalingClient:
         finally:
             self._backlog[:0] = held
 
+    async def dial(self, pc: Any, *, connect_timeout: float | None = 10.0, answer_timeout: float = 10.0) -> float:
+        """Offer ``pc``'s media to the server, apply the answer and wait for the media path.
+
+        The caller side of one call in one step: ``createOffer`` and
+        ``setLocalDescription`` (aiortc gathers its candidates first, so the offer carries
+        them), :meth:`connect` when no WebSocket is open yet, :meth:`offer`, then the
+        answer as the remote description.
+
+        Parameters
+        ----------
+        pc : voicelab.webrtc.peer.LabPeerConnection
+            A peer connection from :func:`voicelab.webrtc.peer.make_peer_connection`
+            with its tracks added.
+        connect_timeout : float or None, optional
+            Seconds to wait for ICE + DTLS to connect (``pc.connected()``); None returns
+            as soon as the answer is applied.
+        answer_timeout : float, optional
+            Seconds to wait for the answer, s.
+
+        Returns
+        -------
+        float
+            Loop time (s) when the media path connected (or the answer was applied).
+
+        Raises
+        ------
+        RemoteProtocolError
+            The server refused the offer or closed the socket.
+        asyncio.TimeoutError
+            No answer, or no connection within the timeouts.
+        """
+        await pc.setLocalDescription(await pc.createOffer())
+        if self.closed:
+            await self.connect()
+        answer = await self.offer(pc.localDescription.sdp, timeout=answer_timeout)
+        await pc.setRemoteDescription(type(pc.localDescription)(sdp=answer, type="answer"))
+        if connect_timeout is None:
+            return asyncio.get_running_loop().time()
+        return float(await asyncio.wait_for(pc.connected(), connect_timeout))
+
     async def send_candidate(self, candidate: Mapping[str, Any] | None) -> None:
         """Trickle one local candidate (dict ``{candidate, sdpMid, sdpMLineIndex}``; None = end)."""
         await self.send({"type": "candidate", "candidate": None if candidate is None else dict(candidate)})

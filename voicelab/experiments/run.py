@@ -26,45 +26,18 @@ running it runs the call on a fresh loop in a worker thread, see :func:`run_sync
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import time
 from typing import Any, Awaitable, Callable, Mapping
 
 import numpy as np
 
 from ..errors import ParameterError, VoicelabError
+from ..realtime import run_sync  # re-exported: the lab's one way to run a coroutine from sync code
 from .provenance import provenance
 from .result import DIRECTIONS, Result
 from .scenario import Scenario
 
 __all__ = ["run", "run_async", "run_sync", "direction_seed"]
-
-
-def run_sync(factory: Callable[[], Awaitable[Any]]) -> Any:
-    """Run ``factory()`` to completion on a fresh event loop and return its result.
-
-    Parameters
-    ----------
-    factory : callable
-        Returns the awaitable to run; it is called on the loop's own thread.
-
-    Returns
-    -------
-    object
-        What the awaitable returned (its exception is raised).
-
-    Notes
-    -----
-    When the calling thread already runs a loop (a Jupyter kernel), the new loop runs in
-    a worker thread and this call blocks until it is done: live calls are timed on their
-    own loop's clock either way.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(factory())
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicelab-run") as pool:
-        return pool.submit(lambda: asyncio.run(factory())).result()
 
 
 def direction_seed(seed: int, direction: str) -> int:

@@ -242,3 +242,13 @@ def test_a_study_of_two_path_arms_with_repeats_and_talkers(natural, tmp_path):
     assert sorted(again["trial_id"]) == sorted(df["trial_id"])
     hop = json.loads(again[(again["path_spec"].notna()) & (again["direction"] == "caller_to_agent")]["hops"].iloc[0])
     assert hop[0]["how"] == "modelled"
+
+
+def test_cli_run_refuses_a_bad_path_in_one_line(tmp_path, capsys):
+    from voicelab.cli import main
+
+    f = tmp_path / "p.yaml"
+    f.write_text("mode: loopback\npath: pstn-mars+trunk\n")
+    assert main(["run", str(f)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "path 'pstn-mars+trunk': unknown phone-side preset" in err

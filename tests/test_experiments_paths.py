@@ -252,3 +252,12 @@ def test_cli_run_refuses_a_bad_path_in_one_line(tmp_path, capsys):
     assert main(["run", str(f)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "path 'pstn-mars+trunk': unknown phone-side preset" in err
+
+
+def test_the_example_paths_study_parses_into_path_arms():
+    study = Study.from_yaml(ROOT / "examples" / "paths_study.yaml")
+    assert Study.run_settings(ROOT / "examples" / "paths_study.yaml")["store"] == "results/study-paths"
+    arms = {t.point["arm"]["name"]: t.scenario for t in study.trials() if t.repeat == 0}
+    assert arms["sip"].path is None and arms["mobile-sbc"].path == "pstn-national-mobile+trunk+sbc"
+    assert arms["browser-gateway"].path == "browser+gateway+sip" and arms["browser-gateway"].codec == "opus"
+    assert len(study.trials()) == 3 * study.repeats

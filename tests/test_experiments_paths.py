@@ -105,8 +105,8 @@ def _pstn_result(net: str = "loopback") -> dict:
            "agent_to_phone_ms": 125.5, "pstn_pesq_nb": 3.8, "trunk_pesq_nb": 4.4, "setup_ms": 4.0,
            "synthetic_speech": False, "deterministic": False, "net": net, "live": live}
     if net == "loopback":
-        out["hops"] = hops + [{"hop": "SIP trunk -> agent", "kind": "gateway", "delay_ms": 80.0, "how": "measured (live)",
-                               "source": "lab"}]
+        out["hops"] = hops + [{"hop": "SIP trunk -> agent", "kind": "gateway", "delay_ms": 80.0,
+                               "how": "measured (live)", "source": "lab"}]
     else:
         leg = [{"hop": "carrier link", "kind": "network", "delay_ms": 0.01, "how": "measured (capture)", "source": "x"},
                {"hop": "endpoints", "kind": "endpoint", "delay_ms": 79.99, "how": "measured (live)", "source": "x"}]
@@ -159,7 +159,8 @@ def test_a_vnet_pstn_path_passes_the_carrier_link_and_uses_the_measured_way_back
     s = Scenario(mode="vnet", path="pstn-national-mobile+trunk+sbc", uplink={"delay_ms": 20}, seconds=2)
     r = run(s, quality=False)
     links = seen[0][1]["links"]
-    assert seen[0][1]["net"] == "vnet" and links["carrier"]["up"].delay_ms == 20 and links["carrier"]["down"].delay_ms == 0
+    assert seen[0][1]["net"] == "vnet"
+    assert links["carrier"]["up"].delay_ms == 20 and links["carrier"]["down"].delay_ms == 0
     up, down = r.to_rows()
     assert json.loads(down["hops"])[-1]["hop"] == "endpoints"
     assert up["hops_measured_ms"] == pytest.approx(120.0) and up["hops_modelled_ms"] == 4.0

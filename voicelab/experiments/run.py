@@ -274,7 +274,8 @@ def _from_path(s: Scenario, raw: Mapping[str, Any]) -> tuple[dict, dict, list[st
             dirs[d] = {"arrived": total is not None, "mouth_to_ear_ms": total, "pesq_nb": raw.get(f"{name}.pesq_nb"),
                        "pesq_wb": raw.get(f"{name}.pesq_wb"), "hops": hops, "hops_measured_ms": measured,
                        "hops_modelled_ms": modelled}
-        call = {"codec_negotiated": raw.get("webrtc_codec"), "bitrate": _nominal_bitrate(raw.get("webrtc_codec") or s.codec),
+        codec = raw.get("webrtc_codec") or s.codec
+        call = {"codec_negotiated": codec, "bitrate": _nominal_bitrate(codec),
                 "setup_ms": raw.get("setup_ms"), "connected": raw.get("setup_ms") is not None, "path": raw.get("path")}
         warns = []
     else:  # PSTN-PRESET+trunk[+sbc|+relay]

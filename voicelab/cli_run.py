@@ -63,18 +63,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(res.to_json())
         return 0
     what = f"{scn.mode} {scn.transport}" + (f" ({scn.method})" if scn.method else "")
+    if scn.path:
+        what = f"{scn.mode} path {scn.path}"
     print(f"voicelab run: {what}, {scn.codec}, {scn.seconds:g} s, seed {scn.seed}, key {scn.key()}"
           f"{'' if res.deterministic else '  [live: numbers vary from run to run]'}")
     call = {k: v for k, v in res.call.items() if v is not None}
     width = max((len(k) for k in call), default=0)
     for k, v in call.items():
         print(f"  {k:<{width}}  {_fmt(v)}")
-    metrics = [k for k in res.directions[DIRECTIONS[0]] if any(res.directions[d][k] is not None for d in DIRECTIONS)]
+    metrics = [k for k in res.directions[DIRECTIONS[0]]
+               if k != "hops" and any(res.directions[d][k] is not None for d in DIRECTIONS)]
     width = max((len(k) for k in metrics), default=0)
     print(f"  {'':<{width}}  {'caller->agent':>14}  {'agent->caller':>14}")
     for k in metrics:
         a, b = (res.directions[d][k] for d in DIRECTIONS)
         print(f"  {k:<{width}}  {_fmt(a):>14}  {_fmt(b):>14}")
+    for d in DIRECTIONS:  # a path's per-hop tables
+        hops = res.directions[d].get("hops")
+        if hops:
+            print(f"  hops {d.replace('_to_', '->')}:")
+            for h in hops:
+                v = h.get("delay_ms")
+                print(f"    {'-' if v is None else f'{v:7.2f}'} ms  {h.get('how', ''):<18}  {h.get('hop')}")
     sp = res.speech
     print(f"  speech: {sp.get('name')} ({'synthetic' if sp.get('synthetic') else 'natural'}, {sp.get('source')})")
     for w in res.warnings:

@@ -508,7 +508,7 @@ def path_call(path: str, **kw: Any) -> dict[str, Any]:
         ``agent_to_phone_ms``, ``within_g114``, ``pstn_pesq_nb``, ``trunk_pesq_nb``,
         ``sbc_media_legs`` (with ``+sbc``), ``live`` (the trunk call's own metrics).
     """
-    from .compare import run_sync
+    from .realtime import run_sync
 
     return run_sync(lambda: path_call_async(path, **kw))
 
@@ -860,7 +860,7 @@ def trunk_peer_call(peer: str = "sipp", **kw: Any) -> dict[str, Any]:
     ToolUnavailableError
         sipp / baresip / kamailio / rtpengine missing (the Debian package named).
     """
-    from .compare import run_sync
+    from .realtime import run_sync
 
     return run_sync(lambda: trunk_peer_call_async(peer, **kw))
 
@@ -960,7 +960,7 @@ def path_turns(path: str, **kw: Any) -> dict[str, Any]:
         breakdown and ``wer``) plus ``phone_side_ms`` (mean over utterances), ``phone_side``
         (per utterance), ``g114_budget_ms``.
     """
-    from .compare import run_sync
+    from .realtime import run_sync
     from .net.vclock import run_virtual_in_thread
 
     return run_sync(lambda: run_virtual_in_thread(path_turns_async(path, **kw)))

@@ -14,11 +14,14 @@ only look at what the call itself allocates, and gives them back afterwards. Nes
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import gc
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
-__all__ = ["realtime_gc", "realtime"]
+__all__ = ["realtime_gc", "realtime", "run_sync"]
 
 _depth = 0
 
@@ -49,3 +52,31 @@ def realtime(fn):
             return await fn(*args, **kwargs)
 
     return wrapper
+
+
+def run_sync(factory: Callable[[], Awaitable[Any]]) -> Any:
+    """Run ``factory()`` to completion on a fresh event loop and return its result.
+
+    Parameters
+    ----------
+    factory : callable
+        Returns the awaitable to run; it is called on the loop's own thread.
+
+    Returns
+    -------
+    object
+        What the awaitable returned (its exception is raised).
+
+    Notes
+    -----
+    When the calling thread already runs a loop (a Jupyter kernel), the new loop runs in
+    a worker thread and this call blocks until it is done: live calls are timed on their
+    own loop's clock either way. Kept at the bottom layer so that every layer (the path
+    engines of :mod:`voicelab.hybrid` as well as :mod:`voicelab.experiments`) can use it.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(factory())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicelab-run") as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result()

@@ -39,12 +39,14 @@ __all__ = [
 DIRECTIONS = ("caller_to_agent", "agent_to_caller")
 
 #: Scenario columns of every row (``auth`` is a bool: the password stays out of tables;
-#: ``codec_params`` is canonical JSON; ``scenario_json`` the whole canonical scenario, its
-#: ``auth`` password replaced by ``***``; :meth:`Result.to_dict` keeps it whole).
+#: ``codec_params`` is canonical JSON; ``path_spec`` is the scenario's ``path`` (None for a
+#: plain call; the column ``path`` is the call metric below); ``scenario_json`` the whole
+#: canonical scenario, its ``auth`` password replaced by ``***``; :meth:`Result.to_dict`
+#: keeps it whole).
 SCENARIO_COLUMNS = [
     "scenario_key", "mode", "transport", "sip_transport", "srtp", "auth", "codec", "codec_params",
     "jitter_buffer", "plc", "fec", "caller_nat", "agent_nat", "method", "speech", "input", "seconds",
-    "seed", "virtual_time", "scenario_json",
+    "seed", "virtual_time", "path_spec", "scenario_json",
 ]
 
 #: The channel of a row's direction (uplink for caller_to_agent, downlink for
@@ -63,7 +65,8 @@ CHANNEL_COLUMNS = [
 #: ``dtls_ms`` (loopback WebRTC, the caller's), ``ice_path`` (loopback WebRTC,
 #: ``"caller/agent"`` candidate types, e.g. ``"host/host"``), ``connected`` (False when a
 #: vnet WebRTC call's ICE failed), ``path`` (vnet: ``direct``, ``media-relay``, ``srflx``,
-#: ``prflx``, ``relay`` or None when no audio flowed), ``route_ms`` and
+#: ``prflx``, ``relay`` or None when no audio flowed; a path scenario: its spelling, as
+#: ``path_spec``), ``route_ms`` and
 #: ``added_delay_ms`` (vnet: base one-way delay of the media path and its excess over the
 #: direct route), ``relay_bytes`` (vnet), ``trace_sha256`` and ``trace_records`` (vnet
 #: SIP: digest and length of the packet trace), ``speech_seconds`` (speech sent per
@@ -87,11 +90,17 @@ CALL_METRICS = [
 #: late the sender's frames left, live calls), ``packets_sent``, ``packets_received``,
 #: ``concealed_frames``, ``late_frames``, ``transit_delay_ms_p99`` (WebSocket:
 #: per-frame one-way transit), ``send_to_arrival_ms`` (WebRTC lab mode).
+#:
+#: Paths (a scenario with ``path``; None in every other mode): ``hops`` (the direction's
+#: per-hop table, a list of ``{hop, kind, delay_ms, how, source}``; in :meth:`Result.to_rows`
+#: compact JSON text), ``hops_measured_ms`` and ``hops_modelled_ms`` (the sums of its
+#: hops whose ``how`` says measured / modelled, ms). On a path, ``caller_to_agent`` is the
+#: caller (phone or browser) -> the far end and ``mouth_to_ear_ms`` is end to end.
 DIRECTION_METRICS = [
     "arrived", "mouth_to_ear_ms", "mouth_to_ear_true_ms", "delay_confidence", "pesq_nb", "pesq_wb", "stoi",
     "loss_rate", "late_loss_rate", "jitter_ms", "rtt_ms", "playout_delay_ms", "bitrate_kbps_wire", "r_factor",
     "mos_cqe", "pacing_error_p99_ms", "packets_sent", "packets_received", "concealed_frames", "late_frames",
-    "transit_delay_ms_p99", "send_to_arrival_ms",
+    "transit_delay_ms_p99", "send_to_arrival_ms", "hops", "hops_measured_ms", "hops_modelled_ms",
 ]
 
 #: Bookkeeping columns: ``deterministic`` (sim and vnet virtual time: the same scenario
@@ -123,6 +132,13 @@ def jsonable(x: Any) -> Any:
     if x is None or isinstance(x, (bool, int, float, str)):
         return x
     return str(x)
+
+
+def _hops_text(hops: Any) -> str | None:
+    """A hop table as compact JSON text for a table cell (None stays None)."""
+    if hops is None or isinstance(hops, str):
+        return hops
+    return json.dumps(jsonable(hops), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 @dataclass
@@ -183,6 +199,7 @@ class Result:
         row["scenario_key"] = s.key()
         row["auth"] = s.auth is not None
         row["codec_params"] = json.dumps(d["codec_params"], sort_keys=True, separators=(",", ":"))
+        row["path_spec"] = s.path
         if s.auth is not None:  # the password stays out of tables (the key is the real scenario's)
             d["auth"] = s.auth.split(":", 1)[0] + ":***"
         row["scenario_json"] = json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False)
@@ -211,6 +228,7 @@ class Result:
             row.update({c: ch.get(c.split(".", 1)[1]) for c in CHANNEL_COLUMNS})
             row.update(self.call)
             row.update(self.directions[d])
+            row["hops"] = _hops_text(row.get("hops"))
             row.update(meta)
             rows.append({c: row.get(c) for c in RESULT_COLUMNS})
         return rows
@@ -225,7 +243,7 @@ class Result:
             row.update({f"{d}.{c.split('.', 1)[1]}": ch.get(c.split(".", 1)[1]) for c in CHANNEL_COLUMNS})
         row.update(self.call)
         for d in DIRECTIONS:
-            row.update({f"{d}.{k}": v for k, v in self.directions[d].items()})
+            row.update({f"{d}.{k}": (_hops_text(v) if k == "hops" else v) for k, v in self.directions[d].items()})
         row.update(self._meta_columns())
         return row
 

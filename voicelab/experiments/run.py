@@ -16,6 +16,10 @@ loopback    ws         :func:`voicelab.wsmedia.live.ws_call`
 vnet        sip        :func:`voicelab.vnetcall.vnet_sip_call` (under
                        :func:`voicelab.net.vclock.run_virtual` when ``virtual_time``)
 vnet        webrtc     :func:`voicelab.vnetcall.vnet_webrtc_call`
+loopback,   ``path``   :func:`voicelab.hybrid.path_call` (``net`` = the mode: loopback
+vnet                   sockets, or the PSTN trunk leg on the namespace chain); the
+                       result's directions are the path's end to end, with its hop
+                       tables (:func:`_from_path`)
 ==========  =========  ===========================================================
 
 :func:`run` is the plain function (no event loop needed; from a notebook whose loop is
@@ -26,45 +30,18 @@ running it runs the call on a fresh loop in a worker thread, see :func:`run_sync
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import time
 from typing import Any, Awaitable, Callable, Mapping
 
 import numpy as np
 
 from ..errors import ParameterError, VoicelabError
+from ..realtime import run_sync  # re-exported: the lab's one way to run a coroutine from sync code
 from .provenance import provenance
 from .result import DIRECTIONS, Result
 from .scenario import Scenario
 
 __all__ = ["run", "run_async", "run_sync", "direction_seed"]
-
-
-def run_sync(factory: Callable[[], Awaitable[Any]]) -> Any:
-    """Run ``factory()`` to completion on a fresh event loop and return its result.
-
-    Parameters
-    ----------
-    factory : callable
-        Returns the awaitable to run; it is called on the loop's own thread.
-
-    Returns
-    -------
-    object
-        What the awaitable returned (its exception is raised).
-
-    Notes
-    -----
-    When the calling thread already runs a loop (a Jupyter kernel), the new loop runs in
-    a worker thread and this call blocks until it is done: live calls are timed on their
-    own loop's clock either way.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(factory())
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicelab-run") as pool:
-        return pool.submit(lambda: asyncio.run(factory())).result()
 
 
 def direction_seed(seed: int, direction: str) -> int:
@@ -165,6 +142,17 @@ def _nominal_bitrate(codec: str) -> int | None:
 def _engine(s: Scenario, *, quality: bool) -> Callable[[], Awaitable[dict[str, Any]]]:
     """A factory of the engine coroutine for a live (loopback or vnet) scenario."""
     up, down = s.uplink, s.downlink
+    if s.path is not None:
+        from ..hybrid import path_call_async
+
+        links = None
+        if up is not None or down is not None:  # vnet only (Scenario checks): netem on the carrier link
+            from ..net import ChannelConfig
+
+            links = {"carrier": {"up": up or ChannelConfig(), "down": down or ChannelConfig()}}
+        return lambda: path_call_async(s.path, seconds=s.seconds, speech=s.speech, seed=s.seed,
+                                       jitter_buffer=s.jitter_buffer, quality=quality, codec=s.codec,
+                                       net="vnet" if s.mode == "vnet" else "loopback", links=links)
     if s.mode == "loopback":
         common = dict(seconds=s.seconds, speech=s.speech, input=s.input, jitter_buffer=s.jitter_buffer,
                       seed=s.seed, quality=quality)
@@ -246,6 +234,78 @@ def _from_engine(s: Scenario, raw: Mapping[str, Any]) -> tuple[dict, dict, list[
     return call, dirs, list(raw.get("warnings") or [])
 
 
+# ------------------------------------------------------------------------------ paths
+def _hop_sums(hops: list[dict[str, Any]] | None, parts_ms: Any = None) -> tuple[float | None, float | None]:
+    """(measured, modelled) sums of a hop table, ms: by each hop's ``how``; None if one of them has no value.
+
+    ``parts_ms`` (the engine's own sum of the table, when it gives one) replaces the sum of
+    the measured hops plus the modelled ones (a pass-through gateway's table lists the
+    gateway's per-packet delay beside the end-to-end hop that contains it).
+    """
+    if hops is None:
+        return None, None
+    sums: dict[str, float | None] = {"measured": 0.0, "modelled": 0.0}
+    for h in hops:
+        kind = "modelled" if str(h.get("how", "")).startswith("modelled") else "measured"
+        v = h.get("delay_ms")
+        sums[kind] = None if v is None or sums[kind] is None else float(sums[kind]) + float(v)
+    if parts_ms is not None and sums["modelled"] is not None:
+        sums["measured"] = float(parts_ms) - float(sums["modelled"])
+    return sums["measured"], sums["modelled"]
+
+
+def _from_path(s: Scenario, raw: Mapping[str, Any]) -> tuple[dict, dict, list[str]]:
+    """Map :func:`voicelab.hybrid.path_call`'s result into the schema.
+
+    ``caller_to_agent`` is the caller (phone or browser) -> the far end (agent or phone),
+    ``agent_to_caller`` the way back. ``mouth_to_ear_ms`` is end to end; ``hops`` is the
+    direction's hop table. On PSTN paths the packet counters (loss, jitter, RTT, playout,
+    wire bitrate, packets) are the live trunk leg's, the only packet leg, and ``pesq_*``,
+    ``r_factor``, ``mos_cqe`` are None: the engine scores the PSTN side (``pstn_pesq_nb``)
+    and the trunk leg (``trunk_pesq_nb``) apart, not end to end (both are in ``raw``). On
+    browser paths PESQ is end to end and there are no packet counters (None).
+    """
+    dirs: dict[str, dict[str, Any]] = {}
+    if "browser_to_agent.total_ms" in raw:  # browser+gateway+sip | browser+gateway+PRESET
+        for d, name in zip(DIRECTIONS, ("browser_to_agent", "agent_to_browser")):
+            hops = [dict(h) for h in raw.get(f"{name}.hops") or []]
+            total = raw.get(f"{name}.total_ms")
+            measured, modelled = _hop_sums(hops, raw.get(f"{name}.parts_ms"))
+            dirs[d] = {"arrived": total is not None, "mouth_to_ear_ms": total, "pesq_nb": raw.get(f"{name}.pesq_nb"),
+                       "pesq_wb": raw.get(f"{name}.pesq_wb"), "hops": hops, "hops_measured_ms": measured,
+                       "hops_modelled_ms": modelled}
+        codec = raw.get("webrtc_codec") or s.codec
+        call = {"codec_negotiated": codec, "bitrate": _nominal_bitrate(codec),
+                "setup_ms": raw.get("setup_ms"), "connected": raw.get("setup_ms") is not None, "path": raw.get("path")}
+        warns = []
+    else:  # PSTN-PRESET+trunk[+sbc|+relay]
+        live = dict(raw.get("live") or {})
+        call, dirs, warns = _from_engine(s, live)
+        call["path"] = raw.get("path")
+        pstn_hops = [dict(h) for h in raw.get("hops") or []]
+        if "hops_agent_to_phone" in raw:  # the namespace chain measured the way back hop by hop
+            back = [dict(h) for h in raw["hops_agent_to_phone"]]
+        else:  # loopback: the live leg's way back, then the phone side (modelled as symmetric, docs/paths.md)
+            phone = [h for h in pstn_hops if not str(h.get("how", "")).endswith("(live)")]
+            back = [{"hop": "agent -> SIP trunk -> carrier media gateway (live leg, the way back)", "kind": "gateway",
+                     "delay_ms": live.get("agent_to_caller.mouth_to_ear_ms"), "how": "measured (live)",
+                     "source": "the live trunk leg's agent -> trunk mouth-to-ear delay"}] + phone[::-1]
+        for d, hops, total in ((DIRECTIONS[0], pstn_hops, raw.get("phone_to_agent_ms")),
+                               (DIRECTIONS[1], back, raw.get("agent_to_phone_ms"))):
+            measured, modelled = _hop_sums(hops)
+            dirs[d].update({"mouth_to_ear_ms": total, "pesq_nb": None, "pesq_wb": None, "r_factor": None,
+                            "mos_cqe": None, "hops": hops, "hops_measured_ms": measured, "hops_modelled_ms": modelled})
+    if raw.get("synthetic_speech"):
+        from .. import audio
+
+        warns = list(dict.fromkeys([*warns, audio.SYNTHETIC_WARNING]))
+    return call, dirs, warns
+
+
+def _map(s: Scenario, raw: Mapping[str, Any]) -> tuple[dict, dict, list[str]]:
+    return _from_path(s, raw) if s.path is not None else _from_engine(s, raw)
+
+
 def _result(s: Scenario, call: dict, dirs: dict, warnings: list[str], raw: dict, t0: float) -> Result:
     return Result(scenario=s, call=call, directions=dirs, deterministic=s.deterministic,
                   warnings=warnings, speech=_speech_info(s), provenance=provenance(),
@@ -270,7 +330,7 @@ async def run_async(scenario: Scenario | Mapping[str, Any], *, quality: bool = T
         raw = await run_virtual_in_thread(factory())
     else:
         raw = await factory()
-    call, dirs, warns = _from_engine(s, raw)
+    call, dirs, warns = _map(s, raw)
     return _result(s, call, dirs, warns, dict(raw), t0)
 
 
@@ -315,6 +375,6 @@ def run(scenario: Scenario | Mapping[str, Any], *, quality: bool = True) -> Resu
             from ..net.vclock import run_virtual
 
             raw = run_virtual(_engine(s, quality=quality)())
-            call, dirs, warns = _from_engine(s, raw)
+            call, dirs, warns = _map(s, raw)
             return _result(s, call, dirs, warns, dict(raw), t0)
     return run_sync(lambda: run_async(s, quality=quality))

@@ -30,6 +30,12 @@ mode           what runs
                ``caller_nat``, ``agent_nat``, ``method``; ``uplink``/``downlink`` replace
                the caller's access link; ``virtual_time`` (sip only) runs it on a virtual
                clock (deterministic, faster than real time)
+``path=...``   a real-world path (:func:`voicelab.hybrid.path_call`): ``mode="loopback"``
+               (live legs on 127.0.0.1) or ``mode="vnet"`` (the PSTN paths' trunk leg on
+               the network-namespace chain, root only; ``uplink``/``downlink`` impair its
+               carrier link with netem); ``codec`` is the browser's WebRTC codec on
+               ``browser+gateway+...`` paths and ``pcmu`` (the trunk's G.711) otherwise;
+               ``seconds``, ``speech``, ``seed``, ``jitter_buffer``; nothing else
 =============  ==========================================================================
 """
 
@@ -46,7 +52,8 @@ from ..errors import ParameterError
 from ..net import ChannelConfig, preset
 from ..sim.scenario import _plain, canonical_jitter_buffer
 
-__all__ = ["Scenario", "MODES", "TRANSPORTS", "SIP_TRANSPORTS", "VNET_METHODS", "NAT_PRESETS"]
+__all__ = ["Scenario", "MODES", "TRANSPORTS", "SIP_TRANSPORTS", "VNET_METHODS", "NAT_PRESETS", "PATH_MODES",
+           "BROWSER_CODECS"]
 
 #: Where a trial runs.
 MODES = ("sim", "loopback", "vnet")
@@ -68,6 +75,13 @@ WEBRTC_CODECS = ("g722", "opus", "pcma", "pcmu")
 WEBRTC_CODEC_PARAMS = ("bitrate", "dtx", "fec", "packet_loss_perc")
 #: Speech seconds allowed per mode (each direction).
 SECONDS_RANGE = {"sim": (1.0, 600.0), "loopback": (1.0, 60.0), "vnet": (0.5, 60.0)}
+#: Modes a ``path`` runs in (:data:`voicelab.hybrid.NETS`: loopback sockets, or the namespace chain).
+PATH_MODES = ("loopback", "vnet")
+#: The browser's codecs on ``browser+gateway+...`` paths (:func:`voicelab.hybrid.browser_gateway_call`).
+BROWSER_CODECS = ("g722", "opus", "pcma", "pcmu")
+#: Fields left out of the canonical form while at their default (fields added later: the
+#: keys of scenarios written before them do not move, so stores still resume).
+_OMIT_AT_DEFAULT = {"path": None}
 #: Fields whose dotted names reach inside (``uplink.loss_rate``, ``codec_params.bitrate``).
 _CHANNEL_FIELDS = ("uplink", "downlink")
 
@@ -101,6 +115,30 @@ def _choice(value: Any, name: str, choices: tuple) -> Any:
     if isinstance(value, str) and value.strip().lower() in choices:
         return value.strip().lower()
     raise ParameterError(f"unknown {name} {value!r}: use one of " + ", ".join(repr(c) for c in choices))
+
+
+def _path(value: Any, mode: str, transport: str) -> str | None:
+    """The canonical path spelling (``hybrid.parse_path``'s rules), or None; checks mode and transport."""
+    if value is None:
+        return None
+    from ..hybrid import parse_path
+
+    if not isinstance(value, str):
+        raise ParameterError(f"path must be a path spelled like 'pstn-national-mobile+trunk+sbc' or None, got {value!r}")
+    spec = "+".join(part.strip().lower() for part in value.split("+"))
+    try:
+        parts = parse_path(spec)
+    except ParameterError as exc:
+        raise ParameterError(f"path {value!r}: {exc}") from None
+    if mode not in PATH_MODES:
+        raise ParameterError(f"path {spec!r} needs mode='loopback' (live legs on 127.0.0.1) or mode='vnet' (the trunk "
+                             f"leg on the namespace chain), not mode={mode!r}: its trunk leg is live")
+    if parts["browser"] and mode != "loopback":
+        raise ParameterError(f"path {spec!r} runs on loopback only (the gateway's legs): mode='loopback'")
+    if transport != "sip":
+        raise ParameterError(f"transport {transport!r} does not apply to path {spec!r}: every path reaches its far end "
+                             "over SIP (transport='sip'); the path names its other legs")
+    return spec
 
 
 @dataclass(frozen=True)
@@ -158,6 +196,13 @@ class Scenario:
         Seed of every random choice (network fates, RTP and SIP initial values).
     virtual_time : bool
         Run a ``vnet`` SIP call on a virtual clock (deterministic); an error elsewhere.
+    path : str or None
+        A real-world path instead of a plain call, spelled as for ``voicelab call --path``
+        (:func:`voicelab.hybrid.parse_path`): ``"PSTN-PRESET+trunk[+sbc|+relay]"``,
+        ``"browser+gateway+sip"`` or ``"browser+gateway+PSTN-PRESET"``; run by
+        :func:`voicelab.hybrid.path_call` (see the module docstring for the fields it takes).
+        Stored lower-case; None (a plain call) is left out of :meth:`to_dict`, so the keys of
+        scenarios without a path are what they were before this field existed.
 
     Raises
     ------
@@ -187,6 +232,7 @@ class Scenario:
     seconds: float = 4.0
     seed: int = 0
     virtual_time: bool = False
+    path: str | None = None
 
     def __post_init__(self) -> None:  # noqa: C901 - one check per field, in field order
         from ..codecs import canonical_name
@@ -201,14 +247,19 @@ class Scenario:
                                  "(transport='sip'); use mode='loopback' for a live call")
         if mode == "vnet" and transport == "ws":
             raise ParameterError("transport 'ws' has no vnet mode: use transport 'sip' or 'webrtc' (or mode='loopback')")
-        sip_live = mode == "loopback" and transport == "sip"
+        path = _path(self.path, mode, transport)
+        put(self, "path", path)
+        sip_live = mode == "loopback" and transport == "sip" and path is None
+        no_path = "" if path is None else f", without a path (path {path!r} runs its own SIP legs: UDP, RTP, no auth)"
 
         put(self, "sip_transport", _choice(self.sip_transport, "sip_transport", SIP_TRANSPORTS))
         if self.sip_transport != "udp" and not sip_live:
-            raise ParameterError(f"sip_transport {self.sip_transport!r} applies to mode='loopback', transport='sip' only")
+            raise ParameterError(f"sip_transport {self.sip_transport!r} applies to mode='loopback', transport='sip' only"
+                                 + no_path)
         put(self, "srtp", _bool(self.srtp, "srtp"))
         if self.srtp and not sip_live:
-            raise ParameterError("srtp applies to mode='loopback', transport='sip' only (WebRTC is always DTLS-SRTP)")
+            raise ParameterError("srtp applies to mode='loopback', transport='sip' only (WebRTC is always DTLS-SRTP)"
+                                 + no_path)
         auth = self.auth
         if isinstance(auth, (tuple, list)) and len(auth) == 2 and all(isinstance(a, str) for a in auth):
             auth = f"{auth[0]}:{auth[1]}"
@@ -216,7 +267,7 @@ class Scenario:
             if not isinstance(auth, str) or ":" not in auth or not auth.split(":", 1)[0]:
                 raise ParameterError(f"auth must be 'user:password' or None, got {self.auth!r}")
             if not sip_live:
-                raise ParameterError("auth applies to mode='loopback', transport='sip' only")
+                raise ParameterError("auth applies to mode='loopback', transport='sip' only" + no_path)
         put(self, "auth", auth)
 
         # codec: one spelling per scenario, so equal scenarios have equal keys
@@ -238,6 +289,14 @@ class Scenario:
             raise ParameterError(f"codec {name!r}: the WebSocket media stream carries only pcmu (8 kHz mu-law)")
         if transport == "webrtc" and name not in WEBRTC_CODECS:
             raise ParameterError(f"codec {name!r}: WebRTC negotiates one of {list(WEBRTC_CODECS)}")
+        if path is not None:
+            if path.startswith("browser"):
+                if name not in BROWSER_CODECS:
+                    raise ParameterError(f"codec {name!r}: on path {path!r} the codec is the browser's WebRTC codec, "
+                                         f"one of {list(BROWSER_CODECS)}")
+            elif name != "pcmu":
+                raise ParameterError(f"codec {name!r}: on path {path!r} the trunk leg is G.711 (codec 'pcmu'); "
+                                     "the phone side's codecs are the preset's")
         if params and mode != "sim":
             allowed = WEBRTC_CODEC_PARAMS if (mode == "loopback" and transport == "webrtc") else ()
             bad = sorted(set(params) - set(allowed))
@@ -266,7 +325,14 @@ class Scenario:
         put(self, "channel", None)
         put(self, "caller_nat", _choice(self.caller_nat, "caller_nat", NAT_PRESETS))
         put(self, "agent_nat", _choice(self.agent_nat, "agent_nat", NAT_PRESETS))
-        if mode != "vnet":
+        if path is not None:
+            if self.caller_nat != "open" or self.agent_nat != "open" or self.method is not None:
+                raise ParameterError(f"caller_nat/agent_nat/method do not apply to path {path!r} "
+                                     "(a path has no NATs: mode='vnet' runs it on the namespace chain)")
+            if (up is not None or down is not None) and mode != "vnet":
+                raise ParameterError(f"uplink/downlink with path {path!r} impair the carrier link of the namespace "
+                                     "chain: mode='vnet' only (the loopback legs run unimpaired)")
+        elif mode != "vnet":
             if self.caller_nat != "open" or self.agent_nat != "open":
                 raise ParameterError("caller_nat/agent_nat apply to mode='vnet' only")
             if self.method is not None:
@@ -284,6 +350,8 @@ class Scenario:
             put(self, "input", os.fsdecode(self.input))
             if mode == "vnet":
                 raise ParameterError("input (a WAV file) is not supported in vnet mode: use speech")
+            if path is not None:
+                raise ParameterError(f"input (a WAV file) is not supported with path {path!r}: use speech")
         lo, hi = SECONDS_RANGE[mode]
         try:
             seconds = float(self.seconds)
@@ -297,6 +365,9 @@ class Scenario:
             raise ParameterError(f"seed must be a non-negative integer, got {self.seed!r}")
         put(self, "seed", seed)
         put(self, "virtual_time", _bool(self.virtual_time, "virtual_time"))
+        if self.virtual_time and path is not None:
+            raise ParameterError(f"virtual_time does not apply to path {path!r}: its legs run in real time "
+                                 "(turns over a path on the virtual clock: voicelab.hybrid.path_turns)")
         if self.virtual_time and not (mode == "vnet" and transport == "sip"):
             raise ParameterError(
                 "virtual_time applies to mode='vnet', transport='sip' only (sim is always deterministic; "
@@ -322,6 +393,8 @@ class Scenario:
                 v = None if v is None else v.to_dict()
             elif f.name == "codec_params":
                 v = dict(sorted(v.items()))
+            elif f.name in _OMIT_AT_DEFAULT and v == _OMIT_AT_DEFAULT[f.name]:
+                continue
             out[f.name] = v
         return out
 

@@ -253,6 +253,7 @@ def _classes() -> dict[str, Any]:
             self._last_sent: float | None = None
             self._t0: float | None = None
             self._after_clear = False
+            self.on_start: Any = None  # called once the caller's 'start' arrived
 
         async def deserialize(self, data: str | bytes) -> Any:
             now = asyncio.get_running_loop().time()
@@ -264,6 +265,8 @@ def _classes() -> dict[str, Any]:
             if ev == "start":
                 self._stream_sid = str(msg.get("streamSid") or (msg.get("start") or {}).get("streamSid") or "")
                 self._t0 = now
+                if self.on_start is not None:
+                    self.on_start()
             elif ev == "media":
                 try:
                     chunk = int((msg.get("media") or {}).get("chunk"))
@@ -283,6 +286,8 @@ def _classes() -> dict[str, Any]:
                 return out
             if out is None or not isinstance(frame, AudioRawFrame):
                 return out
+            if not self._stream_sid:  # no stream to send on yet
+                return None
             now = asyncio.get_running_loop().time()
             msg = json.loads(out)
             t0 = self._t0 if self._t0 is not None else now
@@ -572,8 +577,9 @@ class PipecatBot:
 
         port = self.port or _free_port(self.host)
         timeline = _Timeline()
+        serializer = self._C["Serializer"](timeline)
         params = SingleClientWebsocketServerParams(audio_in_enabled=True, audio_out_enabled=True,
-                                                   audio_out_10ms_chunks=2, serializer=self._C["Serializer"](timeline),
+                                                   audio_out_10ms_chunks=2, serializer=serializer,
                                                    add_wav_header=False, allowed_origins=[])  # fmt: skip
         transport = SingleClientWebsocketServerTransport(params=params, host=self.host, port=port)
         ready = asyncio.get_running_loop().create_future()
@@ -587,9 +593,9 @@ class PipecatBot:
         self._run(self._build(transport, timeline))
         tap = self._out_tap
 
-        @transport.event_handler("on_client_connected")
-        async def _connected(_t: Any, _ws: Any) -> None:
-            self._tasks.append(asyncio.get_running_loop().create_task(tap.prime(0.2, 8000)))
+        # once the caller's 'start' has named the stream (not at connection: on a slow path
+        # media would go out before the bot knows its streamSid)
+        serializer.on_start = lambda: self._tasks.append(asyncio.get_running_loop().create_task(tap.prime(0.2, 8000)))
 
         try:
             await asyncio.wait_for(asyncio.shield(ready), 15.0)

@@ -144,6 +144,8 @@ def _classes() -> dict[str, Any]:
             self._pre: list[bytes] = []
             self._pre_bytes = 0
             self._speaking = False
+            self._jobs: asyncio.Queue | None = None
+            self._worker: asyncio.Task | None = None
 
         def can_generate_metrics(self) -> bool:
             return True
@@ -153,10 +155,42 @@ def _classes() -> dict[str, Any]:
             # loading the model takes ~1 s: once per service, off the loop
             self._rec = await asyncio.to_thread(PocketSphinxRecognizer, self.sample_rate)
 
+        def _submit(self, fn: Any, *args: Any) -> asyncio.Future:
+            """Run ``fn(*args)`` on the decoder in order, in a worker thread; returns its future.
+
+            Decoding must not hold up the frames behind it: the VAD's start frame and
+            Pipecat's interruption are system frames handled one after the other, so an
+            awaited pre-roll decode here (~0.25 s) delayed every barge-in by as much."""
+            loop = asyncio.get_running_loop()
+            if self._jobs is None:
+                self._jobs = asyncio.Queue()
+                self._worker = loop.create_task(self._work())
+            fut = loop.create_future()
+            self._jobs.put_nowait((fn, args, fut))
+            return fut
+
+        async def _work(self) -> None:
+            while True:
+                fn, args, fut = await self._jobs.get()  # type: ignore[union-attr]
+                try:
+                    res = await asyncio.to_thread(fn, *args)
+                except Exception as exc:  # noqa: BLE001 - handed to whoever waits
+                    if not fut.done():
+                        fut.set_exception(exc)
+                else:
+                    if not fut.done():
+                        fut.set_result(res)
+
+        async def cleanup(self) -> None:
+            await super().cleanup()
+            if self._worker is not None:
+                self._worker.cancel()
+                await asyncio.gather(self._worker, return_exceptions=True)
+                self._worker = None
+
         async def run_stt(self, audio: bytes) -> AsyncGenerator[Any, None]:
             if self._speaking and self._rec is not None:
-                # decoding runs in a worker thread: the caller shares this event loop
-                await asyncio.to_thread(self._rec.feed, np.frombuffer(audio, dtype=np.int16))
+                self._submit(self._rec.feed, np.frombuffer(audio, dtype=np.int16))
             else:
                 self._pre.append(audio)
                 self._pre_bytes += len(audio)
@@ -168,14 +202,14 @@ def _classes() -> dict[str, Any]:
 
         async def process_frame(self, frame: Any, direction: Any) -> None:
             if isinstance(frame, VADUserStartedSpeakingFrame) and self._rec is not None:
-                self._rec.start()
-                await asyncio.to_thread(self._rec.feed, np.frombuffer(b"".join(self._pre), dtype=np.int16))
+                self._submit(self._rec.start)
+                self._submit(self._rec.feed, np.frombuffer(b"".join(self._pre), dtype=np.int16))
                 self._pre, self._pre_bytes, self._speaking = [], 0, True
             await super().process_frame(frame, direction)
             if isinstance(frame, VADUserStoppedSpeakingFrame) and self._speaking and self._rec is not None:
                 self._speaking = False
                 await self.start_processing_metrics()  # Pipecat's "processing": the final decode
-                text = await asyncio.to_thread(self._rec.final)
+                text = await self._submit(self._rec.final)
                 await self.stop_processing_metrics()
                 # an empty hypothesis is still a turn (the responder asks again)
                 await self.push_frame(TranscriptionFrame(text, self._user_id, time_now_iso8601(), finalized=True))
@@ -525,13 +559,16 @@ class PipecatBot:
             from pipecat.turns.user_turn_processor import UserTurnProcessor
             from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
-            # after the STT: the VAD's start reaches the recogniser before the interruption
-            # does, and the stop strategy sees the transcript it waits for
+            # right after the VAD (before the STT, whose pre-roll decode at the VAD's start
+            # would hold the start frame ~0.25 s): the VAD frames, the interruption and the
+            # audio are all system frames, handled in order, so the recogniser still sees
+            # the start before the interruption and loses no audio. The stop strategy ends
+            # the turn at the VAD's stop (the scripted LLM answers the transcript itself).
             turn = [UserTurnProcessor(user_turn_strategies=UserTurnStrategies(
                 start=[VADUserTurnStartStrategy(enable_interruptions=True)],
-                stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=0.0)]))]  # fmt: skip
+                stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=0.0, wait_for_transcript=False)]))]  # fmt: skip
         pipeline = Pipeline([
-            transport.input(), vad, C["Tap"](timeline, "vad"), C["STT"](), C["Tap"](timeline, "stt"), *turn, llm,
+            transport.input(), vad, C["Tap"](timeline, "vad"), *turn, C["STT"](), C["Tap"](timeline, "stt"), llm,
             C["Tap"](timeline, "llm"), C["TTS"](), C["Tap"](timeline, "tts"), self._out_tap, transport.output(),
         ])  # fmt: skip
         observer = UserBotLatencyObserver()

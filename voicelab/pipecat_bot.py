@@ -784,7 +784,7 @@ class BotProcess:
 
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "voicelab.pipecat_bot", json.dumps({"transport": self.transport, **self.options}),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)  # fmt: skip
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 28)  # fmt: skip
         try:
             msg = await self._line(60.0)
         except (asyncio.TimeoutError, PeerTimeoutError) as exc:

@@ -39,6 +39,17 @@ Taps in the pipeline stamp each stage on the loop clock (VAD start/stop, final
 transcription, first reply token, first synthesised audio, first audio to the
 transport) in the shape :func:`voicelab.turns.analyse_turns` reads.
 
+Barge-in is Pipecat's: a ``UserTurnProcessor`` right after the VAD whose VAD start
+strategy has ``enable_interruptions`` broadcasts an ``InterruptionFrame`` when the user
+starts speaking (``interruptions=True``, the default); over the WebSocket the serializer
+then sends Twilio's ``clear``.
+
+:class:`BotProcess` runs the same bot in its own Python process (PocketSphinx holds the
+GIL while decoding, which would stall a caller sharing the process); both stamp on
+``CLOCK_MONOTONIC`` through their event loops, and the child hands its timelines over as
+JSON. ``python -m voicelab.pipecat_bot '{"transport": "ws", "port": 8765}'`` serves one
+standalone until a line (or end of input) on stdin.
+
 Start and stop in-process::
 
     async with PipecatBot("ws") as bot:        # 127.0.0.1, a free port
@@ -535,7 +546,7 @@ class PipecatBot:
         return {"framework": "pipecat", "pipecat_version": getattr(pipecat, "__version__", None),
                 "transport": self.transport, "vad": "silero (pipecat SileroVADAnalyzer)", "stop_ms": self.stop_ms,
                 "start_ms": self.start_ms, "interruptions": self.interruptions,
-                "stt": "pocketsphinx (SegmentedSTTService)", "tts": "espeak-ng (TTSService)",
+                "stt": "pocketsphinx (STTService, streaming)", "tts": "espeak-ng (TTSService)",
                 "llm": {"responder": "scripted", "replies": self.replies, "llm_modelled": True, **self.llm}}  # fmt: skip
 
     # ------------------------------------------------------------------ pipeline

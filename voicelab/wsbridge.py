@@ -211,10 +211,7 @@ class MediaStreamBridge(Agent):
 
     async def _watch_ws(self, call: Any, bc: BridgeCall) -> None:
         """The agent closed its WebSocket: hang up the SIP leg."""
-        reader = bc.client._reader
-        if reader is None:
-            return
-        await asyncio.gather(reader, return_exceptions=True)
+        await bc.client.wait_closed()
         if bc.client.error is not None:
             bc.errors.append(f"the agent broke the media-streams protocol: {bc.client.error}"[:300])
         if not bc.ended and not call.over:

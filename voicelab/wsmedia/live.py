@@ -687,6 +687,11 @@ class MediaStreamClient:
             raise ParameterError("connect() before played_through()")
         return self.media.played_through(t)
 
+    async def wait_closed(self) -> None:
+        """Return once the agent's side of the WebSocket has closed (or :meth:`stop` ran)."""
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+
     async def stop(self) -> None:
         """Send ``stop``, close the WebSocket and the HTTP session (idempotent)."""
         if self._closed:

@@ -85,3 +85,32 @@ def test_bridge_streams_a_sip_call_to_a_media_stream_agent_and_back():
     assert 0.1 < onset < 0.6, onset
     # about the half second of tone came back (nothing lost on loopback)
     assert 0.4 < (loud[-1] - loud[0]) / 8000.0 < 0.6
+
+
+@pytest.mark.timeout(60)
+def test_bridge_hangs_up_a_call_whose_agent_cannot_be_reached():
+    from voicelab.calls import open_caller
+    from voicelab.net.iface import LoopbackInterface
+    from voicelab.sip.ua import CallEnded, CallEstablished, CallFailed
+    from voicelab.wsbridge import MediaStreamBridge
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        ifc = LoopbackInterface(loop)
+        dead = ifc.free_port("tcp")  # nothing listens there
+        bridge = await MediaStreamBridge(f"ws://127.0.0.1:{dead}/media", iface=ifc, ws_connect_timeout=2.0).start()
+        ua, sip = await open_caller(ifc, codec="pcmu", rtcp_mux=True, seed=1)
+        try:
+            call = ua.invite(bridge.uri, now=loop.time(), media_port=ifc.free_port("udp"))
+            sip.flush()
+            ev = await sip.wait_for(CallEstablished, CallFailed)
+            assert isinstance(ev, CallEstablished)  # answered first, as a platform does
+            await sip.wait_for(CallEnded, timeout=10.0)  # then hung up with a reason
+            return bridge.calls[call.call_id].summary(), list(bridge.errors)
+        finally:
+            await sip.close()
+            await bridge.close()
+
+    summary, errors = asyncio.run(go())
+    assert summary["hung_up_by"] == "bridge" and summary["setup_ms"] is None
+    assert len(errors) == 1 and "WebSocket to ws://127.0.0.1:" in errors[0]

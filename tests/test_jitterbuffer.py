@@ -516,3 +516,26 @@ def test_auto_with_10_ms_frames():
     out = [jb.pop(start + k * 0.01) for k in range(300)]
     assert played(out) == list(range(300))
     assert jb.stats.playout_delay_ms == pytest.approx(jb.initial_delay_ms)
+
+
+def test_drop_buffered_empties_the_queue_without_counting_loss():
+    # a media-streams platform's 'clear': 10 frames arrive at once (an agent sending at
+    # twice real time), 3 are played, the rest dropped; the next talkspurt, its timestamp
+    # placed by the clock (slot 5, before the dropped ones' slots), plays on time
+    def pkt(seq, slot, b):
+        return RtpPacket(payload_type=0, sequence_number=1000 + seq, timestamp=5000 + slot * INC, payload=bytes([b]))
+
+    jb = fixed(40.0)
+    for i in range(10):
+        jb.push(pkt(i, i, i), arrival_time=1.0)
+    start = jb.start_time()
+    assert [jb.pop(start + k * F).kind for k in range(3)] == ["frame"] * 3
+    assert jb.drop_buffered(start + 3 * F) == 7
+    assert jb.buffered_packets == 0
+    assert jb.pop(start + 3 * F).kind == "lost"  # nothing left to play
+    jb.push(pkt(10, 5, 99), arrival_time=start + 3.5 * F)
+    kinds = [jb.pop(start + k * F) for k in range(4, 6)]
+    assert [p.kind for p in kinds] == ["lost", "frame"] and kinds[1].payload == bytes([99])
+    st = jb.stats
+    assert st.lost == 0 and st.played == 4 and st.late == 0
+    assert jb.drop_buffered(start + 6 * F) == 0

@@ -41,12 +41,14 @@ def _utterances(n: int):
     return out
 
 
-def _run(transport: str, n: int) -> dict:
+def _run(transport: str, n: int, **kw) -> dict:
     from voicelab.pipecat_turns import pipecat_call
 
-    return asyncio.run(asyncio.wait_for(pipecat_call(
-        transport=transport, turns=n, utterances=_utterances(n), replies="short", stop_ms=400.0, llm_ttft_s=0.05, llm_sigma=0.0,
-        reply_end_silence_s=0.4, gap_s=0.2, reply_timeout_s=5.0), 90.0))  # fmt: skip
+    opts = dict(replies="short", stop_ms=400.0, llm_ttft_s=0.05, llm_sigma=0.0, reply_end_silence_s=0.4, gap_s=0.2,
+                reply_timeout_s=5.0)
+    opts.update(kw)
+    return asyncio.run(asyncio.wait_for(pipecat_call(transport=transport, turns=n, utterances=_utterances(n), **opts),
+                                        90.0))  # fmt: skip
 
 
 def _check_common(res: dict, n: int) -> None:
@@ -154,13 +156,14 @@ def test_timeline_matches_stages_and_pipecat_figure_to_turns():
     assert t["server_ms"] == pytest.approx((t["reply_start"] - t["speech_end"]) * 1000.0)
 
 
-def test_cli_pipecat_bad_transport_is_one_line():
+def test_cli_pipecat_bad_options_are_one_line():
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    p = subprocess.run([sys.executable, "-m", "voicelab", "call", "--agent", "pipecat", "--transport", "sip", "--json"],
-                       capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
-    assert p.returncode != 0
-    assert "Traceback" not in p.stderr
-    assert "ws" in p.stderr and "webrtc" in p.stderr
+    for extra, says in ((["--net", "vnet"], "loopback"), (["--llm", "http://127.0.0.1:9/v1"], "scripted")):
+        p = subprocess.run([sys.executable, "-m", "voicelab", "call", "--agent", "pipecat", "--transport", "sip", *extra,
+                            "--json"], capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+        assert p.returncode != 0
+        assert "Traceback" not in p.stderr
+        assert says in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
 def test_missing_pipecat_is_a_clear_error_naming_the_extra(monkeypatch):
@@ -171,3 +174,65 @@ def test_missing_pipecat_is_a_clear_error_naming_the_extra(monkeypatch):
     assert not pipecat_available()
     with pytest.raises(ToolUnavailableError, match=r"voicelab\[agents\]"):
         PipecatBot("ws")
+
+
+def _check_hops(res: dict) -> None:
+    """The SIP-bridge path's per-hop parts telescope into the breakdown's network parts."""
+    for r in res["turns"]:
+        assert abs(r["residual_ms"]) <= 2.0, r
+        up = r["sip_up_ms"] + r["bridge_up_ms"] + r["ws_up_ms"]
+        down = r["ws_down_ms"] + r["bridge_down_ms"] + r["sip_down_ms"]
+        assert up == pytest.approx(r["network_up_ms"] + r["agent_jitter_buffer_ms"], abs=1e-6)
+        assert down == pytest.approx(r["network_down_ms"], abs=1e-6)
+        assert min(r["sip_up_ms"], r["ws_up_ms"], r["ws_down_ms"], r["sip_down_ms"]) >= 0.0
+        # the bridge's buffers: one fixed 40 ms buffer each way (less the frame phase)
+        assert 0.0 <= r["bridge_up_ms"] <= 60.0 and 0.0 <= r["bridge_down_ms"] <= 60.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_sip_caller_reaches_the_pipecat_bot_through_the_media_stream_bridge():
+    _need_pipecat()
+    res = _run("sip", 3)
+    _check_common(res, 3)
+    assert res["codec"] == "pcmu" and res["bridge"]["hung_up_by"] == "caller" and not res["bridge_errors"]
+    _check_hops(res)
+    assert res["turn.sip_up_ms.p50"] is not None and res["turn.bridge_down_ms.p50"] is not None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_barge_in_stops_the_pipecat_bots_reply_at_the_callers_ear():
+    _need_pipecat()
+    # the lab's replies (2-4 s of speech); the caller talks over each 0.5 s into it
+    res = _run("ws", 3, replies="lab", barge_in_after_s=0.5)
+    assert res["turn.answered"] == 3, [r.get("reason") for r in res["turns"]]
+    barged = [r for r in res["turns"][:-1]]
+    assert all("barge_in_stop_ms" in r for r in barged), [r.get("reason") for r in barged]
+    # Pipecat interrupted (Silero start -> InterruptionFrame) and sent Twilio's 'clear',
+    # and the caller's platform dropped what it had buffered
+    assert res["bot_clears"] >= 2 and res["caller_clears"] >= 2
+    for i, r in enumerate(barged):
+        nxt = res["turns"][i + 1]
+        assert nxt["barge_in"]
+        window_ms = 1000.0 * len(_utterances(3)[i + 1].samples) / 16000.0
+        # stopped well inside the caller's barge-in utterance (a reply that kept playing would
+        # be heard to its end: 2-4 s), within start_secs + the path + Silero's smoothing
+        assert 0.0 < r["barge_in_stop_ms"] < min(1000.0, window_ms), (r["barge_in_stop_ms"], window_ms)
+    assert res["turn.barge_in_stop_ms.p50"] is not None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_pipecat_turns_over_an_impaired_websocket_path():
+    _need_pipecat()
+    from voicelab.net import ChannelConfig
+
+    res = _run("ws", 3, net=ChannelConfig(delay_ms=30.0, jitter_ms=5.0, loss_rate=0.05), seed=2)
+    _check_common(res, 3)
+    assert res["net"] == "loopback+tcprelay" and res["net_config"]["loss_rate"] == 0.05
+    # loss on a TCP path is delay: segments were resent, nothing lost, the breakdown still adds up
+    assert res["tcp_retransmissions"]["up"] + res["tcp_retransmissions"]["down"] > 0
+    for r in res["turns"]:
+        assert abs(r["residual_ms"]) <= 2.0, r
+        assert r["network_up_ms"] >= 30.0 - 5.0 * 4 and r["network_down_ms"] >= 30.0 - 5.0 * 4

@@ -229,17 +229,20 @@ def _pipecat_call(args: argparse.Namespace, net: Any) -> int:
 
     from .pipecat_turns import pipecat_call
 
-    if args.transport not in ("ws", "webrtc"):
-        raise ParameterError("--agent pipecat runs over --transport ws (Twilio serializer) or webrtc (SmallWebRTC)")
-    if args.net != "loopback" or net is not None or args.virtual_time:
-        raise ParameterError("--agent pipecat runs on loopback with real sockets (no --net vnet/sim, no impairments)")
-    if args.pcap or args.barge_in_after is not None:
-        raise ParameterError("--agent pipecat: --pcap and --barge-in-after are not supported")
+    if args.transport not in ("ws", "webrtc", "sip"):
+        raise ParameterError("--agent pipecat runs over --transport ws (Twilio serializer), webrtc (SmallWebRTC) "
+                             "or sip (SIP caller -> media-stream bridge -> the bot's WebSocket)")  # fmt: skip
+    if args.net != "loopback" or args.virtual_time:
+        raise ParameterError("--agent pipecat runs on loopback with real sockets (impairment flags use the lab's "
+                             "userspace relays; no --net vnet/sim)")  # fmt: skip
+    if args.pcap or args.target:
+        raise ParameterError("--agent pipecat: --pcap and --target are not supported")
     # the bot's VAD is always Pipecat's own SileroVADAnalyzer (--vad is the lab agent's)
     if args.llm != "model":
         raise ParameterError("--agent pipecat uses the scripted stand-in LLM (--llm model)")
     res = asyncio.run(pipecat_call(transport=args.transport, turns=args.turns, stop_ms=args.stop_ms,
-                                   jitter_buffer=args.jitter_buffer, seed=args.seed))  # fmt: skip
+                                   jitter_buffer=args.jitter_buffer, seed=args.seed, net=net,
+                                   barge_in_after_s=args.barge_in_after))  # fmt: skip
     if not args.json:
         res = {k: v for k, v in res.items() if k not in ("turns", "agent", "bot") and not k.endswith((".p90", ".max"))}
     _print_result(res, args.json)
@@ -832,7 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--codec", default="pcmu", help="codec both sides offer and accept")
     cl.add_argument("--agent", choices=["pipeline", "pipecat"],
                     help="call the listen-think-speak agent (pipeline: the lab's; pipecat: a Pipecat bot, "
-                         "--transport ws|webrtc) and measure its turns")  # fmt: skip
+                         "--transport ws|webrtc|sip, sip through the lab's media-stream bridge) and measure its turns")  # fmt: skip
     cl.add_argument("--turns", type=int, default=5, metavar="N", help="--agent pipeline: utterances to play")
     cl.add_argument("--barge-in-after", type=_float_arg("barge-in-after", 0.05, 10.0), metavar="S",
                     help="--agent pipeline: talk over each reply this long after it starts")

@@ -1,4 +1,4 @@
-"""``voicelab gateway serve``: the SIP <-> WebRTC gateway, standalone (for browsers and benchmarks)."""
+"""``voicelab gateway serve`` (SIP <-> WebRTC) and ``voicelab bridge serve`` (SIP -> media-stream WebSocket), standalone."""
 
 from __future__ import annotations
 
@@ -39,8 +39,37 @@ def cmd_gateway_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bridge_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import gc
+
+    from .cli import _host_port
+    from .wsbridge import MediaStreamBridge
+
+    host, port = _host_port(args.sip, "--sip")
+    codecs = [c.strip().lower() for c in args.codecs.split(",") if c.strip()]
+    br = MediaStreamBridge(args.ws_url, host=host, port=port, codecs=codecs, jitter_buffer=args.jitter_buffer,
+                           ws_jitter_buffer=args.jitter_buffer, max_calls=args.max_calls)  # fmt: skip
+
+    async def run() -> None:
+        await br.start()
+        try:
+            print(f"voicelab bridge: SIP {br.uri} ({','.join(codecs)}) -> media streams at {args.ws_url}", flush=True)
+            print("Ctrl-C stops", flush=True)
+            gc.freeze()
+            await asyncio.Event().wait()
+        finally:
+            await br.close()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
-    """Add ``gateway serve`` to the top-level subparsers."""
+    """Add ``gateway serve`` and ``bridge serve`` to the top-level subparsers."""
     from .cli import _Parser
 
     gw = sub.add_parser("gateway", help="the SIP <-> WebRTC gateway (B2BUA), standalone")
@@ -58,3 +87,17 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--max-calls", type=int, default=16)
     s.add_argument("--no-passthrough", action="store_true", help="always transcode, even when both legs share a codec")
     s.set_defaults(func=cmd_gateway_serve)
+
+    br = sub.add_parser("bridge", help="the SIP -> media-stream WebSocket bridge (a telephony platform), standalone")
+    bsub = br.add_subparsers(dest="bridge_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    br.set_defaults(func=lambda _args: (br.print_help(), 2)[1])
+    b = bsub.add_parser("serve", help="answer SIP calls and stream each to a Twilio-protocol WebSocket agent",
+                        description="A SIP UAS answers (G.711) and streams every call's audio to --ws-url as media "
+                                    "streams messages (Twilio Media Streams), playing back what the agent streams; "
+                                    "e.g. in front of a Pipecat bot with its Twilio serializer.")
+    b.add_argument("--sip", default="127.0.0.1:5060", metavar="HOST:PORT", help="where the SIP UAS listens (UDP)")
+    b.add_argument("--ws-url", required=True, metavar="URL", help="the agent's WebSocket, e.g. ws://127.0.0.1:8765/media")
+    b.add_argument("--codecs", default="pcmu,pcma", help="codecs the SIP leg accepts (pcmu, pcma)")
+    b.add_argument("--jitter-buffer", default="fixed:40", metavar="fixed:MS|adaptive", help="the bridge's buffer on both legs")
+    b.add_argument("--max-calls", type=int, default=16)
+    b.set_defaults(func=cmd_bridge_serve)

@@ -39,6 +39,17 @@ Taps in the pipeline stamp each stage on the loop clock (VAD start/stop, final
 transcription, first reply token, first synthesised audio, first audio to the
 transport) in the shape :func:`voicelab.turns.analyse_turns` reads.
 
+Barge-in is Pipecat's: a ``UserTurnProcessor`` right after the VAD whose VAD start
+strategy has ``enable_interruptions`` broadcasts an ``InterruptionFrame`` when the user
+starts speaking (``interruptions=True``, the default); over the WebSocket the serializer
+then sends Twilio's ``clear``.
+
+:class:`BotProcess` runs the same bot in its own Python process (PocketSphinx holds the
+GIL while decoding, which would stall a caller sharing the process); both stamp on
+``CLOCK_MONOTONIC`` through their event loops, and the child hands its timelines over as
+JSON. ``python -m voicelab.pipecat_bot '{"transport": "ws", "port": 8765}'`` serves one
+standalone until a line (or end of input) on stdin.
+
 Start and stop in-process::
 
     async with PipecatBot("ws") as bot:        # 127.0.0.1, a free port
@@ -103,6 +114,7 @@ def _classes() -> dict[str, Any]:
     from pipecat.frames.frames import (
         AudioRawFrame,
         BotStartedSpeakingFrame,
+        InterruptionFrame,
         LLMFullResponseEndFrame,
         LLMFullResponseStartFrame,
         LLMTextFrame,
@@ -143,6 +155,8 @@ def _classes() -> dict[str, Any]:
             self._pre: list[bytes] = []
             self._pre_bytes = 0
             self._speaking = False
+            self._jobs: asyncio.Queue | None = None
+            self._worker: asyncio.Task | None = None
 
         def can_generate_metrics(self) -> bool:
             return True
@@ -152,10 +166,42 @@ def _classes() -> dict[str, Any]:
             # loading the model takes ~1 s: once per service, off the loop
             self._rec = await asyncio.to_thread(PocketSphinxRecognizer, self.sample_rate)
 
+        def _submit(self, fn: Any, *args: Any) -> asyncio.Future:
+            """Run ``fn(*args)`` on the decoder in order, in a worker thread; returns its future.
+
+            Decoding must not hold up the frames behind it: the VAD's start frame and
+            Pipecat's interruption are system frames handled one after the other, so an
+            awaited pre-roll decode here (~0.25 s) delayed every barge-in by as much."""
+            loop = asyncio.get_running_loop()
+            if self._jobs is None:
+                self._jobs = asyncio.Queue()
+                self._worker = loop.create_task(self._work())
+            fut = loop.create_future()
+            self._jobs.put_nowait((fn, args, fut))
+            return fut
+
+        async def _work(self) -> None:
+            while True:
+                fn, args, fut = await self._jobs.get()  # type: ignore[union-attr]
+                try:
+                    res = await asyncio.to_thread(fn, *args)
+                except Exception as exc:  # noqa: BLE001 - handed to whoever waits
+                    if not fut.done():
+                        fut.set_exception(exc)
+                else:
+                    if not fut.done():
+                        fut.set_result(res)
+
+        async def cleanup(self) -> None:
+            await super().cleanup()
+            if self._worker is not None:
+                self._worker.cancel()
+                await asyncio.gather(self._worker, return_exceptions=True)
+                self._worker = None
+
         async def run_stt(self, audio: bytes) -> AsyncGenerator[Any, None]:
             if self._speaking and self._rec is not None:
-                # decoding runs in a worker thread: the caller shares this event loop
-                await asyncio.to_thread(self._rec.feed, np.frombuffer(audio, dtype=np.int16))
+                self._submit(self._rec.feed, np.frombuffer(audio, dtype=np.int16))
             else:
                 self._pre.append(audio)
                 self._pre_bytes += len(audio)
@@ -167,14 +213,14 @@ def _classes() -> dict[str, Any]:
 
         async def process_frame(self, frame: Any, direction: Any) -> None:
             if isinstance(frame, VADUserStartedSpeakingFrame) and self._rec is not None:
-                self._rec.start()
-                await asyncio.to_thread(self._rec.feed, np.frombuffer(b"".join(self._pre), dtype=np.int16))
+                self._submit(self._rec.start)
+                self._submit(self._rec.feed, np.frombuffer(b"".join(self._pre), dtype=np.int16))
                 self._pre, self._pre_bytes, self._speaking = [], 0, True
             await super().process_frame(frame, direction)
             if isinstance(frame, VADUserStoppedSpeakingFrame) and self._speaking and self._rec is not None:
                 self._speaking = False
                 await self.start_processing_metrics()  # Pipecat's "processing": the final decode
-                text = await asyncio.to_thread(self._rec.final)
+                text = await self._submit(self._rec.final)
                 await self.stop_processing_metrics()
                 # an empty hypothesis is still a turn (the responder asks again)
                 await self.push_frame(TranscriptionFrame(text, self._user_id, time_now_iso8601(), finalized=True))
@@ -251,6 +297,8 @@ def _classes() -> dict[str, Any]:
             self._ts_ms = -20
             self._last_sent: float | None = None
             self._t0: float | None = None
+            self._after_clear = False
+            self.on_start: Any = None  # called once the caller's 'start' arrived
 
         async def deserialize(self, data: str | bytes) -> Any:
             now = asyncio.get_running_loop().time()
@@ -262,6 +310,8 @@ def _classes() -> dict[str, Any]:
             if ev == "start":
                 self._stream_sid = str(msg.get("streamSid") or (msg.get("start") or {}).get("streamSid") or "")
                 self._t0 = now
+                if self.on_start is not None:
+                    self.on_start()
             elif ev == "media":
                 try:
                     chunk = int((msg.get("media") or {}).get("chunk"))
@@ -273,13 +323,23 @@ def _classes() -> dict[str, Any]:
 
         async def serialize(self, frame: Any) -> str | bytes | None:
             out = await super().serialize(frame)
+            if out is not None and isinstance(frame, InterruptionFrame):
+                # Pipecat's 'clear': the platform drops the audio it holds, so the next
+                # talkspurt is placed by the clock, not after the audio that was dropped
+                self.timeline.clears.append(asyncio.get_running_loop().time())
+                self._last_sent, self._after_clear = None, True
+                return out
             if out is None or not isinstance(frame, AudioRawFrame):
                 return out
+            if not self._stream_sid:  # no stream to send on yet
+                return None
             now = asyncio.get_running_loop().time()
             msg = json.loads(out)
             t0 = self._t0 if self._t0 is not None else now
             if self._last_sent is None or now - self._last_sent > 0.06:  # a new talkspurt: timestamp from the clock
-                self._ts_ms = max(self._ts_ms + 20, int(round((now - t0) / 0.02)) * 20)
+                clock_ms = int(round((now - t0) / 0.02)) * 20
+                self._ts_ms = clock_ms if self._after_clear else max(self._ts_ms + 20, clock_ms)
+                self._after_clear = False
                 self.timeline.spurts.append(now)
             else:
                 self._ts_ms += 20
@@ -293,7 +353,7 @@ def _classes() -> dict[str, Any]:
                     Serializer=LabTwilioSerializer, FrameDirection=FrameDirection,
                     VADStart=VADUserStartedSpeakingFrame, VADStop=VADUserStoppedSpeakingFrame,
                     Transcription=TranscriptionFrame, LLMText=LLMTextFrame, TTSAudio=TTSAudioRawFrame,
-                    BotStarted=BotStartedSpeakingFrame, Metrics=MetricsFrame, LlmLatencyModel=LlmLatencyModel,
+                    BotStarted=BotStartedSpeakingFrame, Metrics=MetricsFrame, Interruption=InterruptionFrame, LlmLatencyModel=LlmLatencyModel,
                     FALLBACK_EMPTY=FALLBACK_EMPTY)  # fmt: skip
     return _CLASSES
 
@@ -312,8 +372,29 @@ class _Timeline:
         self.spurts: list[float] = []  # first bot chunk of each talkspurt (ws)
         self.bot_started: list[float] = []  # BotStartedSpeakingFrame upstream at the output (both)
         self.pipecat_latency: list[tuple[float, float]] = []  # (loop time, s) from UserBotLatencyObserver
+        self.clears: list[float] = []  # 'clear' sent to the caller on an interruption (ws)
+        self.interruptions: list[float] = []  # InterruptionFrame reaching the output (both transports)
         self.metrics: list[dict[str, Any]] = []  # MetricsFrame items (TTFB, processing), ms
         self.errors: list[str] = []
+
+    _DICTS = ("send_times", "arrivals", "played_at")
+    _LISTS = ("turns", "spurts", "bot_started", "pipecat_latency", "metrics", "errors", "clears", "interruptions")
+
+    def dump(self) -> dict[str, Any]:
+        """Everything as JSON-ready data (the bot process hands its timelines over so)."""
+        out: dict[str, Any] = {k: [[int(c), float(t)] for c, t in getattr(self, k).items()] for k in self._DICTS}
+        out.update({k: list(getattr(self, k)) for k in self._LISTS})
+        return out
+
+    @classmethod
+    def load(cls, data: dict[str, Any]) -> "_Timeline":
+        """The inverse of :meth:`dump`."""
+        tl = cls()
+        for k in cls._DICTS:
+            setattr(tl, k, {int(c): float(t) for c, t in data.get(k, [])})
+        for k in cls._LISTS:
+            setattr(tl, k, [tuple(x) if k == "pipecat_latency" else x for x in data.get(k, [])])
+        return tl
 
     def _cur(self) -> dict[str, Any] | None:
         return self.turns[-1] if self.turns else None
@@ -345,6 +426,8 @@ class _Timeline:
                 cands[0]["tts_first_audio"] = now
         elif where == "out" and not down and isinstance(frame, C["BotStarted"]):
             self.bot_started.append(now)
+        elif where == "out" and down and isinstance(frame, C["Interruption"]):
+            self.interruptions.append(now)
         elif where == "out" and down and isinstance(frame, C["Metrics"]):
             for d in frame.data:  # Pipecat's per-service TTFB / processing metrics
                 v = getattr(d, "value", None)
@@ -379,6 +462,7 @@ class _Timeline:
                 ends[-1]["pipecat_ms"] = v * 1000.0
         return {"turns": out, "responder": {"responder": "pipecat+scripted", "llm_modelled": True},
                 "pipecat_latency_ms": [v * 1000.0 for _, v in self.pipecat_latency],
+                "interruptions": list(self.interruptions), "clears": list(self.clears),
                 "pipecat_metrics": list(self.metrics)}  # fmt: skip
 
 
@@ -404,6 +488,13 @@ class PipecatBot:
     port : int
         0: a free port.
     seed : int
+    interruptions : bool
+        Barge-in, Pipecat's way (1.14: a :class:`~pipecat.turns.user_turn_processor.UserTurnProcessor`
+        whose :class:`~pipecat.turns.user_start.VADUserTurnStartStrategy` has
+        ``enable_interruptions``; earlier Pipecat called it ``allow_interruptions``): the
+        Silero VAD's start of user speech broadcasts an ``InterruptionFrame``, which
+        cancels the reply in the LLM and TTS, empties the output transport's queue and
+        (WebSocket) sends the Twilio ``clear``. Default True, as Pipecat's.
 
     Attributes
     ----------
@@ -416,7 +507,8 @@ class PipecatBot:
 
     def __init__(self, transport: str = "ws", *, stop_ms: float = 300.0, start_ms: float = 200.0,
                  llm_ttft_s: float = 0.4, llm_sigma: float = 0.35, llm_tokens_per_s: float = 80.0,
-                 replies: str = "lab", host: str = "127.0.0.1", port: int = 0, seed: int = 0) -> None:  # fmt: skip
+                 replies: str = "lab", host: str = "127.0.0.1", port: int = 0, seed: int = 0,
+                 interruptions: bool = True) -> None:  # fmt: skip
         if transport not in TRANSPORTS:
             raise ParameterError(f"the Pipecat bot runs over 'ws' or 'webrtc', got {transport!r}")
         if isinstance(stop_ms, bool) or not isinstance(stop_ms, (int, float)) or not 50 <= stop_ms <= 5000:
@@ -427,6 +519,9 @@ class PipecatBot:
             raise ParameterError(f"replies must be one of {', '.join(REPLIES)}, got {replies!r}")
         self.transport, self.stop_ms, self.start_ms = transport, float(stop_ms), float(start_ms)
         self.replies = replies
+        if not isinstance(interruptions, bool):
+            raise ParameterError(f"interruptions must be True or False, got {interruptions!r}")
+        self.interruptions = interruptions
         self.host, self.port, self.seed = host, int(port), int(seed)
         self.llm = dict(ttft_median_s=llm_ttft_s, ttft_sigma=llm_sigma, tokens_per_s=llm_tokens_per_s)
         _require()
@@ -450,7 +545,8 @@ class PipecatBot:
 
         return {"framework": "pipecat", "pipecat_version": getattr(pipecat, "__version__", None),
                 "transport": self.transport, "vad": "silero (pipecat SileroVADAnalyzer)", "stop_ms": self.stop_ms,
-                "stt": "pocketsphinx (SegmentedSTTService)", "tts": "espeak-ng (TTSService)",
+                "start_ms": self.start_ms, "interruptions": self.interruptions,
+                "stt": "pocketsphinx (STTService, streaming)", "tts": "espeak-ng (TTSService)",
                 "llm": {"responder": "scripted", "replies": self.replies, "llm_modelled": True, **self.llm}}  # fmt: skip
 
     # ------------------------------------------------------------------ pipeline
@@ -467,8 +563,23 @@ class PipecatBot:
                                                                            start_secs=self.start_ms / 1000.0)))  # fmt: skip
         llm = C["LLM"](C["LlmLatencyModel"](**self.llm), seed=self.seed + len(self.sessions), script=REPLIES[self.replies])
         self._out_tap = C["Tap"](timeline, "out")
+        turn: list[Any] = []
+        if self.interruptions:
+            from pipecat.turns.user_start import VADUserTurnStartStrategy
+            from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
+            from pipecat.turns.user_turn_processor import UserTurnProcessor
+            from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+            # right after the VAD (before the STT, whose pre-roll decode at the VAD's start
+            # would hold the start frame ~0.25 s): the VAD frames, the interruption and the
+            # audio are all system frames, handled in order, so the recogniser still sees
+            # the start before the interruption and loses no audio. The stop strategy ends
+            # the turn at the VAD's stop (the scripted LLM answers the transcript itself).
+            turn = [UserTurnProcessor(user_turn_strategies=UserTurnStrategies(
+                start=[VADUserTurnStartStrategy(enable_interruptions=True)],
+                stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=0.0, wait_for_transcript=False)]))]  # fmt: skip
         pipeline = Pipeline([
-            transport.input(), vad, C["Tap"](timeline, "vad"), C["STT"](), C["Tap"](timeline, "stt"), llm,
+            transport.input(), vad, C["Tap"](timeline, "vad"), *turn, C["STT"](), C["Tap"](timeline, "stt"), llm,
             C["Tap"](timeline, "llm"), C["TTS"](), C["Tap"](timeline, "tts"), self._out_tap, transport.output(),
         ])  # fmt: skip
         observer = UserBotLatencyObserver()
@@ -514,8 +625,9 @@ class PipecatBot:
 
         port = self.port or _free_port(self.host)
         timeline = _Timeline()
+        serializer = self._C["Serializer"](timeline)
         params = SingleClientWebsocketServerParams(audio_in_enabled=True, audio_out_enabled=True,
-                                                   audio_out_10ms_chunks=2, serializer=self._C["Serializer"](timeline),
+                                                   audio_out_10ms_chunks=2, serializer=serializer,
                                                    add_wav_header=False, allowed_origins=[])  # fmt: skip
         transport = SingleClientWebsocketServerTransport(params=params, host=self.host, port=port)
         ready = asyncio.get_running_loop().create_future()
@@ -529,9 +641,9 @@ class PipecatBot:
         self._run(self._build(transport, timeline))
         tap = self._out_tap
 
-        @transport.event_handler("on_client_connected")
-        async def _connected(_t: Any, _ws: Any) -> None:
-            self._tasks.append(asyncio.get_running_loop().create_task(tap.prime(0.2, 8000)))
+        # once the caller's 'start' has named the stream (not at connection: on a slow path
+        # media would go out before the bot knows its streamSid)
+        serializer.on_start = lambda: self._tasks.append(asyncio.get_running_loop().create_task(tap.prime(0.2, 8000)))
 
         try:
             await asyncio.wait_for(asyncio.shield(ready), 15.0)
@@ -609,6 +721,10 @@ class PipecatBot:
     async def __aenter__(self) -> "PipecatBot":
         return await self.start()
 
+    async def collect(self) -> list[_Timeline]:
+        """The conversations' timelines so far (in-process: :attr:`sessions` as they are)."""
+        return self.sessions
+
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
@@ -618,3 +734,141 @@ class PipecatBot:
             return {"turns": [], "responder": {}, "pipecat_latency_ms": []}
         return self.sessions[index].summary()
 
+
+
+class BotProcess:
+    """A :class:`PipecatBot` in its own Python process, the way a deployed bot runs.
+
+    Why: PocketSphinx's decoder holds the GIL while it decodes (a 1 s decode in a worker
+    thread stalled a ticking event loop for 1 s here), so a bot in the caller's process
+    stalls the caller's and the bridge's send and playout clocks and shows up as delay
+    and late loss that belong to no network. In its own process it cannot. Both processes
+    stamp with their event loop's clock, :func:`time.monotonic` (Linux
+    ``CLOCK_MONOTONIC``, one clock for the whole machine), so the bot's stage times still
+    sit on the caller's timeline; at the end the child hands its timelines over as JSON
+    (:meth:`collect`).
+
+    Parameters are those of :class:`PipecatBot` (checked here, before the child starts).
+    Use as ``async with BotProcess("ws", ...) as bot:``; ``bot.address``, ``bot.url``,
+    ``await bot.collect()`` (stops the bot and returns the timelines), ``bot.summary()``,
+    ``bot.describe()``.
+    """
+
+    def __init__(self, transport: str = "ws", **options: Any) -> None:
+        PipecatBot(transport, **options)  # ParameterError / ToolUnavailableError here, not in the child
+        self.transport, self.options = transport, dict(options)
+        self.address: tuple[str, int] = (options.get("host", "127.0.0.1"), 0)
+        self.sessions: list[_Timeline] = []
+        self.errors: list[str] = []
+        self._describe: dict[str, Any] = {}
+        self._proc: Any = None
+        self._collected = False
+
+    @property
+    def url(self) -> str:
+        h, p = self.address
+        return f"ws://{h}:{p}/media" if self.transport == "ws" else f"http://{h}:{p}/api/offer"
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._describe, process="own")
+
+    async def _line(self, timeout: float) -> dict[str, Any]:
+        """The child's next JSON object on stdout (other output skipped)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            left = end - loop.time()
+            if left <= 0:
+                raise asyncio.TimeoutError
+            raw = await asyncio.wait_for(self._proc.stdout.readline(), left)
+            if not raw:
+                raise PeerTimeoutError(f"the Pipecat bot process exited (status {self._proc.returncode})")
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(msg, dict):
+                return msg
+
+    async def start(self) -> "BotProcess":
+        import sys
+
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "voicelab.pipecat_bot", json.dumps({"transport": self.transport, **self.options}),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 28)  # fmt: skip
+        try:
+            msg = await self._line(60.0)
+        except (asyncio.TimeoutError, PeerTimeoutError) as exc:
+            await self._kill()
+            raise PeerTimeoutError(f"the Pipecat bot process did not come up in 60 s ({exc})") from None
+        if "error" in msg:
+            await self._kill()
+            raise PeerTimeoutError(f"the Pipecat bot process failed to start: {msg['error']}")
+        self.address = (str(msg["ready"][0]), int(msg["ready"][1]))
+        self._describe = msg.get("describe", {})
+        return self
+
+    async def collect(self) -> list[_Timeline]:
+        """Stop the bot and take over its timelines (once; later calls return the same)."""
+        if self._collected or self._proc is None:
+            return self.sessions
+        self._collected = True
+        try:
+            self._proc.stdin.write(b"stop\n")
+            await self._proc.stdin.drain()
+            msg = await self._line(30.0)
+            self.sessions = [_Timeline.load(d) for d in msg.get("sessions", [])]
+            self.errors = list(msg.get("errors", []))
+            await asyncio.wait_for(self._proc.wait(), 15.0)
+        except (asyncio.TimeoutError, PeerTimeoutError, ConnectionError) as exc:
+            self.errors.append(f"the bot process did not hand over its timelines: {type(exc).__name__} {exc}"[:300])
+            await self._kill()
+        return self.sessions
+
+    async def _kill(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+            await self._proc.wait()
+
+    async def close(self) -> None:
+        await self.collect()
+        await self._kill()
+
+    async def __aenter__(self) -> "BotProcess":
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def summary(self, index: int = -1) -> dict[str, Any]:
+        if not self.sessions:
+            return {"turns": [], "responder": {}, "pipecat_latency_ms": []}
+        return self.sessions[index].summary()
+
+
+def _child_main(options: dict[str, Any]) -> None:
+    """``python -m voicelab.pipecat_bot '{json options}'``: serve until a line (or EOF) on stdin."""
+    import sys
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            bot = PipecatBot(**options)
+            await bot.start()
+        except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
+            print(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:500]}), flush=True)
+            return
+        print(json.dumps({"ready": list(bot.address), "describe": bot.describe()}), flush=True)
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        await reader.readline()
+        await bot.close()
+        print(json.dumps({"sessions": [tl.dump() for tl in bot.sessions]}), flush=True)
+
+    asyncio.run(main())
+
+
+if __name__ == "__main__":
+    import sys as _sys
+
+    _child_main(json.loads(_sys.argv[1]))

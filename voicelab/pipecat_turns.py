@@ -17,6 +17,29 @@ far end is :class:`voicelab.pipecat_bot.PipecatBot`:
     not (RTP sequence numbers are not tied to the loop clock on this path): every turn
     says so in ``reason``.
 
+``sip``
+    the phone way: the lab's SIP caller (its UA and a
+    :class:`~voicelab.rtp.live.LiveAudioStream`, PCMU) calls a
+    :class:`voicelab.wsbridge.MediaStreamBridge` (a media-streams platform: SIP UAS +
+    Twilio-protocol WebSocket client), which streams the call to the bot's WebSocket.
+    Every frame's crossing is stamped on the loop clock at the caller, the bridge and the
+    bot, so the breakdown is computed as over ``ws`` and its network parts are split per
+    hop: ``sip_up_ms`` (caller -> bridge RTP), ``bridge_up_ms`` (the bridge's jitter
+    buffer), ``ws_up_ms`` (bridge -> bot), and back ``ws_down_ms``, ``bridge_down_ms``
+    (the bridge's buffer for the bot's faster-than-real-time stream), ``sip_down_ms``.
+
+Impairment (``net``, a :class:`~voicelab.net.ChannelConfig`): over ``ws`` the lab's TCP
+relay (:class:`~voicelab.net.tcprelay.TcpRelay`: loss becomes delay) sits between the
+caller and the bot; over ``sip`` the UDP relay (:class:`~voicelab.net.relay.UdpRelay`)
+anchors the SIP leg's media (the carrier path; the bridge-to-bot WebSocket stays
+clean); over ``webrtc`` the UDP relay carries ICE, DTLS and RTP between the two aiortc
+peers (their host candidates rewritten to cross it, as :mod:`voicelab.webrtc.call` does).
+
+Barge-in (``barge_in_after_s``): the caller talks over each reply; the bot's Pipecat
+interruption (Silero VAD start -> ``InterruptionFrame`` -> Twilio ``clear``) stops it,
+and ``barge_in_stop_ms`` is the lab's figure (:func:`voicelab.turns.analyse_turns`): the
+caller's speech onset -> the last audible sample of the interrupted reply at the ear.
+
 Beside the caller-side ``total_ms`` each record carries ``pipecat_ms``, Pipecat's own
 figure (:class:`~pipecat.observers.user_bot_latency_observer.UserBotLatencyObserver`:
 the VAD's stop time minus ``stop_secs`` -> ``BotStartedSpeakingFrame``), and
@@ -37,7 +60,18 @@ import numpy as np
 from .errors import ParameterError, PeerTimeoutError, RemoteProtocolError
 from .turns import ConversationDriver, Utterance, _pct, analyse_turns, load_utterances, summarise_turns
 
-__all__ = ["pipecat_call"]
+__all__ = ["pipecat_call", "CALL_TRANSPORTS", "HOPS"]
+
+#: How the caller reaches the bot.
+CALL_TRANSPORTS = ("ws", "webrtc", "sip")
+#: The per-hop split of the network parts over ``sip`` (``turn.<hop>_ms.*``).
+HOPS = ("sip_up", "bridge_up", "ws_up", "ws_down", "bridge_down", "sip_down")
+
+
+def _net_dict(net: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return {k: v for k, v in dataclasses.asdict(net).items() if not isinstance(v, (list, dict)) or v}
 
 
 async def pipecat_call(
@@ -54,12 +88,20 @@ async def pipecat_call(
     gap_s: float = 0.3,
     seed: int = 0,
     utterances: list[Utterance] | None = None,
+    barge_in_after_s: float | None = None,
+    net: Any = None,
+    bridge_jitter_buffer: str = "fixed:40",
+    interruptions: bool = True,
+    start_ms: float = 200.0,
+    in_process: bool = False,
 ) -> dict[str, Any]:
     """A conversation of ``turns`` utterances with a Pipecat bot on loopback.
 
     Parameters
     ----------
-    transport : {"ws", "webrtc"}
+    transport : {"ws", "webrtc", "sip"}
+        ``sip``: the lab's SIP caller -> :class:`voicelab.wsbridge.MediaStreamBridge` ->
+        the bot's WebSocket (Twilio serializer).
     turns : int
     stop_ms : float
         The bot's Silero VAD ``stop_secs``, ms.
@@ -74,6 +116,20 @@ async def pipecat_call(
         The caller: silence that ends a reply; pause before the next utterance.
     seed : int
     utterances : list of Utterance, optional
+    barge_in_after_s : float, optional
+        The caller talks over each reply this long after hearing it start.
+    net : ChannelConfig, optional
+        Impairment of the caller's path (see the module docstring).
+    bridge_jitter_buffer : str
+        ``sip``: the bridge's buffer on both legs.
+    interruptions : bool
+        The bot's barge-in (:class:`voicelab.pipecat_bot.PipecatBot`).
+    start_ms : float
+        The bot's Silero VAD ``start_secs``, ms.
+    in_process : bool
+        Run the bot in this process (:class:`~voicelab.pipecat_bot.PipecatBot`) instead
+        of its own (:class:`~voicelab.pipecat_bot.BotProcess`, the default): its
+        PocketSphinx then stalls the caller's clocks (it holds the GIL while decoding).
 
     Returns
     -------
@@ -82,26 +138,42 @@ async def pipecat_call(
         ``turn.pipecat_ms.*`` and ``turn.pipecat_diff_ms.*``; ``turns`` (records),
         ``agent`` (the bot's per-turn stage times) and ``bot`` (its set-up).
     """
-    from .pipecat_bot import TRANSPORTS, PipecatBot
+    from .net import ChannelConfig
+    from .pipecat_bot import BotProcess, PipecatBot
 
-    if transport not in TRANSPORTS:
-        raise ParameterError(f"the Pipecat bot is called over 'ws' or 'webrtc', got {transport!r}")
+    if transport not in CALL_TRANSPORTS:
+        raise ParameterError(f"the Pipecat bot is called over 'ws', 'webrtc' or 'sip', got {transport!r}")
+    if net is not None and not isinstance(net, ChannelConfig):
+        raise ParameterError(f"net must be a voicelab.net.ChannelConfig or None, got {type(net).__name__}")
+    if net == ChannelConfig():
+        net = None
     utts = list(utterances) if utterances is not None else load_utterances(turns)
-    driver_opts = dict(reply_timeout_s=reply_timeout_s, reply_end_silence_s=reply_end_silence_s, gap_s=gap_s)
-    async with PipecatBot(transport, stop_ms=stop_ms, llm_ttft_s=llm_ttft_s, llm_sigma=llm_sigma, replies=replies,
-                          seed=seed) as bot:  # fmt: skip
+    driver_opts = dict(reply_timeout_s=reply_timeout_s, reply_end_silence_s=reply_end_silence_s, gap_s=gap_s,
+                       barge_in_after_s=barge_in_after_s)  # fmt: skip
+    kind = PipecatBot if in_process else BotProcess
+    async with kind("webrtc" if transport == "webrtc" else "ws", stop_ms=stop_ms, start_ms=start_ms,
+                    llm_ttft_s=llm_ttft_s, llm_sigma=llm_sigma, replies=replies, seed=seed,
+                    interruptions=interruptions) as bot:  # fmt: skip
         if transport == "ws":
-            records, setup = await _ws(bot, utts, jitter_buffer=jitter_buffer, seed=seed, driver_opts=driver_opts)
+            records, setup = await _ws(bot, utts, jitter_buffer=jitter_buffer, seed=seed, driver_opts=driver_opts, net=net)
+        elif transport == "sip":
+            records, setup = await _sip(bot, utts, jitter_buffer=jitter_buffer, bridge_jitter_buffer=bridge_jitter_buffer,
+                                        seed=seed, driver_opts=driver_opts, net=net)  # fmt: skip
         else:
-            records, setup = await _webrtc(bot, utts, driver_opts=driver_opts)
+            records, setup = await _webrtc(bot, utts, driver_opts=driver_opts, net=net, seed=seed)
         summary = bot.summary()
         desc = bot.describe()
     _attach_pipecat(records, summary)
     out: dict[str, Any] = {"agent_kind": "pipecat", "transport": transport, **setup, "stop_ms": float(stop_ms),
-                           "llm": desc["llm"], "bot": desc, "turns_requested": turns}  # fmt: skip
+                           "llm": desc["llm"], "bot": desc, "turns_requested": turns,
+                           "net_config": None if net is None else _net_dict(net),
+                           "barge_in_after_s": barge_in_after_s, "bot_interruptions": len(summary.get("interruptions", [])),
+                           "bot_clears": len(summary.get("clears", []))}  # fmt: skip
     out.update(summarise_turns(records))
-    for key in ("pipecat", "pipecat_diff"):
+    for key in ("pipecat", "pipecat_diff") + HOPS:
         vals = [r[f"{key}_ms"] for r in records if r.get(f"{key}_ms") is not None]
+        if not vals and key in HOPS:
+            continue
         for k, v in _pct(vals).items():
             out[f"turn.{key}_ms.{k}"] = v
     # Pipecat's per-service metrics frames (enable_metrics): medians per kind and service
@@ -133,12 +205,17 @@ def _budget(driver: ConversationDriver, utts: list[Utterance]) -> float:
     return sum(len(u.samples) / 16000 + driver.reply_timeout_s + 2.0 for u in utts) + 5.0
 
 
-async def _ws(bot: Any, utts: list[Utterance], *, jitter_buffer: str, seed: int, driver_opts: dict) -> tuple[list, dict]:
+async def _ws(bot: Any, utts: list[Utterance], *, jitter_buffer: str, seed: int, driver_opts: dict,
+              net: Any = None) -> tuple[list, dict]:  # fmt: skip
     from .net.iface import LoopbackInterface
+    from .net.tcprelay import TcpRelay
     from .wsmedia.live import MediaStreamClient
 
     ifc = LoopbackInterface(asyncio.get_running_loop())
-    client = MediaStreamClient(ifc, bot.address, jitter_buffer=jitter_buffer, seed=seed)
+    relay = None
+    if net is not None:  # the caller's path to the bot: TCP through the impairment model each way
+        relay = await TcpRelay(ifc, bot.address, uplink=net, downlink=net, seed=seed).start()
+    client = MediaStreamClient(ifc, relay.front_address if relay else bot.address, jitter_buffer=jitter_buffer, seed=seed)
     try:
         await client.connect()
         media = client.media
@@ -151,15 +228,130 @@ async def _ws(bot: Any, utts: list[Utterance], *, jitter_buffer: str, seed: int,
         except asyncio.TimeoutError:
             pass  # turns without an answer are recorded as such
         await client.stop()
-        tl = bot.sessions[-1]
+        tl = (await bot.collect())[-1]
         agent_stream = SimpleNamespace(send_times=tl.send_times, arrivals=tl.arrivals, played_at=tl.played_at)
         records = analyse_turns(driver, media, agent_stream, tl.summary())
         if client.error is not None:
             raise RemoteProtocolError(f"the Pipecat bot broke the media-streams protocol: {client.error}")
-        setup = {"codec": "pcmu", "jitter_buffer": jitter_buffer, "net": "loopback", "agent_errors": list(tl.errors)}
+        setup = {"codec": "pcmu", "jitter_buffer": jitter_buffer, "net": "loopback+tcprelay" if relay else "loopback",
+                 "agent_errors": list(tl.errors), "caller_clears": len(media.cleared)}  # type: ignore[union-attr]
+        if relay is not None:
+            setup["tcp_retransmissions"] = {"up": relay.up.retransmissions, "down": relay.down.retransmissions}
         return records, setup
     finally:
         await client.stop()
+        if relay is not None:
+            await relay.close()
+
+
+async def _sip(bot: Any, utts: list[Utterance], *, jitter_buffer: str, bridge_jitter_buffer: str, seed: int,
+               driver_opts: dict, net: Any = None) -> tuple[list, dict]:  # fmt: skip
+    """The lab's SIP caller -> the media-stream bridge -> the bot's WebSocket; per-hop breakdown."""
+    from .calls import open_caller
+    from .net.iface import LoopbackInterface
+    from .net.relay import UdpRelay
+    from .rtp.live import LiveAudioStream
+    from .sip.ua import CallEnded, CallEstablished, CallFailed
+    from .wsbridge import MediaStreamBridge
+
+    loop = asyncio.get_running_loop()
+    ifc = LoopbackInterface(loop)
+    bridge = MediaStreamBridge(bot.url, codecs=["pcmu"], jitter_buffer=bridge_jitter_buffer,
+                               ws_jitter_buffer=bridge_jitter_buffer, iface=ifc, seed=seed + 1)  # fmt: skip
+    await bridge.start()
+    ua, sip = await open_caller(ifc, codec="pcmu", rtcp_mux=True, seed=seed)
+    stream: Any = None
+    relay: Any = None
+    try:
+        media_port = ifc.free_port("udp")
+        if net is not None:  # the carrier path: the relay anchors the SIP leg's media
+            relay = await UdpRelay(ifc, ("127.0.0.1", 9), uplink=net, downlink=net, seed=seed,
+                                   client=("127.0.0.1", media_port)).start()  # fmt: skip
+        call = ua.invite(bridge.uri, now=loop.time(), media_port=relay.back_address[1] if relay else media_port)
+        sip.flush()
+        ev = await sip.wait_for(CallEstablished, CallFailed)
+        if isinstance(ev, CallFailed):
+            raise RemoteProtocolError(f"the bridge refused the call: {ev.status}", status_code=int(ev.status or 500))
+        stream = LiveAudioStream.for_media(ifc, call.media, local_addr=("127.0.0.1", media_port),
+                                           jitter_buffer=jitter_buffer, seed=seed + 2, cname="caller@voicelab",
+                                           track=True, source_filter=False)  # fmt: skip
+        await stream.open()
+        if relay is not None:
+            relay.target = (call.media.remote_address, call.media.remote_port)
+            stream.set_remote(relay.front_address)
+        await asyncio.wait_for(bridge.answered(1), 10.0)
+        for _ in range(400):  # the bridge opens its WebSocket once it has answered
+            bc = bridge.calls.get(call.call_id)
+            if bc is not None and (bc.setup_ms is not None or bc.errors):
+                break
+            await asyncio.sleep(0.005)
+        bc = bridge.calls.get(call.call_id)
+        if bc is None or bc.setup_ms is None:
+            raise PeerTimeoutError(f"the bridge did not reach the bot's WebSocket: {bc.errors if bc else 'no call'}")
+        driver = ConversationDriver(utts, sample_rate=8000, frame_ms=20, **driver_opts)
+        stream.on_played = lambda when, frame: driver.on_played(frame, when, stream.last_played_seq)
+        stream.send_live("source", source=driver.source)
+        try:
+            await asyncio.wait_for(asyncio.shield(driver.done), _budget(driver, utts))
+        except asyncio.TimeoutError:
+            pass
+        ua.bye(call, now=loop.time())
+        sip.flush()
+        await sip.wait_for(CallEnded, timeout=10.0)
+        await asyncio.wait_for(bridge.ended(1), 10.0)
+        tl = (await bot.collect())[-1]
+        bm = bc.client.media
+        bs = bc.stream
+        # the bot's stamps, in the caller's RTP sequence numbers (analyse_turns' agent stream)
+        up_chunk = {q: c for c, q in bc.up_chunk_to_seq.items() if q is not None}
+        agent_arrivals = {q: tl.arrivals[c] for q, c in up_chunk.items() if c in tl.arrivals}
+        agent_send = {r: tl.send_times[c] for r, c in bc.down_seq_to_chunk.items() if c is not None and c in tl.send_times}
+        agent_stream = SimpleNamespace(send_times=agent_send, arrivals=agent_arrivals, played_at=dict(agent_arrivals))
+        records = analyse_turns(driver, stream, agent_stream, tl.summary())
+        _split_hops(records, driver, stream, bs, bm, tl, up_chunk, bc.down_seq_to_chunk)
+        setup = {"codec": call.media.codec, "jitter_buffer": jitter_buffer, "bridge_jitter_buffer": bridge_jitter_buffer,
+                 "net": "loopback+udprelay(sip leg)" if relay else "loopback", "agent_errors": list(tl.errors),
+                 "bridge": bc.summary(), "bridge_errors": list(bridge.errors)}  # fmt: skip
+        return records, setup
+    finally:
+        if stream is not None:
+            await stream.close()
+        if relay is not None:
+            await relay.close()
+        await sip.close()
+        await bridge.close()
+
+
+def _split_hops(records: list[dict], driver: ConversationDriver, caller: Any, bs: Any, bm: Any, tl: Any,
+                up_chunk: dict, down_chunk: dict) -> None:  # fmt: skip
+    """Split ``network_up_ms``/``network_down_ms`` of each SIP-bridge turn into its hops (they telescope)."""
+    from .turns import _at_or_after, _seq
+
+    for r in records:
+        if "residual_ms" not in r:
+            continue
+        t = driver.turns[r["turn"]]
+        try:
+            seq_k = _seq(caller.first_sequence, t.last_frame)
+            s_up = caller.send_times[seq_k]
+            _, q = _at_or_after({k: v for k, v in ((k, tl.arrivals.get(c)) for k, c in up_chunk.items()) if v is not None},
+                                seq_k)  # the caller frame whose chain reached the bot (as analyse_turns followed it)
+            c_up = up_chunk[q]
+            arr_b = bs.arrivals[q]
+            sent_b = bm.send_times[c_up]
+            arr_bot = tl.arrivals[c_up]
+            seq_r = t.reply_seq
+            c_dn = down_chunk[seq_r]
+            sent_bot = tl.send_times[c_dn]
+            arr_bw = bm.arrivals[c_dn]
+            sent_br = bs.send_times[seq_r]
+            arr_c = caller.arrivals[seq_r]
+        except (KeyError, TypeError):
+            r["hops_note"] = "per-hop split unavailable (a frame of the chain is missing at the bridge)"
+            continue
+        r.update(sip_up_ms=(arr_b - s_up) * 1000.0, bridge_up_ms=(sent_b - arr_b) * 1000.0,
+                 ws_up_ms=(arr_bot - sent_b) * 1000.0, ws_down_ms=(arr_bw - sent_bot) * 1000.0,
+                 bridge_down_ms=(sent_br - arr_bw) * 1000.0, sip_down_ms=(arr_c - sent_br) * 1000.0)  # fmt: skip
 
 
 class _LiveTrack:
@@ -201,7 +393,45 @@ class _LiveTrack:
         return Track()
 
 
-async def _webrtc(bot: Any, utts: list[Utterance], *, driver_opts: dict) -> tuple[list, dict]:
+def _one_candidate(sdp: str, new: tuple[str, int] | None = None) -> tuple[str, tuple[str, int]]:
+    """Keep the first IPv4 UDP host candidate of an SDP (rewritten to ``new`` if given); returns (sdp, its address)."""
+    lines, found = [], None
+    for line in sdp.split("\r\n"):
+        if line.startswith("a=candidate:"):
+            f = line.split()
+            if found is not None or len(f) < 8 or f[2].lower() != "udp" or f[7] != "host" or ":" in f[4]:
+                continue
+            found = (f[4], int(f[5]))
+            if new is not None:
+                f[4], f[5] = new[0], str(new[1])
+                line = " ".join(f)
+        lines.append(line)
+    if found is None:
+        raise RemoteProtocolError("no IPv4 UDP host candidate in the SDP to route through the impairment relay")
+    return "\r\n".join(lines), found
+
+
+def _stop_heard(frames: list[tuple[float, np.ndarray]], rate: int, t_from: float, t_to: float) -> float:
+    """End of the last audible sample heard in ``[t_from, t_to)`` (``t_from`` when none), frames placed by time."""
+    from .turns import EAR_LEVEL
+
+    stop = t_from
+    for when, x in frames:
+        n = len(x)
+        if when >= t_to or when + n / rate <= t_from:
+            continue
+        loud = np.flatnonzero(np.abs(x.astype(np.float64) / 32768.0) >= EAR_LEVEL)
+        if not len(loud):
+            continue
+        ends = when + (loud + 1) / rate
+        ends = ends[(ends > t_from) & (ends <= t_to)]
+        if len(ends):
+            stop = max(stop, float(ends[-1]))
+    return stop
+
+
+async def _webrtc(bot: Any, utts: list[Utterance], *, driver_opts: dict, net: Any = None,
+                  seed: int = 0) -> tuple[list, dict]:  # fmt: skip
     import aiohttp
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
@@ -216,7 +446,7 @@ async def _webrtc(bot: Any, utts: list[Utterance], *, driver_opts: dict) -> tupl
         if track.kind == "audio" and not got_track.done():
             got_track.set_result(track)
 
-    heard = {"frames": 0}
+    heard: dict[str, Any] = {"frames": 0, "log": []}
 
     async def listen(track: Any) -> None:
         while True:
@@ -233,19 +463,36 @@ async def _webrtc(bot: Any, utts: list[Utterance], *, driver_opts: dict) -> tupl
 
                 mono = audio.to_int16(audio.resample(audio.to_float(mono), frame.sample_rate, _LiveTrack.RATE))
             heard["frames"] += 1
+            heard["log"].append((now, mono))
             driver.on_played(mono, now, None)
 
     listener = None
+    relay = None
     try:
         offer = await pc.createOffer()
         await pc.setLocalDescription(offer)  # aiortc gathers before returning: the offer carries candidates
+        offer_sdp = pc.localDescription.sdp
+        if net is not None:
+            from .net.relay import UdpRelay
+
+            # both aiortc peers gather on the host's own address (aioice skips 127.0.0.1):
+            # the relay binds there, on real sockets (the event loop as its interface)
+            _, c_addr = _one_candidate(offer_sdp)
+            relay = await UdpRelay(loop, ("127.0.0.1", 9), uplink=net, downlink=net, seed=seed, client=c_addr,
+                                   listen=(c_addr[0], 0)).start()  # fmt: skip
+            offer_sdp, _ = _one_candidate(offer_sdp, relay.back_address)
         async with aiohttp.ClientSession() as http:
-            async with http.post(bot.url, json={"sdp": pc.localDescription.sdp, "type": "offer"}) as resp:
+            async with http.post(bot.url, json={"sdp": offer_sdp, "type": "offer"}) as resp:
                 body = await resp.json()
                 if resp.status != 200:
                     raise RemoteProtocolError(f"the Pipecat bot refused the offer: HTTP {resp.status} {body}",
                                               status_code=resp.status)  # fmt: skip
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
+        answer_sdp = body["sdp"]
+        if relay is not None:
+            _, b_addr = _one_candidate(answer_sdp)
+            relay.target = b_addr
+            answer_sdp, _ = _one_candidate(answer_sdp, relay.front_address)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type=body["type"]))
         try:
             track = await asyncio.wait_for(got_track, 15.0)
         except asyncio.TimeoutError:
@@ -260,14 +507,20 @@ async def _webrtc(bot: Any, utts: list[Utterance], *, driver_opts: dict) -> tupl
         if listener is not None:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
-    tl = bot.sessions[-1]
+        if relay is not None:
+            await relay.close()
+    tl = (await bot.collect())[-1]
     caller = SimpleNamespace(first_sequence=None, send_times={}, arrivals={}, played_at={})
     agent_stream = SimpleNamespace(send_times={}, arrivals={}, played_at={})
     records = analyse_turns(driver, caller, agent_stream, tl.summary())
-    for r in records:
+    for i, r in enumerate(records):
         if "total_ms" in r:
             r["reason"] = ("breakdown not measured over WebRTC to the Pipecat bot (aiortc's RTP sequence numbers "
                            "are not on the loop clock here); total_ms is measured at the caller's ear")  # fmt: skip
-    setup = {"codec": "opus", "jitter_buffer": "aiortc", "net": "loopback", "agent_errors": list(tl.errors),
-             "frames_heard": heard["frames"]}  # fmt: skip
+            if i + 1 < len(driver.turns) and driver.turns[i + 1].barge_in:  # the lab's barge-in figure, same window
+                bt = driver.turns[i + 1]
+                stop = _stop_heard(heard["log"], _LiveTrack.RATE, bt.speech_from, bt.speech_end)
+                r["barge_in_stop_ms"] = (stop - bt.speech_from) * 1000.0
+    setup = {"codec": "opus", "jitter_buffer": "aiortc", "net": "loopback+udprelay" if relay else "loopback",
+             "agent_errors": list(tl.errors), "frames_heard": heard["frames"]}  # fmt: skip
     return records, setup

@@ -392,6 +392,26 @@ class JitterBuffer(ABC):
         """Packets in the buffer (arrived, not yet played)."""
         return len(self._buffer)
 
+    def drop_buffered(self, now: float) -> int:
+        """Drop every packet that has arrived by ``now`` and is not played yet (a ``clear``).
+
+        A media-streams platform empties its playout queue when the agent sends
+        ``clear`` (barge-in). The dropped packets count as neither played nor lost: the
+        sequence accounting continues after the last one dropped, so the next packet
+        (the agent's next reply) is not taken for a loss. Returns how many were dropped.
+        """
+        self._deliver_until(float(now))
+        dropped = list(self._buffer.values())
+        self._buffer.clear()
+        if dropped:
+            last = max(e.ext_seq for e in dropped)
+            if self._expected_seq is not None:
+                self._settle(min(e.ext_seq for e in dropped))  # empty slots before them: lost or DTX
+            self._last_seq = last
+            self._expected_seq = last + 1
+            self._provisional = 0
+        return len(dropped)
+
     # --- internals ----------------------------------------------------------------
     def _deliver_until(self, now: float) -> None:
         while self._pending and self._pending[0][0] <= now + _EPS:

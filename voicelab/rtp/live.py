@@ -570,21 +570,26 @@ class LiveAudioStream:
             raise ParameterError("forward() needs send_live('bridge')")
         self._echo(when, frame)
 
-    def send_payload(self, payload: bytes, *, marker: bool = False) -> None:
+    def send_payload(self, payload: bytes, *, marker: bool = False) -> int:
         """Send an already-encoded payload now, as the next RTP packet (a pass-through bridge).
 
         The RTP timestamp advances one frame per payload: forward payloads of this
-        stream's codec and packet time only.
+        stream's codec and packet time only. Returns the packet's sequence number (its
+        send time goes to :attr:`send_times` with ``track``).
         """
         if self.session is None:
             raise ParameterError("open() the stream before send_payload()")
         now = self._loop.time()  # type: ignore[union-attr]
         data = self.session.send_frame(bytes(payload), now, marker=marker)
+        seq = int.from_bytes(data[2:4], "big")
         if self.first_sequence is None:
-            self.first_sequence = int.from_bytes(data[2:4], "big")
+            self.first_sequence = seq
+        if self.send_times is not None:
+            self.send_times[seq] = now
         self._sendto(data, self.session.remote_addr)
         self.stats.frames_sent += 1
         self._k_send += 1
+        return seq
 
     def played_through(self, t: float) -> asyncio.Future:
         """A future that resolves once the slot playing at loop time ``t`` has been played."""

@@ -111,6 +111,7 @@ class _Media:
         self._live_source: Any = None  # send_live(): callable(now) -> int16 frame or None
         self.played_at: dict[int, float] = {}  # chunk -> playout slot time
         self.last_played_chunk: int | None = None
+        self.cleared: list[tuple[float, int]] = []  # (time, frames dropped) per 'clear' from the agent
 
     # -- sending ----------------------------------------------------------------------
     def send(self, samples: np.ndarray, sample_rate: int, *, start_at: float | None = None) -> float:
@@ -158,13 +159,15 @@ class _Media:
         elif not self.sending_done.done():
             self.sending_done.set_result(now)
 
-    def send_payload(self, payload: bytes, now: float) -> None:
-        """Send one 160-byte mu-law frame now."""
+    def send_payload(self, payload: bytes, now: float) -> int:
+        """Send one 160-byte mu-law frame now; returns its ``chunk`` number."""
         text = self.encoder.media(payload)  # type: ignore[union-attr]
-        self.send_times[self.encoder.chunks] = now  # type: ignore[union-attr]
+        chunk = self.encoder.chunks  # type: ignore[union-attr]
+        self.send_times[chunk] = now
         self.stats.frames_sent += 1
         self.wire_bytes_sent += _wire_bytes(text, masked=self.masked)
         self.emit(text)
+        return chunk
 
     def stop_sending(self) -> None:
         if self._send_handle is not None:
@@ -187,6 +190,20 @@ class _Media:
         if self._play_start is None and self.jb.start_time() is not None:
             self._play_start = self.jb.start_time()
             self._arm_play()
+
+    def clear(self, now: float) -> int:
+        """The agent sent ``clear`` (barge-in): drop its buffered audio, as the platform does.
+
+        Marks still waiting for their audio are echoed at once (the platform returns
+        pending marks on a clear). Returns the frames dropped; ``cleared`` keeps
+        ``(time, frames)`` per clear.
+        """
+        n = self.jb.drop_buffered(now)
+        self.cleared.append((now, n))
+        due, self._marks_due = self._marks_due, []
+        for _, name in due:
+            self.emit(self.encoder.mark(name))  # type: ignore[union-attr]
+        return n
 
     def mark_after_last(self, name: str) -> None:
         """Echo mark ``name`` once the audio received so far has been played."""
@@ -655,6 +672,8 @@ class MediaStreamClient:
             elif isinstance(ev, P.MarkReceived):
                 self.marks_echoed.append(ev.name)
                 self.media.mark_after_last(ev.name)  # type: ignore[union-attr]
+            elif isinstance(ev, P.Cleared):
+                self.media.clear(now)  # type: ignore[union-attr]
 
     def send(self, samples: np.ndarray, sample_rate: int, *, start_at: float | None = None) -> float:
         """Start streaming the caller's ``samples``; returns the capture start time ``t0``."""
@@ -667,6 +686,11 @@ class MediaStreamClient:
         if self.media is None:
             raise ParameterError("connect() before played_through()")
         return self.media.played_through(t)
+
+    async def wait_closed(self) -> None:
+        """Return once the agent's side of the WebSocket has closed (or :meth:`stop` ran)."""
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
 
     async def stop(self) -> None:
         """Send ``stop``, close the WebSocket and the HTTP session (idempotent)."""

@@ -33,8 +33,8 @@ import numpy as np
 from .. import codecs
 from ..audio import to_float, to_int16
 from ..errors import ParameterError, VoicelabError
-from ..net.vclock import early_s
 from .jitterbuffer import AdaptiveJitterBuffer, FixedJitterBuffer
+from .pacer import MediaPacer, PacerJob, pacer_for
 from .playout import render
 from .packet import RtpPacket
 from .session import RemoteReportReceived, RtpReceived, RtpSession
@@ -206,9 +206,11 @@ class LiveAudioStream:
         self.remote_reports: list[RemoteReportReceived] = []
         self.first_sequence: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._send_handle: asyncio.TimerHandle | None = None
-        self._play_handle: asyncio.TimerHandle | None = None
-        self._rtcp_handle: asyncio.TimerHandle | None = None
+        #: the loop's media pacer (one timer for every stream of the loop); set by open()
+        self.pacer: MediaPacer | None = None
+        self._send_handle: PacerJob | None = None
+        self._play_handle: PacerJob | None = None
+        self._rtcp_handle: PacerJob | None = None
         self._source: np.ndarray | None = None
         self._t0 = 0.0
         self._k_send = 0
@@ -266,7 +268,8 @@ class LiveAudioStream:
     async def open(self) -> "LiveAudioStream":
         """Bind the socket and start RTCP (no media is sent before :meth:`send`)."""
         self._loop = asyncio.get_running_loop()
-        self._early = early_s(self._loop)
+        if self.pacer is None:
+            self.pacer = pacer_for(self._loop)
         now = self._loop.time()
         # NTP time = loop time + offset; the offset only needs to be the same for both
         # ends of a call in one process, so derive it from nothing wall-clock.
@@ -314,7 +317,7 @@ class LiveAudioStream:
         pcm[: len(x)] = to_int16(x)
         self._source = pcm
         self._live = None
-        self._t0 = self._loop.time() if start_at is None else float(start_at)  # type: ignore[union-attr]
+        self._t0 = self.pacer.align(self._loop.time()) if start_at is None else float(start_at)  # type: ignore[union-attr]
         self._k_send = 0
         self._arm_send()
         return self._t0
@@ -350,7 +353,7 @@ class LiveAudioStream:
         self._source = None
         self._echo_prev, self._echo_driven = None, False
         self._sent_frames.clear()
-        self._t0 = self._loop.time() if start_at is None else float(start_at)  # type: ignore[union-attr]
+        self._t0 = self.pacer.align(self._loop.time()) if start_at is None else float(start_at)  # type: ignore[union-attr]
         self._k_send = 0
         if kind in ("silence", "source"):
             self._arm_send()
@@ -358,7 +361,7 @@ class LiveAudioStream:
 
     def _arm_send(self) -> None:
         when = self._t0 + (self._k_send + 1) * self.tx.frame_ms / 1000.0
-        self._send_handle = self._loop.call_at(when - self._early, self._send_frame, when)  # type: ignore[union-attr]
+        self._send_handle = self.pacer.schedule(when, self._send_frame, when)  # type: ignore[union-attr]
 
     def _send_frame(self, scheduled: float) -> None:
         now = self._loop.time()  # type: ignore[union-attr]
@@ -428,7 +431,8 @@ class LiveAudioStream:
                     self.on_packet(ev.packet, ev.arrival)
                 self._push(ev.packet, ev.arrival)
                 if self._play_start is None and self.jb.start_time() is not None:
-                    self._play_start = self.jb.start_time()
+                    # on the pacer's tick grid, so that streams share its wake-ups
+                    self._play_start = self.pacer.align(self.jb.start_time())  # type: ignore[union-attr]
                     self._arm_play()
 
     @property
@@ -507,10 +511,13 @@ class LiveAudioStream:
 
     def _arm_play(self) -> None:
         when = self._play_start + self._k_play * self.tx.frame_ms / 1000.0  # type: ignore[operator]
-        self._play_handle = self._loop.call_at(when - self._early, self._play_slot, when)  # type: ignore[union-attr]
+        self._play_handle = self.pacer.schedule(when, self._play_slot, when)  # type: ignore[union-attr]
 
     def _play_slot(self, when: float) -> None:
         try:
+            echo = self._live == "echo"
+            if echo:  # the frame played in the previous slot has now been heard: send it first
+                self._send_echo(when)
             try:
                 p = self.jb.pop(when)
                 frame, outcome = render(p, self.rx, plc=self.plc, fec=self.fec)
@@ -524,14 +531,15 @@ class LiveAudioStream:
             self.last_played_seq = seq
             if self.played_at is not None and seq is not None:
                 self.played_at.setdefault(seq, when)
-            if self._live == "echo":
-                self._echo(when, frame)
+            if echo:
+                self._echo_prev = (when, frame)
             if self.on_played is not None:
                 self.on_played(when, frame)
-            for t, fut in [w for w in self._waiters if w[0] <= when]:
-                if not fut.done():
-                    fut.set_result(when)
-            self._waiters = [w for w in self._waiters if w[0] > when]
+            if self._waiters:
+                for t, fut in [w for w in self._waiters if w[0] <= when]:
+                    if not fut.done():
+                        fut.set_result(when)
+                self._waiters = [w for w in self._waiters if w[0] > when]
         finally:
             self._k_play += 1
             self._arm_play()  # the playout timer survives whatever happened in this slot
@@ -552,12 +560,16 @@ class LiveAudioStream:
         echo path free of a queue whose depth would depend on the phase of two timers,
         and the RTP timestamps true to when each frame was "captured".
         """
+        self._send_echo(when)
+        self._echo_prev = (when, frame)
+
+    def _send_echo(self, when: float) -> None:
+        """Send the frame kept from the previous slot (nothing before the first one)."""
         if self._echo_prev is not None:
             if not self._echo_driven:  # the sent recording starts with the first echoed frame
                 self._echo_driven = True
                 self._t0 = self._echo_prev[0]
             self._emit(self._echo_prev[1], self._loop.time(), when)  # type: ignore[union-attr]
-        self._echo_prev = (when, frame)
 
     def forward(self, when: float, frame: np.ndarray) -> None:
         """Send a frame that another stream played at slot time ``when`` (``send_live("bridge")``).
@@ -617,9 +629,10 @@ class LiveAudioStream:
     def _arm_rtcp(self) -> None:
         nt = self.session.next_timer()  # type: ignore[union-attr]
         if nt is not None:
-            self._rtcp_handle = self._loop.call_at(nt, self._rtcp)  # type: ignore[union-attr]
+            # due at nt itself, not ``early`` before it (the session would have nothing to send)
+            self._rtcp_handle = self.pacer.schedule(nt + self.pacer.early, self._rtcp)  # type: ignore[union-attr]
 
-    def _rtcp(self) -> None:
+    def _rtcp(self, _when: float | None = None) -> None:
         for data in self.session.handle_timer(self._loop.time()):  # type: ignore[union-attr]
             self._sendto(data, self.session.remote_rtcp_addr, rtcp=True)  # type: ignore[union-attr]
         self._arm_rtcp()

@@ -531,6 +531,13 @@ class RtpSession:
         now = _finite(now, "now")
         self.start(now)
         event = self._next_dtmf_packet()
+        if event is None and type(frames_skipped) is int and frames_skipped == 0 and type(payload) is bytes:  # the usual frame: no object
+            data, ts = self.packetizer.packetize_bytes(payload, marker=marker)
+            self._last_send = (now, ts)
+            self._we_sent_intervals[-1] = True
+            self.stats.packets_sent += 1
+            self.stats.octets_sent += len(payload)
+            return self.srtp.protect(data) if self.srtp is not None else data
         if event is not None:
             # One telephone-event packet replaces this frame: it takes the frame's sequence
             # number and advances the RTP clock by one frame, but carries the event's

@@ -276,3 +276,20 @@ def test_echo_streams_on_one_grid_share_the_pacer_ticks_and_echo_every_frame():
         sent, _ = a.sent_audio()
         echoed, _ = a.received_audio()
         assert np.max(np.abs(echoed)) > 0.2  # the echo came back (it is not silence)
+
+
+def test_second_phases_run_after_every_first_phase_of_the_tick():
+    loop = _FakeLoop()
+    pacer = MediaPacer(loop, tick_s=0.0, early=0.0)
+    order = []
+
+    def job(name):
+        order.append(name + "1")
+        return lambda: order.append(name + "2")
+
+    for name in "abc":
+        pacer.schedule(0.02, job, name)
+    pacer.schedule(0.04, job, "d")
+    loop.run_until(0.05)
+    assert order == ["a1", "b1", "c1", "a2", "b2", "c2", "d1", "d2"]
+    assert pacer.wakeups == 2

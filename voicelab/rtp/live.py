@@ -199,7 +199,9 @@ class LiveAudioStream:
         self._rtcp_proto: _Proto | None = None
         self.rtcp_port_error: str | None = None
         self._live: str | None = None  # "echo" / "silence": frames made while sending
-        self._echo_prev: tuple[float, np.ndarray] | None = None  # (slot time, frame) played last
+        #: (slot time, frame, prepared datagram) played last, sent at the next slot
+        self._echo_prev: tuple[float, np.ndarray, tuple[bytes, int, int]] | None = None
+        self._tick_when = 0.0
         self._echo_driven = False
         self._sent_frames: list[np.ndarray] = []
         #: what the peer's RTCP said about our stream (report blocks about our SSRC)
@@ -382,7 +384,16 @@ class LiveAudioStream:
 
     def _emit(self, frame: np.ndarray, now: float, scheduled: float) -> None:
         """Encode, packetize and send one frame (captured during the frame before ``scheduled``)."""
-        data = self.session.send_frame(self.tx.encode(frame), now, marker=(self._k_send == 0))  # type: ignore[union-attr]
+        self._transmit(self._prepare(frame), frame, now, scheduled)
+
+    def _prepare(self, frame: np.ndarray) -> tuple[bytes, int, int]:
+        """Encode and packetize the next frame to send: (datagram, RTP timestamp, octets)."""
+        return self.session.prepare_frame(self.tx.encode(frame), marker=(self._k_send == 0))  # type: ignore[union-attr]
+
+    def _transmit(self, prepared: tuple[bytes, int, int], frame: np.ndarray, now: float, scheduled: float) -> None:
+        """Hand a prepared datagram to the socket now, and count it (pacing error: ``now - scheduled``)."""
+        data, timestamp, octets = prepared
+        self.session.frame_sent(now, timestamp, octets)  # type: ignore[union-attr]
         if self.first_sequence is None:
             self.first_sequence = int.from_bytes(data[2:4], "big")
         if self.send_times is not None:
@@ -511,12 +522,30 @@ class LiveAudioStream:
 
     def _arm_play(self) -> None:
         when = self._play_start + self._k_play * self.tx.frame_ms / 1000.0  # type: ignore[operator]
-        self._play_handle = self.pacer.schedule(when, self._play_slot, when)  # type: ignore[union-attr]
+        self._play_handle = self.pacer.schedule(when, self._play_tick, when)  # type: ignore[union-attr]
 
-    def _play_slot(self, when: float) -> None:
+    def _play_tick(self, when: float) -> Any:
+        """The pacer's job for a playout slot, in two phases.
+
+        First (now, for every stream due in this tick, before any decoding): send the
+        echo datagram prepared in the previous slot. Then (returned to the pacer, run
+        after the first phase of every due stream): play the slot.
+        """
+        if self._live == "echo":
+            try:
+                self._send_echo(when)
+            except Exception as exc:  # noqa: BLE001 - the playout must go on (and re-arm)
+                self._loop.call_exception_handler({"message": "echo send failed", "exception": exc})  # type: ignore[union-attr]
+        self._tick_when = when
+        return self._play_rest
+
+    def _play_rest(self) -> None:
+        self._play_slot(self._tick_when, echo_sent=True)
+
+    def _play_slot(self, when: float, *, echo_sent: bool = False) -> None:
         try:
             echo = self._live == "echo"
-            if echo:  # the frame played in the previous slot has now been heard: send it first
+            if echo and not echo_sent:  # the frame played in the previous slot has now been heard: send it first
                 self._send_echo(when)
             try:
                 p = self.jb.pop(when)
@@ -532,7 +561,7 @@ class LiveAudioStream:
             if self.played_at is not None and seq is not None:
                 self.played_at.setdefault(seq, when)
             if echo:
-                self._echo_prev = (when, frame)
+                self._keep_echo(when, frame)
             if self.on_played is not None:
                 self.on_played(when, frame)
             if self._waiters:
@@ -561,15 +590,24 @@ class LiveAudioStream:
         and the RTP timestamps true to when each frame was "captured".
         """
         self._send_echo(when)
-        self._echo_prev = (when, frame)
+        self._keep_echo(when, frame)
+
+    def _keep_echo(self, when: float, frame: np.ndarray) -> None:
+        """Keep the frame played at ``when``, already encoded and packetized: it leaves at the next slot.
+
+        Building the datagram now (off the time-critical path) leaves only the socket
+        send for the next slot's first phase.
+        """
+        self._echo_prev = (when, frame, self._prepare(frame))
 
     def _send_echo(self, when: float) -> None:
         """Send the frame kept from the previous slot (nothing before the first one)."""
-        if self._echo_prev is not None:
+        prev = self._echo_prev
+        if prev is not None:
             if not self._echo_driven:  # the sent recording starts with the first echoed frame
                 self._echo_driven = True
-                self._t0 = self._echo_prev[0]
-            self._emit(self._echo_prev[1], self._loop.time(), when)  # type: ignore[union-attr]
+                self._t0 = prev[0]
+            self._transmit(prev[2], prev[1], self._loop.time(), when)  # type: ignore[union-attr]
 
     def forward(self, when: float, frame: np.ndarray) -> None:
         """Send a frame that another stream played at slot time ``when`` (``send_live("bridge")``).

@@ -13,6 +13,11 @@ deadline (``early`` seconds ahead, as the per-stream timers were: asyncio's sele
 rounds a timeout up to whole milliseconds). When it fires, it runs every job already due,
 in deadline order (FIFO at equal deadlines), in that one loop iteration.
 
+A job may return a callable: its *second phase*, run after the first phase of every job
+due in the tick. A playout slot uses it to send (the time-critical part: a datagram built
+in the previous slot) for every stream first, and to decode and conceal afterwards, so
+that the k-th stream's send waits only for k - 1 socket sends, not for k - 1 decoders.
+
 Batching needs streams whose deadlines coincide. :meth:`MediaPacer.align` rounds a
 stream's clock origin (its playout start, the start of a paced source) *up* to the
 pacer's tick grid (``tick_s``, default :data:`DEFAULT_TICK_S` on a real-time loop): all
@@ -133,7 +138,11 @@ class MediaPacer:
         return math.ceil(t / q - 1e-9) * q
 
     def schedule(self, when: float, callback: Callable[[Any], Any], arg: Any = None) -> PacerJob:
-        """Run ``callback(arg)`` at loop time ``when`` (seconds); returns the cancellable job."""
+        """Run ``callback(arg)`` at loop time ``when`` (seconds); returns the cancellable job.
+
+        When the callback returns a callable, that is called (no argument) after the
+        first phase of every job due in the same tick.
+        """
         job = PacerJob(when, callback, arg)
         heapq.heappush(self._heap, (when, next(self._seq), job))
         if not self._ticking and (self._armed_for is None or when < self._armed_for):
@@ -155,6 +164,7 @@ class MediaPacer:
         due = []
         while heap and heap[0][0] <= limit:
             due.append(heapq.heappop(heap)[2])
+        later = []
         try:
             for job in due:
                 if job.cancelled:
@@ -162,20 +172,31 @@ class MediaPacer:
                 job.cancelled = True  # ran: a late cancel() is harmless
                 self.jobs_run += 1
                 try:
-                    job.callback(job.arg)
+                    rest = job.callback(job.arg)
                 except (SystemExit, KeyboardInterrupt):
                     raise
                 except BaseException as exc:  # noqa: BLE001 - one stream's error must not stop the others
-                    self.loop.call_exception_handler({
-                        "message": f"exception in media pacer job {job.callback!r}",
-                        "exception": exc,
-                    })
+                    self._report(job.callback, exc)
+                else:
+                    if rest is not None:
+                        later.append(rest)
+            for rest in later:  # second phases, once every due job's first phase is done
+                try:
+                    rest()
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:  # noqa: BLE001
+                    self._report(rest, exc)
         finally:
             self._ticking = False
             while heap and heap[0][2].cancelled:
                 heapq.heappop(heap)
             if heap:
                 self._arm(heap[0][0])
+
+
+    def _report(self, fn: Any, exc: BaseException) -> None:
+        self.loop.call_exception_handler({"message": f"exception in media pacer job {fn!r}", "exception": exc})
 
 
 def pacer_for(loop: asyncio.AbstractEventLoop) -> MediaPacer:

@@ -33,6 +33,11 @@ baresip the baseline is skipped (and the script says so).
 
     python benchmarks/bench_concurrent_calls.py [--quick] [--max-calls 64] [--seconds 10]
         [--mode echo|play] [--aligned] [--keep-going] [--no-baseline] [--json out.json]
+        [--ns 1,16,70] [--tick-ms 20] [--baseline-max-calls 70] [--baseline-repeats 3]
+
+The agent's streams are paced by its loop's media pacer (:mod:`voicelab.rtp.pacer`);
+``--tick-ms`` sets the pacer's grid (default 1 ms; 20: one wake-up per frame for all
+streams). ``VOICELAB_BENCH_PROFILE=FILE`` writes a cProfile of the agent's process per N.
 """
 
 from __future__ import annotations

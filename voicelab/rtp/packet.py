@@ -330,20 +330,12 @@ class RtpPacket:
                     "the header"
                 )
             end = n - padding_size
-        # every field is in range by construction: skip the checking constructor (hot path)
+        # every field is in range by construction: skip the checking constructor (hot path;
+        # the instance dict is filled at once, as the frozen dataclass's own __init__ would)
         self = object.__new__(cls)
-        put = object.__setattr__
-        put(self, "version", 2)
-        put(self, "marker", bool(b1 & 0x80))
-        put(self, "payload_type", b1 & 0x7F)
-        put(self, "sequence_number", seq)
-        put(self, "timestamp", ts)
-        put(self, "ssrc", ssrc)
-        put(self, "csrc", csrc)
-        put(self, "extension_profile", profile)
-        put(self, "extension_data", ext_data)
-        put(self, "payload", data[pos:end])
-        put(self, "padding_size", padding_size)
+        self.__dict__.update(version=2, marker=bool(b1 & 0x80), payload_type=b1 & 0x7F, sequence_number=seq,
+                             timestamp=ts, ssrc=ssrc, csrc=csrc, extension_profile=profile, extension_data=ext_data,
+                             payload=data[pos:end], padding_size=padding_size)
         return self
 
     def __bytes__(self) -> bytes:

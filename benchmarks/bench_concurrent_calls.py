@@ -33,6 +33,11 @@ baresip the baseline is skipped (and the script says so).
 
     python benchmarks/bench_concurrent_calls.py [--quick] [--max-calls 64] [--seconds 10]
         [--mode echo|play] [--aligned] [--keep-going] [--no-baseline] [--json out.json]
+        [--ns 1,16,70] [--tick-ms 20] [--baseline-max-calls 70] [--baseline-repeats 3]
+
+The agent's streams are paced by its loop's media pacer (:mod:`voicelab.rtp.pacer`);
+``--tick-ms`` sets the pacer's grid (default 1 ms; 20: one wake-up per frame for all
+streams). ``VOICELAB_BENCH_PROFILE=FILE`` writes a cProfile of the agent's process per N.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import os
 import platform
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -183,7 +189,7 @@ async def _callers(target: str, n_calls: int, seconds: float, *, aligned: bool =
     test can sample its CPU over the same window.
     """
     from voicelab.calls import open_caller
-    from voicelab.net.iface import LoopbackInterface, free_port
+    from voicelab.net.iface import LoopbackInterface
     from voicelab.rtp.live import LiveAudioStream
     from voicelab.sip.ua import CallEnded, CallEstablished, CallFailed, OptionsAnswered
 
@@ -205,13 +211,15 @@ async def _callers(target: str, n_calls: int, seconds: float, *, aligned: bool =
             except asyncio.TimeoutError:
                 if loop.time() > deadline:
                     raise ParameterError(f"{target} did not answer OPTIONS within 15 s") from None
-        ports: set[int] = set()
         invites = []
+        # each media port stays bound (reserved) until its stream opens: a port only looked
+        # up (free_port) could be taken meanwhile by the agent's streams or another program
+        reserved: dict[int, socket.socket] = {}
         for ua, sip in callers:
-            port = free_port(kind="udp")
-            while port in ports:
-                port = free_port(kind="udp")
-            ports.add(port)
+            r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            r.bind(("127.0.0.1", 0))
+            port = r.getsockname()[1]
+            reserved[port] = r
             invites.append((ua.invite(target, now=loop.time(), media_port=port), port))
             sip.flush()
         t_dial = loop.time()
@@ -223,7 +231,10 @@ async def _callers(target: str, n_calls: int, seconds: float, *, aligned: bool =
                 continue
             s = LiveAudioStream.for_media(iface, call.media, local_addr=("127.0.0.1", port), jitter_buffer=jitter_buffer,
                                           latching=True, cname="caller@voicelab")  # fmt: skip
+            reserved.pop(port).close()
             streams.append(await s.open())
+        for r in reserved.values():
+            r.close()
         out["established"] = len(streams)
         t0 = loop.time() + 0.2
         warm = min(1.0, 0.25 * seconds)
@@ -313,10 +324,20 @@ async def _drive_callers(target: str, n_calls: int, seconds: float, on_window, *
     return result
 
 
-async def _agent_point(n_calls: int, seconds: float, mode: str, jitter_buffer: str, aligned: bool) -> dict[str, Any]:
+async def _agent_point(n_calls: int, seconds: float, mode: str, jitter_buffer: str, aligned: bool,
+                       tick_ms: float | None = None) -> dict[str, Any]:
     from voicelab.agent import Agent
 
     loop = asyncio.get_running_loop()
+    try:
+        from voicelab.rtp.pacer import pacer_for
+
+        pacer: Any = pacer_for(loop)
+        if tick_ms is not None:
+            pacer.tick_s = tick_ms / 1000.0
+    except ImportError:  # a checkout from before the media pacer (A/B runs of this script)
+        pacer = type("NoPacer", (), {"wakeups": 0, "jobs_run": 0, "tick_s": 0.0})()
+    load_at_start = os.getloadavg()[0]
     agent = Agent(codecs=["pcmu"], mode=mode, max_calls=n_calls + 8, jitter_buffer=jitter_buffer, seed=1)
     await agent.start()
     marks: dict[str, Any] = {}
@@ -327,7 +348,8 @@ async def _agent_point(n_calls: int, seconds: float, mode: str, jitter_buffer: s
             streams.extend(agent.streams.values())
         ru = resource.getrusage(resource.RUSAGE_SELF)
         marks[name] = (loop.time(), time.process_time(), [len(s.stats.send_lateness_s) for s in streams], ru.ru_nivcsw,
-                       _machine_busy_s(), sum(sum(s.stats.outcomes.values()) for s in streams))
+                       _machine_busy_s(), sum(sum(s.stats.outcomes.values()) for s in streams),
+                       pacer.wakeups, pacer.jobs_run)
 
     def on_window(a: float, b: float) -> None:
         loop.call_at(a, mark, "a")
@@ -343,7 +365,7 @@ async def _agent_point(n_calls: int, seconds: float, mode: str, jitter_buffer: s
         await agent.close()
     if "a" not in marks or "b" not in marks:
         raise VoicelabError("the measuring window never opened (no call reached media)")
-    (ta, ca, la, va, ma, pa), (tb, cb, lb, vb, mb, pb) = marks["a"], marks["b"]
+    (ta, ca, la, va, ma, pa, wa, ja), (tb, cb, lb, vb, mb, pb, wb, jb_) = marks["a"], marks["b"]
     window = [v for s, i, j in zip(streams, la, lb) for v in s.stats.send_lateness_s[i:j]]
     whole = [v for s in streams for v in s.stats.send_lateness_s]
     cpu_pct = 100.0 * (cb - ca) / (tb - ta)
@@ -372,6 +394,12 @@ async def _agent_point(n_calls: int, seconds: float, mode: str, jitter_buffer: s
         "callers": callers,
         "callers_lost_rate": callers["jb"]["lost"] / max(callers["jb"]["played"] + callers["jb"]["lost"], 1),
         "aligned_starts": aligned,
+        # the media pacer (one loop timer for every stream): wake-ups per second and jobs per wake-up
+        "pacer_tick_ms": 1000.0 * pacer.tick_s,
+        "pacer_wakeups_per_s": (wb - wa) / (tb - ta),
+        "pacer_jobs_per_wakeup": (jb_ - ja) / max(wb - wa, 1),
+        "loadavg_1m_start": load_at_start,
+        "loadavg_1m_end": os.getloadavg()[0],
     }
     busy = out["machine_busy_pct"]
     # what the rest of the machine (other programs) used meanwhile, % of one core
@@ -380,7 +408,7 @@ async def _agent_point(n_calls: int, seconds: float, mode: str, jitter_buffer: s
 
 
 def measure_agent(n_calls: int, *, seconds: float = 10.0, mode: str = "echo", aligned: bool = False,
-                  jitter_buffer: str = "fixed:60") -> dict[str, Any]:  # fmt: skip
+                  jitter_buffer: str = "fixed:60", tick_ms: float | None = None) -> dict[str, Any]:  # fmt: skip
     """One point of the ramp: ``n_calls`` concurrent PCMU calls to the lab's agent.
 
     Parameters
@@ -396,6 +424,9 @@ def measure_agent(n_calls: int, *, seconds: float = 10.0, mode: str = "echo", al
         the starts over one 20 ms frame.
     jitter_buffer : str
         Both sides' jitter buffer.
+    tick_ms : float, optional
+        The agent's media pacer grid (:attr:`voicelab.rtp.pacer.MediaPacer.tick_s`, ms);
+        default: the pacer's own (1 ms).
 
     Returns
     -------
@@ -411,7 +442,18 @@ def measure_agent(n_calls: int, *, seconds: float = 10.0, mode: str = "echo", al
         raise ParameterError(f"seconds {seconds!r} is outside 1..120")
     if mode not in ("echo", "play"):
         raise ParameterError(f"mode must be 'echo' or 'play', got {mode!r}")
-    return asyncio.run(_agent_point(n_calls, float(seconds), mode, jitter_buffer, bool(aligned)))
+    prof_path = os.environ.get("VOICELAB_BENCH_PROFILE")  # cProfile the agent's process (pstats file)
+    if prof_path:
+        import cProfile
+
+        pr = cProfile.Profile()
+        pr.enable()
+        try:
+            return asyncio.run(_agent_point(n_calls, float(seconds), mode, jitter_buffer, bool(aligned), tick_ms))
+        finally:
+            pr.disable()
+            pr.dump_stats(f"{prof_path}.N{n_calls}")
+    return asyncio.run(_agent_point(n_calls, float(seconds), mode, jitter_buffer, bool(aligned), tick_ms))
 
 
 def _baresip_module_dir() -> Path | None:
@@ -521,9 +563,10 @@ def measure_timer_floor(*, seconds: float = 10.0) -> dict[str, Any]:
 
 def ramp(*, max_calls: int = 64, seconds: float = 10.0, mode: str = "echo", baseline: bool = True,
          baseline_repeats: int = 3, baseline_max_calls: int = 16, keep_going: bool = False, aligned: bool = False,
-         log=print) -> dict[str, Any]:  # fmt: skip
-    """N = 1, 2, 4, ... up to ``max_calls``; stops after the first N with p99 >= 2 ms
-    unless ``keep_going`` (then every N is measured, e.g. to see how CPU scales).
+         ns: list[int] | None = None, tick_ms: float | None = None, log=print) -> dict[str, Any]:  # fmt: skip
+    """N = 1, 2, 4, ... up to ``max_calls`` (or the list ``ns``); stops after the first N
+    with p99 >= 2 ms unless ``keep_going`` (then every N is measured, e.g. to see how CPU
+    scales).
 
     The baseline is baresip answering one call (``baseline_repeats`` runs, median); for
     N up to ``baseline_max_calls`` baresip also answers N concurrent calls, so fixed
@@ -537,9 +580,11 @@ def ramp(*, max_calls: int = 64, seconds: float = 10.0, mode: str = "echo", base
     if baseline and base is None:
         log("# baresip (or its aufile/aubridge/g711 modules) not found: the baseline is skipped")
     rows = []
-    n = 1
-    while n <= max_calls:
-        r = measure_agent(n, seconds=seconds, mode=mode, aligned=aligned)
+    points = list(ns) if ns else [2 ** k for k in range(64) if 2 ** k <= max_calls]
+    for n in points:
+        r = measure_agent(n, seconds=seconds, mode=mode, aligned=aligned, tick_ms=tick_ms)
+        fl = floor["early_0.5ms_ms"]["p99"]
+        r["p99_over_floor_ms"] = None if r["pacing_ms"]["p99"] is None or fl is None else r["pacing_ms"]["p99"] - fl
         if base is not None:
             r["ratio_to_baresip"] = (r["cpu_pct_per_call_full_rate"] / base["cpu_pct_per_call"]
                                      if base["cpu_pct_per_call"] > 0 else None)  # fmt: skip
@@ -551,11 +596,14 @@ def ramp(*, max_calls: int = 64, seconds: float = 10.0, mode: str = "echo", base
             if r.get("baresip_same_n") and r["baresip_same_n"]["cpu_pct_per_call"] > 0:
                 r["ratio_to_baresip_same_n"] = r["cpu_pct_per_call_full_rate"] / r["baresip_same_n"]["cpu_pct_per_call"]
         rows.append(r)
-        log(f"# N={n}: p99 {r['pacing_ms']['p99']:.2f} ms, agent CPU {r['cpu_pct']:.1f} %, callers CPU "
-            f"{r['callers'].get('cpu_pct', float('nan')):.1f} %, others {r.get('others_cpu_pct') or float('nan'):.0f} %")
+        log(f"# N={n}: p99 {r['pacing_ms']['p99']:.2f} ms, agent CPU {r['cpu_pct']:.1f} % "
+            f"({r['cpu_pct_per_call_full_rate']:.2f} % per call side"
+            + (f", baresip {r['baresip_same_n']['cpu_pct_per_call']:.2f} %" if r.get("baresip_same_n") else "")
+            + f"), callers CPU {r['callers'].get('cpu_pct', float('nan')):.1f} %, others "
+            f"{r.get('others_cpu_pct') or float('nan'):.0f} %, late {r['agent_jb']['late']} / {r['callers']['jb']['late']}, "
+            f"load {r['loadavg_1m_start']:.1f}, pacer {r['pacer_wakeups_per_s']:.0f} wake-ups/s x {r['pacer_jobs_per_wakeup']:.1f}")
         if not keep_going and (r["pacing_ms"]["p99"] is None or r["pacing_ms"]["p99"] >= PACING_LIMIT_MS):
             break
-        n *= 2
     ok: list[int] = []  # the ramp's answer: every N up to it met the limit
     for r in rows:
         if r["pacing_ms"]["p99"] is None or r["pacing_ms"]["p99"] >= PACING_LIMIT_MS or r["established"] != r["calls"]:
@@ -581,10 +629,10 @@ def print_table(res: dict[str, Any]) -> None:
           f"{fl['at_slot_ms']['p99']:.2f} / {fl['at_slot_ms']['max']:.1f} ms armed at the slot, "
           f"{fl['early_0.5ms_ms']['p50']:.2f} / {fl['early_0.5ms_ms']['p99']:.2f} / {fl['early_0.5ms_ms']['max']:.1f} ms "
           "armed 0.5 ms early")
-    print("| calls | pacing p50 / p99 / max (ms) | agent CPU (% core) | us per frame | per call side (%) | ratio to baresip "
-          "| baresip, N calls: per call side (%) / ratio | lost at agent / callers | callers CPU (%) "
-          "| callers pacing p99 (ms) | others' CPU (%) |")
-    print("|---:|---|---:|---:|---:|---:|---|---|---:|---:|---:|")
+    print("| calls | pacing p50 / p99 / max (ms) | p99 - floor (ms) | agent CPU (% core) | us per frame | per call side (%) "
+          "| ratio to baresip | baresip, N calls: per call side (%) / ratio | lost at agent / callers | late at agent / callers "
+          "| callers CPU (%) | callers pacing p99 (ms) | others' CPU (%) | load 1 min | pacer wake-ups/s x jobs |")
+    print("|---:|---|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---|")
     for r in res["rows"]:
         p, c = r["pacing_ms"], r["callers"]
         ratio = f"{r['ratio_to_baresip']:.1f}" if r.get("ratio_to_baresip") else "-"
@@ -594,11 +642,15 @@ def print_table(res: dict[str, Any]) -> None:
         same_txt = "-"
         if same and r.get("ratio_to_baresip_same_n"):
             same_txt = f"{same['cpu_pct_per_call']:.2f} / {r['ratio_to_baresip_same_n']:.1f}"
-        print(f"| {r['calls']} | {p['p50']:.2f} / {p['p99']:.2f} / {p['max']:.1f} | {r['cpu_pct']:.1f} | "
+        over = r.get("p99_over_floor_ms")
+        print(f"| {r['calls']} | {p['p50']:.2f} / {p['p99']:.2f} / {p['max']:.1f} | {'-' if over is None else f'{over:+.2f}'} | "
+              f"{r['cpu_pct']:.1f} | "
               f"{r['cpu_us_per_frame']:.0f} | {r['cpu_pct_per_call_full_rate']:.2f} | {ratio} | {same_txt} | "
               f"{100 * r['agent_lost_rate']:.2f} % / "
-              f"{100 * r['callers_lost_rate']:.2f} % | {c.get('cpu_pct', float('nan')):.1f} | "
-              f"{'-' if cp is None else f'{cp:.2f}'} | {'-' if others is None else f'{others:.0f}'} |")
+              f"{100 * r['callers_lost_rate']:.2f} % | {r['agent_jb']['late']} / {c['jb']['late']} | "
+              f"{c.get('cpu_pct', float('nan')):.1f} | "
+              f"{'-' if cp is None else f'{cp:.2f}'} | {'-' if others is None else f'{others:.0f}'} | "
+              f"{r['loadavg_1m_start']:.1f} | {r['pacer_wakeups_per_s']:.0f} x {r['pacer_jobs_per_wakeup']:.1f} |")
     verdict = "limit reached" if res["limit_reached"] else f"no limit reached up to {res['rows'][-1]['calls']}"
     print(f"# largest N with pacing p99 < {res['pacing_limit_ms']:g} ms: {res['sustained_calls']} ({verdict})")
 
@@ -613,6 +665,10 @@ def main() -> None:
     ap.add_argument("--aligned", action="store_true", help="start every call's media at the same instant (worst case)")
     ap.add_argument("--keep-going", action="store_true", help="measure every N up to --max-calls, past the limit")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--ns", help="comma-separated N to measure instead of 1, 2, 4, ... (e.g. 1,16,70)")
+    ap.add_argument("--tick-ms", type=float, help="the agent's media pacer grid, ms (default: the pacer's, 1 ms)")
+    ap.add_argument("--baseline-max-calls", type=int, default=16, help="baresip also answers N calls up to this N")
+    ap.add_argument("--baseline-repeats", type=int, default=3, help="runs of baresip answering 1 call (median)")
     ap.add_argument("--callers", help=argparse.SUPPRESS)  # internal: run the callers against this URI
     ap.add_argument("--calls", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -620,9 +676,11 @@ def main() -> None:
         _callers_main(args.callers, args.calls, args.seconds, args.aligned)
         return
     max_calls, seconds = (min(args.max_calls, 4), 3.0) if args.quick else (args.max_calls, args.seconds)
+    ns = [int(v) for v in args.ns.split(",")] if args.ns else None
     res = ramp(max_calls=max_calls, seconds=seconds, mode=args.mode, baseline=not args.no_baseline,
-               baseline_repeats=1 if args.quick else 3, keep_going=args.keep_going,
-               aligned=args.aligned)  # fmt: skip
+               baseline_repeats=1 if args.quick else args.baseline_repeats, keep_going=args.keep_going,
+               aligned=args.aligned, ns=ns, tick_ms=args.tick_ms,
+               baseline_max_calls=args.baseline_max_calls)  # fmt: skip
     print_table(res)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))

@@ -61,6 +61,9 @@ def test_two_concurrent_calls_produce_sane_numbers(bench):
     assert r["agent_jb"]["received"] >= 0.5 * 2 * seconds / 0.020, r["agent_jb"]
     assert r["callers"]["jb"]["received"] > 0 and r["callers"]["streams_hearing_peer"] == 2, r["callers"]
     assert 0.0 <= r["agent_lost_rate"] <= 1.0 and 0.0 <= r["callers_lost_rate"] <= 1.0
+    # one media pacer ran every agent stream: it woke, and each wake-up served >= 1 job
+    assert r["pacer_wakeups_per_s"] > 0 and r["pacer_jobs_per_wakeup"] >= 1.0, r
+    assert r["pacer_tick_ms"] == pytest.approx(1.0) and r["loadavg_1m_start"] >= 0
 
 
 def test_timer_floor_measures_every_tick(bench):

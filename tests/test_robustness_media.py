@@ -23,6 +23,7 @@ from voicelab import codecs
 from voicelab.agent import Agent
 from voicelab.net.iface import free_port
 from voicelab.rtp.live import LiveAudioStream
+from voicelab.rtp.pacer import MediaPacer
 from voicelab.rtp.packet import RtpPacket
 from voicelab.rtp.playout import render
 
@@ -135,7 +136,8 @@ class _BrokenDecoder:
 
 def test_an_error_while_playing_a_slot_is_counted_concealed_and_the_timer_survives():
     s = _stream("pcmu")
-    s._loop, s._early = _FakeLoop(), 0.0
+    s._loop = _FakeLoop()
+    s.pacer = MediaPacer(s._loop, early=0.0, tick_s=0.0)  # type: ignore[arg-type]
     s.rx = _BrokenDecoder(s.rx)
     for k, p in enumerate(_packets("pcmu", 20, 20)):
         s._push(p, k * 0.02)
@@ -144,7 +146,7 @@ def test_an_error_while_playing_a_slot_is_counted_concealed_and_the_timer_surviv
         s._play_slot(s._play_start + k * 0.02)
     assert s.stats.playout_errors == 5 and "decoder exploded" in s.stats.last_playout_error
     assert s.stats.outcomes == {"error": 5, "played": 5}
-    assert len(s._loop.armed) == 10  # re-armed after every slot, also the failed ones
+    assert len(s.pacer) == 10  # the next slot was scheduled after every slot, also the failed ones
     assert len(s._played) == 10 and all(f.shape == (160,) for _, f in s._played)
 
 

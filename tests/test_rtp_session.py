@@ -349,3 +349,19 @@ def test_fuzz_receive_never_raises(datagrams):
     accepted = st_.packets_received + st_.rtcp_received
     dropped = st_.malformed + st_.foreign_ssrc_drops + st_.unexpected_payload_drops
     assert accepted + dropped == len(datagrams)
+
+
+def test_a_frame_prepared_ahead_is_the_datagram_send_frame_gives_and_counts_once_sent():
+    a, b = make("a", 7, ("127.0.0.1", 2)), make("a", 7, ("127.0.0.1", 2))  # twins: same seed
+    a.start(0.0)
+    b.start(0.0)
+    for k in range(5):
+        payload = bytes([k]) * 160
+        data, ts, octets = a.prepare_frame(payload, marker=k == 0)
+        assert a.stats.packets_sent == k  # built, not sent: RTCP does not count it yet
+        a.frame_sent(0.02 * (k + 1), ts, octets)
+        assert data == b.send_frame(payload, 0.02 * (k + 1), marker=k == 0)
+        assert (a.stats.packets_sent, a.stats.octets_sent) == (k + 1, 160 * (k + 1))
+    # the sender reports of both map RTP time to NTP time from the real send times alike
+    reports = a.handle_timer(10.0)
+    assert reports and reports == b.handle_timer(10.0)

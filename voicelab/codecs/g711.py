@@ -95,6 +95,10 @@ _ULAW_DEC = _ulaw_decode_table()
 _ALAW_DEC = _alaw_decode_table()
 _ULAW_ENC = _encode_table(_ULAW_DEC, 0xFF)
 _ALAW_ENC = _encode_table(_ALAW_DEC, 0xD5)
+# The same tables indexed by the int16 sample's bits read as uint16 (x mod 65536), so that
+# a frame is encoded by one table look-up on a view of it, with no temporary array.
+_ULAW_ENC_U16 = np.ascontiguousarray(np.roll(_ULAW_ENC, 32768))
+_ALAW_ENC_U16 = np.ascontiguousarray(np.roll(_ALAW_ENC, 32768))
 
 
 def ulaw_encode(pcm: np.ndarray) -> np.ndarray:
@@ -136,6 +140,7 @@ class _G711Codec(GenericPLCMixin, Codec):
     bitrate = 64000
     lookahead_ms = 0.0
     _enc_table: np.ndarray
+    _enc_u16: np.ndarray
     _dec_table: np.ndarray
 
     def __init__(self, *, frame_ms: float = 20, plc: bool = True) -> None:
@@ -163,7 +168,8 @@ class _G711Codec(GenericPLCMixin, Codec):
             self._plc.reset()
 
     def _encode_frame(self, pcm: np.ndarray) -> bytes:
-        return self._enc_table[pcm.astype(np.int32) + 32768].tobytes()
+        # int16 -> its bits as uint16 (a view, no copy) -> one vectorised table look-up
+        return self._enc_u16.take(pcm.view(np.uint16)).tobytes()
 
     def _decode_payload(self, payload: bytes) -> np.ndarray:
         if len(payload) != self.frame_samples:
@@ -188,6 +194,7 @@ class PCMUCodec(_G711Codec):
     encoding_name = "PCMU"
     payload_type = 0
     _enc_table = _ULAW_ENC
+    _enc_u16 = _ULAW_ENC_U16
     _dec_table = _ULAW_DEC
 
 
@@ -198,4 +205,5 @@ class PCMACodec(_G711Codec):
     encoding_name = "PCMA"
     payload_type = 8
     _enc_table = _ALAW_ENC
+    _enc_u16 = _ALAW_ENC_U16
     _dec_table = _ALAW_DEC

@@ -30,6 +30,8 @@ their own, which the lab uses where they exist).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import CodecError, ParameterError
@@ -79,6 +81,8 @@ class WaveformSubstitutionPLC:
         self._pitch = 0
         self._templates: dict[int, np.ndarray] = {}
         self._step = 0.0
+        self._episode: np.ndarray | None = None  # the current episode's concealment, to the mute point
+        self._mute_n = int(math.ceil(_MUTE_MS * sample_rate / 1000.0))
 
     # --------------------------------------------------------------- public
     @property
@@ -114,6 +118,9 @@ class WaveformSubstitutionPLC:
         x = np.asarray(frame)
         if x.ndim != 1:
             raise CodecError(f"PLC: update() needs a 1-D int16 frame, got shape {x.shape}")
+        if self._lost == 0 and x.dtype == np.int16:  # no loss to end: the frame plays as it is
+            self._push(x)
+            return x
         out = x.astype(np.float64)
         if self._lost > 0 and out.size:
             r = min(out.size, int(round(_RECOVERY_MS * self.sample_rate / 1000)))
@@ -184,13 +191,30 @@ class WaveformSubstitutionPLC:
             self._templates[k] = t
         # first join: continue from the last played sample
         self._step = float(h[-1] - h[-p - 1])
+        self._episode = None
 
     def _synthesize(self, count: int) -> np.ndarray:
-        """Concealment samples for positions ``_lost .. _lost+count`` of the episode."""
+        """Concealment samples for positions ``_lost .. _lost+count`` of the episode.
+
+        The whole episode up to the mute point is computed once, when the first frame is
+        concealed (every sample is an element-wise function of its position, so this is
+        exactly what computing it frame by frame gave); later frames are slices of it.
+        """
         if not self._templates:
             self._start_episode()
+        if self._episode is None:
+            self._episode = self._synthesize_at(np.arange(self._mute_n))
+        lo, ep = self._lost, self._episode
+        out = np.zeros(count)
+        if lo < ep.size:
+            part = ep[lo : lo + count]
+            out[: part.size] = part
+        return out
+
+    def _synthesize_at(self, pos: np.ndarray) -> np.ndarray:
+        """Concealment samples at episode positions ``pos``."""
+        count = pos.size
         sr = self.sample_rate
-        pos = self._lost + np.arange(count)
         full = _FULL_GAIN_MS * sr / 1000.0
         seg_len = int(round(10.0 * sr / 1000))
         ola = self._ola

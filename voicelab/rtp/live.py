@@ -33,8 +33,8 @@ import numpy as np
 from .. import codecs
 from ..audio import to_float, to_int16
 from ..errors import ParameterError, VoicelabError
-from ..net.vclock import early_s
 from .jitterbuffer import AdaptiveJitterBuffer, FixedJitterBuffer
+from .pacer import MediaPacer, PacerJob, pacer_for
 from .playout import render
 from .packet import RtpPacket
 from .session import RemoteReportReceived, RtpReceived, RtpSession
@@ -199,16 +199,20 @@ class LiveAudioStream:
         self._rtcp_proto: _Proto | None = None
         self.rtcp_port_error: str | None = None
         self._live: str | None = None  # "echo" / "silence": frames made while sending
-        self._echo_prev: tuple[float, np.ndarray] | None = None  # (slot time, frame) played last
+        #: (slot time, frame, prepared datagram) played last, sent at the next slot
+        self._echo_prev: tuple[float, np.ndarray, tuple[bytes, int, int]] | None = None
+        self._tick_when = 0.0
         self._echo_driven = False
         self._sent_frames: list[np.ndarray] = []
         #: what the peer's RTCP said about our stream (report blocks about our SSRC)
         self.remote_reports: list[RemoteReportReceived] = []
         self.first_sequence: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._send_handle: asyncio.TimerHandle | None = None
-        self._play_handle: asyncio.TimerHandle | None = None
-        self._rtcp_handle: asyncio.TimerHandle | None = None
+        #: the loop's media pacer (one timer for every stream of the loop); set by open()
+        self.pacer: MediaPacer | None = None
+        self._send_handle: PacerJob | None = None
+        self._play_handle: PacerJob | None = None
+        self._rtcp_handle: PacerJob | None = None
         self._source: np.ndarray | None = None
         self._t0 = 0.0
         self._k_send = 0
@@ -266,7 +270,8 @@ class LiveAudioStream:
     async def open(self) -> "LiveAudioStream":
         """Bind the socket and start RTCP (no media is sent before :meth:`send`)."""
         self._loop = asyncio.get_running_loop()
-        self._early = early_s(self._loop)
+        if self.pacer is None:
+            self.pacer = pacer_for(self._loop)
         now = self._loop.time()
         # NTP time = loop time + offset; the offset only needs to be the same for both
         # ends of a call in one process, so derive it from nothing wall-clock.
@@ -314,7 +319,7 @@ class LiveAudioStream:
         pcm[: len(x)] = to_int16(x)
         self._source = pcm
         self._live = None
-        self._t0 = self._loop.time() if start_at is None else float(start_at)  # type: ignore[union-attr]
+        self._t0 = self.pacer.align(self._loop.time()) if start_at is None else float(start_at)  # type: ignore[union-attr]
         self._k_send = 0
         self._arm_send()
         return self._t0
@@ -350,7 +355,7 @@ class LiveAudioStream:
         self._source = None
         self._echo_prev, self._echo_driven = None, False
         self._sent_frames.clear()
-        self._t0 = self._loop.time() if start_at is None else float(start_at)  # type: ignore[union-attr]
+        self._t0 = self.pacer.align(self._loop.time()) if start_at is None else float(start_at)  # type: ignore[union-attr]
         self._k_send = 0
         if kind in ("silence", "source"):
             self._arm_send()
@@ -358,7 +363,7 @@ class LiveAudioStream:
 
     def _arm_send(self) -> None:
         when = self._t0 + (self._k_send + 1) * self.tx.frame_ms / 1000.0
-        self._send_handle = self._loop.call_at(when - self._early, self._send_frame, when)  # type: ignore[union-attr]
+        self._send_handle = self.pacer.schedule(when, self._send_frame, when)  # type: ignore[union-attr]
 
     def _send_frame(self, scheduled: float) -> None:
         now = self._loop.time()  # type: ignore[union-attr]
@@ -379,7 +384,16 @@ class LiveAudioStream:
 
     def _emit(self, frame: np.ndarray, now: float, scheduled: float) -> None:
         """Encode, packetize and send one frame (captured during the frame before ``scheduled``)."""
-        data = self.session.send_frame(self.tx.encode(frame), now, marker=(self._k_send == 0))  # type: ignore[union-attr]
+        self._transmit(self._prepare(frame), frame, now, scheduled)
+
+    def _prepare(self, frame: np.ndarray) -> tuple[bytes, int, int]:
+        """Encode and packetize the next frame to send: (datagram, RTP timestamp, octets)."""
+        return self.session.prepare_frame(self.tx.encode(frame), marker=(self._k_send == 0))  # type: ignore[union-attr]
+
+    def _transmit(self, prepared: tuple[bytes, int, int], frame: np.ndarray, now: float, scheduled: float) -> None:
+        """Hand a prepared datagram to the socket now, and count it (pacing error: ``now - scheduled``)."""
+        data, timestamp, octets = prepared
+        self.session.frame_sent(now, timestamp, octets)  # type: ignore[union-attr]
         if self.first_sequence is None:
             self.first_sequence = int.from_bytes(data[2:4], "big")
         if self.send_times is not None:
@@ -428,7 +442,8 @@ class LiveAudioStream:
                     self.on_packet(ev.packet, ev.arrival)
                 self._push(ev.packet, ev.arrival)
                 if self._play_start is None and self.jb.start_time() is not None:
-                    self._play_start = self.jb.start_time()
+                    # on the pacer's tick grid, so that streams share its wake-ups
+                    self._play_start = self.pacer.align(self.jb.start_time())  # type: ignore[union-attr]
                     self._arm_play()
 
     @property
@@ -507,10 +522,31 @@ class LiveAudioStream:
 
     def _arm_play(self) -> None:
         when = self._play_start + self._k_play * self.tx.frame_ms / 1000.0  # type: ignore[operator]
-        self._play_handle = self._loop.call_at(when - self._early, self._play_slot, when)  # type: ignore[union-attr]
+        self._play_handle = self.pacer.schedule(when, self._play_tick, when)  # type: ignore[union-attr]
 
-    def _play_slot(self, when: float) -> None:
+    def _play_tick(self, when: float) -> Any:
+        """The pacer's job for a playout slot, in two phases.
+
+        First (now, for every stream due in this tick, before any decoding): send the
+        echo datagram prepared in the previous slot. Then (returned to the pacer, run
+        after the first phase of every due stream): play the slot.
+        """
+        if self._live == "echo":
+            try:
+                self._send_echo(when)
+            except Exception as exc:  # noqa: BLE001 - the playout must go on (and re-arm)
+                self._loop.call_exception_handler({"message": "echo send failed", "exception": exc})  # type: ignore[union-attr]
+        self._tick_when = when
+        return self._play_rest
+
+    def _play_rest(self) -> None:
+        self._play_slot(self._tick_when, echo_sent=True)
+
+    def _play_slot(self, when: float, *, echo_sent: bool = False) -> None:
         try:
+            echo = self._live == "echo"
+            if echo and not echo_sent:  # the frame played in the previous slot has now been heard: send it first
+                self._send_echo(when)
             try:
                 p = self.jb.pop(when)
                 frame, outcome = render(p, self.rx, plc=self.plc, fec=self.fec)
@@ -524,14 +560,15 @@ class LiveAudioStream:
             self.last_played_seq = seq
             if self.played_at is not None and seq is not None:
                 self.played_at.setdefault(seq, when)
-            if self._live == "echo":
-                self._echo(when, frame)
+            if echo:
+                self._keep_echo(when, frame)
             if self.on_played is not None:
                 self.on_played(when, frame)
-            for t, fut in [w for w in self._waiters if w[0] <= when]:
-                if not fut.done():
-                    fut.set_result(when)
-            self._waiters = [w for w in self._waiters if w[0] > when]
+            if self._waiters:
+                for t, fut in [w for w in self._waiters if w[0] <= when]:
+                    if not fut.done():
+                        fut.set_result(when)
+                self._waiters = [w for w in self._waiters if w[0] > when]
         finally:
             self._k_play += 1
             self._arm_play()  # the playout timer survives whatever happened in this slot
@@ -552,12 +589,25 @@ class LiveAudioStream:
         echo path free of a queue whose depth would depend on the phase of two timers,
         and the RTP timestamps true to when each frame was "captured".
         """
-        if self._echo_prev is not None:
+        self._send_echo(when)
+        self._keep_echo(when, frame)
+
+    def _keep_echo(self, when: float, frame: np.ndarray) -> None:
+        """Keep the frame played at ``when``, already encoded and packetized: it leaves at the next slot.
+
+        Building the datagram now (off the time-critical path) leaves only the socket
+        send for the next slot's first phase.
+        """
+        self._echo_prev = (when, frame, self._prepare(frame))
+
+    def _send_echo(self, when: float) -> None:
+        """Send the frame kept from the previous slot (nothing before the first one)."""
+        prev = self._echo_prev
+        if prev is not None:
             if not self._echo_driven:  # the sent recording starts with the first echoed frame
                 self._echo_driven = True
-                self._t0 = self._echo_prev[0]
-            self._emit(self._echo_prev[1], self._loop.time(), when)  # type: ignore[union-attr]
-        self._echo_prev = (when, frame)
+                self._t0 = prev[0]
+            self._transmit(prev[2], prev[1], self._loop.time(), when)  # type: ignore[union-attr]
 
     def forward(self, when: float, frame: np.ndarray) -> None:
         """Send a frame that another stream played at slot time ``when`` (``send_live("bridge")``).
@@ -622,9 +672,10 @@ class LiveAudioStream:
     def _arm_rtcp(self) -> None:
         nt = self.session.next_timer()  # type: ignore[union-attr]
         if nt is not None:
-            self._rtcp_handle = self._loop.call_at(nt, self._rtcp)  # type: ignore[union-attr]
+            # due at nt itself, not ``early`` before it (the session would have nothing to send)
+            self._rtcp_handle = self.pacer.schedule(nt + self.pacer.early, self._rtcp)  # type: ignore[union-attr]
 
-    def _rtcp(self) -> None:
+    def _rtcp(self, _when: float | None = None) -> None:
         for data in self.session.handle_timer(self._loop.time()):  # type: ignore[union-attr]
             self._sendto(data, self.session.remote_rtcp_addr, rtcp=True)  # type: ignore[union-attr]
         self._arm_rtcp()

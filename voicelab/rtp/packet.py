@@ -89,6 +89,10 @@ def overhead_bytes(ip_version: int = 4, srtp: bool = False) -> int:
     return total
 
 
+#: the 12-byte fixed header: V/P/X/CC, M/PT, sequence number, timestamp, SSRC
+_FIXED_HEADER = struct.Struct("!BBHII")
+
+
 def _check_uint(value: int, bits: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ParameterError(f"{name} must be an integer, got {value!r}")
@@ -278,7 +282,7 @@ class RtpPacket:
             raise RemoteProtocolError(
                 f"RTP packet is {n} bytes, shorter than the {RTP_HEADER_BYTES}-byte fixed header"
             )
-        b0, b1, seq, ts, ssrc = struct.unpack_from("!BBHII", data, 0)
+        b0, b1, seq, ts, ssrc = _FIXED_HEADER.unpack_from(data, 0)
         version = b0 >> 6
         if version != 2:
             raise RemoteProtocolError(f"RTP version is {version}, expected 2 (RFC 3550 5.1)")
@@ -291,7 +295,7 @@ class RtpPacket:
                 f"RTP packet is {n} bytes, too short for its {cc} CSRC identifiers "
                 f"(header needs {pos + 4 * cc})"
             )
-        csrc = struct.unpack_from(f"!{cc}I", data, pos)
+        csrc = struct.unpack_from(f"!{cc}I", data, pos) if cc else ()
         pos += 4 * cc
         profile = None
         ext_data = b""
@@ -326,20 +330,18 @@ class RtpPacket:
                     "the header"
                 )
             end = n - padding_size
-        return cls(
-            marker=bool(b1 & 0x80),
-            payload_type=b1 & 0x7F,
-            sequence_number=seq,
-            timestamp=ts,
-            ssrc=ssrc,
-            csrc=csrc,
-            extension_profile=profile,
-            extension_data=ext_data,
-            payload=data[pos:end],
-            padding_size=padding_size,
-        )
+        # every field is in range by construction: skip the checking constructor (hot path;
+        # the instance dict is filled at once, as the frozen dataclass's own __init__ would)
+        self = object.__new__(cls)
+        self.__dict__.update(version=2, marker=bool(b1 & 0x80), payload_type=b1 & 0x7F, sequence_number=seq,
+                             timestamp=ts, ssrc=ssrc, csrc=csrc, extension_profile=profile, extension_data=ext_data,
+                             payload=data[pos:end], padding_size=padding_size)
+        return self
 
     def __bytes__(self) -> bytes:
+        if not self.csrc and self.extension_profile is None and not self.padding_size:  # the usual packet
+            return _FIXED_HEADER.pack(0x80, (0x80 if self.marker else 0) | self.payload_type, self.sequence_number,
+                                      self.timestamp, self.ssrc) + self.payload
         b0 = (self.version << 6) | (0x20 if self.padding else 0) | (0x10 if self.extension else 0) | len(self.csrc)
         b1 = (0x80 if self.marker else 0) | self.payload_type
         parts = [struct.pack("!BBHII", b0, b1, self.sequence_number, self.timestamp, self.ssrc)]

@@ -530,21 +530,47 @@ class RtpSession:
         """
         now = _finite(now, "now")
         self.start(now)
+        data, timestamp, octets = self.prepare_frame(payload, marker=marker, frames_skipped=frames_skipped)
+        self.frame_sent(now, timestamp, octets)
+        return data
+
+    def prepare_frame(self, payload: bytes, *, marker: bool = False, frames_skipped: int = 0) -> tuple[bytes, int, int]:
+        """The next frame's RTP (or SRTP) datagram, built ahead of its send time.
+
+        :meth:`send_frame` is this plus :meth:`frame_sent`. A paced sender may build the
+        datagram early (when the frame is ready) and only hand it to the socket when it
+        is due, then call :meth:`frame_sent`; the RTCP counters and the RTP/NTP mapping
+        of sender reports count it from then on. Datagrams must be sent in the order
+        they were prepared (sequence numbers, SRTP index). A DTMF event due in this slot
+        replaces the frame, as in :meth:`send_frame`.
+
+        Returns
+        -------
+        (bytes, int, int)
+            The datagram, its RTP timestamp and its payload octets.
+        """
         event = self._next_dtmf_packet()
-        if event is not None:
-            # One telephone-event packet replaces this frame: it takes the frame's sequence
-            # number and advances the RTP clock by one frame, but carries the event's
-            # timestamp (RFC 4733 2.5.1), so the audio timeline stays exact.
-            packet = self.packetizer.packetize(bytes(event.payload), marker=event.marker)
-            packet = dataclasses.replace(packet, payload_type=self.dtmf_payload_type, timestamp=event.timestamp)
+        if event is None and type(frames_skipped) is int and frames_skipped == 0 and type(payload) is bytes:  # the usual frame: no object
+            data, ts = self.packetizer.packetize_bytes(payload, marker=marker)
+            octets = len(payload)
         else:
-            packet = self.packetizer.packetize(payload, marker=marker, frames_skipped=frames_skipped)
-        self._last_send = (now, packet.timestamp)
+            if event is not None:
+                # One telephone-event packet replaces this frame: it takes the frame's sequence
+                # number and advances the RTP clock by one frame, but carries the event's
+                # timestamp (RFC 4733 2.5.1), so the audio timeline stays exact.
+                packet = self.packetizer.packetize(bytes(event.payload), marker=event.marker)
+                packet = dataclasses.replace(packet, payload_type=self.dtmf_payload_type, timestamp=event.timestamp)
+            else:
+                packet = self.packetizer.packetize(payload, marker=marker, frames_skipped=frames_skipped)
+            data, ts, octets = bytes(packet), packet.timestamp, len(packet.payload)
+        return (self.srtp.protect(data) if self.srtp is not None else data), ts, octets
+
+    def frame_sent(self, now: float, timestamp: int, octets: int) -> None:
+        """Count a datagram from :meth:`prepare_frame` as sent at ``now`` (seconds)."""
+        self._last_send = (now, timestamp)
         self._we_sent_intervals[-1] = True
         self.stats.packets_sent += 1
-        self.stats.octets_sent += len(packet.payload)
-        data = bytes(packet)
-        return self.srtp.protect(data) if self.srtp is not None else data
+        self.stats.octets_sent += octets
 
     def send_dtmf(self, digits: str, *, duration_ms: float = 100.0, gap_ms: float = 60.0, volume: int = 10) -> None:
         """Send DTMF digits as RFC 4733 telephone events in place of the next frames.

@@ -10,8 +10,12 @@ starts and stops it)::
   back unchanged when the frame is sent on the other port, so a frame whose checksum the
   sender left to the NIC (veths do) still arrives valid. Frames the socket sees leaving
   its own interface (``PACKET_OUTGOING``: the forwarder's own sends) are ignored.
-- Time is the event loop's clock (``loop.time()``, CLOCK_MONOTONIC): a frame is stamped
-  when read and sent when :meth:`~voicelab.net.l2link.L2Link.next_deadline` is reached.
+- Time is the event loop's clock (``loop.time()``, CLOCK_MONOTONIC). A frame's ``now`` is
+  when the kernel received it (``SO_TIMESTAMPNS``, a CLOCK_REALTIME stamp moved onto the
+  monotonic clock by the two clocks' offset read at that moment; never later than
+  ``loop.time()``), so the time the loop takes to wake up for it is part of the link's
+  delay, not added to it; it is sent when
+  :meth:`~voicelab.net.l2link.L2Link.next_deadline` is reached.
   The wake-up is a ``timerfd`` armed at that absolute CLOCK_MONOTONIC time and watched
   with ``add_reader`` (the loop's own timers round their sleep up to the next
   millisecond: epoll's resolution); ``loop.call_at`` is the fallback without timerfd.
@@ -33,6 +37,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 from typing import Any
 
 from ..errors import VoicelabError
@@ -46,6 +51,8 @@ _SOL_PACKET = 263
 _PACKET_VNET_HDR = 15
 _PACKET_OUTGOING = 4
 _VNET_HDR_LEN = 10
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_CMSG_SPACE = socket.CMSG_SPACE(16)
 _CLOCK_MONOTONIC = 1
 _TFD_NONBLOCK, _TFD_CLOEXEC, _TFD_TIMER_ABSTIME = 0o4000, 0o2000000, 1
 
@@ -54,6 +61,7 @@ def _packet_socket(ifname: str) -> socket.socket:
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ALL))
     try:
         s.setsockopt(_SOL_PACKET, _PACKET_VNET_HDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         s.bind((ifname, _ETH_P_ALL))
         s.setblocking(False)
@@ -115,6 +123,7 @@ async def run(a: str, b: str, up: ChannelConfig, down: ChannelConfig, seed: int,
     handle: asyncio.TimerHandle | None = None
     armed: list[float | None] = [None]
     send_errors = [0]
+    stamped = [0]  # frames timed by the kernel's stamp (the others by loop.time() at the read)
     stop = asyncio.Event()
 
     def flush() -> None:
@@ -143,14 +152,23 @@ async def run(a: str, b: str, up: ChannelConfig, down: ChannelConfig, seed: int,
 
     def on_readable(port: str) -> None:
         s = socks[port]
+        now = loop.time()
+        # the kernel stamps in CLOCK_REALTIME: its offset to the loop's clock, read now
+        offset = time.clock_gettime(time.CLOCK_REALTIME) - now
         for _ in range(64):
             try:
-                data, addr = s.recvfrom(65536 + _VNET_HDR_LEN)
+                data, anc, _flags, addr = s.recvmsg(65536 + _VNET_HDR_LEN, _CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
                 break
             if addr[2] == _PACKET_OUTGOING or len(data) <= _VNET_HDR_LEN:
                 continue
-            link.receive(port, loop.time(), data[_VNET_HDR_LEN:], data[:_VNET_HDR_LEN])
+            t = now
+            for level, kind, cdata in anc:
+                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(cdata) >= 16:
+                    sec, nsec = struct.unpack("qq", cdata[:16])
+                    t = min(now, sec + nsec * 1e-9 - offset)
+                    stamped[0] += 1
+            link.receive(port, t, data[_VNET_HDR_LEN:], data[:_VNET_HDR_LEN])
         flush()
 
     for port, s in socks.items():
@@ -172,7 +190,7 @@ async def run(a: str, b: str, up: ChannelConfig, down: ChannelConfig, seed: int,
             timer.close()
         if handle is not None:
             handle.cancel()
-    report = {"up": link.stats["a"].to_dict(), "down": link.stats["b"].to_dict(), "send_errors": send_errors[0],
+    report = {"up": link.stats["a"].to_dict(), "down": link.stats["b"].to_dict(), "send_errors": send_errors[0], "kernel_stamps": stamped[0],
               "waiting": len(link), "cpu_s": _cpu() - cpu0, "wall_s": loop.time() - t0,
               "timer": "timerfd" if timer is not None else "call_at"}
     print(json.dumps(report), file=out, flush=True)

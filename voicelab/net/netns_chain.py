@@ -418,7 +418,7 @@ class NetnsChain:
         self._cmd(["ip", "-n", self.namespaces[node], "-batch", "-"], input=("\n".join(lines) + "\n").encode())
 
     def start(self) -> "NetnsChain":
-        """Build the namespaces, links, addresses, routes and netem qdiscs."""
+        """Build the namespaces, links, addresses, routes and impairments (the lab's forwarders or netem)."""
         global _counter
         reason = netns_unavailable_reason()
         if reason is not None:
@@ -595,7 +595,7 @@ class NetnsChain:
         return out
 
     def close_sync(self) -> None:
-        """Delete every namespace (and with them the veths, bridges and qdiscs); idempotent."""
+        """Stop the forwarders, delete every namespace (and with them the veths, bridges and qdiscs); idempotent."""
         for proc, _ in self._captures.values():
             if proc.returncode is None:
                 try:

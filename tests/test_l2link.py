@@ -119,3 +119,13 @@ def test_order_and_conservation(events, delay, jitter, reorder, seed):
         if not reorder:  # no IP frame overtakes another (ARP leaves at once: it may)
             ip = [i for i in got if i not in arps]
             assert ip == sorted(ip)
+
+
+def test_forwarder_bad_arguments_are_one_line(capsys):
+    from voicelab.net import l2forward
+
+    assert l2forward.main(["--a", "vl-no-such0", "--b", "vl-no-such1"]) == 2  # no such device (or no CAP_NET_RAW)
+    assert l2forward.main(["--a", "lo", "--b", "lo", "--up", '{"delay": 3}']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0].startswith("l2forward: cannot forward between vl-no-such0 and vl-no-such1")
+    assert "unknown channel setting(s) 'delay'" in err[1]

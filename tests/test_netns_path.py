@@ -44,11 +44,30 @@ def test_netem_arguments():
 def test_chain_refuses_unknown_links_and_missing_netem(monkeypatch):
     with pytest.raises(ParameterError, match="carrier, access"):
         nc.NetnsChain(links={"backbone": {"delay_ms": 5}})
+    with pytest.raises(ParameterError, match="impairment must be one of lab, netem"):
+        nc.NetnsChain(impairment="tc")
+    with pytest.raises(ParameterError, match="ideal_links"):
+        nc.NetnsChain(ideal_links="hub")
+    with pytest.raises(ParameterError, match="seed"):
+        nc.NetnsChain(seed=-1)
+    with pytest.raises(ParameterError, match="loss trace"):  # netem cannot, the lab's link can
+        nc.NetnsChain(links={"carrier": {"loss_trace": [3]}}, impairment="netem")
+    assert nc.NetnsChain(links={"carrier": {"loss_trace": [3]}}).forwarded == ("carrier",)
     monkeypatch.setattr(nc, "netns_unavailable_reason", lambda: None)
     monkeypatch.setattr(nc, "netem_unavailable_reason", lambda: "the netem qdisc is not available in this kernel (module sch_netem)")
     with pytest.raises(ToolUnavailableError) as ei:
-        nc.NetnsChain(links={"carrier": {"delay_ms": 20}}).start()
+        nc.NetnsChain(links={"carrier": {"delay_ms": 20}}, impairment="netem").start()
     assert "sch_netem" in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_which_links_the_forwarder_joins_and_how_they_are_described():
+    c = nc.NetnsChain(links={"access": {"up": {"delay_ms": 5}}})
+    assert c.forwarded == ("access",) and c.netem[("access", "up")] is None
+    assert c.describe("carrier", "up") == "veth + bridge"
+    assert "l2forward: delay_ms=5.0" in c.describe("access", "up") and "ideal" in c.describe("access", "down")
+    assert nc.NetnsChain(ideal_links="forwarder").forwarded == nc.CHAIN_LINKS
+    n = nc.NetnsChain(links={"carrier": {"delay_ms": 20}}, impairment="netem")
+    assert n.forwarded == () and n.describe("carrier", "up").startswith("veth + bridge + netem")
 
 
 def _pcapng(packets):
@@ -179,20 +198,116 @@ def test_cli_path_impairment_needs_the_vnet():
 
 
 @pytest.mark.slow
-def test_netem_delay_on_the_carrier_link_is_measured(kernel, natural_env):
-    """Where the kernel has netem (not this kind of VM): 20 ms on the carrier link, measured as such."""
-    reason = nc.netem_unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"{reason} (a kernel module, not a Debian package)")
+def test_lab_link_delay_on_the_carrier_link_is_measured(kernel, natural_env):
+    """20 ms on the carrier link, 5 ms on the access link's way up: the lab's forwarder, measured by the captures."""
     from voicelab.hybrid import path_call
 
     r = path_call("pstn-local-landline+trunk", seconds=2.0, seed=1, net="vnet",
                   links={"carrier": {"delay_ms": 20.0}, "access": {"up": {"delay_ms": 5.0}}})
-    up = {h["hop"]: h["delay_ms"] for h in r["hops"]}
+    up = {h["hop"]: h for h in r["hops"]}
     down = {h["hop"]: h["delay_ms"] for h in r["hops_agent_to_phone"]}
-    assert up["carrier link trunk -> edge"] == pytest.approx(20.0, abs=1.0)
-    assert up["access link edge -> agent"] == pytest.approx(5.0, abs=1.0)
+    assert up["carrier link trunk -> edge"]["delay_ms"] == pytest.approx(20.0, abs=1.0)
+    assert up["access link edge -> agent"]["delay_ms"] == pytest.approx(5.0, abs=1.0)
     assert down["carrier link edge -> trunk"] == pytest.approx(20.0, abs=1.0)
     assert down["access link agent -> edge"] < 1.0
+    assert "l2forward: delay_ms=20.0" in up["carrier link trunk -> edge"]["source"]
     # the endpoints' part does not change: the network delay shows up in the network hops
     assert 78.0 <= r["hops"][-1]["delay_ms"] <= 95.0
+
+
+# ------------------------------------------------------- the chain alone, UDP probes
+WARM = 25  # packets sent first, 10 ms apart: dumpcap says "Capturing on" a little before it does
+
+
+def _probe(chain, n, gap_s=0.002):
+    """Send ``n`` RTP-shaped packets trunk -> agent over a started chain; the captures and what arrived.
+
+    ``WARM`` packets to another port go first (their IP frames are the link's ordinals 0 .. WARM - 1).
+    """
+    import socket
+
+    async def go():
+        await chain.start_captures()
+        rx = nc.socket_in_namespace(chain.namespaces["agent"], socket.AF_INET, socket.SOCK_DGRAM)
+        tx = nc.socket_in_namespace(chain.namespaces["trunk"], socket.AF_INET, socket.SOCK_DGRAM)
+        with rx, tx:
+            rx.bind((A["agent"], 4002))
+            rx.setblocking(False)
+            tx.bind((A["trunk"], 4000))
+            loop = asyncio.get_running_loop()
+            got = []
+
+            def on_rx():
+                while True:
+                    try:
+                        got.append(struct.unpack("!H", rx.recv(2048)[2:4])[0])
+                    except BlockingIOError:
+                        return
+
+            loop.add_reader(rx.fileno(), on_rx)
+            for _ in range(WARM):
+                tx.sendto(b"warm", (A["agent"], 4003))
+                await asyncio.sleep(0.01)
+            t0 = loop.time()
+            for seq in range(n):  # paced on the loop clock (a live link test: real time is the point)
+                await asyncio.sleep(max(0.0, t0 + seq * gap_s - loop.time()))
+                tx.sendto(struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 7) + b"\xff" * 160, (A["agent"], 4002))
+            await asyncio.sleep(0.2)
+            loop.remove_reader(rx.fileno())
+            on_rx()
+        return await chain.stop_captures(), got
+
+    try:
+        return asyncio.run(go())
+    finally:
+        chain.close_sync()
+
+
+def _seqs(pkts, ifid):
+    return {struct.unpack("!H", u[4][2:4])[0] for i, _, f in pkts if i == ifid and (u := nc._udp_of(f)) and u[3] == 4002}
+
+
+def test_lab_link_loss_is_measured_and_reproducible(kernel):
+    n, p = 500, 0.10
+    runs = []
+    for seed in (5, 5, 6):
+        chain = nc.NetnsChain(links={"carrier": {"up": {"loss_rate": p}}}, forward=True, seed=seed).start()
+        caps, got = _probe(chain, n)
+        entered, left = _seqs(caps["wire-carrier"], 0), _seqs(caps["wire-carrier"], 1)
+        assert entered == set(range(n))  # every packet seen entering the link
+        lost = sorted(entered - left)
+        assert sorted(set(range(n)) - set(got)) == lost  # what the agent missed is what the link dropped
+        # the forwarder's own record: the ordinals of the IP frames it dropped (IPv4 only on the chain)
+        fwd = chain.forwarder_stats["carrier"]["up"]
+        assert [i - WARM for i in fwd["lost"] if i >= WARM] == lost
+        assert fwd["ip_frames"] == WARM + n
+        runs.append(lost)
+    sd = (n * p * (1 - p)) ** 0.5
+    assert abs(len(runs[0]) - n * p) < 4 * sd, len(runs[0])  # binomial, 4 sigma
+    assert runs[0] == runs[1]  # seeded: the same packets dropped twice
+    assert runs[0] != runs[2]
+
+
+def test_lab_link_forwarder_death_is_one_line(kernel):
+    chain = nc.NetnsChain(links={"access": {"delay_ms": 1}}, forward=True).start()
+    try:
+        os.kill(chain._forwarders["access"].pid, 9)
+        chain._forwarders["access"].wait(10)
+        with pytest.raises(ToolUnavailableError) as ei:
+            chain.check_forwarders()
+        assert "forwarder on the access link died" in str(ei.value) and "\n" not in str(ei.value)
+    finally:
+        chain.close_sync()
+    assert not _ours()
+
+
+def test_netem_delay_on_the_carrier_link(kernel):
+    """Where the kernel has netem (not this kind of VM): ``impairment="netem"``, 20 ms measured as such."""
+    reason = nc.netem_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"{reason} (a kernel module, not a Debian package)")
+    import statistics
+
+    chain = nc.NetnsChain(links={"carrier": {"delay_ms": 20.0}}, forward=True, impairment="netem").start()
+    caps, got = _probe(chain, 100, 0.01)
+    assert statistics.median(nc.rtp_hop_delays(caps)["up"]["carrier"]) == pytest.approx(20.0, abs=1.0)

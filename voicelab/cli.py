@@ -263,7 +263,7 @@ def cmd_call(args: argparse.Namespace) -> int:
             raise ParameterError("--path runs its own legs (PSTN model + live SIP trunk): no --transport, --target "
                                  "or --net sim with it")
         if net is not None and args.net != "vnet":
-            raise ParameterError("impairment flags with --path apply to the carrier link of --net vnet (netem)")
+            raise ParameterError("impairment flags with --path apply to the carrier link of --net vnet (the lab's link model)")
         if args.agent == "pipeline":  # turns with the pipeline agent over the path, on the virtual clock
             from .hybrid import path_turns
 

@@ -22,7 +22,7 @@ With ``net="vnet"`` (CLI ``--net vnet``) the live trunk leg runs on a chain of L
 namespaces, trunk -- carrier link -- edge -- access link -- agent
 (:class:`voicelab.net.netns_chain.NetnsChain`, root only), the SBC (or the lab's relay, or
 a plain router) inside the edge namespace, and every hop of the leg is measured from
-captures of both links (:func:`netns_trunk_call`); ``links=`` impairs the links with netem
+captures of both links (:func:`netns_trunk_call`); ``links=`` impairs the links (the lab's channel models in a userspace L2 link)
 where the kernel has it.
 
 :func:`trunk_peer_call` puts a SIP stack that is not the lab's on the trunk: SIPp (a
@@ -213,7 +213,7 @@ async def netns_trunk_call(wav: str, *, anchor: str | None, seconds: float, jitt
     seconds : float
         Call length, s.
     links : dict, optional
-        ``{"carrier": ..., "access": ...}`` link impairments (netem; see
+        ``{"carrier": ..., "access": ...}`` link impairments (the lab's channel models on a userspace L2 link; see
         :class:`~voicelab.net.netns_chain.NetnsChain`).
     others
         As for :func:`voicelab.calls.sip_call`.
@@ -225,7 +225,7 @@ async def netns_trunk_call(wav: str, *, anchor: str | None, seconds: float, jitt
         plus ``hops_up`` / ``hops_down`` (carrier link, edge, access link: medians of the
         per-packet captures; then the endpoints' part: packetization + jitter buffer, the
         measured mouth-to-ear delay minus the network hops), ``hop_samples`` (packets each
-        median is over), ``links`` (the netem settings), ``sbc_media_legs`` with ``"sbc"``.
+        median is over), ``links`` (the link settings), ``sbc_media_legs`` with ``"sbc"``.
     """
     from .agent import Agent
     from .calls import direction_report, open_caller
@@ -241,7 +241,7 @@ async def netns_trunk_call(wav: str, *, anchor: str | None, seconds: float, jitt
     x = audio.resample(np.asarray(sp.samples, dtype=np.float64), sp.sample_rate, 16000)
     loop = asyncio.get_running_loop()
     seeds = [int(q.generate_state(1)[0]) % 2**31 for q in np.random.SeedSequence(seed).spawn(4)]
-    chain = NetnsChain(links=links, forward=anchor != "sbc").start()
+    chain = NetnsChain(links=links, forward=anchor != "sbc", seed=seeds[3]).start()
     sbc = relay = stream = None
     agent = None
     try:
@@ -324,9 +324,7 @@ async def netns_trunk_call(wav: str, *, anchor: str | None, seconds: float, jitt
         rows = []
         for h in order:
             cfg = chain.links[h]["up" if d == "up" else "down"] if h != "edge" else None
-            src = ("veth + bridge" + (f" + netem {' '.join(chain.netem[(h, 'up' if d == 'up' else 'down')] or [])}"
-                                      if cfg is not None and chain.netem[(h, 'up' if d == 'up' else 'down')] else "")
-                   if h != "edge" else "leaving the carrier link -> entering the access link")
+            src = chain.describe(h, d) if cfg is not None else "leaving the carrier link -> entering the access link"
             rows.append({"hop": names[h], "kind": "network" if h != "edge" else "sbc", "delay_ms": _median(per[d][h]),
                          "how": "measured (capture)", "source": f"dumpcap on both ends, median of {len(per[d][h])} RTP packets; {src}"})
         total = out.get(f"{key}.mouth_to_ear_ms")
@@ -496,7 +494,7 @@ def path_call(path: str, **kw: Any) -> dict[str, Any]:
         Where the live trunk leg runs: real sockets on 127.0.0.1, or the namespace chain
         (every hop of the leg measured from captures; root only).
     links : dict, optional
-        With ``net="vnet"``: ``{"carrier": ..., "access": ...}`` link impairments (netem),
+        With ``net="vnet"``: ``{"carrier": ..., "access": ...}`` link impairments (the lab's channel models),
         each a :class:`~voicelab.net.ChannelConfig`, its dict, or ``{"up": ..., "down": ...}``.
 
     Returns

@@ -146,7 +146,7 @@ def _engine(s: Scenario, *, quality: bool) -> Callable[[], Awaitable[dict[str, A
         from ..hybrid import path_call_async
 
         links = None
-        if up is not None or down is not None:  # vnet only (Scenario checks): netem on the carrier link
+        if up is not None or down is not None:  # vnet only (Scenario checks): the lab's link model on the carrier link
             from ..net import ChannelConfig
 
             links = {"carrier": {"up": up or ChannelConfig(), "down": down or ChannelConfig()}}

@@ -33,7 +33,7 @@ mode           what runs
 ``path=...``   a real-world path (:func:`voicelab.hybrid.path_call`): ``mode="loopback"``
                (live legs on 127.0.0.1) or ``mode="vnet"`` (the PSTN paths' trunk leg on
                the network-namespace chain, root only; ``uplink``/``downlink`` impair its
-               carrier link with netem); ``codec`` is the browser's WebRTC codec on
+               carrier link with the lab's channel model); ``codec`` is the browser's WebRTC codec on
                ``browser+gateway+...`` paths and ``pcmu`` (the trunk's G.711) otherwise;
                ``seconds``, ``speech``, ``seed``, ``jitter_buffer``; nothing else
 =============  ==========================================================================

@@ -9,10 +9,13 @@
   through (:class:`~voicelab.net.iface.LoopbackInterface` today, a virtual network later).
 - :mod:`voicelab.net.relay`: a userspace UDP relay applying the channel models to live
   traffic (asyncio adapter).
+- :mod:`voicelab.net.l2link`: a two-port layer-2 link (one channel per direction) deciding
+  the fate of Ethernet frames; :mod:`voicelab.net.l2forward` runs it on two real
+  interfaces (``AF_PACKET``; the namespace chain's impaired links).
 
 The models read no clock and import no ``random``: time is passed in as ``now`` and
-randomness comes from :class:`numpy.random.Generator` objects or seeds. Only ``iface``
-and ``relay`` (imported on demand, not from here) touch asyncio and sockets.
+randomness comes from :class:`numpy.random.Generator` objects or seeds. Only ``iface``,
+``relay`` and ``l2forward`` (imported on demand, not from here) touch asyncio and sockets.
 """
 
 from __future__ import annotations

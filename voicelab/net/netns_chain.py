@@ -9,12 +9,19 @@ those namespaces (:class:`NetnsHostInterface`). The chain::
       (the lab's caller as the      (Kamailio + rtpengine, the lab's     (the lab's agent)
        carrier's media gateway)      media relay, or a plain router)
 
-- Every **link** is a namespace of its own (``wire-carrier``, ``wire-access``) holding a
-  Linux bridge with two ports, one veth to each end. Impairment (``tc netem``) sits on the
-  bridge ports' egress, one per direction, and ``dumpcap`` captures both ports: a packet
-  is seen entering the link (before any impairment) and leaving it (after), on the kernel's
-  one clock. So each link's delay, and the edge's own residence time (leaving the carrier
-  link -> entering the access link), are **measured** per RTP packet, not configured.
+- Every **link** is a namespace of its own (``wire-carrier``, ``wire-access``) with two
+  ports, ``pa`` and ``pb``, one veth to each end. An ideal link joins them with a Linux
+  bridge. An impaired link (``impairment="lab"``, the default) joins them with the lab's
+  **userspace L2 link** instead: :mod:`voicelab.net.l2forward`, a child process in the link
+  namespace that reads every frame from one port with an ``AF_PACKET`` socket and writes
+  it to the other after the lab's own channel model (:class:`~voicelab.net.l2link.L2Link`:
+  the :class:`~voicelab.net.channel.Channel` the in-process vnet and the simulator use)
+  has decided whether and when it arrives. With ``impairment="netem"`` the bridge stays
+  and ``tc netem`` sits on the bridge ports' egress, one per direction. Either way
+  ``dumpcap`` captures both ports: a packet is seen entering the link (before any
+  impairment) and leaving it (after), on the kernel's one clock. So each link's delay, and
+  the edge's own residence time (leaving the carrier link -> entering the access link),
+  are **measured** per RTP packet, not configured.
 - The **edge** forwards between its two interfaces only when asked (``forward=True``: a
   plain router, for a path without an SBC or with a media relay that leaves SIP direct);
   with an SBC it does not forward, so the only way between trunk and agent is through the
@@ -24,10 +31,12 @@ those namespaces (:class:`NetnsHostInterface`). The chain::
   :func:`~voicelab.net.netns.remove_stale_namespaces` cleans up after a killed run);
   :meth:`NetnsChain.close` stops the captures and deletes every namespace.
 
-``netem`` is a kernel module (``sch_netem``) some machines lack (this kind of VM has no
-module directory): an impaired link is then refused with a one-line
-:class:`~voicelab.errors.ToolUnavailableError` before anything is built; ideal links
-(veths, no qdisc) always work.
+Why the lab's forwarder is the default: ``netem`` is a kernel module (``sch_netem``) some
+machines lack (this kind of VM and the CI machine have no module directory), and it only
+knows its own models; the lab's :class:`~voicelab.net.channel.ChannelConfig` also replays
+loss traces, draws uniform and Pareto jitter, and with a seed drops the same packets on
+every run, as the simulator does. ``impairment="netem"`` is there for kernels that have
+it (refused with a one-line :class:`~voicelab.errors.ToolUnavailableError` otherwise).
 
 This module is an I/O adapter: it runs ``ip``/``tc``/``dumpcap``, switches this thread's
 network namespace with ``setns(2)`` for the moment a socket is created, and reads the
@@ -49,6 +58,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
+import json
+import select
+import sys
+
+import numpy as np
+
 from ..errors import ParameterError, ToolUnavailableError
 from .channel import ChannelConfig
 from .iface import NetworkInterface
@@ -56,12 +71,14 @@ from .netns import NAMESPACE_PREFIX, netns_unavailable_reason
 from .vnet import LinkConfig
 
 __all__ = ["NetnsChain", "NetnsHostInterface", "netem_args", "netem_unavailable_reason", "CHAIN_ADDRESSES",
-           "CHAIN_LINKS", "read_pcapng"]
+           "CHAIN_LINKS", "IMPAIRMENTS", "read_pcapng"]
 
 #: Where everything sits on the chain (see the module docstring).
 CHAIN_ADDRESSES = {"trunk": "198.51.100.2", "edge": "198.51.100.1", "edge_inside": "10.0.0.1", "agent": "10.0.0.10"}
 #: The two links, trunk side first.
 CHAIN_LINKS = ("carrier", "access")
+#: How an impaired link is impaired: the lab's userspace L2 link, or the kernel's netem.
+IMPAIRMENTS = ("lab", "netem")
 
 _CLONE_NEWNET = 0x40000000
 _counter = 0
@@ -328,7 +345,17 @@ class NetnsChain:
     links : dict, optional
         ``{"carrier": cfg, "access": cfg}``, each a :class:`~voicelab.net.ChannelConfig`
         (or dict) applied in **both** directions of that link, or ``{"up": cfg, "down": cfg}``
-        (``up``: towards the agent). Non-ideal links need netem.
+        (``up``: towards the agent).
+    impairment : {"lab", "netem"}
+        What impairs a non-ideal link: the lab's userspace L2 link
+        (:mod:`voicelab.net.l2forward`, any ChannelConfig, seeded) or ``tc netem`` on a
+        bridge (the kernel's ``sch_netem``; no loss traces, normal jitter only).
+    ideal_links : {"bridge", "forwarder"}
+        What joins an ideal link's ports: a Linux bridge, or the lab's forwarder with an
+        ideal channel (to measure the forwarder itself).
+    seed : int
+        Seed of the lab's link models (split per link and direction): the same seed drops
+        the same packets.
     forward : bool
         The edge routes between its sides (no SBC in the path, or a media relay only).
     capture : bool
@@ -338,21 +365,39 @@ class NetnsChain:
     Raises
     ------
     ToolUnavailableError
-        No namespaces here (not root, no ``ip``), an impaired link without netem, or no
-        ``dumpcap`` with ``capture=True``. Nothing is left behind.
+        No namespaces here (not root, no ``ip``), ``impairment="netem"`` without netem, a
+        forwarder that does not start, or no ``dumpcap`` with ``capture=True``. Nothing is
+        left behind.
     ParameterError
         Unknown link names or settings.
     """
 
-    def __init__(self, *, links: Mapping[str, Any] | None = None, forward: bool = False, capture: bool = True) -> None:
+    def __init__(self, *, links: Mapping[str, Any] | None = None, forward: bool = False, capture: bool = True,
+                 impairment: str = "lab", ideal_links: str = "bridge", seed: int = 0) -> None:
         unknown = sorted(set(links or {}) - set(CHAIN_LINKS))
         if unknown:
             raise ParameterError(f"unknown link(s) {unknown}: the path's links are {', '.join(CHAIN_LINKS)}")
+        if impairment not in IMPAIRMENTS:
+            raise ParameterError(f"impairment must be one of {', '.join(IMPAIRMENTS)}, got {impairment!r}")
+        if ideal_links not in ("bridge", "forwarder"):
+            raise ParameterError(f"ideal_links must be 'bridge' or 'forwarder', got {ideal_links!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ParameterError(f"seed must be an integer >= 0, got {seed!r}")
         self.links: dict[str, dict[str, ChannelConfig]] = {}
         for name in CHAIN_LINKS:
             lc = LinkConfig.coerce((links or {}).get(name))
             self.links[name] = {"up": lc.up, "down": lc.down}
-        self.netem = {(name, d): netem_args(cfg) for name, dd in self.links.items() for d, cfg in dd.items()}
+        self.impairment = impairment
+        self.seed = int(seed)
+        ideal = {name: all(c == ChannelConfig() for c in dd.values()) for name, dd in self.links.items()}
+        #: the links joined by the lab's forwarder (the others by a bridge)
+        self.forwarded = tuple(name for name in CHAIN_LINKS
+                               if (impairment == "lab" and not ideal[name]) or (ideal[name] and ideal_links == "forwarder"))
+        self.netem = {(name, d): netem_args(cfg) if impairment == "netem" else None
+                      for name, dd in self.links.items() for d, cfg in dd.items()}
+        self._forwarders: dict[str, subprocess.Popen] = {}
+        #: per forwarded link, the forwarder's counters once it stopped (see voicelab.net.l2forward)
+        self.forwarder_stats: dict[str, dict[str, Any]] = {}
         self.forward = bool(forward)
         self.capture = bool(capture)
         self.namespaces: dict[str, str] = {}
@@ -373,15 +418,15 @@ class NetnsChain:
         self._cmd(["ip", "-n", self.namespaces[node], "-batch", "-"], input=("\n".join(lines) + "\n").encode())
 
     def start(self) -> "NetnsChain":
-        """Build the namespaces, links, addresses, routes and netem qdiscs."""
+        """Build the namespaces, links, addresses, routes and impairments (the lab's forwarders or netem)."""
         global _counter
         reason = netns_unavailable_reason()
         if reason is not None:
             raise ToolUnavailableError(f"the path's vnet needs network namespaces: {reason}")
-        if any(self.netem.values()):
+        if self.impairment == "netem" and any(self.netem.values()):
             reason = netem_unavailable_reason()
             if reason is not None:
-                raise ToolUnavailableError(f"impaired links need netem: {reason}; run with ideal links")
+                raise ToolUnavailableError(f"impairment='netem' needs netem: {reason}; use impairment='lab'")
         if self.capture and shutil.which("dumpcap") is None:
             raise ToolUnavailableError("dumpcap not installed (Debian package wireshark-common, with tshark)")
         tag = f"{NAMESPACE_PREFIX}{os.getpid()}-c{_counter}"
@@ -392,14 +437,22 @@ class NetnsChain:
                 self._cmd(["ip", "netns", "add", ns])
                 self._created.append(ns)
                 self.namespaces[node] = ns
+                # the chain is IPv4: no router solicitations or DAD frames on its links
+                self._cmd(["ip", "netns", "exec", ns, "sh", "-ec", "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; "
+                           "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6"])
             A = CHAIN_ADDRESSES
             for wire, (left, lif), (right, rif) in (("wire-carrier", ("trunk", "eth0"), ("edge", "ext0")),
                                                    ("wire-access", ("edge", "int0"), ("agent", "eth0"))):
                 wns = self.namespaces[wire]
                 self._batch(left, ["link set lo up", f"link add {lif} type veth peer name pa netns {wns}"])
                 self._batch(right, ["link set lo up", f"link add {rif} type veth peer name pb netns {wns}"])
-                self._batch(wire, ["link set lo up", "link add br0 type bridge", "link set br0 up",
-                                   "link set pa master br0", "link set pb master br0", "link set pa up", "link set pb up"])
+                if wire.removeprefix("wire-") in self.forwarded:  # the lab's forwarder joins pa and pb
+                    self._batch(wire, ["link set lo up", "link set pa promisc on", "link set pb promisc on",
+                                       "link set pa up", "link set pb up"])
+                else:
+                    self._batch(wire, ["link set lo up", "link add br0 type bridge", "link set br0 up",
+                                       "link set pa master br0", "link set pb master br0", "link set pa up",
+                                       "link set pb up"])
             self._batch("trunk", ["link set eth0 up", f"addr add {A['trunk']}/24 dev eth0",
                                   f"route add default via {A['edge']} dev eth0"])
             self._batch("edge", ["link set ext0 up", f"addr add {A['edge']}/24 dev ext0", "link set int0 up",
@@ -421,11 +474,79 @@ class NetnsChain:
                             # netem's own queue sends in time order, so jitter reorders; a plain FIFO
                             # child keeps the order (the lab's reorder=False: a packet never overtakes)
                             self._cmd([*tc, "parent", "1:1", "pfifo", "limit", str(int(cfg.queue_packets or 1000))])
+            self._start_forwarders()
             self._tmp = tempfile.TemporaryDirectory(prefix="voicelab-chain-")
         except BaseException:
             self.close_sync()
             raise
         return self
+
+    def _start_forwarders(self) -> None:
+        """One :mod:`voicelab.net.l2forward` per forwarded link; returns once each says ``ready``."""
+        import voicelab
+
+        root = str(Path(voicelab.__file__).resolve().parents[1])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+        seeds = dict(zip(CHAIN_LINKS, np.random.SeedSequence(self.seed).spawn(len(CHAIN_LINKS))))
+        for link in self.forwarded:
+            seed = int(seeds[link].generate_state(1)[0])
+            argv = [*self.prefix(f"wire-{link}"), sys.executable, "-m", "voicelab.net.l2forward", "--a", "pa", "--b", "pb",
+                    "--up", json.dumps(self.links[link]["up"].to_dict()),
+                    "--down", json.dumps(self.links[link]["down"].to_dict()), "--seed", str(seed)]
+            self.commands.append(argv)
+            self._forwarders[link] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                                      stderr=subprocess.PIPE, env=env, start_new_session=True)
+        for link, proc in self._forwarders.items():
+            ready, _, _ = select.select([proc.stdout], [], [], 20.0)
+            line = proc.stdout.readline() if ready else b""  # type: ignore[union-attr]
+            if line.strip() != b"ready":
+                self._stop_forwarders()
+                raise ToolUnavailableError(f"the lab's link forwarder on the {link} link did not start: "
+                                           f"{self._forwarder_error(link, proc) or 'no ready within 20 s'}")
+
+    def _forwarder_error(self, link: str, proc: subprocess.Popen) -> str:
+        err = proc.stderr.read().decode(errors="replace").strip() if proc.poll() is not None else ""  # type: ignore[union-attr]
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        return lines[-1][:200] if lines else ""
+
+    def check_forwarders(self) -> None:
+        """Raise if a link forwarder died (one line: which link, its last words).
+
+        Raises
+        ------
+        ToolUnavailableError
+            A forwarder exited while the chain is up.
+        """
+        for link, proc in self._forwarders.items():
+            if proc.poll() is not None:
+                raise ToolUnavailableError(f"the lab's link forwarder on the {link} link died (exit {proc.returncode}): "
+                                           f"{self._forwarder_error(link, proc) or 'no message'}")
+
+    def _stop_forwarders(self) -> None:
+        """SIGTERM each forwarder and keep the counters it prints (:attr:`forwarder_stats`)."""
+        while self._forwarders:
+            link, proc = self._forwarders.popitem()
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                out, _ = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, _ = proc.communicate()
+            for line in reversed(out.decode(errors="replace").splitlines()):
+                if line.startswith("{"):
+                    self.forwarder_stats[link] = json.loads(line)
+                    break
+
+    def describe(self, link: str, direction: str) -> str:
+        """What carries one direction of a link, for a hop table (e.g. ``"veths + the lab's link: delay 20 ms"``)."""
+        cfg = self.links[link][direction]
+        if link in self.forwarded:
+            d = {k: v for k, v in cfg.to_dict().items() if v != getattr(ChannelConfig(), k)}
+            return ("veths + the lab's userspace link (voicelab.net.l2forward: "
+                    + (", ".join(f"{k}={v}" for k, v in d.items()) or "ideal") + f", seed {self.seed})")
+        args = self.netem[(link, direction)]
+        return "veth + bridge" + (f" + netem {' '.join(args)}" if args else "")
 
     async def start_captures(self) -> None:
         """Start ``dumpcap`` on both ports of each link; returns once both capture."""
@@ -470,10 +591,11 @@ class NetnsChain:
                     os.killpg(proc.pid, signal.SIGKILL)
                     await proc.wait()
             out[wire] = read_pcapng(path) if path.exists() else []
+        self.check_forwarders()  # a link that stopped forwarding mid-run makes its captures meaningless
         return out
 
     def close_sync(self) -> None:
-        """Delete every namespace (and with them the veths, bridges and qdiscs); idempotent."""
+        """Stop the forwarders, delete every namespace (and with them the veths, bridges and qdiscs); idempotent."""
         for proc, _ in self._captures.values():
             if proc.returncode is None:
                 try:
@@ -481,6 +603,7 @@ class NetnsChain:
                 except ProcessLookupError:
                     pass
         self._captures.clear()
+        self._stop_forwarders()
         while self._created:
             subprocess.run(["ip", "netns", "del", self._created.pop()], capture_output=True, timeout=20)
         if self._tmp is not None:

@@ -136,14 +136,117 @@ async def path_call_async(path: str, *, seconds: float = 4.0, speech: str = "def
             live = await netns_trunk_call(wav, anchor=p["anchor"], seconds=min(60.0, float(seconds) + pstn.mouth_to_ear_ms / 1000.0 + 0.2),
                                           jitter_buffer=jitter_buffer, seed=seed, quality=quality, links=links)
             return _path_result(path, p, pstn, live, net="vnet")
+        mouth16 = _mouth16(pstn)[: int(float(seconds) * 16000)]  # the speech; the sim's reference runs on 2 s
         live = await sip_call(codec="pcmu", seconds=min(60.0, float(seconds) + pstn.mouth_to_ear_ms / 1000.0 + 0.2),
                               input=wav, jitter_buffer=jitter_buffer, seed=seed, quality=quality,
                               net=ChannelConfig() if p["anchor"] == "relay" else None,
-                              sbc="kamailio" if p["anchor"] == "sbc" else None)
-    return _path_result(path, p, pstn, live, net="loopback")
+                              sbc="kamailio" if p["anchor"] == "sbc" else None,
+                              agent_speech=mouth16, keep_audio=True)
+    recordings = live.pop("audio")
+    e2e = await asyncio.get_running_loop().run_in_executor(None, lambda: end_to_end_quality(
+        p["pstn"], pstn, recordings, live, mouth16, seed=seed, quality=quality))
+    return _path_result(path, p, pstn, live, net="loopback", e2e=e2e)
 
 
-def _path_result(path: str, p: dict[str, Any], pstn: Any, live: dict[str, Any], *, net: str) -> dict[str, Any]:
+def _mouth16(pstn: Any) -> np.ndarray:
+    """The phone's speech (the mouth) at 16 kHz: what the agent also plays on the way back."""
+    x = np.asarray(pstn.reference, dtype=np.float64)
+    return audio.resample(x, int(pstn.reference_rate), 16000) if int(pstn.reference_rate) != 16000 else x
+
+
+def _path_codecs(preset: str) -> list[Any]:
+    """The codec hops of a preset's phone side (trailing gateway dropped: the live leg stands for it)."""
+    from .sim.paths import path_hops
+
+    hops = path_hops(preset, open_end=True)
+    while hops and hops[-1].kind == "gateway":
+        hops = hops[:-1]
+    return hops
+
+
+def path_emodel(preset: str, *, delay_ms: float, loss_rate: float, live_codec: str = "pcmu") -> dict[str, Any]:
+    """E-model rating (G.107) of a whole PSTN path: phone side + live trunk leg, one direction.
+
+    ``Ta`` is the measured end-to-end delay; ``Ie`` is the sum of the equipment impairments of
+    every coding on the path (the phone side's codec legs and the live leg's codec: G.113's
+    planning rule, impairments of tandem codings add on the R scale); ``Bpl`` and the loss are
+    the live leg's (the phone side is circuit-switched or loss-free in the model).
+
+    Returns
+    -------
+    dict
+        ``r_factor``, ``mos_cqe``, ``ie_sum`` (the summed Ie), ``codings`` (codec names in order).
+    """
+    from . import metrics
+
+    codings = [(h.codec, h.codec_params.get("bitrate")) for h in _path_codecs(preset) if h.codec] + [(live_codec, None)]
+    ie_sum = 0.0
+    for codec, bitrate in codings:
+        ie, _, _ = metrics.ie_bpl(codec, bitrate=bitrate, plc=True, wideband=False)
+        ie_sum += float(ie)
+    _, bpl, _ = metrics.ie_bpl(live_codec, plc=True, wideband=False)
+    em = metrics.r_factor(delay_ms=float(delay_ms), loss_rate=float(loss_rate), ie=min(ie_sum, 95.0), bpl=bpl)
+    return {"r_factor": em.r_factor, "mos_cqe": em.mos_cqe, "ie_sum": ie_sum, "codings": [c for c, _ in codings]}
+
+
+def end_to_end_quality(preset: str, pstn: Any, recordings: dict[str, Any], live: dict[str, Any], mouth16: np.ndarray,
+                       *, seed: int = 0, quality: bool = True) -> dict[str, dict[str, Any]]:
+    """Score a PSTN path end to end, both ways: the phone's mouth -> what the agent received, and back.
+
+    Phone -> agent: the phone's speech (``pstn.reference``, sample 0 at the moment the
+    caller's stream starts: the phone side's output includes its delay) against the agent's
+    recording of the live leg, on the loop clock (:func:`voicelab.metrics.direction.measure_direction`).
+    Agent -> phone: the agent played the same speech; what the carrier's media gateway (the
+    lab's caller) received crosses the phone side in reverse in ``sim`` (its hops in reverse
+    order: G.711 towards the mobile core, AMR-NB to the terminal, the same modelled delays),
+    and the phone's ear is scored against what the agent sent. PESQ-WB is given only where
+    the reference is wideband (a path without a codec leg before the trunk). R-factor and
+    MOS-CQE: :func:`path_emodel` with the measured delay and the live leg's loss.
+
+    Returns
+    -------
+    dict
+        ``caller_to_agent`` / ``agent_to_caller``: ``mouth_to_ear_ms``, ``delay_confidence``,
+        ``pesq_nb``, ``pesq_wb``, ``r_factor``, ``mos_cqe``, ``ie_sum``.
+    """
+    from .metrics.direction import measure_direction
+    from .sim.paths import simulate_path
+
+    out: dict[str, dict[str, Any]] = {}
+    wideband = int(pstn.reference_rate) >= 16000
+    # phone -> agent: the mouth, placed at the caller's first sample, against the agent's recording
+    sent, t_sent, recv, t_recv, rate = recordings["caller_to_agent"]
+    lag = int(round(float(pstn.mouth_to_ear_ms) * rate / 1000.0))
+    mouth = audio.resample(mouth16, 16000, rate)[: max(len(sent) - lag, 0)]
+    up = measure_direction(mouth, t_sent, np.asarray(recv, dtype=np.float64), t_recv, rate, mouth16) if quality else {}
+    # agent -> phone: the caller's recording crosses the phone side in reverse
+    sent, t_sent, recv, t_recv, rate = recordings["agent_to_caller"]
+    down: dict[str, Any] = {}
+    if quality and len(recv):
+        with tempfile.TemporaryDirectory(prefix="voicelab-e2e-") as tmp:
+            src, ear_wav = os.path.join(tmp, "gw.wav"), os.path.join(tmp, "ear.wav")
+            audio.write_wav(src, np.asarray(recv, dtype=np.float64), int(rate))
+            simulate_path(_path_codecs(preset)[::-1], input=src, seed=seed + 7919, max_speech_s=len(recv) / rate + 1.0,
+                          quality=False, open_end=True, out_wav=ear_wav)
+            ear, ear_rate = audio.read_wav(ear_wav)
+        ear = np.asarray(ear, dtype=np.float64)
+        if int(ear_rate) != rate:
+            ear = audio.resample(ear, int(ear_rate), rate)
+        down = measure_direction(np.asarray(sent, dtype=np.float64), t_sent, ear, t_recv, rate, mouth16)
+    for name, d in (("caller_to_agent", up), ("agent_to_caller", down)):
+        d = dict(d)
+        if not wideband:
+            d["pesq_wb"] = None  # the reference is the first codec leg's narrowband input
+        d["r_factor"] = d["mos_cqe"] = d["ie_sum"] = None
+        if d.get("mouth_to_ear_ms") is not None and live.get(f"{name}.loss_rate") is not None:
+            em = path_emodel(preset, delay_ms=d["mouth_to_ear_ms"], loss_rate=live[f"{name}.loss_rate"])
+            d.update({k: em[k] for k in ("r_factor", "mos_cqe", "ie_sum")})
+        out[name] = d
+    return out
+
+
+def _path_result(path: str, p: dict[str, Any], pstn: Any, live: dict[str, Any], *, net: str,
+                 e2e: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The per-hop result of a PSTN path: the phone side's hops, then the live leg's."""
     up_live = live.get("caller_to_agent.mouth_to_ear_ms")
     down_live = live.get("agent_to_caller.mouth_to_ear_ms")
@@ -172,6 +275,7 @@ def _path_result(path: str, p: dict[str, Any], pstn: Any, live: dict[str, Any], 
         "within_g114": None if one_way is None else one_way <= G114_BUDGET_MS,
         "pstn_pesq_nb": pstn.pesq_nb,
         "trunk_pesq_nb": live.get("caller_to_agent.pesq_nb"),
+        "end_to_end": e2e,
         "setup_ms": live.get("setup_ms"),
         "sbc": live.get("sbc"),
         "sbc_media_legs": live.get("sbc_media_legs"),

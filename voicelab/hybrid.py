@@ -970,11 +970,10 @@ def trunk_peer_call(peer: str = "sipp", **kw: Any) -> dict[str, Any]:
 
 
 async def path_turns_async(path: str, *, turns: int = 3, seed: int = 0, jitter_buffer: str = "fixed:60",
-                           stop_ms: float = 300.0, llm: str | None = None) -> dict[str, Any]:
-    """Coroutine form of :func:`path_turns` (run it under :func:`voicelab.net.vclock.run_virtual`)."""
-    from .net import ChannelConfig
-    from .sim.paths import simulate_path
-    from .turns import Utterance, load_utterances, pipeline_call
+                           stop_ms: float = 300.0, llm: str | None = None, realtime: bool | None = None) -> dict[str, Any]:
+    """Coroutine form of :func:`path_turns` (on the virtual clock: run it under
+    :func:`voicelab.net.vclock.run_virtual`; ``realtime``: on the running loop)."""
+    from .turns import load_utterances, pipeline_call
     from .vnetcall import DEFAULT_LINKS
 
     if path == "sip":
@@ -983,50 +982,172 @@ async def path_turns_async(path: str, *, turns: int = 3, seed: int = 0, jitter_b
         p = parse_path(path)
     if p["browser"]:
         raise ParameterError("turns over 'browser+gateway+sip' need WebRTC, which runs in real time on loopback: "
-                             "not on the virtual clock")
-    if p["anchor"] is not None:
-        raise ParameterError(f"'+{p['anchor']}' runs real processes (or a loopback relay) in real time; on the virtual "
-                             f"clock use '{p['pstn']}+trunk' (an SBC on loopback adds no measurable delay: docs/paths.md)")
+                             "use browser_gateway_turns")
+    if realtime is None:
+        realtime = p["anchor"] is not None
+    if p["anchor"] is not None and not realtime:
+        raise ParameterError(f"'+{p['anchor']}' runs real processes (or a loopback relay) in real time: not on the "
+                             f"virtual clock (realtime=True, or '{p['pstn']}+trunk' on the virtual clock)")
     utts = load_utterances(turns)
-    access = float(DEFAULT_LINKS["caller"]["delay_ms"])
-    phone: list[dict[str, Any]] = []
-    if p["pstn"] is None:
-        processed, phone_ms = utts, 0.0
+    processed, phone, phone_ms = await _phone_side_utterances(p["pstn"], utts, seed)
+    if realtime:
+        res = await _anchored_pipeline_call(processed, anchor=p["anchor"], phone_ms=phone_ms, jitter_buffer=jitter_buffer,
+                                            seed=seed, stop_ms=stop_ms, llm=llm)
+        res["turns_requested"] = turns
     else:
-        processed = []
-        with tempfile.TemporaryDirectory(prefix="voicelab-pathturns-") as tmp:
-            for i, u in enumerate(utts):
-                pad = np.zeros(8000)
-                src, out = os.path.join(tmp, f"u{i}.wav"), os.path.join(tmp, f"o{i}.wav")
-                audio.write_wav(src, np.concatenate([pad, u.samples, pad]), 16000)
-                r = await asyncio.get_running_loop().run_in_executor(None, lambda: simulate_path(
-                    p["pstn"], input=src, seed=seed + i, max_speech_s=60.0, open_end=True, drop_gateway=True,
-                    out_wav=out, quality=False))
-                y, rate = audio.read_wav(out)
-                y = audio.resample(np.asarray(y, dtype=np.float64), int(rate), 16000) if rate != 16000 else y
-                d = int(round(r.mouth_to_ear_ms * 16.0))  # the phone side's delay goes on the access link instead
-                y = np.asarray(y[len(pad) + d: len(pad) + d + len(u.samples)], dtype=np.float64)
-                y = np.concatenate([y, np.zeros(len(u.samples) - len(y))])
-                y *= np.sqrt(np.mean(u.samples ** 2) / max(np.mean(y ** 2), 1e-20))  # the caller's level
-                processed.append(_BoundedUtterance(u.name, y, u.transcript, u.synthetic, bounds=u.speech_bounds))
-                phone.append({"utterance": u.name, "phone_side_ms": float(r.mouth_to_ear_ms),
-                              "phone_parts_ms": float(r.parts_ms)})
-        phone_ms = float(np.mean([x["phone_side_ms"] for x in phone]))
-    link = {"delay_ms": access + phone_ms}
-    res = await pipeline_call(transport="sip", codec="pcmu", turns=len(processed), stop_ms=stop_ms, llm=llm,
-                              jitter_buffer=jitter_buffer, seed=seed, network="virtual", uplink=link, downlink=link,
-                              utterances=processed)
+        link = {"delay_ms": float(DEFAULT_LINKS["caller"]["delay_ms"]) + phone_ms}
+        res = await pipeline_call(transport="sip", codec="pcmu", turns=len(processed), stop_ms=stop_ms, llm=llm,
+                                  jitter_buffer=jitter_buffer, seed=seed, network="virtual", uplink=link, downlink=link,
+                                  utterances=processed)
     for rec in res["turns"]:
         rec["phone_side_ms"] = phone_ms
         if rec.get("total_ms") is not None:
             rec["mouth_to_ear_up_ms"] = sum(rec.get(f"{k}_ms") or 0.0 for k in
                                             ("caller_packetization", "network_up", "agent_jitter_buffer"))
+    if realtime:
+        anchor = {None: "no anchor", "sbc": "Kamailio + rtpengine (started for the call)",
+                  "relay": "the lab's media relay"}[p["anchor"]]
+        note = ("phone side (codecs in tandem + modelled hops) in sim; its one-way delay is applied each way by a "
+                f"loopback relay on the caller's side; trunk leg (G.711) in real time on loopback through {anchor}; "
+                "agent pipeline and conversation in real time")
+    else:
+        note = ("phone side (codecs in tandem + modelled hops) in sim; its one-way delay is the delay of the "
+                "caller's access link each way on the virtual network; trunk leg (G.711), agent pipeline and "
+                "conversation on the virtual clock")
     res.update({"path": path, "phone_side_ms": phone_ms, "phone_side": phone, "g114_budget_ms": G114_BUDGET_MS,
-                "deterministic": True,
-                "note": ("phone side (codecs in tandem + modelled hops) in sim; its one-way delay is the delay of the "
-                         "caller's access link each way on the virtual network; trunk leg (G.711), agent pipeline and "
-                         "conversation on the virtual clock")})
+                "deterministic": not realtime, "realtime": bool(realtime), "note": note})
     return res
+
+
+async def _phone_side_utterances(preset: str | None, utts: list[Any], seed: int) -> tuple[list[Any], list[dict], float]:
+    """The caller's utterances after the phone side's codecs (delay removed: it goes on the network)."""
+    from .sim.paths import simulate_path
+
+    if preset is None:
+        return list(utts), [], 0.0
+    processed, phone = [], []
+    with tempfile.TemporaryDirectory(prefix="voicelab-pathturns-") as tmp:
+        for i, u in enumerate(utts):
+            pad = np.zeros(8000)
+            src, out = os.path.join(tmp, f"u{i}.wav"), os.path.join(tmp, f"o{i}.wav")
+            audio.write_wav(src, np.concatenate([pad, u.samples, pad]), 16000)
+            r = await asyncio.get_running_loop().run_in_executor(None, lambda: simulate_path(
+                preset, input=src, seed=seed + i, max_speech_s=60.0, open_end=True, drop_gateway=True,
+                out_wav=out, quality=False))
+            y, rate = audio.read_wav(out)
+            y = audio.resample(np.asarray(y, dtype=np.float64), int(rate), 16000) if rate != 16000 else y
+            d = int(round(r.mouth_to_ear_ms * 16.0))  # the phone side's delay goes on the network instead
+            y = np.asarray(y[len(pad) + d: len(pad) + d + len(u.samples)], dtype=np.float64)
+            y = np.concatenate([y, np.zeros(len(u.samples) - len(y))])
+            y *= np.sqrt(np.mean(u.samples ** 2) / max(np.mean(y ** 2), 1e-20))  # the caller's level
+            processed.append(_BoundedUtterance(u.name, y, u.transcript, u.synthetic, bounds=u.speech_bounds))
+            phone.append({"utterance": u.name, "phone_side_ms": float(r.mouth_to_ear_ms),
+                          "phone_parts_ms": float(r.parts_ms)})
+    return processed, phone, float(np.mean([x["phone_side_ms"] for x in phone]))
+
+
+async def _anchored_pipeline_call(utts: list[Any], *, anchor: str | None, phone_ms: float, jitter_buffer: str,
+                                  seed: int, stop_ms: float, llm: str | None, vad: str = "webrtc",
+                                  reply_timeout_s: float = 8.0) -> dict[str, Any]:
+    """A conversation with the pipeline agent in real time on loopback, through the path's anchor.
+
+    caller (the carrier's media gateway) -> a relay holding the phone side's one-way delay
+    each way (:class:`voicelab.net.relay.UdpRelay`) -> [the lab's relay | rtpengine] -> the
+    agent; SIP straight to the agent or through Kamailio (``"sbc"``: record-routed, ACK and
+    BYE by the route set). Turns are analysed as :func:`voicelab.turns.pipeline_call` does.
+    """
+    from .agent import Agent
+    from .calls import open_caller
+    from .net import ChannelConfig
+    from .net.iface import LoopbackInterface
+    from .net.relay import UdpRelay
+    from .rtp.live import LiveAudioStream
+    from .sip.ua import CallEnded, CallEstablished, CallFailed
+    from .turns import ConversationDriver, analyse_turns, summarise_turns
+
+    loop = asyncio.get_running_loop()
+    iface = LoopbackInterface(loop)
+    cfg = {"vad": vad, "stop_ms": float(stop_ms), "llm": llm, "seed": seed}
+    agent = Agent(codecs=["pcmu"], mode="pipeline", pipeline=cfg, jitter_buffer=jitter_buffer, iface=iface, seed=seed + 1)
+    await agent.start()
+    proxy = stream = phone = anchor_relay = None
+    ua = sip = None
+    try:
+        if anchor == "sbc":
+            from .net.sbc import KamailioSBC
+
+            proxy = await KamailioSBC(target=agent.address).start()
+        ua, sip = await open_caller(iface, codec="pcmu", rtcp_mux=True, seed=seed)
+        media_port = iface.free_port("udp")
+        delay = ChannelConfig(delay_ms=float(phone_ms))
+        # the phone side's delay, both ways, between the caller and the rest of the path
+        phone = await UdpRelay(iface, ("127.0.0.1", 9), uplink=delay, downlink=delay, seed=seed,
+                               client=("127.0.0.1", media_port)).start()
+        offered = phone.back_address
+        if anchor == "relay":  # the lab's media relay anchors the trunk leg
+            anchor_relay = await UdpRelay(iface, ("127.0.0.1", 9), uplink=ChannelConfig(), downlink=ChannelConfig(),
+                                          seed=seed + 3, client=phone.back_address).start()
+            offered = anchor_relay.back_address
+        call = ua.invite(proxy.uri if proxy else agent.uri, now=loop.time(), media_port=offered[1])
+        sip.flush()
+        ev = await sip.wait_for(CallEstablished, CallFailed)
+        if isinstance(ev, CallFailed):
+            raise ParameterError(f"the call to the pipeline agent failed: {ev.status}")
+        far = (call.media.remote_address, call.media.remote_port)
+        if anchor_relay is not None:
+            anchor_relay.target, phone.target = far, anchor_relay.front_address
+        else:
+            phone.target = far
+        stream = LiveAudioStream.for_media(iface, call.media, local_addr=("127.0.0.1", media_port),
+                                           jitter_buffer=jitter_buffer, seed=seed + 2, cname="caller@voicelab",
+                                           track=True, source_filter=False)
+        await stream.open()
+        stream.set_remote(phone.front_address)
+        for _ in range(400):  # the agent opens its stream when it answers
+            if agent.streams:
+                break
+            await asyncio.sleep(0.005)
+        agent_stream = next(iter(agent.streams.values()))
+        agent_stream.send_times, agent_stream.arrivals, agent_stream.played_at = {}, {}, {}
+        driver = ConversationDriver(utts, sample_rate=stream.tx.sample_rate, frame_ms=stream.tx.frame_ms,
+                                    reply_timeout_s=reply_timeout_s)
+        stream.on_played = lambda when, frame: driver.on_played(frame, when, stream.last_played_seq)
+        stream.send_live("source", source=driver.source)
+        budget = sum(len(u.samples) / 16000 + driver.reply_timeout_s + 2.0 for u in utts) + 5.0
+        try:
+            await asyncio.wait_for(asyncio.shield(driver.done), budget)
+        except asyncio.TimeoutError:
+            pass  # turns without an answer are recorded as such
+        ua.bye(call, now=loop.time())
+        sip.flush()
+        await sip.wait_for(CallEnded, timeout=10.0)
+        await asyncio.wait_for(agent.ended(1), 10.0)
+        summary = agent.pipelines.finished.get(call.call_id, {})  # type: ignore[union-attr]
+        records = analyse_turns(driver, stream, agent_stream, summary, lookahead_up_ms=stream.tx.lookahead_ms,
+                                lookahead_down_ms=agent_stream.tx.lookahead_ms)
+        out: dict[str, Any] = {"transport": "sip", "codec": call.media.codec, "jitter_buffer": jitter_buffer,
+                               "net": "loopback", "agent_errors": list(agent.errors), "vad": vad,
+                               "stop_ms": float(stop_ms), "llm": summary.get("responder", {}),
+                               "anchor": anchor, "sbc": "kamailio+rtpengine" if proxy else None}
+        if proxy is not None:
+            out["sbc_media_legs"] = proxy.media_stats()
+        out.update(summarise_turns(records))
+        out["turns"] = records
+        out["agent"] = summary.get("turns", [])
+        if any(u.synthetic for u in utts):
+            out["warnings"] = ["caller utterances are eSpeak NG speech (no natural corpus found): set VOICELAB_DATA"]
+        return out
+    finally:
+        if stream is not None:
+            await stream.close()
+        for r in (phone, anchor_relay):
+            if r is not None:
+                await r.close()
+        if sip is not None:
+            await sip.close()
+        await agent.close()
+        if proxy is not None:
+            await proxy.stop()
 
 
 class _BoundedUtterance:
@@ -1038,7 +1159,7 @@ class _BoundedUtterance:
 
 
 def path_turns(path: str, **kw: Any) -> dict[str, Any]:
-    """Conversation turns with the lab's pipeline agent over a phone path, on the virtual clock.
+    """Conversation turns with the lab's pipeline agent over a phone path (virtual clock or real time).
 
     The caller's utterances go through the path's phone side (``PSTN-PRESET+trunk``: its
     codecs in tandem in ``sim``, :func:`voicelab.sim.paths.simulate_path`), then the lab's
@@ -1048,10 +1169,19 @@ def path_turns(path: str, **kw: Any) -> dict[str, Any]:
     their ear) is measured on the virtual clock, deterministic for a seed. ``path="sip"``: the
     same call without a phone side (the baseline).
 
+    ``+sbc`` and ``+relay`` run in **real time** on loopback (Kamailio + rtpengine are real
+    processes; the relay is real sockets): the caller's media crosses a loopback relay that
+    holds the phone side's one-way delay each way, then the anchor, to the agent
+    (``deterministic: false``). ``realtime=True`` runs ``+trunk`` (or ``sip``) the same way
+    without the anchor, the baseline to pair them with.
+
     Parameters
     ----------
     path : str
-        ``"PSTN-PRESET+trunk"`` or ``"sip"``.
+        ``"PSTN-PRESET+trunk[+sbc|+relay]"`` or ``"sip"``.
+    realtime : bool, optional
+        Default: True with ``+sbc`` / ``+relay`` (they cannot run on the virtual clock),
+        else False.
     turns : int
         Utterances (the corpus's ARCTIC items, cycled).
     seed, jitter_buffer, stop_ms, llm
@@ -1067,6 +1197,11 @@ def path_turns(path: str, **kw: Any) -> dict[str, Any]:
     from .realtime import run_sync
     from .net.vclock import run_virtual_in_thread
 
+    realtime = kw.get("realtime")
+    if realtime is None and path != "sip":
+        realtime = kw["realtime"] = parse_path(path)["anchor"] is not None
+    if realtime:
+        return run_sync(lambda: path_turns_async(path, **kw))
     return run_sync(lambda: run_virtual_in_thread(path_turns_async(path, **kw)))
 
 

@@ -35,6 +35,11 @@ The result carries a per-hop delay table for the phone -> agent direction: the P
 the path's one-way delay, against the ITU-T G.114 150 ms budget. The agent -> phone
 direction reuses the PSTN hops (the phone network is modelled as symmetric) with the live
 leg's own measured delay. Live legs are not deterministic; the result says so.
+
+Quality is scored end to end as well (``end_to_end``, :func:`end_to_end_quality`): the
+phone's mouth against what the agent received (PESQ, delay by cross-correlation), and the
+agent's speech against the phone's ear after the phone side in reverse; R-factor and
+MOS-CQE from the E-model over the whole path (:func:`path_emodel`).
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from .errors import ParameterError
 
 __all__ = ["parse_path", "path_call", "path_call_async", "browser_gateway_call", "G114_BUDGET_MS", "trunk_peer_call",
            "trunk_peer_call_async", "g711_pcap", "SIPP_TRUNK_SCENARIO", "TRUNK_PEERS", "path_turns", "path_turns_async",
-           "browser_gateway_turns", "pstn_phone", "LiveHopChain"]
+           "browser_gateway_turns", "pstn_phone", "LiveHopChain", "end_to_end_quality", "path_emodel"]
 
 #: ITU-T G.114: one-way mouth-to-ear delay transparent for most uses.
 G114_BUDGET_MS = 150.0
@@ -132,20 +137,21 @@ async def path_call_async(path: str, *, seconds: float = 4.0, speech: str = "def
         pstn = await asyncio.get_running_loop().run_in_executor(None, lambda: simulate_path(
             p["pstn"], speech=speech, seed=seed, max_speech_s=float(seconds), quality=quality,
             open_end=True, out_wav=wav, drop_gateway=True))
+        mouth16 = _mouth16(pstn)[: int(float(seconds) * 16000)]  # the speech; the sim's reference runs on 2 s
         if net == "vnet":
             live = await netns_trunk_call(wav, anchor=p["anchor"], seconds=min(60.0, float(seconds) + pstn.mouth_to_ear_ms / 1000.0 + 0.2),
-                                          jitter_buffer=jitter_buffer, seed=seed, quality=quality, links=links)
-            return _path_result(path, p, pstn, live, net="vnet")
-        mouth16 = _mouth16(pstn)[: int(float(seconds) * 16000)]  # the speech; the sim's reference runs on 2 s
-        live = await sip_call(codec="pcmu", seconds=min(60.0, float(seconds) + pstn.mouth_to_ear_ms / 1000.0 + 0.2),
-                              input=wav, jitter_buffer=jitter_buffer, seed=seed, quality=quality,
-                              net=ChannelConfig() if p["anchor"] == "relay" else None,
-                              sbc="kamailio" if p["anchor"] == "sbc" else None,
-                              agent_speech=mouth16, keep_audio=True)
+                                          jitter_buffer=jitter_buffer, seed=seed, quality=quality, links=links,
+                                          agent_speech=mouth16, keep_audio=True)
+        else:
+            live = await sip_call(codec="pcmu", seconds=min(60.0, float(seconds) + pstn.mouth_to_ear_ms / 1000.0 + 0.2),
+                                  input=wav, jitter_buffer=jitter_buffer, seed=seed, quality=quality,
+                                  net=ChannelConfig() if p["anchor"] == "relay" else None,
+                                  sbc="kamailio" if p["anchor"] == "sbc" else None,
+                                  agent_speech=mouth16, keep_audio=True)
     recordings = live.pop("audio")
     e2e = await asyncio.get_running_loop().run_in_executor(None, lambda: end_to_end_quality(
         p["pstn"], pstn, recordings, live, mouth16, seed=seed, quality=quality))
-    return _path_result(path, p, pstn, live, net="loopback", e2e=e2e)
+    return _path_result(path, p, pstn, live, net=net, e2e=e2e)
 
 
 def _mouth16(pstn: Any) -> np.ndarray:
@@ -207,7 +213,9 @@ def end_to_end_quality(preset: str, pstn: Any, recordings: dict[str, Any], live:
     -------
     dict
         ``caller_to_agent`` / ``agent_to_caller``: ``mouth_to_ear_ms``, ``delay_confidence``,
-        ``pesq_nb``, ``pesq_wb``, ``r_factor``, ``mos_cqe``, ``ie_sum``.
+        ``pesq_nb``, ``pesq_wb``, ``r_factor``, ``mos_cqe``, ``ie_sum``, and
+        ``phone_side_pesq_nb`` (the phone side alone on the same speech: the mouth against
+        the gateway's audio, or the gateway's audio against the ear).
     """
     from .metrics.direction import measure_direction
     from .sim.paths import simulate_path
@@ -218,7 +226,12 @@ def end_to_end_quality(preset: str, pstn: Any, recordings: dict[str, Any], live:
     sent, t_sent, recv, t_recv, rate = recordings["caller_to_agent"]
     lag = int(round(float(pstn.mouth_to_ear_ms) * rate / 1000.0))
     mouth = audio.resample(mouth16, 16000, rate)[: max(len(sent) - lag, 0)]
-    up = measure_direction(mouth, t_sent, np.asarray(recv, dtype=np.float64), t_recv, rate, mouth16) if quality else {}
+    up: dict[str, Any] = {}
+    if quality:
+        up = measure_direction(mouth, t_sent, np.asarray(recv, dtype=np.float64), t_recv, rate, mouth16)
+        # the phone side alone on the same speech: the mouth against what the carrier's media gateway sent
+        up["phone_side_pesq_nb"] = measure_direction(mouth, t_sent, np.asarray(sent, dtype=np.float64), t_sent, rate,
+                                                     mouth16)["pesq_nb"]
     # agent -> phone: the caller's recording crosses the phone side in reverse
     sent, t_sent, recv, t_recv, rate = recordings["agent_to_caller"]
     down: dict[str, Any] = {}
@@ -233,6 +246,8 @@ def end_to_end_quality(preset: str, pstn: Any, recordings: dict[str, Any], live:
         if int(ear_rate) != rate:
             ear = audio.resample(ear, int(ear_rate), rate)
         down = measure_direction(np.asarray(sent, dtype=np.float64), t_sent, ear, t_recv, rate, mouth16)
+        gw = np.asarray(recv, dtype=np.float64)  # the phone side alone: the gateway's audio against the ear
+        down["phone_side_pesq_nb"] = measure_direction(gw, t_recv, ear, t_recv, rate, audio.resample(gw, rate, 16000))["pesq_nb"]
     for name, d in (("caller_to_agent", up), ("agent_to_caller", down)):
         d = dict(d)
         if not wideband:
@@ -299,7 +314,8 @@ def _median(values: list[float]) -> float | None:
 
 
 async def netns_trunk_call(wav: str, *, anchor: str | None, seconds: float, jitter_buffer: str = "fixed:60",
-                           seed: int = 0, quality: bool = True, links: dict[str, Any] | None = None) -> dict[str, Any]:
+                           seed: int = 0, quality: bool = True, links: dict[str, Any] | None = None,
+                           agent_speech: np.ndarray | None = None, keep_audio: bool = False) -> dict[str, Any]:
     """The live trunk leg on the namespace chain: the lab's caller (trunk) -> carrier edge -> the lab's agent.
 
     Built by :class:`voicelab.net.netns_chain.NetnsChain`: the caller's and the agent's
@@ -319,6 +335,8 @@ async def netns_trunk_call(wav: str, *, anchor: str | None, seconds: float, jitt
     links : dict, optional
         ``{"carrier": ..., "access": ...}`` link impairments (netem; see
         :class:`~voicelab.net.netns_chain.NetnsChain`).
+    agent_speech, keep_audio
+        As for :func:`voicelab.calls.sip_call` (what the agent plays; the recordings in ``audio``).
     others
         As for :func:`voicelab.calls.sip_call`.
 
@@ -353,7 +371,7 @@ async def netns_trunk_call(wav: str, *, anchor: str | None, seconds: float, jitt
         agent_uri = f"sip:agent@{A['agent']}:5060"
         agent = Agent(codecs=["pcmu"], host=A["agent"], port=5060, contact=agent_uri, jitter_buffer=jitter_buffer,
                       iface=ifa, seed=seeds[1])
-        agent._speech_override = x
+        agent._speech_override = x if agent_speech is None else np.asarray(agent_speech, dtype=np.float64)
         await agent.start()
         if anchor == "sbc":
             from .net.sbc import KamailioSBC
@@ -417,7 +435,10 @@ async def netns_trunk_call(wav: str, *, anchor: str | None, seconds: float, jitt
                            "links": {k: {d: c.to_dict() if hasattr(c, "to_dict") else str(c) for d, c in v.items()}
                                      for k, v in chain.links.items()}}
     for name, s_, r_ in (("caller_to_agent", stream, agent_stream), ("agent_to_caller", agent_stream, stream)):
-        out.update({f"{name}.{k}": v for k, v in direction_report(s_, r_, x, quality=quality).items()})
+        ref = x if name == "caller_to_agent" or agent_speech is None else agent._speech_override
+        out.update({f"{name}.{k}": v for k, v in direction_report(s_, r_, ref, quality=quality).items()})
+        if keep_audio:
+            out.setdefault("audio", {})[name] = (*s_.sent_audio(), *r_.received_audio(), int(s_.tx.sample_rate))
     per = rtp_hop_delays(captures)
     out["hop_samples"] = {d: {h: len(v) for h, v in per[d].items()} for d in per}
     for d, key in (("up", "caller_to_agent"), ("down", "agent_to_caller")):

@@ -262,9 +262,9 @@ def _from_path(s: Scenario, raw: Mapping[str, Any]) -> tuple[dict, dict, list[st
     direction's hop table. On PSTN paths the packet counters (loss, jitter, RTT, playout,
     wire bitrate, packets) are the live trunk leg's, the only packet leg; ``pesq_*``,
     ``r_factor``, ``mos_cqe`` and ``delay_confidence`` are end to end (the phone's mouth ->
-    the agent, and the agent -> the phone's ear: ``raw["end_to_end"]``, loopback; None on
-    the namespace chain, which scores only its leg); ``pesq_wb`` is None where the phone
-    side band-limits the reference. On browser paths PESQ is end to end and there are no
+    the agent, and the agent -> the phone's ear: ``raw["end_to_end"]``,
+    :func:`voicelab.hybrid.end_to_end_quality`); ``pesq_wb`` is None where the phone side's
+    reference is narrowband. On browser paths PESQ is end to end and there are no
     packet counters (None).
     """
     dirs: dict[str, dict[str, Any]] = {}

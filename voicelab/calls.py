@@ -188,7 +188,8 @@ async def sip_call(
     capture: list | None = [] if pcap else None
     agent = Agent(codecs=[codec], transport=sip_transport, jitter_buffer=jitter_buffer, auth=auth, srtp=srtp,
                   iface=iface, seed=int(seeds[1].generate_state(1)[0]) % 2**31)  # fmt: skip
-    agent._speech_override = x if agent_speech is None else np.asarray(agent_speech, dtype=np.float64)  # play exactly what the caller sends: one reference for both directions
+    # the agent plays exactly what the caller sends (one reference for both directions), unless told otherwise
+    agent._speech_override = x if agent_speech is None else np.asarray(agent_speech, dtype=np.float64)
     if sbc not in (None, "kamailio"):
         raise ParameterError(f"sbc must be None or 'kamailio', got {sbc!r}")
     if sbc and sip_transport != "udp":
@@ -271,8 +272,8 @@ async def sip_call(
         ref = x if name == "caller_to_agent" or agent_speech is None else agent._speech_override
         out.update({f"{name}.{k}": v for k, v in direction_report(s, r, ref, quality=quality).items()})
     if keep_audio:
-        out["audio"] = {name: (*s.sent_audio(), *r.received_audio(), int(s.tx.sample_rate))
-                        for name, s, r in (("caller_to_agent", stream, agent_stream), ("agent_to_caller", agent_stream, stream))}
+        pairs = (("caller_to_agent", stream, agent_stream), ("agent_to_caller", agent_stream, stream))
+        out["audio"] = {name: (*s.sent_audio(), *r.received_audio(), int(s.tx.sample_rate)) for name, s, r in pairs}
     if relay is not None:  # what the userspace relay itself added beyond the configured delay
         for name, d in (("caller_to_agent", relay.up), ("agent_to_caller", relay.down)):
             if d.stats.transit_s:

@@ -247,7 +247,8 @@ def end_to_end_quality(preset: str, pstn: Any, recordings: dict[str, Any], live:
             ear = audio.resample(ear, int(ear_rate), rate)
         down = measure_direction(np.asarray(sent, dtype=np.float64), t_sent, ear, t_recv, rate, mouth16)
         gw = np.asarray(recv, dtype=np.float64)  # the phone side alone: the gateway's audio against the ear
-        down["phone_side_pesq_nb"] = measure_direction(gw, t_recv, ear, t_recv, rate, audio.resample(gw, rate, 16000))["pesq_nb"]
+        down["phone_side_pesq_nb"] = measure_direction(gw, t_recv, ear, t_recv, rate,
+                                                       audio.resample(gw, rate, 16000))["pesq_nb"]
     for name, d in (("caller_to_agent", up), ("agent_to_caller", down)):
         d = dict(d)
         if not wideband:
@@ -1089,7 +1090,8 @@ async def _anchored_pipeline_call(utts: list[Any], *, anchor: str | None, phone_
     loop = asyncio.get_running_loop()
     iface = LoopbackInterface(loop)
     cfg = {"vad": vad, "stop_ms": float(stop_ms), "llm": llm, "seed": seed}
-    agent = Agent(codecs=["pcmu"], mode="pipeline", pipeline=cfg, jitter_buffer=jitter_buffer, iface=iface, seed=seed + 1)
+    agent = Agent(codecs=["pcmu"], mode="pipeline", pipeline=cfg, jitter_buffer=jitter_buffer, iface=iface,
+                  seed=seed + 1)
     await agent.start()
     proxy = stream = phone = anchor_relay = None
     ua = sip = None

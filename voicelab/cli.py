@@ -849,8 +849,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "impairment flags on the carrier link), or browser+gateway+sip (WebRTC -> the lab's SIP<->WebRTC gateway "
                     "-> SIP agent; --codec opus transcodes, --codec pcmu passes G.711 through), or browser+gateway+PRESET (the "
                     "gateway's SIP leg reaches a phone over the PSTN preset, its hops applied live); prints a per-hop "
-                    "delay table. With --agent pipeline (PRESET+trunk or sip): turns with the pipeline agent over the "
-                    "path on the virtual clock")
+                    "delay table and end-to-end PESQ / E-model. With --agent pipeline: turns with the pipeline agent "
+                    "over the path (PRESET+trunk or sip on the virtual clock; +sbc / +relay in real time on loopback)")
     cl.add_argument("--duration", type=_float_arg("duration", 1.0, 60.0), default=4.0, metavar="S", help="seconds of speech each way")
     cl.add_argument("--jitter-buffer", default="fixed:60", metavar="fixed:MS|adaptive|auto")
     _add_channel_args(cl)

@@ -107,6 +107,10 @@ def _pstn_result(net: str = "loopback") -> dict:
     if net == "loopback":
         out["hops"] = hops + [{"hop": "SIP trunk -> agent", "kind": "gateway", "delay_ms": 80.0,
                                "how": "measured (live)", "source": "lab"}]
+        out["end_to_end"] = {"caller_to_agent": {"mouth_to_ear_ms": 124.6, "pesq_nb": 3.7, "pesq_wb": 2.9, "r_factor": 84.6,
+                                                 "mos_cqe": 4.19, "delay_confidence": 0.97, "ie_sum": 5.0},
+                             "agent_to_caller": {"mouth_to_ear_ms": 125.4, "pesq_nb": 3.9, "pesq_wb": None,
+                                                 "r_factor": 84.5, "mos_cqe": 4.18, "delay_confidence": 0.96}}
     else:
         leg = [{"hop": "carrier link", "kind": "network", "delay_ms": 0.01, "how": "measured (capture)", "source": "x"},
                {"hop": "endpoints", "kind": "endpoint", "delay_ms": 79.99, "how": "measured (live)", "source": "x"}]
@@ -143,9 +147,10 @@ def test_a_pstn_path_result_maps_onto_the_one_column_set(monkeypatch):
     back = json.loads(down["hops"])
     assert [h["delay_ms"] for h in back] == [81.0, 4.0, 40.0] and back[0]["how"] == "measured (live)"
     assert [h["hop"] for h in json.loads(up["hops"])][-1] == "SIP trunk -> agent"
-    # packet counters are the live leg's; scores of the live leg alone are not passed off as the path's
+    # packet counters are the live leg's; scores are end to end (the live leg's alone, 4.4 / 93, are not the path's)
     assert (up["loss_rate"], down["loss_rate"], up["jitter_ms"], up["packets_sent"]) == (0.0, 0.01, 0.3, 100)
-    assert up["pesq_nb"] is None and up["r_factor"] is None and r.raw["pstn_pesq_nb"] == 3.8
+    assert (up["pesq_nb"], up["pesq_wb"], up["r_factor"], up["mos_cqe"], up["delay_confidence"]) == (3.7, 2.9, 84.6, 4.19, 0.97)
+    assert (down["pesq_nb"], down["pesq_wb"], down["r_factor"]) == (3.9, None, 84.5) and r.raw["pstn_pesq_nb"] == 3.8
     assert up["codec_negotiated"] == "pcmu" and up["setup_ms"] == 4.0 and up["connected"] is True
     assert set(r.to_row()) >= {"caller_to_agent.hops", "path_spec"}
     assert isinstance(r.to_row()["caller_to_agent.hops"], str)
@@ -219,6 +224,24 @@ def test_a_live_loopback_path_trial(natural):
         assert row["hops_modelled_ms"] > 0 and row["loss_rate"] is not None
         assert row["codec_negotiated"] == "pcmu" and row["setup_ms"] > 0 and row["synthetic_speech"] is False
     assert r.raw["trunk_pesq_nb"] is not None and r.raw["trunk_pesq_nb"] > 3.0
+
+
+@pytest.mark.timeout(90)
+def test_a_mobile_path_is_scored_end_to_end(natural):
+    """PESQ / R-factor of the whole path (the phone's mouth -> the agent, the agent -> the phone's ear)."""
+    r = run(Scenario(mode="loopback", path="pstn-national-mobile+trunk", seconds=2, seed=1))
+    up, down = r.to_rows()
+    trunk = r.raw["trunk_pesq_nb"]
+    for row in (up, down):
+        # the AMR-NB leg costs: end to end is below the clean G.711 trunk leg alone, and still speech
+        assert row["pesq_nb"] is not None and 2.5 < row["pesq_nb"] < trunk - 0.1, (row["pesq_nb"], trunk)
+        # the E-model over the whole path: AMR-NB 12.2 (Ie 5) + G.711 (0), ~150 ms: R about 84
+        assert 75.0 < row["r_factor"] < 93.2 - 5.0 and 3.8 < row["mos_cqe"] < 4.4
+        assert row["delay_confidence"] > 0.5
+    # the cross-correlated end-to-end delay agrees with the hop table's total within 10 ms
+    assert abs(r.raw["end_to_end"]["caller_to_agent"]["mouth_to_ear_ms"] - r.raw["phone_to_agent_ms"]) < 10.0
+    assert abs(r.raw["end_to_end"]["agent_to_caller"]["mouth_to_ear_ms"] - r.raw["agent_to_phone_ms"]) < 10.0
+    assert r.raw["end_to_end"]["caller_to_agent"]["ie_sum"] == 5.0
 
 
 @pytest.mark.timeout(120)

@@ -87,7 +87,7 @@ def test_pipeline_turn_over_phone_path_virtual(natural_env):
     assert t["reconciled"] and t["total_ms"] > 2 * r["phone_side_ms"]
     for bad, words in [("pstn-national-mobile+trunk+sbc", "virtual clock"), ("browser+gateway+sip", "WebRTC")]:
         with pytest.raises(ParameterError, match=words):
-            path_turns(bad, turns=1)
+            path_turns(bad, turns=1, realtime=False)
 
 
 def _fake_wer(rows):
@@ -218,3 +218,26 @@ def test_browser_to_landline_passes_g711_through(natural_env):
         assert sum("passed through" in h["hop"] for h in hops) == 1
         assert abs(r[f"{d}.total_ms"] - r[f"{d}.parts_ms"]) <= 2.0
         assert r[f"{d}.pesq_nb"] >= 4.0  # one G.711 coding, no tandem
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_pipeline_turns_through_real_sbc_in_real_time(natural_env):
+    """+trunk+sbc: the pipeline agent behind Kamailio + rtpengine, in real time, the phone side's delay on the path."""
+    from tests.conftest import need_tool
+
+    need_tool("kamailio", "kamailio")
+    need_tool("rtpengine", "rtpengine-daemon")
+    r = path_turns("pstn-national-mobile+trunk+sbc", turns=2, seed=0)
+    assert r["realtime"] is True and r["deterministic"] is False and r["sbc"] == "kamailio+rtpengine"
+    assert r["turn.answered"] >= 1
+    # every answered turn reconciles, and the phone side's delay is on the network each way
+    for t in r["turns"]:
+        if t.get("total_ms") is None:
+            continue
+        assert t["reconciled"]
+        assert r["phone_side_ms"] - 1.0 <= t["network_up_ms"] < r["phone_side_ms"] + 80.0
+        assert r["phone_side_ms"] - 1.0 <= t["network_down_ms"] < r["phone_side_ms"] + 80.0
+        assert t["total_ms"] > 2 * r["phone_side_ms"]
+    # the conversation's media crossed rtpengine both ways
+    assert len(r["sbc_media_legs"]) == 2 and min(leg["packets"] for leg in r["sbc_media_legs"]) > 50

@@ -122,6 +122,8 @@ async def sip_call(
     srtp: bool = False,
     auth: tuple[str, str] | None = None,
     sbc: str | None = None,
+    agent_speech: np.ndarray | None = None,
+    keep_audio: bool = False,
 ) -> dict[str, Any]:
     """One SIP call on loopback, the lab's caller and agent in this process; returns its metrics.
 
@@ -158,6 +160,12 @@ async def sip_call(
         rtpengine (media anchor), started for the call (:class:`voicelab.net.sbc.KamailioSBC`;
         UDP signalling only). The result gains ``sbc`` and ``sbc_media_legs`` (rtpengine's
         per-leg packet counters).
+    agent_speech : numpy.ndarray, optional
+        What the agent plays (float, 16 kHz); default: the caller's speech.
+    keep_audio : bool
+        Add ``audio``: per direction ``(sent, t_sent, received, t_received, rate)``, the
+        sender's and the receiver's audio at the codec rate (Hz) with the loop times (s) of
+        their first samples (one clock), for scoring a longer path end to end.
 
     Returns
     -------
@@ -180,7 +188,8 @@ async def sip_call(
     capture: list | None = [] if pcap else None
     agent = Agent(codecs=[codec], transport=sip_transport, jitter_buffer=jitter_buffer, auth=auth, srtp=srtp,
                   iface=iface, seed=int(seeds[1].generate_state(1)[0]) % 2**31)  # fmt: skip
-    agent._speech_override = x  # play exactly what the caller sends: one reference for both directions
+    # the agent plays exactly what the caller sends (one reference for both directions), unless told otherwise
+    agent._speech_override = x if agent_speech is None else np.asarray(agent_speech, dtype=np.float64)
     if sbc not in (None, "kamailio"):
         raise ParameterError(f"sbc must be None or 'kamailio', got {sbc!r}")
     if sbc and sip_transport != "udp":
@@ -260,7 +269,11 @@ async def sip_call(
         "seconds": len(x) / 16000,
     }
     for name, s, r in (("caller_to_agent", stream, agent_stream), ("agent_to_caller", agent_stream, stream)):
-        out.update({f"{name}.{k}": v for k, v in direction_report(s, r, x, quality=quality).items()})
+        ref = x if name == "caller_to_agent" or agent_speech is None else agent._speech_override
+        out.update({f"{name}.{k}": v for k, v in direction_report(s, r, ref, quality=quality).items()})
+    if keep_audio:
+        pairs = (("caller_to_agent", stream, agent_stream), ("agent_to_caller", agent_stream, stream))
+        out["audio"] = {name: (*s.sent_audio(), *r.received_audio(), int(s.tx.sample_rate)) for name, s, r in pairs}
     if relay is not None:  # what the userspace relay itself added beyond the configured delay
         for name, d in (("caller_to_agent", relay.up), ("agent_to_caller", relay.down)):
             if d.stats.transit_s:

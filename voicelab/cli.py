@@ -264,12 +264,12 @@ def cmd_call(args: argparse.Namespace) -> int:
                                  "or --net sim with it")
         if net is not None and args.net != "vnet":
             raise ParameterError("impairment flags with --path apply to the carrier link of --net vnet (the lab's link model)")
-        if args.agent == "pipeline":  # turns with the pipeline agent over the path, on the virtual clock
+        if args.agent == "pipeline":  # turns over the path: virtual clock (+trunk), real time (+sbc, +relay)
             from .hybrid import path_turns
 
             if args.net != "loopback" or net is not None:
-                raise ParameterError("--path with --agent pipeline runs on the virtual clock: no --net or impairment "
-                                     "flags with it")
+                raise ParameterError("--path with --agent pipeline runs on the virtual clock (+sbc / +relay: in real "
+                                     "time on loopback): no --net or impairment flags with it")
             res = path_turns(args.path, turns=args.turns, seed=args.seed or 0, stop_ms=args.stop_ms,
                              llm=None if args.llm == "model" else args.llm, jitter_buffer=args.jitter_buffer)
             if not args.json:
@@ -307,6 +307,11 @@ def cmd_call(args: argparse.Namespace) -> int:
               f"G.114 budget {res['g114_budget_ms']:g} ms: {'within' if res['within_g114'] else 'EXCEEDED'}")
         print(f"  PESQ-NB after the PSTN side {res['pstn_pesq_nb']}, on the trunk leg {res['trunk_pesq_nb']}; "
               f"setup {res['setup_ms']} ms" + (f"; SBC {res['sbc']}" if res["sbc"] else ""))
+        for d, label in (("caller_to_agent", "phone -> agent"), ("agent_to_caller", "agent -> phone")):
+            e = (res.get("end_to_end") or {}).get(d) or {}
+            if e.get("pesq_nb") is not None:
+                print(f"  end to end, {label}: PESQ-NB {e['pesq_nb']:.2f}, E-model R {e['r_factor']:.1f} "
+                      f"(MOS-CQE {e['mos_cqe']:.2f}), {e['mouth_to_ear_ms']:.1f} ms by cross-correlation")
         return 0
     auth = _user_pass(args.auth, "--auth")
     target_seed = args.seed  # None: a call to another peer draws fresh identifiers (SIP wants them unique)
@@ -847,8 +852,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "impairment flags on the carrier link), or browser+gateway+sip (WebRTC -> the lab's SIP<->WebRTC gateway "
                     "-> SIP agent; --codec opus transcodes, --codec pcmu passes G.711 through), or browser+gateway+PRESET (the "
                     "gateway's SIP leg reaches a phone over the PSTN preset, its hops applied live); prints a per-hop "
-                    "delay table. With --agent pipeline (PRESET+trunk or sip): turns with the pipeline agent over the "
-                    "path on the virtual clock")
+                    "delay table and end-to-end PESQ / E-model. With --agent pipeline: turns with the pipeline agent "
+                    "over the path (PRESET+trunk or sip on the virtual clock; +sbc / +relay in real time on loopback)")
     cl.add_argument("--duration", type=_float_arg("duration", 1.0, 60.0), default=4.0, metavar="S", help="seconds of speech each way")
     cl.add_argument("--jitter-buffer", default="fixed:60", metavar="fixed:MS|adaptive|auto")
     _add_channel_args(cl)

@@ -35,6 +35,11 @@ The result carries a per-hop delay table for the phone -> agent direction: the P
 the path's one-way delay, against the ITU-T G.114 150 ms budget. The agent -> phone
 direction reuses the PSTN hops (the phone network is modelled as symmetric) with the live
 leg's own measured delay. Live legs are not deterministic; the result says so.
+
+Quality is scored end to end as well (``end_to_end``, :func:`end_to_end_quality`): the
+phone's mouth against what the agent received (PESQ, delay by cross-correlation), and the
+agent's speech against the phone's ear after the phone side in reverse; R-factor and
+MOS-CQE from the E-model over the whole path (:func:`path_emodel`).
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from .errors import ParameterError
 
 __all__ = ["parse_path", "path_call", "path_call_async", "browser_gateway_call", "G114_BUDGET_MS", "trunk_peer_call",
            "trunk_peer_call_async", "g711_pcap", "SIPP_TRUNK_SCENARIO", "TRUNK_PEERS", "path_turns", "path_turns_async",
-           "browser_gateway_turns", "pstn_phone", "LiveHopChain"]
+           "browser_gateway_turns", "pstn_phone", "LiveHopChain", "end_to_end_quality", "path_emodel"]
 
 #: ITU-T G.114: one-way mouth-to-ear delay transparent for most uses.
 G114_BUDGET_MS = 150.0
@@ -132,18 +137,132 @@ async def path_call_async(path: str, *, seconds: float = 4.0, speech: str = "def
         pstn = await asyncio.get_running_loop().run_in_executor(None, lambda: simulate_path(
             p["pstn"], speech=speech, seed=seed, max_speech_s=float(seconds), quality=quality,
             open_end=True, out_wav=wav, drop_gateway=True))
+        mouth16 = _mouth16(pstn)[: int(float(seconds) * 16000)]  # the speech; the sim's reference runs on 2 s
         if net == "vnet":
             live = await netns_trunk_call(wav, anchor=p["anchor"], seconds=min(60.0, float(seconds) + pstn.mouth_to_ear_ms / 1000.0 + 0.2),
-                                          jitter_buffer=jitter_buffer, seed=seed, quality=quality, links=links)
-            return _path_result(path, p, pstn, live, net="vnet")
-        live = await sip_call(codec="pcmu", seconds=min(60.0, float(seconds) + pstn.mouth_to_ear_ms / 1000.0 + 0.2),
-                              input=wav, jitter_buffer=jitter_buffer, seed=seed, quality=quality,
-                              net=ChannelConfig() if p["anchor"] == "relay" else None,
-                              sbc="kamailio" if p["anchor"] == "sbc" else None)
-    return _path_result(path, p, pstn, live, net="loopback")
+                                          jitter_buffer=jitter_buffer, seed=seed, quality=quality, links=links,
+                                          agent_speech=mouth16, keep_audio=True)
+        else:
+            live = await sip_call(codec="pcmu", seconds=min(60.0, float(seconds) + pstn.mouth_to_ear_ms / 1000.0 + 0.2),
+                                  input=wav, jitter_buffer=jitter_buffer, seed=seed, quality=quality,
+                                  net=ChannelConfig() if p["anchor"] == "relay" else None,
+                                  sbc="kamailio" if p["anchor"] == "sbc" else None,
+                                  agent_speech=mouth16, keep_audio=True)
+    recordings = live.pop("audio")
+    e2e = await asyncio.get_running_loop().run_in_executor(None, lambda: end_to_end_quality(
+        p["pstn"], pstn, recordings, live, mouth16, seed=seed, quality=quality))
+    return _path_result(path, p, pstn, live, net=net, e2e=e2e)
 
 
-def _path_result(path: str, p: dict[str, Any], pstn: Any, live: dict[str, Any], *, net: str) -> dict[str, Any]:
+def _mouth16(pstn: Any) -> np.ndarray:
+    """The phone's speech (the mouth) at 16 kHz: what the agent also plays on the way back."""
+    x = np.asarray(pstn.reference, dtype=np.float64)
+    return audio.resample(x, int(pstn.reference_rate), 16000) if int(pstn.reference_rate) != 16000 else x
+
+
+def _path_codecs(preset: str) -> list[Any]:
+    """The codec hops of a preset's phone side (trailing gateway dropped: the live leg stands for it)."""
+    from .sim.paths import path_hops
+
+    hops = path_hops(preset, open_end=True)
+    while hops and hops[-1].kind == "gateway":
+        hops = hops[:-1]
+    return hops
+
+
+def path_emodel(preset: str, *, delay_ms: float, loss_rate: float, live_codec: str = "pcmu") -> dict[str, Any]:
+    """E-model rating (G.107) of a whole PSTN path: phone side + live trunk leg, one direction.
+
+    ``Ta`` is the measured end-to-end delay; ``Ie`` is the sum of the equipment impairments of
+    every coding on the path (the phone side's codec legs and the live leg's codec: G.113's
+    planning rule, impairments of tandem codings add on the R scale); ``Bpl`` and the loss are
+    the live leg's (the phone side is circuit-switched or loss-free in the model).
+
+    Returns
+    -------
+    dict
+        ``r_factor``, ``mos_cqe``, ``ie_sum`` (the summed Ie), ``codings`` (codec names in order).
+    """
+    from . import metrics
+
+    codings = [(h.codec, h.codec_params.get("bitrate")) for h in _path_codecs(preset) if h.codec] + [(live_codec, None)]
+    ie_sum = 0.0
+    for codec, bitrate in codings:
+        ie, _, _ = metrics.ie_bpl(codec, bitrate=bitrate, plc=True, wideband=False)
+        ie_sum += float(ie)
+    _, bpl, _ = metrics.ie_bpl(live_codec, plc=True, wideband=False)
+    em = metrics.r_factor(delay_ms=float(delay_ms), loss_rate=float(loss_rate), ie=min(ie_sum, 95.0), bpl=bpl)
+    return {"r_factor": em.r_factor, "mos_cqe": em.mos_cqe, "ie_sum": ie_sum, "codings": [c for c, _ in codings]}
+
+
+def end_to_end_quality(preset: str, pstn: Any, recordings: dict[str, Any], live: dict[str, Any], mouth16: np.ndarray,
+                       *, seed: int = 0, quality: bool = True) -> dict[str, dict[str, Any]]:
+    """Score a PSTN path end to end, both ways: the phone's mouth -> what the agent received, and back.
+
+    Phone -> agent: the phone's speech (``pstn.reference``, sample 0 at the moment the
+    caller's stream starts: the phone side's output includes its delay) against the agent's
+    recording of the live leg, on the loop clock (:func:`voicelab.metrics.direction.measure_direction`).
+    Agent -> phone: the agent played the same speech; what the carrier's media gateway (the
+    lab's caller) received crosses the phone side in reverse in ``sim`` (its hops in reverse
+    order: G.711 towards the mobile core, AMR-NB to the terminal, the same modelled delays),
+    and the phone's ear is scored against what the agent sent. PESQ-WB is given only where
+    the reference is wideband (a path without a codec leg before the trunk). R-factor and
+    MOS-CQE: :func:`path_emodel` with the measured delay and the live leg's loss.
+
+    Returns
+    -------
+    dict
+        ``caller_to_agent`` / ``agent_to_caller``: ``mouth_to_ear_ms``, ``delay_confidence``,
+        ``pesq_nb``, ``pesq_wb``, ``r_factor``, ``mos_cqe``, ``ie_sum``, and
+        ``phone_side_pesq_nb`` (the phone side alone on the same speech: the mouth against
+        the gateway's audio, or the gateway's audio against the ear).
+    """
+    from .metrics.direction import measure_direction
+    from .sim.paths import simulate_path
+
+    out: dict[str, dict[str, Any]] = {}
+    wideband = int(pstn.reference_rate) >= 16000
+    # phone -> agent: the mouth, placed at the caller's first sample, against the agent's recording
+    sent, t_sent, recv, t_recv, rate = recordings["caller_to_agent"]
+    lag = int(round(float(pstn.mouth_to_ear_ms) * rate / 1000.0))
+    mouth = audio.resample(mouth16, 16000, rate)[: max(len(sent) - lag, 0)]
+    up: dict[str, Any] = {}
+    if quality:
+        up = measure_direction(mouth, t_sent, np.asarray(recv, dtype=np.float64), t_recv, rate, mouth16)
+        # the phone side alone on the same speech: the mouth against what the carrier's media gateway sent
+        up["phone_side_pesq_nb"] = measure_direction(mouth, t_sent, np.asarray(sent, dtype=np.float64), t_sent, rate,
+                                                     mouth16)["pesq_nb"]
+    # agent -> phone: the caller's recording crosses the phone side in reverse
+    sent, t_sent, recv, t_recv, rate = recordings["agent_to_caller"]
+    down: dict[str, Any] = {}
+    if quality and len(recv):
+        with tempfile.TemporaryDirectory(prefix="voicelab-e2e-") as tmp:
+            src, ear_wav = os.path.join(tmp, "gw.wav"), os.path.join(tmp, "ear.wav")
+            audio.write_wav(src, np.asarray(recv, dtype=np.float64), int(rate))
+            simulate_path(_path_codecs(preset)[::-1], input=src, seed=seed + 7919, max_speech_s=len(recv) / rate + 1.0,
+                          quality=False, open_end=True, out_wav=ear_wav)
+            ear, ear_rate = audio.read_wav(ear_wav)
+        ear = np.asarray(ear, dtype=np.float64)
+        if int(ear_rate) != rate:
+            ear = audio.resample(ear, int(ear_rate), rate)
+        down = measure_direction(np.asarray(sent, dtype=np.float64), t_sent, ear, t_recv, rate, mouth16)
+        gw = np.asarray(recv, dtype=np.float64)  # the phone side alone: the gateway's audio against the ear
+        down["phone_side_pesq_nb"] = measure_direction(gw, t_recv, ear, t_recv, rate,
+                                                       audio.resample(gw, rate, 16000))["pesq_nb"]
+    for name, d in (("caller_to_agent", up), ("agent_to_caller", down)):
+        d = dict(d)
+        if not wideband:
+            d["pesq_wb"] = None  # the reference is the first codec leg's narrowband input
+        d["r_factor"] = d["mos_cqe"] = d["ie_sum"] = None
+        if d.get("mouth_to_ear_ms") is not None and live.get(f"{name}.loss_rate") is not None:
+            em = path_emodel(preset, delay_ms=d["mouth_to_ear_ms"], loss_rate=live[f"{name}.loss_rate"])
+            d.update({k: em[k] for k in ("r_factor", "mos_cqe", "ie_sum")})
+        out[name] = d
+    return out
+
+
+def _path_result(path: str, p: dict[str, Any], pstn: Any, live: dict[str, Any], *, net: str,
+                 e2e: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The per-hop result of a PSTN path: the phone side's hops, then the live leg's."""
     up_live = live.get("caller_to_agent.mouth_to_ear_ms")
     down_live = live.get("agent_to_caller.mouth_to_ear_ms")
@@ -172,6 +291,7 @@ def _path_result(path: str, p: dict[str, Any], pstn: Any, live: dict[str, Any], 
         "within_g114": None if one_way is None else one_way <= G114_BUDGET_MS,
         "pstn_pesq_nb": pstn.pesq_nb,
         "trunk_pesq_nb": live.get("caller_to_agent.pesq_nb"),
+        "end_to_end": e2e,
         "setup_ms": live.get("setup_ms"),
         "sbc": live.get("sbc"),
         "sbc_media_legs": live.get("sbc_media_legs"),
@@ -195,7 +315,8 @@ def _median(values: list[float]) -> float | None:
 
 
 async def netns_trunk_call(wav: str, *, anchor: str | None, seconds: float, jitter_buffer: str = "fixed:60",
-                           seed: int = 0, quality: bool = True, links: dict[str, Any] | None = None) -> dict[str, Any]:
+                           seed: int = 0, quality: bool = True, links: dict[str, Any] | None = None,
+                           agent_speech: np.ndarray | None = None, keep_audio: bool = False) -> dict[str, Any]:
     """The live trunk leg on the namespace chain: the lab's caller (trunk) -> carrier edge -> the lab's agent.
 
     Built by :class:`voicelab.net.netns_chain.NetnsChain`: the caller's and the agent's
@@ -215,6 +336,8 @@ async def netns_trunk_call(wav: str, *, anchor: str | None, seconds: float, jitt
     links : dict, optional
         ``{"carrier": ..., "access": ...}`` link impairments (the lab's channel models on a userspace L2 link; see
         :class:`~voicelab.net.netns_chain.NetnsChain`).
+    agent_speech, keep_audio
+        As for :func:`voicelab.calls.sip_call` (what the agent plays; the recordings in ``audio``).
     others
         As for :func:`voicelab.calls.sip_call`.
 
@@ -249,7 +372,7 @@ async def netns_trunk_call(wav: str, *, anchor: str | None, seconds: float, jitt
         agent_uri = f"sip:agent@{A['agent']}:5060"
         agent = Agent(codecs=["pcmu"], host=A["agent"], port=5060, contact=agent_uri, jitter_buffer=jitter_buffer,
                       iface=ifa, seed=seeds[1])
-        agent._speech_override = x
+        agent._speech_override = x if agent_speech is None else np.asarray(agent_speech, dtype=np.float64)
         await agent.start()
         if anchor == "sbc":
             from .net.sbc import KamailioSBC
@@ -313,7 +436,10 @@ async def netns_trunk_call(wav: str, *, anchor: str | None, seconds: float, jitt
                            "links": {k: {d: c.to_dict() if hasattr(c, "to_dict") else str(c) for d, c in v.items()}
                                      for k, v in chain.links.items()}}
     for name, s_, r_ in (("caller_to_agent", stream, agent_stream), ("agent_to_caller", agent_stream, stream)):
-        out.update({f"{name}.{k}": v for k, v in direction_report(s_, r_, x, quality=quality).items()})
+        ref = x if name == "caller_to_agent" or agent_speech is None else agent._speech_override
+        out.update({f"{name}.{k}": v for k, v in direction_report(s_, r_, ref, quality=quality).items()})
+        if keep_audio:
+            out.setdefault("audio", {})[name] = (*s_.sent_audio(), *r_.received_audio(), int(s_.tx.sample_rate))
     per = rtp_hop_delays(captures)
     out["hop_samples"] = {d: {h: len(v) for h, v in per[d].items()} for d in per}
     for d, key in (("up", "caller_to_agent"), ("down", "agent_to_caller")):
@@ -864,11 +990,10 @@ def trunk_peer_call(peer: str = "sipp", **kw: Any) -> dict[str, Any]:
 
 
 async def path_turns_async(path: str, *, turns: int = 3, seed: int = 0, jitter_buffer: str = "fixed:60",
-                           stop_ms: float = 300.0, llm: str | None = None) -> dict[str, Any]:
-    """Coroutine form of :func:`path_turns` (run it under :func:`voicelab.net.vclock.run_virtual`)."""
-    from .net import ChannelConfig
-    from .sim.paths import simulate_path
-    from .turns import Utterance, load_utterances, pipeline_call
+                           stop_ms: float = 300.0, llm: str | None = None, realtime: bool | None = None) -> dict[str, Any]:
+    """Coroutine form of :func:`path_turns` (on the virtual clock: run it under
+    :func:`voicelab.net.vclock.run_virtual`; ``realtime``: on the running loop)."""
+    from .turns import load_utterances, pipeline_call
     from .vnetcall import DEFAULT_LINKS
 
     if path == "sip":
@@ -877,50 +1002,173 @@ async def path_turns_async(path: str, *, turns: int = 3, seed: int = 0, jitter_b
         p = parse_path(path)
     if p["browser"]:
         raise ParameterError("turns over 'browser+gateway+sip' need WebRTC, which runs in real time on loopback: "
-                             "not on the virtual clock")
-    if p["anchor"] is not None:
-        raise ParameterError(f"'+{p['anchor']}' runs real processes (or a loopback relay) in real time; on the virtual "
-                             f"clock use '{p['pstn']}+trunk' (an SBC on loopback adds no measurable delay: docs/paths.md)")
+                             "use browser_gateway_turns")
+    if realtime is None:
+        realtime = p["anchor"] is not None
+    if p["anchor"] is not None and not realtime:
+        raise ParameterError(f"'+{p['anchor']}' runs real processes (or a loopback relay) in real time: not on the "
+                             f"virtual clock (realtime=True, or '{p['pstn']}+trunk' on the virtual clock)")
     utts = load_utterances(turns)
-    access = float(DEFAULT_LINKS["caller"]["delay_ms"])
-    phone: list[dict[str, Any]] = []
-    if p["pstn"] is None:
-        processed, phone_ms = utts, 0.0
+    processed, phone, phone_ms = await _phone_side_utterances(p["pstn"], utts, seed)
+    if realtime:
+        res = await _anchored_pipeline_call(processed, anchor=p["anchor"], phone_ms=phone_ms, jitter_buffer=jitter_buffer,
+                                            seed=seed, stop_ms=stop_ms, llm=llm)
+        res["turns_requested"] = turns
     else:
-        processed = []
-        with tempfile.TemporaryDirectory(prefix="voicelab-pathturns-") as tmp:
-            for i, u in enumerate(utts):
-                pad = np.zeros(8000)
-                src, out = os.path.join(tmp, f"u{i}.wav"), os.path.join(tmp, f"o{i}.wav")
-                audio.write_wav(src, np.concatenate([pad, u.samples, pad]), 16000)
-                r = await asyncio.get_running_loop().run_in_executor(None, lambda: simulate_path(
-                    p["pstn"], input=src, seed=seed + i, max_speech_s=60.0, open_end=True, drop_gateway=True,
-                    out_wav=out, quality=False))
-                y, rate = audio.read_wav(out)
-                y = audio.resample(np.asarray(y, dtype=np.float64), int(rate), 16000) if rate != 16000 else y
-                d = int(round(r.mouth_to_ear_ms * 16.0))  # the phone side's delay goes on the access link instead
-                y = np.asarray(y[len(pad) + d: len(pad) + d + len(u.samples)], dtype=np.float64)
-                y = np.concatenate([y, np.zeros(len(u.samples) - len(y))])
-                y *= np.sqrt(np.mean(u.samples ** 2) / max(np.mean(y ** 2), 1e-20))  # the caller's level
-                processed.append(_BoundedUtterance(u.name, y, u.transcript, u.synthetic, bounds=u.speech_bounds))
-                phone.append({"utterance": u.name, "phone_side_ms": float(r.mouth_to_ear_ms),
-                              "phone_parts_ms": float(r.parts_ms)})
-        phone_ms = float(np.mean([x["phone_side_ms"] for x in phone]))
-    link = {"delay_ms": access + phone_ms}
-    res = await pipeline_call(transport="sip", codec="pcmu", turns=len(processed), stop_ms=stop_ms, llm=llm,
-                              jitter_buffer=jitter_buffer, seed=seed, network="virtual", uplink=link, downlink=link,
-                              utterances=processed)
+        link = {"delay_ms": float(DEFAULT_LINKS["caller"]["delay_ms"]) + phone_ms}
+        res = await pipeline_call(transport="sip", codec="pcmu", turns=len(processed), stop_ms=stop_ms, llm=llm,
+                                  jitter_buffer=jitter_buffer, seed=seed, network="virtual", uplink=link, downlink=link,
+                                  utterances=processed)
     for rec in res["turns"]:
         rec["phone_side_ms"] = phone_ms
         if rec.get("total_ms") is not None:
             rec["mouth_to_ear_up_ms"] = sum(rec.get(f"{k}_ms") or 0.0 for k in
                                             ("caller_packetization", "network_up", "agent_jitter_buffer"))
+    if realtime:
+        anchor = {None: "no anchor", "sbc": "Kamailio + rtpengine (started for the call)",
+                  "relay": "the lab's media relay"}[p["anchor"]]
+        note = ("phone side (codecs in tandem + modelled hops) in sim; its one-way delay is applied each way by a "
+                f"loopback relay on the caller's side; trunk leg (G.711) in real time on loopback through {anchor}; "
+                "agent pipeline and conversation in real time")
+    else:
+        note = ("phone side (codecs in tandem + modelled hops) in sim; its one-way delay is the delay of the "
+                "caller's access link each way on the virtual network; trunk leg (G.711), agent pipeline and "
+                "conversation on the virtual clock")
     res.update({"path": path, "phone_side_ms": phone_ms, "phone_side": phone, "g114_budget_ms": G114_BUDGET_MS,
-                "deterministic": True,
-                "note": ("phone side (codecs in tandem + modelled hops) in sim; its one-way delay is the delay of the "
-                         "caller's access link each way on the virtual network; trunk leg (G.711), agent pipeline and "
-                         "conversation on the virtual clock")})
+                "deterministic": not realtime, "realtime": bool(realtime), "note": note})
     return res
+
+
+async def _phone_side_utterances(preset: str | None, utts: list[Any], seed: int) -> tuple[list[Any], list[dict], float]:
+    """The caller's utterances after the phone side's codecs (delay removed: it goes on the network)."""
+    from .sim.paths import simulate_path
+
+    if preset is None:
+        return list(utts), [], 0.0
+    processed, phone = [], []
+    with tempfile.TemporaryDirectory(prefix="voicelab-pathturns-") as tmp:
+        for i, u in enumerate(utts):
+            pad = np.zeros(8000)
+            src, out = os.path.join(tmp, f"u{i}.wav"), os.path.join(tmp, f"o{i}.wav")
+            audio.write_wav(src, np.concatenate([pad, u.samples, pad]), 16000)
+            r = await asyncio.get_running_loop().run_in_executor(None, lambda: simulate_path(
+                preset, input=src, seed=seed + i, max_speech_s=60.0, open_end=True, drop_gateway=True,
+                out_wav=out, quality=False))
+            y, rate = audio.read_wav(out)
+            y = audio.resample(np.asarray(y, dtype=np.float64), int(rate), 16000) if rate != 16000 else y
+            d = int(round(r.mouth_to_ear_ms * 16.0))  # the phone side's delay goes on the network instead
+            y = np.asarray(y[len(pad) + d: len(pad) + d + len(u.samples)], dtype=np.float64)
+            y = np.concatenate([y, np.zeros(len(u.samples) - len(y))])
+            y *= np.sqrt(np.mean(u.samples ** 2) / max(np.mean(y ** 2), 1e-20))  # the caller's level
+            processed.append(_BoundedUtterance(u.name, y, u.transcript, u.synthetic, bounds=u.speech_bounds))
+            phone.append({"utterance": u.name, "phone_side_ms": float(r.mouth_to_ear_ms),
+                          "phone_parts_ms": float(r.parts_ms)})
+    return processed, phone, float(np.mean([x["phone_side_ms"] for x in phone]))
+
+
+async def _anchored_pipeline_call(utts: list[Any], *, anchor: str | None, phone_ms: float, jitter_buffer: str,
+                                  seed: int, stop_ms: float, llm: str | None, vad: str = "webrtc",
+                                  reply_timeout_s: float = 8.0) -> dict[str, Any]:
+    """A conversation with the pipeline agent in real time on loopback, through the path's anchor.
+
+    caller (the carrier's media gateway) -> a relay holding the phone side's one-way delay
+    each way (:class:`voicelab.net.relay.UdpRelay`) -> [the lab's relay | rtpengine] -> the
+    agent; SIP straight to the agent or through Kamailio (``"sbc"``: record-routed, ACK and
+    BYE by the route set). Turns are analysed as :func:`voicelab.turns.pipeline_call` does.
+    """
+    from .agent import Agent
+    from .calls import open_caller
+    from .net import ChannelConfig
+    from .net.iface import LoopbackInterface
+    from .net.relay import UdpRelay
+    from .rtp.live import LiveAudioStream
+    from .sip.ua import CallEnded, CallEstablished, CallFailed
+    from .turns import ConversationDriver, analyse_turns, summarise_turns
+
+    loop = asyncio.get_running_loop()
+    iface = LoopbackInterface(loop)
+    cfg = {"vad": vad, "stop_ms": float(stop_ms), "llm": llm, "seed": seed}
+    agent = Agent(codecs=["pcmu"], mode="pipeline", pipeline=cfg, jitter_buffer=jitter_buffer, iface=iface,
+                  seed=seed + 1)
+    await agent.start()
+    proxy = stream = phone = anchor_relay = None
+    ua = sip = None
+    try:
+        if anchor == "sbc":
+            from .net.sbc import KamailioSBC
+
+            proxy = await KamailioSBC(target=agent.address).start()
+        ua, sip = await open_caller(iface, codec="pcmu", rtcp_mux=True, seed=seed)
+        media_port = iface.free_port("udp")
+        delay = ChannelConfig(delay_ms=float(phone_ms))
+        # the phone side's delay, both ways, between the caller and the rest of the path
+        phone = await UdpRelay(iface, ("127.0.0.1", 9), uplink=delay, downlink=delay, seed=seed,
+                               client=("127.0.0.1", media_port)).start()
+        offered = phone.back_address
+        if anchor == "relay":  # the lab's media relay anchors the trunk leg
+            anchor_relay = await UdpRelay(iface, ("127.0.0.1", 9), uplink=ChannelConfig(), downlink=ChannelConfig(),
+                                          seed=seed + 3, client=phone.back_address).start()
+            offered = anchor_relay.back_address
+        call = ua.invite(proxy.uri if proxy else agent.uri, now=loop.time(), media_port=offered[1])
+        sip.flush()
+        ev = await sip.wait_for(CallEstablished, CallFailed)
+        if isinstance(ev, CallFailed):
+            raise ParameterError(f"the call to the pipeline agent failed: {ev.status}")
+        far = (call.media.remote_address, call.media.remote_port)
+        if anchor_relay is not None:
+            anchor_relay.target, phone.target = far, anchor_relay.front_address
+        else:
+            phone.target = far
+        stream = LiveAudioStream.for_media(iface, call.media, local_addr=("127.0.0.1", media_port),
+                                           jitter_buffer=jitter_buffer, seed=seed + 2, cname="caller@voicelab",
+                                           track=True, source_filter=False)
+        await stream.open()
+        stream.set_remote(phone.front_address)
+        for _ in range(400):  # the agent opens its stream when it answers
+            if agent.streams:
+                break
+            await asyncio.sleep(0.005)
+        agent_stream = next(iter(agent.streams.values()))
+        agent_stream.send_times, agent_stream.arrivals, agent_stream.played_at = {}, {}, {}
+        driver = ConversationDriver(utts, sample_rate=stream.tx.sample_rate, frame_ms=stream.tx.frame_ms,
+                                    reply_timeout_s=reply_timeout_s)
+        stream.on_played = lambda when, frame: driver.on_played(frame, when, stream.last_played_seq)
+        stream.send_live("source", source=driver.source)
+        budget = sum(len(u.samples) / 16000 + driver.reply_timeout_s + 2.0 for u in utts) + 5.0
+        try:
+            await asyncio.wait_for(asyncio.shield(driver.done), budget)
+        except asyncio.TimeoutError:
+            pass  # turns without an answer are recorded as such
+        ua.bye(call, now=loop.time())
+        sip.flush()
+        await sip.wait_for(CallEnded, timeout=10.0)
+        await asyncio.wait_for(agent.ended(1), 10.0)
+        summary = agent.pipelines.finished.get(call.call_id, {})  # type: ignore[union-attr]
+        records = analyse_turns(driver, stream, agent_stream, summary, lookahead_up_ms=stream.tx.lookahead_ms,
+                                lookahead_down_ms=agent_stream.tx.lookahead_ms)
+        out: dict[str, Any] = {"transport": "sip", "codec": call.media.codec, "jitter_buffer": jitter_buffer,
+                               "net": "loopback", "agent_errors": list(agent.errors), "vad": vad,
+                               "stop_ms": float(stop_ms), "llm": summary.get("responder", {}),
+                               "anchor": anchor, "sbc": "kamailio+rtpengine" if proxy else None}
+        if proxy is not None:
+            out["sbc_media_legs"] = proxy.media_stats()
+        out.update(summarise_turns(records))
+        out["turns"] = records
+        out["agent"] = summary.get("turns", [])
+        if any(u.synthetic for u in utts):
+            out["warnings"] = ["caller utterances are eSpeak NG speech (no natural corpus found): set VOICELAB_DATA"]
+        return out
+    finally:
+        if stream is not None:
+            await stream.close()
+        for r in (phone, anchor_relay):
+            if r is not None:
+                await r.close()
+        if sip is not None:
+            await sip.close()
+        await agent.close()
+        if proxy is not None:
+            await proxy.stop()
 
 
 class _BoundedUtterance:
@@ -932,7 +1180,7 @@ class _BoundedUtterance:
 
 
 def path_turns(path: str, **kw: Any) -> dict[str, Any]:
-    """Conversation turns with the lab's pipeline agent over a phone path, on the virtual clock.
+    """Conversation turns with the lab's pipeline agent over a phone path (virtual clock or real time).
 
     The caller's utterances go through the path's phone side (``PSTN-PRESET+trunk``: its
     codecs in tandem in ``sim``, :func:`voicelab.sim.paths.simulate_path`), then the lab's
@@ -942,10 +1190,19 @@ def path_turns(path: str, **kw: Any) -> dict[str, Any]:
     their ear) is measured on the virtual clock, deterministic for a seed. ``path="sip"``: the
     same call without a phone side (the baseline).
 
+    ``+sbc`` and ``+relay`` run in **real time** on loopback (Kamailio + rtpengine are real
+    processes; the relay is real sockets): the caller's media crosses a loopback relay that
+    holds the phone side's one-way delay each way, then the anchor, to the agent
+    (``deterministic: false``). ``realtime=True`` runs ``+trunk`` (or ``sip``) the same way
+    without the anchor, the baseline to pair them with.
+
     Parameters
     ----------
     path : str
-        ``"PSTN-PRESET+trunk"`` or ``"sip"``.
+        ``"PSTN-PRESET+trunk[+sbc|+relay]"`` or ``"sip"``.
+    realtime : bool, optional
+        Default: True with ``+sbc`` / ``+relay`` (they cannot run on the virtual clock),
+        else False.
     turns : int
         Utterances (the corpus's ARCTIC items, cycled).
     seed, jitter_buffer, stop_ms, llm
@@ -961,6 +1218,11 @@ def path_turns(path: str, **kw: Any) -> dict[str, Any]:
     from .realtime import run_sync
     from .net.vclock import run_virtual_in_thread
 
+    realtime = kw.get("realtime")
+    if realtime is None and path != "sip":
+        realtime = kw["realtime"] = parse_path(path)["anchor"] is not None
+    if realtime:
+        return run_sync(lambda: path_turns_async(path, **kw))
     return run_sync(lambda: run_virtual_in_thread(path_turns_async(path, **kw)))
 
 

@@ -260,10 +260,12 @@ def _from_path(s: Scenario, raw: Mapping[str, Any]) -> tuple[dict, dict, list[st
     ``caller_to_agent`` is the caller (phone or browser) -> the far end (agent or phone),
     ``agent_to_caller`` the way back. ``mouth_to_ear_ms`` is end to end; ``hops`` is the
     direction's hop table. On PSTN paths the packet counters (loss, jitter, RTT, playout,
-    wire bitrate, packets) are the live trunk leg's, the only packet leg, and ``pesq_*``,
-    ``r_factor``, ``mos_cqe`` are None: the engine scores the PSTN side (``pstn_pesq_nb``)
-    and the trunk leg (``trunk_pesq_nb``) apart, not end to end (both are in ``raw``). On
-    browser paths PESQ is end to end and there are no packet counters (None).
+    wire bitrate, packets) are the live trunk leg's, the only packet leg; ``pesq_*``,
+    ``r_factor``, ``mos_cqe`` and ``delay_confidence`` are end to end (the phone's mouth ->
+    the agent, and the agent -> the phone's ear: ``raw["end_to_end"]``,
+    :func:`voicelab.hybrid.end_to_end_quality`); ``pesq_wb`` is None where the phone side's
+    reference is narrowband. On browser paths PESQ is end to end and there are no
+    packet counters (None).
     """
     dirs: dict[str, dict[str, Any]] = {}
     if "browser_to_agent.total_ms" in raw:  # browser+gateway+sip | browser+gateway+PRESET
@@ -293,8 +295,11 @@ def _from_path(s: Scenario, raw: Mapping[str, Any]) -> tuple[dict, dict, list[st
         for d, hops, total in ((DIRECTIONS[0], pstn_hops, raw.get("phone_to_agent_ms")),
                                (DIRECTIONS[1], back, raw.get("agent_to_phone_ms"))):
             measured, modelled = _hop_sums(hops)
-            dirs[d].update({"mouth_to_ear_ms": total, "pesq_nb": None, "pesq_wb": None, "r_factor": None,
-                            "mos_cqe": None, "hops": hops, "hops_measured_ms": measured, "hops_modelled_ms": modelled})
+            e2e = (raw.get("end_to_end") or {}).get(d) or {}
+            dirs[d].update({"mouth_to_ear_ms": total, "pesq_nb": e2e.get("pesq_nb"), "pesq_wb": e2e.get("pesq_wb"),
+                            "r_factor": e2e.get("r_factor"), "mos_cqe": e2e.get("mos_cqe"),
+                            "delay_confidence": e2e.get("delay_confidence"), "hops": hops,
+                            "hops_measured_ms": measured, "hops_modelled_ms": modelled})
     if raw.get("synthetic_speech"):
         from .. import audio
 

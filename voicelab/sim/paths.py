@@ -182,6 +182,12 @@ class PathResult:
         End-to-end PESQ (narrowband) of the trunk's audio against the phone's speech.
     legs : list
         The per-leg :class:`voicelab.sim.Result` objects.
+    reference : numpy.ndarray or None
+        The phone's speech (the mouth) at ``reference_rate`` Hz: the first codec leg's input
+        (its rate), or the speech itself on a path with no codec leg. Sample 0 is the time
+        origin of the path's output (``out_wav`` includes the delay).
+    reference_rate : int
+        Hz.
     """
 
     hops: pd.DataFrame
@@ -191,6 +197,8 @@ class PathResult:
     legs: list = dataclasses.field(repr=False, default_factory=list)
     speech: str = ""
     synthetic_speech: bool = False
+    reference: np.ndarray | None = dataclasses.field(repr=False, default=None)
+    reference_rate: int = 0
 
     @property
     def residual_ms(self) -> float:
@@ -308,7 +316,8 @@ def simulate_path(path: str | Sequence[Any], *, speech: str = "default", loss_ra
                 raise
             pesq_nb = None
     return PathResult(table, float(est.delay_ms), float(table["delay_ms"].sum()), pesq_nb, legs,
-                      speech=str(first_speech.get("speech", "")), synthetic_speech=bool(first_speech.get("synthetic_speech")))
+                      speech=str(first_speech.get("speech", "")), synthetic_speech=bool(first_speech.get("synthetic_speech")),
+                      reference=np.asarray(reference, dtype=np.float64), reference_rate=int(rate))
 
 
 #: Codec chains speech meets on real paths (each arrow a decode + re-encode).

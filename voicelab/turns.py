@@ -317,7 +317,10 @@ def analyse_turns(driver: ConversationDriver, caller: Any, agent_stream: Any, ag
         try:
             s_up = caller.send_times[seq_k]
             arr_a, ka = _at_or_after(agent_stream.arrivals, seq_k)
-            play_a, kp = _at_or_after(agent_stream.played_at, seq_k)
+            # when the agent's pipeline heard the frame: its arrival tap's release (the lab's
+            # fronts), else the playout (an agent that listens after a jitter buffer)
+            heard_at = getattr(agent_stream, "tapped_at", None) or agent_stream.played_at
+            play_a, kp = _at_or_after(heard_at, seq_k)
             arr_c = caller.arrivals[seq_r]
             play_c = caller.played_at[seq_r]
             if ka != seq_k or kp != seq_k:  # lost or late: the chain follows the next frame that made it
@@ -353,6 +356,11 @@ def analyse_turns(driver: ConversationDriver, caller: Any, agent_stream: Any, ag
             stop = _stop_at_ear(caller, bt.speech_from, bt.speech_end)
             if stop is not None:
                 rec["barge_in_stop_ms"] = (stop - bt.speech_from) * 1000.0
+            # the agent's decision: its barge-in event (speech start over the reply)
+            bi = [x["barge_in"] for x in agent_turns if x.get("barge_in") is not None
+                  and bt.speech_from - 0.05 <= x["barge_in"] <= bt.speech_end + 1.0]  # fmt: skip
+            if bi:
+                rec["barge_in_detect_ms"] = (min(bi) - bt.speech_from) * 1000.0
         out.append(rec)
     return out
 
@@ -413,28 +421,38 @@ def barge_in_bounds(record: dict, *, min_speech_ms: float = 100.0, frame_ms: flo
     ----------
     record : dict
         A per-turn record of :func:`pipeline_call` (SIP or WebSocket) that was barged into:
-        its ``network_up_ms``, ``agent_jitter_buffer_ms``, ``network_down_ms`` and
-        ``caller_jitter_buffer_ms`` are used.
+        its ``network_up_ms``, ``agent_jitter_buffer_ms`` (the agent's arrival tap: its
+        reorder wait), ``network_down_ms`` and ``caller_jitter_buffer_ms``, and
+        ``barge_in_detect_ms`` when the agent's decision was matched.
     min_speech_ms, frame_ms, margin_ms : float
-        The endpointer's speech-start time, the frame (the VAD's deciding frame and the
-        agent's send tick), and the allowance.
+        The endpointer's speech-start time, the frame (the VAD's deciding frame, the
+        caller's packetization and the agent's send tick), and issue #12's allowance.
 
     Returns
     -------
     dict
-        ``issue_ms``: stop detection + one jitter buffer + margin (issue #12's bound:
-        ``min_speech_ms + caller_jitter_buffer_ms + margin_ms``); ``path_ms``: the bound
-        the path allows, detection + deciding frame + up (network + agent buffer) + send
-        tick + down (network + caller buffer) + margin; ``path_extra_ms`` their difference.
+        ``detect_ms``: stop detection, the caller's speech onset -> the agent's barge-in
+        decision (measured: ``barge_in_detect_ms``; else its bound, min_speech + deciding
+        frame + packetization + uplink network + reorder wait); ``issue_ms``: issue #12's
+        bound, detection + one jitter buffer (the caller's) + ``margin_ms``;
+        ``nominal_ms``: the same with detection taken as min_speech + one frame (no
+        network); ``path_ms``: what the path allows at worst, detection + one reply frame
+        already sent (a send tick) + the downlink network + the caller's buffer;
+        ``path_extra_ms``: ``path_ms - issue_ms`` (positive: the issue's allowance is too
+        small for this path's downlink).
     """
     try:
         up = record["network_up_ms"] + record["agent_jitter_buffer_ms"]
         down_net, down_jb = record["network_down_ms"], record["caller_jitter_buffer_ms"]
     except KeyError as exc:
         raise ParameterError(f"barge_in_bounds needs the turn's breakdown ({exc.args[0]} missing)") from None
-    issue = min_speech_ms + down_jb + margin_ms
-    path = min_speech_ms + frame_ms + up + frame_ms + down_net + down_jb + margin_ms
-    return {"issue_ms": issue, "path_ms": path, "path_extra_ms": path - issue}
+    detect = record.get("barge_in_detect_ms")
+    if detect is None:
+        detect = min_speech_ms + frame_ms + frame_ms + up
+    issue = detect + down_jb + margin_ms
+    path = detect + frame_ms + down_net + down_jb
+    return {"detect_ms": detect, "issue_ms": issue, "nominal_ms": min_speech_ms + frame_ms + down_jb + margin_ms,
+            "path_ms": path, "path_extra_ms": path - issue}
 
 
 # ------------------------------------------------------------------------------ calls
@@ -560,6 +578,7 @@ async def _sip_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_opt
             await asyncio.sleep(0.005)
         agent_stream = next(iter(agent.streams.values()))
         agent_stream.send_times, agent_stream.arrivals, agent_stream.played_at = {}, {}, {}
+        agent_stream.tapped_at = {}  # when the pipeline heard each frame (its arrival tap)
         driver = ConversationDriver(utts, sample_rate=stream.tx.sample_rate, frame_ms=stream.tx.frame_ms, **driver_opts)
         stream.on_played = lambda when, frame: driver.on_played(frame, when, stream.last_played_seq)
         stream.send_live("source", source=driver.source)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ParameterError, ToolUnavailableError
 
-__all__ = ["Recognizer", "PocketSphinxRecognizer", "transcribe"]
+__all__ = ["Recognizer", "PocketSphinxRecognizer", "ThreadedRecognizer", "transcribe"]
 
 
 class Recognizer:
@@ -112,3 +112,72 @@ def transcribe(samples: np.ndarray, sample_rate: int) -> str:
     for i in range(0, len(x), step):
         r.feed(x[i : i + step])
     return r.final()
+
+
+class ThreadedRecognizer(Recognizer):
+    """Another recogniser run in a worker thread of its own (one per call), in order.
+
+    On a real-time loop PocketSphinx's decoding (a few ms per 20 ms frame, tens to hundreds
+    of ms at the end of an utterance) would hold the loop, and with it every timer of the
+    call: the agent's send clock and, when caller and agent share a process, the caller's.
+    Here ``feed`` only queues the frame; the worker decodes. ``partial()`` returns the
+    latest partial hypothesis the worker has made (and asks for a fresh one);
+    :meth:`final_async` returns a future of ``(text, done_at)``, ``done_at`` read from
+    ``clock`` (the loop's time) when the worker finished, so the recogniser's real time
+    still shows in the turn's ``asr_final``.
+
+    Under the virtual clock use the recogniser directly (inline: deterministic, and
+    computing takes no virtual time).
+    """
+
+    def __init__(self, inner: Recognizer, *, clock) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.inner, self.clock = inner, clock
+        self._ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicelab-asr")
+        self._partial = ""
+        self._closed = False
+
+    def _submit(self, fn, *args):
+        if self._closed:
+            return None
+        try:
+            return self._ex.submit(fn, *args)
+        except RuntimeError:  # shut down meanwhile
+            return None
+
+    def start(self) -> None:
+        self._partial = ""
+        self._submit(self.inner.start)
+
+    def feed(self, pcm: np.ndarray) -> None:
+        self._submit(self.inner.feed, np.array(pcm, dtype=np.int16, copy=True))
+
+    def _refresh(self) -> None:
+        self._partial = self.inner.partial()
+
+    def partial(self) -> str:
+        self._submit(self._refresh)
+        return self._partial
+
+    def _final(self) -> tuple[str, float]:
+        text = self.inner.final()
+        return text, self.clock()
+
+    def final_async(self):
+        """A :class:`concurrent.futures.Future` of ``(text, done_at)``."""
+        fut = self._submit(self._final)
+        if fut is None:
+            from concurrent.futures import Future
+
+            fut = Future()
+            fut.set_result(("", self.clock()))
+        return fut
+
+    def final(self) -> str:
+        return self.final_async().result()[0]
+
+    def close(self) -> None:
+        """Stop the worker (queued work is dropped; a decode in progress finishes)."""
+        self._closed = True
+        self._ex.shutdown(wait=False, cancel_futures=True)

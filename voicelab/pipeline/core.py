@@ -147,13 +147,28 @@ class PipelineConfig:
         if not 0.5 <= float(self.max_utterance_s) <= 600.0:
             raise ParameterError(f"max_utterance_s must be in 0.5..600 s, got {self.max_utterance_s!r}")
 
-    def build(self, sample_rate: int, *, clock: Callable[[], float] | None = None, seed: int | None = None) -> "Pipeline":
+    def build(self, sample_rate: int, *, clock: Callable[[], float] | None = None, seed: int | None = None,
+              asr_thread: bool | None = None) -> "Pipeline":  # fmt: skip
+        """A pipeline for one call at ``sample_rate``.
+
+        ``asr_thread``: decode in a worker thread of the call's own
+        (:class:`~voicelab.pipeline.asr.ThreadedRecognizer`); None (default): when
+        ``clock`` is given and the running loop is a real-time one (under the virtual
+        clock recognition stays inline, deterministic).
+        """
+        from ..net.vclock import is_virtual
+        from .asr import ThreadedRecognizer
         from .respond import LlmLatencyModel
 
         lat = LlmLatencyModel(self.ttft_median_s, self.ttft_sigma, self.tokens_per_s)
+        if asr_thread is None:
+            asr_thread = clock is not None and not is_virtual()
+        asr = PocketSphinxRecognizer(16000)
+        if asr_thread:
+            asr = ThreadedRecognizer(asr, clock=clock or (lambda: 0.0))
         return Pipeline(sample_rate=sample_rate, vad=self.vad, stop_ms=self.stop_ms, min_speech_ms=self.min_speech_ms,
                         responder=make_responder(self.llm, seed=self.seed if seed is None else seed, latency=lat,
-                                                 timeout_s=self.llm_timeout_s),
+                                                 timeout_s=self.llm_timeout_s), recognizer=asr,
                         max_utterance_s=self.max_utterance_s, barge_in=self.barge_in, clock=clock)  # fmt: skip
 
 
@@ -220,6 +235,7 @@ class Pipeline:
         self._cur: np.ndarray | None = None  # clause being sent
         self._tts_free_at = 0.0
         self._fallback_done = False
+        self._final_fut: Any = None  # a threaded recogniser's final, pending
 
     # ------------------------------------------------------------------ helpers
     def _to(self, what: str) -> None:
@@ -302,9 +318,17 @@ class Pipeline:
         turn.speech_end = t  # type: ignore[union-attr]
         self._to(what)
         self._emit("speech_end", t)
+        self._clauses.clear()
+        self._cur = None
+        if hasattr(self.asr, "final_async"):  # decoding in a worker: the loop goes on meanwhile
+            self._final_fut = self.asr.final_async()
+            return
         c0 = self._tick()
         text = self.asr.final()
-        t_final = t + self._elapsed(c0)
+        self._after_final(text, t + self._elapsed(c0))
+
+    def _after_final(self, text: str, t_final: float) -> None:
+        turn = self.turn
         turn.asr_final, turn.text = t_final, text  # type: ignore[union-attr]
         if not text.strip() and turn.reason == "ok":  # type: ignore[union-attr]
             turn.reason = "empty_recognition"  # type: ignore[union-attr]
@@ -316,6 +340,9 @@ class Pipeline:
         self._tts_free_at = t_final
 
     def _stop_reply(self) -> None:
+        if self._final_fut is not None:  # a pending final of the interrupted utterance: dropped
+            self._final_fut.cancel()
+            self._final_fut = None
         if self._reply is not None:
             self._reply.cancel()
         self._reply = None
@@ -325,6 +352,17 @@ class Pipeline:
 
     # ------------------------------------------------------------------ thinking
     def _advance(self, now: float) -> None:
+        fut = self._final_fut
+        if fut is not None and self.state == "thinking":
+            if not fut.done():
+                return
+            self._final_fut = None
+            try:
+                text, done_at = fut.result()
+            except Exception as exc:  # noqa: BLE001 - the recogniser failed: nothing recognised
+                text, done_at = "", now
+                self._emit("asr_error", now, f"{type(exc).__name__}: {exc}")
+            self._after_final(text, max(self.turn.speech_end, done_at))  # type: ignore[union-attr,arg-type]
         r = self._reply
         if r is None or self.state not in ("thinking", "speaking"):
             return
@@ -420,6 +458,8 @@ class Pipeline:
             self._emit("close", now, reason)
         self._stop_reply()
         self._to("close")
+        if hasattr(self.asr, "close"):
+            self.asr.close()
 
     def summary(self) -> dict[str, Any]:
         """Per-turn records and counts (what the agent reports for a call)."""

@@ -1,7 +1,8 @@
 """Joining a :class:`~voicelab.pipeline.Pipeline` to the media of each front.
 
-The pipeline does not know the transport: a front feeds it what its jitter buffer plays
-out and sends what it returns at each send tick. These helpers do that for the lab's RTP
+The pipeline does not know the transport: a front feeds it the caller's frames as they
+arrive (in sequence order, a small reorder window; no playout buffer before recognition)
+and sends what it returns at each send tick. These helpers do that for the lab's RTP
 stream (SIP calls), the WebSocket media-stream agent and the WebRTC agent's track, so
 the same pipeline class answers all three.
 """
@@ -18,15 +19,19 @@ __all__ = ["attach_rtp", "PipelineRegistry"]
 def attach_rtp(stream: Any, config: PipelineConfig, *, clock: Any = None, seed: int | None = None) -> Pipeline:
     """Run a pipeline on an open :class:`voicelab.rtp.live.LiveAudioStream`.
 
-    The stream's played frames feed the pipeline; its send clock asks the pipeline for
-    each frame (silence when it has nothing to say). Returns the pipeline.
+    The stream's frames feed the pipeline as they arrive (:meth:`~voicelab.rtp.live.LiveAudioStream.tap_arrivals`:
+    sequence order, a two-packet reorder window, gaps concealed; the playout buffer is only
+    for the agent's recording); its send clock asks the pipeline for each frame (silence
+    when it has nothing to say). Returns the pipeline.
     """
     pipe = config.build(stream.rx.sample_rate, clock=clock, seed=seed)
     if pipe.frame_samples != stream.tx.frame_samples:
         from ..errors import ParameterError
 
         raise ParameterError(f"the pipeline runs on 20 ms frames; this codec sends {stream.tx.frame_ms} ms")
-    stream.on_played = lambda when, frame: pipe.feed(frame, when)
+    from ..rtp.tap import feed_on_arrival
+
+    stream.tap_arrivals(feed_on_arrival(pipe))  # as the frames arrive: no playout buffer before recognition
     stream.send_live("source", source=pipe.next_frame)
     return pipe
 

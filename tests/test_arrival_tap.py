@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,7 +10,6 @@ from hypothesis import strategies as st
 from voicelab import codecs
 from voicelab.errors import ParameterError
 from voicelab.pipeline import Pipeline
-from voicelab.pipeline.asr import ThreadedRecognizer
 from voicelab.pipeline.respond import LlmLatencyModel, ScriptedResponder
 from voicelab.rtp.tap import ArrivalTap, feed_on_arrival
 
@@ -114,27 +111,29 @@ def test_frames_released_together_are_laid_end_to_end_ending_at_the_release():
 
 
 # ----------------------------------------------------------------------------- recognition off the loop
-class _SlowRecognizer:
-    """Blocks its final until released; records which thread decoded."""
+class _PendingRecognizer:
+    """A recogniser whose final comes back when the test says (as a worker process's would)."""
 
     def __init__(self):
-        self.release = threading.Event()
-        self.threads = set()
-        self.frames = 0
+        from concurrent.futures import Future
+
+        self.fut = Future()
+        self.closed = False
 
     def start(self):
-        self.frames = 0
+        pass
 
     def feed(self, pcm):
-        self.threads.add(threading.get_ident())
-        self.frames += 1
+        pass
 
     def partial(self):
         return ""
 
-    def final(self):
-        self.release.wait(5.0)
-        return "hello there"
+    def final_async(self):
+        return self.fut
+
+    def close(self):
+        self.closed = True
 
 
 class _LevelVad:
@@ -145,44 +144,78 @@ class _LevelVad:
         pass
 
 
-def test_the_threaded_recogniser_decodes_in_its_worker_and_the_turn_waits_for_its_final():
+def _talk(p, pattern, clock=None):
+    for k, talking in enumerate(pattern):
+        if clock is not None:
+            clock[0] = k * 0.02
+        p.feed(np.full(320, 500 if talking else 0, np.int16), k * 0.02)
+        p.next_frame((k + 1) * 0.02)
+
+
+def test_the_turn_waits_for_the_worker_s_final_and_stamps_it_when_it_came_back():
     clock = [0.0]
-    inner = _SlowRecognizer()
-    asr = ThreadedRecognizer(inner, clock=lambda: clock[0])
+    asr = _PendingRecognizer()
     p = Pipeline(sample_rate=16000, vad=_LevelVad(), recognizer=asr, clock=lambda: clock[0],
                  responder=ScriptedResponder(LlmLatencyModel(0.1, 0.0, 50.0)))  # fmt: skip
-    k = 0
-    for talking in [True] * 20 + [False] * 20:  # 0.4 s of "speech", then silence: the end of utterance
-        clock[0] = k * 0.02
-        p.feed(np.full(320, 500 if talking else 0, np.int16), clock[0])
-        assert p.next_frame(clock[0] + 0.02) is None
-        k += 1
+    _talk(p, [True] * 20 + [False] * 20, clock)  # 0.4 s of "speech", then the end of utterance
     assert p.state == "thinking" and p.turn.speech_end is not None and p.turn.asr_final is None  # the loop went on
-    clock[0] = p.turn.speech_end + 0.25  # the worker finishes 250 ms after the end of utterance
-    inner.release.set()
-    asr._ex.submit(lambda: None).result(5.0)  # (the final job is done)
-    p.next_frame(clock[0] + 0.001)
+    asr.fut.set_result(("hello there", p.turn.speech_end + 0.25))  # back 250 ms after the end of utterance
+    p.next_frame(p.turn.speech_end + 0.26)
     assert p.turn.text == "hello there" and p.turn.asr_final == pytest.approx(p.turn.speech_end + 0.25)
-    assert inner.threads and threading.get_ident() not in inner.threads  # decoded in the worker
-    assert inner.frames > 0
-    p.close(clock[0] + 1.0)
-    assert asr._closed
+    p.next_frame(p.turn.asr_final + 0.2)
+    assert p.turn.llm_first_token == pytest.approx(p.turn.asr_final + 0.1)
+    p.close(10.0)
+    assert asr.closed
 
 
 def test_a_barge_in_drops_the_pending_final():
-    inner = _SlowRecognizer()
-    asr = ThreadedRecognizer(inner, clock=lambda: 0.0)
+    asr = _PendingRecognizer()
     p = Pipeline(sample_rate=16000, vad=_LevelVad(), recognizer=asr, responder=ScriptedResponder(LlmLatencyModel(0.1, 0.0, 50.0)))
-    k = 0
-    for talking in [True] * 10 + [False] * 16 + [True] * 10:
-        p.feed(np.full(320, 500 if talking else 0, np.int16), k * 0.02)
-        k += 1
+    _talk(p, [True] * 10 + [False] * 16 + [True] * 10)
     assert p.state == "hearing" and p.turns[0].reason == "interrupted_before_reply" and p._final_fut is None
-    inner.release.set()
+    assert asr.fut.cancelled()
     p.close(1.0)
 
 
-def test_build_picks_the_worker_on_a_real_loop_and_inline_under_the_virtual_clock():
+def test_the_worker_process_recognises_what_the_inline_recogniser_does_without_holding_the_caller():
+    import asyncio
+    import time
+
+    from voicelab import audio
+    from voicelab.audio.espeak import synthesize
+    from voicelab.pipeline.asr import PocketSphinxRecognizer, ProcessRecognizer
+
+    x = audio.to_int16(synthesize("Will we ever forget it?", sample_rate=16000))
+    t0 = time.perf_counter()
+    ref = PocketSphinxRecognizer(16000)
+    ref.start()
+    for i in range(0, len(x), 320):
+        ref.feed(x[i : i + 320])
+    want = ref.final()
+    inline_s = time.perf_counter() - t0
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        r = ProcessRecognizer(clock=loop.time)
+        try:
+            c0 = time.perf_counter()
+            r.start()
+            for i in range(0, len(x), 320):
+                r.feed(x[i : i + 320])
+            fut = asyncio.wrap_future(r.final_async())
+            held_s = time.perf_counter() - c0  # what the loop spent: queueing only
+            t_asked = loop.time()
+            text, done_at = await asyncio.wait_for(fut, 30.0)
+            return text, done_at - t_asked, held_s
+        finally:
+            r.close()
+
+    text, waited, held = asyncio.run(run())
+    assert text == want and waited > 0
+    assert held < inline_s / 2, (held, inline_s)  # the decoding happened elsewhere
+
+
+def test_build_picks_the_worker_process_on_a_real_loop_and_inline_under_the_virtual_clock():
     import asyncio
 
     from voicelab.net.vclock import run_virtual
@@ -195,5 +228,5 @@ def test_build_picks_the_worker_on_a_real_loop_and_inline_under_the_virtual_cloc
         p.close(loop.time())
         return kind
 
-    assert asyncio.run(kinds()) == "ThreadedRecognizer"
+    assert asyncio.run(kinds()) == "ProcessRecognizer"
     assert run_virtual(kinds()) == "PocketSphinxRecognizer"

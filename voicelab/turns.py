@@ -596,13 +596,24 @@ async def _sip_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_opt
         records = analyse_turns(driver, stream, agent_stream, summary, lookahead_up_ms=tx.lookahead_ms,
                                 lookahead_down_ms=agent_stream.tx.lookahead_ms)  # fmt: skip
         setup = {"codec": call.media.codec, "jitter_buffer": jitter_buffer, "net": network,
-                 "agent_errors": list(agent.errors)}  # fmt: skip
+                 "agent_errors": list(agent.errors), **_lateness(stream.stats, agent_stream.stats)}  # fmt: skip
         return records, summary, setup
     finally:
         if stream is not None:
             await stream.close()
         await sip.close()
         await agent.close()
+
+
+def _lateness(caller_stats: Any, agent_stats: Any) -> dict[str, float | None]:
+    """How late the caller's and the agent's send timers fired (ms, p99 and max): what a
+    blocked event loop (e.g. recognition in the loop's thread) shows as."""
+    out: dict[str, float | None] = {}
+    for who, st in (("caller", caller_stats), ("agent", agent_stats)):
+        v = np.asarray(getattr(st, "send_lateness_s", []) or [0.0]) * 1000.0
+        out[f"{who}_send_lateness_ms.p99"] = float(np.percentile(v, 99))
+        out[f"{who}_send_lateness_ms.max"] = float(v.max())
+    return out
 
 
 def _topology(network: str, seed: int, uplink: Any, downlink: Any) -> tuple[Any, Any, str, str]:
@@ -646,7 +657,8 @@ async def _ws_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_opts
         await asyncio.wait_for(session.ended, 10.0)
         summary = session.pipeline.summary() if session.pipeline is not None else {}
         records = analyse_turns(driver, media, session.media, summary)
-        setup = {"codec": "pcmu", "jitter_buffer": jitter_buffer, "net": network, "agent_errors": list(server.errors)}
+        setup = {"codec": "pcmu", "jitter_buffer": jitter_buffer, "net": network, "agent_errors": list(server.errors),
+                 **_lateness(media.stats, session.media.stats)}  # fmt: skip
         return records, summary, setup
     finally:
         await client.stop()

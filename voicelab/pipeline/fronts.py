@@ -67,20 +67,22 @@ class PipelineRegistry:
 def webrtc_media(sample_rate: int, frame_samples: int, pipe: Pipeline, *, on_stop: Any = None) -> tuple[Any, Any]:
     """(aiortc track, playout sink) that run ``pipe`` behind the WebRTC agent.
 
-    The sink records what the agent's playout played and feeds each frame to the
-    pipeline; the track hands aiortc one frame per played frame, on the playout clock
-    (as the echo track does), each being ``pipe.next_frame(now)`` or silence.
-    ``on_stop(now)`` runs when the track stops (the call ended).
+    The pipeline hears the caller's packets as they arrive: the sink asks the lab's
+    receiver for an arrival tap (:class:`~voicelab.webrtc.peer.LabPlayout` ``tap_codec``:
+    its own decoder, sequence order, a two-packet reorder window), as on the SIP and
+    WebSocket fronts. The playout still records what was played and paces the track: it
+    hands aiortc one frame per played frame (as the echo track does), each being
+    ``pipe.next_frame(now)`` or silence. ``on_stop(now)`` runs when the track stops.
     """
     import asyncio
 
     import numpy as np
 
+    from ..rtp.tap import feed_on_arrival
     from ..webrtc.agent import EchoTrack, _EchoSink
 
     class PipelineTrack(EchoTrack):
         def feed(self, frame: np.ndarray, when: float) -> None:
-            pipe.feed(frame, when)
             super().feed(np.zeros(0, dtype=np.int16), when)  # a slot to send in
 
         def _next_chunk(self, now: float) -> np.ndarray:
@@ -93,5 +95,10 @@ def webrtc_media(sample_rate: int, frame_samples: int, pipe: Pipeline, *, on_sto
                 on_stop(asyncio.get_event_loop().time())
             super().stop()
 
+    class PipelineSink(_EchoSink):
+        def __init__(self, rate: int, track: Any) -> None:
+            super().__init__(rate, track)
+            self.on_tapped = feed_on_arrival(pipe, active=lambda: track.readyState == "live")
+
     track = PipelineTrack(sample_rate, frame_samples)
-    return track, _EchoSink(sample_rate, track)
+    return track, PipelineSink(sample_rate, track)

@@ -615,7 +615,7 @@ class LabPlayout:
     """
 
     def __init__(self, codec: Any, *, jitter_buffer: str = "fixed:60", plc: bool = True, fec: bool = False,
-                 sink: Any = None, track: Any = None, track_queue_max: int = 50) -> None:
+                 sink: Any = None, track: Any = None, track_queue_max: int = 50, tap_codec: Any = None) -> None:
         from ..rtp.jitterbuffer import parse_jitter_buffer
         from .media import AudioSink
 
@@ -645,6 +645,15 @@ class LabPlayout:
         self._start: float | None = None
         self._k = 0
         self._closed = False
+        #: with ``tap_codec`` and a sink that has ``on_tapped(frames)``: the packets as they
+        #: arrive, decoded in sequence order by an :class:`~voicelab.rtp.tap.ArrivalTap`
+        #: (what a voice agent's recogniser listens to; the playout is unchanged)
+        self.tap = None
+        self.tapped_at: dict[int, float] = {}
+        if tap_codec is not None and callable(getattr(self.sink, "on_tapped", None)):
+            from ..rtp.tap import ArrivalTap
+
+            self.tap = ArrivalTap(tap_codec, plc=self.plc)
 
     # -- input -------------------------------------------------------------------------
     def push(self, packet: Any) -> None:
@@ -664,6 +673,13 @@ class LabPlayout:
         tap = getattr(self.sink, "on_packet", None)  # a pass-through bridge forwards the payload as it is
         if tap is not None:
             tap(bytes(packet.payload), now, bool(packet.marker))
+        if self.tap is not None:
+            frames = self.tap.push(packet.sequence_number, bytes(packet.payload), now)
+            for f in frames:
+                if f.seq is not None:
+                    self.tapped_at.setdefault(f.seq, f.t)
+            if frames:
+                self.sink.on_tapped(frames)
         p = RtpPacket(marker=bool(packet.marker), payload_type=packet.payload_type, sequence_number=packet.sequence_number,
                       timestamp=packet.timestamp, ssrc=packet.ssrc, payload=bytes(packet.payload))
         self.jb.push(p, now)
@@ -798,7 +814,9 @@ class LabRtpReceiver(RTCRtpReceiver):
             m = self._lab_media
             self.lab_playout = LabPlayout(m.make_codec(_lab_codec_name(audio[0])), jitter_buffer=m.jitter_buffer,
                                           plc=m.plc, fec=m.fec, sink=m.sink,
-                                          track=self._track if m.forward_to_track else None)
+                                          track=self._track if m.forward_to_track else None,
+                                          tap_codec=m.make_codec(_lab_codec_name(audio[0]))
+                                          if callable(getattr(m.sink, "on_tapped", None)) else None)  # fmt: skip
             self._RTCRtpReceiver__jitter_buffer = _JitterTap(self.lab_playout)  # type: ignore[attr-defined]
 
     async def stop(self) -> None:  # noqa: D102

@@ -48,7 +48,10 @@ def call_shaped(utts: list[Utterance], rate: int, *, mulaw: bool, upsample: str)
     y = audio.resample(x, 16000, rate) if rate != 16000 else x
     if mulaw:
         c = codecs.get("pcmu")
-        y = audio.to_float(c.decode(c.encode(audio.to_int16(y))))
+        pcm = audio.to_int16(y)
+        pcm = np.concatenate([pcm, np.zeros((-len(pcm)) % c.frame_samples, dtype=np.int16)])
+        F = c.frame_samples
+        y = audio.to_float(np.concatenate([c.decode(c.encode(pcm[i : i + F])) for i in range(0, len(pcm), F)]))
     p = hear_offline(y, rate, config=PipelineConfig(asr_upsample=upsample))
     # each utterance's words: the agent turns that started while it was being said
     starts = np.cumsum([0.5] + [len(u.samples) / 16000 + 6.0 for u in utts])
@@ -88,23 +91,27 @@ def main() -> None:
     a = ap.parse_args()
     results: dict = {}
     for name, utts in corpora().items():
+        rows: dict = {}
+
+        def show(k, v):
+            rows[k] = v
+            d = f"  diff {100 * v['diff']:+.1f} [{100 * v['diff_lo']:+.1f}, {100 * v['diff_hi']:+.1f}]" if "diff" in v else ""
+            print(f"{name:15s} {k:12s} WER {v['wer']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}] n={v['words']}{d}", flush=True)
+
         ref = call_shaped(utts, 16000, mulaw=False, upsample="soxr")
-        rows = {"ref16": boot(ref)}
+        show("ref16", boot(ref))
         for up in ("soxr", "fold"):
-            rows[f"bl8/{up}"] = boot(call_shaped(utts, 8000, mulaw=False, upsample=up), ref)
-            rows[f"pcmu/{up}"] = boot(call_shaped(utts, 8000, mulaw=True, upsample=up), ref)
+            show(f"bl8/{up}", boot(call_shaped(utts, 8000, mulaw=False, upsample=up), ref))
+            show(f"pcmu/{up}", boot(call_shaped(utts, 8000, mulaw=True, upsample=up), ref))
             if not a.no_calls:
                 pooled_ref, pooled = [], []
                 for s in range(a.repeats):
                     c = calls(utts, seed=s, upsample=up)
-                    rows[f"call{s}/{up}"] = boot(c, ref)
+                    show(f"call{s}/{up}", boot(c, ref))
                     pooled += c
                     pooled_ref += ref
-                rows[f"calls/{up}"] = boot(pooled, pooled_ref)
+                show(f"calls/{up}", boot(pooled, pooled_ref))
         results[name] = rows
-        for k, v in rows.items():
-            d = f"  diff {100 * v['diff']:+.1f} [{100 * v['diff_lo']:+.1f}, {100 * v['diff_hi']:+.1f}]" if "diff" in v else ""
-            print(f"{name:15s} {k:12s} WER {v['wer']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}] n={v['words']}{d}", flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -88,9 +88,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json")
     ap.add_argument("--no-calls", action="store_true")
+    ap.add_argument("--corpus", action="append", help="arctic and/or harvard_espeak (default both)")
     a = ap.parse_args()
     results: dict = {}
     for name, utts in corpora().items():
+        if a.corpus and name not in a.corpus:
+            continue
         rows: dict = {}
 
         def show(k, v):

@@ -61,6 +61,10 @@ BREAKDOWN = ("caller_packetization", "network_up", "agent_jitter_buffer", "endpo
              "codec_lookahead_down")  # fmt: skip
 
 SPEECH_LEVEL = 0.01  # |x| above this (full scale 1) is speech/sound, for ground truth and the ear
+#: the agent's VAD may call speech this long before the ground-truth onset (a breath or a
+#: soft onset under SPEECH_LEVEL; it hears the frames as they arrive): an agent turn that
+#: starts this early still belongs to the caller's utterance
+EARLY_VAD_S = 0.3
 EAR_LEVEL = 0.005
 
 
@@ -288,7 +292,7 @@ def analyse_turns(driver: ConversationDriver, caller: Any, agent_stream: Any, ag
     out = []
     for i, t in enumerate(driver.turns):
         nxt = driver.turns[i + 1].speech_from if i + 1 < len(driver.turns) else float("inf")
-        heard = [a for a in agent_turns if t.speech_from - 0.05 <= a["speech_start"] < min(nxt, t.speech_end + 1.0)]
+        heard = [a for a in agent_turns if t.speech_from - EARLY_VAD_S <= a["speech_start"] < min(nxt, t.speech_end + 1.0)]
         text = " ".join(a["text"] or "" for a in heard if a["text"] is not None)
         rec: dict[str, Any] = {"turn": i, "utterance": t.utterance.name, "transcript": t.utterance.transcript,
                                "recognised": text, "agent_turns": len(heard), "barge_in": t.barge_in,
@@ -771,7 +775,7 @@ def analyse_webrtc_turns(driver: ConversationDriver, agent_summary: dict, *, loo
     out = []
     for i, t in enumerate(driver.turns):
         nxt = driver.turns[i + 1].speech_from if i + 1 < len(driver.turns) else float("inf")
-        heard = [a for a in agent_turns if t.speech_from - 0.05 <= a["speech_start"] < min(nxt, t.speech_end + 1.0)]
+        heard = [a for a in agent_turns if t.speech_from - EARLY_VAD_S <= a["speech_start"] < min(nxt, t.speech_end + 1.0)]
         text = " ".join(a["text"] or "" for a in heard if a["text"] is not None)
         e, n = word_errors(t.utterance.transcript, text)
         rec: dict[str, Any] = {"turn": i, "utterance": t.utterance.name, "transcript": t.utterance.transcript,

@@ -57,11 +57,15 @@ def test_one_turn_over_real_loopback_sockets_is_answered_and_reconciles_or_says_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("codec, rate, tol", [("g722", 16000, 0.10), ("pcmu", 8000, 0.30)])
+@pytest.mark.parametrize("codec, rate, tol", [("g722", 16000, 0.10), ("pcmu", 8000, 0.10)])
 def test_wer_of_a_clean_call_is_the_recogniser_s_own_on_the_unprocessed_audio(natural_env, codec, rate, tol):
-    """PocketSphinx's en-us model is a 16 kHz model: on 8 kHz audio it is erratic (shifting
-    the same audio by 0.2 s moved the WER of these three items by 0.07, one utterance by
-    much more), hence the wider tolerance for G.711; G.722 carries 16 kHz."""
+    """The transport does not change what the agent understands: a clean call's WER is the
+    same pipeline's on the unprocessed utterances at the codec's rate, heard call-shaped
+    (measured: G.722 0.222 vs 0.222, PCMU 0.296 vs 0.333, 27 words). PocketSphinx's en-us
+    model is a 16 kHz model: fed 8 kHz audio through a band-limited resampler it was
+    erratic (shifting the same audio by 0.2 s moved the WER by 0.07); with the band folded
+    into 4-8 kHz (the pipeline's default for 8 kHz) it is stable enough for the same 10
+    points. Against the unprocessed 16 kHz utterances PCMU stays worse (docs/agent-turn.md)."""
     from voicelab import audio
     from voicelab.pipeline.wer import word_errors
     from voicelab.sim.turns import hear_offline

@@ -275,21 +275,28 @@ class ProcessRecognizer(Recognizer):
         return self.final_async().result()[0]
 
     def close(self) -> None:
-        """Stop the worker process (queued work is dropped)."""
+        """Stop the worker process (queued work is dropped). Does not block: a reaper
+        thread waits for the worker to quit (and kills it after 2 s)."""
+        import threading
+
         if self._closed:
             return
         self._closed = True
         self._q.put((b"q",))
         self._q.put(None)
-        self._sender.join(0.5)
-        try:
-            self._proc.stdin.close()  # type: ignore[union-attr]
-        except OSError:
-            pass
-        try:
-            self._proc.wait(0.5)
-        except Exception:  # noqa: BLE001 - still decoding: stop it
-            self._proc.kill()
-            self._proc.wait(2.0)
-        self._proc.stdout.close()  # type: ignore[union-attr]
+        proc, sender = self._proc, self._sender
 
+        def reap() -> None:
+            sender.join(2.0)
+            try:
+                proc.stdin.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+            try:
+                proc.wait(2.0)
+            except Exception:  # noqa: BLE001 - still decoding: stop it
+                proc.kill()
+                proc.wait(2.0)
+            proc.stdout.close()  # type: ignore[union-attr]
+
+        threading.Thread(target=reap, daemon=True, name="voicelab-asr-reap").start()

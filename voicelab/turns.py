@@ -42,7 +42,7 @@ from . import audio
 from .errors import ParameterError
 
 __all__ = ["Utterance", "load_utterances", "ConversationDriver", "analyse_turns", "summarise_turns", "barge_in_bounds",
-           "pipeline_call", "ARCTIC_TRANSCRIPTS", "BREAKDOWN"]  # fmt: skip
+           "pipeline_call", "ARCTIC_TRANSCRIPTS", "BREAKDOWN", "WEBRTC_PARTS"]  # fmt: skip
 
 #: CMU ARCTIC prompts (arctic.data, the corpus' own prompt list) for the items in the
 #: lab's natural-speech folder.
@@ -59,6 +59,8 @@ ARCTIC_TRANSCRIPTS = {
 BREAKDOWN = ("caller_packetization", "network_up", "agent_jitter_buffer", "endpointing_wait", "asr_final",
              "llm_first_token", "tts_first_audio", "agent_send_queue", "network_down", "caller_jitter_buffer",
              "codec_lookahead_down")  # fmt: skip
+#: WebRTC's two parts more (aiortc's sender on each side: frame handed over -> on the wire)
+WEBRTC_PARTS = ("caller_sender", "agent_sender")
 
 SPEECH_LEVEL = 0.01  # |x| above this (full scale 1) is speech/sound, for ground truth and the ear
 #: the agent's VAD may call speech this long before the ground-truth onset (a breath or a
@@ -396,10 +398,10 @@ def _pct(v: list[float]) -> dict[str, float | None]:
 def summarise_turns(records: list[dict]) -> dict[str, Any]:
     """``turn.*`` statistics over the records: percentiles, breakdown medians, WER, reconciliation."""
     out: dict[str, Any] = {"turn.count": len(records), "turn.answered": sum(1 for r in records if "total_ms" in r)}
-    for key in ["total", "server", "residual"] + list(BREAKDOWN) + ["uplink_and_endpointing", "downlink"]:
+    for key in ["total", "server", "residual"] + list(BREAKDOWN) + list(WEBRTC_PARTS) + ["uplink_and_endpointing", "downlink"]:
         vals = [r[f"{key}_ms"] for r in records if r.get(f"{key}_ms") is not None]
-        if not vals and key in ("uplink_and_endpointing", "downlink"):
-            continue  # WebRTC's lumped parts
+        if not vals and key in ("uplink_and_endpointing", "downlink") + WEBRTC_PARTS:
+            continue  # WebRTC's own parts
         for k, v in _pct(vals).items():
             out[f"turn.{key}_ms.{k}"] = v
     rec = [r for r in records if "residual_ms" in r]
@@ -691,6 +693,14 @@ async def _webrtc_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_
     rate, F = int(c.sample_rate), int(c.frame_samples)
     agent = Agent(codecs=[codec], mode="pipeline", pipeline=cfg, jitter_buffer=jitter_buffer, seed=seed + 1)
     await agent.start()
+    agent_media: list = []  # the (track, sink) of each WebRTC call's pipeline, for the breakdown
+    make_media = agent.pipeline_media
+
+    def _pipeline_media(rate_: int, frame_samples: int):
+        agent_media.append(make_media(rate_, frame_samples))
+        return agent_media[-1]
+
+    agent.pipeline_media = _pipeline_media  # type: ignore[method-assign]
     front = await serve_webrtc(agent)
     driver = ConversationDriver(utts, sample_rate=rate, frame_ms=20, **driver_opts)
 
@@ -748,7 +758,8 @@ async def _webrtc_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_
         await client.bye()
         await asyncio.wait_for(front.ended(1), 10.0)
         (summary,) = list(agent.pipelines.finished.values())[-1:] or [{}]  # type: ignore[union-attr]
-        records = analyse_webrtc_turns(driver, summary, lookahead_down_ms=c.lookahead_ms)
+        wire = _webrtc_wire(pc, track, front, agent_media)
+        records = analyse_webrtc_turns(driver, summary, lookahead_down_ms=c.lookahead_ms, wire=wire)
         setup = {"codec": codec, "jitter_buffer": jitter_buffer, "net": network, "agent_errors": list(front.errors)}
         return records, summary, setup
     finally:
@@ -758,7 +769,94 @@ async def _webrtc_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_
         await agent.close()
 
 
-def analyse_webrtc_turns(driver: ConversationDriver, agent_summary: dict, *, lookahead_down_ms: float = 0.0) -> list[dict]:
+def _webrtc_wire(pc: Any, mouth: Any, front: Any, agent_media: list) -> dict | None:
+    """Per-packet times of a WebRTC conversation (one call), or None when a piece is missing.
+
+    Caller: the frames handed to aiortc (``mouth.send_times``), the RTP packets on the wire
+    both ways (its :class:`~voicelab.webrtc.peer.SocketRecord` ``rtp``), the slot that
+    played each packet (its ``LabPlayout.played_at``). Agent: the same from the front's
+    peer, and when its arrival tap released each packet (``LabPlayout.tapped_at``).
+    """
+    try:
+        calls = list(front.calls.values()) + list(front.finished.values())
+        apc = calls[-1].pc
+        c_play = pc.getReceivers()[0].lab_playout
+        a_play = apc.getReceivers()[0].lab_playout
+        a_track = agent_media[-1][0]
+    except (IndexError, AttributeError):
+        return None
+    if c_play is None or a_play is None:
+        return None
+
+    def rtp(records: list) -> dict:
+        out: dict = {}
+        for r in records:
+            for key, t in getattr(r, "rtp", {}).items():
+                out.setdefault(key, t)
+        return out
+
+    return {"caller_rtp": rtp(pc.sockets), "agent_rtp": rtp(apc.sockets), "caller_handed": list(mouth.send_times),
+            "agent_handed": list(getattr(a_track, "asked_at", a_track.send_times)), "agent_heard": dict(a_play.tapped_at),
+            "caller_played": dict(c_play.played_at)}  # fmt: skip
+
+
+def _first_seq(rtp: dict, direction: str) -> tuple[int, int] | None:
+    """(ssrc, sequence number) of the first RTP packet sent or received (by time)."""
+    cands = [(t, ssrc, seq) for (d, ssrc, seq), t in rtp.items() if d == direction]
+    if not cands:
+        return None
+    _, ssrc, seq = min(cands)
+    return ssrc, seq
+
+
+def _webrtc_parts(t: "CallerTurn", a: dict, wire: dict, la_down: float) -> dict[str, float]:
+    """The SIP breakdown for a WebRTC turn, from per-packet times (KeyError: a piece missing).
+
+    aiortc sends one RTP packet per frame handed to it, the sequence number +1 each, so
+    frame k of a stream is the first packet's sequence number + k. Two parts more than on
+    SIP: aiortc's sender on each side (frame handed over -> on the wire: the encoder and
+    SRTP, on the loop).
+    """
+    up = _first_seq(wire["caller_rtp"], "tx")
+    down = _first_seq(wire["agent_rtp"], "tx")
+    if up is None or down is None:
+        raise KeyError("RTP packets")
+    k = t.last_frame
+    seq_k = (up[1] + k) & 0xFFFF
+    handed_k = wire["caller_handed"][k]
+    sent_k = wire["caller_rtp"][("tx", up[0], seq_k)]
+    arr_a = wire["agent_rtp"][("rx", up[0], seq_k)]
+    heard, kh = _at_or_after(wire["agent_heard"], seq_k)
+    # the first reply frame: the last one asked of the pipeline by the reply's start (which
+    # is later than that when the first clause's synthesis finished within that call)
+    asked = np.asarray(wire["agent_handed"])
+    js = np.flatnonzero(asked <= a["reply_start"] + 1e-9)
+    if not len(js) or a["reply_start"] - asked[js[-1]] > 0.020:
+        raise KeyError("the reply's first frame")
+    j = int(js[-1])
+    seq_r = (down[1] + j) & 0xFFFF
+    sent_r = wire["agent_rtp"][("tx", down[0], seq_r)]
+    arr_c = wire["caller_rtp"][("rx", down[0], seq_r)]
+    play_c = wire["caller_played"][seq_r]
+    return {
+        "caller_packetization": handed_k - t.speech_end,
+        "caller_sender": sent_k - handed_k,
+        "network_up": arr_a - sent_k,
+        "agent_jitter_buffer": heard - arr_a,
+        "endpointing_wait": a["speech_end"] - heard,
+        "asr_final": a["asr_final"] - a["speech_end"],
+        "llm_first_token": a["llm_first_token"] - a["asr_final"],
+        "tts_first_audio": a["tts_first_audio"] - a["llm_first_token"],
+        "agent_send_queue": wire["agent_handed"][j] - a["tts_first_audio"],
+        "agent_sender": sent_r - wire["agent_handed"][j],
+        "network_down": arr_c - sent_r,
+        "caller_jitter_buffer": play_c - arr_c,
+        "codec_lookahead_down": la_down,
+    }
+
+
+def analyse_webrtc_turns(driver: ConversationDriver, agent_summary: dict, *, lookahead_down_ms: float = 0.0,
+                         wire: dict | None = None) -> list[dict]:  # fmt: skip
     """Per-turn records for WebRTC: the agent's stages exactly, the transport lumped in two parts.
 
     ``uplink_and_endpointing_ms`` (T0 -> end of utterance at the agent: packetization,
@@ -800,6 +898,19 @@ def analyse_webrtc_turns(driver: ConversationDriver, agent_summary: dict, *, loo
                    downlink_ms=(t.reply_onset - a["reply_start"]) * 1000.0,
                    downlink_includes_codec_lookahead_ms=lookahead_down_ms,
                    reconciled=None,
-                   reason="WebRTC: aiortc exposes no per-packet times; transport parts are lumped")  # fmt: skip
+                   reason="WebRTC: no per-packet times; transport parts are lumped")  # fmt: skip
+        if wire is not None:
+            try:
+                parts = _webrtc_parts(t, a, wire, lookahead_down_ms / 1000.0)
+            except (KeyError, IndexError, ValueError) as exc:
+                rec["reason"] = f"WebRTC: per-packet breakdown unavailable ({exc.args[0] if exc.args else exc!r} missing)"
+            else:  # the lumped parts are kept aside (they would count the same time twice)
+                rec["lumped_ms"] = {k: rec.pop(f"{k}_ms") for k in ("uplink_and_endpointing", "downlink")}
+                rec.update({f"{k}_ms": v * 1000.0 for k, v in parts.items()})
+                total_s = sum(parts.values()) * 1000.0
+                rec["breakdown_sum_ms"] = total_s
+                rec["residual_ms"] = rec["total_ms"] - total_s
+                rec["reconciled"] = abs(rec["residual_ms"]) <= 2.0
+                rec.pop("reason", None)
         out.append(rec)
     return out

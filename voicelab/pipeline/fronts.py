@@ -85,8 +85,12 @@ def webrtc_media(sample_rate: int, frame_samples: int, pipe: Pipeline, *, on_sto
         def feed(self, frame: np.ndarray, when: float) -> None:
             super().feed(np.zeros(0, dtype=np.int16), when)  # a slot to send in
 
+        asked_at: list = []  # loop time of each frame asked of the pipeline (per instance below)
+
         def _next_chunk(self, now: float) -> np.ndarray:
             self._queue.popleft()  # the slot; the audio is the pipeline's
+            if len(self.asked_at) < 1_000_000:
+                self.asked_at.append(now)
             out = pipe.next_frame(now)
             return out if out is not None else np.zeros(self.frame_samples, dtype=np.int16)
 
@@ -101,4 +105,5 @@ def webrtc_media(sample_rate: int, frame_samples: int, pipe: Pipeline, *, on_sto
             self.on_tapped = feed_on_arrival(pipe, active=lambda: track.readyState == "live")
 
     track = PipelineTrack(sample_rate, frame_samples)
+    track.asked_at = []
     return track, PipelineSink(sample_rate, track)

@@ -170,6 +170,10 @@ class SocketRecord:
     log : list of (time, direction, kind, size, addr)
         Every datagram: loop time (s), ``"tx"``/``"rx"``, :func:`classify_datagram`
         kind, UDP payload size in bytes, and the peer's (host, port).
+    rtp : dict
+        ``(direction, ssrc, sequence number) -> loop time`` of the first RTP datagram so
+        seen (SRTP leaves the RTP header in clear text): per-packet send and arrival
+        times on the wire, for a turn's breakdown.
     closed : bool
     """
 
@@ -177,7 +181,16 @@ class SocketRecord:
     remote_addr: tuple | None = None
     kind: str = "udp"
     log: list = field(default_factory=list)
+    rtp: dict = field(default_factory=dict)
     closed: bool = False
+
+    def note(self, t: float, direction: str, data: bytes, addr: Any) -> None:
+        """Log one datagram (and, for RTP, its sequence number's time)."""
+        kind = classify_datagram(data)
+        self.log.append((t, direction, kind, len(data), addr))
+        if kind == "rtp" and len(data) >= 12 and len(self.rtp) < 1_000_000:
+            key = (direction, int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big"))
+            self.rtp.setdefault(key, t)
 
     def wire_bits(self, *, direction: str = "tx", kinds: Sequence[str] = ("rtp",), start: float = -np.inf,
                   end: float = np.inf, ip_udp_overhead: int = 28) -> tuple[int, int]:
@@ -213,7 +226,7 @@ class _CountingTransport(asyncio.DatagramTransport):
     def sendto(self, data: bytes, addr: Any = None) -> None:  # noqa: D102
         self._inner.sendto(data, addr)
         peer = tuple(addr[:2]) if addr is not None else self._record.remote_addr
-        self._record.log.append((self._clock(), "tx", classify_datagram(data), len(data), peer))
+        self._record.note(self._clock(), "tx", data, peer)
 
     def close(self) -> None:  # noqa: D102
         self._record.closed = True
@@ -249,7 +262,7 @@ class _CountingProtocol(asyncio.DatagramProtocol):
         self.inner.connection_made(self.wrapped)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.record.log.append((self.clock(), "rx", classify_datagram(data), len(data), tuple(addr[:2]) if addr else None))
+        self.record.note(self.clock(), "rx", data, tuple(addr[:2]) if addr else None)
         self.inner.datagram_received(data, addr)
 
     def error_received(self, exc: Exception) -> None:
@@ -650,6 +663,8 @@ class LabPlayout:
         #: (what a voice agent's recogniser listens to; the playout is unchanged)
         self.tap = None
         self.tapped_at: dict[int, float] = {}
+        #: RTP sequence number -> the playout slot (loop time) that played it
+        self.played_at: dict[int, float] = {}
         if tap_codec is not None and callable(getattr(self.sink, "on_tapped", None)):
             from ..rtp.tap import ArrivalTap
 
@@ -701,6 +716,8 @@ class LabPlayout:
             self.delays.append((int(p.timestamp), float(p.delay_ms)))
         frame, outcome = render(p, self.rx, plc=self.plc, fec=self.fec, dtx=bool(self.dtx and p.kind == "lost" and p.dtx))
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if p.kind in ("frame", "skip") and p.sequence_number is not None:
+            self.played_at.setdefault(int(p.sequence_number), when)
         self.sink.write(frame, when)
         if self.track is not None:
             self._forward(frame)

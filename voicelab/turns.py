@@ -357,16 +357,7 @@ def analyse_turns(driver: ConversationDriver, caller: Any, agent_stream: Any, ag
         rec["breakdown_sum_ms"] = s
         rec["residual_ms"] = total - s
         rec["reconciled"] = abs(total - s) <= 2.0
-        if i + 1 < len(driver.turns) and driver.turns[i + 1].barge_in:
-            bt = driver.turns[i + 1]
-            stop = _stop_at_ear(caller, bt.speech_from, bt.speech_end)
-            if stop is not None:
-                rec["barge_in_stop_ms"] = (stop - bt.speech_from) * 1000.0
-            # the agent's decision: its barge-in event (speech start over the reply)
-            bi = [x["barge_in"] for x in agent_turns if x.get("barge_in") is not None
-                  and bt.speech_from - 0.05 <= x["barge_in"] <= bt.speech_end + 1.0]  # fmt: skip
-            if bi:
-                rec["barge_in_detect_ms"] = (min(bi) - bt.speech_from) * 1000.0
+        _barge_in(rec, driver, i, caller, agent_turns)
         out.append(rec)
     return out
 
@@ -379,7 +370,7 @@ def _stop_at_ear(caller: Any, t_from: float, t_to: float) -> float | None:
     window is the interrupted reply. ``t_from`` itself when nothing is heard.
     """
     x, t0 = caller.received_audio()
-    rate = caller.rx.sample_rate
+    rate = caller.rx.sample_rate if hasattr(caller, "rx") else caller.sample_rate  # a stream, or a WebRTC AudioSink
     i0 = max(0, int(round((t_from - t0) * rate)))
     i1 = max(i0, int(round((t_to - t0) * rate)))
     if i1 > len(x):
@@ -759,7 +750,7 @@ async def _webrtc_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_
         await asyncio.wait_for(front.ended(1), 10.0)
         (summary,) = list(agent.pipelines.finished.values())[-1:] or [{}]  # type: ignore[union-attr]
         wire = _webrtc_wire(pc, track, front, agent_media)
-        records = analyse_webrtc_turns(driver, summary, lookahead_down_ms=c.lookahead_ms, wire=wire)
+        records = analyse_webrtc_turns(driver, summary, lookahead_down_ms=c.lookahead_ms, wire=wire, ear=sink)
         setup = {"codec": codec, "jitter_buffer": jitter_buffer, "net": network, "agent_errors": list(front.errors)}
         return records, summary, setup
     finally:
@@ -856,7 +847,7 @@ def _webrtc_parts(t: "CallerTurn", a: dict, wire: dict, la_down: float) -> dict[
 
 
 def analyse_webrtc_turns(driver: ConversationDriver, agent_summary: dict, *, lookahead_down_ms: float = 0.0,
-                         wire: dict | None = None) -> list[dict]:  # fmt: skip
+                         wire: dict | None = None, ear: Any = None) -> list[dict]:  # fmt: skip
     """Per-turn records for WebRTC: the agent's stages exactly, the transport lumped in two parts.
 
     ``uplink_and_endpointing_ms`` (T0 -> end of utterance at the agent: packetization,
@@ -912,5 +903,21 @@ def analyse_webrtc_turns(driver: ConversationDriver, agent_summary: dict, *, loo
                 rec["residual_ms"] = rec["total_ms"] - total_s
                 rec["reconciled"] = abs(rec["residual_ms"]) <= 2.0
                 rec.pop("reason", None)
+        if ear is not None:
+            _barge_in(rec, driver, i, ear, agent_turns)
         out.append(rec)
     return out
+
+
+def _barge_in(rec: dict, driver: ConversationDriver, i: int, ear: Any, agent_turns: list[dict]) -> None:
+    """``barge_in_stop_ms`` / ``barge_in_detect_ms`` of turn ``i`` when the next turn talked over its reply."""
+    if i + 1 >= len(driver.turns) or not driver.turns[i + 1].barge_in:
+        return
+    bt = driver.turns[i + 1]
+    stop = _stop_at_ear(ear, bt.speech_from, bt.speech_end)
+    if stop is not None:
+        rec["barge_in_stop_ms"] = (stop - bt.speech_from) * 1000.0
+    bi = [x["barge_in"] for x in agent_turns if x.get("barge_in") is not None
+          and bt.speech_from - 0.05 <= x["barge_in"] <= bt.speech_end + 1.0]  # fmt: skip
+    if bi:
+        rec["barge_in_detect_ms"] = (min(bi) - bt.speech_from) * 1000.0

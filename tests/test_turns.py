@@ -41,7 +41,7 @@ def test_five_turns_on_the_virtual_network_reconcile(transport):
     _check_reconciled(res, 5)
     r = res["turns"][0]
     assert r["network_up_ms"] > 0 and r["network_down_ms"] > 0
-    assert r["agent_jitter_buffer_ms"] == pytest.approx(60.0, abs=1.0)  # fixed:60 on a jitter-free path
+    assert r["agent_jitter_buffer_ms"] == 0.0  # the arrival tap: nothing reordered on a clean path, no playout buffer
     assert 0.0 <= r["agent_send_queue_ms"] <= 20.0 + 1e-6  # the next 20 ms send tick
     assert res["turn.total_ms.p50"] <= res["turn.total_ms.p90"] <= res["turn.total_ms.max"]
 
@@ -57,11 +57,17 @@ def test_one_turn_over_real_loopback_sockets_is_answered_and_reconciles_or_says_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("codec, rate, tol", [("g722", 16000, 0.10), ("pcmu", 8000, 0.30)])
+@pytest.mark.parametrize("codec, rate, tol", [("g722", 16000, 0.05), ("opus", 16000, 0.05), ("pcmu", 8000, 0.10)])
 def test_wer_of_a_clean_call_is_the_recogniser_s_own_on_the_unprocessed_audio(natural_env, codec, rate, tol):
-    """PocketSphinx's en-us model is a 16 kHz model: on 8 kHz audio it is erratic (shifting
-    the same audio by 0.2 s moved the WER of these three items by 0.07, one utterance by
-    much more), hence the wider tolerance for G.711; G.722 carries 16 kHz."""
+    """The transport does not change what the agent understands: a clean call's WER is the
+    same pipeline's on the unprocessed utterances at the codec's rate, heard call-shaped
+    (measured: G.722 0.222 vs 0.222, PCMU 0.296 vs 0.333, 27 words). For G.722 and Opus
+    24 kbit/s that reference is the unprocessed 16 kHz audio: issue #12's acceptance,
+    within 5 points. PocketSphinx's en-us
+    model is a 16 kHz model: fed 8 kHz audio through a band-limited resampler it was
+    erratic (shifting the same audio by 0.2 s moved the WER by 0.07); with the band folded
+    into 4-8 kHz (the pipeline's default for 8 kHz) it is stable enough for the same 10
+    points. Against the unprocessed 16 kHz utterances PCMU stays worse (docs/agent-turn.md)."""
     from voicelab import audio
     from voicelab.pipeline.wer import word_errors
     from voicelab.sim.turns import hear_offline
@@ -79,18 +85,31 @@ def test_wer_of_a_clean_call_is_the_recogniser_s_own_on_the_unprocessed_audio(na
 
 
 @pytest.mark.slow
-def test_barge_in_stops_the_agent_at_the_callers_ear():
-    res = _virtual(transport="sip", turns=2, barge_in_after_s=0.6, seed=4)
+@pytest.mark.parametrize("transport, down_ms", [("sip", 0.0), ("ws", 0.0)])
+def test_barge_in_stops_the_agent_at_the_callers_ear_within_the_issue_s_bound(transport, down_ms):
+    """Issue #12: the agent's audio stops at the caller's ear within stop detection + one
+    jitter buffer + 40 ms. The agent hears the caller as the frames arrive (no playout
+    buffer before its VAD) and drops its queued reply at once: what still reaches the ear
+    is the one frame already sent, crossing the downlink and the caller's 60 ms buffer.
+    That fits the issue's 40 ms when the downlink network takes at most 20 ms (here 16 ms:
+    the caller's access link at 0 ms); on the default path (21 ms down) only the path's own
+    bound (detection + one frame + downlink + buffer, 1 ms above the issue's) is
+    guaranteed (measured there: docs/agent-turn.md)."""
+    from voicelab.net import ChannelConfig
+    from voicelab.turns import barge_in_bounds
+
+    down = None if down_ms is None else ChannelConfig(delay_ms=down_ms)
+    res = _virtual(transport=transport, turns=2, barge_in_after_s=0.6, seed=4, downlink=down)
     stops = [r for r in res["turns"] if "barge_in_stop_ms" in r]
     assert stops, res["turn.outcomes"]
-    agent = res["agent"]
-    assert any(a["reason"] == "barged_in" for a in agent)
+    assert any(a["reason"] == "barged_in" for a in res["agent"])
     for r in stops:
-        # VAD start (min_speech 100 ms + the deciding frame) + up (network + jitter buffer)
-        # + the next send tick + down (network + jitter buffer) + 40 ms
-        bound = 100 + 20 + r["network_up_ms"] + r["agent_jitter_buffer_ms"] + 20 + r["network_down_ms"] \
-            + r["caller_jitter_buffer_ms"] + 40
-        assert 0 < r["barge_in_stop_ms"] <= bound, (r["barge_in_stop_ms"], bound)
+        b = barge_in_bounds(r)
+        assert r["agent_jitter_buffer_ms"] == 0.0  # the tap released every frame as it arrived
+        assert r["barge_in_detect_ms"] < r["barge_in_stop_ms"] <= b["path_ms"] + 1e-6, (r, b)
+        if down_ms is not None:
+            assert r["network_down_ms"] + 20 <= 40 and b["path_extra_ms"] < 0
+            assert r["barge_in_stop_ms"] <= b["issue_ms"], (r, b)
 
 
 def test_a_caller_hanging_up_mid_reply_is_recorded_and_nothing_hangs():
@@ -110,16 +129,28 @@ def test_impaired_uplink_still_answers_every_turn():
 
 @pytest.mark.slow
 def test_webrtc_turns_the_same_pipeline_behind_aiortc(natural_env):
-    """Over WebRTC (aiortc, Opus 48 kHz, real time): every turn answered; the agent's stages
-    exactly, the transport in two lumped parts that add up to the total (no residual: aiortc
-    keeps no per-packet times we can read)."""
+    """Over WebRTC (aiortc, Opus 48 kHz, real time): every turn answered and broken down per
+    packet (the RTP sequence numbers on the wire both ways, the agent's arrival tap, the
+    caller's playout): the parts add up to the total within 2 ms, as on SIP and WS."""
+    from voicelab.turns import WEBRTC_PARTS
+
     res = asyncio.run(pipeline_call(transport="webrtc", codec="opus", turns=2, seed=1, utterances=_short(2)))
-    assert res["turn.answered"] == 2 and res["turn.reconciled"] is None
+    assert res["turn.answered"] == 2
     for r in res["turns"]:
-        parts = ["uplink_and_endpointing", "asr_final", "llm_first_token", "tts_first_audio", "agent_send_queue", "downlink"]
-        assert sum(r[f"{p}_ms"] for p in parts) == pytest.approx(r["total_ms"], abs=1e-6)
-        assert r["downlink_ms"] >= 60.0  # at least the caller's fixed 60 ms jitter buffer
-        assert r["downlink_includes_codec_lookahead_ms"] == 6.5 and r["server_ms"] < r["total_ms"]
+        if "residual_ms" not in r:  # a piece of the chain is missing: lumped, and it says so
+            assert "per-packet breakdown unavailable" in r["reason"], r
+            lumped = ["uplink_and_endpointing", "asr_final", "llm_first_token", "tts_first_audio", "agent_send_queue",
+                      "downlink"]  # fmt: skip
+            assert sum(r[f"{p}_ms"] for p in lumped) == pytest.approx(r["total_ms"], abs=1e-6)
+            continue
+        parts = sum(r[f"{p}_ms"] for p in BREAKDOWN + WEBRTC_PARTS)
+        assert parts == pytest.approx(r["breakdown_sum_ms"], abs=1e-6)
+        assert abs(r["total_ms"] - parts) <= 2.0 and r["reconciled"]
+        assert r["caller_jitter_buffer_ms"] >= 50.0  # the caller's fixed 60 ms buffer (the slot grid)
+        assert 0 <= r["network_up_ms"] < 20 and 0 <= r["network_down_ms"] < 20  # loopback
+        assert r["codec_lookahead_down_ms"] == 6.5 and r["server_ms"] < r["total_ms"]
+        assert set(r["lumped_ms"]) == {"uplink_and_endpointing", "downlink"}  # kept aside, not counted twice
+    assert res["turn.reconciled"] in (True, None)
 
 
 @pytest.mark.parametrize("argv, needle", [

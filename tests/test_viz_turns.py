@@ -80,10 +80,13 @@ def test_bad_input_is_a_parameter_error():
 
 
 def test_barge_in_bounds_follow_the_path():
-    rec = {"network_up_ms": 21.0, "agent_jitter_buffer_ms": 60.0, "network_down_ms": 21.0, "caller_jitter_buffer_ms": 60.0}
-    b = barge_in_bounds(rec)
-    assert b["issue_ms"] == 100 + 60 + 40
-    assert b["path_ms"] == 100 + 20 + 21 + 60 + 20 + 21 + 60 + 40
-    assert b["path_extra_ms"] == b["path_ms"] - b["issue_ms"]
-    slower = barge_in_bounds({**rec, "network_up_ms": 121.0})
+    rec = {"network_up_ms": 21.0, "agent_jitter_buffer_ms": 0.0, "network_down_ms": 21.0, "caller_jitter_buffer_ms": 60.0}
+    b = barge_in_bounds(rec)  # no measured decision: detection's own bound (min_speech + 2 frames + uplink)
+    assert b["detect_ms"] == 100 + 20 + 20 + 21
+    assert b["issue_ms"] == b["detect_ms"] + 60 + 40 and b["nominal_ms"] == 100 + 20 + 60 + 40
+    assert b["path_ms"] == b["detect_ms"] + 20 + 21 + 60
+    assert b["path_extra_ms"] == b["path_ms"] - b["issue_ms"] == 20 + 21 - 40
+    measured = barge_in_bounds({**rec, "barge_in_detect_ms": 90.0})
+    assert measured["issue_ms"] == 90 + 60 + 40 and measured["path_ms"] == 90 + 20 + 21 + 60
+    slower = barge_in_bounds({**rec, "network_down_ms": 121.0})
     assert slower["path_ms"] - b["path_ms"] == 100 and slower["issue_ms"] == b["issue_ms"]

@@ -42,7 +42,7 @@ from . import audio
 from .errors import ParameterError
 
 __all__ = ["Utterance", "load_utterances", "ConversationDriver", "analyse_turns", "summarise_turns", "barge_in_bounds",
-           "pipeline_call", "ARCTIC_TRANSCRIPTS", "BREAKDOWN"]  # fmt: skip
+           "pipeline_call", "ARCTIC_TRANSCRIPTS", "BREAKDOWN", "WEBRTC_PARTS"]  # fmt: skip
 
 #: CMU ARCTIC prompts (arctic.data, the corpus' own prompt list) for the items in the
 #: lab's natural-speech folder.
@@ -59,8 +59,14 @@ ARCTIC_TRANSCRIPTS = {
 BREAKDOWN = ("caller_packetization", "network_up", "agent_jitter_buffer", "endpointing_wait", "asr_final",
              "llm_first_token", "tts_first_audio", "agent_send_queue", "network_down", "caller_jitter_buffer",
              "codec_lookahead_down")  # fmt: skip
+#: WebRTC's two parts more (aiortc's sender on each side: frame handed over -> on the wire)
+WEBRTC_PARTS = ("caller_sender", "agent_sender")
 
 SPEECH_LEVEL = 0.01  # |x| above this (full scale 1) is speech/sound, for ground truth and the ear
+#: the agent's VAD may call speech this long before the ground-truth onset (a breath or a
+#: soft onset under SPEECH_LEVEL; it hears the frames as they arrive): an agent turn that
+#: starts this early still belongs to the caller's utterance
+EARLY_VAD_S = 0.3
 EAR_LEVEL = 0.005
 
 
@@ -288,7 +294,7 @@ def analyse_turns(driver: ConversationDriver, caller: Any, agent_stream: Any, ag
     out = []
     for i, t in enumerate(driver.turns):
         nxt = driver.turns[i + 1].speech_from if i + 1 < len(driver.turns) else float("inf")
-        heard = [a for a in agent_turns if t.speech_from - 0.05 <= a["speech_start"] < min(nxt, t.speech_end + 1.0)]
+        heard = [a for a in agent_turns if t.speech_from - EARLY_VAD_S <= a["speech_start"] < min(nxt, t.speech_end + 1.0)]
         text = " ".join(a["text"] or "" for a in heard if a["text"] is not None)
         rec: dict[str, Any] = {"turn": i, "utterance": t.utterance.name, "transcript": t.utterance.transcript,
                                "recognised": text, "agent_turns": len(heard), "barge_in": t.barge_in,
@@ -317,7 +323,10 @@ def analyse_turns(driver: ConversationDriver, caller: Any, agent_stream: Any, ag
         try:
             s_up = caller.send_times[seq_k]
             arr_a, ka = _at_or_after(agent_stream.arrivals, seq_k)
-            play_a, kp = _at_or_after(agent_stream.played_at, seq_k)
+            # when the agent's pipeline heard the frame: its arrival tap's release (the lab's
+            # fronts), else the playout (an agent that listens after a jitter buffer)
+            heard_at = getattr(agent_stream, "tapped_at", None) or agent_stream.played_at
+            play_a, kp = _at_or_after(heard_at, seq_k)
             arr_c = caller.arrivals[seq_r]
             play_c = caller.played_at[seq_r]
             if ka != seq_k or kp != seq_k:  # lost or late: the chain follows the next frame that made it
@@ -348,11 +357,7 @@ def analyse_turns(driver: ConversationDriver, caller: Any, agent_stream: Any, ag
         rec["breakdown_sum_ms"] = s
         rec["residual_ms"] = total - s
         rec["reconciled"] = abs(total - s) <= 2.0
-        if i + 1 < len(driver.turns) and driver.turns[i + 1].barge_in:
-            bt = driver.turns[i + 1]
-            stop = _stop_at_ear(caller, bt.speech_from, bt.speech_end)
-            if stop is not None:
-                rec["barge_in_stop_ms"] = (stop - bt.speech_from) * 1000.0
+        _barge_in(rec, driver, i, caller, agent_turns)
         out.append(rec)
     return out
 
@@ -365,7 +370,7 @@ def _stop_at_ear(caller: Any, t_from: float, t_to: float) -> float | None:
     window is the interrupted reply. ``t_from`` itself when nothing is heard.
     """
     x, t0 = caller.received_audio()
-    rate = caller.rx.sample_rate
+    rate = caller.rx.sample_rate if hasattr(caller, "rx") else caller.sample_rate  # a stream, or a WebRTC AudioSink
     i0 = max(0, int(round((t_from - t0) * rate)))
     i1 = max(i0, int(round((t_to - t0) * rate)))
     if i1 > len(x):
@@ -384,10 +389,10 @@ def _pct(v: list[float]) -> dict[str, float | None]:
 def summarise_turns(records: list[dict]) -> dict[str, Any]:
     """``turn.*`` statistics over the records: percentiles, breakdown medians, WER, reconciliation."""
     out: dict[str, Any] = {"turn.count": len(records), "turn.answered": sum(1 for r in records if "total_ms" in r)}
-    for key in ["total", "server", "residual"] + list(BREAKDOWN) + ["uplink_and_endpointing", "downlink"]:
+    for key in ["total", "server", "residual"] + list(BREAKDOWN) + list(WEBRTC_PARTS) + ["uplink_and_endpointing", "downlink"]:
         vals = [r[f"{key}_ms"] for r in records if r.get(f"{key}_ms") is not None]
-        if not vals and key in ("uplink_and_endpointing", "downlink"):
-            continue  # WebRTC's lumped parts
+        if not vals and key in ("uplink_and_endpointing", "downlink") + WEBRTC_PARTS:
+            continue  # WebRTC's own parts
         for k, v in _pct(vals).items():
             out[f"turn.{key}_ms.{k}"] = v
     rec = [r for r in records if "residual_ms" in r]
@@ -413,28 +418,38 @@ def barge_in_bounds(record: dict, *, min_speech_ms: float = 100.0, frame_ms: flo
     ----------
     record : dict
         A per-turn record of :func:`pipeline_call` (SIP or WebSocket) that was barged into:
-        its ``network_up_ms``, ``agent_jitter_buffer_ms``, ``network_down_ms`` and
-        ``caller_jitter_buffer_ms`` are used.
+        its ``network_up_ms``, ``agent_jitter_buffer_ms`` (the agent's arrival tap: its
+        reorder wait), ``network_down_ms`` and ``caller_jitter_buffer_ms``, and
+        ``barge_in_detect_ms`` when the agent's decision was matched.
     min_speech_ms, frame_ms, margin_ms : float
-        The endpointer's speech-start time, the frame (the VAD's deciding frame and the
-        agent's send tick), and the allowance.
+        The endpointer's speech-start time, the frame (the VAD's deciding frame, the
+        caller's packetization and the agent's send tick), and issue #12's allowance.
 
     Returns
     -------
     dict
-        ``issue_ms``: stop detection + one jitter buffer + margin (issue #12's bound:
-        ``min_speech_ms + caller_jitter_buffer_ms + margin_ms``); ``path_ms``: the bound
-        the path allows, detection + deciding frame + up (network + agent buffer) + send
-        tick + down (network + caller buffer) + margin; ``path_extra_ms`` their difference.
+        ``detect_ms``: stop detection, the caller's speech onset -> the agent's barge-in
+        decision (measured: ``barge_in_detect_ms``; else its bound, min_speech + deciding
+        frame + packetization + uplink network + reorder wait); ``issue_ms``: issue #12's
+        bound, detection + one jitter buffer (the caller's) + ``margin_ms``;
+        ``nominal_ms``: the same with detection taken as min_speech + one frame (no
+        network); ``path_ms``: what the path allows at worst, detection + one reply frame
+        already sent (a send tick) + the downlink network + the caller's buffer;
+        ``path_extra_ms``: ``path_ms - issue_ms`` (positive: the issue's allowance is too
+        small for this path's downlink).
     """
     try:
         up = record["network_up_ms"] + record["agent_jitter_buffer_ms"]
         down_net, down_jb = record["network_down_ms"], record["caller_jitter_buffer_ms"]
     except KeyError as exc:
         raise ParameterError(f"barge_in_bounds needs the turn's breakdown ({exc.args[0]} missing)") from None
-    issue = min_speech_ms + down_jb + margin_ms
-    path = min_speech_ms + frame_ms + up + frame_ms + down_net + down_jb + margin_ms
-    return {"issue_ms": issue, "path_ms": path, "path_extra_ms": path - issue}
+    detect = record.get("barge_in_detect_ms")
+    if detect is None:
+        detect = min_speech_ms + frame_ms + frame_ms + up
+    issue = detect + down_jb + margin_ms
+    path = detect + frame_ms + down_net + down_jb
+    return {"detect_ms": detect, "issue_ms": issue, "nominal_ms": min_speech_ms + frame_ms + down_jb + margin_ms,
+            "path_ms": path, "path_extra_ms": path - issue}
 
 
 # ------------------------------------------------------------------------------ calls
@@ -560,6 +575,7 @@ async def _sip_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_opt
             await asyncio.sleep(0.005)
         agent_stream = next(iter(agent.streams.values()))
         agent_stream.send_times, agent_stream.arrivals, agent_stream.played_at = {}, {}, {}
+        agent_stream.tapped_at = {}  # when the pipeline heard each frame (its arrival tap)
         driver = ConversationDriver(utts, sample_rate=stream.tx.sample_rate, frame_ms=stream.tx.frame_ms, **driver_opts)
         stream.on_played = lambda when, frame: driver.on_played(frame, when, stream.last_played_seq)
         stream.send_live("source", source=driver.source)
@@ -577,13 +593,24 @@ async def _sip_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_opt
         records = analyse_turns(driver, stream, agent_stream, summary, lookahead_up_ms=tx.lookahead_ms,
                                 lookahead_down_ms=agent_stream.tx.lookahead_ms)  # fmt: skip
         setup = {"codec": call.media.codec, "jitter_buffer": jitter_buffer, "net": network,
-                 "agent_errors": list(agent.errors)}  # fmt: skip
+                 "agent_errors": list(agent.errors), **_lateness(stream.stats, agent_stream.stats)}  # fmt: skip
         return records, summary, setup
     finally:
         if stream is not None:
             await stream.close()
         await sip.close()
         await agent.close()
+
+
+def _lateness(caller_stats: Any, agent_stats: Any) -> dict[str, float | None]:
+    """How late the caller's and the agent's send timers fired (ms, p99 and max): what a
+    blocked event loop (e.g. recognition in the loop's thread) shows as."""
+    out: dict[str, float | None] = {}
+    for who, st in (("caller", caller_stats), ("agent", agent_stats)):
+        v = np.asarray(getattr(st, "send_lateness_s", []) or [0.0]) * 1000.0
+        out[f"{who}_send_lateness_ms.p99"] = float(np.percentile(v, 99))
+        out[f"{who}_send_lateness_ms.max"] = float(v.max())
+    return out
 
 
 def _topology(network: str, seed: int, uplink: Any, downlink: Any) -> tuple[Any, Any, str, str]:
@@ -627,7 +654,8 @@ async def _ws_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_opts
         await asyncio.wait_for(session.ended, 10.0)
         summary = session.pipeline.summary() if session.pipeline is not None else {}
         records = analyse_turns(driver, media, session.media, summary)
-        setup = {"codec": "pcmu", "jitter_buffer": jitter_buffer, "net": network, "agent_errors": list(server.errors)}
+        setup = {"codec": "pcmu", "jitter_buffer": jitter_buffer, "net": network, "agent_errors": list(server.errors),
+                 **_lateness(media.stats, session.media.stats)}  # fmt: skip
         return records, summary, setup
     finally:
         await client.stop()
@@ -656,6 +684,14 @@ async def _webrtc_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_
     rate, F = int(c.sample_rate), int(c.frame_samples)
     agent = Agent(codecs=[codec], mode="pipeline", pipeline=cfg, jitter_buffer=jitter_buffer, seed=seed + 1)
     await agent.start()
+    agent_media: list = []  # the (track, sink) of each WebRTC call's pipeline, for the breakdown
+    make_media = agent.pipeline_media
+
+    def _pipeline_media(rate_: int, frame_samples: int):
+        agent_media.append(make_media(rate_, frame_samples))
+        return agent_media[-1]
+
+    agent.pipeline_media = _pipeline_media  # type: ignore[method-assign]
     front = await serve_webrtc(agent)
     driver = ConversationDriver(utts, sample_rate=rate, frame_ms=20, **driver_opts)
 
@@ -713,7 +749,8 @@ async def _webrtc_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_
         await client.bye()
         await asyncio.wait_for(front.ended(1), 10.0)
         (summary,) = list(agent.pipelines.finished.values())[-1:] or [{}]  # type: ignore[union-attr]
-        records = analyse_webrtc_turns(driver, summary, lookahead_down_ms=c.lookahead_ms)
+        wire = _webrtc_wire(pc, track, front, agent_media)
+        records = analyse_webrtc_turns(driver, summary, lookahead_down_ms=c.lookahead_ms, wire=wire, ear=sink)
         setup = {"codec": codec, "jitter_buffer": jitter_buffer, "net": network, "agent_errors": list(front.errors)}
         return records, summary, setup
     finally:
@@ -723,7 +760,94 @@ async def _webrtc_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_
         await agent.close()
 
 
-def analyse_webrtc_turns(driver: ConversationDriver, agent_summary: dict, *, lookahead_down_ms: float = 0.0) -> list[dict]:
+def _webrtc_wire(pc: Any, mouth: Any, front: Any, agent_media: list) -> dict | None:
+    """Per-packet times of a WebRTC conversation (one call), or None when a piece is missing.
+
+    Caller: the frames handed to aiortc (``mouth.send_times``), the RTP packets on the wire
+    both ways (its :class:`~voicelab.webrtc.peer.SocketRecord` ``rtp``), the slot that
+    played each packet (its ``LabPlayout.played_at``). Agent: the same from the front's
+    peer, and when its arrival tap released each packet (``LabPlayout.tapped_at``).
+    """
+    try:
+        calls = list(front.calls.values()) + list(front.finished.values())
+        apc = calls[-1].pc
+        c_play = pc.getReceivers()[0].lab_playout
+        a_play = apc.getReceivers()[0].lab_playout
+        a_track = agent_media[-1][0]
+    except (IndexError, AttributeError):
+        return None
+    if c_play is None or a_play is None:
+        return None
+
+    def rtp(records: list) -> dict:
+        out: dict = {}
+        for r in records:
+            for key, t in getattr(r, "rtp", {}).items():
+                out.setdefault(key, t)
+        return out
+
+    return {"caller_rtp": rtp(pc.sockets), "agent_rtp": rtp(apc.sockets), "caller_handed": list(mouth.send_times),
+            "agent_handed": list(getattr(a_track, "asked_at", a_track.send_times)), "agent_heard": dict(a_play.tapped_at),
+            "caller_played": dict(c_play.played_at)}  # fmt: skip
+
+
+def _first_seq(rtp: dict, direction: str) -> tuple[int, int] | None:
+    """(ssrc, sequence number) of the first RTP packet sent or received (by time)."""
+    cands = [(t, ssrc, seq) for (d, ssrc, seq), t in rtp.items() if d == direction]
+    if not cands:
+        return None
+    _, ssrc, seq = min(cands)
+    return ssrc, seq
+
+
+def _webrtc_parts(t: "CallerTurn", a: dict, wire: dict, la_down: float) -> dict[str, float]:
+    """The SIP breakdown for a WebRTC turn, from per-packet times (KeyError: a piece missing).
+
+    aiortc sends one RTP packet per frame handed to it, the sequence number +1 each, so
+    frame k of a stream is the first packet's sequence number + k. Two parts more than on
+    SIP: aiortc's sender on each side (frame handed over -> on the wire: the encoder and
+    SRTP, on the loop).
+    """
+    up = _first_seq(wire["caller_rtp"], "tx")
+    down = _first_seq(wire["agent_rtp"], "tx")
+    if up is None or down is None:
+        raise KeyError("RTP packets")
+    k = t.last_frame
+    seq_k = (up[1] + k) & 0xFFFF
+    handed_k = wire["caller_handed"][k]
+    sent_k = wire["caller_rtp"][("tx", up[0], seq_k)]
+    arr_a = wire["agent_rtp"][("rx", up[0], seq_k)]
+    heard, kh = _at_or_after(wire["agent_heard"], seq_k)
+    # the first reply frame: the last one asked of the pipeline by the reply's start (which
+    # is later than that when the first clause's synthesis finished within that call)
+    asked = np.asarray(wire["agent_handed"])
+    js = np.flatnonzero(asked <= a["reply_start"] + 1e-9)
+    if not len(js) or a["reply_start"] - asked[js[-1]] > 0.020:
+        raise KeyError("the reply's first frame")
+    j = int(js[-1])
+    seq_r = (down[1] + j) & 0xFFFF
+    sent_r = wire["agent_rtp"][("tx", down[0], seq_r)]
+    arr_c = wire["caller_rtp"][("rx", down[0], seq_r)]
+    play_c = wire["caller_played"][seq_r]
+    return {
+        "caller_packetization": handed_k - t.speech_end,
+        "caller_sender": sent_k - handed_k,
+        "network_up": arr_a - sent_k,
+        "agent_jitter_buffer": heard - arr_a,
+        "endpointing_wait": a["speech_end"] - heard,
+        "asr_final": a["asr_final"] - a["speech_end"],
+        "llm_first_token": a["llm_first_token"] - a["asr_final"],
+        "tts_first_audio": a["tts_first_audio"] - a["llm_first_token"],
+        "agent_send_queue": wire["agent_handed"][j] - a["tts_first_audio"],
+        "agent_sender": sent_r - wire["agent_handed"][j],
+        "network_down": arr_c - sent_r,
+        "caller_jitter_buffer": play_c - arr_c,
+        "codec_lookahead_down": la_down,
+    }
+
+
+def analyse_webrtc_turns(driver: ConversationDriver, agent_summary: dict, *, lookahead_down_ms: float = 0.0,
+                         wire: dict | None = None, ear: Any = None) -> list[dict]:  # fmt: skip
     """Per-turn records for WebRTC: the agent's stages exactly, the transport lumped in two parts.
 
     ``uplink_and_endpointing_ms`` (T0 -> end of utterance at the agent: packetization,
@@ -740,7 +864,7 @@ def analyse_webrtc_turns(driver: ConversationDriver, agent_summary: dict, *, loo
     out = []
     for i, t in enumerate(driver.turns):
         nxt = driver.turns[i + 1].speech_from if i + 1 < len(driver.turns) else float("inf")
-        heard = [a for a in agent_turns if t.speech_from - 0.05 <= a["speech_start"] < min(nxt, t.speech_end + 1.0)]
+        heard = [a for a in agent_turns if t.speech_from - EARLY_VAD_S <= a["speech_start"] < min(nxt, t.speech_end + 1.0)]
         text = " ".join(a["text"] or "" for a in heard if a["text"] is not None)
         e, n = word_errors(t.utterance.transcript, text)
         rec: dict[str, Any] = {"turn": i, "utterance": t.utterance.name, "transcript": t.utterance.transcript,
@@ -765,6 +889,35 @@ def analyse_webrtc_turns(driver: ConversationDriver, agent_summary: dict, *, loo
                    downlink_ms=(t.reply_onset - a["reply_start"]) * 1000.0,
                    downlink_includes_codec_lookahead_ms=lookahead_down_ms,
                    reconciled=None,
-                   reason="WebRTC: aiortc exposes no per-packet times; transport parts are lumped")  # fmt: skip
+                   reason="WebRTC: no per-packet times; transport parts are lumped")  # fmt: skip
+        if wire is not None:
+            try:
+                parts = _webrtc_parts(t, a, wire, lookahead_down_ms / 1000.0)
+            except (KeyError, IndexError, ValueError) as exc:
+                rec["reason"] = f"WebRTC: per-packet breakdown unavailable ({exc.args[0] if exc.args else exc!r} missing)"
+            else:  # the lumped parts are kept aside (they would count the same time twice)
+                rec["lumped_ms"] = {k: rec.pop(f"{k}_ms") for k in ("uplink_and_endpointing", "downlink")}
+                rec.update({f"{k}_ms": v * 1000.0 for k, v in parts.items()})
+                total_s = sum(parts.values()) * 1000.0
+                rec["breakdown_sum_ms"] = total_s
+                rec["residual_ms"] = rec["total_ms"] - total_s
+                rec["reconciled"] = abs(rec["residual_ms"]) <= 2.0
+                rec.pop("reason", None)
+        if ear is not None:
+            _barge_in(rec, driver, i, ear, agent_turns)
         out.append(rec)
     return out
+
+
+def _barge_in(rec: dict, driver: ConversationDriver, i: int, ear: Any, agent_turns: list[dict]) -> None:
+    """``barge_in_stop_ms`` / ``barge_in_detect_ms`` of turn ``i`` when the next turn talked over its reply."""
+    if i + 1 >= len(driver.turns) or not driver.turns[i + 1].barge_in:
+        return
+    bt = driver.turns[i + 1]
+    stop = _stop_at_ear(ear, bt.speech_from, bt.speech_end)
+    if stop is not None:
+        rec["barge_in_stop_ms"] = (stop - bt.speech_from) * 1000.0
+    bi = [x["barge_in"] for x in agent_turns if x.get("barge_in") is not None
+          and bt.speech_from - 0.05 <= x["barge_in"] <= bt.speech_end + 1.0]  # fmt: skip
+    if bi:
+        rec["barge_in_detect_ms"] = (min(bi) - bt.speech_from) * 1000.0

@@ -12,11 +12,13 @@ Input: 16-bit PCM at 16 kHz (other rates are resampled with a streaming soxr res
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import ParameterError, ToolUnavailableError
 
-__all__ = ["Recognizer", "PocketSphinxRecognizer", "transcribe"]
+__all__ = ["Recognizer", "PocketSphinxRecognizer", "ProcessRecognizer", "transcribe"]
 
 
 class Recognizer:
@@ -112,3 +114,189 @@ def transcribe(samples: np.ndarray, sample_rate: int) -> str:
     for i in range(0, len(x), step):
         r.feed(x[i : i + step])
     return r.final()
+
+
+def _serve(inp, out) -> None:  # pragma: no cover - runs in the worker process
+    """The worker process: a PocketSphinx recogniser driven by framed requests on ``inp``.
+
+    Request: one op byte (``s`` start, ``f`` feed, ``p`` partial, ``F`` final, ``q``
+    quit), a 4-byte big-endian length, the payload (feed: int16 PCM at 16 kHz; final: its
+    key). Answers on ``out``: one JSON line ``[kind, key, text]``.
+    """
+    import json
+    import struct
+
+    rec = PocketSphinxRecognizer(16000)
+
+    def send(kind, key, text):
+        out.write((json.dumps([kind, key, text]) + "\n").encode())
+        out.flush()
+
+    while True:
+        head = inp.read(5)
+        if len(head) < 5:
+            return
+        op, n = head[:1], struct.unpack(">I", head[1:])[0]
+        data = inp.read(n) if n else b""
+        try:
+            if op == b"f":
+                rec.feed(np.frombuffer(data, dtype=np.int16))
+            elif op == b"s":
+                rec.start()
+            elif op == b"p":
+                send("partial", None, rec.partial())
+            elif op == b"F":
+                send("final", int(data), rec.final())
+            elif op == b"q":
+                return
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, the worker goes on
+            if op == b"F":
+                send("error", int(data), f"{type(exc).__name__}: {exc}")
+
+
+class ProcessRecognizer(Recognizer):
+    """PocketSphinx in a worker process of the call's own, fed in order, never blocking the loop.
+
+    PocketSphinx holds Python's GIL while it decodes (measured: a thread decoding
+    starved a 1 ms sleeper of 200+ ms), so a thread would not free the event loop; a
+    process does. ``feed`` queues the 16 kHz frame (a sender thread writes it to the
+    worker's pipe); ``partial()`` returns the latest partial hypothesis the worker sent
+    back (and asks for a fresh one); :meth:`final_async` returns a future of ``(text,
+    done_at)``, ``done_at`` read from ``clock`` (the loop's time) when the answer came
+    back, so the recogniser's real time still shows in the turn's ``asr_final``.
+    The worker is a fresh interpreter (``python -m voicelab.pipeline.asr_worker``: no fork of a
+    threaded process, no re-import of the caller's main module) that loads the model
+    itself, off the loop.
+
+    Under the virtual clock use :class:`PocketSphinxRecognizer` directly (inline:
+    deterministic, and computing takes no virtual time).
+    """
+
+    def __init__(self, *, clock) -> None:
+        import os
+        import queue
+        import subprocess
+        import sys
+        import threading
+        from pathlib import Path
+
+        try:
+            import pocketsphinx  # noqa: F401  (the worker imports it; say so here, in one line)
+        except ImportError:
+            raise ToolUnavailableError("speech recognition needs the Python package pocketsphinx") from None
+        self.clock = clock
+        root = str(Path(__file__).resolve().parents[2])  # the voicelab this process runs
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+        self._proc = subprocess.Popen([sys.executable, "-m", "voicelab.pipeline.asr_worker"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, env=env, bufsize=0)  # fmt: skip
+        self._q: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._futs: dict[int, Any] = {}
+        self._n = 0
+        self._partial = ""
+        self._closed = False
+        self._lock = threading.Lock()
+        self._sender = threading.Thread(target=self._send_loop, daemon=True, name="voicelab-asr-send")
+        self._reader = threading.Thread(target=self._read_loop, daemon=True, name="voicelab-asr-read")
+        self._sender.start()
+        self._reader.start()
+
+    def _send_loop(self) -> None:
+        import struct
+
+        w = self._proc.stdin
+        while True:
+            msg = self._q.get()
+            if msg is None:
+                return
+            op, data = msg[0], (msg[1] if len(msg) > 1 else b"")
+            try:
+                w.write(op + struct.pack(">I", len(data)) + data)  # type: ignore[union-attr]
+            except (OSError, ValueError):
+                return
+
+    def _read_loop(self) -> None:
+        import json
+
+        r = self._proc.stdout
+        while True:
+            try:
+                line = r.readline()  # type: ignore[union-attr]
+                if not line:
+                    break
+                kind, key, value = json.loads(line)
+            except (OSError, ValueError):
+                break
+            if kind == "partial":
+                self._partial = value
+                continue
+            with self._lock:
+                fut = self._futs.pop(key, None)
+            if fut is not None and not fut.done():
+                if kind == "final":
+                    fut.set_result((value, self.clock()))
+                else:
+                    fut.set_exception(RuntimeError(value))
+        with self._lock:  # the worker is gone: nothing more will be answered
+            futs, self._futs = list(self._futs.values()), {}
+        for fut in futs:
+            if not fut.done():
+                fut.set_exception(RuntimeError("the recogniser's worker process ended"))
+
+    def _put(self, msg) -> None:
+        if not self._closed:
+            self._q.put(msg)
+
+    def start(self) -> None:
+        self._partial = ""
+        self._put((b"s",))
+
+    def feed(self, pcm: np.ndarray) -> None:
+        self._put((b"f", np.ascontiguousarray(pcm, dtype=np.int16).tobytes()))
+
+    def partial(self) -> str:
+        self._put((b"p",))
+        return self._partial
+
+    def final_async(self):
+        """A :class:`concurrent.futures.Future` of ``(text, done_at)``."""
+        from concurrent.futures import Future
+
+        fut: Future = Future()
+        if self._closed:
+            fut.set_result(("", self.clock()))
+            return fut
+        with self._lock:
+            self._n += 1
+            self._futs[self._n] = fut
+        self._put((b"F", str(self._n).encode()))
+        return fut
+
+    def final(self) -> str:
+        return self.final_async().result()[0]
+
+    def close(self) -> None:
+        """Stop the worker process (queued work is dropped). Does not block: a reaper
+        thread waits for the worker to quit (and kills it after 2 s)."""
+        import threading
+
+        if self._closed:
+            return
+        self._closed = True
+        self._q.put((b"q",))
+        self._q.put(None)
+        proc, sender = self._proc, self._sender
+
+        def reap() -> None:
+            sender.join(2.0)
+            try:
+                proc.stdin.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+            try:
+                proc.wait(2.0)
+            except Exception:  # noqa: BLE001 - still decoding: stop it
+                proc.kill()
+                proc.wait(2.0)
+            proc.stdout.close()  # type: ignore[union-attr]
+
+        threading.Thread(target=reap, daemon=True, name="voicelab-asr-reap").start()

@@ -118,6 +118,11 @@ class PipelineConfig:
         A caller who never stops is cut off after this (the turn's reason says so).
     barge_in : bool
     seed : int
+    asr_upsample : {"soxr", "fold"}
+        How 8 kHz audio is brought to the 16 kHz recogniser (see :class:`Pipeline`).
+    asr_process : bool or None
+        Recognise in a worker process per call (None: on a real-time loop, not under the
+        virtual clock; see :meth:`build`).
     """
 
     vad: str = "webrtc"
@@ -131,6 +136,8 @@ class PipelineConfig:
     ttft_median_s: float = 0.4
     ttft_sigma: float = 0.35
     tokens_per_s: float = 80.0
+    asr_process: bool | None = None
+    asr_upsample: str = "fold"
 
     def __post_init__(self) -> None:  # bad settings fail here, not at the first call
         import re
@@ -144,17 +151,36 @@ class PipelineConfig:
         if self.llm not in (None, "model", "scripted") and not (isinstance(self.llm, str) and re.match(r"^https?://", self.llm)):
             raise ParameterError(f"llm must be 'model' (scripted replies, modelled latency) or an http(s) URL, got {self.llm!r}")
         LlmLatencyModel(self.ttft_median_s, self.ttft_sigma, self.tokens_per_s)
+        if self.asr_upsample not in ("soxr", "fold"):
+            raise ParameterError(f"asr_upsample must be 'soxr' or 'fold', got {self.asr_upsample!r}")
         if not 0.5 <= float(self.max_utterance_s) <= 600.0:
             raise ParameterError(f"max_utterance_s must be in 0.5..600 s, got {self.max_utterance_s!r}")
 
-    def build(self, sample_rate: int, *, clock: Callable[[], float] | None = None, seed: int | None = None) -> "Pipeline":
+    def build(self, sample_rate: int, *, clock: Callable[[], float] | None = None, seed: int | None = None,
+              asr_process: bool | None = None) -> "Pipeline":  # fmt: skip
+        """A pipeline for one call at ``sample_rate``.
+
+        ``asr_process``: decode in a worker process of the call's own
+        (:class:`~voicelab.pipeline.asr.ProcessRecognizer`: the event loop is never held
+        by recognition); None (default): ``self.asr_process``, and if that is None too,
+        when ``clock`` is given and the running loop is a real-time one (under the
+        virtual clock recognition stays inline, deterministic).
+        """
+        from ..net.vclock import is_virtual
+        from .asr import ProcessRecognizer
         from .respond import LlmLatencyModel
 
         lat = LlmLatencyModel(self.ttft_median_s, self.ttft_sigma, self.tokens_per_s)
+        if asr_process is None:
+            asr_process = self.asr_process
+        if asr_process is None:
+            asr_process = clock is not None and not is_virtual()
+        asr: Any = ProcessRecognizer(clock=clock or (lambda: 0.0)) if asr_process else PocketSphinxRecognizer(16000)
         return Pipeline(sample_rate=sample_rate, vad=self.vad, stop_ms=self.stop_ms, min_speech_ms=self.min_speech_ms,
                         responder=make_responder(self.llm, seed=self.seed if seed is None else seed, latency=lat,
-                                                 timeout_s=self.llm_timeout_s),
-                        max_utterance_s=self.max_utterance_s, barge_in=self.barge_in, clock=clock)  # fmt: skip
+                                                 timeout_s=self.llm_timeout_s), recognizer=asr,
+                        max_utterance_s=self.max_utterance_s, barge_in=self.barge_in, clock=clock,
+                        asr_upsample=self.asr_upsample)  # fmt: skip
 
 
 class Pipeline:
@@ -177,6 +203,12 @@ class Pipeline:
     clock : callable, optional
         ``clock() -> loop time``, read around compute-heavy stages (recognition final,
         synthesis) so their duration is counted.
+    asr_upsample : {"fold", "soxr"}
+        How 8 kHz audio reaches the 16 kHz recogniser: zero-stuffing ("fold", default:
+        the 0-4 kHz band mirrored into 4-8 kHz, where the wideband model expects energy;
+        PCMU calls' WER 0.93 -> 0.64 on the ARCTIC items, docs/agent-turn.md) or a
+        band-limited resampler ("soxr" HQ: nothing above 4 kHz). The VAD always hears the
+        soxr version.
     """
 
     PREROLL_MS = 300
@@ -185,7 +217,7 @@ class Pipeline:
     def __init__(self, *, sample_rate: int = 16000, frame_ms: int = 20, vad: Any = "webrtc", stop_ms: float = 300.0,
                  min_speech_ms: float = 100.0, responder: Any = None, recognizer: Any = None, tts: Any = None,
                  max_utterance_s: float = 15.0, barge_in: bool = True,
-                 clock: Callable[[], float] | None = None) -> None:  # fmt: skip
+                 clock: Callable[[], float] | None = None, asr_upsample: str = "fold") -> None:  # fmt: skip
         if sample_rate not in (8000, 16000, 24000, 48000):
             raise ParameterError(f"pipeline sample_rate must be 8000, 16000, 24000 or 48000, got {sample_rate!r}")
         if frame_ms not in (10, 20, 30, 40, 60):
@@ -202,6 +234,9 @@ class Pipeline:
         self.max_utterance_s = float(max_utterance_s)
         self.barge_in_enabled = bool(barge_in)
         self.clock = clock
+        if asr_upsample not in ("soxr", "fold"):
+            raise ParameterError(f"asr_upsample must be 'soxr' or 'fold', got {asr_upsample!r}")
+        self.asr_upsample = asr_upsample
         self._rs = None
         if self.sample_rate != 16000:
             import soxr
@@ -220,6 +255,7 @@ class Pipeline:
         self._cur: np.ndarray | None = None  # clause being sent
         self._tts_free_at = 0.0
         self._fallback_done = False
+        self._final_fut: Any = None  # a worker process's final, pending
 
     # ------------------------------------------------------------------ helpers
     def _to(self, what: str) -> None:
@@ -253,11 +289,18 @@ class Pipeline:
             x = np.clip(np.round(np.asarray(x, dtype=np.float64) * 32767.0), -32768, 32767).astype(np.int16)
         self.frames_in += 1
         pcm16 = self._rs.resample_chunk(x) if self._rs is not None else x
-        self._preroll.append(pcm16)
+        if self.asr_upsample == "fold" and self.sample_rate == 8000:
+            # telephone band to the 16 kHz model by zero-stuffing: 0-4 kHz plus its mirror
+            # image in 4-8 kHz, where the wideband model expects energy (docs/agent-turn.md)
+            asr_pcm = np.zeros(2 * len(x), dtype=np.int16)
+            asr_pcm[::2] = np.clip(2 * x.astype(np.int32), -32768, 32767)
+        else:
+            asr_pcm = pcm16
+        self._preroll.append(asr_pcm)
         p = self.vad.probability(pcm16)
         ev = self.endpointer.update(p, now, self.frame_s)
         if self.state == "hearing":
-            self.asr.feed(pcm16)
+            self.asr.feed(asr_pcm)
             t = self.turn
             t.last_speech = self.endpointer._last_speech if self.endpointer.in_speech else t.last_speech  # type: ignore[union-attr]
             if self.frames_in % self.PARTIAL_EVERY == 0:
@@ -302,9 +345,17 @@ class Pipeline:
         turn.speech_end = t  # type: ignore[union-attr]
         self._to(what)
         self._emit("speech_end", t)
+        self._clauses.clear()
+        self._cur = None
+        if hasattr(self.asr, "final_async"):  # decoding in a worker process: the loop goes on meanwhile
+            self._final_fut = self.asr.final_async()
+            return
         c0 = self._tick()
         text = self.asr.final()
-        t_final = t + self._elapsed(c0)
+        self._after_final(text, t + self._elapsed(c0))
+
+    def _after_final(self, text: str, t_final: float) -> None:
+        turn = self.turn
         turn.asr_final, turn.text = t_final, text  # type: ignore[union-attr]
         if not text.strip() and turn.reason == "ok":  # type: ignore[union-attr]
             turn.reason = "empty_recognition"  # type: ignore[union-attr]
@@ -316,6 +367,9 @@ class Pipeline:
         self._tts_free_at = t_final
 
     def _stop_reply(self) -> None:
+        if self._final_fut is not None:  # a pending final of the interrupted utterance: dropped
+            self._final_fut.cancel()
+            self._final_fut = None
         if self._reply is not None:
             self._reply.cancel()
         self._reply = None
@@ -325,6 +379,17 @@ class Pipeline:
 
     # ------------------------------------------------------------------ thinking
     def _advance(self, now: float) -> None:
+        fut = self._final_fut
+        if fut is not None and self.state == "thinking":
+            if not fut.done():
+                return
+            self._final_fut = None
+            try:
+                text, done_at = fut.result()
+            except Exception as exc:  # noqa: BLE001 - the recogniser failed: nothing recognised
+                text, done_at = "", now
+                self._emit("asr_error", now, f"{type(exc).__name__}: {exc}")
+            self._after_final(text, max(self.turn.speech_end, done_at))  # type: ignore[union-attr,arg-type]
         r = self._reply
         if r is None or self.state not in ("thinking", "speaking"):
             return
@@ -420,6 +485,8 @@ class Pipeline:
             self._emit("close", now, reason)
         self._stop_reply()
         self._to("close")
+        if hasattr(self.asr, "close"):
+            self.asr.close()
 
     def summary(self) -> dict[str, Any]:
         """Per-turn records and counts (what the agent reports for a call)."""

@@ -172,6 +172,7 @@ class LiveAudioStream:
         from .jitterbuffer import parse_jitter_buffer
 
         params = dict(codec_params or {})
+        self._codec_spec = (codec, params)
         self.tx = codecs.get(codec, **params)
         self.rx = codecs.get(codec, **params)
         self.iface = iface
@@ -245,6 +246,27 @@ class LiveAudioStream:
         self.send_times: dict[int, float] | None = {} if track else None
         self.arrivals: dict[int, float] | None = {} if track else None
         self.played_at: dict[int, float] | None = {} if track else None
+        #: with ``track`` and :meth:`tap_arrivals`: RTP sequence number -> time the tap released it
+        self.tapped_at: dict[int, float] | None = {} if track else None
+        self.tap: Any = None  # an ArrivalTap (tap_arrivals)
+        self._on_tapped: Any = None
+
+    def tap_arrivals(self, on_frames: Any, *, window: int = 2) -> Any:
+        """Hand the peer's frames to ``on_frames(frames)`` as they arrive, not after the jitter buffer.
+
+        Each accepted media packet goes through an :class:`~voicelab.rtp.tap.ArrivalTap`
+        (its own decoder, sequence order, a reorder window of ``window`` packets, gaps
+        concealed) besides the playout; ``on_frames`` gets the list of
+        :class:`~voicelab.rtp.tap.TapFrame` each arrival releases (often one, none while
+        waiting for a missing packet). This is what a voice agent's recogniser listens to.
+        Returns the tap.
+        """
+        from .tap import ArrivalTap
+
+        name, params = self._codec_spec
+        self.tap = ArrivalTap(codecs.get(name, **params), window=window, plc=self.plc)
+        self._on_tapped = on_frames
+        return self.tap
 
     @classmethod
     def for_media(cls, iface: Any, media: Any, *, local_addr: tuple[str, int], rtcp_mux: bool | None = None,
@@ -440,6 +462,14 @@ class LiveAudioStream:
                     self.arrivals.setdefault(ev.packet.sequence_number, ev.arrival)
                 if self.on_packet is not None:  # as it arrived (before any re-framing)
                     self.on_packet(ev.packet, ev.arrival)
+                if self.tap is not None and ev.packet.payload_type == self.payload_type:
+                    frames = self.tap.push(ev.packet.sequence_number, ev.packet.payload, ev.arrival)
+                    if self.tapped_at is not None:
+                        for f in frames:
+                            if f.seq is not None:
+                                self.tapped_at.setdefault(f.seq, f.t)
+                    if frames:
+                        self._on_tapped(frames)
                 self._push(ev.packet, ev.arrival)
                 if self._play_start is None and self.jb.start_time() is not None:
                     # on the pacer's tick grid, so that streams share its wake-ups

@@ -60,8 +60,11 @@ def sim_turns(*, codec: str = "pcmu", channel: ChannelConfig | str | None = None
     """
     from . import Scenario, simulate_call
 
+    from .. import codecs
+
     utts = list(utterances) if utterances is not None else load_utterances(turns)
     cfg = PipelineConfig(vad=vad, stop_ms=stop_ms, seed=seed)
+    codec_rate = int(codecs.get(codec).sample_rate)
     records = []
     with tempfile.TemporaryDirectory(prefix="voicelab-simturn-") as tmp:
         for i, u in enumerate(utts):
@@ -74,7 +77,10 @@ def sim_turns(*, codec: str = "pcmu", channel: ChannelConfig | str | None = None
             r = simulate_call(sc, quality=False)
             rate = r.sample_rate
             m2e = float(r.metrics["mouth_to_ear_true_ms"])
-            p = hear_offline(np.asarray(r.degraded, dtype=np.float64), rate, config=cfg, seed=seed + i)
+            heard = np.asarray(r.degraded, dtype=np.float64)
+            if codec_rate < rate:  # the agent hears the codec's rate, as in a call (8 kHz for G.711)
+                heard, rate = audio.resample(heard, rate, codec_rate), codec_rate
+            p = hear_offline(heard, rate, config=cfg, seed=seed + i)
             text = " ".join(t.text or "" for t in p.turns)
             e, n = word_errors(u.transcript, text)
             a, b = u.speech_bounds

@@ -8,16 +8,16 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..errors import ParameterError
-from ..turns import BREAKDOWN
+from ..turns import BREAKDOWN, WEBRTC_PARTS
 
 __all__ = ["LUMPED", "breakdown_table", "turn_records", "turn_waterfall"]
 
 #: WebRTC's lumped transport parts (:func:`voicelab.turns.analyse_webrtc_turns`), in turn order.
 LUMPED = ("uplink_and_endpointing", "downlink")
-_ORDER = ("caller_packetization", "network_up", "agent_jitter_buffer", "endpointing_wait", "uplink_and_endpointing",
-          "asr_final", "llm_first_token", "tts_first_audio", "agent_send_queue", "lost_reply_frames", "network_down",
-          "caller_jitter_buffer", "codec_lookahead_down", "downlink")  # fmt: skip
-assert set(_ORDER) == set(BREAKDOWN) | set(LUMPED) | {"lost_reply_frames"}
+_ORDER = ("caller_packetization", "caller_sender", "network_up", "agent_jitter_buffer", "endpointing_wait",
+          "uplink_and_endpointing", "asr_final", "llm_first_token", "tts_first_audio", "agent_send_queue", "agent_sender",
+          "lost_reply_frames", "network_down", "caller_jitter_buffer", "codec_lookahead_down", "downlink")  # fmt: skip
+assert set(_ORDER) == set(BREAKDOWN) | set(WEBRTC_PARTS) | set(LUMPED) | {"lost_reply_frames"}
 
 
 def turn_records(results: Mapping[str, dict]) -> pd.DataFrame:
@@ -54,7 +54,8 @@ def turn_records(results: Mapping[str, dict]) -> pd.DataFrame:
             if r.get("breakdown_sum_ms") is not None:
                 # the first reply frame(s) lost on the way down: the caller first hears a later
                 # frame; analyse_turns counts that shift in breakdown_sum_ms, not in a part
-                row["lost_reply_frames_ms"] = float(r["breakdown_sum_ms"]) - sum(float(r[f"{p}_ms"]) for p in BREAKDOWN)
+                row["lost_reply_frames_ms"] = float(r["breakdown_sum_ms"]) - sum(
+                    float(r[f"{p}_ms"]) for p in BREAKDOWN + WEBRTC_PARTS if r.get(f"{p}_ms") is not None)
             rows.append(row)
     return pd.DataFrame(rows)
 

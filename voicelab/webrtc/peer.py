@@ -170,6 +170,10 @@ class SocketRecord:
     log : list of (time, direction, kind, size, addr)
         Every datagram: loop time (s), ``"tx"``/``"rx"``, :func:`classify_datagram`
         kind, UDP payload size in bytes, and the peer's (host, port).
+    rtp : dict
+        ``(direction, ssrc, sequence number) -> loop time`` of the first RTP datagram so
+        seen (SRTP leaves the RTP header in clear text): per-packet send and arrival
+        times on the wire, for a turn's breakdown.
     closed : bool
     """
 
@@ -177,7 +181,16 @@ class SocketRecord:
     remote_addr: tuple | None = None
     kind: str = "udp"
     log: list = field(default_factory=list)
+    rtp: dict = field(default_factory=dict)
     closed: bool = False
+
+    def note(self, t: float, direction: str, data: bytes, addr: Any) -> None:
+        """Log one datagram (and, for RTP, its sequence number's time)."""
+        kind = classify_datagram(data)
+        self.log.append((t, direction, kind, len(data), addr))
+        if kind == "rtp" and len(data) >= 12 and len(self.rtp) < 1_000_000:
+            key = (direction, int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big"))
+            self.rtp.setdefault(key, t)
 
     def wire_bits(self, *, direction: str = "tx", kinds: Sequence[str] = ("rtp",), start: float = -np.inf,
                   end: float = np.inf, ip_udp_overhead: int = 28) -> tuple[int, int]:
@@ -213,7 +226,7 @@ class _CountingTransport(asyncio.DatagramTransport):
     def sendto(self, data: bytes, addr: Any = None) -> None:  # noqa: D102
         self._inner.sendto(data, addr)
         peer = tuple(addr[:2]) if addr is not None else self._record.remote_addr
-        self._record.log.append((self._clock(), "tx", classify_datagram(data), len(data), peer))
+        self._record.note(self._clock(), "tx", data, peer)
 
     def close(self) -> None:  # noqa: D102
         self._record.closed = True
@@ -249,7 +262,7 @@ class _CountingProtocol(asyncio.DatagramProtocol):
         self.inner.connection_made(self.wrapped)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.record.log.append((self.clock(), "rx", classify_datagram(data), len(data), tuple(addr[:2]) if addr else None))
+        self.record.note(self.clock(), "rx", data, tuple(addr[:2]) if addr else None)
         self.inner.datagram_received(data, addr)
 
     def error_received(self, exc: Exception) -> None:
@@ -615,7 +628,7 @@ class LabPlayout:
     """
 
     def __init__(self, codec: Any, *, jitter_buffer: str = "fixed:60", plc: bool = True, fec: bool = False,
-                 sink: Any = None, track: Any = None, track_queue_max: int = 50) -> None:
+                 sink: Any = None, track: Any = None, track_queue_max: int = 50, tap_codec: Any = None) -> None:
         from ..rtp.jitterbuffer import parse_jitter_buffer
         from .media import AudioSink
 
@@ -645,6 +658,17 @@ class LabPlayout:
         self._start: float | None = None
         self._k = 0
         self._closed = False
+        #: with ``tap_codec`` and a sink that has ``on_tapped(frames)``: the packets as they
+        #: arrive, decoded in sequence order by an :class:`~voicelab.rtp.tap.ArrivalTap`
+        #: (what a voice agent's recogniser listens to; the playout is unchanged)
+        self.tap = None
+        self.tapped_at: dict[int, float] = {}
+        #: RTP sequence number -> the playout slot (loop time) that played it
+        self.played_at: dict[int, float] = {}
+        if tap_codec is not None and callable(getattr(self.sink, "on_tapped", None)):
+            from ..rtp.tap import ArrivalTap
+
+            self.tap = ArrivalTap(tap_codec, plc=self.plc)
 
     # -- input -------------------------------------------------------------------------
     def push(self, packet: Any) -> None:
@@ -664,6 +688,13 @@ class LabPlayout:
         tap = getattr(self.sink, "on_packet", None)  # a pass-through bridge forwards the payload as it is
         if tap is not None:
             tap(bytes(packet.payload), now, bool(packet.marker))
+        if self.tap is not None:
+            frames = self.tap.push(packet.sequence_number, bytes(packet.payload), now)
+            for f in frames:
+                if f.seq is not None:
+                    self.tapped_at.setdefault(f.seq, f.t)
+            if frames:
+                self.sink.on_tapped(frames)
         p = RtpPacket(marker=bool(packet.marker), payload_type=packet.payload_type, sequence_number=packet.sequence_number,
                       timestamp=packet.timestamp, ssrc=packet.ssrc, payload=bytes(packet.payload))
         self.jb.push(p, now)
@@ -685,6 +716,8 @@ class LabPlayout:
             self.delays.append((int(p.timestamp), float(p.delay_ms)))
         frame, outcome = render(p, self.rx, plc=self.plc, fec=self.fec, dtx=bool(self.dtx and p.kind == "lost" and p.dtx))
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if p.kind in ("frame", "skip") and p.sequence_number is not None:
+            self.played_at.setdefault(int(p.sequence_number), when)
         self.sink.write(frame, when)
         if self.track is not None:
             self._forward(frame)
@@ -798,7 +831,9 @@ class LabRtpReceiver(RTCRtpReceiver):
             m = self._lab_media
             self.lab_playout = LabPlayout(m.make_codec(_lab_codec_name(audio[0])), jitter_buffer=m.jitter_buffer,
                                           plc=m.plc, fec=m.fec, sink=m.sink,
-                                          track=self._track if m.forward_to_track else None)
+                                          track=self._track if m.forward_to_track else None,
+                                          tap_codec=m.make_codec(_lab_codec_name(audio[0]))
+                                          if callable(getattr(m.sink, "on_tapped", None)) else None)  # fmt: skip
             self._RTCRtpReceiver__jitter_buffer = _JitterTap(self.lab_playout)  # type: ignore[attr-defined]
 
     async def stop(self) -> None:  # noqa: D102

@@ -112,6 +112,18 @@ class _Media:
         self.played_at: dict[int, float] = {}  # chunk -> playout slot time
         self.last_played_chunk: int | None = None
         self.cleared: list[tuple[float, int]] = []  # (time, frames dropped) per 'clear' from the agent
+        self.tapped_at: dict[int, float] = {}  # chunk -> time the arrival tap released it
+        self.tap: Any = None
+        self._on_tapped: Any = None
+
+    def tap_arrivals(self, on_frames: Any, *, window: int = 2) -> Any:
+        """Hand the peer's frames to ``on_frames(frames)`` as they arrive (see
+        :meth:`voicelab.rtp.live.LiveAudioStream.tap_arrivals`); returns the tap."""
+        from ..rtp.tap import ArrivalTap
+
+        self.tap = ArrivalTap(codecs.get("pcmu", frame_ms=P.FRAME_MS), window=window)
+        self._on_tapped = on_frames
+        return self.tap
 
     # -- sending ----------------------------------------------------------------------
     def send(self, samples: np.ndarray, sample_rate: int, *, start_at: float | None = None) -> float:
@@ -186,6 +198,13 @@ class _Media:
         if self._first_chunk is None:
             self._first_chunk = chunk
         self.rstats.update(seq, ts, now)
+        if self.tap is not None:
+            frames = self.tap.push(seq, ev.payload, now)
+            for f in frames:
+                if f.seq is not None:
+                    self.tapped_at.setdefault(f.seq + 1, f.t)
+            if frames:
+                self._on_tapped(frames)
         self.jb.push(RtpPacket(payload_type=0, sequence_number=seq, timestamp=ts, payload=ev.payload), now)
         if self._play_start is None and self.jb.start_time() is not None:
             self._play_start = self.jb.start_time()
@@ -361,7 +380,9 @@ class AgentSession:
         elif srv.mode == "pipeline":  # the voice agent's turn (voicelab.pipeline)
             pipe = srv.pipeline_factory(8000, clock=self.loop.time, seed=len(srv.sessions))
             self.pipeline = pipe
-            self.media.on_played = lambda frame, when: pipe.feed(frame, when) if self.stopped_at is None else None
+            from ..rtp.tap import feed_on_arrival  # the pipeline hears frames as they arrive, not after playout
+
+            self.media.tap_arrivals(feed_on_arrival(pipe, active=lambda: self.stopped_at is None))
             # the send clock starts after the pipeline was built (loading the recogniser
             # takes a moment): frames owed for that time would reach the caller in a burst
             self.media.send_live(pipe.next_frame, start_at=self.loop.time())

@@ -1082,8 +1082,8 @@ async def _anchored_pipeline_call(utts: list[Any], *, anchor: str | None, phone_
     from .net.iface import LoopbackInterface
     from .net.relay import UdpRelay
     from .rtp.live import LiveAudioStream
-    from .sip.ua import CallEnded, CallEstablished, CallFailed
-    from .turns import ConversationDriver, analyse_turns, summarise_turns
+    from .sip.ua import CallEstablished, CallFailed
+    from .turns import converse_over_sip, summarise_turns
 
     loop = asyncio.get_running_loop()
     iface = LoopbackInterface(loop)
@@ -1124,28 +1124,8 @@ async def _anchored_pipeline_call(utts: list[Any], *, anchor: str | None, phone_
                                            track=True, source_filter=False)
         await stream.open()
         stream.set_remote(phone.front_address)
-        for _ in range(400):  # the agent opens its stream when it answers
-            if agent.streams:
-                break
-            await asyncio.sleep(0.005)
-        agent_stream = next(iter(agent.streams.values()))
-        agent_stream.send_times, agent_stream.arrivals, agent_stream.played_at = {}, {}, {}
-        driver = ConversationDriver(utts, sample_rate=stream.tx.sample_rate, frame_ms=stream.tx.frame_ms,
-                                    reply_timeout_s=reply_timeout_s)
-        stream.on_played = lambda when, frame: driver.on_played(frame, when, stream.last_played_seq)
-        stream.send_live("source", source=driver.source)
-        budget = sum(len(u.samples) / 16000 + driver.reply_timeout_s + 2.0 for u in utts) + 5.0
-        try:
-            await asyncio.wait_for(asyncio.shield(driver.done), budget)
-        except asyncio.TimeoutError:
-            pass  # turns without an answer are recorded as such
-        ua.bye(call, now=loop.time())
-        sip.flush()
-        await sip.wait_for(CallEnded, timeout=10.0)
-        await asyncio.wait_for(agent.ended(1), 10.0)
-        summary = agent.pipelines.finished.get(call.call_id, {})  # type: ignore[union-attr]
-        records = analyse_turns(driver, stream, agent_stream, summary, lookahead_up_ms=stream.tx.lookahead_ms,
-                                lookahead_down_ms=agent_stream.tx.lookahead_ms)
+        records, summary, _ = await converse_over_sip(agent, stream, call, ua, sip, utts,
+                                                      driver_opts={"reply_timeout_s": reply_timeout_s})
         out: dict[str, Any] = {"transport": "sip", "codec": call.media.codec, "jitter_buffer": jitter_buffer,
                                "net": "loopback", "agent_errors": list(agent.errors), "vad": vad,
                                "stop_ms": float(stop_ms), "llm": summary.get("responder", {}),

@@ -539,7 +539,7 @@ async def _sip_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_opt
     from .calls import open_caller
     from .net.iface import LoopbackInterface
     from .rtp.live import LiveAudioStream
-    from .sip.ua import CallEnded, CallEstablished, CallFailed
+    from .sip.ua import CallEstablished, CallFailed
 
     loop = asyncio.get_running_loop()
     if network == "virtual":
@@ -569,29 +569,8 @@ async def _sip_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_opt
                                            track=True, source_filter=False)  # fmt: skip
         await stream.open()
         stream.set_remote((call.media.remote_address, call.media.remote_port))
-        for _ in range(200):  # the agent opens its stream when it answers
-            if agent.streams:
-                break
-            await asyncio.sleep(0.005)
-        agent_stream = next(iter(agent.streams.values()))
-        agent_stream.send_times, agent_stream.arrivals, agent_stream.played_at = {}, {}, {}
-        agent_stream.tapped_at = {}  # when the pipeline heard each frame (its arrival tap)
-        driver = ConversationDriver(utts, sample_rate=stream.tx.sample_rate, frame_ms=stream.tx.frame_ms, **driver_opts)
-        stream.on_played = lambda when, frame: driver.on_played(frame, when, stream.last_played_seq)
-        stream.send_live("source", source=driver.source)
-        budget = sum(len(u.samples) / 16000 + driver.reply_timeout_s + 2.0 for u in utts) + 5.0
-        try:
-            await asyncio.wait_for(asyncio.shield(driver.done), budget)
-        except asyncio.TimeoutError:
-            pass  # turns without an answer are recorded as such
-        ua.bye(call, now=loop.time())
-        sip.flush()
-        await sip.wait_for(CallEnded, timeout=10.0)
-        await asyncio.wait_for(agent.ended(1), 10.0)
-        summary = agent.pipelines.finished.get(call.call_id, {})  # type: ignore[union-attr]
-        tx = stream.tx
-        records = analyse_turns(driver, stream, agent_stream, summary, lookahead_up_ms=tx.lookahead_ms,
-                                lookahead_down_ms=agent_stream.tx.lookahead_ms)  # fmt: skip
+        records, summary, agent_stream = await converse_over_sip(agent, stream, call, ua, sip, utts,
+                                                                 driver_opts=driver_opts)
         setup = {"codec": call.media.codec, "jitter_buffer": jitter_buffer, "net": network,
                  "agent_errors": list(agent.errors), **_lateness(stream.stats, agent_stream.stats)}  # fmt: skip
         return records, summary, setup
@@ -600,6 +579,67 @@ async def _sip_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_opt
             await stream.close()
         await sip.close()
         await agent.close()
+
+
+async def converse_over_sip(agent: Any, stream: Any, call: Any, ua: Any, sip: Any, utts: list[Any], *,
+                            driver_opts: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any], Any]:
+    """Hold a conversation on an established SIP call with the pipeline agent, hang up, analyse it.
+
+    The caller's side of every SIP conversation (straight to the agent, through an SBC or
+    a relay): wait for the agent's stream, clear its per-packet records of the set-up,
+    drive the utterances (:class:`ConversationDriver`) from the caller's open ``stream``,
+    BYE when the driver is done (or its budget ran out: such turns are recorded as
+    unanswered), wait for the agent to close the call, then :func:`analyse_turns`.
+
+    Parameters
+    ----------
+    agent : voicelab.agent.Agent
+        The pipeline agent (``mode="pipeline"``), started.
+    stream : voicelab.rtp.live.LiveAudioStream
+        The caller's media stream, open, its remote set, ``track=True``.
+    call, ua, sip
+        The established call, the caller's UA and its asyncio SIP driver.
+    utts : list of Utterance
+        What the caller says.
+    driver_opts : dict, optional
+        Keyword arguments of :class:`ConversationDriver` (barge-in, hang-up, reply timeout).
+
+    Returns
+    -------
+    records : list of dict
+        One analysed turn per utterance (:func:`analyse_turns`).
+    summary : dict
+        The agent's own record of the call (``agent.pipelines.finished``).
+    agent_stream : voicelab.rtp.live.LiveAudioStream
+        The agent's side of the call.
+    """
+    from .sip.ua import CallEnded
+
+    loop = asyncio.get_running_loop()
+    for _ in range(400):  # the agent opens its stream when it answers
+        if agent.streams:
+            break
+        await asyncio.sleep(0.005)
+    agent_stream = next(iter(agent.streams.values()))
+    agent_stream.send_times, agent_stream.arrivals, agent_stream.played_at = {}, {}, {}
+    agent_stream.tapped_at = {}  # when the pipeline heard each frame (its arrival tap)
+    driver = ConversationDriver(utts, sample_rate=stream.tx.sample_rate, frame_ms=stream.tx.frame_ms,
+                                **(driver_opts or {}))
+    stream.on_played = lambda when, frame: driver.on_played(frame, when, stream.last_played_seq)
+    stream.send_live("source", source=driver.source)
+    budget = sum(len(u.samples) / 16000 + driver.reply_timeout_s + 2.0 for u in utts) + 5.0
+    try:
+        await asyncio.wait_for(asyncio.shield(driver.done), budget)
+    except asyncio.TimeoutError:
+        pass  # turns without an answer are recorded as such
+    ua.bye(call, now=loop.time())
+    sip.flush()
+    await sip.wait_for(CallEnded, timeout=10.0)
+    await asyncio.wait_for(agent.ended(1), 10.0)
+    summary = agent.pipelines.finished.get(call.call_id, {})  # type: ignore[union-attr]
+    records = analyse_turns(driver, stream, agent_stream, summary, lookahead_up_ms=stream.tx.lookahead_ms,
+                            lookahead_down_ms=agent_stream.tx.lookahead_ms)
+    return records, summary, agent_stream
 
 
 def _lateness(caller_stats: Any, agent_stats: Any) -> dict[str, float | None]:

@@ -229,6 +229,16 @@ class Headers:
         self._index = None
         self._memo = None
 
+    def forget_parsed(self) -> None:
+        """Drop the lookup index and the parsed values (both are rebuilt on the next read).
+
+        A UA calls it when it is done with a message that a transaction keeps for up to
+        64*T1: what was parsed to handle it need not stay alive (nor be walked by the
+        garbage collector) for those 32 s.
+        """
+        self._index = None
+        self._memo = None
+
     def _lookup(self, key: str) -> Sequence[HeaderField]:
         index = self._index
         if index is None:

@@ -1107,6 +1107,7 @@ class UserAgent:
             self._events.append(MessageRejected(data[:2000], addr, answered, f"{type(exc).__name__}: {exc}"))
         finally:
             self._src = None
+            msg.headers.forget_parsed()  # a transaction or call may keep it (up to 64*T1): keep it small
             self._after(now)
 
     def handle_timer(self, now: float) -> None:
@@ -1822,6 +1823,7 @@ class UserAgent:
             return
         self._outbox.append((bytes(om.message), addr))
         self._record("out", om.message, addr, now, om.key, om.retransmission)
+        om.message.headers.forget_parsed()  # the transaction may keep it 32 s: keep it small
 
     def _record(self, direction: str, msg: Request | Response, addr: Addr, now: float, key: TransactionKey | None,
                 retransmission: bool = False) -> None:  # fmt: skip

@@ -140,3 +140,42 @@ def test_the_templated_media_is_a_copy():
 class _NoCache(dict):
     def __setitem__(self, key, value) -> None:
         pass
+
+
+def test_calls_leave_no_reference_cycles_for_the_collector():
+    """A serving agent raises the collector's thresholds (voicelab.agent.tune_gc): that is
+    only safe while the objects of a call are freed by reference counting."""
+    import gc
+
+    ua = _ua(keep_finished_calls=4)
+    peer = ("127.0.0.1", 5061)
+
+    def call(n: int, now: float) -> None:
+        ua.receive(_invite(n), peer, now)
+        inc = [e for e in ua.drain_events() if isinstance(e, IncomingCall)][0]
+        ua.answer(inc.call, 200, now=now, media_port=5062)
+        ok = [d for d, _ in ua.datagrams_to_send() if d.startswith(b"SIP/2.0 200")][-1]
+        tag = ok.split(b"\r\nTo: ", 1)[1].split(b";tag=", 1)[1].split(b"\r\n", 1)[0].decode()
+        for method, cseq, branch in (("ACK", 1, "a"), ("BYE", 2, "b")):
+            ua.receive((f"{method} sip:service@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK{branch}{n}\r\n"
+                        f"From: sipp <sip:sipp@127.0.0.1:5061>;tag={n}a\r\nTo: <sip:service@127.0.0.1:5060>;tag={tag}\r\n"
+                        f"Call-ID: {n}@127.0.0.1\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n").encode(), peer, now)
+        assert [d[:14] for d, _ in ua.datagrams_to_send()] == [b"SIP/2.0 200 OK"]  # the BYE's 200
+        ua.drain_events()
+        ua.handle_timer(now + 40.0)  # every transaction of the call ends
+
+    call(0, 0.0)  # warm up (templates, caches)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for n in range(1, 41):
+            call(n, 100.0 * n)
+        gc.collect()
+        ours = [o for o in gc.garbage if type(o).__module__.startswith("voicelab")]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert ours == []
+    assert len(ua._table._txns) == 0 and len(ua._server) == 0  # and nothing of them stays behind

@@ -495,9 +495,9 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     asyncio.get_running_loop().add_signal_handler(sig, stop.set)
                 print(READY_TAG, flush=True)
-            import gc
+            from .agent import tune_gc
 
-            gc.freeze()  # start-up objects leave the collector: no 100 ms full collections mid-call
+            tune_gc()
             await stop.wait()
         finally:
             if webrtc is not None:

@@ -461,6 +461,8 @@ class Agent:
                             session_expires=self.session_expires, min_se=self.min_se,
                             **self._load_options())  # fmt: skip
         self.sip = AsyncUserAgent(self.ua, t)
+        if self.mode == "signalling":  # nothing to await per call: handle events as they come, no task wake-ups
+            self.sip.on_event = self._handle_now
         if self.overload is not None:
             self.ua.admission = self._admit
             if self.transport == "udp":  # refuse on the raw datagram, before parsing
@@ -645,6 +647,21 @@ class Agent:
                 self._keep(ev.call.call_id, s)
             self.calls_ended += 1
             self._notify()
+
+    def _handle_now(self, ev: Any) -> bool:
+        """Signalling-only mode: the events of :meth:`_handle`, synchronously (see AsyncUserAgent.on_event)."""
+        try:
+            if isinstance(ev, IncomingCall):
+                self._answer_signalling(ev.call, asyncio.get_running_loop().time())
+            elif isinstance(ev, (CallEnded, CallFailed, CallCancelled)):
+                self._active.discard(ev.call.id)
+                self._calls.pop(ev.call.id, None)
+                self._opened_at.pop(ev.call.id, None)
+                self.calls_ended += 1
+                self._notify()
+        except VoicelabError as exc:  # one bad call must not stop the agent
+            self.errors.append(f"{type(ev).__name__}: {exc}")
+        return True
 
     def _answer_signalling(self, call: Any, now: float) -> None:
         """Signalling-only mode: answer with SDP, open nothing; hang up after the hold time if set."""

@@ -669,14 +669,17 @@ class _Pending:
     extra: dict = field(default_factory=dict)
 
 
-@dataclass(order=True)
+@dataclass(eq=False, slots=True)
 class _Timer:
     deadline: float
     seq: int
-    kind: str = field(compare=False)
-    call: Call | None = field(compare=False, default=None)
-    data: Any = field(compare=False, default=None)
-    cancelled: bool = field(compare=False, default=False)
+    kind: str
+    call: Call | None = None
+    data: Any = None
+    cancelled: bool = False
+
+    def __lt__(self, other: "_Timer") -> bool:  # heap order: deadline, then arming order (no tuples built)
+        return self.deadline < other.deadline or (self.deadline == other.deadline and self.seq < other.seq)
 
 
 def default_resolve(uri: Uri, *, transport: str = "udp") -> Addr:

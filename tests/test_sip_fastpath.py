@@ -37,6 +37,7 @@ def _counting(monkeypatch, name: str) -> list[str]:
 
     monkeypatch.setattr(M, name, counted)
     monkeypatch.setitem(H.HEADER_PARSERS, name[len("parse_"):], counted)
+    H._shared_parse.cache_clear()
     return calls
 
 
@@ -48,6 +49,20 @@ def test_each_header_is_parsed_once_however_often_it_is_read(monkeypatch, name):
     for _ in range(5):
         assert msg.via[0].branch == "z9hG4bK-1" and msg.cseq.number == 1
     assert len(calls) == 1
+
+
+def test_a_value_seen_in_another_message_is_not_parsed_again(monkeypatch):
+    calls = _counting(monkeypatch, "parse_cseq")
+    for n in range(5):  # five calls: CSeq "1 INVITE" every time
+        assert parse_message(_invite(n)).cseq.number == 1
+    assert calls == ["1 INVITE"]
+    bad = _invite(9).replace(b"CSeq: 1 INVITE", b"CSeq: 99999999999 INVITE")
+    for _ in range(2):  # errors are not remembered: each message with it is refused
+        with pytest.raises(RemoteProtocolError):
+            parse_message(bad)
+    assert calls.count("99999999999 INVITE") == 2
+    monkeypatch.undo()
+    H._shared_parse.cache_clear()
 
 
 def test_an_edit_drops_what_was_parsed():

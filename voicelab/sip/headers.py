@@ -269,7 +269,10 @@ class Headers:
             return memo[k]
         except KeyError:
             pass
-        out = memo[k] = parser(value)
+        if key in _SHARED_KEYS:  # the same value in another message (the ACK and BYE of a call, constant headers)
+            out = memo[k] = _shared_parse(key, value)
+        else:
+            out = memo[k] = parser(value)
         return out
 
     # -- sequence of fields ------------------------------------------------------------
@@ -917,3 +920,15 @@ HEADER_PARSERS = {
     "accept": parse_media_range_list,
 }
 
+
+
+#: Headers whose parsed values are shared between messages (:func:`_shared_parse`): the
+#: result depends on the value only, and is immutable or never handed out (lists are copied).
+_SHARED_KEYS = frozenset({"via", "from", "to", "cseq", "call-id", "max-forwards", "content-length", "content-type",
+                          "contact", "expires"})
+
+
+@functools.lru_cache(maxsize=8192)
+def _shared_parse(key: str, value: str) -> Any:
+    """:data:`HEADER_PARSERS` ``[key](value)``, remembered for the last 8192 values (errors are not)."""
+    return HEADER_PARSERS[key](value)

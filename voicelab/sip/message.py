@@ -425,6 +425,10 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[tuple[str, object, object,
     i = 1
     n = len(lines)
     max_line = limits.max_header_line
+    # no CR or LF outside the CRLFs split on: no line needs its own bare CR/LF check
+    crlfs = text.count("\r\n")
+    clean = text.count("\r") == crlfs and text.count("\n") == crlfs
+    good_names = _GOOD_NAMES
     while i < n:
         line = lines[i]
         if not line or line[0] in WSP:
@@ -436,8 +440,23 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[tuple[str, object, object,
         if colon < 0:
             raise _bad(f"header line without ':' ({line[:60]!r})")
         name = line[:colon].rstrip(WSP)
-        if not is_token(name):
-            raise _bad(f"header name must be a token, got {name[:60]!r}")
+        if name not in good_names:
+            if not is_token(name):
+                raise _bad(f"header name must be a token, got {name[:60]!r}")
+            if len(good_names) < 1024:
+                good_names.add(name)
+        if j == i + 1 and clean:  # the common line: one physical line, nothing to unfold
+            value = line[colon + 1 :].strip(WSP)
+            if len(value) > max_line or len(line) > max_line + 2:
+                raise RemoteProtocolError(
+                    f"header {name[:40]} is {len(value)} characters after unfolding; the limit is {max_line}",
+                    status_code=400,
+                )
+            fields.append(HeaderField(name, value, line))
+            if len(fields) > limits.max_headers:
+                raise RemoteProtocolError(f"message has more than {limits.max_headers} header fields", status_code=400)
+            i = j
+            continue
         if j == i + 1:
             raw = line
             value = line[colon + 1 :].strip(WSP)
@@ -460,6 +479,10 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[tuple[str, object, object,
             )
         i = j
     return start, Headers(fields)
+
+
+#: Header names already checked to be tokens (bounded: a peer inventing names cannot grow it).
+_GOOD_NAMES: set[str] = set()
 
 
 def _content_lengths(headers: Headers) -> list[int]:

@@ -180,7 +180,7 @@ class HeaderField:
         _set(self, "name", name)
         _set(self, "value", value)
         _set(self, "raw", raw)
-        _set(self, "key", header_key(name))
+        _set(self, "key", _KEYS.get(name) or header_key(name))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("HeaderField is immutable")
@@ -340,7 +340,8 @@ class Headers:
     def add(self, name: str, value: str) -> None:
         """Append a field."""
         self._fields.append(HeaderField(name, value))
-        self._changed()
+        if self._index is not None or self._memo is not None:
+            self._index = self._memo = None
 
     def remove(self, name: str) -> None:
         """Remove every field with this name."""

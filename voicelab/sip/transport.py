@@ -499,6 +499,11 @@ class _ConnectionCache:
 
 #: Datagrams read in one readiness callback at most (the first from asyncio, the rest drained here).
 UDP_BATCH = 32
+#: Receive buffer asked for on a SIP UDP socket (bytes; the kernel caps it at
+#: net.core.rmem_max). Linux's default (208 KiB) holds ~160 SIP datagrams: at 2,400
+#: messages/s (800 calls/s) a 70 ms scheduling stall overflows it, and every datagram
+#: dropped costs a caller's retransmission 500 ms later. 4 MiB holds about a second.
+UDP_RCVBUF = 4 * 1024 * 1024
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -515,6 +520,11 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             # a second handle on the same non-blocking socket, to drain what is queued in
             # one event-loop callback instead of one select() round per datagram
             self._sock = socket.socket(ts.family, ts.type, ts.proto, fileno=os.dup(ts.fileno()))
+            try:
+                if self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < UDP_RCVBUF:
+                    self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+            except OSError:  # not allowed here: the default buffer still works
+                pass
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         owner = self.owner

@@ -16,7 +16,8 @@ offered, completed (200 to the INVITE and 200 to the BYE), refused (503 or 486, 
 acknowledged; a 503 without Retry-After fails the call in the scenario), failed (SIPp's
 failed calls: timeouts, unexpected messages), accepted calls whose BYE got no 200,
 retransmissions, goodput (completed calls/s over the offered period) and the target's
-CPU (ms per completed call, % of a core).
+CPU (ms per completed call, % of a core) and the machine's 1-minute load average at the
+end of the step (the machine may be shared: CPU per call is robust to that, capacity is not).
 
 The sustained capacity is the highest rate at which < 1 % of the offered calls failed
 and none was refused. ``--options-rate`` adds a steady OPTIONS run (one probe per SIPp
@@ -240,7 +241,7 @@ def main() -> None:
                 finally:
                     tgt.stop()
                 row = {"target": kind, "workers": workers, "sockets": sockets,
-                       **summarise_calls(run, rate, args.duration, cpu)}
+                       **summarise_calls(run, rate, args.duration, cpu), "loadavg_1min": round(os.getloadavg()[0], 2)}
                 results["calls"].append(row)
                 print(json.dumps(row), flush=True)
         if args.options_rate > 0:
@@ -261,7 +262,8 @@ def main() -> None:
                 row = {"target": kind, "rate": args.options_rate, "duration_s": args.options_duration, "sent": sent,
                        "answered": answered, "unanswered": sent - answered,
                        "median_ms": percentile(rtts, 50), "p99_ms": percentile(rtts, 99), "max_ms": max(rtts) if rtts else None,
-                       "rtt_samples": len(rtts), "cpu_pct_core": 100.0 * cpu / run["elapsed_s"]}
+                       "rtt_samples": len(rtts), "cpu_pct_core": 100.0 * cpu / run["elapsed_s"],
+                       "loadavg_1min": round(os.getloadavg()[0], 2)}
                 results["options"].append(row)
                 print(json.dumps(row), flush=True)
     for workers in workers_list:

@@ -56,6 +56,10 @@ async def serve(args: argparse.Namespace) -> None:
                               header_timeout=args.header_timeout)
     async with Agent(transport=args.transport, codecs=["pcmu"], mode="echo", speech="harvard",
                      max_calls=args.max_calls, connection_limits=limits) as agent:
+        if not args.default_gc:  # as `agent serve` does (voicelab.agent.tune_gc)
+            from voicelab.agent import tune_gc
+
+            tune_gc()
         print(json.dumps({"address": list(agent.address), "uri": agent.uri}), flush=True)
         t0 = asyncio.get_running_loop().time()
         while True:
@@ -231,7 +235,7 @@ async def drive(args: argparse.Namespace) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--serve", "--transport", args.transport,
            "--sample-s", str(args.sample_s), "--max-calls", str(args.max_calls),
            "--max-connections", str(args.max_connections), "--idle-timeout", str(args.idle_timeout),
-           "--header-timeout", str(args.header_timeout)]
+           "--header-timeout", str(args.header_timeout)] + (["--default-gc"] if args.default_gc else [])
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, stderr=log)
         samples: list[dict] = []
@@ -301,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--log", default="soak_agent.log", help="the agent's stderr")
     ap.add_argument("--json", help="write the report here")
+    ap.add_argument("--default-gc", action="store_true",
+                    help="keep CPython's collector thresholds (default: the agent's, as `agent serve` sets them)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve:

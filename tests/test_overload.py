@@ -58,7 +58,7 @@ def test_call_limit_gives_486_before_the_other_rules():
 
 
 def test_lag_refuses_until_it_decays_and_retry_after_grows_with_lag():
-    oc = OverloadControl(max_lag=0.1, lag_halflife=0.5, adaptive=False)
+    oc = OverloadControl(max_lag=0.1, lag_halflife=0.5, adaptive=False, sustain=0)
     assert oc.admit(0.0) is None
     oc.observe_lag(0.4, 1.0)  # the loop ran 400 ms late: refuse at once
     r = oc.admit(1.0)
@@ -72,18 +72,85 @@ def test_lag_refuses_until_it_decays_and_retry_after_grows_with_lag():
         assert t < 5.0
     # from 0.375 s to below 0.1 s takes log2(3.75) half-lives
     assert t - 1.5 == pytest.approx(0.5 * math.log2(0.375 / 0.1), abs=0.1)
-    big = OverloadControl(max_lag=0.01, max_retry_after=8, adaptive=False)
+    big = OverloadControl(max_lag=0.01, max_retry_after=8, adaptive=False, sustain=0)
     big.observe_lag(5.0, 0.0)
     assert big.admit(0.0).retry_after == 8
 
 
 def test_queue_depth_refuses():
-    oc = OverloadControl(max_queue=50, max_lag=None, adaptive=False)
+    oc = OverloadControl(max_queue=50, max_lag=None, adaptive=False, sustain=0)
     assert oc.admit(0.0, queue_depth=50) is None
     assert oc.admit(0.0, queue_depth=51).reason == "queue"
-    adaptive = OverloadControl(max_queue=50, max_lag=None)
+    adaptive = OverloadControl(max_queue=50, max_lag=None, sustain=0)
     assert adaptive.admit(0.0, queue_depth=51) is None  # over the limit: the rate adapts instead
     assert adaptive.admit(0.0, queue_depth=201).reason == "queue"  # 4x: emergency refusal
+
+
+def test_one_scheduling_stall_refuses_nothing():
+    """A shared machine deschedules the server: one lag sample of 400 ms (4x max_lag)
+    and a queue that built up meanwhile are not overload (``sustain``)."""
+    oc = OverloadControl(max_lag=0.1, max_queue_delay=0.1, sustain=0.5)
+    t = 0.0
+    oc.observe_lag(0.4, t)  # the loop ran 400 ms late
+    assert oc.admit(t, queue_delay=0.45) is None  # 4.5x the queueing-delay limit: still admitted
+    t += 0.02
+    oc.observe_lag(0.001, t)  # the next sample is on time: the run of late samples is over
+    for _ in range(20):  # catching up for 0.4 s
+        t += 0.02
+        assert oc.admit(t, queue_delay=0.2) is None
+    assert oc.counts == {"admitted": 21} and oc.adaptive_rate is None
+
+
+def test_sustained_lag_and_queue_refuse():
+    late = OverloadControl(max_lag=0.1, sustain=0.5, adaptive=False)
+    t = 0.0
+    while late.admit(t) is None:
+        late.observe_lag(0.5, t)  # every sample late
+        t += 0.02
+        assert t < 1.0
+    assert t == pytest.approx(0.5) and late.counts["lag"] == 1  # refused once the run lasted 0.5 s
+    queued = OverloadControl(max_lag=None, max_queue_delay=0.1, sustain=0.5, adaptive=False)
+    k = 0
+    while queued.admit(k / 20, queue_delay=0.3) is None:
+        k += 1
+        assert k < 20
+    assert k == 10
+    t = k / 20
+    assert queued.admit(t + 0.05, queue_delay=0.05) is None  # under the limit: the run ends at once
+    assert queued.admit(t + 0.1, queue_delay=0.3) is None  # and a new one must last 0.5 s again
+
+
+@pytest.mark.parametrize("sustain", [0.0, 0.5])
+def test_periodic_stalls_under_capacity_refuse_nothing_only_with_sustain(sustain):
+    """Fake clock: a server with capacity 400 calls/s offered 280/s, descheduled 300 ms every
+    3 s (lag samples and its queue show it). Reacting to every stall refuses a large share;
+    with ``sustain`` (at most 1 %)."""
+    capacity, offered = 400.0, 280.0
+    oc = OverloadControl(max_lag=0.25, max_queue_delay=0.1, sustain=sustain)
+    q, dt, carry, refused, admitted = 0.0, 1e-3, 0.0, 0, 0
+    for i in range(20000):
+        now = i * dt
+        phase = now % 3.0
+        stalled = phase < 0.3
+        if not stalled and i % 20 == 0:
+            oc.observe_lag(0.3 if phase < 0.32 else 0.001, now)
+        carry += offered * dt
+        while carry >= 1.0:
+            carry -= 1.0
+            if stalled:
+                q += 1.0  # waits in the socket
+            elif oc.admit(now, queue_delay=q / capacity) is None:
+                q += 1.0
+                admitted += 1
+            else:
+                q += 0.01
+                refused += 1
+        if not stalled:
+            q = max(0.0, q - capacity * dt)
+    if sustain:
+        assert refused <= 0.01 * (refused + admitted)
+    else:
+        assert refused > 0.1 * (refused + admitted)
 
 
 @pytest.mark.parametrize("capacity", [50.0, 400.0])
@@ -119,7 +186,7 @@ def test_adaptive_rate_holds_goodput_near_capacity_at_10x_load(capacity):
 @pytest.mark.parametrize(
     "kw",
     [{"max_rate": 0}, {"max_rate": float("nan")}, {"max_calls": 1.5}, {"burst": -1}, {"max_lag": True},
-     {"retry_after": 0}, {"lag_halflife": None}, {"max_queue": "10"}],
+     {"retry_after": 0}, {"lag_halflife": None}, {"max_queue": "10"}, {"sustain": -1}, {"sustain": float("inf")}],
 )  # fmt: skip
 def test_bad_parameters_are_typed_errors(kw):
     with pytest.raises(ParameterError):

@@ -522,9 +522,9 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     asyncio.get_running_loop().add_signal_handler(sig, stop.set)
                 print(READY_TAG, flush=True)
-            import gc
+            from .agent import tune_gc
 
-            gc.freeze()  # start-up objects leave the collector: no 100 ms full collections mid-call
+            tune_gc()
             await stop.wait()
         finally:
             if webrtc is not None:
@@ -896,8 +896,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="overload control: new calls admitted per second (more get 503 + Retry-After); default no rate limit")
     ags.add_argument("--max-lag-ms", type=float, default=250.0, metavar="MS",
                      help="overload control: refuse new calls with 503 + Retry-After while the event loop runs this late (default 250)")
-    ags.add_argument("--max-queue-delay-ms", type=float, default=100.0, metavar="MS",
-                     help="overload control: admit fewer new calls while the waiting messages take longer than this to serve (default 100; 0: off)")
+    ags.add_argument("--max-queue-delay-ms", type=float, default=200.0, metavar="MS",
+                     help="overload control: admit fewer new calls while the waiting messages take longer than this to serve (default 200, below the callers' 500 ms T1; 0: off)")
     ags.add_argument("--max-queue", type=int, default=0, metavar="N",
                      help="overload control: admit fewer new calls while more messages than this wait (default 0: off)")
     ags.add_argument("--no-overload-control", action="store_true",

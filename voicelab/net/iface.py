@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import ipaddress
 import socket
 import ssl as _ssl
@@ -205,6 +206,11 @@ def is_loopback_address(host: object) -> bool:
     """
     if not isinstance(host, str):
         return False
+    return _is_loopback_text(host)
+
+
+@functools.lru_cache(maxsize=1024)  # checked on every datagram sent: parse each address once
+def _is_loopback_text(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
     except ValueError:

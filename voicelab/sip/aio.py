@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import PeerTimeoutError, VoicelabError
 from .ua import UserAgent
@@ -61,6 +61,11 @@ class AsyncUserAgent:
         self.send_failures = 0
         self.last_send_failure: str | None = None
         self._closed = False
+        #: Optional synchronous event handler: called with each event after a flush (the
+        #: timer re-armed, the datagrams sent); returns True when it handled the event,
+        #: False to queue it on :attr:`events`. Saves a task wake-up per event for hosts
+        #: whose handling never awaits (the agent's signalling-only mode).
+        self.on_event: Callable[[Any], bool] | None = None
         transport.on_message = self._on_message
 
     def _on_message(self, data: Any, addr: Any, transport: Any) -> None:
@@ -85,14 +90,23 @@ class AsyncUserAgent:
             task = self.loop.create_task(self.transport.send(data, tuple(addr[:2])))
             self._sends.add(task)
             task.add_done_callback(lambda t, d=data, a=tuple(addr[:2]): self._sent(t, d, a))
+        handler = self.on_event
+        now_events = []
         while (ev := self.ua.next_event()) is not None:
-            self.events.put_nowait(ev)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+            if handler is None:
+                self.events.put_nowait(ev)
+            else:
+                now_events.append(ev)
         nt = self.ua.next_timer()
-        if nt is not None:
+        timer = self._timer
+        if timer is not None and (nt is None or timer.when() != nt):
+            timer.cancel()
+            self._timer = timer = None
+        if nt is not None and timer is None:
             self._timer = self.loop.call_at(nt, self._on_timer)
+        for ev in now_events:  # after the flush: a handler may answer (and flush) at once
+            if not handler(ev):
+                self.events.put_nowait(ev)
 
     def _sent(self, task: asyncio.Task, data: bytes, addr: tuple) -> None:
         """A send finished: a failure fails the request's transaction (RFC 3261 8.1.3.1)

@@ -55,7 +55,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import RemoteProtocolError
 from .abnf import (
@@ -135,14 +135,25 @@ LIST_HEADERS = frozenset(
 )
 
 
+_KEYS: dict[str, str] = {}
+_NONE: tuple = ()
+#: Names whose keys :func:`header_key` remembers (a peer inventing names cannot grow it further).
+_KEYS_MAX = 4096
+
+
 def header_key(name: str) -> str:
     """The lookup key of a header name: lower case, compact form expanded.
 
     >>> header_key("v"), header_key("Call-ID"), header_key("X-Foo")
     ('via', 'call-id', 'x-foo')
     """
-    low = name.lower()
-    return COMPACT_FORMS.get(low, low)
+    key = _KEYS.get(name)
+    if key is None:
+        low = name.lower()
+        key = COMPACT_FORMS.get(low, low)
+        if len(_KEYS) < _KEYS_MAX:
+            _KEYS[name] = key
+    return key
 
 
 class HeaderField:
@@ -165,10 +176,11 @@ class HeaderField:
     __slots__ = ("name", "value", "raw", "key")
 
     def __init__(self, name: str, value: str, raw: str | None = None) -> None:
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "value", value)
-        object.__setattr__(self, "raw", raw)
-        object.__setattr__(self, "key", header_key(name))
+        _set = object.__setattr__
+        _set(self, "name", name)
+        _set(self, "value", value)
+        _set(self, "raw", raw)
+        _set(self, "key", _KEYS.get(name) or header_key(name))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("HeaderField is immutable")
@@ -202,12 +214,66 @@ class Headers:
     ('SIP/2.0/UDP a.example.com', 'x@y', True)
     """
 
-    __slots__ = ("_fields",)
+    __slots__ = ("_fields", "_index", "_memo")
 
     def __init__(self, fields: Iterable[HeaderField | tuple[str, str]] = ()) -> None:
         self._fields: list[HeaderField] = [
             f if isinstance(f, HeaderField) else HeaderField(str(f[0]), str(f[1])) for f in fields
         ]
+        # key -> its fields, built on the first lookup; parsed values, filled on first use.
+        # Both are dropped by every edit (add, remove, set).
+        self._index: dict[str, list[HeaderField]] | None = None
+        self._memo: dict[tuple[str, str], Any] | None = None
+
+    def _changed(self) -> None:
+        self._index = None
+        self._memo = None
+
+    def forget_parsed(self) -> None:
+        """Drop the lookup index and the parsed values (both are rebuilt on the next read).
+
+        A UA calls it when it is done with a message that a transaction keeps for up to
+        64*T1: what was parsed to handle it need not stay alive (nor be walked by the
+        garbage collector) for those 32 s.
+        """
+        self._index = None
+        self._memo = None
+
+    def _lookup(self, key: str) -> Sequence[HeaderField]:
+        index = self._index
+        if index is None:
+            index = {}
+            for f in self._fields:
+                lst = index.get(f.key)
+                if lst is None:
+                    index[f.key] = [f]
+                else:
+                    lst.append(f)
+            self._index = index
+        return index.get(key, _NONE)
+
+    def parsed(self, key: str, value: str, parser: Callable[[str], Any]) -> Any:
+        """``parser(value)`` for a field of this header set, parsed once per value.
+
+        The typed accessors of :class:`~voicelab.sip.message.Message` and
+        :func:`~voicelab.sip.message.check_syntax` share it, so a message's Via, CSeq,
+        From and To are parsed once however often they are read. Only immutable results
+        may be memoised (the typed views are frozen; lists must be copied by the
+        caller). A value that fails to parse raises again on every call.
+        """
+        memo = self._memo
+        if memo is None:
+            memo = self._memo = {}
+        k = (key, value)
+        try:
+            return memo[k]
+        except KeyError:
+            pass
+        if key in _SHARED_KEYS:  # the same value in another message (the ACK and BYE of a call, constant headers)
+            out = memo[k] = _shared_parse(key, value)
+        else:
+            out = memo[k] = parser(value)
+        return out
 
     # -- sequence of fields ------------------------------------------------------------
     def __iter__(self) -> Iterator[HeaderField]:
@@ -219,8 +285,7 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = header_key(name)
-        return any(f.key == key for f in self._fields)
+        return bool(self._lookup(header_key(name)))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
@@ -239,16 +304,12 @@ class Headers:
     # -- lookup --------------------------------------------------------------------------
     def fields(self, name: str) -> list[HeaderField]:
         """Every field with this name (any spelling or compact form), in order."""
-        key = header_key(name)
-        return [f for f in self._fields if f.key == key]
+        return list(self._lookup(header_key(name)))
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Value of the first field with this name, or *default*."""
-        key = header_key(name)
-        for f in self._fields:
-            if f.key == key:
-                return f.value
-        return default
+        fields = self._lookup(header_key(name))
+        return fields[0].value if fields else default
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
@@ -263,7 +324,7 @@ class Headers:
         (Date, WWW-Authenticate, ...) give one value per field.
         """
         key = header_key(name)
-        values = [f.value for f in self._fields if f.key == key]
+        values = [f.value for f in self._lookup(key)]
         if key not in LIST_HEADERS:
             return values
         out: list[str] = []
@@ -273,21 +334,24 @@ class Headers:
 
     def count(self, name: str) -> int:
         """How many fields carry this name."""
-        key = header_key(name)
-        return sum(1 for f in self._fields if f.key == key)
+        return len(self._lookup(header_key(name)))
 
     # -- editing (for building messages) -------------------------------------------------
     def add(self, name: str, value: str) -> None:
         """Append a field."""
         self._fields.append(HeaderField(name, value))
+        if self._index is not None or self._memo is not None:
+            self._index = self._memo = None
 
     def remove(self, name: str) -> None:
         """Remove every field with this name."""
         key = header_key(name)
         self._fields = [f for f in self._fields if f.key != key]
+        self._changed()
 
     def set(self, name: str, value: str) -> None:
         """Replace every field with this name by one field (in the first one's place)."""
+        self._changed()
         key = header_key(name)
         for i, f in enumerate(self._fields):
             if f.key == key:
@@ -857,3 +921,15 @@ HEADER_PARSERS = {
     "accept": parse_media_range_list,
 }
 
+
+
+#: Headers whose parsed values are shared between messages (:func:`_shared_parse`): the
+#: result depends on the value only, and is immutable or never handed out (lists are copied).
+_SHARED_KEYS = frozenset({"via", "from", "to", "cseq", "call-id", "max-forwards", "content-length", "content-type",
+                          "contact", "expires"})
+
+
+@functools.lru_cache(maxsize=8192)
+def _shared_parse(key: str, value: str) -> Any:
+    """:data:`HEADER_PARSERS` ``[key](value)``, remembered for the last 8192 values (errors are not)."""
+    return HEADER_PARSERS[key](value)

@@ -67,6 +67,7 @@ from .headers import (
     parse_max_forwards,
     parse_name_addr,
     parse_name_addr_list,
+    header_key,
     parse_via,
 )
 from .uri import SipUri, Uri, parse_uri
@@ -142,7 +143,7 @@ class Message:
 
     # -- helpers ---------------------------------------------------------------------
     def _single(self, name: str, *, required: bool = False) -> str | None:
-        fields = self.headers.fields(name)
+        fields = self.headers._lookup(header_key(name))
         if not fields:
             if required:
                 raise RemoteProtocolError(f"missing {name} header", status_code=400)
@@ -156,19 +157,20 @@ class Message:
     def via(self) -> list[Via]:
         """Every Via hop, topmost first (all Via fields, each split on commas)."""
         out: list[Via] = []
-        for f in self.headers.fields("via"):
-            out.extend(parse_via(f.value))
+        h = self.headers
+        for f in h._lookup("via"):
+            out.extend(h.parsed("via", f.value, parse_via))
         return out
 
     @property
     def from_(self) -> NameAddr:
         """The From header (``from`` is a Python keyword)."""
-        return parse_name_addr(self._single("From", required=True) or "", "From")
+        return self.headers.parsed("from", self._single("From", required=True) or "", _parse_from)
 
     @property
     def to(self) -> NameAddr:
         """The To header."""
-        return parse_name_addr(self._single("To", required=True) or "", "To")
+        return self.headers.parsed("to", self._single("To", required=True) or "", _parse_to)
 
     @property
     def contact(self) -> list[NameAddr] | str:
@@ -197,30 +199,30 @@ class Message:
     @property
     def cseq(self) -> CSeq:
         """The CSeq header."""
-        return parse_cseq(self._single("CSeq", required=True) or "")
+        return self.headers.parsed("cseq", self._single("CSeq", required=True) or "", parse_cseq)
 
     @property
     def call_id(self) -> str:
         """The Call-ID value."""
-        return parse_call_id(self._single("Call-ID", required=True) or "")
+        return self.headers.parsed("call-id", self._single("Call-ID", required=True) or "", parse_call_id)
 
     @property
     def max_forwards(self) -> int | None:
         """Max-Forwards (0..255), None when absent."""
         v = self._single("Max-Forwards")
-        return None if v is None else parse_max_forwards(v)
+        return None if v is None else self.headers.parsed("max-forwards", v, parse_max_forwards)
 
     @property
     def content_length(self) -> int | None:
         """Content-Length in bytes, None when absent."""
         v = self._single("Content-Length")
-        return None if v is None else parse_content_length(v)
+        return None if v is None else self.headers.parsed("content-length", v, parse_content_length)
 
     @property
     def content_type(self) -> ContentType | None:
         """Content-Type, None when absent."""
         v = self._single("Content-Type")
-        return None if v is None else parse_content_type(v)
+        return None if v is None else self.headers.parsed("content-type", v, parse_content_type)
 
     @property
     def expires(self) -> int | None:
@@ -367,6 +369,14 @@ class Response(Message):
 # ---------------------------------------------------------------------------------------
 
 
+def _parse_from(value: str) -> NameAddr:
+    return parse_name_addr(value, "From")
+
+
+def _parse_to(value: str) -> NameAddr:
+    return parse_name_addr(value, "To")
+
+
 def _bad(detail: str) -> RemoteProtocolError:
     return RemoteProtocolError(f"malformed message: {detail}", status_code=400)
 
@@ -415,6 +425,10 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[tuple[str, object, object,
     i = 1
     n = len(lines)
     max_line = limits.max_header_line
+    # no CR or LF outside the CRLFs split on: no line needs its own bare CR/LF check
+    crlfs = text.count("\r\n")
+    clean = text.count("\r") == crlfs and text.count("\n") == crlfs
+    good_names = _GOOD_NAMES
     while i < n:
         line = lines[i]
         if not line or line[0] in WSP:
@@ -426,8 +440,23 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[tuple[str, object, object,
         if colon < 0:
             raise _bad(f"header line without ':' ({line[:60]!r})")
         name = line[:colon].rstrip(WSP)
-        if not is_token(name):
-            raise _bad(f"header name must be a token, got {name[:60]!r}")
+        if name not in good_names:
+            if not is_token(name):
+                raise _bad(f"header name must be a token, got {name[:60]!r}")
+            if len(good_names) < 1024:
+                good_names.add(name)
+        if j == i + 1 and clean:  # the common line: one physical line, nothing to unfold
+            value = line[colon + 1 :].strip(WSP)
+            if len(value) > max_line or len(line) > max_line + 2:
+                raise RemoteProtocolError(
+                    f"header {name[:40]} is {len(value)} characters after unfolding; the limit is {max_line}",
+                    status_code=400,
+                )
+            fields.append(HeaderField(name, value, line))
+            if len(fields) > limits.max_headers:
+                raise RemoteProtocolError(f"message has more than {limits.max_headers} header fields", status_code=400)
+            i = j
+            continue
         if j == i + 1:
             raw = line
             value = line[colon + 1 :].strip(WSP)
@@ -450,6 +479,10 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[tuple[str, object, object,
             )
         i = j
     return start, Headers(fields)
+
+
+#: Header names already checked to be tokens (bounded: a peer inventing names cannot grow it).
+_GOOD_NAMES: set[str] = set()
 
 
 def _content_lengths(headers: Headers) -> list[int]:
@@ -576,10 +609,11 @@ def check_syntax(msg: Request | Response) -> None:
     Require, Proxy-Require, Supported, Unsupported, Allow, Content-Encoding, Accept.
     Other headers are kept as opaque text.
     """
-    for f in msg.headers:
+    h = msg.headers
+    for f in h:
         parser = HEADER_PARSERS.get(f.key)
         if parser is not None:
-            parser(f.value)
+            h.parsed(f.key, f.value, parser)  # the typed accessors reuse what this parsed
 
 
 def check_semantics(msg: Request | Response) -> None:

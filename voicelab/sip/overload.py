@@ -17,12 +17,21 @@ Rules, in order:
 1. ``active_calls >= max_calls``: 486 Busy Here (the callee is busy, not the server).
 2. lag above ``4 * max_lag``, queue above ``4 * max_queue`` or queueing delay above
    ``4 * max_queue_delay``: 503 (emergency).
+
+   A server on a shared machine is descheduled now and then: one late timer, or the
+   queue that built up meanwhile, is not overload. So the lag counts (here and in rule
+   3) only when samples above ``max_lag`` keep coming for ``sustain`` seconds (a sample
+   at or below it ends the run), and a long queue only once every admission for
+   ``sustain`` s saw it over its limit, or at once while it grows with no late lag
+   sample in the last ``sustain`` s (a queue that grew while the process was
+   descheduled is caught up with afterwards).
 3. more than the admitted-rate limit (token bucket of ``burst`` calls): 503. The limit
    is ``max_rate`` (if set) and, once the server has been overloaded, an *adaptive*
    rate (AIMD, as rate-based overload control does, RFC 7415): every ``interval`` s in
    which the smoothed lag exceeded ``max_lag``, the queue ``max_queue`` or the
-   queueing delay ``max_queue_delay``, the
-   limit becomes ``decrease`` times the rate admitted in that interval; every interval
+   queueing delay ``max_queue_delay``, the limit becomes ``decrease`` times the rate
+   admitted in that interval or, if higher, over about the last second (an interval
+   spent descheduled admits nearly nothing and must not pull the limit to the floor); every interval
    without overload it grows by ``increase`` (a fraction, at least 1 call/s). Binary
    refusal while the queue is long would refuse nearly everything: the refused traffic
    itself keeps the queue long, and goodput falls far below capacity.
@@ -122,6 +131,10 @@ class OverloadControl:
         limit (default 0.1) of the adaptive rate.
     min_rate : float, optional
         Floor of the adaptive rate (calls/s). Default 1.
+    sustain : float, optional
+        Seconds a load signal (lag, queue, queueing delay) must stay over its limit
+        before it counts (default 0.5; 0: at once). One scheduling stall of a shared
+        machine then refuses nothing.
     """
 
     max_calls: int | None = None
@@ -138,6 +151,7 @@ class OverloadControl:
     decrease: float = 0.8
     increase: float = 0.1
     min_rate: float = 1.0
+    sustain: float = 0.5
     #: Admitted and refused INVITEs, by reason (``"admitted"``, ``"calls"``, ``"lag"``, ...).
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -172,6 +186,15 @@ class OverloadControl:
         self._atokens = 1.0
         self._abucket_time: float | None = None
         self._last_now = -math.inf
+        if isinstance(self.sustain, bool) or not isinstance(self.sustain, (int, float)) or not (
+                math.isfinite(self.sustain) and self.sustain >= 0):
+            raise ParameterError(f"sustain must be a finite number of seconds >= 0, got {self.sustain!r}")
+        self._lag_over_since: float | None = None  # first of the current run of samples over max_lag
+        self._queue_over_since: float | None = None  # first admission of the current run that saw the queue over
+        self._queue_last: tuple[int, float] = (0, 0.0)
+        self._queue_rising = False
+        self._late_at: float | None = None  # the last lag sample over max_lag
+        self._long_rate: float | None = None  # admitted calls/s, smoothed over ~1 s (AIMD decrease base)
 
     # -- measurements ----------------------------------------------------------------
     @property
@@ -193,6 +216,12 @@ class OverloadControl:
         now = self._tick(now)
         if isinstance(lag, bool) or not isinstance(lag, (int, float)) or not math.isfinite(lag) or lag < 0:
             raise ParameterError(f"lag must be a finite number of seconds >= 0, got {lag!r}")
+        if self.max_lag is not None and lag > self.max_lag:
+            self._late_at = now
+            if self._lag_over_since is None:
+                self._lag_over_since = now
+        else:
+            self._lag_over_since = None
         if self._lag_time is None or lag >= self._lag:
             self._lag = float(lag)
         else:
@@ -229,17 +258,30 @@ class OverloadControl:
     def _decide(self, now: float, active_calls: int, queue_depth: int, queue_delay: float) -> Refusal | None:
         if self.max_calls is not None and active_calls >= self.max_calls:
             return Refusal(486, self.retry_after, "calls")
-        lagging = self.max_lag is not None and self._lag > self.max_lag
+        lag_sustained = not self.sustain or (self._lag_over_since is not None and now - self._lag_over_since >= self.sustain)
+        lagging = self.max_lag is not None and self._lag > self.max_lag and lag_sustained
         queued = (self.max_queue is not None and queue_depth > self.max_queue) or (
             self.max_queue_delay is not None and queue_delay > self.max_queue_delay
         )
+        if not queued:
+            self._queue_over_since = None
+        elif self._queue_over_since is None:
+            self._queue_over_since = now
+        queue_sustained = queued and now - self._queue_over_since >= self.sustain  # type: ignore[operator]
+        # a queue that grows is overload at once; one that shrinks (catching up after the
+        # process was descheduled) only once it has stayed long for ``sustain`` s
+        load = (queue_depth, queue_delay)
+        if load != self._queue_last:
+            self._queue_rising = load > self._queue_last
+            self._queue_last = load
+        stalled = self._late_at is not None and now - self._late_at < self.sustain  # a late sample just now
         if self.adaptive:
-            self._control(now, lagging or queued)
-        if self.max_lag is not None and (self._lag > 4 * self.max_lag or (lagging and not self.adaptive)):
+            self._control(now, lagging or queue_sustained or (queued and self._queue_rising and not stalled))
+        if self.max_lag is not None and lag_sustained and (self._lag > 4 * self.max_lag or (lagging and not self.adaptive)):
             factor = self._lag / self.max_lag
             return Refusal(503, min(self.max_retry_after, math.ceil(self.retry_after * factor)), "lag")
-        if queued and (not self.adaptive or (self.max_queue is not None and queue_depth > 4 * self.max_queue)
-                       or (self.max_queue_delay is not None and queue_delay > 4 * self.max_queue_delay)):
+        if queue_sustained and (not self.adaptive or (self.max_queue is not None and queue_depth > 4 * self.max_queue)
+                                or (self.max_queue_delay is not None and queue_delay > 4 * self.max_queue_delay)):
             return Refusal(503, self.retry_after, "queue")
         if self.max_rate is not None:
             if self._bucket_time is not None:
@@ -269,8 +311,13 @@ class OverloadControl:
         if elapsed < self.interval:
             return
         admitted_rate = self._window_admitted / elapsed
+        # the admitted rate over about the last second: a window in which the process
+        # was descheduled admitted next to nothing, and is no measure of its capacity
+        w = 0.5 ** (elapsed / 1.0)
+        self._long_rate = admitted_rate if self._long_rate is None else w * self._long_rate + (1 - w) * admitted_rate
         if self._window_overloaded:
-            base = admitted_rate if self.adaptive_rate is None else min(self.adaptive_rate, admitted_rate)
+            measured = max(admitted_rate, self._long_rate)
+            base = measured if self.adaptive_rate is None else min(self.adaptive_rate, measured)
             self.adaptive_rate = max(self.min_rate, self.decrease * base)
         elif self.adaptive_rate is not None:
             self.adaptive_rate += max(1.0, self.increase * self.adaptive_rate)

@@ -207,11 +207,24 @@ def derive_timers(config: TimerConfig | None = None, *, reliable: bool) -> Timer
         If ``config`` is not a TimerConfig or ``reliable`` is not a bool.
     """
     if config is None:
-        config = TimerConfig()
+        config = _DEFAULT_CONFIG
     if not isinstance(config, TimerConfig):
         raise ParameterError(f"timers must be a TimerConfig, got {type(config).__name__}")
     if not isinstance(reliable, bool):
         raise ParameterError(f"reliable must be True or False, got {reliable!r}")
+    key = (config, reliable)
+    values = _DERIVED.get(key)  # one per configuration: every transaction asks (frozen, shared)
+    if values is None:
+        values = _derive(config, reliable)
+        if len(_DERIVED) < 64:
+            _DERIVED[key] = values
+    return values
+
+
+_DERIVED: dict[tuple[TimerConfig, bool], TimerValues] = {}
+
+
+def _derive(config: TimerConfig, reliable: bool) -> TimerValues:
     t1, t2, t4 = config.t1, config.t2, config.t4
     long = 64.0 * t1
     return TimerValues(
@@ -232,3 +245,6 @@ def derive_timers(config: TimerConfig | None = None, *, reliable: bool) -> Timer
         l=long,
         m=long,
     )
+
+
+_DEFAULT_CONFIG = TimerConfig()

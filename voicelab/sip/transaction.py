@@ -320,11 +320,26 @@ def transaction_key_for_request(request: Request) -> TransactionKey:
     """
     if not isinstance(request, Request):
         raise ParameterError(f"transaction_key_for_request needs a Request, got {type(request).__name__}")
-    via = _top_via(request)
     method = "INVITE" if request.method == "ACK" else request.method
+    h = request.headers
+    vias = h._lookup("via")
+    if vias:  # RFC 3261 keys depend only on the method and the top Via: computed once per message
+        key = h.parsed("server-key:" + method, vias[0].value, lambda _: _server_key(request, method))
+        if key is not None:
+            return key
+    return _legacy_server_key(request, method)
+
+
+def _server_key(request: Request, method: str) -> TransactionKey | None:
+    via = _top_via(request)
     branch = via.branch
     if branch is not None and branch.startswith(MAGIC_COOKIE):
         return TransactionKey("server", method, branch.lower(), (via.host.lower(), via.port))
+    return None
+
+
+def _legacy_server_key(request: Request, method: str) -> TransactionKey:
+    via = _top_via(request)
     legacy = (
         str(request.uri),
         request.from_.tag,

@@ -92,7 +92,7 @@ import importlib
 import itertools
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -669,14 +669,17 @@ class _Pending:
     extra: dict = field(default_factory=dict)
 
 
-@dataclass(order=True)
+@dataclass(eq=False, slots=True)
 class _Timer:
     deadline: float
     seq: int
-    kind: str = field(compare=False)
-    call: Call | None = field(compare=False, default=None)
-    data: Any = field(compare=False, default=None)
-    cancelled: bool = field(compare=False, default=False)
+    kind: str
+    call: Call | None = None
+    data: Any = None
+    cancelled: bool = False
+
+    def __lt__(self, other: "_Timer") -> bool:  # heap order: deadline, then arming order (no tuples built)
+        return self.deadline < other.deadline or (self.deadline == other.deadline and self.seq < other.seq)
 
 
 def default_resolve(uri: Uri, *, transport: str = "udp") -> Addr:
@@ -1048,6 +1051,10 @@ class UserAgent:
         self._src: Addr | None = None
         self.trace: list[TraceEntry] | deque[TraceEntry] = [] if trace_limit is None else deque(maxlen=trace_limit)
         self._no_trace = trace_limit == 0
+        # offer bytes (+ codecs, address, port) -> (answer head, answer tail, media): see _initial_answer
+        self._answer_templates: dict[tuple, tuple[bytes, bytes, Any]] = {}
+        #: initial answers built from a template (the same offer answered before)
+        self.answer_template_hits = 0
 
     # ===================================================================================
     # sans-IO driver API
@@ -1103,6 +1110,7 @@ class UserAgent:
             self._events.append(MessageRejected(data[:2000], addr, answered, f"{type(exc).__name__}: {exc}"))
         finally:
             self._src = None
+            msg.headers.forget_parsed()  # a transaction or call may keep it (up to 64*T1): keep it small
             self._after(now)
 
     def handle_timer(self, now: float) -> None:
@@ -1642,6 +1650,32 @@ class UserAgent:
     def _session_id(self) -> int:
         return int(self.rng.integers(1, 2**31))
 
+    def _initial_answer(self, offer: bytes, codecs: Sequence[Any], port: int) -> tuple[bytes, Any]:
+        """The answer to the first offer of a call, from a template when this offer was answered before.
+
+        Load generators (SIPp) and most phones send the same offer bytes call after
+        call; the answer to it differs only in its session id (``o=`` line), drawn per
+        call as before. Answers with keys (SDES) or to codec objects are never templated.
+        """
+        sid = self._session_id()
+        key = (offer, tuple(codecs), self.media_address, port, self.srtp) if all(isinstance(c, str) for c in codecs) else None
+        hit = self._answer_templates.get(key) if key is not None else None
+        if hit is not None:
+            head, tail, media = hit
+            self.answer_template_hits += 1
+            return b"%b%d%b" % (head, sid, tail), replace(media, params=dict(media.params))
+        answer, media = create_answer(offer, codecs, address=self.media_address, port=port, session_id=sid,
+                                      previous=None, require_srtp=self.srtp)  # fmt: skip
+        body = bytes(answer)
+        head = b"v=0\r\no=- "
+        tail_at = len(head) + len(str(sid))
+        if (key is not None and media is not None and media.srtp is None and b"a=crypto" not in body
+                and body.startswith(head + str(sid).encode() + b" ")):
+            if len(self._answer_templates) >= 64:
+                self._answer_templates.pop(next(iter(self._answer_templates)))
+            self._answer_templates[key] = (head, body[tail_at:], replace(media, params=dict(media.params)))
+        return body, media
+
     def _previous_sdp(self, call: Call) -> Any:
         if call.local_sdp is None:
             return None
@@ -1685,13 +1719,16 @@ class UserAgent:
                     "the INVITE carries an SDP offer: pass sdp= to answer() or give the UserAgent codecs="
                 )
             prev = self._previous_sdp(call)
-            answer, media = create_answer(offer, codecs, address=self.media_address, port=self._port(call),
-                                          session_id=None if prev is not None else self._session_id(),
-                                          previous=prev, require_srtp=self.srtp)  # fmt: skip
+            if prev is None:
+                body, media = self._initial_answer(offer, codecs, self._port(call))
+            else:
+                answer, media = create_answer(offer, codecs, address=self.media_address, port=self._port(call),
+                                              previous=prev, require_srtp=self.srtp)  # fmt: skip
+                body = bytes(answer)
             call.remote_sdp = offer
             call.media = media
             call.media_error = None
-            return bytes(answer)
+            return body
         if not codecs:
             return b""
         body = self._offer_body(call, _AUTO, codecs, direction="sendrecv") or b""
@@ -1789,6 +1826,7 @@ class UserAgent:
             return
         self._outbox.append((bytes(om.message), addr))
         self._record("out", om.message, addr, now, om.key, om.retransmission)
+        om.message.headers.forget_parsed()  # the transaction may keep it 32 s: keep it small
 
     def _record(self, direction: str, msg: Request | Response, addr: Addr, now: float, key: TransactionKey | None,
                 retransmission: bool = False) -> None:  # fmt: skip

@@ -305,8 +305,12 @@ def cmd_call(args: argparse.Namespace) -> int:
         total = res["phone_to_agent_ms"]
         print(f"  {'-' if total is None else f'{total:7.2f}'} ms  total (PSTN side measured through the lab + live leg); "
               f"G.114 budget {res['g114_budget_ms']:g} ms: {'within' if res['within_g114'] else 'EXCEEDED'}")
-        print(f"  PESQ-NB after the PSTN side {res['pstn_pesq_nb']}, on the trunk leg {res['trunk_pesq_nb']}; "
-              f"setup {res['setup_ms']} ms" + (f"; SBC {res['sbc']}" if res["sbc"] else ""))
+        def num(v: Any, fmt: str) -> str:
+            return "-" if v is None else format(v, fmt)
+
+        print(f"  PESQ-NB after the PSTN side {num(res['pstn_pesq_nb'], '.2f')}, on the trunk leg "
+              f"{num(res['trunk_pesq_nb'], '.2f')}; setup {num(res['setup_ms'], '.1f')} ms"
+              + (f"; SBC {res['sbc']}" if res["sbc"] else ""))
         for d, label in (("caller_to_agent", "phone -> agent"), ("agent_to_caller", "agent -> phone")):
             e = (res.get("end_to_end") or {}).get(d) or {}
             if e.get("pesq_nb") is not None:

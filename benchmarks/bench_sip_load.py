@@ -89,7 +89,8 @@ class Target:
     """A SIP server process to load: our agent or SIPp uas."""
 
     def __init__(self, kind: str, port: int, *, mode: str, max_rate: float | None, max_lag_ms: float,
-                 overload: bool, workdir: Path, options: bool = False, workers: int = 1) -> None:
+                 overload: bool, workdir: Path, options: bool = False, workers: int = 1,
+                 extra: list[str] | None = None) -> None:
         self.kind, self.port = kind, port
         if kind == "agent":
             cmd = [sys.executable, "-m", "voicelab", "agent", "serve", "--sip", f"127.0.0.1:{port}",
@@ -100,6 +101,7 @@ class Target:
                 cmd += ["--no-overload-control"]
             if workers > 1:
                 cmd += ["--workers", str(workers)]
+            cmd += list(extra or [])
         else:
             scenario = ["-sf", str(SIPP_DIR / "uas_options.xml")] if options else ["-sn", "uas"]
             cmd = ["sipp", *scenario, "-i", "127.0.0.1", "-p", str(port), "-nostdin"]

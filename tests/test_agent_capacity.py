@@ -108,3 +108,44 @@ def test_signalling_mode_with_hold_time_hangs_up_itself():
 
     call, ended, answered, streams = asyncio.run(run())
     assert ended.call is call and ended.by_remote and answered == 1 and streams == 0
+
+
+def test_serve_writes_vital_signs_for_soaks(tmp_path):
+    """`agent serve --stats-file`: one JSON line per interval; after SIPp's calls the counts
+    say every call was answered and ended and nothing (calls, streams) is left open."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sipp = need_tool("sipp", "sip-tester")
+    port = free_port(kind="udp")
+    stats = tmp_path / "vital.jsonl"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    agent = subprocess.Popen([sys.executable, "-m", "voicelab", "agent", "serve", "--sip", f"127.0.0.1:{port}",
+                              "--mode", "signalling", "--stats-file", str(stats), "--stats-every", "0.1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while not (stats.exists() and stats.read_text().strip()) and time.monotonic() < deadline:
+            assert agent.poll() is None, agent.stderr.read()
+            time.sleep(0.05)
+        rc = subprocess.run([sipp, f"127.0.0.1:{port}", "-sf", str(SCENARIO), "-m", "20", "-r", "20", "-l", "100",
+                             "-i", "127.0.0.1", "-p", str(free_port(kind="udp")), "-nostdin", "-timeout", "30s"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path, timeout=60).returncode
+        assert rc == 0
+        rows: list[dict] = []
+        while time.monotonic() < deadline + 10:  # the next line after the last BYE
+            rows = [json.loads(x) for x in stats.read_text().splitlines() if x.strip()]
+            if rows and rows[-1]["calls_ended"] >= 20:
+                break
+            time.sleep(0.05)
+    finally:
+        agent.send_signal(signal.SIGINT)
+        agent.communicate(timeout=15)
+    last = rows[-1]
+    assert last["calls_answered"] == last["calls_ended"] == 20 and last["calls_active"] == 0
+    assert last["streams"] == 0 and last["fds"] > 0 and last["rss_kb"] > 0 and last["tasks"] >= 1
+    assert [r["t"] for r in rows] == sorted(r["t"] for r in rows)

@@ -770,6 +770,29 @@ class Agent:
                 keep.append((counter, n, fut))
         self._waiters = keep
 
+    def vital_signs(self) -> dict[str, int]:
+        """What a long run must keep flat: the agent's live state, counted.
+
+        Returns
+        -------
+        dict
+            ``calls_active`` (answered, not over), ``streams`` (open media streams),
+            ``transactions`` (live SIP transactions, finished ones included until their
+            timers end), ``dialogs`` (the UA's calls it still remembers) and the running
+            totals ``calls_answered``, ``calls_ended``, ``calls_refused``, ``calls_shed``.
+        """
+        ua = self.ua
+        return {
+            "calls_active": len(self._active),
+            "streams": len(self.streams),
+            "transactions": len(ua.transaction_table) if ua is not None else 0,
+            "dialogs": len(ua.calls) if ua is not None else 0,
+            "calls_answered": self.calls_answered,
+            "calls_ended": self.calls_ended,
+            "calls_refused": self.calls_refused,
+            "calls_shed": self.calls_shed,
+        }
+
     async def close(self) -> None:
         """Stop answering, end media, close the socket."""
         if self._watchdog is not None:

@@ -529,7 +529,15 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
             from .agent import tune_gc
 
             tune_gc()
-            await stop.wait()
+            stats_task = None
+            if args.stats_file:
+                path = args.stats_file if worker is None else f"{args.stats_file}.{worker}"
+                stats_task = asyncio.ensure_future(_write_vital_signs(agent, path, args.stats_every))
+            try:
+                await stop.wait()
+            finally:
+                if stats_task is not None:
+                    stats_task.cancel()
         finally:
             if webrtc is not None:
                 await webrtc.close()
@@ -546,6 +554,28 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+async def _write_vital_signs(agent: Any, path: str, every_s: float) -> None:
+    """Append ``agent.vital_signs()`` plus the process's memory and descriptors to ``path``
+    as one JSON line every ``every_s`` seconds (loop time ``t``, s since the first line)."""
+    import asyncio
+    import os
+
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with open(path, "a", encoding="utf-8") as fh:
+        while True:
+            rss_kb = 0
+            with open("/proc/self/status", encoding="ascii") as st:
+                for line in st:
+                    if line.startswith("VmRSS:"):
+                        rss_kb = int(line.split()[1])
+            row = {"t": round(loop.time() - t0, 3), "rss_kb": rss_kb, "fds": len(os.listdir("/proc/self/fd")),
+                   "tasks": len(asyncio.all_tasks()), **agent.vital_signs()}
+            fh.write(json.dumps(row, sort_keys=True) + "\n")
+            fh.flush()
+            await asyncio.sleep(every_s)
 
 
 # ------------------------------------------------------------- nat-matrix
@@ -914,6 +944,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run N agent processes sharing the SIP port (SO_REUSEPORT; a dialog stays on one worker); "
                           "recommended: the number of cores (default 1); with --webrtc HOST:PORT worker K serves WebRTC on PORT+K-1")
     ags.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    ags.add_argument("--stats-file", metavar="PATH",
+                     help="append one JSON line of the agent's vital signs (resident memory, descriptors, asyncio tasks, "
+                          "media streams, calls) every --stats-every s, for soaks; with --workers, PATH.K per worker")
+    ags.add_argument("--stats-every", type=_float_arg("stats-every", 0.1, 3600.0), default=10.0, metavar="S",
+                     help="seconds between --stats-file lines (default 10)")
     g = ags.add_argument_group("connection limits (TCP, TLS, WS; see docs/sip.md 'Security and load limits')")
     g.add_argument("--max-connections", type=int, default=512, metavar="N",
                    help="open SIP connections at most; more are refused at once (default 512)")

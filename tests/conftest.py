@@ -77,7 +77,9 @@ def run_clean(fn, *, timeout: float):
     """Run ``await fn()`` in a fresh event loop; fail on tasks or file descriptors left
     behind; return what ``fn`` returned."""
     import asyncio
+    import gc
 
+    gc.collect()  # earlier tests' unreachable sockets/pipes close now, not during this test
     before = open_fds()
 
     async def main():
@@ -87,7 +89,8 @@ def run_clean(fn, *, timeout: float):
         return result
 
     result = asyncio.run(main())
+    gc.collect()
     after = open_fds()
-    if before is not None:
-        assert after == before, f"{after - before} file descriptors leaked"
+    if before is not None:  # fewer is fine: something older (a finished subprocess's pipe) closed meanwhile
+        assert after <= before, f"{after - before} file descriptors leaked"
     return result

@@ -150,11 +150,16 @@ def calls_cpu(n: int, turns: int, utts, mode: str) -> dict:
     left = _wait_workers_reaped()
     workers = _children_cpu() - k0
     answered = sum(r["turn.answered"] for r in res)
+    outcomes: dict = {}
+    for r in res:
+        for k, v in (r.get("turn.outcomes") or {}).items():
+            outcomes[k] = outcomes.get(k, 0) + v
     speech_s = sum(len(u.samples) / 16000 for u in utts[:turns]) * n
     share = (cpu + workers) / call_s / n
     return {"calls": n, "call_s": call_s, "cpu_s": cpu, "workers_cpu_s": workers, "speech_s": speech_s,
             "core_share_per_call": share, "calls_per_core": 1 / share, "answered": answered, "turns": n * turns,
-            "unreaped": left, "load": (load0, os.getloadavg()[0])}  # fmt: skip
+            "unreaped": left, "load": (load0, os.getloadavg()[0]), "outcomes": outcomes,
+            "asr_final_ms_max": max((r.get("turn.asr_final_ms.max") or 0.0) for r in res)}  # fmt: skip
 
 
 def main() -> None:
@@ -178,14 +183,16 @@ def main() -> None:
         print(f"TTS eSpeak NG: first clause {first_ms:.1f} ms CPU, {tts_rtf:.3f} CPU s per s of reply audio")
     print(f"calls: --mode {a.mode}")
     print("| concurrent calls | call s | speech s | CPU s, this process | CPU s, recogniser workers | "
-          "core share per call | calls per core | turns answered | load 1-min (start-end) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "CPU s per call | core share per call | calls per core | turns answered | load 1-min (start-end) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     sorted_utts = sorted(utts, key=lambda u: len(u.samples))
     for n in [int(x) for x in a.calls.split(",")]:
         r = calls_cpu(n, a.turns, sorted_utts, a.mode)
         note = f" ({r['unreaped']} workers not reaped: their CPU is missing)" if r["unreaped"] else ""
+        if set(r["outcomes"]) - {"ok"}:
+            note += f" outcomes {r['outcomes']}, asr_final max {r['asr_final_ms_max']:.0f} ms"
         print(f"| {r['calls']} | {r['call_s']:.1f} | {r['speech_s']:.1f} | {r['cpu_s']:.1f} | {r['workers_cpu_s']:.1f} | "
-              f"{r['core_share_per_call']:.3f} | {r['calls_per_core']:.1f} | {r['answered']}/{r['turns']} | "
+              f"{(r['cpu_s'] + r['workers_cpu_s']) / r['calls']:.2f} | {r['core_share_per_call']:.3f} | {r['calls_per_core']:.1f} | {r['answered']}/{r['turns']} | "
               f"{r['load'][0]:.2f}-{r['load'][1]:.2f} |{note}", flush=True)
 
 

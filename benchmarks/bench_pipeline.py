@@ -191,9 +191,10 @@ def main() -> None:
         note = f" ({r['unreaped']} workers not reaped: their CPU is missing)" if r["unreaped"] else ""
         if set(r["outcomes"]) - {"ok"}:
             note += f" outcomes {r['outcomes']}, asr_final max {r['asr_final_ms_max']:.0f} ms"
+        per_call = (r["cpu_s"] + r["workers_cpu_s"]) / r["calls"]
         print(f"| {r['calls']} | {r['call_s']:.1f} | {r['speech_s']:.1f} | {r['cpu_s']:.1f} | {r['workers_cpu_s']:.1f} | "
-              f"{(r['cpu_s'] + r['workers_cpu_s']) / r['calls']:.2f} | {r['core_share_per_call']:.3f} | {r['calls_per_core']:.1f} | {r['answered']}/{r['turns']} | "
-              f"{r['load'][0]:.2f}-{r['load'][1]:.2f} |{note}", flush=True)
+              f"{per_call:.2f} | {r['core_share_per_call']:.3f} | {r['calls_per_core']:.1f} | "
+              f"{r['answered']}/{r['turns']} | {r['load'][0]:.2f}-{r['load'][1]:.2f} |{note}", flush=True)
 
 
 if __name__ == "__main__":

@@ -151,8 +151,9 @@ def test_webrtc_turns_the_same_pipeline_behind_aiortc(natural_env):
         assert r["codec_lookahead_down_ms"] == 6.5 and r["server_ms"] < r["total_ms"]
         assert set(r["lumped_ms"]) == {"uplink_and_endpointing", "downlink"}  # kept aside, not counted twice
     assert res["turn.reconciled"] in (True, None)
-    # the caller's send timer is reported as on SIP and WS; the agent's track has none (its playout paces it)
-    assert 0.0 <= res["caller_send_lateness_ms.p99"] <= res["caller_send_lateness_ms.max"]
+    # the caller's send timer is reported as on SIP and WS (frames are handed over up to 0.5 ms
+    # early, so lateness can be slightly negative); the agent's track has none (its playout paces it)
+    assert -0.5 - 1e-3 <= res["caller_send_lateness_ms.p99"] <= res["caller_send_lateness_ms.max"]
     assert "agent_send_lateness_ms.p99" not in res
 
 

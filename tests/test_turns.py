@@ -151,6 +151,21 @@ def test_webrtc_turns_the_same_pipeline_behind_aiortc(natural_env):
         assert r["codec_lookahead_down_ms"] == 6.5 and r["server_ms"] < r["total_ms"]
         assert set(r["lumped_ms"]) == {"uplink_and_endpointing", "downlink"}  # kept aside, not counted twice
     assert res["turn.reconciled"] in (True, None)
+    # the caller's send timer is reported as on SIP and WS (frames are handed over up to 0.5 ms
+    # early, so lateness can be slightly negative); the agent's track has none (its playout paces it)
+    assert -0.5 - 1e-3 <= res["caller_send_lateness_ms.p99"] <= res["caller_send_lateness_ms.max"]
+    assert "agent_send_lateness_ms.p99" not in res
+
+
+def test_send_lateness_is_reported_for_the_sides_that_have_a_send_timer():
+    from types import SimpleNamespace
+
+    from voicelab.turns import _lateness
+
+    out = _lateness(SimpleNamespace(send_lateness_s=[0.001] * 99 + [0.5]), None)
+    assert set(out) == {"caller_send_lateness_ms.p99", "caller_send_lateness_ms.max"}
+    assert out["caller_send_lateness_ms.max"] == pytest.approx(500.0)
+    assert 1.0 <= out["caller_send_lateness_ms.p99"] < 500.0
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -647,6 +647,8 @@ def _lateness(caller_stats: Any, agent_stats: Any) -> dict[str, float | None]:
     blocked event loop (e.g. recognition in the loop's thread) shows as."""
     out: dict[str, float | None] = {}
     for who, st in (("caller", caller_stats), ("agent", agent_stats)):
+        if st is None:  # no send timer on this side (the WebRTC agent's track is paced by its playout)
+            continue
         v = np.asarray(getattr(st, "send_lateness_s", []) or [0.0]) * 1000.0
         out[f"{who}_send_lateness_ms.p99"] = float(np.percentile(v, 99))
         out[f"{who}_send_lateness_ms.max"] = float(v.max())
@@ -791,7 +793,8 @@ async def _webrtc_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_
         (summary,) = list(agent.pipelines.finished.values())[-1:] or [{}]  # type: ignore[union-attr]
         wire = _webrtc_wire(pc, track, front, agent_media)
         records = analyse_webrtc_turns(driver, summary, lookahead_down_ms=c.lookahead_ms, wire=wire, ear=sink)
-        setup = {"codec": codec, "jitter_buffer": jitter_buffer, "net": network, "agent_errors": list(front.errors)}
+        setup = {"codec": codec, "jitter_buffer": jitter_buffer, "net": network, "agent_errors": list(front.errors),
+                 **_lateness(track, None)}  # fmt: skip
         return records, summary, setup
     finally:
         await client.close()

@@ -258,6 +258,32 @@ def test_source_track_and_sink_on_the_loop_clock():
         AudioSink(0)
 
 
+def test_live_source_track_and_listening_sink():
+    """``SourceTrack(source=...)`` asks the source for each frame at hand-over time (None:
+    silence); ``AudioSink(on_played=...)`` reports each frame with its start time."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        asked: list[float] = []
+
+        def source(now):
+            asked.append(now)
+            return None if len(asked) == 2 else np.full(320, len(asked), np.int16)
+
+        track = SourceTrack(np.zeros(320), 16000, source=source)
+        track.start(loop.time() - 1.0)
+        frames = [await track.recv() for _ in range(3)]
+        assert [int(f.to_ndarray()[0][0]) for f in frames] == [1, 0, 3] and asked == track.send_times
+        heard: list[tuple[int, float]] = []
+        sink = AudioSink(8000, on_played=lambda frame, start: heard.append((int(frame[0]), start)))
+        sink.write(np.full(160, 7, np.int16), 5.0)
+        sink.write(np.full(160, 8, np.int16), 5.03)  # after a 10 ms gap: starts when it arrives
+        assert heard == [(7, 5.0), (8, pytest.approx(5.03))]
+        track.stop()
+
+    run_clean(main, timeout=10)
+
+
 def test_webrtc_call_rejects_bad_parameters():
     async def main():
         for kwargs in (

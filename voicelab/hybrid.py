@@ -1436,14 +1436,12 @@ async def browser_gateway_turns(*, turns: int = 3, codec: str = "opus", sip_code
         ``turn.*`` (:func:`voicelab.turns.summarise_turns`), ``turns``, ``passthrough``,
         ``path``; ``deterministic: False``.
     """
-    import fractions
-
     from . import codecs
     from .agent import Agent
     from .gateway import Gateway
     from .net.iface import LoopbackInterface
     from .turns import ConversationDriver, analyse_webrtc_turns, load_utterances, summarise_turns
-    from .webrtc.media import _EARLY_S, AudioSink, SourceTrack
+    from .webrtc.media import AudioSink, SourceTrack
     from .webrtc.peer import make_peer_connection, prefer_codec
     from .webrtc.signaling import SignalingClient
 
@@ -1461,38 +1459,10 @@ async def browser_gateway_turns(*, turns: int = 3, codec: str = "opus", sip_code
                            jitter_buffer=jitter_buffer) as gw:
             driver = ConversationDriver(utts, sample_rate=rate, frame_ms=20)
 
-            class _Ear(AudioSink):
-                def write(self, frame: Any, when: float, *, arrival: float | None = None) -> float:
-                    start = super().write(frame, when, arrival=arrival)
-                    driver.on_played(frame, start, None)
-                    return start
-
-            class _Mouth(SourceTrack):
-                async def recv(self) -> Any:
-                    import av
-                    from aiortc.mediastreams import MediaStreamError
-
-                    if self.readyState != "live":
-                        raise MediaStreamError
-                    await self._started.wait()
-                    when = self._t0 + (self._k + 1) * F / rate
-                    delay = when - _EARLY_S - loop.time()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    if self.readyState != "live":
-                        raise MediaStreamError
-                    chunk = driver.source(loop.time())
-                    chunk = chunk if chunk is not None else np.zeros(F, dtype=np.int16)
-                    frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
-                    frame.sample_rate, frame.pts = rate, self._k * F
-                    frame.time_base = fractions.Fraction(1, rate)
-                    self._k += 1
-                    return frame
-
             iface = LoopbackInterface(loop)
-            sink = _Ear(rate)
+            sink = AudioSink(rate, on_played=lambda frame, start: driver.on_played(frame, start, None))
             pc = make_peer_connection(iface, codec=codec, forward_to_track=False, sink=sink, jitter_buffer=jitter_buffer)
-            track = _Mouth(np.zeros(F), rate)
+            track = SourceTrack(np.zeros(F), rate, source=driver.source)
             client = SignalingClient(iface, gw.front.url)
             try:
                 pc.addTrack(track)

@@ -708,16 +708,14 @@ async def _webrtc_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_
                                downlink=None):  # fmt: skip
     """The lab's aiortc caller with a live source; the agent's WebRTC front with the pipeline.
 
-    aiortc does not expose per-packet send/arrival times, so the breakdown has two lumped
-    parts (see :func:`analyse_webrtc_turns`).
+    The breakdown is per packet where the lab's sockets and playouts recorded every packet
+    of the chain, lumped otherwise (see :func:`analyse_webrtc_turns`).
     """
-    import fractions
-
     from . import codecs
     from .agent import Agent
     from .net.iface import LoopbackInterface
     from .webrtc.agent import serve_webrtc
-    from .webrtc.media import _EARLY_S, AudioSink, SourceTrack
+    from .webrtc.media import AudioSink, SourceTrack
     from .webrtc.peer import make_peer_connection, prefer_codec
     from .webrtc.signaling import SignalingClient
 
@@ -737,51 +735,15 @@ async def _webrtc_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_
     front = await serve_webrtc(agent)
     driver = ConversationDriver(utts, sample_rate=rate, frame_ms=20, **driver_opts)
 
-    class _Ear(AudioSink):
-        def write(self, frame, when, *, arrival=None):  # noqa: D102
-            start = super().write(frame, when, arrival=arrival)
-            driver.on_played(frame, start, None)
-            return start
-
-    class _Mouth(SourceTrack):
-        async def recv(self):  # noqa: D102
-            import av
-            from aiortc.mediastreams import MediaStreamError
-
-            if self.readyState != "live":
-                raise MediaStreamError
-            await self._started.wait()
-            when = self._t0 + (self._k + 1) * F / rate
-            delay = when - _EARLY_S - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if self.readyState != "live":
-                raise MediaStreamError
-            now = loop.time()
-            self.send_times.append(now)
-            self.send_lateness_s.append(now - when)
-            chunk = driver.source(now)
-            chunk = chunk if chunk is not None else np.zeros(F, dtype=np.int16)
-            frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
-            frame.sample_rate = rate
-            frame.pts = self._k * F
-            frame.time_base = fractions.Fraction(1, rate)
-            self._k += 1
-            return frame
-
     iface = LoopbackInterface(loop)
-    sink = _Ear(rate)
+    sink = AudioSink(rate, on_played=lambda frame, start: driver.on_played(frame, start, None))  # the caller's ear
     pc = make_peer_connection(iface, codec=codec, forward_to_track=False, sink=sink, jitter_buffer=jitter_buffer)
-    track = _Mouth(np.zeros(F), rate)
+    track = SourceTrack(np.zeros(F), rate, source=driver.source)  # the caller's mouth, driven live
     client = SignalingClient(iface, front.url)
     try:
         pc.addTrack(track)
         prefer_codec(pc.getTransceivers()[0], codec)
-        await pc.setLocalDescription(await pc.createOffer())
-        await client.connect()
-        answer = await client.offer(pc.localDescription.sdp)
-        await pc.setRemoteDescription(type(pc.localDescription)(sdp=answer, type="answer"))
-        await asyncio.wait_for(pc.connected(), 10.0)
+        await client.dial(pc)
         track.start(loop.time() + 0.02)
         budget = sum(len(u.samples) / 16000 + driver.reply_timeout_s + 2.0 for u in utts) + 5.0
         try:

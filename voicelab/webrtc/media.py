@@ -63,6 +63,11 @@ class SourceTrack(MediaStreamTrack):
     start_at : float, optional
         Loop time at which capture starts; otherwise call :meth:`start`. Until then
         :meth:`recv` waits (aiortc's sender asks as soon as DTLS is up).
+    source : callable, optional
+        A live source instead of ``samples``: ``source(now)`` (``now`` the loop time, s,
+        at which the frame is handed over) returns the next frame as int16 samples
+        (``frame_samples`` of them) or None for silence; e.g. a conversation driver's
+        ``source``. ``samples`` is then not played.
 
     Attributes
     ----------
@@ -79,8 +84,10 @@ class SourceTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, samples: Any, sample_rate: int, *, frame_ms: float = 20.0, start_at: float | None = None) -> None:
+    def __init__(self, samples: Any, sample_rate: int, *, frame_ms: float = 20.0, start_at: float | None = None,
+                 source: Any = None) -> None:
         super().__init__()
+        self._source = source
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
             raise ParameterError(f"sample_rate must be a positive integer in Hz, got {sample_rate!r}")
         try:
@@ -158,7 +165,11 @@ class SourceTrack(MediaStreamTrack):
         self.send_times.append(now)
         self.send_lateness_s.append(now - when)
         F = self.frame_samples
-        chunk = self._pcm[k * F : (k + 1) * F] if (k + 1) * F <= len(self._pcm) else self._silence
+        if self._source is not None:
+            chunk = self._source(now)
+            chunk = self._silence if chunk is None else chunk
+        else:
+            chunk = self._pcm[k * F : (k + 1) * F] if (k + 1) * F <= len(self._pcm) else self._silence
         frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = self.sample_rate
         frame.pts = k * F
@@ -184,6 +195,9 @@ class AudioSink:
     ----------
     sample_rate : int
         Hz of the frames written.
+    on_played : callable, optional
+        ``on_played(frame, start)`` after each frame is written: the int16 frame and the
+        loop time (s) it starts playing (e.g. a conversation driver listening at the ear).
 
     Attributes
     ----------
@@ -196,7 +210,8 @@ class AudioSink:
         Largest such lateness in ms.
     """
 
-    def __init__(self, sample_rate: int) -> None:
+    def __init__(self, sample_rate: int, *, on_played: Any = None) -> None:
+        self.on_played = on_played
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
             raise ParameterError(f"sample_rate must be a positive integer in Hz, got {sample_rate!r}")
         self.sample_rate = int(sample_rate)
@@ -255,6 +270,8 @@ class AudioSink:
                 if not fut.done():
                     fut.set_result(end)
             self._waiters = [w for w in self._waiters if w[0] > end]  # type: ignore[operator]
+        if self.on_played is not None:
+            self.on_played(frame, start)
         return start  # type: ignore[return-value]
 
     def received_audio(self) -> tuple[np.ndarray, float]:

@@ -67,7 +67,7 @@ def main() -> None:
                 sipp.kill()
             tgt.stop()
     settled = [s for s in samples if s["t"] >= seconds / 3]
-    keys = ("rss_kb", "fds", "tasks", "transactions", "dialogs", "calls_active", "streams")
+    keys = ("rss_kb", "py_blocks", "fds", "tasks", "transactions", "dialogs", "calls_active", "streams")
     result = {
         "rate": args.rate, "minutes": args.minutes, "mode": args.mode,
         "successful": stats.get("SuccessfulCall(C)"), "failed": stats.get("FailedCall(C)"),

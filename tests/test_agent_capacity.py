@@ -125,7 +125,8 @@ def test_serve_writes_vital_signs_for_soaks(tmp_path):
     stats = tmp_path / "vital.jsonl"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     agent = subprocess.Popen([sys.executable, "-m", "voicelab", "agent", "serve", "--sip", f"127.0.0.1:{port}",
-                              "--mode", "signalling", "--stats-file", str(stats), "--stats-every", "0.1"],
+                              "--mode", "signalling", "--no-overload-control",  # counts, not admission, here
+                              "--stats-file", str(stats), "--stats-every", "0.1"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 20
@@ -148,4 +149,5 @@ def test_serve_writes_vital_signs_for_soaks(tmp_path):
     last = rows[-1]
     assert last["calls_answered"] == last["calls_ended"] == 20 and last["calls_active"] == 0
     assert last["streams"] == 0 and last["fds"] > 0 and last["rss_kb"] > 0 and last["tasks"] >= 1
+    assert last["py_blocks"] > 0
     assert [r["t"] for r in rows] == sorted(r["t"] for r in rows)

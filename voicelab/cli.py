@@ -557,8 +557,9 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
 
 
 async def _write_vital_signs(agent: Any, path: str, every_s: float) -> None:
-    """Append ``agent.vital_signs()`` plus the process's memory and descriptors to ``path``
-    as one JSON line every ``every_s`` seconds (loop time ``t``, s since the first line)."""
+    """Append ``agent.vital_signs()`` plus the process's memory (``rss_kb``, and the live
+    Python memory blocks ``py_blocks``), descriptors and asyncio tasks to ``path`` as one
+    JSON line every ``every_s`` seconds (loop time ``t``, s since the first line)."""
     import asyncio
     import os
 
@@ -572,7 +573,9 @@ async def _write_vital_signs(agent: Any, path: str, every_s: float) -> None:
                     if line.startswith("VmRSS:"):
                         rss_kb = int(line.split()[1])
             row = {"t": round(loop.time() - t0, 3), "rss_kb": rss_kb, "fds": len(os.listdir("/proc/self/fd")),
-                   "tasks": len(asyncio.all_tasks()), **agent.vital_signs()}
+                   "tasks": len(asyncio.all_tasks()),
+                   # live Python memory blocks: flat while rss_kb grows = fragmentation, not a leak
+                   "py_blocks": sys.getallocatedblocks(), **agent.vital_signs()}
             fh.write(json.dumps(row, sort_keys=True) + "\n")
             fh.flush()
             await asyncio.sleep(every_s)

@@ -803,7 +803,14 @@ async def _run_flow(address):
         seen["peer_on_other_channel"] = _outcome(await c.request(
             stun.Method.CHANNEL_BIND, {"CHANNEL-NUMBER": 0x4001, "XOR-PEER-ADDRESS": peer}))
         ptransport.sendto(b"odd-length", relayed)
-        chan = await asyncio.wait_for(c.other.get(), 5)
+
+        async def channel_data() -> bytes:  # skip a late Data indication (a retransmission under load)
+            while True:
+                msg = await c.other.get()
+                if msg[:1] and 0x40 <= msg[0] <= 0x7F:  # RFC 8656 12.4: ChannelData starts 0b01
+                    return msg
+
+        chan = await asyncio.wait_for(channel_data(), 5)
         seen["peer_data_as_channel_data"] = chan[:4] == struct.pack("!HH", 0x4000, 10) and chan[4:14] == b"odd-length"
         m = await c.request(stun.Method.REFRESH, {"LIFETIME": 0})
         seen["refresh_lifetime_zero"] = (_outcome(m), m.attributes.get("LIFETIME"))

@@ -227,3 +227,47 @@ def test_udp_transport_drains_queued_datagrams_in_one_callback_and_asks_for_a_la
     with open("/proc/sys/net/core/rmem_max") as f:
         cap = int(f.read())
     assert rcvbuf >= min(UDP_RCVBUF, cap)  # Linux reports twice what was set
+
+
+def test_finished_calls_leave_no_timer_index_entry():
+    """The soak's finding: disarmed timers left their call's entry in the UA's per-call timer
+    index forever (9 live blocks per call). After calls end and their timers pass, the index
+    is empty, and the live memory blocks of a long run stay flat."""
+    import sys
+
+    from benchmarks.bench_sip_cpu import ACK, BYE, INVITE, SDP
+    from voicelab.sip.ua import IncomingCall, UserAgent
+
+    ua = UserAgent(local_uri="sip:agent@127.0.0.1", local_addr=("127.0.0.1", 5060), rng=1, codecs=["pcmu"],
+                   media_address="127.0.0.1", keep_finished_calls=64, trace_limit=0, trying_delay=0.2)
+    peer, clock = ("127.0.0.1", 5061), [1000.0]
+
+    def one(n: int) -> None:
+        clock[0] += 0.001
+        ua.receive(INVITE.format(n=n, clen=len(SDP), sdp=SDP).encode(), peer, clock[0])
+        ev = ua.next_event()
+        while not isinstance(ev, IncomingCall):
+            ev = ua.next_event()
+        ua.answer(ev.call, 200, now=clock[0], media_port=5062)
+        resp = ua.datagrams_to_send(clock[0])[-1][0]
+        i = resp.index(b";tag=", resp.index(b"\r\nTo:")) + 5
+        tag = resp[i:resp.index(b"\r\n", i)].decode()
+        for msg in (ACK, BYE):
+            clock[0] += 0.001
+            ua.receive(msg.format(n=n, tag=tag).encode(), peer, clock[0])
+            ua.datagrams_to_send(clock[0])
+            while ua.next_event() is not None:
+                pass
+        ua.handle_timer(clock[0])
+
+    def blocks_after(calls: int, start: int) -> int:
+        for n in range(start, start + calls):
+            one(n)
+        clock[0] += 40.0  # past every transaction's and call's timers
+        ua.handle_timer(clock[0])
+        return sys.getallocatedblocks()
+
+    first = blocks_after(2000, 0)
+    assert ua._call_timers == {}  # noqa: SLF001 - the index this test guards
+    second = blocks_after(2000, 2000)
+    assert second - first < 2000  # was ~9 blocks kept per call: 18,000

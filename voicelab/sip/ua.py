@@ -1888,12 +1888,22 @@ class UserAgent:
         return timer
 
     def _disarm(self, call: Call, kinds: tuple[str, ...], cseq: int | None = None) -> None:
-        for t in self._call_timers.get(call.id, ()):
+        mine = self._call_timers.get(call.id)
+        if not mine:
+            return
+        keep = []
+        for t in mine:
             if t.call is call and t.kind in kinds:
                 c = t.data[0] if isinstance(t.data, tuple) else t.data
                 if cseq is None or c == cseq:
                     t.cancelled = True
                     t.call = t.data = None  # a cancelled timer must not keep a finished call alive
+                    continue  # and leaves the call's index now (the heap drops it when it comes due)
+            keep.append(t)
+        if keep:
+            mine[:] = keep
+        else:
+            del self._call_timers[call.id]  # no entry per finished call: the index stays bounded
 
     def _arm_session(self, call: Call, now: float) -> None:
         """(Re)start the RFC 4028 timers of ``call``: refresh at half the interval when we

@@ -1439,18 +1439,14 @@ async def browser_gateway_turns(*, turns: int = 3, codec: str = "opus", sip_code
     from . import codecs
     from .agent import Agent
     from .gateway import Gateway
-    from .net.iface import LoopbackInterface
-    from .turns import ConversationDriver, analyse_webrtc_turns, load_utterances, summarise_turns
-    from .webrtc.media import AudioSink, SourceTrack
-    from .webrtc.peer import make_peer_connection, prefer_codec
-    from .webrtc.signaling import SignalingClient
+    from .turns import (ConversationDriver, analyse_webrtc_turns, await_conversation, load_utterances,
+                        summarise_turns, webrtc_conversation_caller)
 
     if codec not in ("opus", "pcmu", "pcma", "g722"):
         raise ParameterError(f"the browser's codec must be opus, pcmu, pcma or g722, got {codec!r}")
-    loop = asyncio.get_running_loop()
     utts = load_utterances(turns)
     c = codecs.get(codec)
-    rate, F = int(c.sample_rate), int(c.frame_samples)
+    rate = int(c.sample_rate)
     cfg = {"vad": "webrtc", "stop_ms": float(stop_ms), "llm": llm, "seed": seed}
     agent = Agent(codecs=[sip_codec], mode="pipeline", pipeline=cfg, jitter_buffer=jitter_buffer, seed=seed + 1)
     await agent.start()
@@ -1458,26 +1454,10 @@ async def browser_gateway_turns(*, turns: int = 3, codec: str = "opus", sip_code
         async with Gateway(target=agent.uri, sip_codec=sip_codec, webrtc_codecs=(codec,),
                            jitter_buffer=jitter_buffer) as gw:
             driver = ConversationDriver(utts, sample_rate=rate, frame_ms=20)
-
-            iface = LoopbackInterface(loop)
-            sink = AudioSink(rate, on_played=lambda frame, start: driver.on_played(frame, start, None))
-            pc = make_peer_connection(iface, codec=codec, forward_to_track=False, sink=sink, jitter_buffer=jitter_buffer)
-            track = SourceTrack(np.zeros(F), rate, source=driver.source)
-            client = SignalingClient(iface, gw.front.url)
-            try:
-                pc.addTrack(track)
-                prefer_codec(pc.getTransceivers()[0], codec)
-                await client.dial(pc)
-                track.start(loop.time() + 0.02)
-                budget = sum(len(u.samples) / 16000 + driver.reply_timeout_s + 2.0 for u in utts) + 5.0
-                try:
-                    await asyncio.wait_for(asyncio.shield(driver.done), budget)
-                except asyncio.TimeoutError:
-                    pass  # turns without an answer are recorded as such
+            async with webrtc_conversation_caller(gw.front.url, driver, codec=codec, jitter_buffer=jitter_buffer) as (
+                    _pc, _track, _sink, client):
+                await await_conversation(driver, utts)
                 await client.bye()
-            finally:
-                await client.close()
-                await pc.close()
             await asyncio.wait_for(gw.front.ended(1), 10.0)
             leg = next(iter(gw.legs.values()))
             passthrough = bool(leg.passthrough)

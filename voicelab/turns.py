@@ -31,6 +31,7 @@ transcript (:func:`voicelab.pipeline.wer`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -581,6 +582,54 @@ async def _sip_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_opt
         await agent.close()
 
 
+async def await_conversation(driver: Any, utts: list[Any]) -> None:
+    """Wait until ``driver`` has played every utterance and heard its replies, within a
+    budget of each utterance's length + its reply timeout + 2 s (+ 5 s); turns still
+    unanswered then are recorded as such (no exception)."""
+    budget = sum(len(u.samples) / 16000 + driver.reply_timeout_s + 2.0 for u in utts) + 5.0
+    try:
+        await asyncio.wait_for(asyncio.shield(driver.done), budget)
+    except asyncio.TimeoutError:
+        pass  # turns without an answer are recorded as such
+
+
+@contextlib.asynccontextmanager
+async def webrtc_conversation_caller(url: str, driver: Any, *, codec: str, jitter_buffer: str) -> Any:
+    """The lab's aiortc caller whose mouth and ear are ``driver``'s, connected to the
+    signaling server at ``url`` and talking; closed (signaling, then the peer) on exit.
+
+    Yields
+    ------
+    (pc, track, sink, client)
+        The peer connection, the caller's mouth (:class:`~voicelab.webrtc.media.SourceTrack`
+        fed by ``driver.source``), its ear (:class:`~voicelab.webrtc.media.AudioSink`
+        reporting to ``driver.on_played``) and the :class:`~voicelab.webrtc.signaling.SignalingClient`.
+    """
+    from . import codecs
+    from .net.iface import LoopbackInterface
+    from .webrtc.media import AudioSink, SourceTrack
+    from .webrtc.peer import make_peer_connection, prefer_codec
+    from .webrtc.signaling import SignalingClient
+
+    loop = asyncio.get_running_loop()
+    c = codecs.get(codec)
+    rate, F = int(c.sample_rate), int(c.frame_samples)
+    iface = LoopbackInterface(loop)
+    sink = AudioSink(rate, on_played=lambda frame, start: driver.on_played(frame, start, None))  # the caller's ear
+    pc = make_peer_connection(iface, codec=codec, forward_to_track=False, sink=sink, jitter_buffer=jitter_buffer)
+    track = SourceTrack(np.zeros(F), rate, source=driver.source)  # the caller's mouth, driven live
+    client = SignalingClient(iface, url)
+    try:
+        pc.addTrack(track)
+        prefer_codec(pc.getTransceivers()[0], codec)
+        await client.dial(pc)
+        track.start(loop.time() + 0.02)
+        yield pc, track, sink, client
+    finally:
+        await client.close()
+        await pc.close()
+
+
 async def converse_over_sip(agent: Any, stream: Any, call: Any, ua: Any, sip: Any, utts: list[Any], *,
                             driver_opts: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any], Any]:
     """Hold a conversation on an established SIP call with the pipeline agent, hang up, analyse it.
@@ -627,11 +676,7 @@ async def converse_over_sip(agent: Any, stream: Any, call: Any, ua: Any, sip: An
                                 **(driver_opts or {}))
     stream.on_played = lambda when, frame: driver.on_played(frame, when, stream.last_played_seq)
     stream.send_live("source", source=driver.source)
-    budget = sum(len(u.samples) / 16000 + driver.reply_timeout_s + 2.0 for u in utts) + 5.0
-    try:
-        await asyncio.wait_for(asyncio.shield(driver.done), budget)
-    except asyncio.TimeoutError:
-        pass  # turns without an answer are recorded as such
+    await await_conversation(driver, utts)
     ua.bye(call, now=loop.time())
     sip.flush()
     await sip.wait_for(CallEnded, timeout=10.0)
@@ -713,15 +758,10 @@ async def _webrtc_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_
     """
     from . import codecs
     from .agent import Agent
-    from .net.iface import LoopbackInterface
     from .webrtc.agent import serve_webrtc
-    from .webrtc.media import AudioSink, SourceTrack
-    from .webrtc.peer import make_peer_connection, prefer_codec
-    from .webrtc.signaling import SignalingClient
 
-    loop = asyncio.get_running_loop()
     c = codecs.get(codec)
-    rate, F = int(c.sample_rate), int(c.frame_samples)
+    rate = int(c.sample_rate)
     agent = Agent(codecs=[codec], mode="pipeline", pipeline=cfg, jitter_buffer=jitter_buffer, seed=seed + 1)
     await agent.start()
     agent_media: list = []  # the (track, sink) of each WebRTC call's pipeline, for the breakdown
@@ -735,32 +775,19 @@ async def _webrtc_conversation(utts, *, codec, cfg, jitter_buffer, seed, driver_
     front = await serve_webrtc(agent)
     driver = ConversationDriver(utts, sample_rate=rate, frame_ms=20, **driver_opts)
 
-    iface = LoopbackInterface(loop)
-    sink = AudioSink(rate, on_played=lambda frame, start: driver.on_played(frame, start, None))  # the caller's ear
-    pc = make_peer_connection(iface, codec=codec, forward_to_track=False, sink=sink, jitter_buffer=jitter_buffer)
-    track = SourceTrack(np.zeros(F), rate, source=driver.source)  # the caller's mouth, driven live
-    client = SignalingClient(iface, front.url)
     try:
-        pc.addTrack(track)
-        prefer_codec(pc.getTransceivers()[0], codec)
-        await client.dial(pc)
-        track.start(loop.time() + 0.02)
-        budget = sum(len(u.samples) / 16000 + driver.reply_timeout_s + 2.0 for u in utts) + 5.0
-        try:
-            await asyncio.wait_for(asyncio.shield(driver.done), budget)
-        except asyncio.TimeoutError:
-            pass
-        await client.bye()
-        await asyncio.wait_for(front.ended(1), 10.0)
-        (summary,) = list(agent.pipelines.finished.values())[-1:] or [{}]  # type: ignore[union-attr]
-        wire = _webrtc_wire(pc, track, front, agent_media)
-        records = analyse_webrtc_turns(driver, summary, lookahead_down_ms=c.lookahead_ms, wire=wire, ear=sink)
-        setup = {"codec": codec, "jitter_buffer": jitter_buffer, "net": network, "agent_errors": list(front.errors),
-                 **_lateness(track, None)}  # fmt: skip
+        async with webrtc_conversation_caller(front.url, driver, codec=codec, jitter_buffer=jitter_buffer) as (
+                pc, track, sink, client):
+            await await_conversation(driver, utts)
+            await client.bye()
+            await asyncio.wait_for(front.ended(1), 10.0)
+            (summary,) = list(agent.pipelines.finished.values())[-1:] or [{}]  # type: ignore[union-attr]
+            wire = _webrtc_wire(pc, track, front, agent_media)
+            records = analyse_webrtc_turns(driver, summary, lookahead_down_ms=c.lookahead_ms, wire=wire, ear=sink)
+            setup = {"codec": codec, "jitter_buffer": jitter_buffer, "net": network, "agent_errors": list(front.errors),
+                     **_lateness(track, None)}  # fmt: skip
         return records, summary, setup
     finally:
-        await client.close()
-        await pc.close()
         await front.close()
         await agent.close()
 

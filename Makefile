@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PIP     = $(VENV)/bin/python -m pip
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=25
 
 .PHONY: demo test test-notebooks test-fast lab book notebooks-sync bench clean distclean
 

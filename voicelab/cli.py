@@ -902,13 +902,13 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--agent", choices=["pipeline", "pipecat"],
                     help="call the listen-think-speak agent (pipeline: the lab's; pipecat: a Pipecat bot, "
                          "--transport ws|webrtc|sip, sip through the lab's media-stream bridge) and measure its turns")  # fmt: skip
-    cl.add_argument("--turns", type=int, default=5, metavar="N", help="--agent pipeline: utterances to play")
+    cl.add_argument("--turns", type=int, default=5, metavar="N", help="--agent pipeline|pipecat or --target BOT-URL: utterances to play")
     cl.add_argument("--barge-in-after", type=_float_arg("barge-in-after", 0.05, 10.0), metavar="S",
                     help="--agent pipeline: talk over each reply this long after it starts")
     _pipeline_config_args(cl)
     cl.add_argument("--target", metavar="URI|URL",
                     help="call this SIP URI on loopback (e.g. a softphone) instead of the built-in agent; or a voice bot "
-                         "already running elsewhere, by URL: pipecat+ws://HOST:PORT/PATH (Twilio media streams over a "
+                         "already running (on loopback), by URL: pipecat+ws://HOST:PORT/PATH (Twilio media streams over a "
                          "WebSocket, e.g. a Pipecat bot with TwilioFrameSerializer) or pipecat+webrtc://HOST:PORT/PATH "
                          "(a SmallWebRTC HTTP offer endpoint, e.g. .../api/offer); --turns N conversation measured at the "
                          "caller's ear as with --agent pipecat (the bot's own stages and Pipecat's figure: not reported)")

@@ -224,9 +224,32 @@ def test_build_picks_the_worker_process_on_a_real_loop_and_inline_under_the_virt
     async def kinds():
         loop = asyncio.get_running_loop()
         p = PipelineConfig().build(8000, clock=loop.time)
-        kind = type(p.asr).__name__
+        kind = (type(p.asr).__name__, type(p.tts).__name__)
         p.close(loop.time())
-        return kind
+        q = PipelineConfig(asr_process=False, tts_thread=False).build(8000, clock=loop.time)
+        forced = (type(q.asr).__name__, type(q.tts).__name__)
+        q.close(loop.time())
+        return kind, forced
 
-    assert asyncio.run(kinds()) == "ProcessRecognizer"
-    assert run_virtual(kinds()) == "PocketSphinxRecognizer"
+    # real time: recognition in a worker process, synthesis in a thread; the virtual clock:
+    # both inline (deterministic); either can be forced inline
+    assert asyncio.run(kinds()) == (("ProcessRecognizer", "ThreadedTts"), ("PocketSphinxRecognizer", "EspeakTts"))
+    assert run_virtual(kinds()) == (("PocketSphinxRecognizer", "EspeakTts"), ("PocketSphinxRecognizer", "EspeakTts"))
+
+
+def test_the_recognisers_worker_imports_only_what_it_needs():
+    """The worker (``python -m voicelab.pipeline.asr_worker``) imports ``voicelab.pipeline.asr``:
+    not the pipeline's core, not ``voicelab.audio`` and scipy (0.75 s of the worker's start-up
+    before), while ``from voicelab.pipeline import Pipeline`` still works."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("import sys, runpy; import voicelab.pipeline.asr_worker; "
+            "print(sorted(m for m in ('voicelab.audio', 'scipy', 'voicelab.pipeline.core', 'soxr') if m in sys.modules)); "
+            "from voicelab.pipeline import Pipeline, PipelineConfig, wer; print(Pipeline.__module__, callable(wer))")  # fmt: skip
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO), timeout=60,
+                       env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split("\n")[:2] == ["[]", "voicelab.pipeline.core True"]

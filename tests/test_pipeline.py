@@ -150,6 +150,46 @@ def test_first_audio_leaves_before_the_reply_is_written():
     assert t.reply_start < last_token
 
 
+def test_synthesis_in_a_thread_never_holds_the_caller_of_next_frame():
+    """A ThreadedTts (what a real-time loop gets): the clause is synthesised in the thread
+    while next_frame keeps returning at once; its audio goes out at the first tick after the
+    thread finished, stamped with the clock the thread read; the audio is the inline one."""
+    import threading
+
+    from voicelab.pipeline.tts import EspeakTts, ThreadedTts
+
+    gate = threading.Event()
+    clock = {"now": 0.0}
+
+    class GatedTts(EspeakTts):
+        def synthesize(self, text, *, first):
+            assert gate.wait(30.0)  # held until the test lets it go: the loop side must not wait for it
+            return super().synthesize(text, first=first)
+
+    tts = ThreadedTts(GatedTts(RATE), clock=lambda: clock["now"])
+    p = Pipeline(sample_rate=RATE, responder=_fixed(ttft=0.2), recognizer=_Heard(), tts=tts)
+    pcm = _frames(_silence(0.3), _say("Hello there."), _silence(1.0))
+    out = _run(p, pcm)  # tokens arrive, clauses are queued to the thread, which is held
+    assert p.state == "thinking" and p._synthq and all(f is None for f in out)
+    t_open = len(pcm) / RATE + 0.5
+    for k in range(5):  # the loop keeps ticking, nothing to send yet
+        assert p.next_frame(len(pcm) / RATE + k * 0.02) is None
+    clock["now"] = t_open  # the thread finishes "now"
+    gate.set()
+    for _, fut, _, _ in list(p._synthq):
+        fut.result(30.0)
+    t = p.turns[0]
+    sent = [p.next_frame(t_open + k * 0.02) for k in range(400)]
+    assert t.tts_first_audio == pytest.approx(t_open)  # ready when the thread was done
+    assert t.reply_start == pytest.approx(t_open) and t.reply_end is not None
+    # the same reply audio as inline synthesis (the reference pipeline synthesises on the caller)
+    q = Pipeline(sample_rate=RATE, responder=_fixed(ttft=0.2), recognizer=_Heard())
+    inline = np.concatenate([f for f in _run(q, pcm, extra_s=6.0) if f is not None])
+    audio = np.concatenate([f for f in sent if f is not None])
+    assert q.turns[0].reply_text == t.reply_text and len(audio) == len(inline) > RATE // 2
+    assert np.array_equal(audio, inline)
+
+
 def test_state_table_rejects_a_missing_transition():
     p = Pipeline(sample_rate=RATE)
     assert ("listening", "reply_end") not in TRANSITIONS

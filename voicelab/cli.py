@@ -224,6 +224,11 @@ def _check_writable_file(path: str, flag: str) -> None:
         p.unlink(missing_ok=True)
 
 
+def _is_bot_url(target: str | None) -> bool:
+    """Whether ``--target`` names a bot by URL (``pipecat+ws://``, ``pipecat+webrtc://``) rather than a SIP URI."""
+    return bool(target) and target.split("://", 1)[0].lower().startswith("pipecat+") and "://" in target
+
+
 def _pipecat_call(args: argparse.Namespace, net: Any) -> int:
     import asyncio
 
@@ -235,16 +240,31 @@ def _pipecat_call(args: argparse.Namespace, net: Any) -> int:
     if args.net != "loopback" or args.virtual_time:
         raise ParameterError("--agent pipecat runs on loopback with real sockets (impairment flags use the lab's "
                              "userspace relays; no --net vnet/sim)")  # fmt: skip
-    if args.pcap or args.target:
-        raise ParameterError("--agent pipecat: --pcap and --target are not supported")
+    external = _is_bot_url(args.target)
+    if args.pcap or (args.target and not external):
+        raise ParameterError("--agent pipecat: --pcap is not supported, and --target takes a bot URL "
+                             "(pipecat+ws://HOST:PORT/PATH or pipecat+webrtc://HOST:PORT/PATH)")  # fmt: skip
+    kw: dict[str, Any] = {}
+    if external:
+        from .pipecat_turns import parse_bot_target
+
+        via = parse_bot_target(args.target)[0]
+        if args.transport not in ("sip", via):  # sip: --transport's default, i.e. not given
+            raise ParameterError(f"--target {args.target} is reached over {via}, not --transport {args.transport}")
+        if args.agent == "pipeline":
+            raise ParameterError("--target with a bot URL calls that bot: no --agent pipeline")
+        if args.srtp or args.auth or args.sip_transport != "udp":
+            raise ParameterError("--srtp, --auth and --sip-transport are for SIP calls, not a bot URL")
+        kw = {"target": args.target, "transport": via}
     # the bot's VAD is always Pipecat's own SileroVADAnalyzer (--vad is the lab agent's)
     if args.llm != "model":
         raise ParameterError("--agent pipecat uses the scripted stand-in LLM (--llm model)")
-    res = asyncio.run(pipecat_call(transport=args.transport, turns=args.turns, stop_ms=args.stop_ms,
-                                   jitter_buffer=args.jitter_buffer, seed=args.seed, net=net,
-                                   barge_in_after_s=args.barge_in_after))  # fmt: skip
+    kw.setdefault("transport", args.transport)
+    res = asyncio.run(pipecat_call(turns=args.turns, stop_ms=args.stop_ms, jitter_buffer=args.jitter_buffer,
+                                   seed=args.seed, net=net, barge_in_after_s=args.barge_in_after, **kw))  # fmt: skip
     if not args.json:
-        res = {k: v for k, v in res.items() if k not in ("turns", "agent", "bot") and not k.endswith((".p90", ".max"))}
+        res = {k: v for k, v in res.items() if k not in ("turns", "agent", "bot") and not k.endswith((".p90", ".max"))
+               and not (external and v is None and k.startswith("turn."))}  # fmt: skip
     _print_result(res, args.json)
     return 0
 
@@ -317,6 +337,10 @@ def cmd_call(args: argparse.Namespace) -> int:
                 print(f"  end to end, {label}: PESQ-NB {e['pesq_nb']:.2f}, E-model R {e['r_factor']:.1f} "
                       f"(MOS-CQE {e['mos_cqe']:.2f}), {e['mouth_to_ear_ms']:.1f} ms by cross-correlation")
         return 0
+    if _is_bot_url(args.target):  # a bot running elsewhere, by URL: the Pipecat caller
+        if args.seed is None:
+            args.seed = 0
+        return _pipecat_call(args, net)
     auth = _user_pass(args.auth, "--auth")
     target_seed = args.seed  # None: a call to another peer draws fresh identifiers (SIP wants them unique)
     if args.seed is None:
@@ -878,11 +902,16 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--agent", choices=["pipeline", "pipecat"],
                     help="call the listen-think-speak agent (pipeline: the lab's; pipecat: a Pipecat bot, "
                          "--transport ws|webrtc|sip, sip through the lab's media-stream bridge) and measure its turns")  # fmt: skip
-    cl.add_argument("--turns", type=int, default=5, metavar="N", help="--agent pipeline: utterances to play")
+    cl.add_argument("--turns", type=int, default=5, metavar="N", help="--agent pipeline|pipecat or --target BOT-URL: utterances to play")
     cl.add_argument("--barge-in-after", type=_float_arg("barge-in-after", 0.05, 10.0), metavar="S",
                     help="--agent pipeline: talk over each reply this long after it starts")
     _pipeline_config_args(cl)
-    cl.add_argument("--target", metavar="URI", help="call this SIP URI on loopback (e.g. a softphone) instead of the built-in agent")
+    cl.add_argument("--target", metavar="URI|URL",
+                    help="call this SIP URI on loopback (e.g. a softphone) instead of the built-in agent; or a voice bot "
+                         "already running (on loopback), by URL: pipecat+ws://HOST:PORT/PATH (Twilio media streams over a "
+                         "WebSocket, e.g. a Pipecat bot with TwilioFrameSerializer) or pipecat+webrtc://HOST:PORT/PATH "
+                         "(a SmallWebRTC HTTP offer endpoint, e.g. .../api/offer); --turns N conversation measured at the "
+                         "caller's ear as with --agent pipecat (the bot's own stages and Pipecat's figure: not reported)")
     cl.add_argument("--path", metavar="SPEC", help="a real-world path: PSTN-PRESET+trunk[+sbc|+relay], e.g. "
                     "pstn-national-mobile+trunk+sbc (phone side simulated hop by hop, live SIP trunk leg, real "
                     "Kamailio + rtpengine SBC; with --net vnet the leg runs in network namespaces, each hop measured, "

@@ -60,12 +60,106 @@ import numpy as np
 from .errors import ParameterError, PeerTimeoutError, RemoteProtocolError
 from .turns import ConversationDriver, Utterance, _pct, analyse_turns, load_utterances, summarise_turns
 
-__all__ = ["pipecat_call", "CALL_TRANSPORTS", "HOPS"]
+__all__ = ["pipecat_call", "parse_bot_target", "CALL_TRANSPORTS", "HOPS", "TARGET_SCHEMES"]
 
 #: How the caller reaches the bot.
 CALL_TRANSPORTS = ("ws", "webrtc", "sip")
 #: The per-hop split of the network parts over ``sip`` (``turn.<hop>_ms.*``).
 HOPS = ("sip_up", "bridge_up", "ws_up", "ws_down", "bridge_down", "sip_down")
+#: URL schemes of a bot running elsewhere (``target``) -> the caller's transport.
+TARGET_SCHEMES = {"pipecat+ws": "ws", "pipecat+webrtc": "webrtc"}
+#: What an external bot's records say instead of the stage breakdown and Pipecat's figure.
+NOT_REPORTED = "not reported (an external bot: only the lab's own bot hands over its stage times and Pipecat's figure)"
+
+
+def parse_bot_target(target: str) -> tuple[str, str, int, str]:
+    """Parse a bot URL: ``pipecat+ws://HOST:PORT/PATH`` or ``pipecat+webrtc://HOST:PORT/PATH``.
+
+    ``pipecat+ws`` is a WebSocket endpoint speaking the Twilio media-streams protocol
+    (Pipecat's ``TwilioFrameSerializer``; any bot that does); ``pipecat+webrtc`` is a
+    SmallWebRTC HTTP offer endpoint (``POST`` JSON ``{"sdp", "type": "offer"}``, answered
+    with the same shape), reached over plain HTTP.
+
+    Returns
+    -------
+    (transport, host, port, path)
+        ``transport`` is ``"ws"`` or ``"webrtc"``; ``path`` defaults to ``/`` (ws) or
+        ``/api/offer`` (webrtc, SmallWebRTC's example route).
+
+    Raises
+    ------
+    ParameterError
+        Another scheme, no host or no port.
+    """
+    from urllib.parse import urlsplit
+
+    if not isinstance(target, str) or "://" not in target:
+        raise ParameterError(f"a bot URL is pipecat+ws://HOST:PORT/PATH or pipecat+webrtc://HOST:PORT/PATH, got {target!r}")
+    scheme = target.split("://", 1)[0].lower()
+    if scheme not in TARGET_SCHEMES:
+        raise ParameterError(f"bot URL scheme {scheme!r} is not known: use pipecat+ws:// (Twilio media streams) or "
+                             "pipecat+webrtc:// (SmallWebRTC offer endpoint over HTTP)")  # fmt: skip
+    try:
+        u = urlsplit(target)
+        host, port = u.hostname, u.port
+    except ValueError as exc:
+        raise ParameterError(f"bad bot URL {target!r}: {exc}") from None
+    if not host or port is None or port == 0:
+        raise ParameterError(f"the bot URL must name a host and a port (e.g. pipecat+ws://127.0.0.1:8765/ws), got {target!r}")
+    transport = TARGET_SCHEMES[scheme]
+    path = u.path or ("/" if transport == "ws" else "/api/offer")
+    if u.query:
+        path += "?" + u.query
+    return transport, host, int(port), path
+
+
+class _ExternalBot:
+    """A bot running elsewhere, called by URL: no timelines, no Pipecat figures (we cannot see inside it)."""
+
+    def __init__(self, target: str) -> None:
+        from .net.iface import is_loopback_address
+
+        self.target = target
+        self.transport, host, port, self.path = parse_bot_target(target)
+        if host == "localhost":
+            host = "127.0.0.1"
+        if not is_loopback_address(host):
+            raise ParameterError(f"the lab calls bots on loopback only (127.0.0.0/8, ::1 or localhost), got host {host!r}: "
+                                 "run the bot on this machine, or forward its port here")  # fmt: skip
+        self.address = (host, port)
+        hp = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.url = f"ws://{hp}{self.path}" if self.transport == "ws" else f"http://{hp}{self.path}"
+
+    async def collect(self) -> list[Any]:
+        from .pipecat_bot import _Timeline
+
+        return [_Timeline()]
+
+    def summary(self) -> dict[str, Any]:
+        return {"turns": [], "responder": {}, "pipecat_latency_ms": []}
+
+    def describe(self) -> dict[str, Any]:
+        return {"framework": "external", "url": self.target, "transport": self.transport, "process": "external",
+                "llm": "unknown (an external bot)"}  # fmt: skip
+
+    async def __aenter__(self) -> "_ExternalBot":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        return None
+
+
+def _unreachable(url: str, exc: BaseException) -> RemoteProtocolError:
+    """One line for a connection that could not be made (refused, no route, unknown host)."""
+    import aiohttp
+
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        exc = exc.os_error
+    if isinstance(exc, ConnectionRefusedError):
+        what = "connection refused (nothing listens there)"
+    else:
+        what = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return RemoteProtocolError(f"cannot reach the bot at {url}: {what}", status_code=503)
 
 
 def _net_dict(net: Any) -> dict[str, Any]:
@@ -94,8 +188,10 @@ async def pipecat_call(
     interruptions: bool = True,
     start_ms: float = 200.0,
     in_process: bool = False,
+    target: str | None = None,
+    connect_timeout_s: float = 10.0,
 ) -> dict[str, Any]:
-    """A conversation of ``turns`` utterances with a Pipecat bot on loopback.
+    """A conversation of ``turns`` utterances with a Pipecat bot (the lab's, or one at ``target``).
 
     Parameters
     ----------
@@ -130,6 +226,19 @@ async def pipecat_call(
         Run the bot in this process (:class:`~voicelab.pipecat_bot.PipecatBot`) instead
         of its own (:class:`~voicelab.pipecat_bot.BotProcess`, the default): its
         PocketSphinx then stalls the caller's clocks (it holds the GIL while decoding).
+    target : str, optional
+        Call a bot already running elsewhere instead of starting the lab's:
+        ``pipecat+ws://HOST:PORT/PATH`` (Twilio media streams over a WebSocket) or
+        ``pipecat+webrtc://HOST:PORT/PATH`` (a SmallWebRTC HTTP offer endpoint), see
+        :func:`parse_bot_target`. ``transport`` must then be the URL's (or left at
+        ``"ws"``, the default, for either). The turns are measured at the caller's ear
+        exactly as with the lab's bot; the bot's stage breakdown, what it recognised
+        and Pipecat's own figure are not reported (``pipecat_figure`` says so): the
+        bot's own parameters (``stop_ms``, ``start_ms``, ``llm_*``, ``replies``,
+        ``interruptions``) do not apply.
+    connect_timeout_s : float
+        Time allowed to open the WebSocket or to get the SDP answer (s); then
+        :class:`~voicelab.errors.PeerTimeoutError`.
 
     Returns
     -------
@@ -137,12 +246,28 @@ async def pipecat_call(
         ``turn.*`` statistics as :func:`voicelab.turns.pipeline_call`, plus
         ``turn.pipecat_ms.*`` and ``turn.pipecat_diff_ms.*``; ``turns`` (records),
         ``agent`` (the bot's per-turn stage times) and ``bot`` (its set-up).
+
+    Raises
+    ------
+    RemoteProtocolError
+        The bot cannot be reached (refused, unknown host: status 503) or is not a bot
+        (an HTTP error such as 404 to the upgrade or the offer, a reply that is not an
+        SDP answer).
+    PeerTimeoutError
+        No connection or answer within ``connect_timeout_s``; no audio track.
     """
     from .net import ChannelConfig
     from .pipecat_bot import BotProcess, PipecatBot
 
     if transport not in CALL_TRANSPORTS:
         raise ParameterError(f"the Pipecat bot is called over 'ws', 'webrtc' or 'sip', got {transport!r}")
+    if isinstance(connect_timeout_s, bool) or not isinstance(connect_timeout_s, (int, float)) or not 0 < connect_timeout_s <= 120:
+        raise ParameterError(f"connect_timeout_s must be a number in (0, 120] s, got {connect_timeout_s!r}")
+    external = _ExternalBot(target) if target is not None else None
+    if external is not None:
+        if transport not in ("ws", external.transport):
+            raise ParameterError(f"the bot URL {target!r} is reached over {external.transport!r}, not {transport!r}")
+        transport = external.transport
     if net is not None and not isinstance(net, ChannelConfig):
         raise ParameterError(f"net must be a voicelab.net.ChannelConfig or None, got {type(net).__name__}")
     if net == ChannelConfig():
@@ -151,18 +276,23 @@ async def pipecat_call(
     driver_opts = dict(reply_timeout_s=reply_timeout_s, reply_end_silence_s=reply_end_silence_s, gap_s=gap_s,
                        barge_in_after_s=barge_in_after_s)  # fmt: skip
     kind = PipecatBot if in_process else BotProcess
-    async with kind("webrtc" if transport == "webrtc" else "ws", stop_ms=stop_ms, start_ms=start_ms,
-                    llm_ttft_s=llm_ttft_s, llm_sigma=llm_sigma, replies=replies, seed=seed,
-                    interruptions=interruptions) as bot:  # fmt: skip
+    bot_cm: Any = external if external is not None else kind(
+        "webrtc" if transport == "webrtc" else "ws", stop_ms=stop_ms, start_ms=start_ms, llm_ttft_s=llm_ttft_s,
+        llm_sigma=llm_sigma, replies=replies, seed=seed, interruptions=interruptions)  # fmt: skip
+    async with bot_cm as bot:
         if transport == "ws":
-            records, setup = await _ws(bot, utts, jitter_buffer=jitter_buffer, seed=seed, driver_opts=driver_opts, net=net)
+            records, setup = await _ws(bot, utts, jitter_buffer=jitter_buffer, seed=seed, driver_opts=driver_opts, net=net,
+                                       connect_timeout_s=connect_timeout_s)  # fmt: skip
         elif transport == "sip":
             records, setup = await _sip(bot, utts, jitter_buffer=jitter_buffer, bridge_jitter_buffer=bridge_jitter_buffer,
                                         seed=seed, driver_opts=driver_opts, net=net)  # fmt: skip
         else:
-            records, setup = await _webrtc(bot, utts, driver_opts=driver_opts, net=net, seed=seed)
+            records, setup = await _webrtc(bot, utts, driver_opts=driver_opts, net=net, seed=seed,
+                                           connect_timeout_s=connect_timeout_s)  # fmt: skip
         summary = bot.summary()
         desc = bot.describe()
+    if external is not None:
+        return _external_result(records, setup, desc, utts, turns=turns, net=net, barge_in_after_s=barge_in_after_s)
     _attach_pipecat(records, summary)
     out: dict[str, Any] = {"agent_kind": "pipecat", "transport": transport, **setup, "stop_ms": float(stop_ms),
                            "llm": desc["llm"], "bot": desc, "turns_requested": turns,
@@ -188,6 +318,33 @@ async def pipecat_call(
     return out
 
 
+def _external_result(records: list[dict], setup: dict, desc: dict, utts: list[Utterance], *, turns: int, net: Any,
+                     barge_in_after_s: float | None) -> dict[str, Any]:  # fmt: skip
+    """The result of a call to a bot by URL: the caller's measurements only, the rest said to be unreported."""
+    for r in records:
+        # nothing of the bot's inside is known: not what it recognised, not its stages
+        r.update(recognised=None, wer=None, word_errors=0, words=0, agent_turns=None, pipecat_ms=None)
+        if "total_ms" in r:
+            r["reason"] = ("total_ms measured at the caller's ear; the stage breakdown is " + NOT_REPORTED)
+    out: dict[str, Any] = {"agent_kind": "external", "transport": setup.pop("transport", None) or desc["transport"],
+                           "target": desc["url"], **setup, "llm": desc["llm"], "bot": desc, "turns_requested": turns,
+                           "net_config": None if net is None else _net_dict(net), "barge_in_after_s": barge_in_after_s,
+                           "pipecat_figure": NOT_REPORTED, "bot_interruptions": None, "bot_clears": None}  # fmt: skip
+    out.pop("agent_errors", None)
+    out.update(summarise_turns(records))
+    for key in ("pipecat", "pipecat_diff"):
+        for k in ("p50", "p90", "max"):
+            out[f"turn.{key}_ms.{k}"] = None
+    out["turn.reconciled"] = None
+    out["turn.llm_modelled"] = None  # whatever the bot's LLM is, we cannot tell
+    out["pipecat_metrics_ms.p50"] = None
+    out["turns"] = records
+    out["agent"] = []
+    if any(u.synthetic for u in utts):
+        out["warnings"] = ["caller utterances are eSpeak NG speech (no natural corpus found): set VOICELAB_DATA"]
+    return out
+
+
 def _attach_pipecat(records: list[dict], summary: dict) -> None:
     """Put Pipecat's own figure beside each caller-side total (matched by the agent turn)."""
     agent = summary.get("turns", [])
@@ -206,7 +363,7 @@ def _budget(driver: ConversationDriver, utts: list[Utterance]) -> float:
 
 
 async def _ws(bot: Any, utts: list[Utterance], *, jitter_buffer: str, seed: int, driver_opts: dict,
-              net: Any = None) -> tuple[list, dict]:  # fmt: skip
+              net: Any = None, connect_timeout_s: float = 10.0) -> tuple[list, dict]:  # fmt: skip
     from .net.iface import LoopbackInterface
     from .net.tcprelay import TcpRelay
     from .wsmedia.live import MediaStreamClient
@@ -215,9 +372,15 @@ async def _ws(bot: Any, utts: list[Utterance], *, jitter_buffer: str, seed: int,
     relay = None
     if net is not None:  # the caller's path to the bot: TCP through the impairment model each way
         relay = await TcpRelay(ifc, bot.address, uplink=net, downlink=net, seed=seed).start()
-    client = MediaStreamClient(ifc, relay.front_address if relay else bot.address, jitter_buffer=jitter_buffer, seed=seed)
+    client = MediaStreamClient(ifc, relay.front_address if relay else bot.address, jitter_buffer=jitter_buffer, seed=seed,
+                               path=getattr(bot, "path", "/media"))  # fmt: skip
     try:
-        await client.connect()
+        try:
+            await asyncio.wait_for(client.connect(), connect_timeout_s)
+        except asyncio.TimeoutError:
+            raise PeerTimeoutError(f"the bot at {bot.url} did not open its WebSocket within {connect_timeout_s:g} s") from None
+        except OSError as exc:
+            raise _unreachable(bot.url, exc) from None
         media = client.media
         media.first_sequence = 1  # type: ignore[union-attr]  # chunk numbers count from 1
         driver = ConversationDriver(utts, sample_rate=8000, frame_ms=20, **driver_opts)
@@ -411,6 +574,37 @@ def _one_candidate(sdp: str, new: tuple[str, int] | None = None) -> tuple[str, t
     return "\r\n".join(lines), found
 
 
+async def _post_offer(url: str, sdp: str, timeout_s: float) -> dict[str, Any]:
+    """POST the offer to a SmallWebRTC endpoint; its answer ``{"sdp", "type": "answer"}`` or a typed error."""
+    import json
+
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http:
+            async with http.post(url, json={"sdp": sdp, "type": "offer"}) as resp:
+                text = await resp.text(errors="replace")
+                status = resp.status
+    except asyncio.TimeoutError:
+        raise PeerTimeoutError(f"the bot at {url} gave no SDP answer within {timeout_s:g} s") from None
+    except aiohttp.ClientConnectorError as exc:
+        raise _unreachable(url, exc) from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise RemoteProtocolError(f"the bot at {url} broke the HTTP exchange: {type(exc).__name__} {exc}"[:300],
+                                  status_code=502) from None  # fmt: skip
+    short = " ".join(text.split())[:120]
+    if status != 200:
+        raise RemoteProtocolError(f"the bot at {url} refused the offer: HTTP {status} {short}", status_code=status)
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("sdp"), str) or body.get("type") != "answer":
+        raise RemoteProtocolError(f"the endpoint at {url} is not a SmallWebRTC bot: its reply is not an SDP answer "
+                                  f"({short!r})", status_code=502)  # fmt: skip
+    return body
+
+
 def _stop_heard(frames: list[tuple[float, np.ndarray]], rate: int, t_from: float, t_to: float) -> float:
     """End of the last audible sample heard in ``[t_from, t_to)`` (``t_from`` when none), frames placed by time."""
     from .turns import EAR_LEVEL
@@ -431,7 +625,7 @@ def _stop_heard(frames: list[tuple[float, np.ndarray]], rate: int, t_from: float
 
 
 async def _webrtc(bot: Any, utts: list[Utterance], *, driver_opts: dict, net: Any = None,
-                  seed: int = 0) -> tuple[list, dict]:  # fmt: skip
+                  seed: int = 0, connect_timeout_s: float = 10.0) -> tuple[list, dict]:  # fmt: skip
     import aiohttp
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
@@ -481,18 +675,17 @@ async def _webrtc(bot: Any, utts: list[Utterance], *, driver_opts: dict, net: An
             relay = await UdpRelay(loop, ("127.0.0.1", 9), uplink=net, downlink=net, seed=seed, client=c_addr,
                                    listen=(c_addr[0], 0)).start()  # fmt: skip
             offer_sdp, _ = _one_candidate(offer_sdp, relay.back_address)
-        async with aiohttp.ClientSession() as http:
-            async with http.post(bot.url, json={"sdp": offer_sdp, "type": "offer"}) as resp:
-                body = await resp.json()
-                if resp.status != 200:
-                    raise RemoteProtocolError(f"the Pipecat bot refused the offer: HTTP {resp.status} {body}",
-                                              status_code=resp.status)  # fmt: skip
+        body = await _post_offer(bot.url, offer_sdp, connect_timeout_s)
         answer_sdp = body["sdp"]
         if relay is not None:
             _, b_addr = _one_candidate(answer_sdp)
             relay.target = b_addr
             answer_sdp, _ = _one_candidate(answer_sdp, relay.front_address)
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type=body["type"]))
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type=body["type"]))
+        except (ValueError, TypeError, AttributeError, IndexError) as exc:
+            raise RemoteProtocolError(f"the bot at {bot.url} answered with an unusable SDP: {type(exc).__name__} {exc}"[:300],
+                                      status_code=502) from None  # fmt: skip
         try:
             track = await asyncio.wait_for(got_track, 15.0)
         except asyncio.TimeoutError:

@@ -418,10 +418,13 @@ def barge_in_bounds(record: dict, *, min_speech_ms: float = 100.0, frame_ms: flo
     Parameters
     ----------
     record : dict
-        A per-turn record of :func:`pipeline_call` (SIP or WebSocket) that was barged into:
-        its ``network_up_ms``, ``agent_jitter_buffer_ms`` (the agent's arrival tap: its
-        reorder wait), ``network_down_ms`` and ``caller_jitter_buffer_ms``, and
-        ``barge_in_detect_ms`` when the agent's decision was matched.
+        A per-turn record of :func:`pipeline_call` (SIP, WebSocket, or WebRTC with its
+        per-packet breakdown) that was barged into: its ``network_up_ms``,
+        ``agent_jitter_buffer_ms`` (the agent's arrival tap: its reorder wait),
+        ``network_down_ms`` and ``caller_jitter_buffer_ms``, and ``barge_in_detect_ms``
+        when the agent's decision was matched. Where present, ``agent_sender_ms``
+        (WebRTC: aiortc's encoder and SRTP) and ``codec_lookahead_down_ms`` count as
+        part of the downlink.
     min_speech_ms, frame_ms, margin_ms : float
         The endpointer's speech-start time, the frame (the VAD's deciding frame, the
         caller's packetization and the agent's send tick), and issue #12's allowance.
@@ -442,6 +445,7 @@ def barge_in_bounds(record: dict, *, min_speech_ms: float = 100.0, frame_ms: flo
     try:
         up = record["network_up_ms"] + record["agent_jitter_buffer_ms"]
         down_net, down_jb = record["network_down_ms"], record["caller_jitter_buffer_ms"]
+        down_net += record.get("agent_sender_ms", 0.0) + record.get("codec_lookahead_down_ms", 0.0)
     except KeyError as exc:
         raise ParameterError(f"barge_in_bounds needs the turn's breakdown ({exc.args[0]} missing)") from None
     detect = record.get("barge_in_detect_ms")
@@ -937,8 +941,42 @@ def analyse_webrtc_turns(driver: ConversationDriver, agent_summary: dict, *, loo
                 rec.pop("reason", None)
         if ear is not None:
             _barge_in(rec, driver, i, ear, agent_turns)
+            if wire is not None and rec.get("barge_in_detect_ms") is not None and "barge_in_stop_ms" in rec:
+                bt = driver.turns[i + 1]
+                try:
+                    chain = _webrtc_barge_chain(bt.speech_from + rec["barge_in_stop_ms"] / 1000.0,
+                                                bt.speech_from + rec["barge_in_detect_ms"] / 1000.0, wire)  # fmt: skip
+                except (KeyError, IndexError, ValueError) as exc:
+                    rec["barge_in_chain_note"] = f"barge-in chain unavailable ({exc.args[0] if exc.args else exc!r} missing)"
+                else:
+                    rec["barge_in_chain_ms"] = chain
         out.append(rec)
     return out
+
+
+def _webrtc_barge_chain(stop: float, decision: float, wire: dict) -> dict[str, float]:
+    """The barge-in stop's path after the agent's decision, for the reply frame heard last (ms).
+
+    The frame whose playout slot holds the last audible sample (``stop``): when the agent
+    handed it to aiortc relative to its barge-in ``decision`` (``after_decision``: <= 0 for a
+    frame already asked for, at most one tick after it), aiortc's sender, the network, the
+    caller's jitter buffer, and how far into its slot the sound ended (``frame_tail``, with
+    the codec's look-ahead). ``decision + sum(parts) == stop`` exactly.
+    """
+    down = _first_seq(wire["agent_rtp"], "tx")
+    if down is None:
+        raise KeyError("RTP packets")
+    ssrc, seq0 = down
+    heard = [(t, q) for q, t in wire["caller_played"].items() if t < stop]
+    if not heard:
+        raise KeyError("the last reply frame played")
+    t_play, q = max(heard)
+    handed = wire["agent_handed"][(q - seq0) & 0xFFFF]
+    sent = wire["agent_rtp"][("tx", ssrc, q)]
+    arr = wire["caller_rtp"][("rx", ssrc, q)]
+    return {"after_decision": (handed - decision) * 1000.0, "agent_sender": (sent - handed) * 1000.0,
+            "network_down": (arr - sent) * 1000.0, "caller_jitter_buffer": (t_play - arr) * 1000.0,
+            "frame_tail": (stop - t_play) * 1000.0}  # fmt: skip
 
 
 def _barge_in(rec: dict, driver: ConversationDriver, i: int, ear: Any, agent_turns: list[dict]) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import LocalProtocolError, ParameterError
 from .asr import PocketSphinxRecognizer
 from .respond import FALLBACK_ERROR, ReplyStream, _tokens, make_responder
-from .tts import EspeakTts, split_clauses
+from .tts import EspeakTts, ThreadedTts, split_clauses
 from .vad import Endpointer, make_vad
 
 __all__ = ["Pipeline", "PipelineConfig", "StageEvent", "AgentTurn", "TRANSITIONS"]
@@ -123,6 +123,10 @@ class PipelineConfig:
     asr_process : bool or None
         Recognise in a worker process per call (None: on a real-time loop, not under the
         virtual clock; see :meth:`build`).
+    tts_thread : bool or None
+        Synthesise in a thread, off the event loop (:class:`~voicelab.pipeline.tts.ThreadedTts`;
+        None: on a real-time loop, not under the virtual clock, where synthesis stays
+        inline and deterministic).
     """
 
     vad: str = "webrtc"
@@ -138,6 +142,7 @@ class PipelineConfig:
     tokens_per_s: float = 80.0
     asr_process: bool | None = None
     asr_upsample: str = "fold"
+    tts_thread: bool | None = None
 
     def __post_init__(self) -> None:  # bad settings fail here, not at the first call
         import re
@@ -176,9 +181,13 @@ class PipelineConfig:
         if asr_process is None:
             asr_process = clock is not None and not is_virtual()
         asr: Any = ProcessRecognizer(clock=clock or (lambda: 0.0)) if asr_process else PocketSphinxRecognizer(16000)
+        tts_thread = self.tts_thread
+        if tts_thread is None:
+            tts_thread = clock is not None and not is_virtual()
+        tts = ThreadedTts(EspeakTts(sample_rate), clock=clock) if tts_thread and clock is not None else None
         return Pipeline(sample_rate=sample_rate, vad=self.vad, stop_ms=self.stop_ms, min_speech_ms=self.min_speech_ms,
                         responder=make_responder(self.llm, seed=self.seed if seed is None else seed, latency=lat,
-                                                 timeout_s=self.llm_timeout_s), recognizer=asr,
+                                                 timeout_s=self.llm_timeout_s), recognizer=asr, tts=tts,
                         max_utterance_s=self.max_utterance_s, barge_in=self.barge_in, clock=clock,
                         asr_upsample=self.asr_upsample)  # fmt: skip
 
@@ -254,6 +263,8 @@ class Pipeline:
         self._clauses: deque[tuple[float, np.ndarray]] = deque()  # (ready at, int16 audio)
         self._cur: np.ndarray | None = None  # clause being sent
         self._tts_free_at = 0.0
+        self._synthq: deque[tuple[float, Any, bool, str]] = deque()  # (text ready at, future, first, text): in a thread
+        self._synth_count = 0  # clauses of this reply handed to the synthesiser
         self._fallback_done = False
         self._final_fut: Any = None  # a worker process's final, pending
 
@@ -345,8 +356,7 @@ class Pipeline:
         turn.speech_end = t  # type: ignore[union-attr]
         self._to(what)
         self._emit("speech_end", t)
-        self._clauses.clear()
-        self._cur = None
+        self._drop_audio()
         if hasattr(self.asr, "final_async"):  # decoding in a worker process: the loop goes on meanwhile
             self._final_fut = self.asr.final_async()
             return
@@ -362,8 +372,8 @@ class Pipeline:
         self._emit("asr_final", t_final, text)
         self._reply = self.responder.respond(text, t_final)
         self._consumed, self._pending, self._fallback_done = 0, [], False
-        self._clauses.clear()
-        self._cur = None
+        self._drop_audio()
+        self._synth_count = 0
         self._tts_free_at = t_final
 
     def _stop_reply(self) -> None:
@@ -373,9 +383,16 @@ class Pipeline:
         if self._reply is not None:
             self._reply.cancel()
         self._reply = None
+        self._drop_audio()
+        self._pending = []
+
+    def _drop_audio(self) -> None:
+        """Forget the reply's synthesised and still-synthesising clauses."""
         self._clauses.clear()
         self._cur = None
-        self._pending = []
+        for _, fut, _, _ in self._synthq:
+            fut.cancel()  # a clause already being synthesised finishes; its audio is ignored
+        self._synthq.clear()
 
     # ------------------------------------------------------------------ thinking
     def _advance(self, now: float) -> None:
@@ -423,20 +440,39 @@ class Pipeline:
             t_last = r.tokens[-1][0] if r.tokens else now
             self._synth("".join(self._pending).strip(), max(t_last, r.done_at or t_last))
             self._pending = []
+        if self._synthq:
+            self._collect_synth()
 
     def _synth(self, text: str, t_ready_text: float) -> None:
         if not text:
             return
+        first = self.turn.tts_first_audio is None and self._synth_count == 0  # type: ignore[union-attr]
+        self._synth_count += 1
+        if hasattr(self.tts, "synthesize_async"):  # in a thread: the loop goes on; collected by _collect_synth
+            self._synthq.append((t_ready_text, self.tts.synthesize_async(text, first=first), first, text))
+            return
         start = max(t_ready_text, self._tts_free_at)
         c0 = self._tick()
-        first = self.turn.tts_first_audio is None  # type: ignore[union-attr]
         pcm = self.tts.synthesize(text, first=first)
-        ready = start + self._elapsed(c0)
+        self._clause_ready(max(start, start + self._elapsed(c0)), pcm, first, text)
+
+    def _clause_ready(self, ready: float, pcm: np.ndarray, first: bool, text: str) -> None:
         self._tts_free_at = ready
         self._clauses.append((ready, pcm))
         if first:
             self.turn.tts_first_audio = ready  # type: ignore[union-attr]
             self._emit("tts_first_audio", ready, text)
+
+    def _collect_synth(self) -> None:
+        """Take the clauses the synthesis thread has finished, in order (ready when it finished)."""
+        while self._synthq and self._synthq[0][1].done():
+            t_text, fut, first, text = self._synthq.popleft()
+            try:
+                pcm, done_at = fut.result()
+            except Exception as exc:  # noqa: BLE001 - the clause is skipped, the reply goes on
+                self._emit("tts_error", self._tts_free_at, f"{type(exc).__name__}: {exc}")
+                continue
+            self._clause_ready(max(t_text, self._tts_free_at, done_at), pcm, first, text)
 
     # ------------------------------------------------------------------ output
     def next_frame(self, now: float) -> np.ndarray | None:
@@ -468,7 +504,7 @@ class Pipeline:
         if self.state == "speaking":
             self.frames_out += 1
             done = (self._reply is not None and self._reply.finished(now) and not self._pending and not self._clauses
-                    and (self._cur is None or len(self._cur) == 0))  # fmt: skip
+                    and not self._synthq and (self._cur is None or len(self._cur) == 0))  # fmt: skip
             if done:
                 turn.reply_end = now + self.frame_s  # type: ignore[union-attr]
                 self._emit("reply_end", now + self.frame_s)

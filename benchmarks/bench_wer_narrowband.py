@@ -41,7 +41,8 @@ def corpora() -> dict[str, list[Utterance]]:
     return {"arctic": arctic, "harvard_espeak": harvard}
 
 
-def call_shaped(utts: list[Utterance], rate: int, *, mulaw: bool, upsample: str) -> list[tuple[int, int]]:
+def call_shaped(utts: list[Utterance], rate: int, *, mulaw: bool, upsample: str,
+                adapt: bool | str = False) -> list[tuple[int, int]]:  # fmt: skip
     """(errors, words) per utterance: one pipeline hears them in sequence at ``rate``."""
     gap = np.zeros(16000 * 6)
     x = np.concatenate([np.zeros(8000)] + [np.concatenate([u.samples, gap]) for u in utts])
@@ -52,7 +53,7 @@ def call_shaped(utts: list[Utterance], rate: int, *, mulaw: bool, upsample: str)
         pcm = np.concatenate([pcm, np.zeros((-len(pcm)) % c.frame_samples, dtype=np.int16)])
         F = c.frame_samples
         y = audio.to_float(np.concatenate([c.decode(c.encode(pcm[i : i + F])) for i in range(0, len(pcm), F)]))
-    p = hear_offline(y, rate, config=PipelineConfig(asr_upsample=upsample))
+    p = hear_offline(y, rate, config=PipelineConfig(asr_upsample=upsample, asr_adapt=adapt))
     # each utterance's words: the agent turns that started while it was being said
     starts = np.cumsum([0.5] + [len(u.samples) / 16000 + 6.0 for u in utts])
     out = []
@@ -62,9 +63,10 @@ def call_shaped(utts: list[Utterance], rate: int, *, mulaw: bool, upsample: str)
     return out
 
 
-def calls(utts: list[Utterance], *, seed: int, upsample: str) -> list[tuple[int, int]]:
+def calls(utts: list[Utterance], *, seed: int, upsample: str, adapt: bool | str = False) -> list[tuple[int, int]]:
     res = run_virtual(pipeline_call(transport="sip", codec="pcmu", turns=len(utts), utterances=utts, seed=seed,
-                                    network="virtual", pipeline={"asr_upsample": upsample}), stall_timeout=120.0)  # fmt: skip
+                                    network="virtual", pipeline={"asr_upsample": upsample, "asr_adapt": adapt}),
+                      stall_timeout=120.0)  # fmt: skip
     return [(r["word_errors"], r["words"]) for r in res["turns"]]
 
 

@@ -165,9 +165,9 @@ def channel(x16: np.ndarray, upsample: str) -> np.ndarray:
     pcm = np.concatenate([pcm, np.zeros((-len(pcm)) % F, dtype=np.int16)])
     nb = np.concatenate([c.decode(c.encode(pcm[i : i + F])) for i in range(0, len(pcm), F)]).astype(np.int16)
     if upsample == "fold":  # what voicelab.pipeline.core.Pipeline.feed does
-        out = np.zeros(2 * len(nb), dtype=np.int16)
-        out[::2] = np.clip(2 * nb.astype(np.int32), -32768, 32767)
-        return out
+        from voicelab.pipeline.asr import fold
+
+        return fold(nb)
     if upsample == "wide":  # no channel: the 16 kHz audio itself (for comparisons)
         return audio.to_int16(x16)
     rs = soxr.ResampleStream(8000, 16000, 1, dtype="int16", quality="HQ")

@@ -20,11 +20,20 @@ import numpy as np
 from ..errors import ParameterError, ToolUnavailableError
 
 __all__ = ["Recognizer", "PocketSphinxRecognizer", "ProcessRecognizer", "transcribe", "narrowband_transform",
-           "NARROWBAND_DIR"]  # fmt: skip
+           "NARROWBAND_DIR", "fold"]  # fmt: skip
 
 #: The shipped narrowband MLLR transforms (``en-us-pcmu-<upsample>.mllr``, made by
 #: ``tools/asr_adapt.py``; see its README there).
 NARROWBAND_DIR = Path(__file__).resolve().parents[1] / "data" / "asr"
+
+
+def fold(pcm8k: np.ndarray) -> np.ndarray:
+    """8 kHz int16 audio to 16 kHz by zero-stuffing (gain 2): the 0-4 kHz band plus its
+    mirror image in 4-8 kHz, where the wideband model expects energy (``asr_upsample="fold"``)."""
+    x = np.asarray(pcm8k, dtype=np.int16)
+    out = np.zeros(2 * len(x), dtype=np.int16)
+    out[::2] = np.clip(2 * x.astype(np.int32), -32768, 32767)
+    return out
 
 
 def narrowband_transform(sample_rate: int, upsample: str = "fold", adapt: bool | str = True) -> str | None:

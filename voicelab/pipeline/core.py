@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import LocalProtocolError, ParameterError
-from .asr import PocketSphinxRecognizer, narrowband_transform
+from .asr import PocketSphinxRecognizer, fold, narrowband_transform
 from .respond import FALLBACK_ERROR, ReplyStream, _tokens, make_responder
 from .tts import EspeakTts, split_clauses
 from .vad import Endpointer, make_vad
@@ -254,8 +254,6 @@ class Pipeline:
         self.max_utterance_s = float(max_utterance_s)
         self.barge_in_enabled = bool(barge_in)
         self.clock = clock
-        if asr_upsample not in ("soxr", "fold"):
-            raise ParameterError(f"asr_upsample must be 'soxr' or 'fold', got {asr_upsample!r}")
         self.asr_upsample = asr_upsample
         self._rs = None
         if self.sample_rate != 16000:
@@ -312,8 +310,7 @@ class Pipeline:
         if self.asr_upsample == "fold" and self.sample_rate == 8000:
             # telephone band to the 16 kHz model by zero-stuffing: 0-4 kHz plus its mirror
             # image in 4-8 kHz, where the wideband model expects energy (docs/agent-turn.md)
-            asr_pcm = np.zeros(2 * len(x), dtype=np.int16)
-            asr_pcm[::2] = np.clip(2 * x.astype(np.int32), -32768, 32767)
+            asr_pcm = fold(x)
         else:
             asr_pcm = pcm16
         self._preroll.append(asr_pcm)

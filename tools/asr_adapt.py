@@ -168,8 +168,6 @@ def channel(x16: np.ndarray, upsample: str) -> np.ndarray:
         from voicelab.pipeline.asr import fold
 
         return fold(nb)
-    if upsample == "wide":  # no channel: the 16 kHz audio itself (for comparisons)
-        return audio.to_int16(x16)
     rs = soxr.ResampleStream(8000, 16000, 1, dtype="int16", quality="HQ")
     return np.concatenate([rs.resample_chunk(nb), rs.resample_chunk(np.zeros(0, dtype=np.int16), last=True)])
 

@@ -217,7 +217,7 @@ class Pipeline:
     asr_upsample : {"fold", "soxr"}
         How 8 kHz audio reaches the 16 kHz recogniser: zero-stuffing ("fold", default:
         the 0-4 kHz band mirrored into 4-8 kHz, where the wideband model expects energy;
-        PCMU calls' WER 0.93 -> 0.64 on the ARCTIC items, docs/agent-turn.md) or a
+        PCMU calls' WER 0.93 -> 0.64 on the ARCTIC items, 0.62 adapted, docs/agent-turn.md) or a
         band-limited resampler ("soxr" HQ: nothing above 4 kHz). The VAD always hears the
         soxr version.
     asr_adapt : bool or str

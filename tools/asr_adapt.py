@@ -330,7 +330,8 @@ def main() -> None:
     ap.add_argument("--out", help="default: voicelab/data/asr/en-us-pcmu-<upsample>.mllr")
     ap.add_argument("--work", help="keep the intermediate files here")
     a = ap.parse_args()
-    out = Path(a.out or Path(__file__).resolve().parents[1] / "voicelab" / "data" / "asr" / f"en-us-pcmu-{a.upsample}.mllr")
+    data = Path(__file__).resolve().parents[1] / "voicelab" / "data" / "asr"
+    out = Path(a.out or data / f"en-us-pcmu-{a.upsample}.mllr")
     out.parent.mkdir(parents=True, exist_ok=True)
     res = adapt(out, upsample=a.upsample, sets=tuple(a.data.split(",")), method=a.method,
                 iterations=a.iterations, work=Path(a.work) if a.work else None)  # fmt: skip

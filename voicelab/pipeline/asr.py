@@ -247,8 +247,8 @@ class ProcessRecognizer(Recognizer):
         self.mllr = None if mllr is None else str(mllr)
         root = str(Path(__file__).resolve().parents[2])  # the voicelab this process runs
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-        self._proc = subprocess.Popen([sys.executable, "-m", "voicelab.pipeline.asr_worker", *([self.mllr] if self.mllr else [])], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, env=env, bufsize=0)  # fmt: skip
+        argv = [sys.executable, "-m", "voicelab.pipeline.asr_worker", *([self.mllr] if self.mllr else [])]
+        self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
         self._q: "queue.SimpleQueue" = queue.SimpleQueue()
         self._futs: dict[int, Any] = {}
         self._n = 0

@@ -10,7 +10,10 @@ call):
 * ``ref16``: the unprocessed utterances at 16 kHz (the reference);
 * ``bl8`` / ``pcmu``: band-limited to 8 kHz / through G.711 mu-law, brought to 16 kHz
   by soxr (``asr_upsample="soxr"``) or by zero-stuffing (``"fold"``);
-* ``call``: real PCMU calls on the virtual network (virtual time, SIP), seeds 0..R-1.
+* ``call``: real PCMU calls on the virtual network (virtual time, SIP), seeds 0..R-1;
+* ``+mllr``: the same with the recogniser's shipped narrowband MLLR transform
+  (``asr_adapt=True``, the default for 8 kHz calls; the rows without it set
+  ``asr_adapt=False``); ``mllr-none``: adapted minus unadapted, paired by utterance.
 
 WER with a 95 % bootstrap interval over utterances, and the paired difference to the
 reference (also bootstrapped). Usage::
@@ -41,7 +44,8 @@ def corpora() -> dict[str, list[Utterance]]:
     return {"arctic": arctic, "harvard_espeak": harvard}
 
 
-def call_shaped(utts: list[Utterance], rate: int, *, mulaw: bool, upsample: str) -> list[tuple[int, int]]:
+def call_shaped(utts: list[Utterance], rate: int, *, mulaw: bool, upsample: str,
+                adapt: bool | str = False) -> list[tuple[int, int]]:  # fmt: skip
     """(errors, words) per utterance: one pipeline hears them in sequence at ``rate``."""
     gap = np.zeros(16000 * 6)
     x = np.concatenate([np.zeros(8000)] + [np.concatenate([u.samples, gap]) for u in utts])
@@ -52,7 +56,7 @@ def call_shaped(utts: list[Utterance], rate: int, *, mulaw: bool, upsample: str)
         pcm = np.concatenate([pcm, np.zeros((-len(pcm)) % c.frame_samples, dtype=np.int16)])
         F = c.frame_samples
         y = audio.to_float(np.concatenate([c.decode(c.encode(pcm[i : i + F])) for i in range(0, len(pcm), F)]))
-    p = hear_offline(y, rate, config=PipelineConfig(asr_upsample=upsample))
+    p = hear_offline(y, rate, config=PipelineConfig(asr_upsample=upsample, asr_adapt=adapt))
     # each utterance's words: the agent turns that started while it was being said
     starts = np.cumsum([0.5] + [len(u.samples) / 16000 + 6.0 for u in utts])
     out = []
@@ -62,9 +66,10 @@ def call_shaped(utts: list[Utterance], rate: int, *, mulaw: bool, upsample: str)
     return out
 
 
-def calls(utts: list[Utterance], *, seed: int, upsample: str) -> list[tuple[int, int]]:
+def calls(utts: list[Utterance], *, seed: int, upsample: str, adapt: bool | str = False) -> list[tuple[int, int]]:
     res = run_virtual(pipeline_call(transport="sip", codec="pcmu", turns=len(utts), utterances=utts, seed=seed,
-                                    network="virtual", pipeline={"asr_upsample": upsample}), stall_timeout=120.0)  # fmt: skip
+                                    network="virtual", pipeline={"asr_upsample": upsample, "asr_adapt": adapt}),
+                      stall_timeout=120.0)  # fmt: skip
     return [(r["word_errors"], r["words"]) for r in res["turns"]]
 
 
@@ -85,7 +90,7 @@ def boot(ew: list[tuple[int, int]], ref: list[tuple[int, int]] | None = None, n:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--json")
     ap.add_argument("--no-calls", action="store_true")
     ap.add_argument("--corpus", action="append", help="arctic and/or harvard_espeak (default both)")
@@ -105,15 +110,21 @@ def main() -> None:
         show("ref16", boot(ref))
         for up in ("soxr", "fold"):
             show(f"bl8/{up}", boot(call_shaped(utts, 8000, mulaw=False, upsample=up), ref))
-            show(f"pcmu/{up}", boot(call_shaped(utts, 8000, mulaw=True, upsample=up), ref))
-            if not a.no_calls:
-                pooled_ref, pooled = [], []
-                for s in range(a.repeats):
-                    c = calls(utts, seed=s, upsample=up)
-                    show(f"call{s}/{up}", boot(c, ref))
-                    pooled += c
-                    pooled_ref += ref
-                show(f"calls/{up}", boot(pooled, pooled_ref))
+            off = call_shaped(utts, 8000, mulaw=True, upsample=up)
+            for adapt in (False, True):  # without / with the shipped narrowband MLLR transform
+                tag = f"{up}+mllr" if adapt else up
+                on = call_shaped(utts, 8000, mulaw=True, upsample=up, adapt=True) if adapt else off
+                show(f"pcmu/{tag}", boot(on, ref))
+                if adapt:  # the transform's own effect, paired by utterance
+                    show(f"pcmu/{up}:mllr-none", boot(on, off))
+                if not a.no_calls:
+                    pooled_ref, pooled = [], []
+                    for s in range(a.repeats):
+                        c = calls(utts, seed=s, upsample=up, adapt=adapt)
+                        show(f"call{s}/{tag}", boot(c, ref))
+                        pooled += c
+                        pooled_ref += ref
+                    show(f"calls/{tag}", boot(pooled, pooled_ref))
         results[name] = rows
     if a.json:
         with open(a.json, "w") as f:

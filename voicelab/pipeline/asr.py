@@ -12,13 +12,63 @@ Input: 16-bit PCM at 16 kHz (other rates are resampled with a streaming soxr res
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ParameterError, ToolUnavailableError
 
-__all__ = ["Recognizer", "PocketSphinxRecognizer", "ProcessRecognizer", "transcribe"]
+__all__ = ["Recognizer", "PocketSphinxRecognizer", "ProcessRecognizer", "transcribe", "narrowband_transform",
+           "NARROWBAND_DIR", "fold"]  # fmt: skip
+
+#: The shipped narrowband MLLR transforms (``en-us-pcmu-<upsample>.mllr``, made by
+#: ``tools/asr_adapt.py``; see its README there).
+NARROWBAND_DIR = Path(__file__).resolve().parents[1] / "data" / "asr"
+
+
+def fold(pcm8k: np.ndarray) -> np.ndarray:
+    """8 kHz int16 audio to 16 kHz by zero-stuffing (gain 2): the 0-4 kHz band plus its
+    mirror image in 4-8 kHz, where the wideband model expects energy (``asr_upsample="fold"``)."""
+    x = np.asarray(pcm8k, dtype=np.int16)
+    out = np.zeros(2 * len(x), dtype=np.int16)
+    out[::2] = np.clip(2 * x.astype(np.int32), -32768, 32767)
+    return out
+
+
+def narrowband_transform(sample_rate: int, upsample: str = "fold", adapt: bool | str = True) -> str | None:
+    """The MLLR transform the recogniser uses for audio that arrived at ``sample_rate``.
+
+    PocketSphinx's en-us model is a 16 kHz model; a telephone-band (8 kHz) call reaches it
+    upsampled (``upsample``: ``"fold"`` zero-stuffed, ``"soxr"`` band-limited). The
+    shipped global MLLR transform for that channel adapts the model's means to it
+    (docs/agent-turn.md, "What the agent understood"). Wideband input (16 kHz and up)
+    gets none.
+
+    Parameters
+    ----------
+    sample_rate : int
+        The call's audio rate (Hz): only 8000 is narrowband.
+    upsample : {"fold", "soxr"}
+    adapt : bool or str
+        False: no transform; True: the shipped one for ``upsample``; a path: that
+        transform file (for experiments), narrowband input only.
+
+    Returns
+    -------
+    str or None
+        The transform's path, or None (no adaptation).
+    """
+    if adapt is False or adapt is None or int(sample_rate) != 8000:
+        return None
+    if isinstance(adapt, (str, Path)) and not isinstance(adapt, bool):
+        p = Path(adapt)
+        if not p.is_file():
+            raise ParameterError(f"asr_adapt: no MLLR transform file at {str(p)!r}")
+        return str(p)
+    if upsample not in ("fold", "soxr"):
+        raise ParameterError(f"asr_upsample must be 'soxr' or 'fold', got {upsample!r}")
+    return str(NARROWBAND_DIR / f"en-us-pcmu-{upsample}.mllr")
 
 
 class Recognizer:
@@ -37,14 +87,16 @@ class Recognizer:
         raise NotImplementedError
 
 
-def _decoder():
+def _decoder(mllr: str | None = None):
     try:
         from pocketsphinx import Decoder
     except ImportError:
         raise ToolUnavailableError("speech recognition needs the Python package pocketsphinx") from None
     # no second (flat-lexicon) pass: it cost ~0.4 s at each end of utterance here for
     # no WER gain on the ARCTIC items (docs/agent-turn.md)
-    return Decoder(loglevel="FATAL", fwdflat=False)
+    if mllr is None:
+        return Decoder(loglevel="FATAL", fwdflat=False)
+    return Decoder(loglevel="FATAL", fwdflat=False, mllr=str(mllr))
 
 
 class PocketSphinxRecognizer(Recognizer):
@@ -54,13 +106,19 @@ class PocketSphinxRecognizer(Recognizer):
     ----------
     sample_rate : int
         Rate of the int16 audio given to :meth:`feed` (resampled to 16 kHz when not 16000).
+    mllr : str, optional
+        An MLLR transform of the model's means (PocketSphinx's ``mllr``), e.g.
+        :func:`narrowband_transform`'s for a telephone-band call; None: the model as is.
     """
 
-    def __init__(self, sample_rate: int = 16000) -> None:
+    def __init__(self, sample_rate: int = 16000, *, mllr: str | None = None) -> None:
         if sample_rate not in (8000, 16000, 24000, 48000):
             raise ParameterError(f"recogniser input rate must be 8000, 16000, 24000 or 48000 Hz, got {sample_rate!r}")
+        if mllr is not None and not Path(mllr).is_file():
+            raise ParameterError(f"no MLLR transform file at {str(mllr)!r}")
         self.sample_rate = int(sample_rate)
-        self._dec = _decoder()
+        self.mllr = None if mllr is None else str(mllr)
+        self._dec = _decoder(self.mllr)
         self._rs = None
         self._active = False
         self.samples_fed = 0
@@ -103,12 +161,12 @@ class PocketSphinxRecognizer(Recognizer):
         return h.hypstr if h is not None else ""
 
 
-def transcribe(samples: np.ndarray, sample_rate: int) -> str:
+def transcribe(samples: np.ndarray, sample_rate: int, *, mllr: str | None = None) -> str:
     """Recognise a whole utterance (float or int16 audio) in one go; returns the text."""
     x = np.asarray(samples)
     if x.dtype != np.int16:
         x = np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
-    r = PocketSphinxRecognizer(sample_rate)
+    r = PocketSphinxRecognizer(sample_rate, mllr=mllr)
     r.start()
     step = sample_rate // 50
     for i in range(0, len(x), step):
@@ -116,7 +174,7 @@ def transcribe(samples: np.ndarray, sample_rate: int) -> str:
     return r.final()
 
 
-def _serve(inp, out) -> None:  # pragma: no cover - runs in the worker process
+def _serve(inp, out, mllr: str | None = None) -> None:  # pragma: no cover - runs in the worker process
     """The worker process: a PocketSphinx recogniser driven by framed requests on ``inp``.
 
     Request: one op byte (``s`` start, ``f`` feed, ``p`` partial, ``F`` final, ``q``
@@ -126,7 +184,7 @@ def _serve(inp, out) -> None:  # pragma: no cover - runs in the worker process
     import json
     import struct
 
-    rec = PocketSphinxRecognizer(16000)
+    rec = PocketSphinxRecognizer(16000, mllr=mllr)
 
     def send(kind, key, text):
         out.write((json.dumps([kind, key, text]) + "\n").encode())
@@ -169,26 +227,28 @@ class ProcessRecognizer(Recognizer):
     itself, off the loop.
 
     Under the virtual clock use :class:`PocketSphinxRecognizer` directly (inline:
-    deterministic, and computing takes no virtual time).
+    deterministic, and computing takes no virtual time). ``mllr``: as for
+    :class:`PocketSphinxRecognizer` (the worker loads it).
     """
 
-    def __init__(self, *, clock) -> None:
+    def __init__(self, *, clock, mllr: str | None = None) -> None:
         import os
         import queue
         import subprocess
         import sys
         import threading
-        from pathlib import Path
-
         try:
             import pocketsphinx  # noqa: F401  (the worker imports it; say so here, in one line)
         except ImportError:
             raise ToolUnavailableError("speech recognition needs the Python package pocketsphinx") from None
+        if mllr is not None and not Path(mllr).is_file():
+            raise ParameterError(f"no MLLR transform file at {str(mllr)!r}")
         self.clock = clock
+        self.mllr = None if mllr is None else str(mllr)
         root = str(Path(__file__).resolve().parents[2])  # the voicelab this process runs
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-        self._proc = subprocess.Popen([sys.executable, "-m", "voicelab.pipeline.asr_worker"], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, env=env, bufsize=0)  # fmt: skip
+        argv = [sys.executable, "-m", "voicelab.pipeline.asr_worker", *([self.mllr] if self.mllr else [])]
+        self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
         self._q: "queue.SimpleQueue" = queue.SimpleQueue()
         self._futs: dict[int, Any] = {}
         self._n = 0

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import LocalProtocolError, ParameterError
-from .asr import PocketSphinxRecognizer
+from .asr import PocketSphinxRecognizer, fold, narrowband_transform
 from .respond import FALLBACK_ERROR, ReplyStream, _tokens, make_responder
 from .tts import EspeakTts, ThreadedTts, split_clauses
 from .vad import Endpointer, make_vad
@@ -120,6 +120,11 @@ class PipelineConfig:
     seed : int
     asr_upsample : {"soxr", "fold"}
         How 8 kHz audio is brought to the 16 kHz recogniser (see :class:`Pipeline`).
+    asr_adapt : bool or str
+        Narrowband channel adaptation: on an 8 kHz call the recogniser applies the shipped
+        MLLR transform for ``asr_upsample`` (True, default), none (False, for the
+        comparison), or the transform file at this path; wideband calls never
+        (:func:`~voicelab.pipeline.asr.narrowband_transform`).
     asr_process : bool or None
         Recognise in a worker process per call (None: on a real-time loop, not under the
         virtual clock; see :meth:`build`).
@@ -143,6 +148,7 @@ class PipelineConfig:
     asr_process: bool | None = None
     asr_upsample: str = "fold"
     tts_thread: bool | None = None
+    asr_adapt: bool | str = True
 
     def __post_init__(self) -> None:  # bad settings fail here, not at the first call
         import re
@@ -158,6 +164,9 @@ class PipelineConfig:
         LlmLatencyModel(self.ttft_median_s, self.ttft_sigma, self.tokens_per_s)
         if self.asr_upsample not in ("soxr", "fold"):
             raise ParameterError(f"asr_upsample must be 'soxr' or 'fold', got {self.asr_upsample!r}")
+        if not isinstance(self.asr_adapt, (bool, str)):
+            raise ParameterError(f"asr_adapt must be true, false or an MLLR transform's path, got {self.asr_adapt!r}")
+        narrowband_transform(8000, self.asr_upsample, self.asr_adapt)  # a missing file fails here
         if not 0.5 <= float(self.max_utterance_s) <= 600.0:
             raise ParameterError(f"max_utterance_s must be in 0.5..600 s, got {self.max_utterance_s!r}")
 
@@ -180,7 +189,9 @@ class PipelineConfig:
             asr_process = self.asr_process
         if asr_process is None:
             asr_process = clock is not None and not is_virtual()
-        asr: Any = ProcessRecognizer(clock=clock or (lambda: 0.0)) if asr_process else PocketSphinxRecognizer(16000)
+        mllr = narrowband_transform(sample_rate, self.asr_upsample, self.asr_adapt)
+        asr: Any = ProcessRecognizer(clock=clock or (lambda: 0.0), mllr=mllr) if asr_process else \
+            PocketSphinxRecognizer(16000, mllr=mllr)
         tts_thread = self.tts_thread
         if tts_thread is None:
             tts_thread = clock is not None and not is_virtual()
@@ -189,7 +200,7 @@ class PipelineConfig:
                         responder=make_responder(self.llm, seed=self.seed if seed is None else seed, latency=lat,
                                                  timeout_s=self.llm_timeout_s), recognizer=asr, tts=tts,
                         max_utterance_s=self.max_utterance_s, barge_in=self.barge_in, clock=clock,
-                        asr_upsample=self.asr_upsample)  # fmt: skip
+                        asr_upsample=self.asr_upsample, asr_adapt=self.asr_adapt)  # fmt: skip
 
 
 class Pipeline:
@@ -215,9 +226,14 @@ class Pipeline:
     asr_upsample : {"fold", "soxr"}
         How 8 kHz audio reaches the 16 kHz recogniser: zero-stuffing ("fold", default:
         the 0-4 kHz band mirrored into 4-8 kHz, where the wideband model expects energy;
-        PCMU calls' WER 0.93 -> 0.64 on the ARCTIC items, docs/agent-turn.md) or a
+        PCMU calls' WER 0.93 -> 0.64 on the ARCTIC items, 0.62 adapted, docs/agent-turn.md) or a
         band-limited resampler ("soxr" HQ: nothing above 4 kHz). The VAD always hears the
         soxr version.
+    asr_adapt : bool or str
+        Used when ``recognizer`` is not given: on 8 kHz input the default recogniser
+        applies the shipped narrowband MLLR transform for ``asr_upsample`` (True), none
+        (False), or the transform at this path
+        (:func:`~voicelab.pipeline.asr.narrowband_transform`).
     """
 
     PREROLL_MS = 300
@@ -226,7 +242,8 @@ class Pipeline:
     def __init__(self, *, sample_rate: int = 16000, frame_ms: int = 20, vad: Any = "webrtc", stop_ms: float = 300.0,
                  min_speech_ms: float = 100.0, responder: Any = None, recognizer: Any = None, tts: Any = None,
                  max_utterance_s: float = 15.0, barge_in: bool = True,
-                 clock: Callable[[], float] | None = None, asr_upsample: str = "fold") -> None:  # fmt: skip
+                 clock: Callable[[], float] | None = None, asr_upsample: str = "fold",
+                 asr_adapt: bool | str = True) -> None:  # fmt: skip
         if sample_rate not in (8000, 16000, 24000, 48000):
             raise ParameterError(f"pipeline sample_rate must be 8000, 16000, 24000 or 48000, got {sample_rate!r}")
         if frame_ms not in (10, 20, 30, 40, 60):
@@ -237,14 +254,15 @@ class Pipeline:
         self.vad = make_vad(vad) if isinstance(vad, str) else vad
         self.vad_name = vad if isinstance(vad, str) else type(vad).__name__
         self.endpointer = Endpointer(stop_ms=stop_ms, min_speech_ms=min_speech_ms)
-        self.asr = recognizer or PocketSphinxRecognizer(16000)
+        if asr_upsample not in ("soxr", "fold"):
+            raise ParameterError(f"asr_upsample must be 'soxr' or 'fold', got {asr_upsample!r}")
+        self.asr = recognizer or PocketSphinxRecognizer(16000, mllr=narrowband_transform(sample_rate, asr_upsample,
+                                                                                          asr_adapt))  # fmt: skip
         self.responder = responder or make_responder(None)
         self.tts = tts or EspeakTts(self.sample_rate)
         self.max_utterance_s = float(max_utterance_s)
         self.barge_in_enabled = bool(barge_in)
         self.clock = clock
-        if asr_upsample not in ("soxr", "fold"):
-            raise ParameterError(f"asr_upsample must be 'soxr' or 'fold', got {asr_upsample!r}")
         self.asr_upsample = asr_upsample
         self._rs = None
         if self.sample_rate != 16000:
@@ -303,8 +321,7 @@ class Pipeline:
         if self.asr_upsample == "fold" and self.sample_rate == 8000:
             # telephone band to the 16 kHz model by zero-stuffing: 0-4 kHz plus its mirror
             # image in 4-8 kHz, where the wideband model expects energy (docs/agent-turn.md)
-            asr_pcm = np.zeros(2 * len(x), dtype=np.int16)
-            asr_pcm[::2] = np.clip(2 * x.astype(np.int32), -32768, 32767)
+            asr_pcm = fold(x)
         else:
             asr_pcm = pcm16
         self._preroll.append(asr_pcm)

@@ -560,6 +560,7 @@ class LiveAudioStream:
             if flags & socket.MSG_TRUNC:  # pragma: no cover - 64 KiB holds any UDP datagram
                 continue
             self.reads_in_tick += 1
+            self.pacer.reads_in_tick += 1  # type: ignore[union-attr]
             self._on_datagram(bytes(buf[:n]), addr, None, arrival)
 
     @property

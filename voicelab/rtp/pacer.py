@@ -113,6 +113,8 @@ class MediaPacer:
         Loop timer firings so far.
     jobs_run : int
         Jobs run so far (``jobs_run / wakeups`` is the batching factor).
+    reads_in_tick : int
+        Datagrams the loop's streams read in their ticks (``read_in_tick``) so far.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, tick_s: float | None = None, early: float | None = None,
@@ -132,6 +134,7 @@ class MediaPacer:
         self._ticking = False  # inside _tick: it arms the timer once at its end
         self.wakeups = 0
         self.jobs_run = 0
+        self.reads_in_tick = 0
 
     @property
     def tick_s(self) -> float:

@@ -25,6 +25,8 @@ virtual network.
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
 import socket
 import struct
 import sys
@@ -94,6 +96,16 @@ class StreamStats:
         if not self.send_lateness_s:
             return 0.0
         return float(np.percentile(np.abs(self.send_lateness_s), q) * 1000.0)
+
+
+@functools.lru_cache(maxsize=256)
+def _is_ip_literal(host: Any) -> bool:
+    """True for an IP address literal (a name would be resolved again on every direct send)."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
 
 
 class _Proto(asyncio.DatagramProtocol):
@@ -216,6 +228,7 @@ class LiveAudioStream:
         #: the RTP socket (a duplicate descriptor) while it is read in the pacer's ticks
         self._rx_sock: socket.socket | None = None
         self._rx_stamps = False  # the kernel stamps its datagrams (SO_TIMESTAMPNS)
+        self._direct_addr: Any = None  # RTP destination sent to through the socket directly
         #: datagrams read in the pacer's ticks (``MediaPacer.read_in_tick``)
         self.reads_in_tick = 0
         self.rtcp_port_error: str | None = None
@@ -448,6 +461,17 @@ class LiveAudioStream:
         self._k_send += 1
 
     def _sendto(self, data: bytes, addr, *, rtcp: bool = False) -> None:
+        if not rtcp and self._rx_sock is not None and addr == self._direct_addr and addr is not None:
+            # reading in the tick: RTP to an address the interface already accepted goes
+            # straight to the socket (no transport, no re-check), unless it would block
+            try:
+                self._rx_sock.sendto(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                self._direct_addr = None  # the transport queues it, and what follows, in order
+            except OSError:
+                self.socket_errors += 1  # as the transport's error_received
+                return
         proto = self._rtcp_proto if rtcp and self._rtcp_proto is not None else self._proto
         if addr is not None and proto is not None and proto.transport is not None:
             try:
@@ -457,6 +481,9 @@ class LiveAudioStream:
                 # latching the stream follows the peer's real source once media arrives
                 self.stats.refused_sends += 1
                 return
+            if (self._rx_sock is not None and not rtcp and self.capture is None
+                    and not proto.transport.get_write_buffer_size()):  # fmt: skip
+                self._direct_addr = addr if _is_ip_literal(addr[0]) else None  # accepted, nothing queued: go direct
             if self.capture is not None:
                 src = tuple(proto.transport.get_extra_info("sockname")[:2])
                 self.capture.append((self._loop.time(), src, tuple(addr[:2]), data))  # type: ignore[union-attr]
@@ -823,7 +850,7 @@ class LiveAudioStream:
                 h.cancel()
         if self._rx_sock is not None:
             self._rx_sock.close()  # the duplicate descriptor only; the transport closes the socket
-            self._rx_sock = None
+            self._rx_sock, self._direct_addr = None, None
         if self.session is not None and self._proto is not None and self._proto.transport is not None:
             self._sendto(self.session.close(self._loop.time()), self.session.remote_rtcp_addr, rtcp=True)  # type: ignore[union-attr]
             self._proto.transport.close()

@@ -112,7 +112,8 @@ def test_echo_with_the_capacity_settings_20ms_grid_and_reading_in_the_tick(natur
     r, reads = run_clean(main, timeout=60.0)
     assert reads >= 2 * 100  # both ends' streams read (most of) their ~150 packets each in their ticks
     # as above, plus up to 20 ms at each end for its playout clock to start on the grid
-    assert 160.0 - 1.0 <= r["echo_delay_ms"] <= 160.0 + 40.0 + 10.0, r["echo_delay_ms"]
+    # (and the wake-up latency of a busy machine, here for two 20 ms clocks)
+    assert 160.0 - 1.0 <= r["echo_delay_ms"] <= 160.0 + 40.0 + 15.0, r["echo_delay_ms"]
     assert r["echo_pesq_nb"] >= 4.0, r["echo_pesq_nb"]
 
 

@@ -821,8 +821,14 @@ class LiveAudioStream:
     def _arm_rtcp(self) -> None:
         nt = self.session.next_timer()  # type: ignore[union-attr]
         if nt is not None:
-            # due at nt itself, not ``early`` before it (the session would have nothing to send)
-            self._rtcp_handle = self.pacer.schedule(nt + self.pacer.early, self._rtcp)  # type: ignore[union-attr]
+            # due at nt itself, not ``early`` before it (the session would have nothing to send),
+            # rounded up to the pacer's grid: the report shares a playout tick's wake-up
+            when = self.pacer.align(nt + self.pacer.early)  # type: ignore[union-attr]
+            self._rtcp_handle = self.pacer.schedule(when, self._rtcp_tick)  # type: ignore[union-attr]
+
+    def _rtcp_tick(self, _when: float) -> Any:
+        """The pacer's RTCP job: the report goes in the tick's second phase, after the media sends."""
+        return self._rtcp
 
     def _rtcp(self, _when: float | None = None) -> None:
         for data in self.session.handle_timer(self._loop.time()):  # type: ignore[union-attr]

@@ -950,8 +950,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="media pacer grid: every call's 20 ms media clock starts on a multiple of MS (default 1; "
                           "20 for capacity: one wake-up per frame for all calls, up to 20 ms more playout delay)")
     ags.add_argument("--read-in-tick", action="store_true",
-                     help="capacity: read each call's RTP socket in its playout tick instead of on every arrival "
-                          "(fewer wake-ups; packet handling waits up to one frame; arrival times stay exact)")
+                     help="experimental: read each call's RTP socket in its playout tick instead of on every arrival "
+                          "(fewer wake-ups; packet handling waits up to one frame; arrival times stay exact; "
+                          "see docs/benchmarks.md 'Reading in the tick')")
     ags.add_argument("--tls-cert", metavar="PEM", help="certificate chain for --transport tls (default: a generated test CA)")
     ags.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
     ags.add_argument("--ws", metavar="HOST:PORT", help="also answer media streams over a WebSocket (path /media)")

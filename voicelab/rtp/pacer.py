@@ -28,7 +28,7 @@ loop at most that often per frame, whatever the number of calls. The cost is at 
 nothing there, and streams keep their exact times, so simulated results do not depend on
 the pacer.
 
-**Reading in the tick** (``read_in_tick``, off by default: a capacity setting). Normally a
+**Reading in the tick** (``read_in_tick``, off by default: an experimental capacity setting). Normally a
 stream's socket is read by the event loop as each datagram arrives: one more loop wake-up
 per received packet, unless the loop happens to be awake. With ``read_in_tick`` a playing
 stream stops the loop from watching its RTP socket and drains it in its own playout job,

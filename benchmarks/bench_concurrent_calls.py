@@ -33,7 +33,7 @@ baresip the baseline is skipped (and the script says so).
 
     python benchmarks/bench_concurrent_calls.py [--quick] [--max-calls 64] [--seconds 10]
         [--mode echo|play] [--aligned] [--keep-going] [--no-baseline] [--json out.json]
-        [--ns 1,16,70] [--tick-ms 20] [--baseline-max-calls 70] [--baseline-repeats 3]
+        [--ns 1,16,70] [--tick-ms 20] [--read-in-tick] [--default-gc] [--baseline-max-calls 70] [--baseline-repeats 3]
 
 The agent's streams are paced by its loop's media pacer (:mod:`voicelab.rtp.pacer`);
 ``--tick-ms`` sets the pacer's grid (default 1 ms; 20: one wake-up per frame for all
@@ -325,7 +325,7 @@ async def _drive_callers(target: str, n_calls: int, seconds: float, on_window, *
 
 
 async def _agent_point(n_calls: int, seconds: float, mode: str, jitter_buffer: str, aligned: bool,
-                       tick_ms: float | None = None) -> dict[str, Any]:
+                       tick_ms: float | None = None, read_in_tick: bool = False, serve_gc: bool = True) -> dict[str, Any]:
     from voicelab.agent import Agent
 
     loop = asyncio.get_running_loop()
@@ -335,11 +335,22 @@ async def _agent_point(n_calls: int, seconds: float, mode: str, jitter_buffer: s
         pacer: Any = pacer_for(loop)
         if tick_ms is not None:
             pacer.tick_s = tick_ms / 1000.0
+        if read_in_tick:
+            if not hasattr(pacer, "read_in_tick"):
+                raise ParameterError("this checkout's media pacer cannot read in the tick (--read-in-tick)")
+            pacer.read_in_tick = True
     except ImportError:  # a checkout from before the media pacer (A/B runs of this script)
         pacer = type("NoPacer", (), {"wakeups": 0, "jobs_run": 0, "tick_s": 0.0})()
     load_at_start = os.getloadavg()[0]
     agent = Agent(codecs=["pcmu"], mode=mode, max_calls=n_calls + 8, jitter_buffer=jitter_buffer, seed=1)
     await agent.start()
+    if serve_gc:  # as `agent serve` does: start-up objects frozen, young collections every 50,000 allocations
+        try:
+            from voicelab.agent import tune_gc
+        except ImportError:  # pragma: no cover - an older checkout (A/B runs)
+            pass
+        else:
+            tune_gc()
     marks: dict[str, Any] = {}
     streams: list = []
 
@@ -349,7 +360,7 @@ async def _agent_point(n_calls: int, seconds: float, mode: str, jitter_buffer: s
         ru = resource.getrusage(resource.RUSAGE_SELF)
         marks[name] = (loop.time(), time.process_time(), [len(s.stats.send_lateness_s) for s in streams], ru.ru_nivcsw,
                        _machine_busy_s(), sum(sum(s.stats.outcomes.values()) for s in streams),
-                       pacer.wakeups, pacer.jobs_run)
+                       pacer.wakeups, pacer.jobs_run, ru.ru_nvcsw, getattr(pacer, "reads_in_tick", 0))
 
     def on_window(a: float, b: float) -> None:
         loop.call_at(a, mark, "a")
@@ -365,7 +376,7 @@ async def _agent_point(n_calls: int, seconds: float, mode: str, jitter_buffer: s
         await agent.close()
     if "a" not in marks or "b" not in marks:
         raise VoicelabError("the measuring window never opened (no call reached media)")
-    (ta, ca, la, va, ma, pa, wa, ja), (tb, cb, lb, vb, mb, pb, wb, jb_) = marks["a"], marks["b"]
+    (ta, ca, la, va, ma, pa, wa, ja, sa, ra), (tb, cb, lb, vb, mb, pb, wb, jb_, sb, rb) = marks["a"], marks["b"]
     window = [v for s, i, j in zip(streams, la, lb) for v in s.stats.send_lateness_s[i:j]]
     whole = [v for s in streams for v in s.stats.send_lateness_s]
     cpu_pct = 100.0 * (cb - ca) / (tb - ta)
@@ -387,6 +398,11 @@ async def _agent_point(n_calls: int, seconds: float, mode: str, jitter_buffer: s
         "cpu_pct": cpu_pct,
         "cpu_pct_per_call": cpu_pct / max(len(streams), 1),
         "involuntary_switches": vb - va,
+        # voluntary context switches per second: how often the process went to sleep and was woken
+        "process_wakeups_per_s": (sb - sa) / (tb - ta),
+        "read_in_tick": bool(read_in_tick),
+        "serve_gc": bool(serve_gc),
+        "reads_in_tick_per_s": (rb - ra) / (tb - ta),
         "machine_busy_pct": None if ma is None or mb is None else 100.0 * (mb - ma) / (tb - ta),
         "agent_jb": jb,
         "agent_lost_rate": jb["lost"] / max(jb["played"] + jb["lost"], 1),
@@ -408,7 +424,8 @@ async def _agent_point(n_calls: int, seconds: float, mode: str, jitter_buffer: s
 
 
 def measure_agent(n_calls: int, *, seconds: float = 10.0, mode: str = "echo", aligned: bool = False,
-                  jitter_buffer: str = "fixed:60", tick_ms: float | None = None) -> dict[str, Any]:  # fmt: skip
+                  jitter_buffer: str = "fixed:60", tick_ms: float | None = None,
+                  read_in_tick: bool = False, serve_gc: bool = True) -> dict[str, Any]:  # fmt: skip
     """One point of the ramp: ``n_calls`` concurrent PCMU calls to the lab's agent.
 
     Parameters
@@ -427,6 +444,12 @@ def measure_agent(n_calls: int, *, seconds: float = 10.0, mode: str = "echo", al
     tick_ms : float, optional
         The agent's media pacer grid (:attr:`voicelab.rtp.pacer.MediaPacer.tick_s`, ms);
         default: the pacer's own (1 ms).
+    read_in_tick : bool
+        The agent's streams read their sockets in their playout ticks
+        (:attr:`voicelab.rtp.pacer.MediaPacer.read_in_tick`).
+    serve_gc : bool
+        Tune the garbage collector as ``agent serve`` does (:func:`voicelab.agent.tune_gc`);
+        False keeps CPython's defaults.
 
     Returns
     -------
@@ -449,11 +472,11 @@ def measure_agent(n_calls: int, *, seconds: float = 10.0, mode: str = "echo", al
         pr = cProfile.Profile()
         pr.enable()
         try:
-            return asyncio.run(_agent_point(n_calls, float(seconds), mode, jitter_buffer, bool(aligned), tick_ms))
+            return asyncio.run(_agent_point(n_calls, float(seconds), mode, jitter_buffer, bool(aligned), tick_ms, read_in_tick, serve_gc))
         finally:
             pr.disable()
             pr.dump_stats(f"{prof_path}.N{n_calls}")
-    return asyncio.run(_agent_point(n_calls, float(seconds), mode, jitter_buffer, bool(aligned), tick_ms))
+    return asyncio.run(_agent_point(n_calls, float(seconds), mode, jitter_buffer, bool(aligned), tick_ms, read_in_tick, serve_gc))
 
 
 def _baresip_module_dir() -> Path | None:
@@ -563,7 +586,8 @@ def measure_timer_floor(*, seconds: float = 10.0) -> dict[str, Any]:
 
 def ramp(*, max_calls: int = 64, seconds: float = 10.0, mode: str = "echo", baseline: bool = True,
          baseline_repeats: int = 3, baseline_max_calls: int = 16, keep_going: bool = False, aligned: bool = False,
-         ns: list[int] | None = None, tick_ms: float | None = None, log=print) -> dict[str, Any]:  # fmt: skip
+         ns: list[int] | None = None, tick_ms: float | None = None, read_in_tick: bool = False,
+         serve_gc: bool = True, log=print) -> dict[str, Any]:  # fmt: skip
     """N = 1, 2, 4, ... up to ``max_calls`` (or the list ``ns``); stops after the first N
     with p99 >= 2 ms unless ``keep_going`` (then every N is measured, e.g. to see how CPU
     scales).
@@ -582,7 +606,8 @@ def ramp(*, max_calls: int = 64, seconds: float = 10.0, mode: str = "echo", base
     rows = []
     points = list(ns) if ns else [2 ** k for k in range(64) if 2 ** k <= max_calls]
     for n in points:
-        r = measure_agent(n, seconds=seconds, mode=mode, aligned=aligned, tick_ms=tick_ms)
+        r = measure_agent(n, seconds=seconds, mode=mode, aligned=aligned, tick_ms=tick_ms, read_in_tick=read_in_tick,
+                          serve_gc=serve_gc)
         fl = floor["early_0.5ms_ms"]["p99"]
         r["p99_over_floor_ms"] = None if r["pacing_ms"]["p99"] is None or fl is None else r["pacing_ms"]["p99"] - fl
         if base is not None:
@@ -601,7 +626,8 @@ def ramp(*, max_calls: int = 64, seconds: float = 10.0, mode: str = "echo", base
             + (f", baresip {r['baresip_same_n']['cpu_pct_per_call']:.2f} %" if r.get("baresip_same_n") else "")
             + f"), callers CPU {r['callers'].get('cpu_pct', float('nan')):.1f} %, others "
             f"{r.get('others_cpu_pct') or float('nan'):.0f} %, late {r['agent_jb']['late']} / {r['callers']['jb']['late']}, "
-            f"load {r['loadavg_1m_start']:.1f}, pacer {r['pacer_wakeups_per_s']:.0f} wake-ups/s x {r['pacer_jobs_per_wakeup']:.1f}")
+            f"load {r['loadavg_1m_start']:.1f}, pacer {r['pacer_wakeups_per_s']:.0f} wake-ups/s x {r['pacer_jobs_per_wakeup']:.1f}, "
+            f"process {r['process_wakeups_per_s']:.0f} wake-ups/s")
         if not keep_going and (r["pacing_ms"]["p99"] is None or r["pacing_ms"]["p99"] >= PACING_LIMIT_MS):
             break
     ok: list[int] = []  # the ramp's answer: every N up to it met the limit
@@ -610,6 +636,7 @@ def ramp(*, max_calls: int = 64, seconds: float = 10.0, mode: str = "echo", base
             break
         ok.append(r["calls"])
     return {"facts": facts, "mode": mode, "seconds": seconds, "aligned_starts": aligned, "pacing_limit_ms": PACING_LIMIT_MS,
+            "tick_ms": tick_ms, "read_in_tick": bool(read_in_tick), "serve_gc": bool(serve_gc),
             "max_calls_tested": max_calls, "sustained_calls": max(ok) if ok else 0,
             "limit_reached": len(ok) < len(rows), "timer_floor": floor, "baresip": base, "rows": rows}
 
@@ -618,7 +645,9 @@ def print_table(res: dict[str, Any]) -> None:
     f, base = res["facts"], res["baresip"]
     starts = "all at once" if res["aligned_starts"] else "spread over one 20 ms frame"
     print(f"# Concurrent PCMU calls, agent mode {res['mode']!r}, {res['seconds']:g} s of speech per call, starts {starts}; "
-          f"{f['cores']} cores, {f['cpu_model']}, load {f['loadavg_1m']:.2f} at start")
+          f"{f['cores']} cores, {f['cpu_model']}, load {f['loadavg_1m']:.2f} at start; pacer grid "
+          f"{res.get('tick_ms') or 'default'} ms" + (", sockets read in the tick" if res.get("read_in_tick") else "")
+          + ("" if res.get("serve_gc", True) else ", CPython's default GC"))
     if base is not None:
         print(f"# baseline: baresip {f['baresip'] or ''} answering 1 PCMU call: {base['cpu_pct_per_call']:.2f} % of a core "
               f"per call side (runs: {', '.join(f'{v:.2f}' for v in base['runs_cpu_pct'])})")
@@ -631,8 +660,9 @@ def print_table(res: dict[str, Any]) -> None:
           "armed 0.5 ms early")
     print("| calls | pacing p50 / p99 / max (ms) | p99 - floor (ms) | agent CPU (% core) | us per frame | per call side (%) "
           "| ratio to baresip | baresip, N calls: per call side (%) / ratio | lost at agent / callers | late at agent / callers "
-          "| callers CPU (%) | callers pacing p99 (ms) | others' CPU (%) | load 1 min | pacer wake-ups/s x jobs |")
-    print("|---:|---|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---|")
+          "| callers CPU (%) | callers pacing p99 (ms) | others' CPU (%) | load 1 min | pacer wake-ups/s x jobs "
+          "| process wake-ups/s |")
+    print("|---:|---|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---|---:|")
     for r in res["rows"]:
         p, c = r["pacing_ms"], r["callers"]
         ratio = f"{r['ratio_to_baresip']:.1f}" if r.get("ratio_to_baresip") else "-"
@@ -650,7 +680,8 @@ def print_table(res: dict[str, Any]) -> None:
               f"{100 * r['callers_lost_rate']:.2f} % | {r['agent_jb']['late']} / {c['jb']['late']} | "
               f"{c.get('cpu_pct', float('nan')):.1f} | "
               f"{'-' if cp is None else f'{cp:.2f}'} | {'-' if others is None else f'{others:.0f}'} | "
-              f"{r['loadavg_1m_start']:.1f} | {r['pacer_wakeups_per_s']:.0f} x {r['pacer_jobs_per_wakeup']:.1f} |")
+              f"{r['loadavg_1m_start']:.1f} | {r['pacer_wakeups_per_s']:.0f} x {r['pacer_jobs_per_wakeup']:.1f} | "
+              f"{r.get('process_wakeups_per_s', float('nan')):.0f} |")
     verdict = "limit reached" if res["limit_reached"] else f"no limit reached up to {res['rows'][-1]['calls']}"
     print(f"# largest N with pacing p99 < {res['pacing_limit_ms']:g} ms: {res['sustained_calls']} ({verdict})")
 
@@ -667,6 +698,10 @@ def main() -> None:
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--ns", help="comma-separated N to measure instead of 1, 2, 4, ... (e.g. 1,16,70)")
     ap.add_argument("--tick-ms", type=float, help="the agent's media pacer grid, ms (default: the pacer's, 1 ms)")
+    ap.add_argument("--read-in-tick", action="store_true",
+                    help="the agent's streams read their sockets in their playout ticks (agent serve --read-in-tick)")
+    ap.add_argument("--default-gc", action="store_true",
+                    help="keep CPython's GC thresholds (default: tuned as `agent serve` does, voicelab.agent.tune_gc)")
     ap.add_argument("--baseline-max-calls", type=int, default=16, help="baresip also answers N calls up to this N")
     ap.add_argument("--baseline-repeats", type=int, default=3, help="runs of baresip answering 1 call (median)")
     ap.add_argument("--callers", help=argparse.SUPPRESS)  # internal: run the callers against this URI
@@ -679,7 +714,7 @@ def main() -> None:
     ns = [int(v) for v in args.ns.split(",")] if args.ns else None
     res = ramp(max_calls=max_calls, seconds=seconds, mode=args.mode, baseline=not args.no_baseline,
                baseline_repeats=1 if args.quick else args.baseline_repeats, keep_going=args.keep_going,
-               aligned=args.aligned, ns=ns, tick_ms=args.tick_ms,
+               aligned=args.aligned, ns=ns, tick_ms=args.tick_ms, read_in_tick=args.read_in_tick, serve_gc=not args.default_gc,
                baseline_max_calls=args.baseline_max_calls)  # fmt: skip
     print_table(res)
     if args.json:

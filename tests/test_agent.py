@@ -98,6 +98,25 @@ def test_echo_mode_returns_the_callers_audio_through_its_own_pipeline(natural_en
     assert r["echo_pesq_nb"] >= 4.0, r["echo_pesq_nb"]  # G.711 twice (tandem) on a clean path
 
 
+def test_echo_with_the_capacity_settings_20ms_grid_and_reading_in_the_tick(natural_env):
+    """`agent serve --tick-ms 20 --read-in-tick`: the same echo, later by at most the grid waits."""
+    from voicelab.rtp.pacer import pacer_for
+
+    async def main():
+        pacer = pacer_for(asyncio.get_running_loop())  # the caller shares it (one process, one loop)
+        pacer.tick_s, pacer.read_in_tick = 0.020, True
+        async with Agent(codecs=["pcmu"], mode="echo", jitter_buffer="fixed:60") as agent:
+            r = await dial(agent.uri, codec="pcmu", seconds=3.0, echo=True, jitter_buffer="fixed:60")
+        return r, pacer.reads_in_tick
+
+    r, reads = run_clean(main, timeout=60.0)
+    assert reads >= 2 * 100  # both ends' streams read (most of) their ~150 packets each in their ticks
+    # as above, plus up to 20 ms at each end for its playout clock to start on the grid
+    # (and the wake-up latency of a busy machine, here for two 20 ms clocks)
+    assert 160.0 - 1.0 <= r["echo_delay_ms"] <= 160.0 + 40.0 + 15.0, r["echo_delay_ms"]
+    assert r["echo_pesq_nb"] >= 4.0, r["echo_pesq_nb"]
+
+
 def test_record_mode_writes_what_arrived(tmp_path, natural_env):
     async def main():
         async with Agent(codecs=["pcma"], mode=f"record:{tmp_path}") as agent:

@@ -202,6 +202,7 @@ def test_sip_parse_json_contract(capsys):
     (["agent", "serve", "--max-lag-ms", "0"], "--max-lag-ms"),
     (["agent", "serve", "--max-rate", "-5"], "--max-rate"),
     (["agent", "serve", "--mode", "signalling:soon"], "signalling:SECONDS"),
+    (["agent", "serve", "--tick-ms", "500"], "tick-ms"),
 ])
 def test_call_and_agent_refuse_bad_combinations(capsys, argv, message):
     rc, out, err = run(capsys, *argv)

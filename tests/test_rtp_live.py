@@ -98,3 +98,50 @@ def test_through_the_relay_loss_is_concealed_and_reported():
     assert b.stats.outcomes.get("concealed", 0) > 0
     rs = b.session.receiver_stats
     assert 0.0 < rs.loss_rate < 0.15
+
+
+async def _call_read_in_tick(seconds=2.0):
+    """A paced sender 10 ms off the receiver's 20 ms grid; the receiver reads in its ticks."""
+    from voicelab.rtp.pacer import pacer_for
+
+    loop = asyncio.get_running_loop()
+    pacer = pacer_for(loop)
+    pacer.tick_s, pacer.read_in_tick = 0.020, True
+    iface = _iface(loop)
+    x = np.asarray(audio.example("harvard", sample_rate=16000).samples)[: int(seconds * 16000)]
+    a = await LiveAudioStream(iface, codec="pcmu", seed=1, cname="caller", track=True).open()
+    b = await LiveAudioStream(iface, codec="pcmu", seed=2, cname="agent", track=True).open()
+    a.set_remote(b.local_address)
+    b.set_remote(a.local_address)
+    t0 = pacer.align(loop.time()) + 0.010  # sends fall 10 ms after the receiver's slots
+    a.send(x, 16000, start_at=t0)
+    b.send_live("echo")
+    end = t0 + seconds + 0.4
+    try:
+        await asyncio.wait_for(asyncio.gather(a.played_through(end), b.played_through(end)), timeout=seconds + 10)
+    finally:
+        for s in (a, b):
+            await s.close()
+    return a, b
+
+
+@pytest.mark.slow
+def test_reading_in_the_tick_keeps_true_arrival_times_and_the_delay():
+    a, b = asyncio.run(_call_read_in_tick())
+    # b read (nearly) every packet in its playout ticks, not on arrival
+    assert b.reads_in_tick >= 0.9 * b.session.stats.packets_received > 50
+    assert b._rx_sock is None  # closed with the stream
+    # arrival times are the kernel's: a packet sent 10 ms before b's tick arrived when it
+    # was sent (loopback), not when the tick read it
+    gaps = [b.arrivals[q] - a.send_times[q] for q in a.send_times if q in b.arrivals]
+    assert len(gaps) > 50
+    assert float(np.median(gaps)) < 0.003, float(np.median(gaps))
+    # the echo comes back: mouth-to-ear caller -> agent is the sum of its parts plus the
+    # wait for b's 20 ms grid (the playout start rounded up)
+    m2e, pesq_nb = _measure(a, b)
+    grid_wait = b._play_start - b.jb.start_time()
+    parts = a.tx.frame_ms + 60.0 + 1000.0 * a.stats.send_lateness_s[0] + 1000.0 * grid_wait
+    assert abs(m2e - parts) <= 2.0, (m2e, parts)
+    assert pesq_nb >= 3.9
+    assert b.stats.outcomes.get("played", 0) > 50 and b.jb.stats.late == 0
+    assert a.session.receiver_stats.received > 50  # the echo reached the caller

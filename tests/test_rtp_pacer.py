@@ -293,3 +293,35 @@ def test_second_phases_run_after_every_first_phase_of_the_tick():
     loop.run_until(0.05)
     assert order == ["a1", "b1", "c1", "a2", "b2", "c2", "d1", "d2"]
     assert pacer.wakeups == 2
+
+
+def test_rtcp_reports_ride_the_playout_ticks_on_the_grid():
+    """RTCP reports fall due on the pacer's grid and go in a tick's second phase: no wake-up of their own."""
+    x = 0.3 * np.sin(2 * np.pi * 300 * np.arange(8000 * 12) / 8000)  # 12 s: a few reports each way
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        pacer = pacer_for(loop)
+        pacer.tick_s = FRAME
+        net = _MemNet()
+        cap_a: list = []
+        cap_b: list = []
+        a = await LiveAudioStream(net, codec="pcmu", seed=1, capture=cap_a).open()
+        b = await LiveAudioStream(net, codec="pcmu", seed=2, jitter_buffer="fixed:40", capture=cap_b).open()
+        a.set_remote(b.local_address)
+        b.set_remote(a.local_address)
+        b.send_live("echo")
+        a.send(x, 8000, start_at=pacer.align(loop.time()))
+        await a.played_through(loop.time() + 10.0)
+        sent = [c for s, cap in ((a, cap_a), (b, cap_b)) for c in cap if tuple(c[1]) == tuple(s.local_address)]
+        await a.close()
+        await b.close()
+        return sent, pacer  # what they sent (not what arrived)
+
+    sent, pacer = run_virtual(main())
+    rtcp = [t for t, _src, _dst, data in sent if 200 <= data[1] <= 204]
+    rtp_times = {round(t, 9) for t, _src, _dst, data in sent if not 200 <= data[1] <= 204}
+    assert len(rtcp) >= 4
+    # every report left on the grid, at an instant when media was sent too (the same tick)
+    assert np.allclose(np.remainder(np.asarray(rtcp) / FRAME + 0.5, 1.0), 0.5)
+    assert sum(round(t, 9) in rtp_times for t in rtcp) >= len(rtcp) - 2  # (the final BYEs need not)

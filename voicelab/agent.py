@@ -62,6 +62,7 @@ from . import audio
 from .errors import ParameterError, VoicelabError
 from .net.iface import LoopbackInterface
 from .rtp.live import LiveAudioStream
+from .rtp.pacer import MediaPacer, pacer_for
 from .sip.shed import SHED_TAG_PREFIX, classify, refusal
 from .sip.ua import CallCancelled, CallEnded, CallEstablished, CallFailed, IncomingCall, UserAgent
 
@@ -101,6 +102,35 @@ def parse_mode(mode: str) -> tuple[str, str | None]:
         if not 0 <= hold < 86400:
             raise ParameterError(f"mode 'signalling:SECONDS' needs seconds 0..86400 before the agent hangs up, got {arg!r}")
     return kind, (arg or None)
+
+
+def next_lag_due(prev_due: float, now: float, interval: float, pacer: MediaPacer | None = None) -> float:
+    """Loop time of the agent's next event-loop lag sample, seconds.
+
+    ``interval`` after the previous one (``prev_due``), but at least ``interval / 2``
+    after ``now`` (after a stall the watcher does not sample a backlog of due times), and
+    on the media pacer's tick grid, ``early`` before a grid point, where the pacer arms
+    its own timer: with a 20 ms grid the sample shares the pacer's wake-up instead of
+    waking the process once more every 20 ms.
+
+    Parameters
+    ----------
+    prev_due, now : float
+        Loop times, seconds.
+    interval : float
+        Seconds between samples.
+    pacer : voicelab.rtp.pacer.MediaPacer, optional
+        The loop's media pacer (None or a grid of 0: no alignment).
+    """
+    due = max(prev_due + interval, now + interval / 2.0)
+    if pacer is not None and pacer.tick_s > 0:
+        due = pacer.align(due + pacer.early) - pacer.early
+    return due
+
+
+def _wake(fut: asyncio.Future, loop: asyncio.AbstractEventLoop) -> None:
+    if not fut.done():
+        fut.set_result(loop.time())
 
 
 def udp_backlog_bytes(port: int, inode: int | None = None) -> int | None:
@@ -381,6 +411,8 @@ class Agent:
         self.rx_backlog = 0
         #: Their estimated service time (s): backlog x this process's CPU per message.
         self.queue_delay = 0.0
+        #: backlog samples that skipped reading /proc (no SIP datagram since the last one, loop on time)
+        self.backlog_reads_skipped = 0
         self._admitted: OrderedDict[str, float] = OrderedDict()  # Call-ID -> when admitted (prefilter)
         self._shed_n = 0
         #: ACKs of stateless refusals dropped before parsing.
@@ -569,13 +601,25 @@ class Agent:
         n = 0
         cpu0, msgs0 = time.process_time(), getattr(stats, "messages_received", 0)
         per_msg = 0.0
+        pacer = pacer_for(loop)
+        due = loop.time()
         while True:
-            due = loop.time() + self.lag_interval
-            await asyncio.sleep(self.lag_interval)
-            now = loop.time()
-            self.overload.observe_lag(max(0.0, now - due), now)
+            due = next_lag_due(due, loop.time(), self.lag_interval, pacer)
+            woke: asyncio.Future = loop.create_future()
+            loop.call_at(due, _wake, woke, loop)
+            now = await woke  # the loop time the timer ran at (on the pacer's grid: in its tick's wake-up)
+            lag = max(0.0, now - due)
+            self.overload.observe_lag(lag, now)
             n += 1
             if port is not None and n % 3 == 0:
+                if (stats is not None and getattr(stats, "messages_received", 0) == msgs0
+                        and lag < self.lag_interval):  # fmt: skip
+                    # no SIP datagram in the window and the loop kept time: nothing waits in the
+                    # socket (a responsive loop reads a datagram as it arrives), skip /proc
+                    self.rx_backlog, self.queue_delay = 0, 0.0
+                    self.backlog_reads_skipped += 1
+                    cpu0 = time.process_time()
+                    continue
                 backlog = udp_backlog_bytes(port, inode)
                 if backlog is None:
                     port = None

@@ -509,6 +509,13 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
         return ParameterError(f"cannot listen for {what} on {where}: {why} (another program has it? pick another port)")
 
     async def run() -> None:
+        if args.tick_ms is not None or args.read_in_tick:  # capacity settings of the loop's media pacer
+            from .rtp.pacer import pacer_for
+
+            pacer = pacer_for(asyncio.get_running_loop())
+            if args.tick_ms is not None:
+                pacer.tick_s = args.tick_ms / 1000.0
+            pacer.read_in_tick = bool(args.read_in_tick)
         try:
             await agent.start()
         except OSError as exc:
@@ -968,6 +975,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="overload control: admit fewer new calls while more messages than this wait (default 0: off)")
     ags.add_argument("--no-overload-control", action="store_true",
                      help="take every INVITE up to --max-calls (no 503s; the agent may collapse past its capacity)")
+    ags.add_argument("--tick-ms", type=_float_arg("tick-ms", 0.0, 100.0), default=None, metavar="MS",
+                     help="media pacer grid: every call's 20 ms media clock starts on a multiple of MS (default 1; "
+                          "20 for capacity: one wake-up per frame for all calls, up to 20 ms more playout delay)")
+    ags.add_argument("--read-in-tick", action="store_true",
+                     help="experimental: read each call's RTP socket in its playout tick instead of on every arrival "
+                          "(fewer wake-ups; packet handling waits up to one frame; arrival times stay exact; "
+                          "see docs/benchmarks.md 'Reading in the tick')")
     ags.add_argument("--tls-cert", metavar="PEM", help="certificate chain for --transport tls (default: a generated test CA)")
     ags.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
     ags.add_argument("--ws", metavar="HOST:PORT", help="also answer media streams over a WebSocket (path /media)")

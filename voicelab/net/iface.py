@@ -245,6 +245,15 @@ class _GuardedDatagramTransport(asyncio.DatagramTransport):
     def get_write_buffer_size(self) -> int:  # noqa: D102
         return self._inner.get_write_buffer_size()
 
+    def pause_reading(self) -> None:  # noqa: D102 - the loop stops reading the socket (a media pacer reads it)
+        self._inner.pause_reading()  # type: ignore[attr-defined]
+
+    def resume_reading(self) -> None:  # noqa: D102
+        self._inner.resume_reading()  # type: ignore[attr-defined]
+
+    def is_reading(self) -> bool:  # noqa: D102
+        return self._inner.is_reading()  # type: ignore[attr-defined]
+
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:  # noqa: D102
         self._inner.set_protocol(protocol)
 

@@ -25,6 +25,12 @@ virtual network.
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
+import socket
+import struct
+import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +52,17 @@ __all__ = ["LiveAudioStream", "StreamStats", "SAMPLE_BASED_CODECS"]
 SAMPLE_BASED_CODECS = ("pcmu", "pcma", "g722", "l16")
 #: The longest packet a receiver of a sample-based codec must take (RFC 3551 4.5).
 MAX_PACKET_MS = 200.0
+
+#: Linux's per-datagram receive timestamp (``struct timespec``, CLOCK_REALTIME); the
+#: socket module does not name it. None elsewhere: datagrams read in the tick are then
+#: stamped with the time they are read.
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None)
+_TIMESPEC = struct.Struct("@qq")
+#: datagrams one stream reads per playout slot at most when reading in the tick (a flood
+#: waits in the socket for the next slots rather than holding up the other streams)
+_MAX_READS_PER_SLOT = 32
+#: a kernel timestamp older than this (s) is not believed (the real-time clock was stepped)
+_MAX_STAMP_AGE_S = 5.0
 
 
 
@@ -79,6 +96,16 @@ class StreamStats:
         if not self.send_lateness_s:
             return 0.0
         return float(np.percentile(np.abs(self.send_lateness_s), q) * 1000.0)
+
+
+@functools.lru_cache(maxsize=256)
+def _is_ip_literal(host: Any) -> bool:
+    """True for an IP address literal (a name would be resolved again on every direct send)."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
 
 
 class _Proto(asyncio.DatagramProtocol):
@@ -198,6 +225,12 @@ class LiveAudioStream:
         self.last_received_at: float | None = None
         self._proto: _Proto | None = None
         self._rtcp_proto: _Proto | None = None
+        #: the RTP socket (a duplicate descriptor) while it is read in the pacer's ticks
+        self._rx_sock: socket.socket | None = None
+        self._rx_stamps = False  # the kernel stamps its datagrams (SO_TIMESTAMPNS)
+        self._direct_addr: Any = None  # RTP destination sent to through the socket directly
+        #: datagrams read in the pacer's ticks (``MediaPacer.read_in_tick``)
+        self.reads_in_tick = 0
         self.rtcp_port_error: str | None = None
         self._live: str | None = None  # "echo" / "silence": frames made while sending
         #: (slot time, frame, prepared datagram) played last, sent at the next slot
@@ -428,6 +461,17 @@ class LiveAudioStream:
         self._k_send += 1
 
     def _sendto(self, data: bytes, addr, *, rtcp: bool = False) -> None:
+        if not rtcp and self._rx_sock is not None and addr == self._direct_addr and addr is not None:
+            # reading in the tick: RTP to an address the interface already accepted goes
+            # straight to the socket (no transport, no re-check), unless it would block
+            try:
+                self._rx_sock.sendto(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                self._direct_addr = None  # the transport queues it, and what follows, in order
+            except OSError:
+                self.socket_errors += 1  # as the transport's error_received
+                return
         proto = self._rtcp_proto if rtcp and self._rtcp_proto is not None else self._proto
         if addr is not None and proto is not None and proto.transport is not None:
             try:
@@ -437,13 +481,16 @@ class LiveAudioStream:
                 # latching the stream follows the peer's real source once media arrives
                 self.stats.refused_sends += 1
                 return
+            if (self._rx_sock is not None and not rtcp and self.capture is None
+                    and not proto.transport.get_write_buffer_size()):  # fmt: skip
+                self._direct_addr = addr if _is_ip_literal(addr[0]) else None  # accepted, nothing queued: go direct
             if self.capture is not None:
                 src = tuple(proto.transport.get_extra_info("sockname")[:2])
                 self.capture.append((self._loop.time(), src, tuple(addr[:2]), data))  # type: ignore[union-attr]
 
     # -------------------------------------------------------------- receiving
-    def _on_datagram(self, data: bytes, addr, socket_kind: str | None = None) -> None:
-        now = self._loop.time()  # type: ignore[union-attr]
+    def _on_datagram(self, data: bytes, addr, socket_kind: str | None = None, arrival: float | None = None) -> None:
+        now = self._loop.time() if arrival is None else arrival  # type: ignore[union-attr]
         if self.capture is not None:
             here = self._rtcp_proto.transport.get_extra_info("sockname")[:2] if socket_kind == "rtcp" else self.local_address  # type: ignore[union-attr]
             self.capture.append((now, tuple(addr[:2]), tuple(here), bytes(data)))
@@ -475,6 +522,73 @@ class LiveAudioStream:
                     # on the pacer's tick grid, so that streams share its wake-ups
                     self._play_start = self.pacer.align(self.jb.start_time())  # type: ignore[union-attr]
                     self._arm_play()
+                    if self.pacer.read_in_tick and socket_kind is None:  # type: ignore[union-attr]
+                        self._read_in_tick()
+
+    # ------------------------------------------------- reading in the pacer's ticks
+    def _read_in_tick(self) -> None:
+        """From now on read the RTP socket in each playout slot, not on each arrival.
+
+        The loop stops watching the socket (``pause_reading``); :meth:`_drain` reads it
+        through a duplicate descriptor. Streams whose transport has no real socket (the
+        virtual network) or cannot pause keep being read by the loop.
+        """
+        tr = self._proto.transport if self._proto is not None else None
+        ts = tr.get_extra_info("socket") if tr is not None else None
+        if ts is None or not hasattr(tr, "pause_reading") or self._rx_sock is not None:
+            return
+        try:
+            sock = ts.dup()
+            sock.setblocking(False)
+        except (OSError, AttributeError):
+            return
+        stamps = False
+        if _SO_TIMESTAMPNS is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+                stamps = True
+            except OSError:
+                pass
+        self._rx_sock, self._rx_stamps = sock, stamps
+        tr.pause_reading()  # type: ignore[union-attr]
+
+    def _drain(self) -> None:
+        """Read what waits in the RTP socket, each datagram with its arrival time.
+
+        The arrival time is the kernel's receive timestamp (real-time clock) moved onto
+        the loop clock by its age: ``loop.time() - (now_real - stamp)``, the age bounded
+        to 0..5 s (the real-time clock may be stepped). Without a stamp: the read time.
+        The real-time clock is read only to measure that age.
+        """
+        sock = self._rx_sock
+        if sock is None:
+            return
+        buf = self.pacer.rx_buffer()  # type: ignore[union-attr]
+        anc = socket.CMSG_SPACE(_TIMESPEC.size) if self._rx_stamps else 0
+        loop_now: float | None = None
+        real_now = 0.0
+        for _ in range(_MAX_READS_PER_SLOT):
+            try:
+                n, ancdata, flags, addr = sock.recvmsg_into((buf,), anc)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # e.g. ICMP port unreachable from an earlier send: as the loop's error_received
+                self.socket_errors += 1
+                continue
+            if loop_now is None:
+                loop_now = self._loop.time()  # type: ignore[union-attr]
+                real_now = time.clock_gettime(time.CLOCK_REALTIME) if anc else 0.0
+            arrival = loop_now
+            for level, kind, data in ancdata:
+                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+                    sec, nsec = _TIMESPEC.unpack_from(data)
+                    age = real_now - (sec + nsec * 1e-9)
+                    arrival = loop_now - (age if 0.0 < age < _MAX_STAMP_AGE_S else 0.0)
+            if flags & socket.MSG_TRUNC:  # pragma: no cover - 64 KiB holds any UDP datagram
+                continue
+            self.reads_in_tick += 1
+            self.pacer.reads_in_tick += 1  # type: ignore[union-attr]
+            self._on_datagram(bytes(buf[:n]), addr, None, arrival)
 
     @property
     def foreign_packets(self) -> int:
@@ -570,6 +684,11 @@ class LiveAudioStream:
         return self._play_rest
 
     def _play_rest(self) -> None:
+        if self._rx_sock is not None:  # reading in the tick: after every stream's send, before the pop
+            try:
+                self._drain()
+            except Exception as exc:  # noqa: BLE001 - the playout must go on (and re-arm)
+                self._loop.call_exception_handler({"message": "reading the RTP socket failed", "exception": exc})  # type: ignore[union-attr]
         self._play_slot(self._tick_when, echo_sent=True)
 
     def _play_slot(self, when: float, *, echo_sent: bool = False) -> None:
@@ -702,8 +821,14 @@ class LiveAudioStream:
     def _arm_rtcp(self) -> None:
         nt = self.session.next_timer()  # type: ignore[union-attr]
         if nt is not None:
-            # due at nt itself, not ``early`` before it (the session would have nothing to send)
-            self._rtcp_handle = self.pacer.schedule(nt + self.pacer.early, self._rtcp)  # type: ignore[union-attr]
+            # due at nt itself, not ``early`` before it (the session would have nothing to send),
+            # rounded up to the pacer's grid: the report shares a playout tick's wake-up
+            when = self.pacer.align(nt + self.pacer.early)  # type: ignore[union-attr]
+            self._rtcp_handle = self.pacer.schedule(when, self._rtcp_tick)  # type: ignore[union-attr]
+
+    def _rtcp_tick(self, _when: float) -> Any:
+        """The pacer's RTCP job: the report goes in the tick's second phase, after the media sends."""
+        return self._rtcp
 
     def _rtcp(self, _when: float | None = None) -> None:
         for data in self.session.handle_timer(self._loop.time()):  # type: ignore[union-attr]
@@ -729,6 +854,9 @@ class LiveAudioStream:
         for h in (self._send_handle, self._play_handle, self._rtcp_handle):
             if h is not None:
                 h.cancel()
+        if self._rx_sock is not None:
+            self._rx_sock.close()  # the duplicate descriptor only; the transport closes the socket
+            self._rx_sock, self._direct_addr = None, None
         if self.session is not None and self._proto is not None and self._proto.transport is not None:
             self._sendto(self.session.close(self._loop.time()), self.session.remote_rtcp_addr, rtcp=True)  # type: ignore[union-attr]
             self._proto.transport.close()

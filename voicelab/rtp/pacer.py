@@ -28,6 +28,18 @@ loop at most that often per frame, whatever the number of calls. The cost is at 
 nothing there, and streams keep their exact times, so simulated results do not depend on
 the pacer.
 
+**Reading in the tick** (``read_in_tick``, off by default: an experimental capacity setting). Normally a
+stream's socket is read by the event loop as each datagram arrives: one more loop wake-up
+per received packet, unless the loop happens to be awake. With ``read_in_tick`` a playing
+stream stops the loop from watching its RTP socket and drains it in its own playout job,
+after the tick's sends and just before it pops its jitter buffer: the process then wakes
+only on the pacer's ticks (one per frame with a 20 ms grid, whatever the number of calls).
+Each datagram keeps its true arrival time (the kernel's receive timestamp,
+``SO_TIMESTAMPNS``, moved onto the loop clock), so the jitter buffer, RTCP jitter and RTT
+see what they saw before; what waits (up to one frame) is the *handling* of a packet:
+``on_packet`` and tap callbacks, and RTCP reports on the RTP socket, run at the stream's
+next slot instead of on arrival (:class:`~voicelab.rtp.live.LiveAudioStream`).
+
 What the per-stream timers did in a loop stall is kept: a tick runs the jobs due when it
 started, once each, in order; jobs those callbacks schedule (the next slot) wait for the
 next loop iteration even when they are already due, so received datagrams are read
@@ -87,6 +99,9 @@ class MediaPacer:
         Grid that :meth:`align` rounds stream clocks up to, seconds; 0 switches
         alignment off. Default: :data:`DEFAULT_TICK_S` on a real-time loop, 0 on a
         virtual clock.
+    read_in_tick : bool, optional
+        Playing streams read their RTP socket in their playout job instead of on each
+        datagram's arrival (default False; see the module's docstring).
     early : float, optional
         How far ahead of a deadline the loop timer is armed, seconds (default
         :func:`voicelab.net.vclock.early_s`: 0.5 ms real, 0 virtual). A job runs when
@@ -98,10 +113,16 @@ class MediaPacer:
         Loop timer firings so far.
     jobs_run : int
         Jobs run so far (``jobs_run / wakeups`` is the batching factor).
+    reads_in_tick : int
+        Datagrams the loop's streams read in their ticks (``read_in_tick``) so far.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, tick_s: float | None = None, early: float | None = None) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, tick_s: float | None = None, early: float | None = None,
+                 read_in_tick: bool = False) -> None:  # fmt: skip
         self.loop = loop
+        #: playing streams drain their RTP socket in their playout job (a capacity setting)
+        self.read_in_tick = bool(read_in_tick)
+        self._rx_buffer: memoryview | None = None
         self.early = early_s(loop) if early is None else float(early)
         if tick_s is None:
             tick_s = 0.0 if is_virtual(loop) else DEFAULT_TICK_S
@@ -113,6 +134,7 @@ class MediaPacer:
         self._ticking = False  # inside _tick: it arms the timer once at its end
         self.wakeups = 0
         self.jobs_run = 0
+        self.reads_in_tick = 0
 
     @property
     def tick_s(self) -> float:
@@ -125,6 +147,16 @@ class MediaPacer:
         if not v >= 0 or v == float("inf"):
             raise ParameterError(f"pacer tick_s must be seconds >= 0, got {value!r}")
         self._tick_s = v
+
+    def rx_buffer(self) -> memoryview:
+        """One receive buffer (64 KiB, any UDP datagram fits) shared by the streams of this loop.
+
+        Streams reading in the tick receive into it (``recvmsg_into``) and copy out only
+        the bytes that arrived: no 64 KiB allocation per datagram.
+        """
+        if self._rx_buffer is None:
+            self._rx_buffer = memoryview(bytearray(65536))
+        return self._rx_buffer
 
     def __len__(self) -> int:
         """Jobs in the heap (cancelled ones included until their deadline)."""

@@ -62,7 +62,7 @@ from . import audio
 from .errors import ParameterError, VoicelabError
 from .net.iface import LoopbackInterface
 from .rtp.live import LiveAudioStream
-from .sip.shed import SHED_TAG_PREFIX, classify, refusal
+from .sip.shed import SHED_TAG_PREFIX, respond, status_line, triage
 from .sip.ua import CallCancelled, CallEnded, CallEstablished, CallFailed, IncomingCall, UserAgent
 
 __all__ = ["Agent", "parse_mode", "MODES"]
@@ -186,6 +186,8 @@ def _check_auth_algorithms(algorithms: Any) -> tuple[str, ...]:
         )
     return out
 
+
+_SHED_PREFIX = SHED_TAG_PREFIX.encode()
 
 class Agent:
     """A SIP voice agent that answers calls (see the module docstring for the modes).
@@ -383,6 +385,8 @@ class Agent:
         self.queue_delay = 0.0
         self._admitted: OrderedDict[str, float] = OrderedDict()  # Call-ID -> when admitted (prefilter)
         self._shed_n = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._status_lines: dict[int, bytes] = {}  # status -> status line of stateless refusals
         #: ACKs of stateless refusals dropped before parsing.
         self.shed_acks = 0
         self._waiters: list[tuple[str, int, asyncio.Future]] = []
@@ -404,7 +408,7 @@ class Agent:
         from .audio import load_speech
         from .sip.transport import transport_for
 
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         if self.iface is None:
             self.iface = LoopbackInterface(loop)
         if self.mode == "play" and getattr(self, "_speech_override", None) is not None:
@@ -524,33 +528,41 @@ class Agent:
         return self.sip.events.qsize() + self.rx_backlog
 
     def _prefilter(self, data: Any, addr: Any, tr: Any, inner: Any) -> None:
-        """Admit or refuse new INVITEs on the raw datagram; drop the ACKs of our refusals."""
-        kind = classify(data) if data[:1] in (b"I", b"A") else None
+        """Admit or refuse new INVITEs on the raw datagram; drop the ACKs of our refusals.
+
+        The refusal is built from the datagram's bytes (:func:`voicelab.sip.shed.respond`)
+        and sent at once (no task): refusing must cost a small fraction of a call.
+        """
+        kind = triage(data) if data[:1] in (b"I", b"A") else None
         if kind is None:
             return inner(data, addr, tr)
-        what, call_id = kind
+        what, call_id, fields = kind
         if what == "shed-ack":
             self.shed_acks += 1
             return None
         if call_id in self._admitted:  # a retransmission of an admitted INVITE
             return inner(data, addr, tr)
-        now = asyncio.get_running_loop().time()
-        r = self.overload.admit(now, active_calls=len(self._active), queue_depth=self._queue_depth(),
+        now = self._loop.time()
+        r = self.overload.admit(now, active_calls=len(self._active), queue_depth=self.sip.events.qsize() + self.rx_backlog,
                                 queue_delay=self.queue_delay)
         if r is None:
-            self._admitted[call_id] = now
-            while self._admitted and next(iter(self._admitted.values())) < now - 64 * 0.5:
-                self._admitted.popitem(last=False)
+            admitted = self._admitted
+            admitted[call_id] = now
+            while next(iter(admitted.values())) < now - 64 * 0.5:
+                admitted.popitem(last=False)
             return inner(data, addr, tr)
         self._shed_n += 1
-        reason = "Busy Here" if r.status == 486 else "Service Unavailable"
-        resp = refusal(data, r.status, reason, retry_after=r.retry_after, tag=f"{SHED_TAG_PREFIX}{self._shed_n:x}")
+        line = self._status_lines.get(r.status)
+        if line is None:
+            line = self._status_lines[r.status] = status_line(r.status, "Busy Here" if r.status == 486 else "Service Unavailable")
+        resp = respond(fields, line, retry_after=r.retry_after, tag=b"%s%x" % (_SHED_PREFIX, self._shed_n))
         if resp is None:  # not readable with certainty: the UA's hook decides (and answers)
             return inner(data, addr, tr)
         self.calls_shed += 1
-        task = asyncio.get_running_loop().create_task(tr.send(resp, tuple(addr[:2])))
-        self.sip._sends.add(task)
-        task.add_done_callback(self.sip._sends.discard)
+        if not tr.send_now(resp, addr):  # never for a listening socket; kept for safety
+            task = self._loop.create_task(tr.send(resp, addr))
+            self.sip._sends.add(task)
+            task.add_done_callback(self.sip._sends.discard)
         return None
 
     async def _watch_lag(self) -> None:

@@ -465,6 +465,7 @@ class Agent:
                             session_expires=self.session_expires, min_se=self.min_se,
                             **self._load_options())  # fmt: skip
         self.sip = AsyncUserAgent(self.ua, t)
+        self.sip.timer_slack = 0.01  # transaction deadlines in 10 ms slots: one loop callback per slot
         if self.mode == "signalling":  # nothing to await per call: handle events as they come, no task wake-ups
             self.sip.on_event = self._handle_now
         if self.overload is not None:

@@ -43,6 +43,7 @@ SHED_TAG_PREFIX = "ol"
 # one pass over the header block: (name, value) of each header a refusal copies; every
 # line ends in CRLF (checked before), so a value runs to the next CR
 _FIELD_RE = re.compile(rb"\n(via|v|from|f|to|t|call-id|i|cseq|timestamp)[ \t]*:[ \t]*([^\r\n]*)", re.I)
+_OL_TAG_RE = re.compile(rb"tag[ \t]*=[ \t]*" + SHED_TAG_PREFIX.encode(), re.I)
 _TAG_RE = re.compile(rb";[ \t]*tag[ \t]*=[ \t]*([^;, \t>]+)", re.I)
 # header name as written (any case, compact form) -> slot in the fields list
 _SLOT = {b"via": 0, b"v": 0, b"from": 1, b"f": 1, b"to": 2, b"t": 2, b"call-id": 3, b"i": 3, b"cseq": 4,
@@ -97,6 +98,8 @@ def triage(data: bytes) -> Triage | None:
     if data.startswith(b"INVITE "):
         invite = True
     elif data.startswith(b"ACK "):
+        if _OL_TAG_RE.search(data) is None:  # no tag of ours anywhere: the ACK of a call (one C search)
+            return None
         invite = False
     else:
         return None

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 from ..errors import ParameterError, RemoteProtocolError
 from .abnf import WSP, is_token
@@ -164,15 +164,31 @@ class Message:
             out.extend(h.parsed("via", f.value, parse_via))
         return out
 
+    def _typed(self, slot: str, key: str, name: str, parser: Callable[[str], Any]) -> Any:
+        """A single-valued header's parsed value, remembered in the header set's memo
+        under ``slot`` (dropped with it when a header changes or the message is forgotten)."""
+        h = self.headers
+        v = h.parsed(key, self._single(name, required=True, key=key) or "", parser)
+        memo = h._memo
+        if memo is not None:
+            memo[slot] = v  # type: ignore[index]
+        return v
+
     @property
     def from_(self) -> NameAddr:
         """The From header (``from`` is a Python keyword)."""
-        return self.headers.parsed("from", self._single("From", required=True, key="from") or "", _parse_from)
+        memo = self.headers._memo
+        if memo is not None and "@from" in memo:
+            return memo["@from"]  # type: ignore[index]
+        return self._typed("@from", "from", "From", _parse_from)
 
     @property
     def to(self) -> NameAddr:
         """The To header."""
-        return self.headers.parsed("to", self._single("To", required=True, key="to") or "", _parse_to)
+        memo = self.headers._memo
+        if memo is not None and "@to" in memo:
+            return memo["@to"]  # type: ignore[index]
+        return self._typed("@to", "to", "To", _parse_to)
 
     @property
     def contact(self) -> list[NameAddr] | str:
@@ -201,12 +217,18 @@ class Message:
     @property
     def cseq(self) -> CSeq:
         """The CSeq header."""
-        return self.headers.parsed("cseq", self._single("CSeq", required=True, key="cseq") or "", parse_cseq)
+        memo = self.headers._memo
+        if memo is not None and "@cseq" in memo:
+            return memo["@cseq"]  # type: ignore[index]
+        return self._typed("@cseq", "cseq", "CSeq", parse_cseq)
 
     @property
     def call_id(self) -> str:
         """The Call-ID value."""
-        return self.headers.parsed("call-id", self._single("Call-ID", required=True, key="call-id") or "", parse_call_id)
+        memo = self.headers._memo
+        if memo is not None and "@call-id" in memo:
+            return memo["@call-id"]  # type: ignore[index]
+        return self._typed("@call-id", "call-id", "Call-ID", parse_call_id)
 
     @property
     def max_forwards(self) -> int | None:

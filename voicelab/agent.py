@@ -385,6 +385,7 @@ class Agent:
         self.queue_delay = 0.0
         self._admitted: OrderedDict[str, float] = OrderedDict()  # Call-ID -> when admitted (prefilter)
         self._shed_n = 0
+        self._event_cost = 0.0  # s to handle one queued event, smoothed (see _queue_delay_now)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._status_lines: dict[int, bytes] = {}  # status -> status line of stateless refusals
         #: ACKs of stateless refusals dropped before parsing.
@@ -520,7 +521,7 @@ class Agent:
         if request.call_id in self._admitted:  # the prefilter already admitted it
             return None
         refusal = self.overload.admit(now, active_calls=len(self._active), queue_depth=self._queue_depth(),
-                                      queue_delay=self.queue_delay)
+                                      queue_delay=self._queue_delay_now())
         if refusal is not None:
             self.calls_shed += 1
         return refusal
@@ -545,7 +546,7 @@ class Agent:
             return inner(data, addr, tr)
         now = self._loop.time()
         r = self.overload.admit(now, active_calls=len(self._active), queue_depth=self.sip.events.qsize() + self.rx_backlog,
-                                queue_delay=self.queue_delay)
+                                queue_delay=self._queue_delay_now())
         if r is None:
             admitted = self._admitted
             admitted[call_id] = now
@@ -619,12 +620,24 @@ class Agent:
 
     # ----------------------------------------------------------------- serving
     async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             ev = await self.sip.events.get()
+            t0 = loop.time()
             try:
                 await self._handle(ev)
             except VoicelabError as exc:  # one bad call must not stop the agent
                 self.errors.append(f"{type(ev).__name__}: {exc}")
+            # how long an event takes to handle (s, smoothed): what each waiting one costs
+            self._event_cost += 0.05 * (loop.time() - t0 - self._event_cost)
+
+    def _queue_delay_now(self) -> float:
+        """Queueing delay (s) for overload control: the larger of the SIP socket's (kernel
+        backlog x CPU per message) and the agent's own event queue's (waiting events x
+        the time one takes to handle). Media modes answer from that queue: when new calls
+        come faster than streams can be opened, the socket stays empty and the lag small
+        while the answers fall behind; this is the signal that sees it."""
+        return max(self.queue_delay, self.sip.events.qsize() * self._event_cost)
 
     async def _handle(self, ev: Any) -> None:
         loop = asyncio.get_running_loop()

@@ -20,7 +20,11 @@ CPU (ms per completed call, % of a core) and the machine's 1-minute load average
 end of the step (the machine may be shared: CPU per call is robust to that, capacity is not).
 
 The sustained capacity is the highest rate at which < 1 % of the offered calls failed
-and none was refused. ``--options-rate`` adds a steady OPTIONS run (one probe per SIPp
+and none was refused (a lower bound of the true capacity: try rates close together near
+it). Every higher rate of the same run is reported as an overload factor (rate /
+capacity) with its goodput as a percentage of that capacity. Each row also gives SIPp
+uac's own CPU and the run's length (a uac that cannot offer the rate takes longer than
+duration + hold time). ``--options-rate`` adds a steady OPTIONS run (one probe per SIPp
 "call"): median and p99 answer time (SIPp's response time 1, ``-trace_rtt``) and the
 probes never answered.
 
@@ -41,6 +45,7 @@ import csv
 import glob
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -143,9 +148,12 @@ def run_uac(port: int, scenario: str, rate: float, calls: int, *, hold_ms: int, 
            "-timeout", f"{calls / rate + 60:.0f}s", "-trace_counts", "-trace_stat", "-fd", "3600",
            "-t", sockets, *(("-max_socket", "10000") if sockets == "un" else ()), *extra]
     t0 = time.monotonic()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the target is reaped later: only this SIPp counts
     proc = subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
                           timeout=calls / rate + 120)
     elapsed = time.monotonic() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    uac_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     counts = _last_row(glob.glob(str(workdir / "*_counts.csv")))
     stats = _last_row([f for f in glob.glob(str(workdir / "*.csv")) if not f.endswith(("_counts.csv", "_rtt.csv"))])
     rtts = []
@@ -156,7 +164,7 @@ def run_uac(port: int, scenario: str, rate: float, calls: int, *, hold_ms: int, 
                     rtts.append(float(row[1]))
                 except (ValueError, IndexError):
                     pass
-    return {"rc": proc.returncode, "elapsed_s": elapsed, "counts": counts, "stats": stats, "rtts_ms": rtts,
+    return {"rc": proc.returncode, "elapsed_s": elapsed, "uac_cpu_s": uac_cpu, "counts": counts, "stats": stats, "rtts_ms": rtts,
             "screen": proc.stdout[-3000:]}
 
 
@@ -192,6 +200,9 @@ def summarise_calls(run: dict, rate: float, duration: float, cpu_s: float) -> di
         "goodput_cps": completed / duration, "cpu_s": cpu_s,
         "cpu_ms_per_call": 1000.0 * cpu_s / completed if completed else None,
         "cpu_pct_core": 100.0 * cpu_s / run["elapsed_s"], "sipp_rc": run["rc"],
+        # SIPp uac's own CPU, and the run's length: a uac that cannot offer the rate takes longer than
+        # duration + hold time (then the rate offered was lower than asked)
+        "uac_cpu_pct_core": 100.0 * run.get("uac_cpu_s", 0.0) / run["elapsed_s"], "elapsed_s": round(run["elapsed_s"], 1),
     }
 
 
@@ -273,8 +284,18 @@ def main() -> None:
         clean = [r["rate"] for r in agent_rows if r["offered"] and r["failed"] <= 0.01 * r["offered"]
                  and not r["refused_503"] and not r["refused_486"] and r["bye_lost"] <= 0]
         key = "agent_capacity_cps" if workers == 1 else f"agent_capacity_cps_{workers}_workers"
-        results[key] = max(clean) if clean else None
+        results[key] = cap = max(clean) if clean else None
         print(json.dumps({key: results[key]}), flush=True)
+        # overload: goodput against the clean capacity measured in this same run (the highest
+        # clean rate tried: a lower bound of the true capacity, so try rates close together)
+        for r in agent_rows:
+            if cap and r["rate"] > cap:
+                r["overload_factor"] = round(r["rate"] / cap, 2)
+                r["goodput_pct_of_capacity"] = round(100.0 * r["goodput_cps"] / cap, 1)
+                print(json.dumps({"workers": workers, "rate": r["rate"], "overload_factor": r["overload_factor"],
+                                  "goodput_cps": r["goodput_cps"], "goodput_pct_of_capacity": r["goodput_pct_of_capacity"],
+                                  "refused_503": r["refused_503"], "refused_486": r["refused_486"], "failed": r["failed"],
+                                  "bye_lost": r["bye_lost"]}), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -123,8 +123,8 @@ def test_sustained_lag_and_queue_refuse():
 @pytest.mark.parametrize("sustain", [0.0, 0.5])
 def test_periodic_stalls_under_capacity_refuse_nothing_only_with_sustain(sustain):
     """Fake clock: a server with capacity 400 calls/s offered 280/s, descheduled 300 ms every
-    3 s (lag samples and its queue show it). Reacting to every stall refuses a large share;
-    with ``sustain`` (at most 1 %)."""
+    3 s (lag samples and its queue show it). Reacting to every stall refuses a large share
+    (over 5 %); with ``sustain`` at most 1 %."""
     capacity, offered = 400.0, 280.0
     oc = OverloadControl(max_lag=0.25, max_queue_delay=0.1, sustain=sustain)
     q, dt, carry, refused, admitted = 0.0, 1e-3, 0.0, 0, 0
@@ -149,8 +149,8 @@ def test_periodic_stalls_under_capacity_refuse_nothing_only_with_sustain(sustain
             q = max(0.0, q - capacity * dt)
     if sustain:
         assert refused <= 0.01 * (refused + admitted)
-    else:
-        assert refused > 0.1 * (refused + admitted)
+    else:  # (more than 10 % before the adaptive rate held its cuts 0.3 s apart)
+        assert refused > 0.05 * (refused + admitted)
 
 
 @pytest.mark.parametrize("capacity", [50.0, 400.0])

@@ -271,3 +271,46 @@ def test_finished_calls_leave_no_timer_index_entry():
     assert ua._call_timers == {}  # noqa: SLF001 - the index this test guards
     second = blocks_after(2000, 2000)
     assert second - first < 2000  # was ~9 blocks kept per call: 18,000
+
+
+def test_timer_slack_puts_deadlines_in_slots_and_never_fires_early():
+    """AsyncUserAgent.timer_slack: deadlines in one slot share one loop timer, none runs early."""
+    import asyncio
+
+    from voicelab.sip.aio import AsyncUserAgent
+
+    class FakeUA:
+        local_addr = ("127.0.0.1", 5060)
+        deadline = None
+
+        def datagrams_to_send(self, now=None):
+            return []
+
+        def next_event(self):
+            return None
+
+        def next_timer(self):
+            return self.deadline
+
+    class FakeTransport:
+        on_message = None
+
+    async def run():
+        ua = FakeUA()
+        sip = AsyncUserAgent(ua, FakeTransport())
+        whens = []
+        for slack, deadlines in ((0.0, [100.0013, 100.0047]), (0.01, [100.0013, 100.0047, 100.0099, 100.0101, 0.07])):
+            sip.timer_slack = slack
+            for d in deadlines:
+                ua.deadline = d
+                sip.flush()
+                whens.append((slack, d, sip._timer.when()))
+        sip._timer.cancel()
+        return whens
+
+    whens = asyncio.run(run())
+    for slack, deadline, when in whens:
+        assert deadline <= when < deadline + max(slack, 1e-9) + 1e-9
+    slotted = [w for s, d, w in whens if s and d > 100]
+    assert slotted[0] == slotted[1] == slotted[2] and slotted[3] > slotted[2]  # three deadlines, one slot
+    assert [w for s, d, w in whens if not s] == [100.0013, 100.0047]  # no slack: each on time

@@ -63,7 +63,7 @@ from .errors import ParameterError, VoicelabError
 from .net.iface import LoopbackInterface
 from .rtp.live import LiveAudioStream
 from .rtp.pacer import MediaPacer, pacer_for
-from .sip.shed import SHED_TAG_PREFIX, classify, refusal
+from .sip.shed import SHED_TAG_PREFIX, respond, status_line, triage
 from .sip.ua import CallCancelled, CallEnded, CallEstablished, CallFailed, IncomingCall, UserAgent
 
 __all__ = ["Agent", "parse_mode", "MODES"]
@@ -216,6 +216,8 @@ def _check_auth_algorithms(algorithms: Any) -> tuple[str, ...]:
         )
     return out
 
+
+_SHED_PREFIX = SHED_TAG_PREFIX.encode()
 
 class Agent:
     """A SIP voice agent that answers calls (see the module docstring for the modes).
@@ -415,6 +417,9 @@ class Agent:
         self.backlog_reads_skipped = 0
         self._admitted: OrderedDict[str, float] = OrderedDict()  # Call-ID -> when admitted (prefilter)
         self._shed_n = 0
+        self._event_cost = 0.0  # s to handle one queued event, smoothed (see _queue_delay_now)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._status_lines: dict[int, bytes] = {}  # status -> status line of stateless refusals
         #: ACKs of stateless refusals dropped before parsing.
         self.shed_acks = 0
         self._waiters: list[tuple[str, int, asyncio.Future]] = []
@@ -436,7 +441,7 @@ class Agent:
         from .audio import load_speech
         from .sip.transport import transport_for
 
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         if self.iface is None:
             self.iface = LoopbackInterface(loop)
         if self.mode == "play" and getattr(self, "_speech_override", None) is not None:
@@ -493,6 +498,7 @@ class Agent:
                             session_expires=self.session_expires, min_se=self.min_se,
                             **self._load_options())  # fmt: skip
         self.sip = AsyncUserAgent(self.ua, t)
+        self.sip.timer_slack = 0.01  # transaction deadlines in 10 ms slots: one loop callback per slot
         if self.mode == "signalling":  # nothing to await per call: handle events as they come, no task wake-ups
             self.sip.on_event = self._handle_now
         if self.overload is not None:
@@ -547,7 +553,7 @@ class Agent:
         if request.call_id in self._admitted:  # the prefilter already admitted it
             return None
         refusal = self.overload.admit(now, active_calls=len(self._active), queue_depth=self._queue_depth(),
-                                      queue_delay=self.queue_delay)
+                                      queue_delay=self._queue_delay_now())
         if refusal is not None:
             self.calls_shed += 1
         return refusal
@@ -556,33 +562,41 @@ class Agent:
         return self.sip.events.qsize() + self.rx_backlog
 
     def _prefilter(self, data: Any, addr: Any, tr: Any, inner: Any) -> None:
-        """Admit or refuse new INVITEs on the raw datagram; drop the ACKs of our refusals."""
-        kind = classify(data) if data[:1] in (b"I", b"A") else None
+        """Admit or refuse new INVITEs on the raw datagram; drop the ACKs of our refusals.
+
+        The refusal is built from the datagram's bytes (:func:`voicelab.sip.shed.respond`)
+        and sent at once (no task): refusing must cost a small fraction of a call.
+        """
+        kind = triage(data) if data[:1] in (b"I", b"A") else None
         if kind is None:
             return inner(data, addr, tr)
-        what, call_id = kind
+        what, call_id, fields = kind
         if what == "shed-ack":
             self.shed_acks += 1
             return None
         if call_id in self._admitted:  # a retransmission of an admitted INVITE
             return inner(data, addr, tr)
-        now = asyncio.get_running_loop().time()
-        r = self.overload.admit(now, active_calls=len(self._active), queue_depth=self._queue_depth(),
-                                queue_delay=self.queue_delay)
+        now = self._loop.time()
+        r = self.overload.admit(now, active_calls=len(self._active), queue_depth=self.sip.events.qsize() + self.rx_backlog,
+                                queue_delay=self._queue_delay_now())
         if r is None:
-            self._admitted[call_id] = now
-            while self._admitted and next(iter(self._admitted.values())) < now - 64 * 0.5:
-                self._admitted.popitem(last=False)
+            admitted = self._admitted
+            admitted[call_id] = now
+            while next(iter(admitted.values())) < now - 64 * 0.5:
+                admitted.popitem(last=False)
             return inner(data, addr, tr)
         self._shed_n += 1
-        reason = "Busy Here" if r.status == 486 else "Service Unavailable"
-        resp = refusal(data, r.status, reason, retry_after=r.retry_after, tag=f"{SHED_TAG_PREFIX}{self._shed_n:x}")
+        line = self._status_lines.get(r.status)
+        if line is None:
+            line = self._status_lines[r.status] = status_line(r.status, "Busy Here" if r.status == 486 else "Service Unavailable")
+        resp = respond(fields, line, retry_after=r.retry_after, tag=b"%s%x" % (_SHED_PREFIX, self._shed_n))
         if resp is None:  # not readable with certainty: the UA's hook decides (and answers)
             return inner(data, addr, tr)
         self.calls_shed += 1
-        task = asyncio.get_running_loop().create_task(tr.send(resp, tuple(addr[:2])))
-        self.sip._sends.add(task)
-        task.add_done_callback(self.sip._sends.discard)
+        if not tr.send_now(resp, addr):  # never for a listening socket; kept for safety
+            task = self._loop.create_task(tr.send(resp, addr))
+            self.sip._sends.add(task)
+            task.add_done_callback(self.sip._sends.discard)
         return None
 
     async def _watch_lag(self) -> None:
@@ -650,12 +664,24 @@ class Agent:
 
     # ----------------------------------------------------------------- serving
     async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             ev = await self.sip.events.get()
+            t0 = loop.time()
             try:
                 await self._handle(ev)
             except VoicelabError as exc:  # one bad call must not stop the agent
                 self.errors.append(f"{type(ev).__name__}: {exc}")
+            # how long an event takes to handle (s, smoothed): what each waiting one costs
+            self._event_cost += 0.05 * (loop.time() - t0 - self._event_cost)
+
+    def _queue_delay_now(self) -> float:
+        """Queueing delay (s) for overload control: the larger of the SIP socket's (kernel
+        backlog x CPU per message) and the agent's own event queue's (waiting events x
+        the time one takes to handle). Media modes answer from that queue: when new calls
+        come faster than streams can be opened, the socket stays empty and the lag small
+        while the answers fall behind; this is the signal that sees it."""
+        return max(self.queue_delay, self.sip.events.qsize() * self._event_cost)
 
     async def _handle(self, ev: Any) -> None:
         loop = asyncio.get_running_loop()

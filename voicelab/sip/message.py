@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 from ..errors import ParameterError, RemoteProtocolError
 from .abnf import WSP, is_token
@@ -142,8 +142,10 @@ class Message:
     version: str
 
     # -- helpers ---------------------------------------------------------------------
-    def _single(self, name: str, *, required: bool = False) -> str | None:
-        fields = self.headers._lookup(header_key(name))
+    def _single(self, name: str, *, required: bool = False, key: str | None = None) -> str | None:
+        fields = self.headers._lookup(key or header_key(name))
+        if len(fields) == 1:  # the common case first
+            return fields[0].value
         if not fields:
             if required:
                 raise RemoteProtocolError(f"missing {name} header", status_code=400)
@@ -162,15 +164,31 @@ class Message:
             out.extend(h.parsed("via", f.value, parse_via))
         return out
 
+    def _typed(self, slot: str, key: str, name: str, parser: Callable[[str], Any]) -> Any:
+        """A single-valued header's parsed value, remembered in the header set's memo
+        under ``slot`` (dropped with it when a header changes or the message is forgotten)."""
+        h = self.headers
+        v = h.parsed(key, self._single(name, required=True, key=key) or "", parser)
+        memo = h._memo
+        if memo is not None:
+            memo[slot] = v  # type: ignore[index]
+        return v
+
     @property
     def from_(self) -> NameAddr:
         """The From header (``from`` is a Python keyword)."""
-        return self.headers.parsed("from", self._single("From", required=True) or "", _parse_from)
+        memo = self.headers._memo
+        if memo is not None and "@from" in memo:
+            return memo["@from"]  # type: ignore[index]
+        return self._typed("@from", "from", "From", _parse_from)
 
     @property
     def to(self) -> NameAddr:
         """The To header."""
-        return self.headers.parsed("to", self._single("To", required=True) or "", _parse_to)
+        memo = self.headers._memo
+        if memo is not None and "@to" in memo:
+            return memo["@to"]  # type: ignore[index]
+        return self._typed("@to", "to", "To", _parse_to)
 
     @property
     def contact(self) -> list[NameAddr] | str:
@@ -199,35 +217,41 @@ class Message:
     @property
     def cseq(self) -> CSeq:
         """The CSeq header."""
-        return self.headers.parsed("cseq", self._single("CSeq", required=True) or "", parse_cseq)
+        memo = self.headers._memo
+        if memo is not None and "@cseq" in memo:
+            return memo["@cseq"]  # type: ignore[index]
+        return self._typed("@cseq", "cseq", "CSeq", parse_cseq)
 
     @property
     def call_id(self) -> str:
         """The Call-ID value."""
-        return self.headers.parsed("call-id", self._single("Call-ID", required=True) or "", parse_call_id)
+        memo = self.headers._memo
+        if memo is not None and "@call-id" in memo:
+            return memo["@call-id"]  # type: ignore[index]
+        return self._typed("@call-id", "call-id", "Call-ID", parse_call_id)
 
     @property
     def max_forwards(self) -> int | None:
         """Max-Forwards (0..255), None when absent."""
-        v = self._single("Max-Forwards")
+        v = self._single("Max-Forwards", key="max-forwards")
         return None if v is None else self.headers.parsed("max-forwards", v, parse_max_forwards)
 
     @property
     def content_length(self) -> int | None:
         """Content-Length in bytes, None when absent."""
-        v = self._single("Content-Length")
+        v = self._single("Content-Length", key="content-length")
         return None if v is None else self.headers.parsed("content-length", v, parse_content_length)
 
     @property
     def content_type(self) -> ContentType | None:
         """Content-Type, None when absent."""
-        v = self._single("Content-Type")
+        v = self._single("Content-Type", key="content-type")
         return None if v is None else self.headers.parsed("content-type", v, parse_content_type)
 
     @property
     def expires(self) -> int | None:
         """Expires in seconds, None when absent."""
-        v = self._single("Expires")
+        v = self._single("Expires", key="expires")
         return None if v is None else parse_expires(v)
 
     def auth(self, name: str) -> list[Auth]:
@@ -593,6 +617,8 @@ REQUIRED_REQUEST_HEADERS = ("To", "From", "CSeq", "Call-ID", "Via")
 REQUIRED_RESPONSE_HEADERS = ("To", "From", "CSeq", "Call-ID", "Via")
 #: Headers that take exactly one value (RFC 3261 7.3.1 and table 2).
 SINGLE_VALUED = ("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Length", "Content-Type", "Expires")
+assert REQUIRED_REQUEST_HEADERS == REQUIRED_RESPONSE_HEADERS
+_REQUIRED_KEYS = frozenset(name.lower() for name in REQUIRED_REQUEST_HEADERS)
 
 
 def check_version(msg: Request | Response) -> None:
@@ -625,17 +651,19 @@ def check_semantics(msg: Request | Response) -> None:
     - the Request-URI carries URI headers (RFC 3261 19.1.1 table 1; RFC 4475 3.1.2.11);
     - ``Contact: *`` outside REGISTER or next to other contacts (RFC 3261 10.2.2).
     """
+    h = msg.headers
+    h._lookup("")  # builds the index (header key -> fields), shared with the typed accessors
+    index = h._index
+    assert index is not None
     required = REQUIRED_REQUEST_HEADERS if isinstance(msg, Request) else REQUIRED_RESPONSE_HEADERS
-    counts: dict[str, int] = {}
-    for f in msg.headers:
-        counts[f.key] = counts.get(f.key, 0) + 1
-    missing = [h for h in required if h.lower() not in counts]
-    if missing:
+    if not _REQUIRED_KEYS <= index.keys():
+        missing = [name for name in required if name.lower() not in index]
         raise RemoteProtocolError(f"missing required header(s): {', '.join(missing)}", status_code=400)
-    for name in SINGLE_VALUED:
-        n = counts.get(name.lower(), 0)
-        if n > 1:
-            raise RemoteProtocolError(f"{name} header appears {n} times; it takes one value", status_code=400)
+    if len(index) != len(h):  # some header appears more than once
+        for name in SINGLE_VALUED:
+            n = len(index.get(name.lower(), ()))
+            if n > 1:
+                raise RemoteProtocolError(f"{name} header appears {n} times; it takes one value", status_code=400)
     cseq = msg.cseq
     if isinstance(msg, Request):
         if cseq.method != msg.method:

@@ -32,7 +32,10 @@ Rules, in order:
    queueing delay ``max_queue_delay``, the limit becomes ``decrease`` times the rate
    admitted in that interval or, if higher, over about the last second (an interval
    spent descheduled admits nearly nothing and must not pull the limit to the floor); every interval
-   without overload it grows by ``increase`` (a fraction, at least 1 call/s). Binary
+   without overload it grows by ``increase`` (a fraction, at least 1 call/s), by a tenth
+   of that just above the rate of the last decrease (1-1.1x). Decreases are at least
+   ``3 * interval`` apart, and a long queue counts only while it grows (one that drains
+   is already served faster than it fills: cutting again undershoots capacity). Binary
    refusal while the queue is long would refuse nearly everything: the refused traffic
    itself keeps the queue long, and goodput falls far below capacity.
 
@@ -195,6 +198,8 @@ class OverloadControl:
         self._queue_rising = False
         self._late_at: float | None = None  # the last lag sample over max_lag
         self._long_rate: float | None = None  # admitted calls/s, smoothed over ~1 s (AIMD decrease base)
+        self._cut_at: float | None = None  # when the adaptive rate was last decreased
+        self._ceiling: float | None = None  # the admitted rate it was decreased from
 
     # -- measurements ----------------------------------------------------------------
     @property
@@ -276,7 +281,10 @@ class OverloadControl:
             self._queue_last = load
         stalled = self._late_at is not None and now - self._late_at < self.sustain  # a late sample just now
         if self.adaptive:
-            self._control(now, lagging or queue_sustained or (queued and self._queue_rising and not stalled))
+            # a long queue that is draining already gets less than it can serve: hold the
+            # rate there (cutting again would overshoot below capacity), cut while it grows
+            # or stays long
+            self._control(now, lagging or (queue_sustained and self._queue_rising) or (queued and self._queue_rising and not stalled))
         if self.max_lag is not None and lag_sustained and (self._lag > 4 * self.max_lag or (lagging and not self.adaptive)):
             factor = self._lag / self.max_lag
             return Refusal(503, min(self.max_retry_after, math.ceil(self.retry_after * factor)), "lag")
@@ -303,7 +311,13 @@ class OverloadControl:
         return None
 
     def _control(self, now: float, overloaded: bool) -> None:
-        """AIMD on the admitted rate, once per ``interval``."""
+        """AIMD on the admitted rate, once per ``interval``.
+
+        A decrease at most once per ``3 * interval`` (the queue and lag measurements
+        need that long to show its effect; cutting on every interval while the queue
+        drains went far below capacity), none while a long queue is draining; just above the rate of the last decrease (1-1.1x) the increase is a
+        tenth of ``increase`` (back quickly to where overload began, past it slowly).
+        """
         if self._window_start is None:
             self._window_start = now
         self._window_overloaded |= overloaded
@@ -316,11 +330,17 @@ class OverloadControl:
         w = 0.5 ** (elapsed / 1.0)
         self._long_rate = admitted_rate if self._long_rate is None else w * self._long_rate + (1 - w) * admitted_rate
         if self._window_overloaded:
-            measured = max(admitted_rate, self._long_rate)
-            base = measured if self.adaptive_rate is None else min(self.adaptive_rate, measured)
-            self.adaptive_rate = max(self.min_rate, self.decrease * base)
+            if self._cut_at is None or now - self._cut_at >= 3 * self.interval:
+                measured = max(admitted_rate, self._long_rate)
+                base = measured if self.adaptive_rate is None else min(self.adaptive_rate, measured)
+                self._ceiling = base
+                self.adaptive_rate = max(self.min_rate, self.decrease * base)
+                self._cut_at = now
         elif self.adaptive_rate is not None:
-            self.adaptive_rate += max(1.0, self.increase * self.adaptive_rate)
+            step = self.increase
+            if self._ceiling is not None and self._ceiling <= self.adaptive_rate <= 1.1 * self._ceiling:
+                step = self.increase / 10
+            self.adaptive_rate += max(1.0, step * self.adaptive_rate)
         self._window_start, self._window_admitted, self._window_overloaded = now, 0, False
 
     def _tick(self, now: float) -> float:

@@ -3,15 +3,19 @@
 Refusing an INVITE through the full stack (parse, transaction, response, then the ACK
 parsed and matched) costs most of what accepting it costs, so past capacity an agent
 that refuses "properly" still collapses. A server in overload answers from the raw
-datagram instead: :func:`classify` finds out-of-dialog INVITEs and the ACKs of our own
-stateless refusals with a few byte searches, :func:`refusal` builds the response
-(``503`` + ``Retry-After``, RFC 3261 21.5.4) by copying the Via, From, To, Call-ID and
-CSeq lines, with a To tag that starts with :data:`SHED_TAG_PREFIX` (never a hex tag of
-:class:`voicelab.sip.ua.UserAgent`) so that the ACK is recognised and dropped
-(RFC 3261 17.2.3 lets a stateless server answer a retransmission the same way again).
+datagram instead: :func:`triage` finds out-of-dialog INVITEs and the ACKs of our own
+stateless refusals with one regular-expression pass over the header block (C code: no
+message object, no per-header parse), and :func:`respond` builds the response
+(``503`` + ``Retry-After``, RFC 3261 21.5.4) by copying the Via lines (all, in order),
+From, To, Call-ID, CSeq and Timestamp values (RFC 3261 8.2.6), with a To tag that starts
+with :data:`SHED_TAG_PREFIX` (never a hex tag of :class:`voicelab.sip.ua.UserAgent`) so
+that the ACK is recognised and dropped (RFC 3261 17.2.3 lets a stateless server answer
+a retransmission the same way again). :func:`classify` and :func:`refusal` are the
+same two steps for callers that need only one of them.
 
-Anything these functions cannot read with certainty returns None: the datagram then
-goes to the full parser, which answers malformed input properly.
+Anything these functions cannot read with certainty (no CRLF CRLF, a lone CR or LF,
+folded lines, zero or two To or Call-ID headers, a non-ASCII Call-ID) returns None: the
+datagram then goes to the full parser, which answers malformed input properly.
 
 Examples
 --------
@@ -31,27 +35,41 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["SHED_TAG_PREFIX", "classify", "refusal"]
+__all__ = ["SHED_TAG_PREFIX", "classify", "refusal", "respond", "status_line", "triage"]
 
 #: To-tag prefix of stateless refusals ("o" and "l" are not hex digits: no UA tag has it).
 SHED_TAG_PREFIX = "ol"
 
-_HEADER_RE = re.compile(rb"^(via|v|from|f|to|t|call-id|i|cseq)[ \t]*:[ \t]*([^\r\n]*)\r?$", re.I | re.M)
+# one pass over the header block: (name, value) of each header a refusal copies; every
+# line ends in CRLF (checked before), so a value runs to the next CR
+_FIELD_RE = re.compile(rb"\n(via|v|from|f|to|t|call-id|i|cseq|timestamp)[ \t]*:[ \t]*([^\r\n]*)", re.I)
+_OL_TAG_RE = re.compile(rb"tag[ \t]*=[ \t]*" + SHED_TAG_PREFIX.encode(), re.I)
 _TAG_RE = re.compile(rb";[ \t]*tag[ \t]*=[ \t]*([^;, \t>]+)", re.I)
-_CANON = {b"v": b"via", b"f": b"from", b"t": b"to", b"i": b"call-id"}
+# header name as written (any case, compact form) -> slot in the fields list
+_SLOT = {b"via": 0, b"v": 0, b"from": 1, b"f": 1, b"to": 2, b"t": 2, b"call-id": 3, b"i": 3, b"cseq": 4,
+         b"timestamp": 5}
+_NAMES = (b"Via: ", b"From: ", b"To: ", b"Call-ID: ", b"CSeq: ", b"Timestamp: ")
+_PREFIX = SHED_TAG_PREFIX.encode()
+
+#: What :func:`triage` returns: (kind, Call-ID, fields); fields holds, per slot (Via,
+#: From, To, Call-ID, CSeq, Timestamp), the list of values in the order they came.
+Triage = tuple  # (str, str, list[list[bytes]])
 
 
-def _headers(data: bytes) -> dict[bytes, list[bytes]] | None:
+def _fields(data: bytes) -> list[list[bytes]] | None:
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
-    head = data[:end]
-    if b"\r\n " in head or b"\r\n\t" in head:  # folded lines: leave it to the parser
+    head = data[: end + 2]  # the last header line keeps its CRLF
+    n = head.count(b"\n")
+    if head.count(b"\r") != n or head.count(b"\r\n") != n:  # a lone CR or LF: the parser decides
         return None
-    out: dict[bytes, list[bytes]] = {}
-    for m in _HEADER_RE.finditer(head):
-        name = m.group(1).lower()
-        out.setdefault(_CANON.get(name, name), []).append(m.group(2).rstrip(b" \t"))
+    if b"\n " in head or b"\n\t" in head:  # folded lines: leave it to the parser
+        return None
+    out: list[list[bytes]] = [[], [], [], [], [], []]
+    slot = _SLOT
+    for name, value in _FIELD_RE.findall(head):
+        out[slot[name.lower()]].append(value.rstrip(b" \t"))
     return out
 
 
@@ -62,8 +80,88 @@ def _to_tag(to_value: bytes) -> bytes | None:
     return m.group(1) if m else None
 
 
+def triage(data: bytes) -> Triage | None:
+    """What a datagram is, as far as shedding cares, and what a refusal needs of it.
+
+    Parameters
+    ----------
+    data : bytes
+        One datagram as received.
+
+    Returns
+    -------
+    (kind, call_id, fields) or None
+        ``kind`` ``"invite"``: an INVITE without To tag (a new call); ``"shed-ack"``: an
+        ACK whose To tag is one of our stateless refusals. ``fields`` is for
+        :func:`respond`. None: anything else, or not readable with certainty.
+    """
+    if data.startswith(b"INVITE "):
+        invite = True
+    elif data.startswith(b"ACK "):
+        if _OL_TAG_RE.search(data) is None:  # no tag of ours anywhere: the ACK of a call (one C search)
+            return None
+        invite = False
+    else:
+        return None
+    f = _fields(data)
+    if f is None:
+        return None
+    to, call_id = f[2], f[3]
+    if len(to) != 1 or len(call_id) != 1 or not f[0]:
+        return None
+    try:
+        cid = call_id[0].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    tag = _to_tag(to[0])
+    if invite:
+        return ("invite", cid, f) if tag is None else None
+    return ("shed-ack", cid, f) if tag is not None and tag.startswith(_PREFIX) else None
+
+
+def status_line(status: int, reason: str) -> bytes:
+    """``SIP/2.0 <status> <reason>\\r\\n`` (status 300-699), for :func:`respond`."""
+    return b"SIP/2.0 %d %s\r\n" % (int(status), reason.encode("utf-8"))
+
+
+def respond(fields: list[list[bytes]], line: bytes, *, retry_after: int | None, tag: bytes) -> bytes | None:
+    """A stateless response from :func:`triage`'s ``fields``: bytes operations only.
+
+    Parameters
+    ----------
+    fields : list of list of bytes
+        From :func:`triage` (or the internal scan of :func:`refusal`).
+    line : bytes
+        The status line with its CRLF (:func:`status_line`).
+    retry_after : int or None
+        Seconds for ``Retry-After``; None: no header.
+    tag : bytes
+        To tag to add (should start with :data:`SHED_TAG_PREFIX`).
+
+    Returns
+    -------
+    bytes or None
+        None when the request lacks what a response needs (a Via, From, one To,
+        Call-ID, CSeq).
+    """
+    vias, frm, to, cid, cseq, ts = fields
+    if not vias or not frm or len(to) != 1 or not cid or not cseq:
+        return None
+    parts = [line]
+    for v in vias:
+        parts += (b"Via: ", v, b"\r\n")
+    parts += (b"From: ", frm[0], b"\r\nTo: ", to[0], b";tag=", tag, b"\r\nCall-ID: ", cid[0], b"\r\nCSeq: ",
+              cseq[0], b"\r\n")
+    if ts:
+        parts += (b"Timestamp: ", ts[0], b"\r\n")
+    if retry_after is not None:
+        parts.append(b"Retry-After: %d\r\n" % retry_after)
+    parts.append(b"Server: voicelab\r\nContent-Length: 0\r\n\r\n")
+    return b"".join(parts)
+
+
 def classify(data: bytes) -> tuple[str, str] | None:
-    """What a datagram is, as far as shedding cares.
+    """What a datagram is, as far as shedding cares (:func:`triage` without the fields).
 
     Returns
     -------
@@ -72,26 +170,8 @@ def classify(data: bytes) -> tuple[str, str] | None:
         whose To tag is one of our stateless refusals; None: anything else, or not
         readable with certainty.
     """
-    if data.startswith(b"INVITE "):
-        kind = "invite"
-    elif data.startswith(b"ACK "):
-        kind = "shed-ack"
-    else:
-        return None
-    h = _headers(data)
-    if h is None:
-        return None
-    to, call_id = h.get(b"to"), h.get(b"call-id")
-    if not to or len(to) != 1 or not call_id or len(call_id) != 1 or not h.get(b"via"):
-        return None
-    tag = _to_tag(to[0])
-    try:
-        cid = call_id[0].decode("ascii")
-    except UnicodeDecodeError:
-        return None
-    if kind == "invite":
-        return ("invite", cid) if tag is None else None
-    return ("shed-ack", cid) if tag is not None and tag.startswith(SHED_TAG_PREFIX.encode()) else None
+    t = triage(data)
+    return None if t is None else (t[0], t[1])
 
 
 def refusal(data: bytes, status: int, reason: str, *, retry_after: int | None, tag: str) -> bytes | None:
@@ -115,16 +195,7 @@ def refusal(data: bytes, status: int, reason: str, *, retry_after: int | None, t
     bytes or None
         None when the request lacks what a response needs.
     """
-    h = _headers(data)
-    if h is None:
+    f = _fields(data)
+    if f is None:
         return None
-    vias, frm, to, cid, cseq = (h.get(k) for k in (b"via", b"from", b"to", b"call-id", b"cseq"))
-    if not vias or not frm or not to or not cid or not cseq or len(to) != 1:
-        return None
-    lines = [f"SIP/2.0 {int(status)} {reason}".encode()]
-    lines += [b"Via: " + v for v in vias]
-    lines += [b"From: " + frm[0], b"To: " + to[0] + b";tag=" + tag.encode(), b"Call-ID: " + cid[0], b"CSeq: " + cseq[0]]
-    if retry_after is not None:
-        lines.append(b"Retry-After: %d" % retry_after)
-    lines += [b"Server: voicelab", b"Content-Length: 0", b"", b""]
-    return b"\r\n".join(lines)
+    return respond(f, status_line(status, reason), retry_after=retry_after, tag=tag.encode())

@@ -633,7 +633,7 @@ class UdpTransport(SipTransport):
             self.stats.oversized += 1
             log.warning("UDP: dropped %d-byte datagram from %s (over the limit)", len(data), addr)
             return
-        if not data.strip(b"\r\n"):
+        if data[:1] in b"\r\n" and not data.strip(b"\r\n"):  # (strip copies: only when it may be a ping)
             self.stats.pings_received += 1
             return
         self._parse_one(data, addr)

@@ -125,30 +125,10 @@ async def _run_accepted(calls: int, repeat: int, profile: bool) -> dict:
 
         await one(200)
         results = [await one(calls) for _ in range(repeat)]
-        ncalls = 0
-
-        def counter(frame, event, arg):
-            nonlocal ncalls
-            if event in ("call", "c_call"):
-                ncalls += 1
-
-        sys.setprofile(counter)
-        await one(200)
-        sys.setprofile(None)
-        prof_text = None
-        if profile:
-            pr = cProfile.Profile(time.process_time)
-            pr.enable()
-            await one(calls)
-            pr.disable()
-            import io
-
-            s = io.StringIO()
-            pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(30)
-            prof_text = s.getvalue()
+        per_call, prof_text = await _python_calls_and_profile(one, calls, profile, 30, time.process_time)
         ended = agent.calls_ended
         return {"calls": ended, "us_best": 1e6 * min(results) / calls, "us_all": [round(1e6 * r / calls, 1) for r in results],
-                "python_calls": ncalls / 200, "profile": prof_text}
+                "python_calls": per_call, "profile": prof_text}
     finally:
         await agent.close()
         sink.close()
@@ -197,37 +177,43 @@ async def _run(calls: int, repeat: int, profile: bool) -> dict:
         for _ in range(repeat):
             results.append(await one(calls))
         shed = agent.calls_shed - shed0
-        # Python function calls per refused call (deterministic)
-        ncalls = 0
-
-        def counter(frame, event, arg):
-            nonlocal ncalls
-            if event in ("call", "c_call"):
-                ncalls += 1
-
-        sys.setprofile(counter)
-        await one(200)
-        sys.setprofile(None)
-        prof_text = None
-        if profile:
-            pr = cProfile.Profile()
-            pr.enable()
-            await one(calls)
-            pr.disable()
-            import io
-
-            s = io.StringIO()
-            pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(18)
-            prof_text = s.getvalue()
+        per_call, prof_text = await _python_calls_and_profile(one, calls, profile, 18)
         return {
             "refused": shed, "expected": calls * repeat, "acks_dropped": agent.shed_acks,
             "us_per_refused_call_best": 1e6 * min(results) / calls,
             "us_per_refused_call_all": [round(1e6 * r / calls, 2) for r in results],
-            "python_calls_per_refused_call": ncalls / 200, "profile": prof_text,
+            "python_calls_per_refused_call": per_call, "profile": prof_text,
         }
     finally:
         await agent.close()
         sink.close()
+
+
+async def _python_calls_and_profile(one, calls: int, profile: bool, lines: int, timer=None) -> tuple[float, str | None]:
+    """Python function calls per call of ``one(200)`` (deterministic), and a cProfile of
+    ``one(calls)`` (top ``lines`` by own time) when ``profile`` is set."""
+    import io
+
+    ncalls = 0
+
+    def counter(frame, event, arg):
+        nonlocal ncalls
+        if event in ("call", "c_call"):
+            ncalls += 1
+
+    sys.setprofile(counter)
+    await one(200)
+    sys.setprofile(None)
+    prof_text = None
+    if profile:
+        pr = cProfile.Profile(timer) if timer is not None else cProfile.Profile()
+        pr.enable()
+        await one(calls)
+        pr.disable()
+        s = io.StringIO()
+        pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(lines)
+        prof_text = s.getvalue()
+    return ncalls / 200, prof_text
 
 
 def main(argv: list[str] | None = None) -> int:

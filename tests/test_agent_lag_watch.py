@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from voicelab.agent import Agent, next_lag_due
+from voicelab.errors import ParameterError
 from voicelab.net.vclock import run_virtual
 from voicelab.rtp.pacer import MediaPacer, pacer_for
 from voicelab.sip.overload import OverloadControl
@@ -79,3 +80,17 @@ def test_lag_samples_ride_the_pacer_tick_and_skip_proc_while_idle():
     assert all(b - a == pytest.approx(0.020) for a, b in zip(seen, seen[1:]))
     assert idle_skips >= 15  # one backlog sample in three, all skipped while nothing arrived
     assert after == before  # the window with a message read /proc
+
+
+def test_overload_policy_times_never_go_backwards_across_the_agents_stamps():
+    """The lag watcher resumes after its timer ran (the timer's time is stale by then) and
+    datagrams are stamped at arrival: the agent hands the overload policy one ordered clock
+    (the policy refuses a time before one it was given, which crashed the watcher and made
+    ``Agent.close`` raise in ``bench_sip_shed.py``)."""
+    agent = Agent(mode="signalling", codecs=["pcmu"], overload=OverloadControl(max_lag=0.25), host="127.0.0.1", port=0)
+    assert agent._oc_time(10.003) == 10.003
+    assert agent._oc_time(10.001) == 10.003  # a stale stamp is moved up, not refused
+    agent.overload.observe_lag(0.001, agent._oc_time(10.002))
+    agent.overload.admit(agent._oc_time(10.004), active_calls=0, queue_depth=0, queue_delay=0.0)
+    with pytest.raises(ParameterError, match="backwards"):  # the policy itself stays strict
+        agent.overload.observe_lag(0.0, 10.0)

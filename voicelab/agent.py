@@ -417,6 +417,7 @@ class Agent:
         self.backlog_reads_skipped = 0
         self._admitted: OrderedDict[str, float] = OrderedDict()  # Call-ID -> when admitted (prefilter)
         self._shed_n = 0
+        self._oc_last = float("-inf")  # the latest time given to the overload policy (s, loop clock)
         self._event_cost = 0.0  # s to handle one queued event, smoothed (see _queue_delay_now)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._status_lines: dict[int, bytes] = {}  # status -> status line of stateless refusals
@@ -548,11 +549,20 @@ class Agent:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
     # ------------------------------------------------------------ overload control
+    def _oc_time(self, now: float) -> float:
+        """``now`` for the overload policy, never before a time it was already given: its
+        callers stamp time differently (a datagram's arrival, the lag timer's run, which
+        may be a few ms stale when the watcher resumes after datagrams were handled)."""
+        if now < self._oc_last:
+            return self._oc_last
+        self._oc_last = now
+        return now
+
     def _admit(self, request: Any, now: float) -> Any:
         """The UA's admission hook: ask the policy with this agent's load."""
         if request.call_id in self._admitted:  # the prefilter already admitted it
             return None
-        refusal = self.overload.admit(now, active_calls=len(self._active), queue_depth=self._queue_depth(),
+        refusal = self.overload.admit(self._oc_time(now), active_calls=len(self._active), queue_depth=self._queue_depth(),
                                       queue_delay=self._queue_delay_now())
         if refusal is not None:
             self.calls_shed += 1
@@ -576,7 +586,7 @@ class Agent:
             return None
         if call_id in self._admitted:  # a retransmission of an admitted INVITE
             return inner(data, addr, tr)
-        now = self._loop.time()
+        now = self._oc_time(self._loop.time())
         r = self.overload.admit(now, active_calls=len(self._active), queue_depth=self.sip.events.qsize() + self.rx_backlog,
                                 queue_delay=self._queue_delay_now())
         if r is None:
@@ -623,7 +633,7 @@ class Agent:
             loop.call_at(due, _wake, woke, loop)
             now = await woke  # the loop time the timer ran at (on the pacer's grid: in its tick's wake-up)
             lag = max(0.0, now - due)
-            self.overload.observe_lag(lag, now)
+            self.overload.observe_lag(lag, self._oc_time(loop.time()))  # observed now, not when the timer ran
             n += 1
             if port is not None and n % 3 == 0:
                 if (stats is not None and getattr(stats, "messages_received", 0) == msgs0

@@ -207,6 +207,7 @@ def test_send_lateness_is_reported_for_the_sides_that_have_a_send_timer():
     (["call", "--agent", "pipeline", "--loss", "0.1"], "--net vnet or --net sim"),
     (["call", "--net", "sim"], "--agent pipeline"),
     (["call", "--agent", "pipeline", "--llm", "ftp://x", "--net", "vnet", "--turns", "1"], "http(s) URL"),
+    (["call", "--agent", "pipeline", "--net", "sim", "--asr-adapt", "/no/such.mllr"], "--asr-adapt"),
 ])  # fmt: skip
 def test_cli_bad_pipeline_input_is_one_line(capsys, argv, needle):
     from voicelab.cli import main
@@ -217,6 +218,30 @@ def test_cli_bad_pipeline_input_is_one_line(capsys, argv, needle):
 
 
 @pytest.mark.slow
+def test_cli_asr_adapt_reaches_the_pipeline_config(monkeypatch):
+    """``--asr-adapt on|off|FILE`` becomes PipelineConfig's ``asr_adapt`` (narrowband calls only)."""
+    import argparse
+
+    from voicelab.cli import _asr_adapt
+    from voicelab.pipeline.asr import narrowband_transform
+
+    assert _asr_adapt(argparse.Namespace(asr_adapt="on")) is True
+    assert _asr_adapt(argparse.Namespace(asr_adapt="off")) is False
+    shipped = narrowband_transform(8000, "fold", True)
+    assert _asr_adapt(argparse.Namespace(asr_adapt=shipped)) == shipped
+    seen = {}
+
+    def fake_sim_turns(**kw):
+        seen.update(kw)
+        return {"turn.count": 0}
+
+    monkeypatch.setattr("voicelab.sim.turns.sim_turns", fake_sim_turns)
+    from voicelab.cli import main
+
+    assert main(["call", "--agent", "pipeline", "--net", "sim", "--turns", "1", "--asr-adapt", "off", "--json"]) == 0
+    assert seen["asr_adapt"] is False
+
+
 def test_cli_pipeline_call_in_sim_mode_prints_turn_statistics(capsys):
     from voicelab.cli import main
 

@@ -152,6 +152,22 @@ def _pipeline_config_args(p: argparse.ArgumentParser) -> None:
                    help="end-of-utterance silence")
     g.add_argument("--llm", default="model", metavar="model|URL",
                    help="'model': scripted replies with modelled LLM latency; or an OpenAI-compatible base URL")
+    g.add_argument("--asr-adapt", default="on", metavar="on|off|FILE",
+                   help="narrowband (8 kHz) calls: 'on' applies the recogniser's shipped MLLR adaptation to the "
+                        "telephone band, 'off' the plain 16 kHz model, FILE an MLLR transform of your own "
+                        "(docs/agent-turn.md); wideband calls never use one")
+
+
+def _asr_adapt(args: argparse.Namespace) -> bool | str:
+    """``--asr-adapt`` as :class:`PipelineConfig`'s ``asr_adapt``; a missing FILE is a ParameterError."""
+    v = getattr(args, "asr_adapt", "on")
+    if v in ("on", "off"):
+        return v == "on"
+    from pathlib import Path
+
+    if not Path(v).is_file():
+        raise ParameterError(f"--asr-adapt: expected on, off or an MLLR transform file, got {v!r} (no such file)")
+    return v
 
 
 def _pipeline_call(args: argparse.Namespace, net: Any) -> int:
@@ -169,7 +185,7 @@ def _pipeline_call(args: argparse.Namespace, net: Any) -> int:
         from .sim.turns import sim_turns
 
         res = sim_turns(codec=args.codec, channel=net, turns=args.turns, jitter_buffer=args.jitter_buffer,
-                        vad=args.vad, stop_ms=args.stop_ms, seed=args.seed)  # fmt: skip
+                        vad=args.vad, stop_ms=args.stop_ms, seed=args.seed, asr_adapt=_asr_adapt(args))  # fmt: skip
         if not args.json:
             res = {k: v for k, v in res.items() if k != "turns"}
         _print_result(res, args.json)
@@ -179,7 +195,7 @@ def _pipeline_call(args: argparse.Namespace, net: Any) -> int:
     kw = dict(transport=args.transport, codec=args.codec, turns=args.turns, vad=args.vad, stop_ms=args.stop_ms,
               llm=None if args.llm == "model" else args.llm, jitter_buffer=args.jitter_buffer, seed=args.seed,
               barge_in_after_s=args.barge_in_after, network="virtual" if args.net == "vnet" else "loopback",
-              uplink=net, downlink=net)  # fmt: skip
+              uplink=net, downlink=net, pipeline={"asr_adapt": _asr_adapt(args)})  # fmt: skip
     if args.virtual_time:
         from .net.vclock import run_virtual
 
@@ -494,7 +510,8 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
     if args.auth_algorithms:
         options["auth_algorithms"] = tuple(a.strip() for a in args.auth_algorithms.split(",") if a.strip())
     if args.mode == "pipeline":
-        options["pipeline"] = dict(vad=args.vad, stop_ms=args.stop_ms, llm=None if args.llm == "model" else args.llm)
+        options["pipeline"] = dict(vad=args.vad, stop_ms=args.stop_ms, llm=None if args.llm == "model" else args.llm,
+                                   asr_adapt=_asr_adapt(args))
     from .sip.transport import ConnectionLimits
 
     options["connection_limits"] = ConnectionLimits(max_connections=args.max_connections, idle_timeout=args.idle_timeout,

@@ -47,8 +47,10 @@ def hear_offline(x: np.ndarray, rate: int, *, config: PipelineConfig | None = No
 
 def sim_turns(*, codec: str = "pcmu", channel: ChannelConfig | str | None = None, turns: int = 5,
               jitter_buffer: str = "fixed:60", plc: bool = True, vad: str = "webrtc", stop_ms: float = 300.0,
-              seed: int = 0, utterances: list[Utterance] | None = None) -> dict[str, Any]:  # fmt: skip
-    """``turns`` utterances through the simulated channel and the agent's pipeline.
+              seed: int = 0, utterances: list[Utterance] | None = None,
+              asr_adapt: bool | str = True) -> dict[str, Any]:  # fmt: skip
+    """``turns`` utterances through the simulated channel and the agent's pipeline
+    (``asr_adapt``: the recogniser's narrowband adaptation, as :class:`PipelineConfig`).
 
     Returns
     -------
@@ -63,7 +65,7 @@ def sim_turns(*, codec: str = "pcmu", channel: ChannelConfig | str | None = None
     from .. import codecs
 
     utts = list(utterances) if utterances is not None else load_utterances(turns)
-    cfg = PipelineConfig(vad=vad, stop_ms=stop_ms, seed=seed)
+    cfg = PipelineConfig(vad=vad, stop_ms=stop_ms, seed=seed, asr_adapt=asr_adapt)
     codec_rate = int(codecs.get(codec).sample_rate)
     records = []
     with tempfile.TemporaryDirectory(prefix="voicelab-simturn-") as tmp:

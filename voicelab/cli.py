@@ -564,15 +564,12 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
                 await wsfront.start()
                 print(f"  WebSocket media streams: ws://{whost}:{wsfront.address[1]}/media", flush=True)
             stop = asyncio.Event()
+            _stop_on_signals(stop)  # SIGINT/SIGTERM: stop in order (a second one: at once)
             if worker is None:
                 print("Ctrl-C stops", flush=True)
             else:  # the parent stops its workers with SIGTERM; Ctrl-C reaches the whole process group
-                import signal
-
                 from .cli_workers import READY_TAG
 
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    asyncio.get_running_loop().add_signal_handler(sig, stop.set)
                 print(READY_TAG, flush=True)
             from .agent import tune_gc
 
@@ -602,6 +599,25 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _stop_on_signals(stop: Any) -> None:
+    """SIGINT and SIGTERM set ``stop`` (the server then closes its calls, sockets and
+    files in order, as for Ctrl-C); the handlers are removed at the first signal, so a
+    second one acts at once (KeyboardInterrupt / termination)."""
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    sigs = (signal.SIGTERM, signal.SIGINT)
+
+    def on_signal() -> None:
+        stop.set()
+        for sig in sigs:
+            loop.remove_signal_handler(sig)
+
+    for sig in sigs:
+        loop.add_signal_handler(sig, on_signal)
 
 
 async def _write_vital_signs(agent: Any, path: str, every_s: float) -> None:

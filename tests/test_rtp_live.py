@@ -48,7 +48,12 @@ async def _call(codec, *, relay_cfg=None, seconds=3.0, jb="fixed:60"):
     b.set_remote(relay.back_address if relay is not None else a.local_address)
     t0 = a.send(x, 16000)
     b.send(x, 16000, start_at=t0)
-    end = t0 + seconds + 0.4
+    await _play_through_and_close(a, b, t0 + seconds + 0.4, seconds, relay)
+    return a, b
+
+
+async def _play_through_and_close(a, b, end, seconds, relay=None):
+    """Both streams play until ``end`` (loop time, s), then they (and ``relay``) close."""
     try:
         await asyncio.wait_for(asyncio.gather(a.played_through(end), b.played_through(end)), timeout=seconds + 10)
     finally:
@@ -56,7 +61,6 @@ async def _call(codec, *, relay_cfg=None, seconds=3.0, jb="fixed:60"):
             await s.close()
         if relay is not None:
             await relay.close()
-    return a, b
 
 
 def _measure(sender, receiver):
@@ -116,12 +120,7 @@ async def _call_read_in_tick(seconds=2.0):
     t0 = pacer.align(loop.time()) + 0.010  # sends fall 10 ms after the receiver's slots
     a.send(x, 16000, start_at=t0)
     b.send_live("echo")
-    end = t0 + seconds + 0.4
-    try:
-        await asyncio.wait_for(asyncio.gather(a.played_through(end), b.played_through(end)), timeout=seconds + 10)
-    finally:
-        for s in (a, b):
-            await s.close()
+    await _play_through_and_close(a, b, t0 + seconds + 0.4, seconds)
     return a, b
 
 

@@ -153,6 +153,29 @@ def test_concurrent_calls_each_get_their_own_media(natural_env):
         assert r["echo_pesq_nb"] >= 3.8 and 159.0 <= r["echo_delay_ms"] <= 170.0, r["echo_delay_ms"]
 
 
+def test_calls_still_up_when_the_agent_closes_keep_their_audio(natural_env):
+    """Closing the agent mid-call loses nothing: the open call's audio is kept too
+    (as for a call that ended; in CI a call whose BYE was being handled as the agent
+    closed lost its recording)."""
+
+    async def main():
+        agent = await Agent(codecs=["pcmu"], mode="echo", speech="harvard").start()
+        try:
+            call = asyncio.create_task(dial(agent.uri, seconds=3.0, speech="harvard"))
+            await asyncio.wait_for(agent.answered(1), 10.0)
+            (cid,) = [c.call_id for c in agent._calls.values()]
+        finally:
+            await agent.close()
+        call.cancel()
+        await asyncio.gather(call, return_exceptions=True)
+        return cid, agent
+
+    cid, agent = run_clean(main, timeout=60.0)
+    assert list(agent.recordings) == [cid] and cid in agent.media_stats
+    sent, received, rate = agent.recordings[cid]
+    assert rate == 8000 and sent.ndim == received.ndim == 1
+
+
 def test_agent_refuses_calls_beyond_max_calls():
     async def main():
         async with Agent(codecs=["pcmu"], mode="echo", max_calls=1, speech="harvard") as agent:

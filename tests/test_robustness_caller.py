@@ -207,6 +207,9 @@ def test_voicelab_call_target_twice_against_one_agent(capsys):
                 holder.update(agent=agent, loop=asyncio.get_running_loop(), stop=asyncio.Event())
                 ready.set()
                 await holder["stop"].wait()
+                # the caller is done once its BYE is answered; the agent ends the call after
+                # closing its stream: wait for that before leaving
+                await asyncio.wait_for(agent.ended(agent.calls_answered), 10.0)
 
         asyncio.run(run())
 

@@ -723,8 +723,15 @@ class Agent:
             self._calls.pop(ev.call.id, None)
             self._opened_at.pop(ev.call.id, None)
             if s is not None:
-                await s.close()
-                self._keep(ev.call.call_id, s)
+                # closed in its own task: if the agent closes meanwhile (this handler is
+                # cancelled), close() still waits for the stream, and the call's audio is kept
+                task = loop.create_task(s.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+                try:
+                    await asyncio.shield(task)
+                finally:
+                    self._keep(ev.call.call_id, s)
             self.calls_ended += 1
             self._notify()
 
@@ -890,8 +897,10 @@ class Agent:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        for s in list(self.streams.values()):
+        for cid, s in list(self.streams.items()):  # calls still up: their audio is kept too
             await s.close()
+            call = self._calls.get(cid)
+            self._keep(call.call_id if call is not None else str(cid), s)
         self.streams.clear()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)

@@ -353,11 +353,16 @@ class Pipeline:
             if not self.barge_in_enabled and self.state == "speaking":
                 return
             self._stop_reply()
+            # the decision takes effect now: on a real-time loop that may be later than the
+            # endpointer's stamp (the frame's release time) when the loop ran behind, and
+            # that wait is part of detecting the barge-in, not of stopping after it
+            now_ = self._tick()
+            decided = t if now_ is None else max(t, now_)
             cur = self.turn
-            cur.barge_in = t  # type: ignore[union-attr]
+            cur.barge_in = decided  # type: ignore[union-attr]
             if cur.reason == "ok":  # type: ignore[union-attr]
                 cur.reason = "barged_in" if self.state == "speaking" else "interrupted_before_reply"  # type: ignore[union-attr]
-            self._emit("barge_in", t)
+            self._emit("barge_in", decided)
         elif self.state == "hearing":  # pragma: no cover - the endpointer never starts twice
             return
         self._to("speech_start")

@@ -68,6 +68,7 @@ def test_tandem_wer_scores_the_recogniser(natural_env):
     assert row["words"] == len("Author of the danger trail, Philip Steels, etc.".split())
     assert row["wer"] == row["word_errors"] / row["words"] and row["recognised"]
     assert 3.5 <= row["pesq_nb"] <= 4.6
+    assert row["heard_hz"] == 8000  # after a G.711 leg the agent hears 8 kHz, as on a call
     with pytest.raises(ParameterError, match="unknown tandem chain"):
         tandem_wer(["G.711 -> Speex"])
     with pytest.raises(ParameterError, match="repeats"):

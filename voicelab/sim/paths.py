@@ -430,7 +430,9 @@ def tandem_wer(chains: Sequence[str] | None = None, *, n_utterances: int = 6, re
     items of the corpus, two talkers) goes through the chain's codecs in tandem
     (:func:`tandem`, clean, no buffers) and the decoded audio is heard by the lab's pipeline
     agent offline (:func:`voicelab.sim.turns.hear_offline`: WebRTC VAD, endpointer,
-    PocketSphinx, a fresh recogniser per utterance, as in ``sim`` turns); its recognition is
+    PocketSphinx, a fresh recogniser per utterance, as in ``sim`` turns) at the last leg's
+    sample rate, as on a call (8 kHz after G.711: the pipeline's narrowband folding and
+    adaptation apply); its recognition is
     scored against the transcript (:func:`voicelab.pipeline.wer.word_errors`).
 
     Parameters
@@ -453,8 +455,10 @@ def tandem_wer(chains: Sequence[str] | None = None, *, n_utterances: int = 6, re
     -------
     pandas.DataFrame
         ``chain``, ``utterance``, ``talker``, ``repeat``, ``wer``, ``word_errors``,
-        ``words``, ``recognised``, ``pesq_nb`` (None for the references), ``delay_ms``.
+        ``words``, ``recognised``, ``pesq_nb`` (None for the references), ``delay_ms``,
+        ``heard_hz`` (the sample rate the agent heard).
     """
+    from .. import codecs
     from ..pipeline.core import PipelineConfig
     from ..pipeline.wer import word_errors
     from ..turns import load_utterances
@@ -485,12 +489,19 @@ def tandem_wer(chains: Sequence[str] | None = None, *, n_utterances: int = 6, re
                     out = os.path.join(tmp, f"u{i}-{len(runs)}-{rep}.wav")
                     r = tandem(c, input=src, seed=s, max_speech_s=60.0, out_wav=out)
                     y, rate = audio.read_wav(out)
-                    runs.append((c, np.asarray(y, dtype=np.float64), int(rate), r.pesq_nb, r.mouth_to_ear_ms))
+                    y = np.asarray(y, dtype=np.float64)
+                    # the agent hears the last leg at that codec's rate, as on a call: a G.711
+                    # leg gives it 8 kHz, so its narrowband handling (folding, adaptation) applies
+                    last = int(codecs.get(TANDEM_CHAINS[c][-1]).sample_rate)
+                    if last < rate:
+                        y, rate = audio.resample(y, int(rate), last), last
+                    runs.append((c, y, int(rate), r.pesq_nb, r.mouth_to_ear_ms))
                 for c, y, rate, pesq, delay in runs:
                     p = hear_offline(y, rate, config=PipelineConfig(stop_ms=stop_ms, seed=s), seed=s)
                     text = " ".join(t.text or "" for t in p.turns)
                     e, n = word_errors(u.transcript, text)
                     rows.append({"chain": c, "utterance": u.name, "talker": talker, "repeat": rep,
                                  "wer": e / n if n else float("nan"), "word_errors": e, "words": n,
-                                 "recognised": text, "pesq_nb": pesq, "delay_ms": delay, "synthetic": u.synthetic})
+                                 "recognised": text, "pesq_nb": pesq, "delay_ms": delay, "synthetic": u.synthetic,
+                                 "heard_hz": rate})
     return pd.DataFrame(rows)

@@ -52,13 +52,16 @@ if _only:
     suppress_warnings += ["toc.excluded", "toc.not_readable"]
 
 # --- Execution: every chapter the build reads is executed, and a failing cell fails the build.
-# VOICELAB_BOOK_JOBS (default 2) chapters at once: before Sphinx reads them (the
-# env-before-read-docs event), each in its own kernel, longest first (by the "Run time"
-# its opening states); the executed notebooks replace the copies in book/chapters/ and
-# MyST-NB renders their outputs (execution mode "off"). VOICELAB_BOOK_JOBS=1: MyST-NB
-# executes them one after another itself ("force"), as before. Both run a kernel with
-# cwd book/chapters/, the same per-cell timeout, and stop a chapter at its first error.
-JOBS = max(1, int(os.environ.get("VOICELAB_BOOK_JOBS", "2") or 1))
+# VOICELAB_BOOK_JOBS chapters at once (default: 2 in quick mode, where the chapters'
+# numbers are a smoke test and much of the time is waiting on real-time calls; 1 in full
+# mode, whose live measurements should not share the cores with another chapter): before
+# Sphinx reads them (the env-before-read-docs event), each in its own kernel, longest
+# first (by the "Run time" its opening states); the executed notebooks replace the copies
+# in book/chapters/ and MyST-NB renders their outputs (execution mode "off").
+# VOICELAB_BOOK_JOBS=1: MyST-NB executes them one after another itself ("force"). Both
+# run a kernel with cwd book/chapters/, the same per-cell timeout, and stop a chapter at
+# its first error; any failed chapter fails the build.
+JOBS = max(1, int(os.environ.get("VOICELAB_BOOK_JOBS") or (2 if QUICK else 1)))
 nb_execution_mode = "force" if JOBS == 1 else "off"
 nb_execution_timeout = 1800  # per cell: full-mode chapter 6 runs its NAT matrix in one cell
 nb_execution_raise_on_error = True

@@ -103,7 +103,10 @@ def _stated_run_time_s(nb_path: Path) -> float:
 
 
 def _execute_chapters(app, env, docnames) -> None:
-    """Execute the chapters about to be read, ``JOBS`` at a time; raise on the first failing cell."""
+    """Execute the chapters about to be read, ``JOBS`` at a time (each stops at its first failing cell).
+
+    Raises ``ExtensionError`` (the build fails) naming every chapter that failed, with its traceback.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     import nbformat

@@ -27,8 +27,9 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/voicelab demo
 
 # Unit and acceptance tests. Every notebook chapter runs too, in quick mode: tests/test_book.py
-# builds the book, which executes each chapter and fails on any cell error (running them
-# again with nbmake would double the time; `make test-notebooks` does it per chapter).
+# builds the book, which executes each chapter (two at a time in quick mode: VOICELAB_BOOK_JOBS,
+# book/conf.py) and fails on any cell error (running them again with nbmake would double the
+# time; `make test-notebooks` does it per chapter).
 test: $(VENV)/.installed-dev
 	VOICELAB_QUICK=1 VOICELAB_NO_WIDGETS=1 $(VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
 

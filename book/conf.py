@@ -51,8 +51,18 @@ if _only:
     ]
     suppress_warnings += ["toc.excluded", "toc.not_readable"]
 
-# --- MyST-NB: execute every chapter, fail the build on the first error
-nb_execution_mode = "force"
+# --- Execution: every chapter the build reads is executed, and a failing cell fails the build.
+# VOICELAB_BOOK_JOBS chapters at once (default: 2 in quick mode, where the chapters'
+# numbers are a smoke test and much of the time is waiting on real-time calls; 1 in full
+# mode, whose live measurements should not share the cores with another chapter): before
+# Sphinx reads them (the env-before-read-docs event), each in its own kernel, longest
+# first (by the "Run time" its opening states); the executed notebooks replace the copies
+# in book/chapters/ and MyST-NB renders their outputs (execution mode "off").
+# VOICELAB_BOOK_JOBS=1: MyST-NB executes them one after another itself ("force"). Both
+# run a kernel with cwd book/chapters/, the same per-cell timeout, and stop a chapter at
+# its first error; any failed chapter fails the build.
+JOBS = max(1, int(os.environ.get("VOICELAB_BOOK_JOBS") or (2 if QUICK else 1)))
+nb_execution_mode = "force" if JOBS == 1 else "off"
 nb_execution_timeout = 1800  # per cell: full-mode chapter 6 runs its NAT matrix in one cell
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
@@ -80,3 +90,54 @@ shutil.copy(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", _st
 html_static_path = [str(_static)]
 html_js_files = ["plotly.min.js"]
 html_sidebars = {"**": ["about.html", "navigation.html", "searchbox.html"]}
+
+
+def _stated_run_time_s(nb_path: Path) -> float:
+    """The quick- (or full-) mode run time a chapter's opening states, in s (0 if none)."""
+    import re
+
+    text = (REPO / "notebooks" / nb_path.with_suffix(".md").name).read_text()
+    mode = "quick" if QUICK else "full"
+    m = re.search(rf"about (\d+(?:\.\d+)?) (s|min) in {mode} mode", text)
+    return float(m.group(1)) * (60 if m.group(2) == "min" else 1) if m else 0.0
+
+
+def _execute_chapters(app, env, docnames) -> None:
+    """Execute the chapters about to be read, ``JOBS`` at a time (each stops at its first failing cell).
+
+    Raises ``ExtensionError`` (the build fails) naming every chapter that failed, with its traceback.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import nbformat
+    from jupyter_cache.executors.utils import single_nb_execution  # what MyST-NB's "force" mode calls
+    from sphinx.errors import ExtensionError
+    from sphinx.util import logging
+
+    paths = [_chapters / f"{d.split('/', 1)[1]}.ipynb" for d in docnames if d.startswith("chapters/")]
+    paths.sort(key=_stated_run_time_s, reverse=True)
+
+    def run(path: Path):
+        nb = nbformat.read(path, as_version=4)
+        result = single_nb_execution(nb, cwd=str(_chapters), allow_errors=False, timeout=nb_execution_timeout,
+                                     meta_override=True)
+        if result.err is None:
+            nbformat.write(nb, path)
+        return path, result
+
+    log = logging.getLogger("voicelab.book")
+    failed = []
+    with ThreadPoolExecutor(max_workers=JOBS) as pool:
+        for path, result in pool.map(run, paths):
+            if result.err is not None:
+                failed.append(f"{path.stem}: {result.err.__class__.__name__}\n{result.exc_string}")
+            else:
+                log.info(f"executed {path.stem} in {result.time:.1f} s")
+    if failed:
+        raise ExtensionError("executing chapters failed:\n" + "\n".join(failed))
+
+
+def setup(app):
+    if JOBS > 1:
+        app.connect("env-before-read-docs", _execute_chapters)
+    return {"parallel_read_safe": True}

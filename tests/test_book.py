@@ -1,8 +1,9 @@
 """The book (``make book``): built in quick mode, every chapter page shows its figures as
 images (not only that Sphinx exits 0), audio players, a TOC, API pages, solutions.
 
-The build executes every chapter once more (quick mode, ~2-3 min on 2 cores): it is
-marked ``slow`` (``make test-fast`` skips it; ``make test`` runs it).
+The build executes every chapter once more (quick mode, two chapters at a time:
+``VOICELAB_BOOK_JOBS``, see ``book/conf.py``; ~3.5 min on 2 cores, ~7 min one at a time):
+it is marked ``slow`` (``make test-fast`` skips it; ``make test`` runs it).
 """
 
 from __future__ import annotations

@@ -444,7 +444,7 @@ class Via:
         """Parameter value (unquoted), ``""`` for a bare name, None when absent."""
         return _param(self.params, name)
 
-    @property
+    @functools.cached_property  # a parsed Via is shared (memoised): look its branch up once
     def branch(self) -> str | None:
         """The ``branch`` parameter (transaction id; RFC 3261 8.1.1.7)."""
         return self.param("branch")
@@ -585,7 +585,7 @@ class NameAddr:
         """Parameter value (unquoted), ``""`` for a bare name, None when absent."""
         return _param(self.params, name)
 
-    @property
+    @functools.cached_property  # a parsed From/To is shared (memoised): look its tag up once
     def tag(self) -> str | None:
         """The ``tag`` parameter (RFC 3261 19.3)."""
         return self.param("tag")

@@ -49,6 +49,8 @@ from typing import Any, Callable, Iterable
 from ..errors import ParameterError, RemoteProtocolError
 from .abnf import WSP, is_token
 from .headers import (
+    _SHARED_KEYS,
+    _shared_parse,
     HEADER_PARSERS,
     Auth,
     ContentType,
@@ -445,13 +447,19 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[tuple[str, object, object,
     if not lines[0] or "\r" in lines[0] or "\n" in lines[0]:
         raise _bad("empty start line, or bare CR/LF in it")
     start = _parse_start_line(lines[0])
-    fields: list[HeaderField] = []
-    i = 1
     n = len(lines)
     max_line = limits.max_header_line
     # no CR or LF outside the CRLFs split on: no line needs its own bare CR/LF check
-    crlfs = text.count("\r\n")
+    crlfs = n - 1
     clean = text.count("\r") == crlfs and text.count("\n") == crlfs
+    if clean and crlfs <= limits.max_headers and len(text) <= max_line:
+        # The common head: every line one "token *WSP : value" field (no fold, none over
+        # a limit), matched by one regex pass; anything else takes the line loop below.
+        found = _FIELD_RE.findall(text, len(lines[0]) + 2)
+        if len(found) == crlfs:
+            return start, Headers([HeaderField(name, value, raw) for raw, name, value in found])
+    fields: list[HeaderField] = []
+    i = 1
     good_names = _GOOD_NAMES
     while i < n:
         line = lines[i]
@@ -504,6 +512,11 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[tuple[str, object, object,
         i = j
     return start, Headers(fields)
 
+
+#: One header field on one line: (whole line, name, value without the WSP around it).
+#: ``^`` (MULTILINE) anchors each match at a line start, so a line that is not a field
+#: (a fold, a bad name, no colon) makes the count of matches fall short.
+_FIELD_RE = re.compile(r"^(([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*)(?=\r\n|\Z)", re.M)
 
 #: Header names already checked to be tokens (bounded: a peer inventing names cannot grow it).
 _GOOD_NAMES: set[str] = set()
@@ -636,10 +649,17 @@ def check_syntax(msg: Request | Response) -> None:
     Other headers are kept as opaque text.
     """
     h = msg.headers
-    for f in h:
-        parser = HEADER_PARSERS.get(f.key)
+    memo = h._memo
+    if memo is None:
+        memo = h._memo = {}
+    parsers = HEADER_PARSERS
+    for f in h._fields:  # Headers.parsed inlined: the typed accessors reuse what this parsed
+        key = f.key
+        parser = parsers.get(key)
         if parser is not None:
-            h.parsed(f.key, f.value, parser)  # the typed accessors reuse what this parsed
+            k = (key, f.value)
+            if k not in memo:
+                memo[k] = _shared_parse(key, f.value) if key in _SHARED_KEYS else parser(f.value)
 
 
 def check_semantics(msg: Request | Response) -> None:

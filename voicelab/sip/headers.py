@@ -225,6 +225,16 @@ class Headers:
         self._index: dict[str, list[HeaderField]] | None = None
         self._memo: dict[tuple[str, str], Any] | None = None
 
+    @classmethod
+    def _of(cls, fields: list[HeaderField]) -> Headers:
+        """Headers owning ``fields`` (not copied, not checked): for message builders that
+        made every element a :class:`HeaderField` themselves."""
+        h = cls.__new__(cls)
+        h._fields = fields
+        h._index = None
+        h._memo = None
+        return h
+
     def _changed(self) -> None:
         self._index = None
         self._memo = None

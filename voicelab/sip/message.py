@@ -195,12 +195,13 @@ class Message:
     @property
     def contact(self) -> list[NameAddr] | str:
         """Contact values in order, ``"*"`` for the wildcard, ``[]`` when absent."""
-        fields = self.headers.fields("contact")
+        h = self.headers
+        fields = h._lookup("contact")
         if len(fields) == 1 and fields[0].value.strip(WSP) == "*":
             return "*"
         out: list[NameAddr] = []
         for f in fields:
-            c = parse_contact(f.value)
+            c = h.parsed("contact", f.value, parse_contact)  # memoised: copied into ``out``
             if isinstance(c, str):
                 raise RemoteProtocolError("Contact '*' cannot be combined with other contacts", status_code=400)
             out.extend(c)
@@ -272,9 +273,10 @@ class Message:
         raise NotImplementedError
 
     def __bytes__(self) -> bytes:
-        parts = [self.start_line().encode("utf-8")]
-        parts.extend(bytes(f) for f in self.headers)
-        return b"\r\n".join(parts) + b"\r\n\r\n" + bytes(self.body)
+        # as b"\r\n".join(bytes(f) for each field), encoded once
+        lines = [self.start_line()]
+        lines += [f"{f.name}: {f.value}" if f.raw is None else f.raw for f in self.headers._fields]
+        return "\r\n".join(lines).encode("utf-8") + b"\r\n\r\n" + bytes(self.body)
 
 
 class Request(Message):
@@ -523,7 +525,7 @@ _GOOD_NAMES: set[str] = set()
 
 
 def _content_lengths(headers: Headers) -> list[int]:
-    return [parse_content_length(f.value) for f in headers.fields("content-length")]
+    return [headers.parsed("content-length", f.value, parse_content_length) for f in headers._lookup("content-length")]
 
 
 def _build(start: tuple[str, object, object, str], headers: Headers, body: bytes) -> Request | Response:

@@ -94,7 +94,7 @@ from typing import ClassVar, Union
 import numpy as np
 
 from ..errors import LocalProtocolError, ParameterError, ProtocolError, RemoteProtocolError
-from .headers import Headers
+from .headers import HeaderField, Headers
 from .message import Request, Response
 from .timers import TimerConfig, TimerValues, derive_timers
 
@@ -508,21 +508,28 @@ def build_response(
     -------
     Response
     """
-    h = Headers()
-    for value in request.headers.get_all("Via"):
-        h.add("Via", value)
-    h.add("From", _first_value(request, "From"))
+    fields = _response_fields(request, to_tag)
+    fields.append(HeaderField("Content-Length", str(len(body))))
+    return Response(status_code, reason, Headers._of(fields), body)
+
+
+def _response_fields(request: Request, to_tag: str | None) -> list[HeaderField]:
+    """The fields :func:`build_response` copies from ``request``, in order, without its
+    Content-Length (the UA core appends its own fields before that one)."""
+    rh = request.headers
+    fields = [HeaderField("Via", value) for value in rh.get_all("Via")]
+    frm = _first_value(request, "From")
     to = _first_value(request, "To")
     if to_tag is not None and request.to.tag is None:
         to = f"{to};tag={to_tag}"
-    h.add("To", to)
-    h.add("Call-ID", _first_value(request, "Call-ID"))
-    h.add("CSeq", _first_value(request, "CSeq"))
-    ts = request.headers.get("Timestamp")
+    fields.append(HeaderField("From", frm))
+    fields.append(HeaderField("To", to))
+    fields.append(HeaderField("Call-ID", _first_value(request, "Call-ID")))
+    fields.append(HeaderField("CSeq", _first_value(request, "CSeq")))
+    ts = rh.get("Timestamp")
     if ts is not None:
-        h.add("Timestamp", ts)
-    h.add("Content-Length", str(len(body)))
-    return Response(status_code, reason, h, body)
+        fields.append(HeaderField("Timestamp", ts))
+    return fields
 
 
 # ---------------------------------------------------------------------------------------

@@ -508,8 +508,57 @@ def _port(sc: Scanner) -> int:
 
 # Memoised: a message's Via/From/To are read several times per message (transaction
 # key, dialog, trace); the parsed values are frozen, errors are never cached.
+# The common Via and name-addr, written without optional white space, quoted strings,
+# or a ``received`` parameter, are read by one regular expression (the same token, host
+# and parameter-value rules as the scanner's). Anything else, or anything that fails a
+# check, goes through the scanner, which gives the answer or the error.
+_TOKEN_PAT = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_FAST_PARAMS_PAT = rf"(?:;{_TOKEN_PAT}(?:=(?:{_GEN_VALUE_RE.pattern}))?)*"
+_FAST_PARAM_RE = re.compile(rf";({_TOKEN_PAT})(?:=({_GEN_VALUE_RE.pattern}))?")
+_FAST_VIA_RE = re.compile(
+    rf"({_TOKEN_PAT})/({_TOKEN_PAT})/({_TOKEN_PAT}) ({_HOST_RE.pattern})(?::([0-9]{{1,5}}))?({_FAST_PARAMS_PAT})"
+)
+
+
+def _fast_params(text: str) -> tuple[tuple[str, str | None], ...] | None:
+    """What :func:`_params` gives for ``text`` (already matched by ``_FAST_PARAMS_PAT``);
+    None when a parameter is ``received`` (its value follows another rule there)."""
+    if not text:
+        return ()
+    params = tuple([(k, v or None) for k, v in _FAST_PARAM_RE.findall(text)])  # a value is never empty
+    if "received" in text.lower() and any(k.lower() == "received" for k, _ in params):
+        return None
+    return params
+
+
+def _fast_via(text: str) -> Via | None:
+    m = _FAST_VIA_RE.fullmatch(text)
+    if m is None:
+        return None
+    name, version, transport, host, port_text, params_text = m.groups()
+    if host.startswith("["):
+        if not is_ipv6(host[1:-1]):
+            return None
+    elif not (is_hostname(host) or is_ipv4(host)):
+        return None
+    port = None
+    if port_text is not None:
+        port = int(port_text)
+        if port > 65535:
+            return None
+    params = _fast_params(params_text)
+    if params is None:
+        return None
+    _check_via_params(params)
+    return Via(f"{name}/{version}", transport, host, port, params)
+
+
 @functools.lru_cache(maxsize=2048)
 def _parse_one_via(text: str) -> Via:
+    return _fast_via(text) or _scan_via(text)
+
+
+def _scan_via(text: str) -> Via:
     sc = Scanner(text, "Via")
     name = sc.token("protocol-name")
     sc.expect_sep("/", "SLASH")
@@ -527,6 +576,11 @@ def _parse_one_via(text: str) -> Via:
     params = _params(sc)
     if not sc.eof():
         raise sc.error("unexpected text")
+    _check_via_params(params)
+    return Via(f"{name}/{version}", transport, host, port, params)
+
+
+def _check_via_params(params: tuple[tuple[str, str | None], ...]) -> None:
     for k, v in params:
         low = k.lower()
         if low == "ttl" and (v is None or not v.isdigit() or len(v) > 3 or int(v) > 255):
@@ -541,7 +595,6 @@ def _parse_one_via(text: str) -> Via:
             raise fail("Via", "branch must be a token")
         elif low == "rport" and v is not None and (not v.isdigit() or len(v) > 5 or int(v) > 65535):
             raise fail("Via", "rport must be empty or a port number")
-    return Via(f"{name}/{version}", transport, host, port, params)
 
 
 def parse_via(value: str) -> list[Via]:
@@ -610,8 +663,30 @@ _QVALUE_RE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 
 # Memoised: a message's Via/From/To are read several times per message (transaction
 # key, dialog, trace); the parsed values are frozen, errors are never cached.
+_FAST_NAME_ADDR_RE = re.compile(rf"(?:({_DISPLAY_TOKENS_RE.pattern})[ \t]*)?<([^<>\s\"]+)>({_FAST_PARAMS_PAT})")
+
+
+def _fast_name_addr(text: str) -> NameAddr | None:
+    m = _FAST_NAME_ADDR_RE.fullmatch(text)
+    if m is None:
+        return None
+    display, inner, params_text = m.groups()
+    try:
+        uri = parse_uri(inner)
+    except RemoteProtocolError:
+        return None
+    params = _fast_params(params_text)
+    if params is None:
+        return None
+    return NameAddr(display, uri, params, True)
+
+
 @functools.lru_cache(maxsize=2048)
 def _parse_one_name_addr(text: str, what: str) -> NameAddr:
+    return _fast_name_addr(text) or _scan_name_addr(text, what)
+
+
+def _scan_name_addr(text: str, what: str) -> NameAddr:
     sc = Scanner(text, what)
     display: str | None = None
     if sc.peek() == '"':

@@ -1,0 +1,119 @@
+"""The accepted call's fast paths give what the general code gives (issue #10, CPU per call).
+
+Three shortcuts read the common case with one regular expression each and leave
+everything else to the general code: the header section (``message._parse_head``), a
+Via hop (``headers._fast_via``) and a name-addr (``headers._fast_name_addr``). Each test
+here generates inputs around the shortcut's edges (white space, quotes, ``received``,
+odd hosts and ports, folds, bad names) and checks that whenever the shortcut answers,
+the general code answers the same, and that an error is the same error.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from voicelab.errors import RemoteProtocolError
+from voicelab.sip import parse_message
+from voicelab.sip.headers import _fast_name_addr, _fast_via, _scan_name_addr, _scan_via
+from voicelab.sip.message import Limits
+
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+_tokens = st.sampled_from(["SIP", "2.0", "UDP", "tcp", "x-y", "a.b", "z9hG4bK-1-0", "Tag%1", "q", "ttl", "rport",
+                           "maddr", "branch", "received", "ReCeIvEd", "tag", "expires", "lr", "~'`", ""])
+_hosts = st.sampled_from(["127.0.0.1", "host.example.com", "[2001:db8::1]", "[::1]", "[zz]", "1.2.3.999", "-bad",
+                          "a..b", "host-", "ex.com.", "999.1.1.1", "h_x", ""])
+_ports = st.sampled_from(["", ":5060", ":0", ":65535", ":65536", ":99999", ":123456", ": 5060", ":x"])
+_values = st.sampled_from(["", "=1", "=255", "=256", "=abc", "=z9hG4bK77", "=[::1]", "=1.2.3.4", "=::1", '="q"',
+                           "= 5", "=a b", "=", "=70000", "=12x", "=[1.2.3.4]", "=\"\\\"\""])
+_seps = st.sampled_from([";", " ;", "; ", ";;", ",", " "])
+_params = st.lists(st.tuples(_seps, _tokens, _values), max_size=4).map(lambda ps: "".join(s + t + v for s, t, v in ps))
+
+
+def _same(fast_fn, scan_fn, text, *what):
+    """Run both; the fast one may decline (None). When it answers (or raises), the
+    scanner answers the same (or raises the same message)."""
+    args = (text, *what)
+    try:
+        fast = fast_fn(text)
+    except RemoteProtocolError as exc:
+        try:
+            scan_fn(*args)
+        except RemoteProtocolError as exc2:
+            assert str(exc) == str(exc2)
+            return "raised"
+        raise AssertionError(f"fast path raised {exc} but the scanner accepted {args!r}") from None
+    if fast is None:
+        return "declined"
+    slow = scan_fn(*args)
+    assert repr(fast) == repr(slow)
+    assert fast == slow
+    return "answered"
+
+
+@FAST
+@given(_tokens, _tokens, _tokens, st.sampled_from([" ", "  ", "\t", ""]), _hosts, _ports, _params,
+       st.sampled_from(["", " ", "x"]))  # fmt: skip
+def test_fast_via_is_the_scanners_via(name, version, transport, space, host, port, params, tail):
+    text = f"{name}/{version}/{transport}{space}{host}{port}{params}{tail}"
+    _same(_fast_via, _scan_via, text)
+
+
+def test_fast_via_answers_the_common_hops():
+    for text in ("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-4242-1-0", "SIP/2.0/TCP [2001:db8::1];branch=z9hG4bKx;rport",
+                 "SIP/2.0/UDP pc33.example.com:5066;branch=z9hG4bK776;ttl=16;maddr=224.2.0.1;rport=5066"):  # fmt: skip
+        assert _same(_fast_via, _scan_via, text) == "answered", text
+    # received has its own value rule in the scanner: the fast path leaves it
+    assert _fast_via("SIP/2.0/UDP h;branch=z9hG4bK1;Received=1.2.3.4") is None
+
+
+_displays = st.sampled_from(["", "sipp ", "Alice Smith ", "A  B", '"Quoted" ', "x\t", "bad,name ", "<"])
+_inner = st.sampled_from(["sip:sipp@127.0.0.1:5070", "sip:a@[::1]", "sips:b@example.com;transport=tcp", "tel:+123",
+                          "sip:a b@c", "sip:", "http://x/y", "sip:a@b?h=1", " sip:a@b", "sip:a@b>", "mailto:a@b"])
+_closing = st.sampled_from([">", "> ", ">x", ""])
+
+
+@FAST
+@given(_displays, _inner, _closing, _params)
+def test_fast_name_addr_is_the_scanners_name_addr(display, inner, closing, params):
+    text = f"{display}<{inner}{closing}{params}"
+    _same(_fast_name_addr, _scan_name_addr, text, "To")
+
+
+def test_fast_name_addr_answers_the_common_forms():
+    for text in ("sipp <sip:sipp@127.0.0.1:5070>;tag=4242SIPpTag001", "<sip:service@127.0.0.1:5060>",
+                 "Alice Smith <sips:a@example.com>;tag=1;x", "<sip:b@[2001:db8::1]:5061;transport=tls>;tag=z"):  # fmt: skip
+        assert _same(_fast_name_addr, _scan_name_addr, text, "From") == "answered", text
+
+
+_names = st.sampled_from(["Via", "v", "From", "To", "Call-ID", "CSeq", "Contact", "X-Y", "Subject", "Max-Forwards",
+                          "Bad Name", "Bad@", "", "Content-Length"])
+_field_values = st.sampled_from(["SIP/2.0/UDP h;branch=z9hG4bK1", "<sip:a@b>;tag=1", "1 INVITE", "x@y", "", " padded ",
+                                 "tab\tinside", "a:b", "70", "0", "é unicode"])
+_colon = st.sampled_from([":", " :", ": ", ":\t", "", "\t:"])
+_lines = st.lists(
+    st.one_of(
+        st.tuples(_names, _colon, _field_values).map(lambda t: f"{t[0]}{t[1]}{t[2]}"),
+        st.sampled_from([" folded", "\tfolded", "bare\rcr", "bare\nlf", "no colon here"]),
+    ),
+    max_size=10,
+)
+
+
+@FAST
+@given(st.sampled_from(["OPTIONS sip:a@b SIP/2.0", "SIP/2.0 200 OK", "INVITE sip:a@b SIP/2.0"]), _lines)
+def test_one_regex_header_section_is_the_line_loop(start, lines):
+    head = "\r\n".join([start, *lines])
+    data = (head + "\r\n\r\n").encode()
+    # A header-line limit just under the section's length sends it through the line loop
+    # (no single line reaches that limit), the default limits through the regex.
+    slow_limits = Limits(max_header_line=max(len(head) - 1, 1))
+    outcomes = []
+    for limits in (Limits(), slow_limits):
+        try:
+            msg = parse_message(data, validate=False, limits=limits)
+            outcomes.append([(f.name, f.value, f.raw, f.key) for f in msg.headers])
+        except RemoteProtocolError as exc:
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1]

@@ -85,6 +85,7 @@ needs one it can drive on a virtual clock.
 from __future__ import annotations
 
 import enum
+import functools
 import heapq
 import itertools
 import math
@@ -94,6 +95,7 @@ from typing import ClassVar, Union
 import numpy as np
 
 from ..errors import LocalProtocolError, ParameterError, ProtocolError, RemoteProtocolError
+from .abnf import split_list
 from .headers import HeaderField, Headers
 from .message import Request, Response
 from .timers import TimerConfig, TimerValues, derive_timers
@@ -153,6 +155,8 @@ class State(enum.Enum):
     ACCEPTED = "Accepted"
     TERMINATED = "Terminated"
 
+    __hash__ = object.__hash__  # members are singletons compared by identity: no Python-level hash per lookup
+
 
 class Input(enum.Enum):
     """Everything that can happen to a transaction."""
@@ -180,6 +184,8 @@ class Input(enum.Enum):
     TIMER_M = "Timer M fires"
     TIMER_TRYING = "Trying timer fires (200 ms without a TU response)"
     TRANSPORT_ERROR = "transport error"
+
+    __hash__ = object.__hash__  # as State's
 
 
 #: Timer name -> the input its firing produces.
@@ -270,6 +276,13 @@ class TransactionKey:
         """Whether this key uses the RFC 2543 fallback (no magic cookie)."""
         return self.legacy is not None
 
+    @functools.cached_property
+    def _hash(self) -> int:
+        return hash((self.role, self.method, self.branch, self.sent_by, self.legacy))
+
+    def __hash__(self) -> int:  # the dataclass's hash, computed once per key (keys index every table)
+        return self._hash
+
 
 def _top_via(msg: Request | Response):
     vias = msg.via
@@ -322,10 +335,18 @@ def transaction_key_for_request(request: Request) -> TransactionKey:
         raise ParameterError(f"transaction_key_for_request needs a Request, got {type(request).__name__}")
     method = "INVITE" if request.method == "ACK" else request.method
     h = request.headers
+    memo = h._memo
+    if memo is not None:  # the key of this message, remembered until its headers change
+        key = memo.get(("@server-key", method))
+        if key is not None:
+            return key
     vias = h._lookup("via")
     if vias:  # RFC 3261 keys depend only on the method and the top Via: computed once per message
         key = h.parsed("server-key:" + method, vias[0].value, lambda _: _server_key(request, method))
         if key is not None:
+            memo = h._memo
+            if memo is not None:
+                memo[("@server-key", method)] = key
             return key
     return _legacy_server_key(request, method)
 
@@ -516,20 +537,43 @@ def build_response(
 def _response_fields(request: Request, to_tag: str | None) -> list[HeaderField]:
     """The fields :func:`build_response` copies from ``request``, in order, without its
     Content-Length (the UA core appends its own fields before that one)."""
-    rh = request.headers
-    fields = [HeaderField("Via", value) for value in rh.get_all("Via")]
-    frm = _first_value(request, "From")
-    to = _first_value(request, "To")
+    # one pass over the request's fields: the first of each, every Via (split on commas)
+    vias: list[str] = []
+    first: dict[str, str] = {}
+    for f in request.headers._fields:
+        key = f.key
+        if key == "via":
+            vias.append(f.value)
+        elif key in _COPIED and key not in first:
+            first[key] = f.value
+    fields = [HeaderField("Via", hop) for value in vias for hop in split_list(value)]
+    if len(first) < 4:
+        _check_copied(first, ("from", "to"))
+    to = first["to"]
     if to_tag is not None and request.to.tag is None:
         to = f"{to};tag={to_tag}"
-    fields.append(HeaderField("From", frm))
+    if len(first) < 4:
+        _check_copied(first, ("call-id", "cseq"))
+    fields.append(HeaderField("From", first["from"]))
     fields.append(HeaderField("To", to))
-    fields.append(HeaderField("Call-ID", _first_value(request, "Call-ID")))
-    fields.append(HeaderField("CSeq", _first_value(request, "CSeq")))
-    ts = rh.get("Timestamp")
+    fields.append(HeaderField("Call-ID", first["call-id"]))
+    fields.append(HeaderField("CSeq", first["cseq"]))
+    ts = first.get("timestamp")
     if ts is not None:
         fields.append(HeaderField("Timestamp", ts))
     return fields
+
+
+def _check_copied(first: dict[str, str], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if key not in first:
+            name = _COPIED_NAMES[key]
+            raise LocalProtocolError(f"the request has no {name} header; build it with one before using a transaction")
+
+
+#: What a response copies from its request besides Via (header key -> name in errors).
+_COPIED_NAMES = {"from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq"}
+_COPIED = frozenset({"from", "to", "call-id", "cseq", "timestamp"})
 
 
 # ---------------------------------------------------------------------------------------

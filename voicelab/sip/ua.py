@@ -1130,8 +1130,11 @@ class UserAgent:
         """The earliest deadline (s, absolute) at which :meth:`handle_timer` must run."""
         while self._timers and self._timers[0].cancelled:
             self._pop_timer()
-        times = [t for t in (self._table.next_timer(), self._timers[0].deadline if self._timers else None) if t is not None]
-        return min(times) if times else None
+        table = self._table.next_timer()
+        own = self._timers[0].deadline if self._timers else None
+        if table is None or own is None:
+            return own if table is None else table
+        return own if own < table else table  # the earlier (min() of the two)
 
     def datagrams_to_send(self, now: float | None = None) -> list[tuple[bytes, Addr]]:
         """Drain what must be sent: ``(bytes, addr)`` pairs in order.
@@ -1981,16 +1984,17 @@ class UserAgent:
             return request
         if not (is_ipv4(src_host) or is_ipv6(src_host)):
             return request
-        fields = request.headers.fields("via")
+        h = request.headers
+        fields = h._lookup("via")
         if not fields:
             return request
-        values = split_list(fields[0].value)
-        top = parse_via(values[0])[0]
+        top = h.parsed("via", fields[0].value, parse_via)[0]  # parsed (all hops) when the request was validated
         params = list(top.params)
         has_rport = any(k.lower() == "rport" for k, _ in params)
         differs = top.host.strip("[]").lower() != src_host.lower()
         if not has_rport and not differs:
             return request
+        values = split_list(fields[0].value)
         params = [(k, v) for k, v in params if k.lower() not in ("received",) and not (has_rport and k.lower() == "rport")]
         params.append(("received", src_host))
         if has_rport:

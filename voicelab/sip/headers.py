@@ -254,11 +254,11 @@ class Headers:
         if index is None:
             index = {}
             for f in self._fields:
-                lst = index.get(f.key)
-                if lst is None:
-                    index[f.key] = [f]
+                k = f.key
+                if k in index:
+                    index[k].append(f)
                 else:
-                    lst.append(f)
+                    index[k] = [f]
             self._index = index
         return index.get(key, _NONE)
 

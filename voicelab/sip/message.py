@@ -459,7 +459,7 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[tuple[str, object, object,
         # a limit), matched by one regex pass; anything else takes the line loop below.
         found = _FIELD_RE.findall(text, len(lines[0]) + 2)
         if len(found) == crlfs:
-            return start, Headers([HeaderField(name, value, raw) for raw, name, value in found])
+            return start, Headers._of([HeaderField(name, value, raw) for raw, name, value in found])
     fields: list[HeaderField] = []
     i = 1
     good_names = _GOOD_NAMES
@@ -681,7 +681,7 @@ def check_semantics(msg: Request | Response) -> None:
     if not _REQUIRED_KEYS <= index.keys():
         missing = [name for name in required if name.lower() not in index]
         raise RemoteProtocolError(f"missing required header(s): {', '.join(missing)}", status_code=400)
-    if len(index) != len(h):  # some header appears more than once
+    if len(index) != len(h._fields):  # some header appears more than once
         for name in SINGLE_VALUED:
             n = len(index.get(name.lower(), ()))
             if n > 1:
@@ -694,8 +694,8 @@ def check_semantics(msg: Request | Response) -> None:
             )
         if isinstance(msg.uri, SipUri) and msg.uri.headers:
             raise RemoteProtocolError("Request-URI must not contain URI headers (RFC 3261 19.1.1)", status_code=400)
-        contacts = msg.headers.fields("contact")
-        if any(f.value == "*" for f in contacts):
+        contacts = h._lookup("contact")
+        if contacts and any(f.value == "*" for f in contacts):
             if len(contacts) > 1:
                 raise RemoteProtocolError("Contact '*' cannot be combined with other contacts", status_code=400)
             if msg.method != "REGISTER":

@@ -180,7 +180,7 @@ class HeaderField:
         _set(self, "name", name)
         _set(self, "value", value)
         _set(self, "raw", raw)
-        _set(self, "key", _KEYS.get(name) or header_key(name))
+        _set(self, "key", _KEYS[name] if name in _KEYS else header_key(name))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("HeaderField is immutable")
@@ -260,7 +260,7 @@ class Headers:
                 else:
                     index[k] = [f]
             self._index = index
-        return index.get(key, _NONE)
+        return index[key] if key in index else _NONE
 
     def parsed(self, key: str, value: str, parser: Callable[[str], Any]) -> Any:
         """``parser(value)`` for a field of this header set, parsed once per value.

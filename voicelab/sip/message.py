@@ -657,11 +657,10 @@ def check_syntax(msg: Request | Response) -> None:
     parsers = HEADER_PARSERS
     for f in h._fields:  # Headers.parsed inlined: the typed accessors reuse what this parsed
         key = f.key
-        parser = parsers.get(key)
-        if parser is not None:
+        if key in parsers:
             k = (key, f.value)
             if k not in memo:
-                memo[k] = _shared_parse(key, f.value) if key in _SHARED_KEYS else parser(f.value)
+                memo[k] = _shared_parse(key, f.value) if key in _SHARED_KEYS else parsers[key](f.value)
 
 
 def check_semantics(msg: Request | Response) -> None:

@@ -117,3 +117,77 @@ def test_one_regex_header_section_is_the_line_loop(start, lines):
         except RemoteProtocolError as exc:
             outcomes.append(str(exc))
     assert outcomes[0] == outcomes[1]
+
+
+# benchmarks/sipp/uac_load.xml's INVITE as SIPp 3.6.1 sends it (call 7 of pid 4242)
+_SIPP_INVITE = (
+    b"INVITE sip:service@127.0.0.1:5060 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-4242-7-0\r\n"
+    b"From: sipp <sip:sipp@127.0.0.1:5061>;tag=4242SIPpTag007\r\n"
+    b"To: service <sip:service@127.0.0.1:5060>\r\n"
+    b"Call-ID: 7-4242@127.0.0.1\r\n"
+    b"CSeq: 1 INVITE\r\n"
+    b"Contact: sip:sipp@127.0.0.1:5061\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"Subject: Performance Test\r\n"
+    b"Content-Type: application/sdp\r\n"
+    b"Content-Length:   129\r\n"
+    b"\r\n"
+    b"v=0\r\n"
+    b"o=user1 53655765 2353687637 IN IP4 127.0.0.1\r\n"
+    b"s=-\r\n"
+    b"c=IN IP4 127.0.0.1\r\n"
+    b"t=0 0\r\n"
+    b"m=audio 6000 RTP/AVP 0\r\n"
+    b"a=rtpmap:0 PCMU/8000\r\n"
+)
+_IN_DIALOG = (
+    b"%s sip:service@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-4242-7-%d\r\n"
+    b"From: sipp <sip:sipp@127.0.0.1:5061>;tag=4242SIPpTag007\r\nTo: service <sip:service@127.0.0.1:5060>;tag=%s\r\n"
+    b"Call-ID: 7-4242@127.0.0.1\r\nCSeq: %d %s\r\nContact: sip:sipp@127.0.0.1:5061\r\nMax-Forwards: 70\r\n"
+    b"Subject: Performance Test\r\nContent-Length: 0\r\n\r\n"
+)
+# What the UA sent for this call before the fast paths existed (main at 57fee72, rng seed 7).
+_TRYING = (
+    b"SIP/2.0 100 Trying\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-4242-7-0\r\n"
+    b"From: sipp <sip:sipp@127.0.0.1:5061>;tag=4242SIPpTag007\r\nTo: service <sip:service@127.0.0.1:5060>\r\n"
+    b"Call-ID: 7-4242@127.0.0.1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+)
+_OK_INVITE = (
+    b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-4242-7-0\r\n"
+    b"From: sipp <sip:sipp@127.0.0.1:5061>;tag=4242SIPpTag007\r\n"
+    b"To: service <sip:service@127.0.0.1:5060>;tag=8b4ae5f1a941\r\nCall-ID: 7-4242@127.0.0.1\r\nCSeq: 1 INVITE\r\n"
+    b"Contact: <sip:service@127.0.0.1:5060>\r\nAllow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO\r\nServer: voicelab\r\n"
+    b"Content-Type: application/sdp\r\nContent-Length: 143\r\n\r\n"
+    b"v=0\r\no=- 1469265226 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n"
+)
+_OK_BYE = (
+    b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-4242-7-7\r\n"
+    b"From: sipp <sip:sipp@127.0.0.1:5061>;tag=4242SIPpTag007\r\n"
+    b"To: service <sip:service@127.0.0.1:5060>;tag=8b4ae5f1a941\r\nCall-ID: 7-4242@127.0.0.1\r\nCSeq: 2 BYE\r\n"
+    b"Server: voicelab\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+def test_sipp_accepted_call_golden_bytes():
+    """SIPp's call through the UA (INVITE, 100, 200 with SDP, ACK, BYE, 200): the same
+    bytes, byte for byte, as before the accepted path was made cheaper."""
+    from voicelab.sip.ua import IncomingCall, UserAgent
+
+    ua = UserAgent(local_uri="sip:service@127.0.0.1:5060", local_addr=("127.0.0.1", 5060), rng=7, codecs=["pcmu"])
+    src = ("127.0.0.1", 5061)
+    ua.receive(_SIPP_INVITE, src, 1.0)
+    sent = ua.datagrams_to_send()
+    events = []
+    while (ev := ua.next_event()) is not None:
+        events.append(ev)
+    (call,) = [ev.call for ev in events if isinstance(ev, IncomingCall)]
+    ua.answer(call, 200, now=1.001)
+    sent += ua.datagrams_to_send()
+    tag = call._local_tag.encode()
+    ua.receive(_IN_DIALOG % (b"ACK", 5, tag, 1, b"ACK"), src, 1.002)
+    sent += ua.datagrams_to_send()
+    ua.receive(_IN_DIALOG % (b"BYE", 7, tag, 2, b"BYE"), src, 1.003)
+    sent += ua.datagrams_to_send()
+    assert sent == [(_TRYING, src), (_OK_INVITE, src), (_OK_BYE, src)]

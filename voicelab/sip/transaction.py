@@ -879,11 +879,14 @@ class _Transaction:
                 events.append(TransactionTerminated(reason, self.key))
 
     def _fire_due(self, now: float, events: list[Event]) -> None:
-        while self._timers:
-            name, deadline = min(self._timers.items(), key=lambda kv: (kv[1], kv[0]))
+        timers = self._timers
+        while timers:
+            deadline = min(timers.values())
             if deadline > now:
                 return
-            del self._timers[name]
+            # the earliest (deadline, name), as min(items, key=(deadline, name)) picks it
+            name = min([n for n, d in timers.items() if d == deadline])
+            del timers[name]
             inp = TIMER_INPUTS[name]
             self._run(self._lookup(inp), inp, now, None, events)
 
@@ -1778,7 +1781,8 @@ class TransactionTable:
                 tx._heap_deadline = nt
                 if nt is not None:
                     heapq.heappush(heap, (nt, next(self._seq), tx))
-        if len(heap) > 64 and len(heap) > 4 * len(self._txns):
+        n = len(heap)
+        if n > 64 and n > 4 * len(self._txns):
             # Many stale entries (timers re-armed or transactions gone early): rebuild.
             self._heap = [e for e in heap if e[2]._owner is self and e[2]._heap_deadline == e[0]]
             heapq.heapify(self._heap)

@@ -135,6 +135,27 @@ LIST_HEADERS = frozenset(
 )
 
 
+class cached_value:
+    """:func:`functools.cached_property` without the lock Python 3.11 takes on a first
+    access (3.12 dropped it): the value is computed once per instance and stored in its
+    ``__dict__``, which then shadows this (non-data) descriptor. For frozen values that are
+    shared between messages (a memoised Via's branch, a From's tag, a key's hash)."""
+
+    def __init__(self, func: Callable[[Any], Any]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.func(obj)
+        return value
+
+
 _KEYS: dict[str, str] = {}
 _NONE: tuple = ()
 #: Names whose keys :func:`header_key` remembers (a peer inventing names cannot grow it further).
@@ -454,7 +475,7 @@ class Via:
         """Parameter value (unquoted), ``""`` for a bare name, None when absent."""
         return _param(self.params, name)
 
-    @functools.cached_property  # a parsed Via is shared (memoised): look its branch up once
+    @cached_value  # a parsed Via is shared (memoised): look its branch up once
     def branch(self) -> str | None:
         """The ``branch`` parameter (transaction id; RFC 3261 8.1.1.7)."""
         return self.param("branch")
@@ -648,7 +669,7 @@ class NameAddr:
         """Parameter value (unquoted), ``""`` for a bare name, None when absent."""
         return _param(self.params, name)
 
-    @functools.cached_property  # a parsed From/To is shared (memoised): look its tag up once
+    @cached_value  # a parsed From/To is shared (memoised): look its tag up once
     def tag(self) -> str | None:
         """The ``tag`` parameter (RFC 3261 19.3)."""
         return self.param("tag")

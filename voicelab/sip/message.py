@@ -160,18 +160,31 @@ class Message:
     @property
     def via(self) -> list[Via]:
         """Every Via hop, topmost first (all Via fields, each split on commas)."""
-        out: list[Via] = []
         h = self.headers
+        memo = h._memo
+        if memo is not None and "@via" in memo:
+            return list(memo["@via"])  # type: ignore[index]
+        out: list[Via] = []
         for f in h._lookup("via"):
             out.extend(h.parsed("via", f.value, parse_via))
+        memo = h._memo
+        if memo is not None:
+            memo["@via"] = tuple(out)  # type: ignore[index]  # (dropped with the memo when a header changes)
         return out
 
     def _typed(self, slot: str, key: str, name: str, parser: Callable[[str], Any]) -> Any:
         """A single-valued header's parsed value, remembered in the header set's memo
         under ``slot`` (dropped with it when a header changes or the message is forgotten)."""
         h = self.headers
-        v = h.parsed(key, self._single(name, required=True, key=key) or "", parser)
+        fields = h._lookup(key)
+        value = fields[0].value if len(fields) == 1 else self._single(name, required=True, key=key) or ""
         memo = h._memo
+        k = (key, value)
+        if memo is not None and k in memo:  # Headers.parsed's memo hit, inlined
+            v = memo[k]
+        else:
+            v = h.parsed(key, value, parser)
+            memo = h._memo
         if memo is not None:
             memo[slot] = v  # type: ignore[index]
         return v

@@ -85,7 +85,6 @@ needs one it can drive on a virtual clock.
 from __future__ import annotations
 
 import enum
-import functools
 import heapq
 import itertools
 import math
@@ -96,7 +95,7 @@ import numpy as np
 
 from ..errors import LocalProtocolError, ParameterError, ProtocolError, RemoteProtocolError
 from .abnf import split_list
-from .headers import HeaderField, Headers
+from .headers import HeaderField, Headers, cached_value
 from .message import Request, Response
 from .timers import TimerConfig, TimerValues, derive_timers
 
@@ -276,7 +275,7 @@ class TransactionKey:
         """Whether this key uses the RFC 2543 fallback (no magic cookie)."""
         return self.legacy is not None
 
-    @functools.cached_property
+    @cached_value
     def _hash(self) -> int:
         return hash((self.role, self.method, self.branch, self.sent_by, self.legacy))
 

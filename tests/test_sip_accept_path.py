@@ -191,3 +191,19 @@ def test_sipp_accepted_call_golden_bytes():
     ua.receive(_IN_DIALOG % (b"BYE", 7, tag, 2, b"BYE"), src, 1.003)
     sent += ua.datagrams_to_send()
     assert sent == [(_TRYING, src), (_OK_INVITE, src), (_OK_BYE, src)]
+
+
+def test_transaction_key_hash_is_cached_but_not_pickled():
+    """A key computes its hash once; a pickled key leaves it behind (another process
+    hashes strings with another seed), and still finds its table entry after a round trip."""
+    import copy
+    import pickle
+
+    from voicelab.sip.transaction import TransactionKey
+
+    k = TransactionKey("server", "INVITE", "z9hg4bk-1", ("127.0.0.1", 5061))
+    table = {k: "tx"}
+    assert "_hash" in k.__dict__ and hash(k) == hash(("server", "INVITE", "z9hg4bk-1", ("127.0.0.1", 5061), None))
+    for twin in (pickle.loads(pickle.dumps(k)), copy.deepcopy(k)):
+        assert "_hash" not in twin.__dict__
+        assert twin == k and table[twin] == "tx"

@@ -282,6 +282,12 @@ class TransactionKey:
     def __hash__(self) -> int:  # the dataclass's hash, computed once per key (keys index every table)
         return self._hash
 
+    def __getstate__(self) -> dict:
+        # the cached hash stays behind: another process hashes strings with another seed
+        state = dict(self.__dict__)
+        state.pop("_hash", None)
+        return state
+
 
 def _top_via(msg: Request | Response):
     vias = msg.via

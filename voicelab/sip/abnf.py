@@ -257,12 +257,13 @@ class Scanner:
         Name used in error messages (``"Via"``, ``"From"``).
     """
 
-    __slots__ = ("text", "pos", "what")
+    __slots__ = ("text", "pos", "what", "end")
 
     def __init__(self, text: str, what: str) -> None:
         self.text = text
         self.pos = 0
         self.what = what
+        self.end = len(text)  # the text never changes: its length is looked up once
 
     def error(self, detail: str) -> RemoteProtocolError:
         """A 400 error for this value, with the column."""
@@ -270,23 +271,24 @@ class Scanner:
 
     def eof(self) -> bool:
         """Whether the whole value was consumed."""
-        return self.pos >= len(self.text)
+        return self.pos >= self.end
 
     def peek(self) -> str:
         """The next character, or ``""`` at the end."""
-        return self.text[self.pos] if self.pos < len(self.text) else ""
+        return self.text[self.pos] if self.pos < self.end else ""
 
     def skip_ws(self) -> bool:
         """Skip ``SWS`` (``[LWS]``); return whether anything was skipped."""
-        start = self.pos
-        text = self.text
-        while self.pos < len(text) and text[self.pos] in WSP:
-            self.pos += 1
-        return self.pos > start
+        pos = start = self.pos
+        text, end = self.text, self.end
+        while pos < end and text[pos] in WSP:
+            pos += 1
+        self.pos = pos
+        return pos > start
 
     def accept(self, char: str) -> bool:
         """Consume *char* if it is next (no white space skipped)."""
-        if self.pos < len(self.text) and self.text[self.pos] == char:
+        if self.pos < self.end and self.text[self.pos] == char:
             self.pos += 1
             return True
         return False
@@ -347,7 +349,7 @@ class Scanner:
     def rest(self) -> str:
         """Consume and return everything left."""
         out = self.text[self.pos :]
-        self.pos = len(self.text)
+        self.pos = self.end
         return out
 
 

@@ -56,6 +56,7 @@ class AsyncUserAgent:
         self.loop = asyncio.get_running_loop()
         self.events: asyncio.Queue = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # the deadline self._timer was scheduled for (its when())
         self._sends: set[asyncio.Task] = set()
         #: messages the transport could not send (requests fail their transaction with
         #: the cause; responses are counted), and the last cause
@@ -86,15 +87,16 @@ class AsyncUserAgent:
         if self._closed:
             return
         send_now = getattr(self.transport, "send_now", None)  # UDP: a datagram needs no task
-        for data, addr in self.ua.datagrams_to_send(self.loop.time()):
+        for data, addr in self.ua.datagrams_to_send():
+            addr = tuple(addr[:2])
             if self.capture is not None:
-                self.capture.append((self.loop.time(), self.ua.local_addr, tuple(addr[:2]), data, *self._stream))
+                self.capture.append((self.loop.time(), self.ua.local_addr, addr, data, *self._stream))
             try:
-                if send_now is not None and send_now(data, tuple(addr[:2])):
+                if send_now is not None and send_now(data, addr):
                     continue
             except VoicelabError:  # reported with its cause by the task path below
                 pass
-            task = self.loop.create_task(self.transport.send(data, tuple(addr[:2])))
+            task = self.loop.create_task(self.transport.send(data, addr))
             self._sends.add(task)
             task.add_done_callback(lambda t, d=data, a=tuple(addr[:2]): self._sent(t, d, a))
         handler = self.on_event
@@ -110,11 +112,12 @@ class AsyncUserAgent:
             slot = math.ceil(nt / slack) * slack
             nt = slot if slot >= nt else slot + slack  # (never before the deadline, whatever the rounding)
         timer = self._timer
-        if timer is not None and (nt is None or timer.when() != nt):
+        if timer is not None and (nt is None or self._timer_at != nt):
             timer.cancel()
             self._timer = timer = None
         if nt is not None and timer is None:
             self._timer = self.loop.call_at(nt, self._on_timer)
+            self._timer_at = nt
         for ev in now_events:  # after the flush: a handler may answer (and flush) at once
             if not handler(ev):
                 self.events.put_nowait(ev)

@@ -135,6 +135,27 @@ LIST_HEADERS = frozenset(
 )
 
 
+class cached_value:
+    """:func:`functools.cached_property` without the lock Python 3.11 takes on a first
+    access (3.12 dropped it): the value is computed once per instance and stored in its
+    ``__dict__``, which then shadows this (non-data) descriptor. For frozen values that are
+    shared between messages (a memoised Via's branch, a From's tag, a key's hash)."""
+
+    def __init__(self, func: Callable[[Any], Any]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.func(obj)
+        return value
+
+
 _KEYS: dict[str, str] = {}
 _NONE: tuple = ()
 #: Names whose keys :func:`header_key` remembers (a peer inventing names cannot grow it further).
@@ -180,7 +201,7 @@ class HeaderField:
         _set(self, "name", name)
         _set(self, "value", value)
         _set(self, "raw", raw)
-        _set(self, "key", _KEYS.get(name) or header_key(name))
+        _set(self, "key", _KEYS[name] if name in _KEYS else header_key(name))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("HeaderField is immutable")
@@ -225,6 +246,16 @@ class Headers:
         self._index: dict[str, list[HeaderField]] | None = None
         self._memo: dict[tuple[str, str], Any] | None = None
 
+    @classmethod
+    def _of(cls, fields: list[HeaderField]) -> Headers:
+        """Headers owning ``fields`` (not copied, not checked): for message builders that
+        made every element a :class:`HeaderField` themselves."""
+        h = cls.__new__(cls)
+        h._fields = fields
+        h._index = None
+        h._memo = None
+        return h
+
     def _changed(self) -> None:
         self._index = None
         self._memo = None
@@ -244,13 +275,13 @@ class Headers:
         if index is None:
             index = {}
             for f in self._fields:
-                lst = index.get(f.key)
-                if lst is None:
-                    index[f.key] = [f]
+                k = f.key
+                if k in index:
+                    index[k].append(f)
                 else:
-                    lst.append(f)
+                    index[k] = [f]
             self._index = index
-        return index.get(key, _NONE)
+        return index[key] if key in index else _NONE
 
     def parsed(self, key: str, value: str, parser: Callable[[str], Any]) -> Any:
         """``parser(value)`` for a field of this header set, parsed once per value.
@@ -444,7 +475,7 @@ class Via:
         """Parameter value (unquoted), ``""`` for a bare name, None when absent."""
         return _param(self.params, name)
 
-    @property
+    @cached_value  # a parsed Via is shared (memoised): look its branch up once
     def branch(self) -> str | None:
         """The ``branch`` parameter (transaction id; RFC 3261 8.1.1.7)."""
         return self.param("branch")
@@ -498,8 +529,57 @@ def _port(sc: Scanner) -> int:
 
 # Memoised: a message's Via/From/To are read several times per message (transaction
 # key, dialog, trace); the parsed values are frozen, errors are never cached.
+# The common Via and name-addr, written without optional white space, quoted strings,
+# or a ``received`` parameter, are read by one regular expression (the same token, host
+# and parameter-value rules as the scanner's). Anything else, or anything that fails a
+# check, goes through the scanner, which gives the answer or the error.
+_TOKEN_PAT = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_FAST_PARAMS_PAT = rf"(?:;{_TOKEN_PAT}(?:=(?:{_GEN_VALUE_RE.pattern}))?)*"
+_FAST_PARAM_RE = re.compile(rf";({_TOKEN_PAT})(?:=({_GEN_VALUE_RE.pattern}))?")
+_FAST_VIA_RE = re.compile(
+    rf"({_TOKEN_PAT})/({_TOKEN_PAT})/({_TOKEN_PAT}) ({_HOST_RE.pattern})(?::([0-9]{{1,5}}))?({_FAST_PARAMS_PAT})"
+)
+
+
+def _fast_params(text: str) -> tuple[tuple[str, str | None], ...] | None:
+    """What :func:`_params` gives for ``text`` (already matched by ``_FAST_PARAMS_PAT``);
+    None when a parameter is ``received`` (its value follows another rule there)."""
+    if not text:
+        return ()
+    params = tuple([(k, v or None) for k, v in _FAST_PARAM_RE.findall(text)])  # a value is never empty
+    if "received" in text.lower() and any(k.lower() == "received" for k, _ in params):
+        return None
+    return params
+
+
+def _fast_via(text: str) -> Via | None:
+    m = _FAST_VIA_RE.fullmatch(text)
+    if m is None:
+        return None
+    name, version, transport, host, port_text, params_text = m.groups()
+    if host.startswith("["):
+        if not is_ipv6(host[1:-1]):
+            return None
+    elif not (is_hostname(host) or is_ipv4(host)):
+        return None
+    port = None
+    if port_text is not None:
+        port = int(port_text)
+        if port > 65535:
+            return None
+    params = _fast_params(params_text)
+    if params is None:
+        return None
+    _check_via_params(params)
+    return Via(f"{name}/{version}", transport, host, port, params)
+
+
 @functools.lru_cache(maxsize=2048)
 def _parse_one_via(text: str) -> Via:
+    return _fast_via(text) or _scan_via(text)
+
+
+def _scan_via(text: str) -> Via:
     sc = Scanner(text, "Via")
     name = sc.token("protocol-name")
     sc.expect_sep("/", "SLASH")
@@ -517,6 +597,11 @@ def _parse_one_via(text: str) -> Via:
     params = _params(sc)
     if not sc.eof():
         raise sc.error("unexpected text")
+    _check_via_params(params)
+    return Via(f"{name}/{version}", transport, host, port, params)
+
+
+def _check_via_params(params: tuple[tuple[str, str | None], ...]) -> None:
     for k, v in params:
         low = k.lower()
         if low == "ttl" and (v is None or not v.isdigit() or len(v) > 3 or int(v) > 255):
@@ -531,7 +616,6 @@ def _parse_one_via(text: str) -> Via:
             raise fail("Via", "branch must be a token")
         elif low == "rport" and v is not None and (not v.isdigit() or len(v) > 5 or int(v) > 65535):
             raise fail("Via", "rport must be empty or a port number")
-    return Via(f"{name}/{version}", transport, host, port, params)
 
 
 def parse_via(value: str) -> list[Via]:
@@ -585,7 +669,7 @@ class NameAddr:
         """Parameter value (unquoted), ``""`` for a bare name, None when absent."""
         return _param(self.params, name)
 
-    @property
+    @cached_value  # a parsed From/To is shared (memoised): look its tag up once
     def tag(self) -> str | None:
         """The ``tag`` parameter (RFC 3261 19.3)."""
         return self.param("tag")
@@ -600,8 +684,30 @@ _QVALUE_RE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 
 # Memoised: a message's Via/From/To are read several times per message (transaction
 # key, dialog, trace); the parsed values are frozen, errors are never cached.
+_FAST_NAME_ADDR_RE = re.compile(rf"(?:({_DISPLAY_TOKENS_RE.pattern})[ \t]*)?<([^<>\s\"]+)>({_FAST_PARAMS_PAT})")
+
+
+def _fast_name_addr(text: str) -> NameAddr | None:
+    m = _FAST_NAME_ADDR_RE.fullmatch(text)
+    if m is None:
+        return None
+    display, inner, params_text = m.groups()
+    try:
+        uri = parse_uri(inner)
+    except RemoteProtocolError:
+        return None
+    params = _fast_params(params_text)
+    if params is None:
+        return None
+    return NameAddr(display, uri, params, True)
+
+
 @functools.lru_cache(maxsize=2048)
 def _parse_one_name_addr(text: str, what: str) -> NameAddr:
+    return _fast_name_addr(text) or _scan_name_addr(text, what)
+
+
+def _scan_name_addr(text: str, what: str) -> NameAddr:
     sc = Scanner(text, what)
     display: str | None = None
     if sc.peek() == '"':

@@ -49,6 +49,8 @@ from typing import Any, Callable, Iterable
 from ..errors import ParameterError, RemoteProtocolError
 from .abnf import WSP, is_token
 from .headers import (
+    _SHARED_KEYS,
+    _shared_parse,
     HEADER_PARSERS,
     Auth,
     ContentType,
@@ -158,18 +160,31 @@ class Message:
     @property
     def via(self) -> list[Via]:
         """Every Via hop, topmost first (all Via fields, each split on commas)."""
-        out: list[Via] = []
         h = self.headers
+        memo = h._memo
+        if memo is not None and "@via" in memo:
+            return list(memo["@via"])  # type: ignore[index]
+        out: list[Via] = []
         for f in h._lookup("via"):
             out.extend(h.parsed("via", f.value, parse_via))
+        memo = h._memo
+        if memo is not None:
+            memo["@via"] = tuple(out)  # type: ignore[index]  # (dropped with the memo when a header changes)
         return out
 
     def _typed(self, slot: str, key: str, name: str, parser: Callable[[str], Any]) -> Any:
         """A single-valued header's parsed value, remembered in the header set's memo
         under ``slot`` (dropped with it when a header changes or the message is forgotten)."""
         h = self.headers
-        v = h.parsed(key, self._single(name, required=True, key=key) or "", parser)
+        fields = h._lookup(key)
+        value = fields[0].value if len(fields) == 1 else self._single(name, required=True, key=key) or ""
         memo = h._memo
+        k = (key, value)
+        if memo is not None and k in memo:  # Headers.parsed's memo hit, inlined
+            v = memo[k]
+        else:
+            v = h.parsed(key, value, parser)
+            memo = h._memo
         if memo is not None:
             memo[slot] = v  # type: ignore[index]
         return v
@@ -193,12 +208,13 @@ class Message:
     @property
     def contact(self) -> list[NameAddr] | str:
         """Contact values in order, ``"*"`` for the wildcard, ``[]`` when absent."""
-        fields = self.headers.fields("contact")
+        h = self.headers
+        fields = h._lookup("contact")
         if len(fields) == 1 and fields[0].value.strip(WSP) == "*":
             return "*"
         out: list[NameAddr] = []
         for f in fields:
-            c = parse_contact(f.value)
+            c = h.parsed("contact", f.value, parse_contact)  # memoised: copied into ``out``
             if isinstance(c, str):
                 raise RemoteProtocolError("Contact '*' cannot be combined with other contacts", status_code=400)
             out.extend(c)
@@ -270,9 +286,10 @@ class Message:
         raise NotImplementedError
 
     def __bytes__(self) -> bytes:
-        parts = [self.start_line().encode("utf-8")]
-        parts.extend(bytes(f) for f in self.headers)
-        return b"\r\n".join(parts) + b"\r\n\r\n" + bytes(self.body)
+        # as b"\r\n".join(bytes(f) for each field), encoded once
+        lines = [self.start_line()]
+        lines += [f"{f.name}: {f.value}" if f.raw is None else f.raw for f in self.headers._fields]
+        return "\r\n".join(lines).encode("utf-8") + b"\r\n\r\n" + bytes(self.body)
 
 
 class Request(Message):
@@ -445,13 +462,19 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[tuple[str, object, object,
     if not lines[0] or "\r" in lines[0] or "\n" in lines[0]:
         raise _bad("empty start line, or bare CR/LF in it")
     start = _parse_start_line(lines[0])
-    fields: list[HeaderField] = []
-    i = 1
     n = len(lines)
     max_line = limits.max_header_line
     # no CR or LF outside the CRLFs split on: no line needs its own bare CR/LF check
-    crlfs = text.count("\r\n")
+    crlfs = n - 1
     clean = text.count("\r") == crlfs and text.count("\n") == crlfs
+    if clean and crlfs <= limits.max_headers and len(text) <= max_line:
+        # The common head: every line one "token *WSP : value" field (no fold, none over
+        # a limit), matched by one regex pass; anything else takes the line loop below.
+        found = _FIELD_RE.findall(text, len(lines[0]) + 2)
+        if len(found) == crlfs:
+            return start, Headers._of([HeaderField(name, value, raw) for raw, name, value in found])
+    fields: list[HeaderField] = []
+    i = 1
     good_names = _GOOD_NAMES
     while i < n:
         line = lines[i]
@@ -505,12 +528,17 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[tuple[str, object, object,
     return start, Headers(fields)
 
 
+#: One header field on one line: (whole line, name, value without the WSP around it).
+#: ``^`` (MULTILINE) anchors each match at a line start, so a line that is not a field
+#: (a fold, a bad name, no colon) makes the count of matches fall short.
+_FIELD_RE = re.compile(r"^(([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*)(?=\r\n|\Z)", re.M)
+
 #: Header names already checked to be tokens (bounded: a peer inventing names cannot grow it).
 _GOOD_NAMES: set[str] = set()
 
 
 def _content_lengths(headers: Headers) -> list[int]:
-    return [parse_content_length(f.value) for f in headers.fields("content-length")]
+    return [headers.parsed("content-length", f.value, parse_content_length) for f in headers._lookup("content-length")]
 
 
 def _build(start: tuple[str, object, object, str], headers: Headers, body: bytes) -> Request | Response:
@@ -636,10 +664,16 @@ def check_syntax(msg: Request | Response) -> None:
     Other headers are kept as opaque text.
     """
     h = msg.headers
-    for f in h:
-        parser = HEADER_PARSERS.get(f.key)
-        if parser is not None:
-            h.parsed(f.key, f.value, parser)  # the typed accessors reuse what this parsed
+    memo = h._memo
+    if memo is None:
+        memo = h._memo = {}
+    parsers = HEADER_PARSERS
+    for f in h._fields:  # Headers.parsed inlined: the typed accessors reuse what this parsed
+        key = f.key
+        if key in parsers:
+            k = (key, f.value)
+            if k not in memo:
+                memo[k] = _shared_parse(key, f.value) if key in _SHARED_KEYS else parsers[key](f.value)
 
 
 def check_semantics(msg: Request | Response) -> None:
@@ -659,7 +693,7 @@ def check_semantics(msg: Request | Response) -> None:
     if not _REQUIRED_KEYS <= index.keys():
         missing = [name for name in required if name.lower() not in index]
         raise RemoteProtocolError(f"missing required header(s): {', '.join(missing)}", status_code=400)
-    if len(index) != len(h):  # some header appears more than once
+    if len(index) != len(h._fields):  # some header appears more than once
         for name in SINGLE_VALUED:
             n = len(index.get(name.lower(), ()))
             if n > 1:
@@ -672,8 +706,8 @@ def check_semantics(msg: Request | Response) -> None:
             )
         if isinstance(msg.uri, SipUri) and msg.uri.headers:
             raise RemoteProtocolError("Request-URI must not contain URI headers (RFC 3261 19.1.1)", status_code=400)
-        contacts = msg.headers.fields("contact")
-        if any(f.value == "*" for f in contacts):
+        contacts = h._lookup("contact")
+        if contacts and any(f.value == "*" for f in contacts):
             if len(contacts) > 1:
                 raise RemoteProtocolError("Contact '*' cannot be combined with other contacts", status_code=400)
             if msg.method != "REGISTER":

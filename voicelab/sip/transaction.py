@@ -94,7 +94,8 @@ from typing import ClassVar, Union
 import numpy as np
 
 from ..errors import LocalProtocolError, ParameterError, ProtocolError, RemoteProtocolError
-from .headers import Headers
+from .abnf import split_list
+from .headers import HeaderField, Headers, cached_value
 from .message import Request, Response
 from .timers import TimerConfig, TimerValues, derive_timers
 
@@ -153,6 +154,8 @@ class State(enum.Enum):
     ACCEPTED = "Accepted"
     TERMINATED = "Terminated"
 
+    __hash__ = object.__hash__  # members are singletons compared by identity: no Python-level hash per lookup
+
 
 class Input(enum.Enum):
     """Everything that can happen to a transaction."""
@@ -180,6 +183,8 @@ class Input(enum.Enum):
     TIMER_M = "Timer M fires"
     TIMER_TRYING = "Trying timer fires (200 ms without a TU response)"
     TRANSPORT_ERROR = "transport error"
+
+    __hash__ = object.__hash__  # as State's
 
 
 #: Timer name -> the input its firing produces.
@@ -270,6 +275,19 @@ class TransactionKey:
         """Whether this key uses the RFC 2543 fallback (no magic cookie)."""
         return self.legacy is not None
 
+    @cached_value
+    def _hash(self) -> int:
+        return hash((self.role, self.method, self.branch, self.sent_by, self.legacy))
+
+    def __hash__(self) -> int:  # the dataclass's hash, computed once per key (keys index every table)
+        return self._hash
+
+    def __getstate__(self) -> dict:
+        # the cached hash stays behind: another process hashes strings with another seed
+        state = dict(self.__dict__)
+        state.pop("_hash", None)
+        return state
+
 
 def _top_via(msg: Request | Response):
     vias = msg.via
@@ -322,10 +340,18 @@ def transaction_key_for_request(request: Request) -> TransactionKey:
         raise ParameterError(f"transaction_key_for_request needs a Request, got {type(request).__name__}")
     method = "INVITE" if request.method == "ACK" else request.method
     h = request.headers
+    memo = h._memo
+    if memo is not None:  # the key of this message, remembered until its headers change
+        key = memo.get(("@server-key", method))
+        if key is not None:
+            return key
     vias = h._lookup("via")
     if vias:  # RFC 3261 keys depend only on the method and the top Via: computed once per message
         key = h.parsed("server-key:" + method, vias[0].value, lambda _: _server_key(request, method))
         if key is not None:
+            memo = h._memo
+            if memo is not None:
+                memo[("@server-key", method)] = key
             return key
     return _legacy_server_key(request, method)
 
@@ -508,21 +534,51 @@ def build_response(
     -------
     Response
     """
-    h = Headers()
-    for value in request.headers.get_all("Via"):
-        h.add("Via", value)
-    h.add("From", _first_value(request, "From"))
-    to = _first_value(request, "To")
+    fields = _response_fields(request, to_tag)
+    fields.append(HeaderField("Content-Length", str(len(body))))
+    return Response(status_code, reason, Headers._of(fields), body)
+
+
+def _response_fields(request: Request, to_tag: str | None) -> list[HeaderField]:
+    """The fields :func:`build_response` copies from ``request``, in order, without its
+    Content-Length (the UA core appends its own fields before that one)."""
+    # one pass over the request's fields: the first of each, every Via (split on commas)
+    vias: list[str] = []
+    first: dict[str, str] = {}
+    for f in request.headers._fields:
+        key = f.key
+        if key == "via":
+            vias.append(f.value)
+        elif key in _COPIED and key not in first:
+            first[key] = f.value
+    fields = [HeaderField("Via", hop) for value in vias for hop in split_list(value)]
+    if len(first) < 4:
+        _check_copied(first, ("from", "to"))
+    to = first["to"]
     if to_tag is not None and request.to.tag is None:
         to = f"{to};tag={to_tag}"
-    h.add("To", to)
-    h.add("Call-ID", _first_value(request, "Call-ID"))
-    h.add("CSeq", _first_value(request, "CSeq"))
-    ts = request.headers.get("Timestamp")
+    if len(first) < 4:
+        _check_copied(first, ("call-id", "cseq"))
+    fields.append(HeaderField("From", first["from"]))
+    fields.append(HeaderField("To", to))
+    fields.append(HeaderField("Call-ID", first["call-id"]))
+    fields.append(HeaderField("CSeq", first["cseq"]))
+    ts = first.get("timestamp")
     if ts is not None:
-        h.add("Timestamp", ts)
-    h.add("Content-Length", str(len(body)))
-    return Response(status_code, reason, h, body)
+        fields.append(HeaderField("Timestamp", ts))
+    return fields
+
+
+def _check_copied(first: dict[str, str], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if key not in first:
+            name = _COPIED_NAMES[key]
+            raise LocalProtocolError(f"the request has no {name} header; build it with one before using a transaction")
+
+
+#: What a response copies from its request besides Via (header key -> name in errors).
+_COPIED_NAMES = {"from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq"}
+_COPIED = frozenset({"from", "to", "call-id", "cseq", "timestamp"})
 
 
 # ---------------------------------------------------------------------------------------
@@ -828,11 +884,14 @@ class _Transaction:
                 events.append(TransactionTerminated(reason, self.key))
 
     def _fire_due(self, now: float, events: list[Event]) -> None:
-        while self._timers:
-            name, deadline = min(self._timers.items(), key=lambda kv: (kv[1], kv[0]))
+        timers = self._timers
+        while timers:
+            deadline = min(timers.values())
             if deadline > now:
                 return
-            del self._timers[name]
+            # the earliest (deadline, name), as min(items, key=(deadline, name)) picks it
+            name = min([n for n, d in timers.items() if d == deadline])
+            del timers[name]
             inp = TIMER_INPUTS[name]
             self._run(self._lookup(inp), inp, now, None, events)
 
@@ -1727,7 +1786,8 @@ class TransactionTable:
                 tx._heap_deadline = nt
                 if nt is not None:
                     heapq.heappush(heap, (nt, next(self._seq), tx))
-        if len(heap) > 64 and len(heap) > 4 * len(self._txns):
+        n = len(heap)
+        if n > 64 and n > 4 * len(self._txns):
             # Many stale entries (timers re-armed or transactions gone early): rebuild.
             self._heap = [e for e in heap if e[2]._owner is self and e[2]._heap_deadline == e[0]]
             heapq.heapify(self._heap)

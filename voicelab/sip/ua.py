@@ -116,6 +116,7 @@ from .transaction import (
     TransportFailed,
     UnmatchedRequest,
     build_cancel,
+    _response_fields,
     build_response,
     new_branch,
 )
@@ -153,6 +154,7 @@ Addr = tuple  # (host, port) or whatever the adapter uses; opaque here
 TRANSPORTS = ("udp", "tcp", "tls", "ws")
 #: Methods this UA core handles as a UAS.
 ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO")
+_ALLOW_VALUE = ", ".join(ALLOWED)
 #: Methods it knows but does not take (405 with Allow); others get 501.
 KNOWN_NOT_ALLOWED = ("REGISTER", "PRACK", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH")
 #: Option tags we support (Supported; anything else in Require gets 420).
@@ -1128,8 +1130,11 @@ class UserAgent:
         """The earliest deadline (s, absolute) at which :meth:`handle_timer` must run."""
         while self._timers and self._timers[0].cancelled:
             self._pop_timer()
-        times = [t for t in (self._table.next_timer(), self._timers[0].deadline if self._timers else None) if t is not None]
-        return min(times) if times else None
+        table = self._table.next_timer()
+        own = self._timers[0].deadline if self._timers else None
+        if table is None or own is None:
+            return own if table is None else table
+        return own if own < table else table  # the earlier (min() of the two)
 
     def datagrams_to_send(self, now: float | None = None) -> list[tuple[bytes, Addr]]:
         """Drain what must be sent: ``(bytes, addr)`` pairs in order.
@@ -1747,26 +1752,25 @@ class UserAgent:
         extra: Sequence[tuple[str, str]] = (),
         dialog_creating: bool = False,
     ) -> Response:
-        resp = build_response(request, status, reason or _reason(status), to_tag=to_tag, body=body)
-        h = resp.headers
-        length = h.get("Content-Length") or "0"
-        h.remove("Content-Length")
+        # build_response's fields, then ours, then its Content-Length (one list, one Headers)
+        fields = _response_fields(request, to_tag)
+        add = fields.append
         if dialog_creating and request.method == "INVITE" and status > 100:
             for value in request.headers.get_all("Record-Route"):
-                h.add("Record-Route", value)
-            h.add("Contact", f"<{self.contact}>")
+                add(HeaderField("Record-Route", value))
+            add(HeaderField("Contact", f"<{self.contact}>"))
         if status == 405 or (request.method in ("INVITE", "OPTIONS") and 200 <= status < 300):
-            h.add("Allow", ", ".join(ALLOWED))
+            add(HeaderField("Allow", _ALLOW_VALUE))
         if request.method == "OPTIONS" and 200 <= status < 300:
-            h.add("Accept", "application/sdp")
+            add(HeaderField("Accept", "application/sdp"))
         if self.user_agent:
-            h.add("Server", self.user_agent)
+            add(HeaderField("Server", self.user_agent))
         for name, value in extra:
-            h.add(name, value)
+            add(HeaderField(name, value))
         if body:
-            h.add("Content-Type", "application/sdp")
-        h.add("Content-Length", length)
-        return resp
+            add(HeaderField("Content-Type", "application/sdp"))
+        add(HeaderField("Content-Length", str(len(body))))
+        return Response(status, reason or _reason(status), Headers._of(fields), body)
 
     def _out_of_dialog(
         self, method: str, uri: Uri, *, to: str, from_tag: str, call_id: str, cseq: int, extra: Sequence[tuple[str, str]] = ()
@@ -1980,16 +1984,17 @@ class UserAgent:
             return request
         if not (is_ipv4(src_host) or is_ipv6(src_host)):
             return request
-        fields = request.headers.fields("via")
+        h = request.headers
+        fields = h._lookup("via")
         if not fields:
             return request
-        values = split_list(fields[0].value)
-        top = parse_via(values[0])[0]
+        top = h.parsed("via", fields[0].value, parse_via)[0]  # parsed (all hops) when the request was validated
         params = list(top.params)
         has_rport = any(k.lower() == "rport" for k, _ in params)
         differs = top.host.strip("[]").lower() != src_host.lower()
         if not has_rport and not differs:
             return request
+        values = split_list(fields[0].value)
         params = [(k, v) for k, v in params if k.lower() not in ("received",) and not (has_rport and k.lower() == "rport")]
         params.append(("received", src_host))
         if has_rport:

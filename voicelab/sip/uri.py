@@ -39,6 +39,7 @@ SIP's parameter and header rules.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -228,6 +229,9 @@ def _format_sip(u: SipUri) -> str:
     return "".join(out)
 
 
+# Memoised: the Request-URI is the same in most requests an endpoint receives; the
+# parsed URIs are frozen and compare by value (uri_equal), errors are never cached.
+@functools.lru_cache(maxsize=4096)
 def parse_uri(text: str) -> Uri:
     """Parse a URI as it appears in a Request-URI or inside ``<...>``.
 

@@ -64,6 +64,7 @@ from .net.iface import LoopbackInterface
 from .rtp.live import LiveAudioStream
 from .rtp.pacer import MediaPacer, pacer_for
 from .sip.shed import SHED_TAG_PREFIX, respond, status_line, triage
+from .sip.shed import drain as shed_drain
 from .sip.ua import CallCancelled, CallEnded, CallEstablished, CallFailed, IncomingCall, UserAgent
 
 __all__ = ["Agent", "parse_mode", "MODES"]
@@ -507,6 +508,8 @@ class Agent:
             if self.transport == "udp":  # refuse on the raw datagram, before parsing
                 inner = t.on_message
                 t.on_message = lambda data, addr, tr: self._prefilter(data, addr, tr, inner)
+                if shed_drain is not None:  # the C accelerator: whole batches refused in C
+                    t.shed_hook = (self._shed_decide, self._shed_counted)
             self._lag_task = loop.create_task(self._watch_lag())
         self._task = loop.create_task(self._serve())
         if self.media_timeout is not None:
@@ -575,7 +578,10 @@ class Agent:
         """Admit or refuse new INVITEs on the raw datagram; drop the ACKs of our refusals.
 
         The refusal is built from the datagram's bytes (:func:`voicelab.sip.shed.respond`)
-        and sent at once (no task): refusing must cost a small fraction of a call.
+        and sent at once (no task): refusing must cost a small fraction of a call. With the
+        C accelerator the UDP transport does the same for whole batches
+        (:func:`voicelab.sip.shed.drain` with :meth:`_shed_decide`) and hands only the
+        rest to this method.
         """
         kind = triage(data) if data[:1] in (b"I", b"A") else None
         if kind is None:
@@ -584,22 +590,10 @@ class Agent:
         if what == "shed-ack":
             self.shed_acks += 1
             return None
-        if call_id in self._admitted:  # a retransmission of an admitted INVITE
+        d = self._shed_decide(call_id)
+        if d is None:
             return inner(data, addr, tr)
-        now = self._oc_time(self._loop.time())
-        r = self.overload.admit(now, active_calls=len(self._active), queue_depth=self.sip.events.qsize() + self.rx_backlog,
-                                queue_delay=self._queue_delay_now())
-        if r is None:
-            admitted = self._admitted
-            admitted[call_id] = now
-            while next(iter(admitted.values())) < now - 64 * 0.5:
-                admitted.popitem(last=False)
-            return inner(data, addr, tr)
-        self._shed_n += 1
-        line = self._status_lines.get(r.status)
-        if line is None:
-            line = self._status_lines[r.status] = status_line(r.status, "Busy Here" if r.status == 486 else "Service Unavailable")
-        resp = respond(fields, line, retry_after=r.retry_after, tag=b"%s%x" % (_SHED_PREFIX, self._shed_n))
+        resp = respond(fields, d[0], retry_after=d[1], tag=d[2])
         if resp is None:  # not readable with certainty: the UA's hook decides (and answers)
             return inner(data, addr, tr)
         self.calls_shed += 1
@@ -608,6 +602,37 @@ class Agent:
             self.sip._sends.add(task)
             task.add_done_callback(self.sip._sends.discard)
         return None
+
+    def _shed_decide(self, call_id: str) -> tuple[bytes, int | None, bytes] | None:
+        """The overload policy on a new INVITE seen on the raw datagram (its Call-ID).
+
+        Returns
+        -------
+        None or (status_line, retry_after, tag)
+            None: admit (the INVITE goes on to the UA); else what the stateless refusal
+            says (:func:`voicelab.sip.shed.respond`'s ``line``, ``retry_after``, ``tag``).
+        """
+        if call_id in self._admitted:  # a retransmission of an admitted INVITE
+            return None
+        now = self._oc_time(self._loop.time())
+        r = self.overload.admit(now, active_calls=len(self._active), queue_depth=self.sip.events.qsize() + self.rx_backlog,
+                                queue_delay=self._queue_delay_now())
+        if r is None:
+            admitted = self._admitted
+            admitted[call_id] = now
+            while next(iter(admitted.values())) < now - 64 * 0.5:
+                admitted.popitem(last=False)
+            return None
+        self._shed_n += 1
+        line = self._status_lines.get(r.status)
+        if line is None:
+            line = self._status_lines[r.status] = status_line(r.status, "Busy Here" if r.status == 486 else "Service Unavailable")
+        return line, r.retry_after, b"%s%x" % (_SHED_PREFIX, self._shed_n)
+
+    def _shed_counted(self, shed_acks: int, refused: int) -> None:
+        """What a batch of the transport's C shedding did (ACKs dropped, INVITEs refused)."""
+        self.shed_acks += shed_acks
+        self.calls_shed += refused
 
     async def _watch_lag(self) -> None:
         """Sample the event-loop lag: how late a sleep of ``lag_interval`` wakes up."""

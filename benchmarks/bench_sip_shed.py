@@ -288,6 +288,8 @@ async def _run_socket(calls: int, repeat: int, rate: float) -> dict:
 def _path() -> str:
     from voicelab.sip import shed
 
+    if not hasattr(shed, "ACCELERATED"):
+        return "pure Python (a checkout without the accelerator)"
     return "C accelerator (recvmmsg/sendmmsg)" if shed.ACCELERATED else "pure Python"
 
 

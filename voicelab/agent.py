@@ -418,6 +418,7 @@ class Agent:
         self.backlog_reads_skipped = 0
         self._admitted: OrderedDict[str, float] = OrderedDict()  # Call-ID -> when admitted (prefilter)
         self._shed_n = 0
+        self._inner: Any = None  # the UDP transport's on_message behind the prefilter
         self._oc_last = float("-inf")  # the latest time given to the overload policy (s, loop clock)
         self._event_cost = 0.0  # s to handle one queued event, smoothed (see _queue_delay_now)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -506,8 +507,8 @@ class Agent:
         if self.overload is not None:
             self.ua.admission = self._admit
             if self.transport == "udp":  # refuse on the raw datagram, before parsing
-                inner = t.on_message
-                t.on_message = lambda data, addr, tr: self._prefilter(data, addr, tr, inner)
+                self._inner = t.on_message
+                t.on_message = self._prefilter
                 if shed_drain is not None:  # the C accelerator: whole batches refused in C
                     t.shed_hook = (self._shed_decide, self._shed_counted)
             self._lag_task = loop.create_task(self._watch_lag())
@@ -574,7 +575,7 @@ class Agent:
     def _queue_depth(self) -> int:
         return self.sip.events.qsize() + self.rx_backlog
 
-    def _prefilter(self, data: Any, addr: Any, tr: Any, inner: Any) -> None:
+    def _prefilter(self, data: Any, addr: Any, tr: Any) -> None:
         """Admit or refuse new INVITEs on the raw datagram; drop the ACKs of our refusals.
 
         The refusal is built from the datagram's bytes (:func:`voicelab.sip.shed.respond`)
@@ -583,6 +584,7 @@ class Agent:
         (:func:`voicelab.sip.shed.drain` with :meth:`_shed_decide`) and hands only the
         rest to this method.
         """
+        inner = self._inner  # the UA's on_message
         kind = triage(data) if data[:1] in (b"I", b"A") else None
         if kind is None:
             return inner(data, addr, tr)
@@ -614,9 +616,13 @@ class Agent:
         """
         if call_id in self._admitted:  # a retransmission of an admitted INVITE
             return None
-        now = self._oc_time(self._loop.time())
-        r = self.overload.admit(now, active_calls=len(self._active), queue_depth=self.sip.events.qsize() + self.rx_backlog,
-                                queue_delay=self._queue_delay_now())
+        now = self._loop.time()  # (self._oc_time and self._queue_delay_now inlined: once per refused INVITE)
+        if now < self._oc_last:
+            now = self._oc_last
+        self._oc_last = now
+        waiting = self.sip.events.qsize()
+        r = self.overload.admit(now, active_calls=len(self._active), queue_depth=waiting + self.rx_backlog,
+                                queue_delay=max(self.queue_delay, waiting * self._event_cost))
         if r is None:
             admitted = self._admitted
             admitted[call_id] = now

@@ -103,6 +103,7 @@ def _py_triage(data: bytes) -> Triage | None:
         ACK whose To tag is one of our stateless refusals. ``fields`` is for
         :func:`respond`. None: anything else, or not readable with certainty.
     """
+    # (one function, no helper calls: this runs for every INVITE and ACK under overload)
     if data.startswith(b"INVITE "):
         invite = True
     elif data.startswith(b"ACK "):
@@ -111,9 +112,18 @@ def _py_triage(data: bytes) -> Triage | None:
         invite = False
     else:
         return None
-    f = _fields(data)
-    if f is None:
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
         return None
+    head = data[: end + 2]  # the last header line keeps its CRLF
+    n = head.count(b"\n")
+    # a lone CR or LF, or folded lines: the parser decides
+    if head.count(b"\r") != n or head.count(b"\r\n") != n or b"\n " in head or b"\n\t" in head:
+        return None
+    f: list[list[bytes]] = [[], [], [], [], [], []]
+    slot = _SLOT
+    for name, value in _FIELD_RE.findall(head):
+        f[slot[name.lower()]].append(value.rstrip(b" \t"))
     to, call_id = f[2], f[3]
     if len(to) != 1 or len(call_id) != 1 or not f[0]:
         return None
@@ -121,10 +131,12 @@ def _py_triage(data: bytes) -> Triage | None:
         cid = call_id[0].decode("ascii")
     except UnicodeDecodeError:
         return None
-    tag = _to_tag(to[0])
+    to_value = to[0]
+    gt = to_value.rfind(b">")  # the tag is a header parameter: after the URI's '>' when bracketed
+    m = _TAG_RE.search(to_value, gt + 1 if gt >= 0 else 0)
     if invite:
-        return ("invite", cid, f) if tag is None else None
-    return ("shed-ack", cid, f) if tag is not None and tag.startswith(_PREFIX) else None
+        return ("invite", cid, f) if m is None else None
+    return ("shed-ack", cid, f) if m is not None and m.group(1).startswith(_PREFIX) else None
 
 
 if os.environ.get("VOICELAB_NO_EXTENSIONS", "") not in ("", "0"):

@@ -670,23 +670,39 @@ class UdpTransport(SipTransport):
         :class:`voicelab.calls.AsyncUserAgent` (one task per datagram costs more than
         the send).
         """
-        if self._transport is None:
+        tr = self._transport
+        if tr is None:
             return False
-        payload = self._payload(data, MAX_DATAGRAM_BYTES)
-        self._transport.sendto(payload, _check_addr(addr))
-        self._sent(len(payload))
+        if (type(data) is not bytes or self._closed or len(data) > MAX_DATAGRAM_BYTES
+                or len(data) > self.limits.max_message_bytes):  # (the checks of _payload, bytes inline)
+            data = self._payload(data, MAX_DATAGRAM_BYTES)
+        tr.sendto(data, _check_addr(addr))
+        stats = self.stats
+        stats.messages_sent += 1
+        stats.bytes_sent += len(data)
         return True
 
     def _on_datagram(self, data: bytes, addr: Addr) -> None:
-        self.stats.bytes_received += len(data)
-        if len(data) > min(MAX_DATAGRAM_BYTES, self.limits.max_message_bytes):
-            self.stats.oversized += 1
-            log.warning("UDP: dropped %d-byte datagram from %s (over the limit)", len(data), addr)
+        stats = self.stats
+        n = len(data)
+        stats.bytes_received += n
+        if n > MAX_DATAGRAM_BYTES or n > self.limits.max_message_bytes:
+            stats.oversized += 1
+            log.warning("UDP: dropped %d-byte datagram from %s (over the limit)", n, addr)
             return
         if data[:1] in b"\r\n" and not data.strip(b"\r\n"):  # (strip copies: only when it may be a ping)
-            self.stats.pings_received += 1
+            stats.pings_received += 1
             return
-        self._parse_one(data, addr)
+        if self.parse or self.validate:
+            return self._parse_one(data, addr)
+        stats.messages_received += 1  # raw delivery (_parse_one's first case, one call less per datagram)
+        fn = self.on_message
+        if fn is not None:
+            try:
+                fn(data, addr, self)
+            except Exception:  # noqa: BLE001 - a user callback must not kill the transport
+                stats.callback_errors += 1
+                log.exception("%s: callback %r raised", self.via_token, fn)
 
     async def close(self) -> None:
         """Close the socket; see :meth:`SipTransport.close`."""

@@ -401,3 +401,31 @@ def test_fallback_without_extensions_passes_the_same_tests():
                           "-k", "not fallback_without"], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert " passed" in run.stdout and "failed" not in run.stdout
+
+
+def test_c_drain_reentered_from_decide_uses_its_own_buffers():
+    """decide runs Python code (another thread, or this one, may drain meanwhile): the
+    inner drain must not overwrite the outer one's datagrams."""
+    c = _c()
+    s1, p1 = _udp_pair()
+    s2, p2 = _udp_pair()
+    try:
+        inv = [SIPP_INVITE.replace(b"7-4242@", b"%d-4242@" % k) for k in range(3)]
+        for d in inv:
+            p1.sendto(d, s1.getsockname())
+        p2.sendto(b"OPTIONS sip:x SIP/2.0\r\n\r\n", s2.getsockname())
+        select.select([s1], [], [], 2.0)
+        select.select([s2], [], [], 2.0)
+        inner = []
+
+        def decide(call_id):
+            if not inner:
+                inner.append(c.drain(s2.fileno(), 64, 2000, lambda cid: None))
+            return None
+
+        others = c.drain(s1.fileno(), 64, 2000, decide)[0]
+        assert [d for d, _ in others] == inv
+        assert [d for d, _ in inner[0][0]] == [b"OPTIONS sip:x SIP/2.0\r\n\r\n"]
+    finally:
+        for s in (s1, p1, s2, p2):
+            s.close()

@@ -306,8 +306,11 @@ done:
 #define RXSZ 65536
 #define TXSZ 66560
 
-static char rxbuf[BATCH][RXSZ];
-static char txbuf[BATCH][TXSZ];
+/* the buffers of one drain; decide() runs Python code, so another thread may call drain
+ * meanwhile: that call gets buffers of its own (busy) */
+static char rxstatic[BATCH][RXSZ];
+static char txstatic[BATCH][TXSZ];
+static int busy;
 
 static PyObject *addr_tuple(const struct sockaddr_in *sa)
 {
@@ -349,6 +352,20 @@ static PyObject *shedc_drain(PyObject *self, PyObject *args)
     PyObject *decide;
     if (!PyArg_ParseTuple(args, "iinO:drain", &fd, &max_n, &max_bytes, &decide)) return NULL;
     if (max_n < 1 || max_n > BATCH) return PyErr_Format(PyExc_ValueError, "max_n must be 1..%d", BATCH);
+    PyObject *res = NULL;
+    char (*rxbuf)[RXSZ] = rxstatic, (*txbuf)[TXSZ] = txstatic;
+    int own = 0;
+    if (busy) {
+        rxbuf = PyMem_Malloc((size_t)max_n * RXSZ);
+        txbuf = PyMem_Malloc((size_t)max_n * TXSZ);
+        if (rxbuf == NULL || txbuf == NULL) {
+            PyMem_Free(rxbuf);
+            PyMem_Free(txbuf);
+            return PyErr_NoMemory();
+        }
+        own = 1;
+    } else
+        busy = 1;
     struct mmsghdr rx[BATCH], tx[BATCH];
     struct iovec riov[BATCH], tiov[BATCH];
     struct sockaddr_in rsa[BATCH];
@@ -444,12 +461,19 @@ static PyObject *shedc_drain(PyObject *self, PyObject *args)
     }
     for (int j = done; j < ntx; j++) /* the socket's buffer is full (or an error): Python queues them */
         if (hand_back(unsent, tiov[j].iov_base, (Py_ssize_t)tiov[j].iov_len, tx[j].msg_hdr.msg_name) < 0) goto fail;
-    PyObject *res = Py_BuildValue("(NiLiiLN)", others, got, consumed, acks, refused, sent_bytes, unsent);
-    return res;
+    res = Py_BuildValue("(NiLiiLN)", others, got, consumed, acks, refused, sent_bytes, unsent);
+    goto out;
 fail:
     Py_XDECREF(others);
     Py_XDECREF(unsent);
-    return NULL;
+    res = NULL;
+out:
+    if (own) {
+        PyMem_Free(rxbuf);
+        PyMem_Free(txbuf);
+    } else
+        busy = 0;
+    return res;
 }
 #endif
 

@@ -34,6 +34,9 @@ worker SIPp uses one UDP socket per call (``-t un``, also against the ``uas`` an
 kernel spreads callers over the workers by source port, and one socket for every call
 would put them all on one worker.
 
+Every agent row says which refusal path ran (``shed_accelerated``: the optional C
+accelerator of ``voicelab.sip.shed``; ``VOICELAB_NO_EXTENSIONS=1`` selects pure Python).
+
 Needs ``sipp`` (Debian package sip-tester). Runs on loopback; ports are picked free.
 Results: docs/benchmarks.md ("SIP load").
 """
@@ -239,7 +242,12 @@ def main() -> None:
         raise SystemExit("sipp not found: apt-get install sip-tester")
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    results: dict = {"calls": [], "options": [], "args": vars(args), "cpus": os.cpu_count()}
+    shed_path = subprocess.run([sys.executable, "-c", "import voicelab.sip.shed as s; print(s.ACCELERATED)"],
+                               capture_output=True, text=True).stdout.strip()  # as the agent's process imports it
+    # which refusal path the agent runs: the C accelerator or pure Python (VOICELAB_NO_EXTENSIONS=1)
+    results: dict = {"calls": [], "options": [], "args": vars(args), "cpus": os.cpu_count(),
+                     "shed_accelerated": shed_path == "True"}
+    print(json.dumps({"shed_accelerated": results["shed_accelerated"]}), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-sip-load-") as tmp:
         work = Path(tmp)
         for rate in rates:
@@ -254,6 +262,7 @@ def main() -> None:
                 finally:
                     tgt.stop()
                 row = {"target": kind, "workers": workers, "sockets": sockets,
+                       "shed_accelerated": results["shed_accelerated"] if kind == "agent" else None,
                        **summarise_calls(run, rate, args.duration, cpu), "loadavg_1min": round(os.getloadavg()[0], 2)}
                 results["calls"].append(row)
                 print(json.dumps(row), flush=True)

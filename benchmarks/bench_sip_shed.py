@@ -12,6 +12,13 @@ Prints CPU microseconds per refused call (INVITE + 503 + ACK), best of ``--repea
 and Python function calls per refused call (deterministic: does not depend on the
 machine's load). ``--profile`` prints a cProfile of one run.
 
+``--socket`` measures the whole path instead, system calls included: a second process
+sends the INVITEs and ACKs to the agent's UDP port at ``--rate`` calls/s (the 10x load
+of issue #10: 12,000), the agent reads them through its event loop (with the C
+accelerator: ``recvmmsg``/``sendmmsg`` batches) and the agent process's CPU is divided
+by the calls refused. Every line says which path ran (``voicelab.sip.shed.ACCELERATED``;
+``VOICELAB_NO_EXTENSIONS=1`` selects the pure-Python one).
+
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_sip_shed.py [--calls 20000] [--repeat 5] [--profile]
 
 The same script runs against another checkout (``PYTHONPATH=/other/checkout``) for a
@@ -216,6 +223,76 @@ async def _python_calls_and_profile(one, calls: int, profile: bool, lines: int, 
     return ncalls / 200, prof_text
 
 
+SENDER = r"""
+import socket, sys, time
+port, n0, n, rate = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+inv, ack = sys.stdin.read().split("\x00")
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+src = s.getsockname()[1]
+dst = ("127.0.0.1", port)
+data = [(inv.format(port=port, src=src, n=k).encode(), ack.format(port=port, src=src, n=k).encode()) for k in range(n0, n0 + n)]
+t0 = time.monotonic()
+for k, (i, a) in enumerate(data):
+    s.sendto(i, dst)
+    s.sendto(a, dst)
+    if k % 20 == 19:
+        ahead = t0 + (k + 1) / rate - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+print(time.monotonic() - t0)
+"""
+
+
+async def _run_socket(calls: int, repeat: int, rate: float) -> dict:
+    """The whole refusal path through the agent's event loop and socket (system calls included)."""
+    import subprocess
+
+    from voicelab.agent import Agent, tune_gc
+    from voicelab.sip.overload import OverloadControl
+
+    oc = OverloadControl(max_rate=1e-3, burst=1, max_lag=None, max_queue_delay=None, adaptive=False)
+    agent = Agent(mode="signalling", codecs=["pcmu"], overload=oc, host="127.0.0.1", port=0)
+    await agent.start()
+    tune_gc()
+    loop = asyncio.get_running_loop()
+    try:
+        port = agent.address[1]
+        results, base = [], 0
+        for r in range(repeat + 1):  # the first run warms up
+            shed0, acks0 = agent.calls_shed, agent.shed_acks
+            c0 = time.process_time()
+            proc = subprocess.Popen([sys.executable, "-c", SENDER, str(port), str(base), str(calls), str(rate)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            proc.stdin.write(INVITE + "\x00" + ACK)
+            proc.stdin.close()
+            while proc.poll() is None:
+                await asyncio.sleep(0.05)
+            t_end = loop.time() + 2.0  # what is still queued
+            while agent.calls_shed - shed0 + (1 if r == 0 else 0) < calls and loop.time() < t_end:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            cpu = time.process_time() - c0 - 0.0
+            shed, acks = agent.calls_shed - shed0, agent.shed_acks - acks0
+            base += calls
+            if r:
+                results.append((1e6 * cpu / max(1, shed), shed, acks, float(proc.stdout.read() or 0)))
+        best = min(results)
+        return {"us_best": best[0], "us_all": [round(x[0], 2) for x in results], "refused": [x[1] for x in results],
+                "acks": [x[2] for x in results], "send_s": [round(x[3], 2) for x in results],
+                "batches": getattr(agent.sip.transport._protocol, "batches", None)}
+    finally:
+        await agent.close()
+
+
+def _path() -> str:
+    from voicelab.sip import shed
+
+    if not hasattr(shed, "ACCELERATED"):
+        return "pure Python (a checkout without the accelerator)"
+    return "C accelerator (recvmmsg/sendmmsg)" if shed.ACCELERATED else "pure Python"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--calls", type=int, default=20000)
@@ -224,7 +301,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--accepted", action="store_true",
                     help="measure accepted calls instead (INVITE, 200, ACK, BYE, 200; timers of finished transactions "
                          "fire 32 s later and are not included)")
+    ap.add_argument("--socket", action="store_true",
+                    help="send the datagrams from a second process to the agent's socket (system calls counted)")
+    ap.add_argument("--rate", type=float, default=12000.0, help="calls/s offered with --socket")
     args = ap.parse_args(argv)
+    print(f"shed path: {_path()}")
+    if args.socket:
+        r = asyncio.run(_run_socket(args.calls, args.repeat, args.rate))
+        print(f"CPU per refused call through the socket at {args.rate:.0f} calls/s (agent process, INVITE in, 503 out, "
+              f"ACK in): best {r['us_best']:.1f} us (runs: {r['us_all']}); refused {r['refused']}, ACKs dropped "
+              f"{r['acks']}, sender took {r['send_s']} s")
+        return 0
     if args.accepted:
         r = asyncio.run(_run_accepted(args.calls, args.repeat, args.profile))
         print(f"CPU per accepted call through the agent (no timers): best {r['us_best']:.1f} us (runs: {r['us_all']}); "

@@ -190,3 +190,242 @@ def test_fast_refusal_agrees_with_the_full_stack(data, retry_after):
     assert fast.to.tag == f"{SHED_TAG_PREFIX}1" and full.to.tag is not None
     assert str(fast.to.uri) == str(full.to.uri) and fast.to.display_name == full.to.display_name
     assert fast.headers.get("Content-Length") == "0" and fast.body == b""
+
+
+# ---------------------------------------------------------------------------------------
+# The C accelerator (voicelab/sip/_shedc.c) against the Python reference
+# ---------------------------------------------------------------------------------------
+import asyncio  # noqa: E402
+import os  # noqa: E402
+import select  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+from voicelab.sip import shed  # noqa: E402
+
+from .conftest import REPO, need  # noqa: E402
+
+_FALLBACK_RUN = os.environ.get("VOICELAB_NO_EXTENSIONS", "") not in ("", "0")
+
+
+def _c():
+    """The compiled module; skips locally, fails in CI, when it was not built."""
+    if _FALLBACK_RUN:
+        pytest.skip("VOICELAB_NO_EXTENSIONS is set: the pure-Python path is under test")
+    need(shed.ACCELERATED, "voicelab.sip._shedc not built (pip install -e . with gcc and python3-dev)")
+    from voicelab.sip import _shedc
+
+    return _shedc
+
+
+def _py_refuse(data, line, retry_after, tag):
+    t = shed._py_triage(data)
+    return respond(t[2], line, retry_after=retry_after, tag=tag) if t is not None and t[0] == "invite" else None
+
+
+# pieces that move a datagram across every branch of the triage: line ends, folding,
+# compact and odd-case names, tags (ours, a UA's, in the URI), colons, non-ASCII
+_PIECES = [b"\r\n", b"\n", b"\r", b"\r\n ", b"\r\n\t", b"\r\n\r\n", b":", b" ", b"\t", b";", b",", b">", b"<",
+           b";tag=ol7", b";TAG = OL1", b";tag=1f2e", b"tag=", b"\r\nTo: <sip:x@y>", b"\r\nt:b", b"\r\ni: dup",
+           b"\r\nCall-ID: c9", b"\r\nv: SIP/2.0/UDP z;branch=z9hG4bKq", b"\r\nVia :x", b"\r\ncseq: 2 INVITE",
+           b"\r\nTimestamp: 1", b"\r\nf: <sip:f@g>", b"\xc3\xa9", b"\x00", b"ACK ", b"INVITE "]
+
+
+def _ack_of(inv: bytes, tag: bytes) -> bytes:
+    head = inv.split(b"\r\n\r\n")[0].replace(b"INVITE sip", b"ACK sip", 1)
+    lines = head.split(b"\r\n")
+    for i, ln in enumerate(lines):
+        name = ln.split(b":", 1)[0].strip().lower()
+        if name in (b"to", b"t"):
+            lines[i] = ln.rstrip(b" \t") + b";tag=" + tag
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+@st.composite
+def datagrams(draw):
+    """Generated INVITEs and ACKs (ours or a call's), then mutated: pieces inserted,
+    slices deleted or replaced, a prefix or suffix cut."""
+    data = draw(invites())
+    if draw(st.booleans()):
+        data = _ack_of(data, draw(st.sampled_from([b"ol1", b"ol2a", b"OL5", b"o", b"1f2e3d", b"x;tag=ol3"])))
+    for _ in range(draw(st.integers(0, 3))):
+        i = draw(st.integers(0, len(data)))
+        op = draw(st.sampled_from(["insert", "delete", "replace", "cut"]))
+        if op == "insert":
+            data = data[:i] + draw(st.sampled_from(_PIECES)) + data[i:]
+        elif op == "delete":
+            data = data[:i] + data[i + draw(st.integers(1, 12)):]
+        elif op == "replace":
+            data = data[:i] + draw(st.binary(min_size=1, max_size=4)) + data[i + 1:]
+        else:
+            data = data[:i] if draw(st.booleans()) else data[i:]
+    return data
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(datagrams(), st.binary(max_size=64), st.sampled_from([d for d, _ in JUNK] + [SIPP_INVITE])),
+       st.one_of(st.none(), st.integers(0, 10**6)), st.sampled_from([b"ol1", b"ol2a"]))
+def test_c_triage_and_refusal_agree_with_python(data, retry_after, tag):
+    c = _c()
+    want = shed._py_triage(data)
+    got = c.triage(data)
+    assert got == want, data
+    for line in (status_line(503, "Service Unavailable"), status_line(486, "Busy Here")):
+        assert c.refuse(data, line, retry_after, tag) == _py_refuse(data, line, retry_after, tag), data
+
+
+def test_c_golden_bytes_and_too_many_headers_go_to_python():
+    c = _c()
+    assert c.refuse(SIPP_INVITE, status_line(503, "Service Unavailable"), 3, b"ol2a") == GOLDEN_503
+    assert shed.triage is not shed._py_triage  # the accelerated entry point is in use
+    many = SIPP_INVITE.replace(b"CSeq:", b"Via: SIP/2.0/UDP p;branch=z9hG4bKx\r\n" * 70 + b"CSeq:")
+    assert c.triage(many) is NotImplemented
+    assert shed.triage(many) == shed._py_triage(many) and shed.triage(many)[0] == "invite"
+    assert len(shed.triage(many)[2][0]) == 71
+
+
+def _udp_pair():
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a.bind(("127.0.0.1", 0))
+    a.setblocking(False)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b.bind(("127.0.0.1", 0))
+    b.settimeout(2.0)
+    return a, b
+
+
+def test_c_drain_refuses_drops_and_hands_back_in_order():
+    """The socket adapter: what it refuses, what it drops, what it hands back (in order)."""
+    c = _c()
+    server, peer = _udp_pair()
+    try:
+        dst = server.getsockname()
+        inv = [SIPP_INVITE.replace(b"7-4242@", b"%d-4242@" % k) for k in range(5)]
+        options = b"OPTIONS sip:a@h SIP/2.0\r\nVia: SIP/2.0/UDP p;branch=z9hG4bK1\r\n\r\n"
+        sent = [inv[0], _ack_of(inv[0], b"ol9"), options, inv[1], _ack_of(inv[1], b"1f2e"), inv[2],
+                SIPP_INVITE.replace(b"CSeq: 1 INVITE\r\n", b""), JUNK[0][0], inv[3], b"x" * 3000]
+        for d in sent:
+            peer.sendto(d, dst)
+        select.select([server], [], [], 2.0)
+        asked = []
+
+        def decide(call_id):
+            asked.append(call_id)
+            return None if call_id == "1-4242@127.0.0.1" else (status_line(503, "Service Unavailable"), 3, b"ol%x" % len(asked))
+
+        others, got, consumed, acks, refused, sent_bytes, unsent = c.drain(server.fileno(), 64, 2000, decide)
+        me = peer.getsockname()
+        assert got == len(sent) and acks == 1 and refused == 3 and unsent == []
+        assert asked == ["0-4242@127.0.0.1", "1-4242@127.0.0.1", "2-4242@127.0.0.1", "3-4242@127.0.0.1"]
+        assert others == [(d, me) for d in (options, inv[1], _ack_of(inv[1], b"1f2e"), sent[6], JUNK[0][0], b"x" * 3000)]
+        assert consumed == sum(len(sent[i]) for i in (0, 1, 5, 8))
+        answers = [peer.recv(65536) for _ in range(3)]
+        line = status_line(503, "Service Unavailable")
+        assert answers == [_py_refuse(inv[k], line, 3, b"ol%x" % n) for k, n in ((0, 1), (2, 3), (3, 4))]
+        assert sent_bytes == sum(map(len, answers))
+        assert c.drain(server.fileno(), 64, 2000, decide)[:2] == ([], 0)  # nothing queued: no error
+    finally:
+        server.close()
+        peer.close()
+
+
+@pytest.mark.parametrize("accelerated", [True, False])
+def test_agent_refuses_and_drops_acks_on_both_paths(monkeypatch, accelerated):
+    """An overloaded agent's UDP socket: 503 for each new INVITE, the ACKs dropped, an
+    OPTIONS still answered, with the C drain and with the Python one."""
+    from voicelab.agent import Agent
+    from voicelab.sip import transport
+    from voicelab.sip.overload import OverloadControl
+
+    if accelerated:
+        _c()
+    else:
+        monkeypatch.setattr(transport, "_shed_drain", None)
+
+    async def main():
+        oc = OverloadControl(max_rate=1e-3, burst=1, max_lag=None, max_queue_delay=None, adaptive=False)
+        agent = Agent(mode="signalling", codecs=["pcmu"], overload=oc, host="127.0.0.1", port=0)
+        await agent.start()
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        loop = asyncio.get_running_loop()
+        try:
+            assert agent.sip.transport._protocol._c_drain is accelerated
+            n = 40
+            invs = [SIPP_INVITE.replace(b"7-4242@", b"%d-4242@" % k) for k in range(n)]
+            for d in invs:  # the first is admitted (burst 1), the others refused
+                peer.sendto(d, agent.address)
+            got = []
+            while len(got) < n - 1:
+                d = await asyncio.wait_for(loop.sock_recv(peer, 65536), 5.0)
+                if d.startswith(b"SIP/2.0 503"):
+                    got.append(d)
+            for d in got:
+                peer.sendto(_ack_of(invs[int(d.split(b"Call-ID: ")[1].split(b"-")[0])],
+                                    d.split(b";tag=")[2].split(b"\r\n")[0]), agent.address)
+            peer.sendto(b"OPTIONS sip:agent@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bKo1\r\n"
+                        b"From: <sip:p@h>;tag=1\r\nTo: <sip:agent@h>\r\nCall-ID: opt1\r\nCSeq: 1 OPTIONS\r\n"
+                        b"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n" % peer.getsockname()[1], agent.address)
+            while True:  # (the admitted call's 100/200 come too)
+                d = await asyncio.wait_for(loop.sock_recv(peer, 65536), 5.0)
+                if b"Call-ID: opt1" in d:
+                    break
+            assert d.startswith(b"SIP/2.0 200")
+            assert agent.calls_shed == n - 1 and agent.shed_acks == n - 1
+            assert all(b"Retry-After: " in d for d in got)
+            line = status_line(503, "Service Unavailable")
+            for d in got:
+                k = int(d.split(b"Call-ID: ")[1].split(b"-")[0])
+                tag = d.split(b";tag=")[2].split(b"\r\n")[0]
+                assert d == _py_refuse(invs[k], line, int(d.split(b"Retry-After: ")[1].split(b"\r\n")[0]), tag)
+        finally:
+            peer.close()
+            await agent.close()
+
+    asyncio.run(main())
+
+
+def test_fallback_without_extensions_passes_the_same_tests():
+    """VOICELAB_NO_EXTENSIONS=1: the pure-Python path is selected and these tests pass on it."""
+    if _FALLBACK_RUN:
+        pytest.skip("already the fallback run")
+    env = dict(os.environ, VOICELAB_NO_EXTENSIONS="1", PYTHONPATH=str(REPO))
+    code = "import voicelab.sip.shed as s, voicelab.sip.transport as t; print(s.ACCELERATED, s.drain, t._shed_drain)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["False", "None", "None"], out
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", __file__,
+                          "-k", "not fallback_without"], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout and "failed" not in run.stdout
+
+
+def test_c_drain_reentered_from_decide_uses_its_own_buffers():
+    """decide runs Python code (another thread, or this one, may drain meanwhile): the
+    inner drain must not overwrite the outer one's datagrams."""
+    c = _c()
+    s1, p1 = _udp_pair()
+    s2, p2 = _udp_pair()
+    try:
+        inv = [SIPP_INVITE.replace(b"7-4242@", b"%d-4242@" % k) for k in range(3)]
+        for d in inv:
+            p1.sendto(d, s1.getsockname())
+        p2.sendto(b"OPTIONS sip:x SIP/2.0\r\n\r\n", s2.getsockname())
+        select.select([s1], [], [], 2.0)
+        select.select([s2], [], [], 2.0)
+        inner = []
+
+        def decide(call_id):
+            if not inner:
+                inner.append(c.drain(s2.fileno(), 64, 2000, lambda cid: None))
+            return None
+
+        others = c.drain(s1.fileno(), 64, 2000, decide)[0]
+        assert [d for d, _ in others] == inv
+        assert [d for d, _ in inner[0][0]] == [b"OPTIONS sip:x SIP/2.0\r\n\r\n"]
+    finally:
+        for s in (s1, p1, s2, p2):
+            s.close()

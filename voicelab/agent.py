@@ -64,6 +64,7 @@ from .net.iface import LoopbackInterface
 from .rtp.live import LiveAudioStream
 from .rtp.pacer import MediaPacer, pacer_for
 from .sip.shed import SHED_TAG_PREFIX, respond, status_line, triage
+from .sip.shed import drain as shed_drain
 from .sip.ua import CallCancelled, CallEnded, CallEstablished, CallFailed, IncomingCall, UserAgent
 
 __all__ = ["Agent", "parse_mode", "MODES"]
@@ -417,6 +418,7 @@ class Agent:
         self.backlog_reads_skipped = 0
         self._admitted: OrderedDict[str, float] = OrderedDict()  # Call-ID -> when admitted (prefilter)
         self._shed_n = 0
+        self._inner: Any = None  # the UDP transport's on_message behind the prefilter
         self._oc_last = float("-inf")  # the latest time given to the overload policy (s, loop clock)
         self._event_cost = 0.0  # s to handle one queued event, smoothed (see _queue_delay_now)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -505,8 +507,10 @@ class Agent:
         if self.overload is not None:
             self.ua.admission = self._admit
             if self.transport == "udp":  # refuse on the raw datagram, before parsing
-                inner = t.on_message
-                t.on_message = lambda data, addr, tr: self._prefilter(data, addr, tr, inner)
+                self._inner = t.on_message
+                t.on_message = self._prefilter
+                if shed_drain is not None:  # the C accelerator: whole batches refused in C
+                    t.shed_hook = (self._shed_decide, self._shed_counted)
             self._lag_task = loop.create_task(self._watch_lag())
         self._task = loop.create_task(self._serve())
         if self.media_timeout is not None:
@@ -571,12 +575,16 @@ class Agent:
     def _queue_depth(self) -> int:
         return self.sip.events.qsize() + self.rx_backlog
 
-    def _prefilter(self, data: Any, addr: Any, tr: Any, inner: Any) -> None:
+    def _prefilter(self, data: Any, addr: Any, tr: Any) -> None:
         """Admit or refuse new INVITEs on the raw datagram; drop the ACKs of our refusals.
 
         The refusal is built from the datagram's bytes (:func:`voicelab.sip.shed.respond`)
-        and sent at once (no task): refusing must cost a small fraction of a call.
+        and sent at once (no task): refusing must cost a small fraction of a call. With the
+        C accelerator the UDP transport does the same for whole batches
+        (:func:`voicelab.sip.shed.drain` with :meth:`_shed_decide`) and hands only the
+        rest to this method.
         """
+        inner = self._inner  # the UA's on_message
         kind = triage(data) if data[:1] in (b"I", b"A") else None
         if kind is None:
             return inner(data, addr, tr)
@@ -584,22 +592,10 @@ class Agent:
         if what == "shed-ack":
             self.shed_acks += 1
             return None
-        if call_id in self._admitted:  # a retransmission of an admitted INVITE
+        d = self._shed_decide(call_id)
+        if d is None:
             return inner(data, addr, tr)
-        now = self._oc_time(self._loop.time())
-        r = self.overload.admit(now, active_calls=len(self._active), queue_depth=self.sip.events.qsize() + self.rx_backlog,
-                                queue_delay=self._queue_delay_now())
-        if r is None:
-            admitted = self._admitted
-            admitted[call_id] = now
-            while next(iter(admitted.values())) < now - 64 * 0.5:
-                admitted.popitem(last=False)
-            return inner(data, addr, tr)
-        self._shed_n += 1
-        line = self._status_lines.get(r.status)
-        if line is None:
-            line = self._status_lines[r.status] = status_line(r.status, "Busy Here" if r.status == 486 else "Service Unavailable")
-        resp = respond(fields, line, retry_after=r.retry_after, tag=b"%s%x" % (_SHED_PREFIX, self._shed_n))
+        resp = respond(fields, d[0], retry_after=d[1], tag=d[2])
         if resp is None:  # not readable with certainty: the UA's hook decides (and answers)
             return inner(data, addr, tr)
         self.calls_shed += 1
@@ -608,6 +604,41 @@ class Agent:
             self.sip._sends.add(task)
             task.add_done_callback(self.sip._sends.discard)
         return None
+
+    def _shed_decide(self, call_id: str) -> tuple[bytes, int | None, bytes] | None:
+        """The overload policy on a new INVITE seen on the raw datagram (its Call-ID).
+
+        Returns
+        -------
+        None or (status_line, retry_after, tag)
+            None: admit (the INVITE goes on to the UA); else what the stateless refusal
+            says (:func:`voicelab.sip.shed.respond`'s ``line``, ``retry_after``, ``tag``).
+        """
+        if call_id in self._admitted:  # a retransmission of an admitted INVITE
+            return None
+        now = self._loop.time()  # (self._oc_time and self._queue_delay_now inlined: once per refused INVITE)
+        if now < self._oc_last:
+            now = self._oc_last
+        self._oc_last = now
+        waiting = self.sip.events.qsize()
+        r = self.overload.admit(now, active_calls=len(self._active), queue_depth=waiting + self.rx_backlog,
+                                queue_delay=max(self.queue_delay, waiting * self._event_cost))
+        if r is None:
+            admitted = self._admitted
+            admitted[call_id] = now
+            while next(iter(admitted.values())) < now - 64 * 0.5:
+                admitted.popitem(last=False)
+            return None
+        self._shed_n += 1
+        line = self._status_lines.get(r.status)
+        if line is None:
+            line = self._status_lines[r.status] = status_line(r.status, "Busy Here" if r.status == 486 else "Service Unavailable")
+        return line, r.retry_after, b"%s%x" % (_SHED_PREFIX, self._shed_n)
+
+    def _shed_counted(self, shed_acks: int, refused: int) -> None:
+        """What a batch of the transport's C shedding did (ACKs dropped, INVITEs refused)."""
+        self.shed_acks += shed_acks
+        self.calls_shed += refused
 
     async def _watch_lag(self) -> None:
         """Sample the event-loop lag: how late a sleep of ``lag_interval`` wakes up."""

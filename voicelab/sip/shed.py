@@ -17,6 +17,13 @@ Anything these functions cannot read with certainty (no CRLF CRLF, a lone CR or 
 folded lines, zero or two To or Call-ID headers, a non-ASCII Call-ID) returns None: the
 datagram then goes to the full parser, which answers malformed input properly.
 
+An optional C accelerator (``voicelab/sip/_shedc.c``, built by ``pip install`` when a C
+compiler is there, as aiohttp's and yarl's are) does the same byte logic, and
+:func:`drain` adds the socket side: one ``recvmmsg`` per batch, refusals sent with one
+``sendmmsg``. :data:`ACCELERATED` says whether it is in use; ``VOICELAB_NO_EXTENSIONS=1``
+(set before import) or a missing build selects the pure-Python code, which stays the
+reference (tests/test_sip_shed.py checks both agree).
+
 Examples
 --------
 >>> inv = (b"INVITE sip:a@h SIP/2.0\\r\\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1\\r\\n"
@@ -33,9 +40,10 @@ Examples
 
 from __future__ import annotations
 
+import os
 import re
 
-__all__ = ["SHED_TAG_PREFIX", "classify", "refusal", "respond", "status_line", "triage"]
+__all__ = ["ACCELERATED", "SHED_TAG_PREFIX", "classify", "drain", "refusal", "respond", "status_line", "triage"]
 
 #: To-tag prefix of stateless refusals ("o" and "l" are not hex digits: no UA tag has it).
 SHED_TAG_PREFIX = "ol"
@@ -80,7 +88,7 @@ def _to_tag(to_value: bytes) -> bytes | None:
     return m.group(1) if m else None
 
 
-def triage(data: bytes) -> Triage | None:
+def _py_triage(data: bytes) -> Triage | None:
     """What a datagram is, as far as shedding cares, and what a refusal needs of it.
 
     Parameters
@@ -95,6 +103,7 @@ def triage(data: bytes) -> Triage | None:
         ACK whose To tag is one of our stateless refusals. ``fields`` is for
         :func:`respond`. None: anything else, or not readable with certainty.
     """
+    # (one function, no helper calls: this runs for every INVITE and ACK under overload)
     if data.startswith(b"INVITE "):
         invite = True
     elif data.startswith(b"ACK "):
@@ -103,9 +112,18 @@ def triage(data: bytes) -> Triage | None:
         invite = False
     else:
         return None
-    f = _fields(data)
-    if f is None:
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
         return None
+    head = data[: end + 2]  # the last header line keeps its CRLF
+    n = head.count(b"\n")
+    # a lone CR or LF, or folded lines: the parser decides
+    if head.count(b"\r") != n or head.count(b"\r\n") != n or b"\n " in head or b"\n\t" in head:
+        return None
+    f: list[list[bytes]] = [[], [], [], [], [], []]
+    slot = _SLOT
+    for name, value in _FIELD_RE.findall(head):
+        f[slot[name.lower()]].append(value.rstrip(b" \t"))
     to, call_id = f[2], f[3]
     if len(to) != 1 or len(call_id) != 1 or not f[0]:
         return None
@@ -113,10 +131,46 @@ def triage(data: bytes) -> Triage | None:
         cid = call_id[0].decode("ascii")
     except UnicodeDecodeError:
         return None
-    tag = _to_tag(to[0])
+    to_value = to[0]
+    gt = to_value.rfind(b">")  # the tag is a header parameter: after the URI's '>' when bracketed
+    m = _TAG_RE.search(to_value, gt + 1 if gt >= 0 else 0)
     if invite:
-        return ("invite", cid, f) if tag is None else None
-    return ("shed-ack", cid, f) if tag is not None and tag.startswith(_PREFIX) else None
+        return ("invite", cid, f) if m is None else None
+    return ("shed-ack", cid, f) if m is not None and m.group(1).startswith(_PREFIX) else None
+
+
+if os.environ.get("VOICELAB_NO_EXTENSIONS", "") not in ("", "0"):
+    _shedc = None
+else:
+    try:
+        from . import _shedc  # type: ignore[attr-defined, no-redef]
+    except ImportError:  # not built (no C compiler at install time): the Python code
+        _shedc = None
+
+#: Whether the C accelerator is in use (False: pure Python; see the module's docstring).
+ACCELERATED: bool = _shedc is not None
+#: The socket adapter of the C accelerator (None without it, or off Linux):
+#: ``drain(fd, max_n, max_bytes, decide) -> (others, received, consumed_bytes, shed_acks,
+#: refused, sent_bytes, unsent)``. It reads up to ``max_n`` (<= 64) datagrams from the
+#: non-blocking AF_INET UDP socket ``fd`` with one ``recvmmsg``; in arrival order it drops
+#: the ACKs of our refusals, shows each new INVITE from which a refusal can be built to
+#: ``decide(call_id)`` (None: admit; ``(status_line, retry_after, tag)``: refuse), and
+#: hands back every other datagram (and every admitted INVITE, and anything over
+#: ``max_bytes``) as ``(bytes, (host, port))`` in ``others``, in order. The refusals (what
+#: :func:`respond` would build) go out in one ``sendmmsg``; those the socket did not take
+#: come back in ``unsent``.
+drain = getattr(_shedc, "drain", None)
+
+if _shedc is not None:
+    _c_triage = _shedc.triage
+
+    def triage(data: bytes) -> Triage | None:  # noqa: D103 - the docstring is _py_triage's
+        t = _c_triage(data)
+        return _py_triage(data) if t is NotImplemented else t  # (more than 64 header lines of interest)
+
+    triage.__doc__ = _py_triage.__doc__
+else:
+    triage = _py_triage
 
 
 def status_line(status: int, reason: str) -> bytes:

@@ -57,6 +57,7 @@ from typing import Any, Callable, ClassVar, Union
 
 from ..errors import LocalProtocolError, ParameterError, RemoteProtocolError
 from ..net.iface import NetworkInterface, http_connector
+from .shed import drain as _shed_drain
 from .message import DEFAULT_LIMITS, Limits, Message, Request, Response, StreamParser, parse_message, validate
 
 __all__ = [
@@ -499,6 +500,10 @@ class _ConnectionCache:
 
 #: Datagrams read in one readiness callback at most (the first from asyncio, the rest drained here).
 UDP_BATCH = 32
+#: Datagrams read in one readiness callback at most when the C accelerator drains the
+#: socket for an overloaded agent (refusals cost ~1 us each there; at most UDP_BATCH of
+#: them are delivered to Python).
+UDP_BATCH_SHED = 256
 #: Receive buffer asked for on a SIP UDP socket (bytes; the kernel caps it at
 #: net.core.rmem_max). Linux's default (208 KiB) holds ~160 SIP datagrams: at 2,400
 #: messages/s (800 calls/s) a 70 ms scheduling stall overflows it, and every datagram
@@ -513,6 +518,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self._sock: socket.socket | None = None
         #: readiness callbacks that drained more than the one datagram asyncio read
         self.batches = 0
+        self._c_drain = False  # the socket suits the C accelerator's drain (AF_INET)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ts = transport.get_extra_info("socket")
@@ -520,6 +526,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             # a second handle on the same non-blocking socket, to drain what is queued in
             # one event-loop callback instead of one select() round per datagram
             self._sock = socket.socket(ts.family, ts.type, ts.proto, fileno=os.dup(ts.fileno()))
+            self._c_drain = _shed_drain is not None and ts.family == socket.AF_INET
             try:
                 if self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < UDP_RCVBUF:
                     self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
@@ -532,6 +539,10 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         sock = self._sock
         if sock is None or owner._closed:
             return
+        if self._c_drain:
+            hook = owner.shed_hook
+            if hook is not None:
+                return self._drain_shedding(sock, hook)
         for n in range(UDP_BATCH - 1):
             try:
                 data, addr = sock.recvfrom(262144)
@@ -545,6 +556,42 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             owner._on_datagram(data, _key(addr))
             if owner._closed:
                 break
+
+    def _drain_shedding(self, sock: socket.socket, hook: tuple) -> None:
+        """Drain with the C accelerator (:func:`voicelab.sip.shed.drain`): refusals and the
+        ACKs of refusals handled in C by the batch, the rest delivered here in order; up
+        to :data:`UDP_BATCH_SHED` datagrams, at most :data:`UDP_BATCH` of them delivered."""
+        owner = self.owner
+        decide, counted = hook
+        stats = owner.stats
+        fd = sock.fileno()
+        limit = min(MAX_DATAGRAM_BYTES, owner.limits.max_message_bytes)
+        delivered = 0
+        for _ in range(UDP_BATCH_SHED // UDP_BATCH):
+            try:
+                others, got, consumed, acks, refused, sent, unsent = _shed_drain(fd, UDP_BATCH, limit, decide)
+            except OSError as exc:  # e.g. an ICMP error queued on the socket
+                self.error_received(exc)
+                return
+            if not got:
+                return
+            self.batches += 1
+            if consumed:
+                stats.bytes_received += consumed
+                stats.messages_received += acks + refused
+                stats.messages_sent += refused
+                stats.bytes_sent += sent
+                counted(acks, refused)
+            for resp, dest in unsent:  # the socket's buffer was full: asyncio queues them
+                owner._transport.sendto(resp, dest)  # type: ignore[union-attr]
+                stats.bytes_sent += len(resp)
+            for data, addr in others:
+                owner._on_datagram(data, addr)
+                if owner._closed:
+                    return
+            delivered += len(others)
+            if got < UDP_BATCH or delivered >= UDP_BATCH:
+                return
 
     def error_received(self, exc: Exception) -> None:
         self.owner.stats.network_errors += 1
@@ -577,6 +624,9 @@ class UdpTransport(SipTransport):
     kind = "udp"
     via_token = "UDP"
     reliable = False
+    #: (decide, counted) of an overloaded agent: with the C accelerator the socket is then
+    #: drained by :func:`voicelab.sip.shed.drain` (refusals in C); None: plain reads.
+    shed_hook: tuple | None = None
 
     def __init__(self, iface: NetworkInterface, **options: Any) -> None:
         super().__init__(iface, **options)
@@ -620,23 +670,39 @@ class UdpTransport(SipTransport):
         :class:`voicelab.calls.AsyncUserAgent` (one task per datagram costs more than
         the send).
         """
-        if self._transport is None:
+        tr = self._transport
+        if tr is None:
             return False
-        payload = self._payload(data, MAX_DATAGRAM_BYTES)
-        self._transport.sendto(payload, _check_addr(addr))
-        self._sent(len(payload))
+        if (type(data) is not bytes or self._closed or len(data) > MAX_DATAGRAM_BYTES
+                or len(data) > self.limits.max_message_bytes):  # (the checks of _payload, bytes inline)
+            data = self._payload(data, MAX_DATAGRAM_BYTES)
+        tr.sendto(data, _check_addr(addr))
+        stats = self.stats
+        stats.messages_sent += 1
+        stats.bytes_sent += len(data)
         return True
 
     def _on_datagram(self, data: bytes, addr: Addr) -> None:
-        self.stats.bytes_received += len(data)
-        if len(data) > min(MAX_DATAGRAM_BYTES, self.limits.max_message_bytes):
-            self.stats.oversized += 1
-            log.warning("UDP: dropped %d-byte datagram from %s (over the limit)", len(data), addr)
+        stats = self.stats
+        n = len(data)
+        stats.bytes_received += n
+        if n > MAX_DATAGRAM_BYTES or n > self.limits.max_message_bytes:
+            stats.oversized += 1
+            log.warning("UDP: dropped %d-byte datagram from %s (over the limit)", n, addr)
             return
         if data[:1] in b"\r\n" and not data.strip(b"\r\n"):  # (strip copies: only when it may be a ping)
-            self.stats.pings_received += 1
+            stats.pings_received += 1
             return
-        self._parse_one(data, addr)
+        if self.parse or self.validate:
+            return self._parse_one(data, addr)
+        stats.messages_received += 1  # raw delivery (_parse_one's first case, one call less per datagram)
+        fn = self.on_message
+        if fn is not None:
+            try:
+                fn(data, addr, self)
+            except Exception:  # noqa: BLE001 - a user callback must not kill the transport
+                stats.callback_errors += 1
+                log.exception("%s: callback %r raised", self.via_token, fn)
 
     async def close(self) -> None:
         """Close the socket; see :meth:`SipTransport.close`."""

@@ -548,12 +548,13 @@ def measure_baresip(*, seconds: float = 10.0, repeats: int = 1, n_calls: int = 1
     return best | {"runs_cpu_pct": [r["cpu_pct_per_call"] for r in runs]}
 
 
-async def _timer_floor(seconds: float, early_s: float) -> list[float]:
+async def _timer_floor(seconds: float, early_s: float, cpu: list[float] | None = None) -> list[float]:
     loop = asyncio.get_running_loop()
     late: list[float] = []
     done = loop.create_future()
     t0 = loop.time() + 0.02
     n = int(seconds / 0.02)
+    c0 = time.process_time()
 
     def tick(k: int) -> None:
         late.append(loop.time() - (t0 + k * 0.02))
@@ -564,6 +565,8 @@ async def _timer_floor(seconds: float, early_s: float) -> list[float]:
 
     loop.call_at(t0 - early_s, tick, 0)
     await done
+    if cpu is not None:  # the process's CPU time per wake-up of a timer doing nothing, seconds
+        cpu.append((time.process_time() - c0) / max(n, 1))
     return late
 
 
@@ -573,10 +576,16 @@ def measure_timer_floor(*, seconds: float = 10.0) -> dict[str, Any]:
     Armed at the slot time (as the agent's echo path sends, on its playout timer) and
     0.5 ms early (as :class:`~voicelab.rtp.live.LiveAudioStream` arms a file sender).
     The pacing error of a loop that does nothing else: no agent can pace better than
-    this on the same machine at the same moment.
+    this on the same machine at the same moment. Also its CPU (``cpu_us_per_wakeup``,
+    ``cpu_pct``: % of a core): the fixed cost of a Python process woken every 20 ms.
     """
-    return {"at_slot_ms": _percentiles_ms(asyncio.run(_timer_floor(float(seconds), 0.0))),
-            "early_0.5ms_ms": _percentiles_ms(asyncio.run(_timer_floor(float(seconds), 0.0005)))}
+    cpu: list[float] = []
+    at_slot = _percentiles_ms(asyncio.run(_timer_floor(float(seconds), 0.0, cpu)))
+    early = _percentiles_ms(asyncio.run(_timer_floor(float(seconds), 0.0005, cpu)))
+    # what one woken Python process costs with no work at all: on a shared VM the
+    # interpreter's caches go cold while it sleeps (docs/benchmarks.md, "Concurrent PCMU calls")
+    return {"at_slot_ms": at_slot, "early_0.5ms_ms": early, "cpu_us_per_wakeup": 1e6 * float(np.median(cpu)),
+            "cpu_pct": 100.0 * float(np.median(cpu)) / 0.02}
 
 
 # ---------------------------------------------------------------------------------------
@@ -599,7 +608,7 @@ def ramp(*, max_calls: int = 64, seconds: float = 10.0, mode: str = "echo", base
     facts = machine_facts()
     floor = measure_timer_floor(seconds=seconds)
     log(f"# bare event-loop timer: pacing p99 {floor['at_slot_ms']['p99']:.2f} ms armed at the slot, "
-        f"{floor['early_0.5ms_ms']['p99']:.2f} ms armed 0.5 ms early")
+        f"{floor['early_0.5ms_ms']['p99']:.2f} ms armed 0.5 ms early, CPU {floor['cpu_pct']:.2f} % of a core")
     base = measure_baresip(seconds=seconds, repeats=baseline_repeats) if baseline else None
     if baseline and base is None:
         log("# baresip (or its aufile/aubridge/g711 modules) not found: the baseline is skipped")
@@ -657,7 +666,8 @@ def print_table(res: dict[str, Any]) -> None:
     print(f"# bare event-loop 20 ms timer, no work: pacing p50/p99/max {fl['at_slot_ms']['p50']:.2f} / "
           f"{fl['at_slot_ms']['p99']:.2f} / {fl['at_slot_ms']['max']:.1f} ms armed at the slot, "
           f"{fl['early_0.5ms_ms']['p50']:.2f} / {fl['early_0.5ms_ms']['p99']:.2f} / {fl['early_0.5ms_ms']['max']:.1f} ms "
-          "armed 0.5 ms early")
+          "armed 0.5 ms early" + (f"; its CPU {fl['cpu_pct']:.2f} % of a core ({fl['cpu_us_per_wakeup']:.0f} us per wake-up)"
+                                  if "cpu_pct" in fl else ""))
     print("| calls | pacing p50 / p99 / max (ms) | p99 - floor (ms) | agent CPU (% core) | us per frame | per call side (%) "
           "| ratio to baresip | baresip, N calls: per call side (%) / ratio | lost at agent / callers | late at agent / callers "
           "| callers CPU (%) | callers pacing p99 (ms) | others' CPU (%) | load 1 min | pacer wake-ups/s x jobs "

@@ -70,6 +70,8 @@ def test_timer_floor_measures_every_tick(bench):
     fl = bench.measure_timer_floor(seconds=0.5)
     for key in ("at_slot_ms", "early_0.5ms_ms"):
         _sane_pacing(fl[key])
+    # the bare loop's own CPU: > 0 (it woke 25 times) and far below a busy core
+    assert 0 < fl["cpu_us_per_wakeup"] < 20_000 and fl["cpu_pct"] == pytest.approx(fl["cpu_us_per_wakeup"] / 200)
 
 
 @pytest.mark.parametrize("kwargs", [{"n_calls": 0}, {"n_calls": True}, {"n_calls": 2, "seconds": 0.1},

@@ -475,3 +475,33 @@ def test_g711_frame_encoder_matches_the_reference_for_every_sample_value(name, r
     assert np.array_equal(np.frombuffer(got, dtype=np.uint8), np.asarray(ref(values[: len(got)]), dtype=np.uint8))
     strided = values[::400][:160]
     assert c.encode(strided) == np.asarray(ref(strided), dtype=np.uint8).tobytes()
+
+
+@pytest.mark.parametrize("name", ["pcmu", "pcma"])
+@pytest.mark.parametrize("plc", [True, False])
+def test_g711_one_call_decode_and_encode_match_the_generic_path(name, plc):
+    """G.711's own decode()/encode() (one call for the live path) give what the generic
+    Codec + PLC path gives, frame by frame through a loss episode, and keep its checks."""
+    from voicelab.codecs.base import Codec
+    from voicelab.codecs.plc import GenericPLCMixin
+
+    rng = np.random.default_rng(7)
+    fast, generic = codecs.get(name, plc=plc), codecs.get(name, plc=plc)
+    for k in range(12):
+        if k in (4, 5):  # a loss: the next good frame is crossfaded out of the concealment
+            assert np.array_equal(fast.conceal(), generic.conceal())
+            continue
+        payload = rng.integers(0, 256, 160, dtype=np.uint8).tobytes()
+        got, want = fast.decode(payload), GenericPLCMixin.decode(generic, payload)
+        assert got.dtype == np.int16 and np.array_equal(got, want), k
+        for frame in (got, got[::-1].copy(), np.asfortranarray(got)):
+            assert fast.encode(frame) == Codec.encode(generic, frame)
+    assert np.array_equal(fast.decode(bytearray(payload)), GenericPLCMixin.decode(generic, memoryview(payload)))
+    with pytest.raises(CodecError):
+        fast.decode(payload[:80])  # the wrong packet time
+    with pytest.raises(CodecError):
+        fast.decode([1, 2, 3])  # not bytes
+    with pytest.raises(CodecError):
+        fast.encode(np.zeros(160, dtype=np.float32))  # not int16
+    with pytest.raises(CodecError):
+        fast.encode(np.zeros(80, dtype=np.int16))  # not one frame

@@ -144,3 +144,41 @@ def test_reading_in_the_tick_keeps_true_arrival_times_and_the_delay():
     assert pesq_nb >= 3.9
     assert b.stats.outcomes.get("played", 0) > 50 and b.jb.stats.late == 0
     assert a.session.receiver_stats.received > 50  # the echo reached the caller
+
+
+def test_rtp_goes_straight_to_the_socket_once_the_interface_accepted_its_address():
+    """After the first RTP datagram to an address passed the loopback interface's check,
+    the rest go to the socket directly (no guarded transport per packet); every one still
+    arrives, RTCP still goes through the transport, and close() frees the duplicate."""
+    import os
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        iface = _iface(loop)
+        fds0 = len(os.listdir("/proc/self/fd"))
+        x = np.asarray(audio.example("harvard", sample_rate=16000).samples)[:16000]  # 1 s
+        a = await LiveAudioStream(iface, codec="pcmu", seed=1, cname="caller").open()
+        b = await LiveAudioStream(iface, codec="pcmu", seed=2, cname="agent").open()
+        a.set_remote(b.local_address)
+        b.set_remote(a.local_address)
+        tr = a._proto.transport
+        through_transport = []
+        inner_sendto = tr.sendto
+        tr.sendto = lambda data, addr=None: (through_transport.append(data), inner_sendto(data, addr))[1]
+        t0 = a.send(x, 16000)
+        b.send_live("echo")
+        try:
+            await asyncio.wait_for(asyncio.gather(a.sending_done, b.played_through(t0 + 1.3)), timeout=10)
+            dup_open = a._tx_sock is not None
+        finally:
+            for s in (a, b):
+                await s.close()
+        return a, b, through_transport, dup_open, fds0, len(os.listdir("/proc/self/fd"))
+
+    a, b, through, dup_open, fds0, fds1 = asyncio.run(run())
+    rtp = [d for d in through if len(d) >= 12 and not 200 <= d[1] <= 204]
+    assert a.stats.frames_sent == 50 and dup_open
+    assert len(rtp) == 1, len(rtp)  # only the first RTP datagram went through the transport
+    assert b.session.stats.packets_received == 50  # every one arrived
+    assert a.session.receiver_stats.received > 40  # and the echo (sent direct too) came back
+    assert a._tx_sock is None and fds1 <= fds0  # the duplicate descriptor is closed

@@ -516,7 +516,9 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
 
     options["connection_limits"] = ConnectionLimits(max_connections=args.max_connections, idle_timeout=args.idle_timeout,
                                                     header_timeout=args.header_timeout)  # fmt: skip
-    _descriptors_for(args.max_connections + 4 * args.max_calls + 64)
+    # per call: RTP and RTCP sockets, a duplicate of the RTP socket for direct sends, one more when
+    # reading in the tick, and the SIP side's share
+    _descriptors_for(args.max_connections + 6 * args.max_calls + 64)
     agent = Agent(**options)
 
     def _in_use(exc: OSError, what: str, where: str) -> ParameterError:

@@ -226,7 +226,7 @@ def main() -> None:
     ap.add_argument("--max-rate", type=float, help="agent --max-rate (overload control)")
     ap.add_argument("--max-lag-ms", type=float, default=250.0, help="agent --max-lag-ms")
     ap.add_argument("--no-overload-control", action="store_true")
-    ap.add_argument("--targets", default="uas,agent", help="uas, agent or both")
+    ap.add_argument("--targets", default="uas,agent", help="comma-separated: uas, agent (both: uas,agent)")
     ap.add_argument("--options-rate", type=float, default=0.0, help="OPTIONS/s for the steady OPTIONS run (0: skip)")
     ap.add_argument("--options-duration", type=float, default=60.0)
     ap.add_argument("--workers", default="1",
@@ -241,7 +241,9 @@ def main() -> None:
     if shutil.which("sipp") is None:
         raise SystemExit("sipp not found: apt-get install sip-tester")
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    targets = [t.strip() for t in args.targets.replace("both", "uas,agent").split(",") if t.strip()]
+    if not targets or set(targets) - {"uas", "agent"}:
+        raise SystemExit(f"--targets: uas, agent or both, got {args.targets!r}")
     shed_path = subprocess.run([sys.executable, "-c", "import voicelab.sip.shed as s; print(s.ACCELERATED)"],
                                capture_output=True, text=True).stdout.strip()  # as the agent's process imports it
     # which refusal path the agent runs: the C accelerator or pure Python (VOICELAB_NO_EXTENSIONS=1)

@@ -87,7 +87,7 @@ BYE = (
 )
 
 
-async def _run_accepted(calls: int, repeat: int, profile: bool) -> dict:
+async def _run_accepted(calls: int, repeat: int, profile: bool, sort: str = "tottime", lines: int = 30) -> dict:
     """The agent's whole path for accepted calls: INVITE in, 200 out, ACK in, BYE in, 200 out."""
     from voicelab.agent import Agent, tune_gc
     from voicelab.sip.overload import OverloadControl
@@ -132,7 +132,7 @@ async def _run_accepted(calls: int, repeat: int, profile: bool) -> dict:
 
         await one(200)
         results = [await one(calls) for _ in range(repeat)]
-        per_call, prof_text = await _python_calls_and_profile(one, calls, profile, 30, time.process_time)
+        per_call, prof_text = await _python_calls_and_profile(one, calls, profile, lines, time.process_time, sort)
         ended = agent.calls_ended
         return {"calls": ended, "us_best": 1e6 * min(results) / calls, "us_all": [round(1e6 * r / calls, 1) for r in results],
                 "python_calls": per_call, "profile": prof_text}
@@ -196,7 +196,8 @@ async def _run(calls: int, repeat: int, profile: bool) -> dict:
         sink.close()
 
 
-async def _python_calls_and_profile(one, calls: int, profile: bool, lines: int, timer=None) -> tuple[float, str | None]:
+async def _python_calls_and_profile(one, calls: int, profile: bool, lines: int, timer=None,
+                                    sort: str = "tottime") -> tuple[float, str | None]:
     """Python function calls per call of ``one(200)`` (deterministic), and a cProfile of
     ``one(calls)`` (top ``lines`` by own time) when ``profile`` is set."""
     import io
@@ -218,7 +219,7 @@ async def _python_calls_and_profile(one, calls: int, profile: bool, lines: int, 
         await one(calls)
         pr.disable()
         s = io.StringIO()
-        pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(lines)
+        pstats.Stats(pr, stream=s).sort_stats(sort).print_stats(lines)
         prof_text = s.getvalue()
     return ncalls / 200, prof_text
 

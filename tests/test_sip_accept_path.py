@@ -18,6 +18,8 @@ from voicelab.sip import parse_message
 from voicelab.sip.headers import _fast_name_addr, _fast_via, _scan_name_addr, _scan_via
 from voicelab.sip.message import Limits
 
+from .test_sip_shed import SIPP_INVITE as _SIPP_INVITE  # SIPp's INVITE, byte for byte
+
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 _tokens = st.sampled_from(["SIP", "2.0", "UDP", "tcp", "x-y", "a.b", "z9hG4bK-1-0", "Tag%1", "q", "ttl", "rport",
@@ -119,28 +121,6 @@ def test_one_regex_header_section_is_the_line_loop(start, lines):
     assert outcomes[0] == outcomes[1]
 
 
-# benchmarks/sipp/uac_load.xml's INVITE as SIPp 3.6.1 sends it (call 7 of pid 4242)
-_SIPP_INVITE = (
-    b"INVITE sip:service@127.0.0.1:5060 SIP/2.0\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-4242-7-0\r\n"
-    b"From: sipp <sip:sipp@127.0.0.1:5061>;tag=4242SIPpTag007\r\n"
-    b"To: service <sip:service@127.0.0.1:5060>\r\n"
-    b"Call-ID: 7-4242@127.0.0.1\r\n"
-    b"CSeq: 1 INVITE\r\n"
-    b"Contact: sip:sipp@127.0.0.1:5061\r\n"
-    b"Max-Forwards: 70\r\n"
-    b"Subject: Performance Test\r\n"
-    b"Content-Type: application/sdp\r\n"
-    b"Content-Length:   129\r\n"
-    b"\r\n"
-    b"v=0\r\n"
-    b"o=user1 53655765 2353687637 IN IP4 127.0.0.1\r\n"
-    b"s=-\r\n"
-    b"c=IN IP4 127.0.0.1\r\n"
-    b"t=0 0\r\n"
-    b"m=audio 6000 RTP/AVP 0\r\n"
-    b"a=rtpmap:0 PCMU/8000\r\n"
-)
 _IN_DIALOG = (
     b"%s sip:service@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-4242-7-%d\r\n"
     b"From: sipp <sip:sipp@127.0.0.1:5061>;tag=4242SIPpTag007\r\nTo: service <sip:service@127.0.0.1:5060>;tag=%s\r\n"

@@ -301,7 +301,10 @@ def test_lossless_ws_call_has_transparent_quality_both_ways(natural_env):
         assert r[f"{d}.transit_delay_ms_max"] < 50.0, r  # vs >= 45 ms with loss below (>= 200 ms: RTO-only model)
         # JSON + base64 roughly doubles G.711's 80 kbit/s on the wire
         assert 150.0 < r[f"{d}.bitrate_kbps_wire"] < 200.0
-    assert r["agent_to_caller.mark_echo_ms"] >= 60.0  # the mark comes back once played
+    # the mark comes back once the last frame plays: ~60 ms (the caller's fixed buffer) after
+    # the agent sent it, less however much later than the first frame's schedule the agent's
+    # sender put that last frame out (a CI run: 59.93 ms); echoed on arrival it would be < 1 ms
+    assert r["agent_to_caller.mark_echo_ms"] >= 55.0
 
 
 @pytest.mark.slow

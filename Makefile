@@ -15,11 +15,11 @@ $(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) || { echo "python venv failed: on Debian/Ubuntu run 'sudo apt-get install python3-venv python3-dev'"; exit 1; }
 	$(PIP) install -q --upgrade pip
 
-$(VENV)/.installed: $(VENV)/bin/python pyproject.toml setup.py voicelab/sip/_shedc.c
+$(VENV)/.installed: $(VENV)/bin/python pyproject.toml setup.py voicelab/sip/_shedc.c voicelab/rtp/_mediac.c
 	$(PIP) install -q -e .
 	@touch $@
 
-$(VENV)/.installed-dev: $(VENV)/bin/python pyproject.toml setup.py voicelab/sip/_shedc.c
+$(VENV)/.installed-dev: $(VENV)/bin/python pyproject.toml setup.py voicelab/sip/_shedc.c voicelab/rtp/_mediac.c
 	$(PIP) install -q -e '.[dev]'
 	@touch $@ $(VENV)/.installed
 

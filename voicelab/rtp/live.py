@@ -286,6 +286,18 @@ class LiveAudioStream:
         self.tapped_at: dict[int, float] | None = {} if track else None
         self.tap: Any = None  # an ArrivalTap (tap_arrivals)
         self._on_tapped: Any = None
+        #: the native engine's id of this stream while its thread plays it (None: Python plays it)
+        self._native: int | None = None
+        self._native_own_rx = False  # the engine's reading descriptor was made for it (not read_in_tick's)
+        self._native_wait = 1  # played slots until the next hand-over check
+        self._last_src: Any = None  # where the last accepted RTP packet came from
+        #: slots the native engine played for this stream
+        self.native_slots = 0
+        #: datagrams the engine built that the replay did not build alike (0 unless something is wrong)
+        self.native_mismatches = 0
+        #: times the engine handed the stream back (a packet it could not decide on alone)
+        self.native_bails = 0
+        self._last_outcome: str | None = None
 
     def tap_arrivals(self, on_frames: Any, *, window: int = 2) -> Any:
         """Hand the peer's frames to ``on_frames(frames)`` as they arrive, not after the jitter buffer.
@@ -448,15 +460,20 @@ class LiveAudioStream:
         """Encode and packetize the next frame to send: (datagram, RTP timestamp, octets)."""
         return self.session.prepare_frame(self.tx.encode(frame), marker=(self._k_send == 0))  # type: ignore[union-attr]
 
-    def _transmit(self, prepared: tuple[bytes, int, int], frame: np.ndarray, now: float, scheduled: float) -> None:
-        """Hand a prepared datagram to the socket now, and count it (pacing error: ``now - scheduled``)."""
+    def _transmit(self, prepared: tuple[bytes, int, int], frame: np.ndarray, now: float, scheduled: float,
+                  *, sent: bool = False) -> None:
+        """Hand a prepared datagram to the socket now, and count it (pacing error: ``now - scheduled``).
+
+        ``sent``: the native engine already sent it at ``now``; only count it.
+        """
         data, timestamp, octets = prepared
         self.session.frame_sent(now, timestamp, octets)  # type: ignore[union-attr]
         if self.first_sequence is None:
             self.first_sequence = int.from_bytes(data[2:4], "big")
         if self.send_times is not None:
             self.send_times[int.from_bytes(data[2:4], "big")] = now
-        self._sendto(data, self.session.remote_addr)  # type: ignore[union-attr]
+        if not sent:
+            self._sendto(data, self.session.remote_addr)  # type: ignore[union-attr]
         if self._live is not None:
             self._sent_frames.append(frame)
         self.stats.frames_sent += 1
@@ -527,6 +544,7 @@ class LiveAudioStream:
             if isinstance(ev, RemoteReportReceived):
                 self.remote_reports.append(ev)
             elif isinstance(ev, RtpReceived):
+                self._last_src = addr
                 if self.arrivals is not None:
                     self.arrivals.setdefault(ev.packet.sequence_number, ev.arrival)
                 if self.on_packet is not None:  # as it arrived (before any re-framing)
@@ -619,6 +637,7 @@ class LiveAudioStream:
 
     def media_stats(self) -> dict[str, Any]:
         """Counters of this stream worth keeping after it closed (see :class:`StreamStats`)."""
+        self._native_sync()
         return {"rtp_foreign_packets": self.foreign_packets, "reframed_packets": self.stats.reframed_packets,
                 "unusable_payloads": self.stats.unusable_payloads, "playout_errors": self.stats.playout_errors,
                 "last_playout_error": self.stats.last_playout_error, "outcomes": dict(self.stats.outcomes),
@@ -726,6 +745,7 @@ class LiveAudioStream:
                 self.stats.last_playout_error = f"{type(exc).__name__}: {exc}"
                 frame, outcome = self._conceal(), "error"
             self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
+            self._last_outcome = outcome
             self._played.append((when, frame))
             seq = p.sequence_number if outcome != "error" and p.kind in ("frame", "skip") else None
             self.last_played_seq = seq
@@ -742,7 +762,8 @@ class LiveAudioStream:
                 self._waiters = [w for w in self._waiters if w[0] > when]
         finally:
             self._k_play += 1
-            self._arm_play()  # the playout timer survives whatever happened in this slot
+            if self._native is None and not (echo and self.last_played_seq is not None and self._maybe_native()):
+                self._arm_play()  # the playout timer survives whatever happened in this slot
 
     def _conceal(self) -> np.ndarray:
         try:
@@ -814,12 +835,154 @@ class LiveAudioStream:
 
     def played_through(self, t: float) -> asyncio.Future:
         """A future that resolves once the slot playing at loop time ``t`` has been played."""
+        self._native_detach()  # a waiter is resolved by Python's own slots
         fut = self._loop.create_future()  # type: ignore[union-attr]
         if self._played and self._played[-1][0] >= t:
             fut.set_result(self._played[-1][0])
         else:
             self._waiters.append((t, fut))
         return fut
+
+    # ------------------------------------------------------ the native media engine
+    def _maybe_native(self) -> bool:
+        """After a played echo slot: hand the stream to the loop's native engine if it is steady.
+
+        Returns True when the engine plays the next slot (no pacer job is armed then).
+        See :mod:`voicelab.rtp.native`.
+        """
+        nat = getattr(self.pacer, "native", None)
+        if nat is None:
+            return False
+        self._native_wait -= 1
+        if self._native_wait > 0:
+            return False
+        self._native_wait = 10  # not steady: look again in 10 slots
+        params = self._native_steady()
+        if params is None:
+            return False
+        own = self._rx_sock is None
+        if own:
+            self._read_in_tick()  # a reading descriptor with kernel timestamps; the loop stops reading
+            if self._rx_sock is None:
+                return False
+        try:
+            self._native = nat.attach(self, rx_fd=self._rx_sock.fileno(), stamps=self._rx_stamps, **params)  # type: ignore[union-attr]
+        except (OSError, ValueError, TypeError, OverflowError):
+            self._native = None
+        if self._native is None:
+            if own:
+                self._native_own_rx = True
+                self._native_release()
+            return False
+        self._native_own_rx = own
+        return True
+
+    def _native_steady(self) -> dict[str, Any] | None:
+        """The engine's parameters for this stream if its next slots need no decision, else None."""
+        s = self.session
+        if (self._live != "echo" or self._echo_prev is None or self._k_send < 1 or self._last_outcome != "played"
+                or self.rx.name not in ("pcmu", "pcma") or self.tx.name != self.rx.name
+                or type(self.jb) is not FixedJitterBuffer or self._reframing or self.capture is not None
+                or self.tap is not None or self.send_times is not None or self.on_played is not None
+                or self.on_packet is not None or self._waiters or self._frame_source is not None
+                or s is None or s.srtp is not None or not s.rtcp_mux or s.remote_ssrc is None or not s.media_steady()
+                or self._tx_sock is None or self._direct_addr is None or self._direct_addr != s.remote_addr
+                or self.last_played_seq is None):  # fmt: skip
+            return None
+        dst, src = self._direct_addr, self._last_src
+        if (not isinstance(src, tuple) or len(src) != 2 or len(dst) != 2 or ":" in str(src[0]) or ":" in str(dst[0])
+                or not _is_ip_literal(src[0])):  # fmt: skip
+            return None  # IPv4 literals only
+        fb = self.rx.frame_samples  # G.711: one byte per sample
+        prev = self._echo_prev[2][0]
+        if len(prev) != 12 + fb or prev[0] != 0x80 or prev[1] & 0x80:
+            return None
+        jb, inc = self.jb, self.rx.timestamp_increment
+        seq, ts = (self.last_played_seq + 1) & 0xFFFF, jb._slot_timestamp(jb._cursor)
+        queue = []
+        for index in sorted(jb._buffer):  # delivered, not played yet
+            e = jb._buffer[index]
+            if index != jb._cursor + len(queue) or e.packet.sequence_number != seq or e.packet.timestamp != ts:
+                return None
+            queue.append((seq, ts, e.packet.payload, e.arrival))
+            seq, ts = (seq + 1) & 0xFFFF, (ts + inc) & 0xFFFFFFFF
+        for arrival, _, packet in sorted(jb._pending):  # pushed, arriving after the last slot
+            if packet.sequence_number != seq or packet.timestamp != ts:
+                return None
+            queue.append((seq, ts, packet.payload, arrival))
+            seq, ts = (seq + 1) & 0xFFFF, (ts + inc) & 0xFFFFFFFF
+        if any(len(q[2]) != fb for q in queue) or len(queue) > 48:
+            return None
+        return {"tx_fd": self._tx_sock.fileno(), "dst": (str(dst[0]), int(dst[1])), "src": (str(src[0]), int(src[1])),
+                "payload_type": self.payload_type, "ssrc": s.remote_ssrc, "next_seq": seq, "next_timestamp": ts,
+                "timestamp_increment": inc, "law": 0 if self.rx.name == "pcmu" else 1, "frame_bytes": fb,
+                "play_start": self._play_start, "frame_ms": self.tx.frame_ms, "k": self._k_play,
+                "prev": prev, "queue": queue}  # fmt: skip
+
+    def _native_sync(self) -> None:
+        """Replay what the native engine did for this stream so far (nothing when Python plays it)."""
+        if self._native is not None:
+            self._native_replay(self.pacer.native.drain(self._native))  # type: ignore[union-attr]
+
+    def _native_detach(self) -> None:
+        """Take the stream back from the native engine now (it replays the rest; Python plays the next slot)."""
+        sid = self._native
+        if sid is None:
+            return
+        records = self.pacer.native.detach(sid)  # type: ignore[union-attr]
+        self._native_replay(records)
+        if self._native is not None:  # the log ended in a played slot: Python goes on from the next one
+            self._native_release()
+            self._native_wait = 10
+            if self.session is not None and self._proto is not None and self._proto.transport is not None:
+                self._arm_play()
+
+    def _native_release(self) -> None:
+        """Python plays the stream again: forget the engine's id, read the socket as before."""
+        if self._native is not None:
+            self.pacer.native.forget(self._native)  # type: ignore[union-attr]
+        self._native = None
+        if self._native_own_rx:
+            self._native_own_rx = False
+            sock, self._rx_sock = self._rx_sock, None
+            if sock is not None:
+                sock.close()
+            tr = self._proto.transport if self._proto is not None else None
+            if tr is not None and not tr.is_closing():
+                tr.resume_reading()  # type: ignore[union-attr]
+
+    def _native_replay(self, records: list) -> None:
+        """Run the engine's log through this stream's own objects, in order (see :mod:`voicelab.rtp.native`)."""
+        wrong = False
+        for rec in records:
+            kind = rec[0]
+            if kind == "a":  # a datagram read, with its arrival time
+                self._on_datagram(rec[3], rec[2], None, rec[1])
+            elif kind == "s":  # the previous slot's datagram, sent at rec[2] for slot rec[1]
+                prev = self._echo_prev
+                self._transmit(prev[2], prev[1], rec[2], rec[1], sent=True)  # type: ignore[index]
+                if rec[3]:
+                    self.socket_errors += 1
+            elif kind == "p":  # slot rec[1] played packet rec[2]; rec[3] is the datagram built for the next slot
+                self._play_slot(rec[1], echo_sent=True)
+                self.native_slots += 1
+                if self._native is not None and (self.last_played_seq != rec[2] or self._echo_prev is None
+                                                 or self._echo_prev[2][0] != rec[3]):  # fmt: skip
+                    self.native_mismatches += 1
+                    wrong = True
+            elif kind == "e":  # a read error (as the loop's error_received)
+                self.socket_errors += 1
+            elif kind == "b":  # the engine stopped at slot rec[1] (after its send when rec[2])
+                self.native_bails += 1
+                self._native_release()
+                self._native_wait = 10
+                if rec[2]:
+                    self._play_slot(rec[1], echo_sent=True)  # arms the next slot
+                else:
+                    rest = self._play_tick(rec[1])
+                    rest()
+        if wrong and self._native is not None:
+            self._native_detach()  # the engine was wrong about this stream: Python plays it from here
 
     # ------------------------------------------------------------------- RTCP
     def rtcp_view(self) -> dict[str, float | None]:
@@ -833,6 +996,7 @@ class LiveAudioStream:
             ``expected`` (packets the last report covers); None values when no report
             arrived.
         """
+        self._native_sync()
         if not self.remote_reports or self.first_sequence is None:
             return {"loss_rate": None, "jitter_ms": None, "reports": 0, "expected": 0}
         r = self.remote_reports[-1]
@@ -853,6 +1017,7 @@ class LiveAudioStream:
         return self._rtcp
 
     def _rtcp(self, _when: float | None = None) -> None:
+        self._native_sync()  # the report counts every packet sent and received so far
         for data in self.session.handle_timer(self._loop.time()):  # type: ignore[union-attr]
             self._sendto(data, self.session.remote_rtcp_addr, rtcp=True)  # type: ignore[union-attr]
         self._arm_rtcp()
@@ -860,12 +1025,14 @@ class LiveAudioStream:
     # -------------------------------------------------------------- recordings
     def sent_audio(self) -> tuple[np.ndarray, float]:
         """(float samples at the codec rate, loop time of the first sample)."""
+        self._native_sync()
         if self._live is not None:
             return (to_float(np.concatenate(self._sent_frames)) if self._sent_frames else np.zeros(0)), self._t0
         return (to_float(self._source) if self._source is not None else np.zeros(0)), self._t0
 
     def received_audio(self) -> tuple[np.ndarray, float]:
         """(float samples at the codec rate, loop time of the first sample) of what was played."""
+        self._native_sync()
         if not self._played:
             return np.zeros(0), 0.0
         return to_float(np.concatenate([f for _, f in self._played])), self._played[0][0]
@@ -873,6 +1040,7 @@ class LiveAudioStream:
     # ---------------------------------------------------------------- closing
     async def close(self) -> None:
         """Stop sending and playing, send RTCP BYE, close the socket (waits for it)."""
+        self._native_detach()
         for h in (self._send_handle, self._play_handle, self._rtcp_handle):
             if h is not None:
                 h.cancel()

@@ -135,6 +135,8 @@ class MediaPacer:
         self.wakeups = 0
         self.jobs_run = 0
         self.reads_in_tick = 0
+        #: the loop's native media engine (:meth:`enable_native`), None: every slot runs here
+        self.native: Any = None
 
     @property
     def tick_s(self) -> float:
@@ -226,6 +228,25 @@ class MediaPacer:
             if heap:
                 self._arm(heap[0][0])
 
+
+    def enable_native(self, *, threshold_slots: int | None = None) -> bool:
+        """Let steady G.711 echo streams of this loop be played by the native engine.
+
+        See :mod:`voicelab.rtp.native`. Returns False (and changes nothing) where the
+        engine is not built, disabled (``VOICELAB_NO_EXTENSIONS=1``) or cannot keep this
+        loop's time (a virtual clock, a loop whose clock is not ``CLOCK_MONOTONIC``).
+        """
+        if self.native is not None:
+            return True
+        from .native import AVAILABLE, DEFAULT_THRESHOLD_SLOTS, NativeMedia
+
+        if not AVAILABLE or is_virtual(self.loop):
+            return False
+        try:
+            self.native = NativeMedia(self.loop, threshold_slots=threshold_slots or DEFAULT_THRESHOLD_SLOTS)
+        except RuntimeError:
+            return False
+        return True
 
     def _report(self, fn: Any, exc: BaseException) -> None:
         self.loop.call_exception_handler({"message": f"exception in media pacer job {fn!r}", "exception": exc})

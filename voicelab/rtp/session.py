@@ -506,6 +506,15 @@ class RtpSession:
                 self._tn = tn
         return out
 
+    def media_steady(self) -> bool:
+        """True when nothing pending changes the form or destination of the next datagrams.
+
+        No DTMF event queued (it would replace frames) and, for a latching session, the RTP
+        source already latched (the remote address will not move). The native media engine
+        (:mod:`voicelab.rtp.native`) only plays such a session's stream.
+        """
+        return self._dtmf_slots is None and (not self.latching or self._latched["rtp"])
+
     def pop_events(self) -> list[SessionEvent]:
         """Events produced by :meth:`handle_timer` since the last call (and clear them)."""
         events, self._pending = self._pending, []

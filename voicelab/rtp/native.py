@@ -1,0 +1,151 @@
+"""The native media engine: a C thread plays the steady state of G.711 echo streams.
+
+Why. On a process woken every 20 ms, CPython pays about 100-300 us per wake-up before it
+does any work (docs/benchmarks.md, "Where one call's CPU goes"): for one call that alone
+is about what baresip's whole call costs. baresip and pjmedia run their media in a native
+thread. This engine does the same for the part of a call that needs no decision: a G.711
+echo stream whose packets arrive in sequence and in time.
+
+How. A stream hands itself over at the end of a played slot once it is *steady* (see
+:meth:`LiveAudioStream._native_steady`): fixed jitter buffer, G.711, echo mode, no SRTP,
+capture, tap or hooks, RTP sent straight to its socket, and the packets it holds the next
+of a gap-free sequence. From then on the engine's thread (``voicelab/rtp/_mediac.c``), at
+each slot (the stream's own slot times, computed as the stream computes them): sends the
+datagram built in the previous slot, reads the socket (kernel receive timestamps), plays
+the next packet of the sequence if it arrived by the slot time, and builds the next echo
+datagram from it with the codec's own tables. Anything else (a missing, late, reordered,
+duplicated or foreign datagram, another payload size or type, a marker bit, a send that
+would block) makes it stop at that slot and hand the stream back ("bail").
+
+Python keeps the state. The thread logs what it did, in order (each datagram read with its
+arrival time, each send with its time, each slot played with the datagram it built); when
+woken (an ``eventfd`` on the event loop: every ``threshold_slots`` slots, or at once on a
+bail) Python replays the log through the stream's own objects: RTP session, jitter buffer,
+decoder and PLC, packetizer, recordings and statistics. The stream's state is therefore
+the pure-Python path's state for the same arrivals and send times, by construction, and
+each datagram the thread built is compared with the one the replay builds
+(:attr:`LiveAudioStream.native_mismatches`, 0 unless something is wrong: the stream then
+returns to Python). Reading a stream's recordings or statistics first replays what is
+pending (:meth:`LiveAudioStream._native_sync`).
+
+What differs from the Python path: sends happen at the slot time on the native clock
+(not up to ``MediaPacer.early`` before it), datagrams are read in the slot (as with
+``read_in_tick``, with kernel timestamps), and the Python process wakes a few times a
+second instead of 50-100 times per call.
+
+The engine is optional (``pip install`` builds it when a C compiler is there;
+``VOICELAB_NO_EXTENSIONS=1`` disables it) and opt-in per loop
+(:meth:`voicelab.rtp.pacer.MediaPacer.enable_native`, ``voicelab agent serve --native-media``).
+It never runs on a virtual clock. This module is an asyncio adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from ..net.vclock import is_virtual
+
+__all__ = ["AVAILABLE", "NativeMedia", "DEFAULT_THRESHOLD_SLOTS"]
+
+if os.environ.get("VOICELAB_NO_EXTENSIONS", "") not in ("", "0"):
+    _mediac = None
+else:
+    try:
+        from . import _mediac  # type: ignore[attr-defined, no-redef]
+    except ImportError:  # pragma: no cover - built by pip install when a compiler is there
+        _mediac = None
+
+#: True when the native engine is built and not disabled (``VOICELAB_NO_EXTENSIONS``)
+AVAILABLE: bool = _mediac is not None
+
+#: slots a stream's log may hold before the thread wakes Python to replay it (25: 0.5 s of
+#: 20 ms slots; Python then wakes about twice a second however many streams run)
+DEFAULT_THRESHOLD_SLOTS = 25
+
+
+def _tables() -> tuple[bytes, bytes, bytes, bytes]:
+    from ..codecs import g711
+
+    return (g711._ULAW_DEC.astype("<i2").tobytes(), g711._ULAW_ENC_U16.astype("u1").tobytes(),
+            g711._ALAW_DEC.astype("<i2").tobytes(), g711._ALAW_ENC_U16.astype("u1").tobytes())
+
+
+class NativeMedia:
+    """The native engine of one event loop (see the module docstring).
+
+    Parameters
+    ----------
+    loop : asyncio.AbstractEventLoop
+        A real-time loop whose clock is ``CLOCK_MONOTONIC`` (asyncio's default).
+    threshold_slots : int, optional
+        Slots a stream's log may hold before Python is woken to replay it.
+
+    Raises
+    ------
+    RuntimeError
+        When the engine is not built, the loop is virtual or its clock is not the
+        monotonic clock (:meth:`voicelab.rtp.pacer.MediaPacer.enable_native` checks first).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, threshold_slots: int = DEFAULT_THRESHOLD_SLOTS) -> None:
+        if _mediac is None:
+            raise RuntimeError("the native media engine is not built (no C compiler at install, or VOICELAB_NO_EXTENSIONS)")
+        if is_virtual(loop):
+            raise RuntimeError("the native media engine runs on the real clock, not a virtual one")
+        self.loop = loop
+        self.threshold_slots = int(threshold_slots)
+        self.engine = _mediac.Engine(*_tables())
+        self.offset = loop.time() - self.engine.now()
+        if abs(self.offset) > 0.01:
+            self.engine.close()
+            raise RuntimeError("the loop's clock is not CLOCK_MONOTONIC: the native engine cannot keep its time")
+        self.streams: dict[int, Any] = {}
+        #: times Python was woken to replay logs
+        self.wakeups = 0
+        loop.add_reader(self.engine.fileno(), self._on_signal)
+
+    def attach(self, stream: Any, **params: Any) -> int:
+        """Serve ``stream`` from its next slot on (parameters: ``_mediac.Engine.add``); returns its id."""
+        sid = int(self.engine.add(threshold=self.threshold_slots, offset=self.offset, **params))
+        self.streams[sid] = stream
+        return sid
+
+    def drain(self, sid: int) -> list:
+        """The log of stream ``sid`` so far (the engine forgets a stream once its bail is drained)."""
+        return self.engine.drain(sid)
+
+    def detach(self, sid: int) -> list:
+        """Stop serving stream ``sid`` (the thread no longer touches it) and return the rest of its log."""
+        self.streams.pop(sid, None)
+        return self.engine.remove(sid)
+
+    def forget(self, sid: int) -> None:
+        """The stream left the engine (it bailed): no more replays for it."""
+        self.streams.pop(sid, None)
+
+    def stats(self) -> dict:
+        """The thread's counters (ticks, slots played, sends, reads, bails, signals, streams) and Python's wake-ups."""
+        d = dict(self.engine.stats())
+        d["python_wakeups"] = self.wakeups
+        return d
+
+    def _on_signal(self) -> None:
+        self.engine.ack()
+        self.wakeups += 1
+        for sid, stream in list(self.streams.items()):
+            try:
+                stream._native_sync()
+            except Exception as exc:  # noqa: BLE001 - one stream's error must not stop the others
+                self.loop.call_exception_handler({"message": "replaying a native media log failed", "exception": exc})
+
+    def close(self) -> None:
+        """Stop the thread; streams still served are returned to Python first."""
+        for stream in list(self.streams.values()):
+            stream._native_detach()
+        try:
+            self.loop.remove_reader(self.engine.fileno())
+        except (RuntimeError, ValueError, OSError):  # the loop is closed already
+            pass
+        self.engine.close()

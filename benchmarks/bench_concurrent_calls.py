@@ -325,7 +325,8 @@ async def _drive_callers(target: str, n_calls: int, seconds: float, on_window, *
 
 
 async def _agent_point(n_calls: int, seconds: float, mode: str, jitter_buffer: str, aligned: bool,
-                       tick_ms: float | None = None, read_in_tick: bool = False, serve_gc: bool = True) -> dict[str, Any]:
+                       tick_ms: float | None = None, read_in_tick: bool = False, serve_gc: bool = True,
+                       native: bool = False) -> dict[str, Any]:
     from voicelab.agent import Agent
 
     loop = asyncio.get_running_loop()
@@ -339,6 +340,8 @@ async def _agent_point(n_calls: int, seconds: float, mode: str, jitter_buffer: s
             if not hasattr(pacer, "read_in_tick"):
                 raise ParameterError("this checkout's media pacer cannot read in the tick (--read-in-tick)")
             pacer.read_in_tick = True
+        if native and not (hasattr(pacer, "enable_native") and pacer.enable_native()):
+            raise ParameterError("this checkout has no native media engine (--native): not built, or VOICELAB_NO_EXTENSIONS")
     except ImportError:  # a checkout from before the media pacer (A/B runs of this script)
         pacer = type("NoPacer", (), {"wakeups": 0, "jobs_run": 0, "tick_s": 0.0})()
     load_at_start = os.getloadavg()[0]
@@ -357,6 +360,9 @@ async def _agent_point(n_calls: int, seconds: float, mode: str, jitter_buffer: s
     def mark(name: str) -> None:
         if not streams:
             streams.extend(agent.streams.values())
+        for s in streams:  # what the native engine did so far, replayed (counts below are then current)
+            if hasattr(s, "_native_sync"):
+                s._native_sync()
         ru = resource.getrusage(resource.RUSAGE_SELF)
         marks[name] = (loop.time(), time.process_time(), [len(s.stats.send_lateness_s) for s in streams], ru.ru_nivcsw,
                        _machine_busy_s(), sum(sum(s.stats.outcomes.values()) for s in streams),
@@ -401,6 +407,12 @@ async def _agent_point(n_calls: int, seconds: float, mode: str, jitter_buffer: s
         # voluntary context switches per second: how often the process went to sleep and was woken
         "process_wakeups_per_s": (sb - sa) / (tb - ta),
         "read_in_tick": bool(read_in_tick),
+        "native": bool(native),
+        "native_slots": sum(getattr(s, "native_slots", 0) for s in streams),
+        "native_bails": sum(getattr(s, "native_bails", 0) for s in streams),
+        "native_mismatches": sum(getattr(s, "native_mismatches", 0) for s in streams),
+        "native_python_wakeups": getattr(getattr(pacer, "native", None), "wakeups", 0),
+        "slots_played": sum(sum(s.stats.outcomes.values()) for s in streams),
         "serve_gc": bool(serve_gc),
         "reads_in_tick_per_s": (rb - ra) / (tb - ta),
         "machine_busy_pct": None if ma is None or mb is None else 100.0 * (mb - ma) / (tb - ta),
@@ -425,7 +437,7 @@ async def _agent_point(n_calls: int, seconds: float, mode: str, jitter_buffer: s
 
 def measure_agent(n_calls: int, *, seconds: float = 10.0, mode: str = "echo", aligned: bool = False,
                   jitter_buffer: str = "fixed:60", tick_ms: float | None = None,
-                  read_in_tick: bool = False, serve_gc: bool = True) -> dict[str, Any]:  # fmt: skip
+                  read_in_tick: bool = False, serve_gc: bool = True, native: bool = False) -> dict[str, Any]:  # fmt: skip
     """One point of the ramp: ``n_calls`` concurrent PCMU calls to the lab's agent.
 
     Parameters
@@ -450,6 +462,9 @@ def measure_agent(n_calls: int, *, seconds: float = 10.0, mode: str = "echo", al
     serve_gc : bool
         Tune the garbage collector as ``agent serve`` does (:func:`voicelab.agent.tune_gc`);
         False keeps CPython's defaults.
+    native : bool
+        Steady echo streams are played by the native media engine
+        (:meth:`voicelab.rtp.pacer.MediaPacer.enable_native`, ``agent serve --native-media``).
 
     Returns
     -------
@@ -472,11 +487,11 @@ def measure_agent(n_calls: int, *, seconds: float = 10.0, mode: str = "echo", al
         pr = cProfile.Profile()
         pr.enable()
         try:
-            return asyncio.run(_agent_point(n_calls, float(seconds), mode, jitter_buffer, bool(aligned), tick_ms, read_in_tick, serve_gc))
+            return asyncio.run(_agent_point(n_calls, float(seconds), mode, jitter_buffer, bool(aligned), tick_ms, read_in_tick, serve_gc, native))
         finally:
             pr.disable()
             pr.dump_stats(f"{prof_path}.N{n_calls}")
-    return asyncio.run(_agent_point(n_calls, float(seconds), mode, jitter_buffer, bool(aligned), tick_ms, read_in_tick, serve_gc))
+    return asyncio.run(_agent_point(n_calls, float(seconds), mode, jitter_buffer, bool(aligned), tick_ms, read_in_tick, serve_gc, native))
 
 
 def _baresip_module_dir() -> Path | None:
@@ -596,7 +611,7 @@ def measure_timer_floor(*, seconds: float = 10.0) -> dict[str, Any]:
 def ramp(*, max_calls: int = 64, seconds: float = 10.0, mode: str = "echo", baseline: bool = True,
          baseline_repeats: int = 3, baseline_max_calls: int = 16, keep_going: bool = False, aligned: bool = False,
          ns: list[int] | None = None, tick_ms: float | None = None, read_in_tick: bool = False,
-         serve_gc: bool = True, log=print) -> dict[str, Any]:  # fmt: skip
+         serve_gc: bool = True, native: str = "off", log=print) -> dict[str, Any]:  # fmt: skip
     """N = 1, 2, 4, ... up to ``max_calls`` (or the list ``ns``); stops after the first N
     with p99 >= 2 ms unless ``keep_going`` (then every N is measured, e.g. to see how CPU
     scales).
@@ -604,7 +619,14 @@ def ramp(*, max_calls: int = 64, seconds: float = 10.0, mode: str = "echo", base
     The baseline is baresip answering one call (``baseline_repeats`` runs, median); for
     N up to ``baseline_max_calls`` baresip also answers N concurrent calls, so fixed
     per-process costs are shared alike on both sides.
+
+    ``native``: ``"off"`` (the agent's Python media path), ``"on"`` (steady echo streams
+    played by the native media engine) or ``"both"`` (each N measured both ways, one
+    after the other, against the same baresip run).
     """
+    if native not in ("off", "on", "both"):
+        raise ParameterError(f"native must be 'off', 'on' or 'both', got {native!r}")
+    engines = {"off": [False], "on": [True], "both": [False, True]}[native]
     facts = machine_facts()
     floor = measure_timer_floor(seconds=seconds)
     log(f"# bare event-loop timer: pacing p99 {floor['at_slot_ms']['p99']:.2f} ms armed at the slot, "
@@ -614,23 +636,24 @@ def ramp(*, max_calls: int = 64, seconds: float = 10.0, mode: str = "echo", base
         log("# baresip (or its aufile/aubridge/g711 modules) not found: the baseline is skipped")
     rows = []
     points = list(ns) if ns else [2 ** k for k in range(64) if 2 ** k <= max_calls]
-    for n in points:
+    for n, use_native in [(n, e) for n in points for e in engines]:
         r = measure_agent(n, seconds=seconds, mode=mode, aligned=aligned, tick_ms=tick_ms, read_in_tick=read_in_tick,
-                          serve_gc=serve_gc)
+                          serve_gc=serve_gc, native=use_native)
         fl = floor["early_0.5ms_ms"]["p99"]
         r["p99_over_floor_ms"] = None if r["pacing_ms"]["p99"] is None or fl is None else r["pacing_ms"]["p99"] - fl
         if base is not None:
             r["ratio_to_baresip"] = (r["cpu_pct_per_call_full_rate"] / base["cpu_pct_per_call"]
                                      if base["cpu_pct_per_call"] > 0 else None)  # fmt: skip
             if 1 < n <= baseline_max_calls:
-                same = measure_baresip(seconds=seconds, n_calls=n)
+                prior = [q for q in rows if q["calls"] == n and q.get("baresip_same_n")]
+                same = prior[0]["baresip_same_n"] if prior else measure_baresip(seconds=seconds, n_calls=n)
                 r["baresip_same_n"] = same
             elif n == 1:
                 r["baresip_same_n"] = base
             if r.get("baresip_same_n") and r["baresip_same_n"]["cpu_pct_per_call"] > 0:
                 r["ratio_to_baresip_same_n"] = r["cpu_pct_per_call_full_rate"] / r["baresip_same_n"]["cpu_pct_per_call"]
         rows.append(r)
-        log(f"# N={n}: p99 {r['pacing_ms']['p99']:.2f} ms, agent CPU {r['cpu_pct']:.1f} % "
+        log(f"# N={n}{' native' if use_native else ''}: p99 {r['pacing_ms']['p99']:.2f} ms, agent CPU {r['cpu_pct']:.1f} % "
             f"({r['cpu_pct_per_call_full_rate']:.2f} % per call side"
             + (f", baresip {r['baresip_same_n']['cpu_pct_per_call']:.2f} %" if r.get("baresip_same_n") else "")
             + f"), callers CPU {r['callers'].get('cpu_pct', float('nan')):.1f} %, others "
@@ -645,7 +668,7 @@ def ramp(*, max_calls: int = 64, seconds: float = 10.0, mode: str = "echo", base
             break
         ok.append(r["calls"])
     return {"facts": facts, "mode": mode, "seconds": seconds, "aligned_starts": aligned, "pacing_limit_ms": PACING_LIMIT_MS,
-            "tick_ms": tick_ms, "read_in_tick": bool(read_in_tick), "serve_gc": bool(serve_gc),
+            "tick_ms": tick_ms, "read_in_tick": bool(read_in_tick), "serve_gc": bool(serve_gc), "native": native,
             "max_calls_tested": max_calls, "sustained_calls": max(ok) if ok else 0,
             "limit_reached": len(ok) < len(rows), "timer_floor": floor, "baresip": base, "rows": rows}
 
@@ -668,11 +691,11 @@ def print_table(res: dict[str, Any]) -> None:
           f"{fl['early_0.5ms_ms']['p50']:.2f} / {fl['early_0.5ms_ms']['p99']:.2f} / {fl['early_0.5ms_ms']['max']:.1f} ms "
           "armed 0.5 ms early" + (f"; its CPU {fl['cpu_pct']:.2f} % of a core ({fl['cpu_us_per_wakeup']:.0f} us per wake-up)"
                                   if "cpu_pct" in fl else ""))
-    print("| calls | pacing p50 / p99 / max (ms) | p99 - floor (ms) | agent CPU (% core) | us per frame | per call side (%) "
+    print("| calls | engine | pacing p50 / p99 / max (ms) | p99 - floor (ms) | agent CPU (% core) | us per frame | per call side (%) "
           "| ratio to baresip | baresip, N calls: per call side (%) / ratio | lost at agent / callers | late at agent / callers "
           "| callers CPU (%) | callers pacing p99 (ms) | others' CPU (%) | load 1 min | pacer wake-ups/s x jobs "
           "| process wake-ups/s |")
-    print("|---:|---|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---|---:|")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---|---:|")
     for r in res["rows"]:
         p, c = r["pacing_ms"], r["callers"]
         ratio = f"{r['ratio_to_baresip']:.1f}" if r.get("ratio_to_baresip") else "-"
@@ -683,7 +706,10 @@ def print_table(res: dict[str, Any]) -> None:
         if same and r.get("ratio_to_baresip_same_n"):
             same_txt = f"{same['cpu_pct_per_call']:.2f} / {r['ratio_to_baresip_same_n']:.1f}"
         over = r.get("p99_over_floor_ms")
-        print(f"| {r['calls']} | {p['p50']:.2f} / {p['p99']:.2f} / {p['max']:.1f} | {'-' if over is None else f'{over:+.2f}'} | "
+        eng = "python" if not r.get("native") else (
+            f"native ({100 * r['native_slots'] / max(r['slots_played'], 1):.0f} % of slots, {r['native_bails']} bails, "
+            f"{r['native_mismatches']} mismatches, {r['native_python_wakeups']} replays)")
+        print(f"| {r['calls']} | {eng} | {p['p50']:.2f} / {p['p99']:.2f} / {p['max']:.1f} | {'-' if over is None else f'{over:+.2f}'} | "
               f"{r['cpu_pct']:.1f} | "
               f"{r['cpu_us_per_frame']:.0f} | {r['cpu_pct_per_call_full_rate']:.2f} | {ratio} | {same_txt} | "
               f"{100 * r['agent_lost_rate']:.2f} % / "
@@ -710,6 +736,9 @@ def main() -> None:
     ap.add_argument("--tick-ms", type=float, help="the agent's media pacer grid, ms (default: the pacer's, 1 ms)")
     ap.add_argument("--read-in-tick", action="store_true",
                     help="the agent's streams read their sockets in their playout ticks (agent serve --read-in-tick)")
+    ap.add_argument("--native", choices=("off", "on", "both"), default="off",
+                    help="steady echo streams played by the native media engine (agent serve --native-media); "
+                         "both: each N measured both ways in the same run")
     ap.add_argument("--default-gc", action="store_true",
                     help="keep CPython's GC thresholds (default: tuned as `agent serve` does, voicelab.agent.tune_gc)")
     ap.add_argument("--baseline-max-calls", type=int, default=16, help="baresip also answers N calls up to this N")
@@ -725,7 +754,7 @@ def main() -> None:
     res = ramp(max_calls=max_calls, seconds=seconds, mode=args.mode, baseline=not args.no_baseline,
                baseline_repeats=1 if args.quick else args.baseline_repeats, keep_going=args.keep_going,
                aligned=args.aligned, ns=ns, tick_ms=args.tick_ms, read_in_tick=args.read_in_tick, serve_gc=not args.default_gc,
-               baseline_max_calls=args.baseline_max_calls)  # fmt: skip
+               native=args.native, baseline_max_calls=args.baseline_max_calls)  # fmt: skip
     print_table(res)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))

@@ -289,7 +289,7 @@ class LiveAudioStream:
         #: the native engine's id of this stream while its thread plays it (None: Python plays it)
         self._native: int | None = None
         self._native_own_rx = False  # the engine's reading descriptor was made for it (not read_in_tick's)
-        self._native_wait = 1  # played slots until the next hand-over check
+        self._native_wait = 2  # played slots until the next hand-over check (the first echo leaves at the second)
         self._last_src: Any = None  # where the last accepted RTP packet came from
         #: slots the native engine played for this stream
         self.native_slots = 0
@@ -298,6 +298,7 @@ class LiveAudioStream:
         #: times the engine handed the stream back (a packet it could not decide on alone)
         self.native_bails = 0
         self._last_outcome: str | None = None
+        self._native_broken = False  # the engine built a datagram the replay did not: never again
 
     def tap_arrivals(self, on_frames: Any, *, window: int = 2) -> Any:
         """Hand the peer's frames to ``on_frames(frames)`` as they arrive, not after the jitter buffer.
@@ -641,7 +642,9 @@ class LiveAudioStream:
         return {"rtp_foreign_packets": self.foreign_packets, "reframed_packets": self.stats.reframed_packets,
                 "unusable_payloads": self.stats.unusable_payloads, "playout_errors": self.stats.playout_errors,
                 "last_playout_error": self.stats.last_playout_error, "outcomes": dict(self.stats.outcomes),
-                "packets_received": 0 if self.session is None else int(self.session.stats.packets_received)}
+                "packets_received": 0 if self.session is None else int(self.session.stats.packets_received),
+                "native_slots": self.native_slots, "native_bails": self.native_bails,
+                "native_mismatches": self.native_mismatches}
 
     def _push(self, packet: RtpPacket, arrival: float) -> None:
         """Into the jitter buffer, re-cut into our frames if the peer's packet time differs.
@@ -933,7 +936,7 @@ class LiveAudioStream:
         self._native_replay(records)
         if self._native is not None:  # the log ended in a played slot: Python goes on from the next one
             self._native_release()
-            self._native_wait = 10
+            self._native_wait = max(self._native_wait, 10)
             if self.session is not None and self._proto is not None and self._proto.transport is not None:
                 self._arm_play()
 
@@ -966,16 +969,17 @@ class LiveAudioStream:
             elif kind == "p":  # slot rec[1] played packet rec[2]; rec[3] is the datagram built for the next slot
                 self._play_slot(rec[1], echo_sent=True)
                 self.native_slots += 1
-                if self._native is not None and (self.last_played_seq != rec[2] or self._echo_prev is None
-                                                 or self._echo_prev[2][0] != rec[3]):  # fmt: skip
-                    self.native_mismatches += 1
-                    wrong = True
+                if (self._native is not None and not self._native_broken
+                        and (self.last_played_seq != rec[2] or self._echo_prev is None or self._echo_prev[2][0] != rec[3])):
+                    self.native_mismatches += 1  # counted once: the stream never goes back to the engine
+                    wrong = self._native_broken = True
+                    self._native_wait = 1 << 62
             elif kind == "e":  # a read error (as the loop's error_received)
                 self.socket_errors += 1
             elif kind == "b":  # the engine stopped at slot rec[1] (after its send when rec[2])
                 self.native_bails += 1
                 self._native_release()
-                self._native_wait = 10
+                self._native_wait = max(self._native_wait, 10)
                 if rec[2]:
                     self._play_slot(rec[1], echo_sent=True)  # arms the next slot
                 else:

@@ -1,0 +1,218 @@
+"""The native media engine (voicelab/rtp/native.py, voicelab/rtp/_mediac.c).
+
+A native thread plays the steady state of G.711 echo streams; Python replays its log
+through the stream's own objects and checks every datagram the thread built. These tests
+run real sockets on loopback: the engine takes over once a stream is steady, every
+irregularity (loss, reordering, a duplicate, RTCP, a foreign source, a marker bit, a
+packet of another size) hands the slot back to Python, what reached the wire is exactly
+what the stream counted, and an engine that builds a wrong datagram is caught.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from voicelab import audio
+from voicelab.rtp import native
+from voicelab.rtp.live import LiveAudioStream
+from voicelab.rtp.pacer import pacer_for
+
+pytestmark = pytest.mark.skipif(not native.AVAILABLE, reason="the native media engine is not built (needs gcc, libc6-dev)")
+
+PT, SSRC, FRAME = 0, 0x1234ABCD, 160
+
+
+def _payload(i: int) -> bytes:
+    # mu-law codes without 0x7F (negative zero decodes to 0, which encodes as 0xFF): the
+    # agent's echo of a played packet is then the packet's own payload, byte for byte
+    return bytes([0x80 + i % 100, 0x80 + i // 100] + [((i * 7 + j) % 120) + 0x80 for j in range(FRAME - 2)])
+
+
+def _rtp(seq: int, *, marker: bool = False, payload: bytes | None = None, ssrc: int = SSRC) -> bytes:
+    body = payload if payload is not None else _payload(seq)
+    return (bytes([0x80, (0x80 if marker else 0) | PT]) + seq.to_bytes(2, "big") + (seq * 160).to_bytes(4, "big")
+            + ssrc.to_bytes(4, "big") + body)  # fmt: skip
+
+
+async def _scripted_call(script: list, *, corrupt: bool = False, tick_s: float = 0.0):
+    """A raw caller socket sends ``script`` (one entry per 20 ms: a list of (datagram,
+    from_foreign_socket)) to an echo stream played by the native engine; returns the
+    stream, the echo datagrams the caller received and the engine's counters."""
+    loop = asyncio.get_running_loop()
+    pacer = pacer_for(loop)
+    pacer.tick_s = tick_s
+    tables = native._tables
+    if corrupt:  # an engine whose G.711 encoder is wrong: every datagram it builds differs
+        native._tables = lambda: (lambda u_dec, u_enc, a_dec, a_enc: (u_dec, bytes(len(u_enc)), a_dec, a_enc))(*tables())
+    try:
+        assert pacer.enable_native()
+    finally:
+        native._tables = tables
+    caller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    caller.bind(("127.0.0.1", 0))
+    caller.setblocking(False)
+    foreign = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    foreign.bind(("127.0.0.1", 0))
+    b = await LiveAudioStream(loop, codec="pcmu", seed=2, cname="agent", remote_addr=caller.getsockname()).open()
+    b.send_live("echo")
+    received: list[bytes] = []
+    loop.add_reader(caller.fileno(), lambda: received.append(caller.recv(2048)))
+    t0 = loop.time() + 0.05
+    done = loop.create_future()
+
+    def send(k: int) -> None:
+        for data, from_foreign in script[k]:
+            (foreign if from_foreign else caller).sendto(data, b.local_address)
+        if k + 1 < len(script):
+            loop.call_at(t0 + 0.02 * (k + 1), send, k + 1)
+        else:
+            loop.call_at(loop.time() + 0.2, done.set_result, None)  # the last packets play out
+
+    loop.call_at(t0, send, 0)
+    try:
+        await asyncio.wait_for(done, 20.0)
+        stats = pacer.native.stats()
+    finally:
+        await b.close()
+        loop.remove_reader(caller.fileno())
+        pacer.native.close()
+        caller.close()
+        foreign.close()
+    return b, received, stats
+
+
+def _echo_indices(received: list[bytes]) -> list[int]:
+    """Which caller packets came back, in the order they came back (concealed frames: skipped)."""
+    known = {_payload(i): i for i in range(140)}
+    return [known[d[12:]] for d in received if len(d) == 12 + FRAME and 200 > d[1] and d[12:] in known]
+
+
+def test_a_steady_echo_stream_is_played_by_the_engine_and_replayed_exactly():
+    script = [[(_rtp(i), False)] for i in range(60)]
+    b, received, stats = asyncio.run(_scripted_call(script))
+    assert b.native_mismatches == 0
+    # the engine played (nearly) every slot once the stream was steady; it handed the
+    # stream back once, when the caller stopped
+    assert b.native_slots >= 52, (b.native_slots, stats)
+    assert b.native_bails == 1 and stats["bails"] == 1
+    assert b.stats.outcomes["played"] == 60 and b.jb.stats.late == 0
+    # every frame the stream counted as sent reached the caller, once, in sequence
+    rtp = [d for d in received if not 192 <= d[1] <= 223]
+    seqs = [int.from_bytes(d[2:4], "big") for d in rtp]
+    assert len(rtp) == b.stats.frames_sent and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    # the echo is the caller's own audio, every packet of it, in order
+    assert _echo_indices(received) == list(range(60))
+    # Python woke a few times to replay, not 50 times a second
+    assert stats["python_wakeups"] <= b.native_slots / 10, stats
+    # the send times the stream recorded are the engine's, at the slot
+    assert float(np.percentile(np.abs(b.stats.send_lateness_s[-40:]), 50)) < 0.002
+
+
+def test_every_irregularity_hands_the_slot_back_to_python_and_nothing_is_lost_or_sent_twice():
+    # events 18 packets apart: after each hand-back the stream is steady again (and handed
+    # over) within about 14 packets
+    script = [[(_rtp(i), False)] for i in range(130)]
+    script[20] = []  # a loss
+    rr = bytes([0x80, 201, 0, 1]) + SSRC.to_bytes(4, "big")  # an empty RTCP receiver report
+    script[25].append((rr, False))
+    script[38], script[39] = [(_rtp(39), False)], [(_rtp(38), False)]  # reordered (within the buffer)
+    script[56] = [(_rtp(56, marker=True), False)]  # a talkspurt marker
+    script[74].append((_rtp(74), False))  # a duplicate
+    script[92].append((_rtp(92, ssrc=SSRC + 1), True))  # another port and stream (host filter: same host)
+    script[110] = [(_rtp(110, payload=_payload(110)[:80]), False)]  # 10 ms in a 20 ms stream (re-framed)
+    b, received, stats = asyncio.run(_scripted_call(script))
+    assert b.native_mismatches == 0
+    assert b.native_bails == 6, (b.native_bails, stats)  # loss, reorder, marker, duplicate, foreign, size
+    assert b.native_slots >= 40  # and it came back after each
+    # Python's objects saw everything: the loss concealed, the duplicate and the foreign
+    # datagram counted, RTCP received
+    assert b.jb.stats.duplicates == 1 and b.session.stats.foreign_ssrc_drops == 1 and b.session.stats.rtcp_received == 1
+    assert b.stats.outcomes["played"] == 128  # 130 - the loss - the half packet (its slot incomplete)
+    assert b.stats.outcomes.get("concealed", 0) >= 2
+    rtp = [d for d in received if not 192 <= d[1] <= 223]
+    seqs = [int.from_bytes(d[2:4], "big") for d in rtp]
+    assert len(rtp) == b.stats.frames_sent and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    back = _echo_indices(received)
+    assert back == sorted(back) and len(set(back)) == len(back)
+    # the loss (20), the frame after it (cross-faded by the PLC), the half packet (110) and
+    # the frame after it are not echoed as they were sent; every other one is
+    assert set(range(130)) - set(back) <= {20, 21, 110, 111}, sorted(set(range(130)) - set(back))
+
+
+def test_an_engine_that_builds_a_wrong_datagram_is_caught_and_python_takes_the_stream_back():
+    script = [[(_rtp(i), False)] for i in range(60)]
+    b, received, stats = asyncio.run(_scripted_call(script, corrupt=True))
+    assert b.native_mismatches == 1  # caught at the first replay; never handed over again
+    assert b.stats.outcomes["played"] == 60
+    rtp = [d for d in received if not 192 <= d[1] <= 223]
+    assert len(rtp) == b.stats.frames_sent
+    # after the replay noticed, Python's own (right) echo went out
+    assert _echo_indices(received)[-10:] == list(range(50, 60))
+
+
+def test_closing_a_stream_mid_call_keeps_everything_the_engine_did():
+    async def run():
+        loop = asyncio.get_running_loop()
+        pacer = pacer_for(loop)
+        assert pacer.enable_native()
+        x = np.asarray(audio.example("harvard", sample_rate=16000).samples)[: 3 * 16000]
+        a = await LiveAudioStream(loop, codec="pcmu", seed=1, cname="caller").open()
+        b = await LiveAudioStream(loop, codec="pcmu", seed=2, cname="agent").open()
+        a.set_remote(b.local_address)
+        b.set_remote(a.local_address)
+        t0 = a.send(x, 16000)
+        b.send_live("echo")
+        end = loop.create_future()
+        loop.call_at(t0 + 1.5, end.set_result, None)  # mid-speech, mid-log
+        await end
+        in_engine = b._native is not None
+        await b.close()
+        await a.close()
+        pacer.native.close()
+        return a, b, in_engine, t0
+
+    a, b, in_engine, t0 = asyncio.run(run())
+    assert in_engine and b.native_mismatches == 0 and b.native_slots >= 40
+    recv, t_recv = b.received_audio()
+    slots = sum(b.stats.outcomes.values())
+    assert len(recv) == slots * FRAME  # one frame per slot played, the engine's included
+    assert b.stats.frames_sent == len(b.sent_audio()[0]) // FRAME
+    assert t_recv + slots * 0.020 >= t0 + 1.5 - 0.1  # played up to the close
+
+
+def test_the_engine_is_off_where_it_cannot_keep_time_or_is_not_built():
+    from voicelab.net.vclock import VirtualClockLoop
+
+    loop = VirtualClockLoop()
+    try:
+        assert pacer_for(loop).enable_native() is False and pacer_for(loop).native is None
+    finally:
+        loop.close()
+    code = "from voicelab.rtp import native; print(native.AVAILABLE)"
+    env = dict(os.environ, VOICELAB_NO_EXTENSIONS="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_the_engine_refuses_bad_stream_parameters_with_a_clear_error():
+    e = native._mediac.Engine(*native._tables())
+    try:
+        good = dict(rx_fd=0, tx_fd=0, dst=("127.0.0.1", 9), src=("127.0.0.1", 9), payload_type=0, ssrc=1, next_seq=0,
+                    next_timestamp=0, timestamp_increment=160, law=0, frame_bytes=160, play_start=0.0, frame_ms=20.0,
+                    k=0, prev=bytes(172), queue=[], threshold=25, stamps=True, offset=0.0)
+        for bad in (dict(prev=bytes(100)), dict(law=2), dict(frame_bytes=4096), dict(dst=("::1", 9)),
+                    dict(queue=[(1, 160, bytes(80), 0.0)]), dict(threshold=0)):
+            with pytest.raises(ValueError):
+                e.add(**{**good, **bad})
+        assert e.drain(12345) == [] and e.remove(12345) == []
+        with pytest.raises(ValueError):
+            native._mediac.Engine(b"", b"", b"", b"")
+    finally:
+        e.close()

@@ -41,7 +41,7 @@ def _rtp(seq: int, *, marker: bool = False, payload: bytes | None = None, ssrc: 
             + ssrc.to_bytes(4, "big") + body)  # fmt: skip
 
 
-async def _scripted_call(script: list, *, corrupt: bool = False, tick_s: float = 0.0):
+async def _scripted_call(script: list, *, corrupt: bool = False, tick_s: float = 0.0, **engine: int):
     """A raw caller socket sends ``script`` (one entry per 20 ms: a list of (datagram,
     from_foreign_socket)) to an echo stream played by the native engine; returns the
     stream, the echo datagrams the caller received and the engine's counters."""
@@ -52,6 +52,8 @@ async def _scripted_call(script: list, *, corrupt: bool = False, tick_s: float =
     if corrupt:  # an engine whose G.711 encoder is wrong: every datagram it builds differs
         native._tables = lambda: (lambda u_dec, u_enc, a_dec, a_enc: (u_dec, bytes(len(u_enc)), a_dec, a_enc))(*tables())
     try:
+        if engine:
+            pacer.native = native.NativeMedia(loop, **engine)
         assert pacer.enable_native()
     finally:
         native._tables = tables
@@ -155,6 +157,18 @@ def test_an_engine_that_builds_a_wrong_datagram_is_caught_and_python_takes_the_s
     assert len(rtp) == b.stats.frames_sent
     # after the replay noticed, Python's own (right) echo went out
     assert _echo_indices(received)[-10:] == list(range(50, 60))
+
+
+def test_a_stream_whose_log_python_does_not_take_goes_back_to_python():
+    """The thread stops playing a stream after ``stale_slots`` slots without a replay (a
+    stalled loop, a stream dropped unclosed); Python plays on from the next slot."""
+    script = [[(_rtp(i), False)] for i in range(60)]
+    b, received, stats = asyncio.run(_scripted_call(script, threshold_slots=10_000, stale_slots=15))
+    assert stats["bails"] >= 2 and b.native_mismatches == 0  # handed back, over again, back again...
+    assert 15 <= b.native_slots <= 60 - 10
+    assert b.stats.outcomes["played"] == 60
+    rtp = [d for d in received if not 192 <= d[1] <= 223]
+    assert len(rtp) == b.stats.frames_sent and _echo_indices(received) == list(range(60))
 
 
 def test_closing_a_stream_mid_call_keeps_everything_the_engine_did():

@@ -22,7 +22,9 @@
  *                          `threshold` slots of log waiting
  *   engine.ack()           read (reset) the eventfd
  *   engine.now()           CLOCK_MONOTONIC, seconds
- *   engine.add(...)        serve a stream from its next slot on; returns its id
+ *   engine.add(...)        serve a stream from its next slot on; returns its id (the
+ *                          engine keeps duplicates of its descriptors; after `stale`
+ *                          slots without a drain it stops serving it: Python stalled)
  *   engine.drain(id)       the stream's log so far (list of tuples); [] when none
  *   engine.remove(id)      stop serving it (synchronously) and return the rest of its log
  *   engine.stats()         counters of the thread
@@ -41,6 +43,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -99,7 +102,9 @@ typedef struct stream {
     rec_t *log;
     Py_ssize_t nlog, caplog;
     int slots_logged;
+    int slots_undrained; /* slots since Python last took the log */
     int threshold;
+    int stale; /* slots without a drain after which the thread stops serving the stream */
     int bailed;
     int stamps;
     struct stream *next;
@@ -397,6 +402,12 @@ static void *engine_thread(void *arg)
             s->k++;
             if (++s->slots_logged >= s->threshold)
                 signal = 1;
+            if (++s->slots_undrained >= s->stale) {
+                /* Python has not taken the log for this long (its loop stalled, or the stream
+                 * was dropped without close()): stop, and leave the next slot to Python */
+                bail(e, s, slot_time(s, s->k), 0);
+                signal = 1;
+            }
         }
         if (signal) {
             for (stream_t *s = e->streams; s != NULL; s = s->next)
@@ -453,6 +464,10 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kwds)
 
 static void free_stream(stream_t *s)
 {
+    if (s->rx_fd >= 0)
+        close(s->rx_fd);
+    if (s->tx_fd >= 0)
+        close(s->tx_fd);
     free_log(s->log, s->nlog);
     free(s->queue);
     free(s);
@@ -513,8 +528,8 @@ static PyObject *Engine_add(Engine *self, PyObject *args, PyObject *kwds)
 {
     static char *kw[] = {"rx_fd", "tx_fd", "dst", "src", "payload_type", "ssrc", "next_seq", "next_timestamp",
                          "timestamp_increment", "law", "frame_bytes", "play_start", "frame_ms", "k", "prev",
-                         "queue", "threshold", "stamps", "offset", NULL};
-    int rx_fd, tx_fd, pt, law, frame_bytes, threshold, stamps;
+                         "queue", "threshold", "stamps", "offset", "stale", NULL};
+    int rx_fd, tx_fd, pt, law, frame_bytes, threshold, stamps, stale = 500;
     const char *dst_host, *src_host;
     int dst_port, src_port;
     unsigned long ssrc, next_ts, ts_inc;
@@ -523,19 +538,24 @@ static PyObject *Engine_add(Engine *self, PyObject *args, PyObject *kwds)
     long long k;
     Py_buffer prev;
     PyObject *queue;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ii(si)(si)ikIkkiiddLy*Oipd", kw, &rx_fd, &tx_fd, &dst_host, &dst_port,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ii(si)(si)ikIkkiiddLy*Oipd|i", kw, &rx_fd, &tx_fd, &dst_host, &dst_port,
                                      &src_host, &src_port, &pt, &ssrc, &next_seq, &next_ts, &ts_inc, &law, &frame_bytes,
-                                     &play_start, &frame_ms, &k, &prev, &queue, &threshold, &stamps, &offset))
+                                     &play_start, &frame_ms, &k, &prev, &queue, &threshold, &stamps, &offset, &stale))
         return NULL;
     stream_t *s = NULL;
     PyObject *seq = NULL;
     if (law < 0 || law > 1 || frame_bytes <= 0 || frame_bytes > MAX_PAYLOAD || prev.len != 12 + frame_bytes ||
-        threshold < 1 || frame_ms <= 0) {
+        threshold < 1 || stale < 1 || frame_ms <= 0) {
         PyErr_SetString(PyExc_ValueError, "stream parameters out of range");
         goto fail;
     }
     s = (stream_t *)calloc(1, sizeof(stream_t));
-    if (s == NULL || (s->queue = (qitem_t *)calloc(QCAP, sizeof(qitem_t))) == NULL) {
+    if (s == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    s->rx_fd = s->tx_fd = -1;
+    if ((s->queue = (qitem_t *)calloc(QCAP, sizeof(qitem_t))) == NULL) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -545,8 +565,14 @@ static PyObject *Engine_add(Engine *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "addresses must be IPv4 literals");
         goto fail;
     }
-    s->rx_fd = rx_fd;
-    s->tx_fd = tx_fd;
+    /* the engine's own descriptors: whatever Python does with its sockets, these stay
+     * valid (and never name another socket) until the stream leaves the engine */
+    s->rx_fd = fcntl(rx_fd, F_DUPFD_CLOEXEC, 0);
+    s->tx_fd = s->rx_fd < 0 ? -1 : fcntl(tx_fd, F_DUPFD_CLOEXEC, 0);
+    if (s->rx_fd < 0 || s->tx_fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto fail;
+    }
     s->src_port = (uint16_t)src_port;
     s->pt_in = pt;
     s->ssrc_in = (uint32_t)ssrc;
@@ -567,6 +593,7 @@ static PyObject *Engine_add(Engine *self, PyObject *args, PyObject *kwds)
     s->ts_out = (((uint32_t)p[4] << 24) | ((uint32_t)p[5] << 16) | ((uint32_t)p[6] << 8) | p[7]) + s->ts_inc_out;
     s->ssrc_out = ((uint32_t)p[8] << 24) | ((uint32_t)p[9] << 16) | ((uint32_t)p[10] << 8) | p[11];
     s->threshold = threshold;
+    s->stale = stale;
     s->stamps = stamps;
     seq = PySequence_Fast(queue, "queue must be a sequence of (seq, timestamp, payload, arrival)");
     if (seq == NULL)
@@ -618,10 +645,8 @@ static PyObject *Engine_add(Engine *self, PyObject *args, PyObject *kwds)
 fail:
     Py_XDECREF(seq);
     PyBuffer_Release(&prev);
-    if (s != NULL) {
-        free(s->queue);
-        free(s);
-    }
+    if (s != NULL)
+        free_stream(s);
     return NULL;
 }
 
@@ -681,6 +706,7 @@ static PyObject *take(Engine *self, long id, int drop)
         n = s->nlog;
         s->log = NULL;
         s->nlog = s->caplog = 0;
+        s->slots_undrained = 0;
         if (drop || s->bailed) {
             *pp = s->next;
             gone = s;

@@ -47,7 +47,7 @@ from typing import Any
 
 from ..net.vclock import is_virtual
 
-__all__ = ["AVAILABLE", "NativeMedia", "DEFAULT_THRESHOLD_SLOTS"]
+__all__ = ["AVAILABLE", "NativeMedia", "DEFAULT_THRESHOLD_SLOTS", "DEFAULT_STALE_SLOTS"]
 
 if os.environ.get("VOICELAB_NO_EXTENSIONS", "") not in ("", "0"):
     _mediac = None
@@ -63,6 +63,9 @@ AVAILABLE: bool = _mediac is not None
 #: slots a stream's log may hold before the thread wakes Python to replay it (25: 0.5 s of
 #: 20 ms slots; Python then wakes about twice a second however many streams run)
 DEFAULT_THRESHOLD_SLOTS = 25
+#: slots without a replay after which the thread stops playing a stream and leaves it to
+#: Python (500: 10 s of 20 ms slots): the loop stalled, or the stream was dropped unclosed
+DEFAULT_STALE_SLOTS = 500
 
 
 def _tables() -> tuple[bytes, bytes, bytes, bytes]:
@@ -81,6 +84,10 @@ class NativeMedia:
         A real-time loop whose clock is ``CLOCK_MONOTONIC`` (asyncio's default).
     threshold_slots : int, optional
         Slots a stream's log may hold before Python is woken to replay it.
+    stale_slots : int, optional
+        Slots without a replay after which the thread stops playing a stream (Python's
+        loop stalled, or the stream was dropped without ``close()``); Python plays it again
+        when it replays the log.
 
     Raises
     ------
@@ -89,13 +96,15 @@ class NativeMedia:
         monotonic clock (:meth:`voicelab.rtp.pacer.MediaPacer.enable_native` checks first).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, threshold_slots: int = DEFAULT_THRESHOLD_SLOTS) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, threshold_slots: int = DEFAULT_THRESHOLD_SLOTS,
+                 stale_slots: int = DEFAULT_STALE_SLOTS) -> None:
         if _mediac is None:
             raise RuntimeError("the native media engine is not built (no C compiler at install, or VOICELAB_NO_EXTENSIONS)")
         if is_virtual(loop):
             raise RuntimeError("the native media engine runs on the real clock, not a virtual one")
         self.loop = loop
         self.threshold_slots = int(threshold_slots)
+        self.stale_slots = int(stale_slots)
         self.engine = _mediac.Engine(*_tables())
         self.offset = loop.time() - self.engine.now()
         if abs(self.offset) > 0.01:
@@ -108,7 +117,7 @@ class NativeMedia:
 
     def attach(self, stream: Any, **params: Any) -> int:
         """Serve ``stream`` from its next slot on (parameters: ``_mediac.Engine.add``); returns its id."""
-        sid = int(self.engine.add(threshold=self.threshold_slots, offset=self.offset, **params))
+        sid = int(self.engine.add(threshold=self.threshold_slots, stale=self.stale_slots, offset=self.offset, **params))
         self.streams[sid] = stream
         return sid
 

@@ -356,6 +356,7 @@ async def _agent_point(n_calls: int, seconds: float, mode: str, jitter_buffer: s
             tune_gc()
     marks: dict[str, Any] = {}
     streams: list = []
+    native_wakeups = 0
 
     def mark(name: str) -> None:
         if not streams:
@@ -380,6 +381,9 @@ async def _agent_point(n_calls: int, seconds: float, mode: str, jitter_buffer: s
             pass
     finally:
         await agent.close()
+        if getattr(pacer, "native", None) is not None:
+            native_wakeups = pacer.native.wakeups
+            pacer.native.close()  # its thread and descriptors (the next N runs on a new loop)
     if "a" not in marks or "b" not in marks:
         raise VoicelabError("the measuring window never opened (no call reached media)")
     (ta, ca, la, va, ma, pa, wa, ja, sa, ra), (tb, cb, lb, vb, mb, pb, wb, jb_, sb, rb) = marks["a"], marks["b"]
@@ -411,7 +415,7 @@ async def _agent_point(n_calls: int, seconds: float, mode: str, jitter_buffer: s
         "native_slots": sum(getattr(s, "native_slots", 0) for s in streams),
         "native_bails": sum(getattr(s, "native_bails", 0) for s in streams),
         "native_mismatches": sum(getattr(s, "native_mismatches", 0) for s in streams),
-        "native_python_wakeups": getattr(getattr(pacer, "native", None), "wakeups", 0),
+        "native_python_wakeups": native_wakeups,
         "slots_played": sum(sum(s.stats.outcomes.values()) for s in streams),
         "serve_gc": bool(serve_gc),
         "reads_in_tick_per_s": (rb - ra) / (tb - ta),

@@ -230,3 +230,31 @@ def test_the_engine_refuses_bad_stream_parameters_with_a_clear_error():
             native._mediac.Engine(b"", b"", b"", b"")
     finally:
         e.close()
+
+
+def test_the_agent_echoes_a_sip_call_through_the_engine_as_it_does_in_python(natural_env):
+    """`agent serve --native-media`: the same echo as the Python path (delay, quality), the
+    engine playing most slots, every datagram it built matched by the replay."""
+    from voicelab.agent import Agent
+    from voicelab.calls import dial
+
+    from .conftest import run_clean
+
+    async def main():
+        pacer = pacer_for(asyncio.get_running_loop())  # the caller shares the loop; its stream is not an echo
+        assert pacer.enable_native()
+        try:
+            async with Agent(codecs=["pcmu"], mode="echo", jitter_buffer="fixed:60") as agent:
+                r = await dial(agent.uri, codec="pcmu", seconds=3.0, echo=True, jitter_buffer="fixed:60")
+                await asyncio.wait_for(agent.ended(1), 5.0)
+                kept = list(agent.media_stats.values())
+        finally:
+            pacer.native.close()
+        return r, kept
+
+    r, kept = run_clean(main, timeout=60.0)
+    # as test_agent.py's echo test: 20 + 60 + 20 + 60 ms (+ the wake-up latency of the caller's clock)
+    assert 160.0 - 1.0 <= r["echo_delay_ms"] <= 160.0 + 10.0, r["echo_delay_ms"]
+    assert r["echo_pesq_nb"] >= 4.0, r["echo_pesq_nb"]
+    assert len(kept) == 1 and kept[0]["native_mismatches"] == 0
+    assert kept[0]["native_slots"] >= 120, kept[0]  # of ~150 slots of speech

@@ -527,6 +527,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         now = loop.time()
         for cid, s in list(self.streams.items()):
+            s._native_sync()  # what the native media engine received so far (nothing to do without it)
             last = s.last_received_at if s.last_received_at is not None else self._opened_at.get(cid, now)
             call = self._calls.get(cid)
             if call is None or now - last < self.media_timeout:  # type: ignore[operator]

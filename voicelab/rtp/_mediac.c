@@ -490,6 +490,10 @@ static PyObject *Engine_close(Engine *self, PyObject *unused)
         self->streams = s->next;
         free_stream(s);
     }
+    if (self->efd > 0) {
+        close(self->efd);
+        self->efd = -1;
+    }
     Py_RETURN_NONE;
 }
 
@@ -497,8 +501,6 @@ static void Engine_dealloc(Engine *self)
 {
     PyObject *r = Engine_close(self, NULL);
     Py_XDECREF(r);
-    if (self->efd > 0)
-        close(self->efd);
     free(self->rxbuf);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }

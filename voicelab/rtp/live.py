@@ -540,7 +540,10 @@ class LiveAudioStream:
         before = st.packets_received + st.rtcp_received
         events = self.session.receive(data, now, addr, kind)  # type: ignore[union-attr]
         if st.packets_received + st.rtcp_received != before:
-            self.last_received_at = now
+            # the latest arrival (a replayed log's packets may be older than an RTCP report
+            # the loop read meanwhile on the RTCP port)
+            last = self.last_received_at
+            self.last_received_at = now if last is None or now > last else last
         for ev in events:
             if isinstance(ev, RemoteReportReceived):
                 self.remote_reports.append(ev)
@@ -888,7 +891,7 @@ class LiveAudioStream:
                 or type(self.jb) is not FixedJitterBuffer or self._reframing or self.capture is not None
                 or self.tap is not None or self.send_times is not None or self.on_played is not None
                 or self.on_packet is not None or self._waiters or self._frame_source is not None
-                or s is None or s.srtp is not None or not s.rtcp_mux or s.remote_ssrc is None or not s.media_steady()
+                or s is None or s.srtp is not None or s.remote_ssrc is None or not s.media_steady()
                 or self._tx_sock is None or self._direct_addr is None or self._direct_addr != s.remote_addr
                 or self.last_played_seq is None):  # fmt: skip
             return None

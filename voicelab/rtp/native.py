@@ -113,10 +113,13 @@ class NativeMedia:
         self.streams: dict[int, Any] = {}
         #: times Python was woken to replay logs
         self.wakeups = 0
+        self.closed = False
         loop.add_reader(self.engine.fileno(), self._on_signal)
 
     def attach(self, stream: Any, **params: Any) -> int:
         """Serve ``stream`` from its next slot on (parameters: ``_mediac.Engine.add``); returns its id."""
+        if self.closed:
+            raise OSError("the native media engine is closed")
         sid = int(self.engine.add(threshold=self.threshold_slots, stale=self.stale_slots, offset=self.offset, **params))
         self.streams[sid] = stream
         return sid
@@ -150,7 +153,10 @@ class NativeMedia:
                 self.loop.call_exception_handler({"message": "replaying a native media log failed", "exception": exc})
 
     def close(self) -> None:
-        """Stop the thread; streams still served are returned to Python first."""
+        """Stop the thread and close its descriptors; streams still served are returned to Python first."""
+        if self.closed:
+            return
+        self.closed = True
         for stream in list(self.streams.values()):
             stream._native_detach()
         try:

@@ -236,7 +236,7 @@ class MediaPacer:
         engine is not built, disabled (``VOICELAB_NO_EXTENSIONS=1``) or cannot keep this
         loop's time (a virtual clock, a loop whose clock is not ``CLOCK_MONOTONIC``).
         """
-        if self.native is not None:
+        if self.native is not None and not self.native.closed:
             return True
         from .native import AVAILABLE, DEFAULT_THRESHOLD_SLOTS, NativeMedia
 

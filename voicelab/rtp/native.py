@@ -42,6 +42,7 @@ It never runs on a virtual clock. This module is an asyncio adapter.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from typing import Any
 
@@ -68,6 +69,7 @@ DEFAULT_THRESHOLD_SLOTS = 25
 DEFAULT_STALE_SLOTS = 500
 
 
+@functools.lru_cache(maxsize=1)
 def _tables() -> tuple[bytes, bytes, bytes, bytes]:
     from ..codecs import g711
 
@@ -77,6 +79,9 @@ def _tables() -> tuple[bytes, bytes, bytes, bytes]:
 
 class NativeMedia:
     """The native engine of one event loop (see the module docstring).
+
+    The thread and its ``eventfd`` exist while at least one stream is played natively:
+    made at the first hand-over, closed when the last stream leaves.
 
     Parameters
     ----------
@@ -105,45 +110,80 @@ class NativeMedia:
         self.loop = loop
         self.threshold_slots = int(threshold_slots)
         self.stale_slots = int(stale_slots)
-        self.engine = _mediac.Engine(*_tables())
-        self.offset = loop.time() - self.engine.now()
-        if abs(self.offset) > 0.01:
-            self.engine.close()
-            raise RuntimeError("the loop's clock is not CLOCK_MONOTONIC: the native engine cannot keep its time")
+        self.engine: Any = None
+        self.offset = 0.0
         self.streams: dict[int, Any] = {}
         #: times Python was woken to replay logs
         self.wakeups = 0
         self.closed = False
-        loop.add_reader(self.engine.fileno(), self._on_signal)
+        self._totals: dict[str, int] = {}
+        self._start()  # checks the clock now; the thread itself starts at the first hand-over
+        self._stop()
+
+    def _start(self) -> None:
+        engine = _mediac.Engine(*_tables())
+        offset = self.loop.time() - engine.now()
+        if abs(offset) > 0.01:
+            engine.close()
+            raise RuntimeError("the loop's clock is not CLOCK_MONOTONIC: the native engine cannot keep its time")
+        self.engine, self.offset = engine, offset
+        self.loop.add_reader(engine.fileno(), self._on_signal)
+
+    def _stop(self) -> None:
+        engine, self.engine = self.engine, None
+        if engine is None:
+            return
+        for key, value in engine.stats().items():
+            if key != "streams":
+                self._totals[key] = self._totals.get(key, 0) + value
+        try:
+            self.loop.remove_reader(engine.fileno())
+        except (RuntimeError, ValueError, OSError):  # the loop is closed already
+            pass
+        engine.close()
 
     def attach(self, stream: Any, **params: Any) -> int:
         """Serve ``stream`` from its next slot on (parameters: ``_mediac.Engine.add``); returns its id."""
         if self.closed:
             raise OSError("the native media engine is closed")
-        sid = int(self.engine.add(threshold=self.threshold_slots, stale=self.stale_slots, offset=self.offset, **params))
+        if self.engine is None:
+            self._start()
+        try:
+            sid = int(self.engine.add(threshold=self.threshold_slots, stale=self.stale_slots, offset=self.offset, **params))
+        except BaseException:
+            if not self.streams:
+                self._stop()
+            raise
         self.streams[sid] = stream
         return sid
 
     def drain(self, sid: int) -> list:
         """The log of stream ``sid`` so far (the engine forgets a stream once its bail is drained)."""
-        return self.engine.drain(sid)
+        return self.engine.drain(sid) if self.engine is not None else []
 
     def detach(self, sid: int) -> list:
         """Stop serving stream ``sid`` (the thread no longer touches it) and return the rest of its log."""
-        self.streams.pop(sid, None)
-        return self.engine.remove(sid)
+        records = self.engine.remove(sid) if self.engine is not None else []
+        self.forget(sid)
+        return records
 
     def forget(self, sid: int) -> None:
-        """The stream left the engine (it bailed): no more replays for it."""
+        """The stream left the engine (it bailed): no more replays for it; the last one out stops the thread."""
         self.streams.pop(sid, None)
+        if not self.streams:
+            self._stop()
 
     def stats(self) -> dict:
-        """The thread's counters (ticks, slots played, sends, reads, bails, signals, streams) and Python's wake-ups."""
-        d = dict(self.engine.stats())
+        """The thread's counters (ticks, slots played, sends, reads, bails, signals; streams now) and Python's wake-ups."""
+        d = dict(self._totals)
+        for key, value in (self.engine.stats() if self.engine is not None else {"streams": 0}).items():
+            d[key] = d.get(key, 0) + value
         d["python_wakeups"] = self.wakeups
         return d
 
     def _on_signal(self) -> None:
+        if self.engine is None:
+            return
         self.engine.ack()
         self.wakeups += 1
         for sid, stream in list(self.streams.items()):
@@ -159,8 +199,4 @@ class NativeMedia:
         self.closed = True
         for stream in list(self.streams.values()):
             stream._native_detach()
-        try:
-            self.loop.remove_reader(self.engine.fileno())
-        except (RuntimeError, ValueError, OSError):  # the loop is closed already
-            pass
-        self.engine.close()
+        self._stop()

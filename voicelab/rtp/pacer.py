@@ -55,6 +55,7 @@ import asyncio
 import heapq
 import itertools
 import math
+import os
 import weakref
 from typing import Any, Callable
 
@@ -253,8 +254,14 @@ class MediaPacer:
 
 
 def pacer_for(loop: asyncio.AbstractEventLoop) -> MediaPacer:
-    """The :class:`MediaPacer` of ``loop`` (made on first use; one per loop)."""
+    """The :class:`MediaPacer` of ``loop`` (made on first use; one per loop).
+
+    ``VOICELAB_NATIVE_MEDIA=1`` in the environment enables the native media engine
+    (:meth:`MediaPacer.enable_native`) on every real-time loop's pacer.
+    """
     p = _PACERS.get(loop)
     if p is None:
         p = _PACERS[loop] = MediaPacer(loop)
+        if os.environ.get("VOICELAB_NATIVE_MEDIA", "") not in ("", "0"):
+            p.enable_native()
     return p

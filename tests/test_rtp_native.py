@@ -263,3 +263,39 @@ def test_the_agent_echoes_a_sip_call_through_the_engine_as_it_does_in_python(nat
     assert r["echo_pesq_nb"] >= 4.0, r["echo_pesq_nb"]
     assert len(kept) == 1 and kept[0]["native_mismatches"] == 0
     assert kept[0]["native_slots"] >= 120, kept[0]  # of ~150 slots of speech
+
+
+@pytest.mark.parametrize("flag", [None, "--no-native-media"])
+def test_agent_serve_plays_echo_calls_natively_by_default(flag, natural_env):
+    """`voicelab agent serve` uses the engine for echo calls unless told not to, and says so;
+    a call through it echoes as the Python path does."""
+    import signal
+    from pathlib import Path
+
+    from voicelab.calls import dial
+    from voicelab.net.iface import free_port
+
+    port = free_port(kind="udp")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    proc = subprocess.Popen([sys.executable, "-m", "voicelab", "agent", "serve", "--sip", f"127.0.0.1:{port}",
+                             "--mode", "echo"] + ([flag] if flag else []),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        banner = ""
+        for line in proc.stdout:  # wait until it serves (no sleeps)
+            banner += line
+            if "Ctrl-C stops" in line:
+                break
+        assert proc.poll() is None, proc.stderr.read()
+        assert ("native media engine" in banner) == (flag is None), banner
+        r = asyncio.run(dial(f"sip:agent@127.0.0.1:{port}", codec="pcmu", seconds=2.0, echo=True,
+                             jitter_buffer="fixed:60"))
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert 160.0 - 1.0 <= r["echo_delay_ms"] <= 160.0 + 10.0, r["echo_delay_ms"]
+    assert r["echo_pesq_nb"] >= 4.0, r["echo_pesq_nb"]

@@ -528,14 +528,14 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
         return ParameterError(f"cannot listen for {what} on {where}: {why} (another program has it? pick another port)")
 
     async def run() -> None:
-        if args.tick_ms is not None or args.read_in_tick or args.native_media:  # capacity settings of the media pacer
-            from .rtp.pacer import pacer_for
+        from .rtp.pacer import pacer_for
 
+        if args.tick_ms is not None or args.read_in_tick or args.native_media:  # capacity settings of the media pacer
             pacer = pacer_for(asyncio.get_running_loop())
             if args.tick_ms is not None:
                 pacer.tick_s = args.tick_ms / 1000.0
             pacer.read_in_tick = bool(args.read_in_tick)
-            if args.native_media and not pacer.enable_native():
+            if args.native_media and not pacer.enable_native() and args.mode == "echo":
                 print("voicelab agent: the native media engine is not available here (not built: no C compiler at "
                       "install, or VOICELAB_NO_EXTENSIONS=1); media runs in Python", file=sys.stderr, flush=True)
         try:
@@ -546,6 +546,8 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
         webrtc = wsfront = None
         try:
             extras = [f"mode {args.mode}"] + (["digest auth"] if args.auth else []) + (["SRTP required"] if args.srtp else [])
+            if args.mode == "echo" and getattr(pacer_for(asyncio.get_running_loop()), "native", None) is not None:
+                extras.append("native media engine")
             print(f"voicelab agent: {agent.uri}, codecs {','.join(codecs_list)}, {', '.join(extras)}", flush=True)
             if agent.ca_file:
                 print(f"  TLS test CA for clients: {agent.ca_file}", flush=True)
@@ -1020,9 +1022,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="experimental: read each call's RTP socket in its playout tick instead of on every arrival "
                           "(fewer wake-ups; packet handling waits up to one frame; arrival times stay exact; "
                           "see docs/benchmarks.md 'Reading in the tick')")
-    ags.add_argument("--native-media", action="store_true",
-                     help="capacity: steady G.711 echo calls are played by a native thread (Python replays its log "
-                          "and keeps every statistic and recording; see docs/sip.md 'The native media engine')")
+    ags.add_argument("--native-media", action=argparse.BooleanOptionalAction, default=True,
+                     help="steady G.711 echo calls are played by a native thread, where it is built (Python replays "
+                          "its log and keeps every statistic and recording; see docs/sip.md 'The native media "
+                          "engine'); --no-native-media: every slot in Python (default: on)")
     ags.add_argument("--tls-cert", metavar="PEM", help="certificate chain for --transport tls (default: a generated test CA)")
     ags.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
     ags.add_argument("--ws", metavar="HOST:PORT", help="also answer media streams over a WebSocket (path /media)")

@@ -299,3 +299,73 @@ def test_agent_serve_plays_echo_calls_natively_by_default(flag, natural_env):
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert 160.0 - 1.0 <= r["echo_delay_ms"] <= 160.0 + 10.0, r["echo_delay_ms"]
     assert r["echo_pesq_nb"] >= 4.0, r["echo_pesq_nb"]
+
+
+def _steady_rule(d: bytes, seq: int, ts: int) -> bool:
+    """The documented hand-over rule for one datagram: the next packet of the sequence, as is."""
+    return (len(d) == 12 + FRAME and d[0] == 0x80 and d[1] == PT and int.from_bytes(d[2:4], "big") == seq
+            and int.from_bytes(d[4:8], "big") == ts and int.from_bytes(d[8:12], "big") == SSRC)  # fmt: skip
+
+
+def _engine_verdict(e, rx, tx, peer, datagram: bytes, seq: int, ts: int) -> list:
+    """One slot of a fresh stream in the engine with ``datagram`` waiting: the log's kinds."""
+    import select
+
+    sid = e.add(rx_fd=rx.fileno(), tx_fd=tx.fileno(), dst=peer.getsockname(), src=peer.getsockname(), payload_type=PT,
+                ssrc=SSRC, next_seq=seq, next_timestamp=ts, timestamp_increment=160, law=0, frame_bytes=FRAME,
+                play_start=e.now() + 0.004, frame_ms=1.0, k=0, prev=_rtp(0), queue=[], threshold=1, stamps=True,
+                offset=0.0)  # fmt: skip
+    peer.sendto(datagram, rx.getsockname())
+    kinds: list = []
+    while not kinds or kinds[-1] not in ("p", "b"):
+        assert select.select([e.fileno()], [], [], 5.0)[0], "the engine did not play the slot"
+        e.ack()
+        kinds += [r[0] for r in e.drain(sid)]
+    e.remove(sid)
+    while True:  # what the engine did not read (it stops at a datagram it hands back) is not the next example's
+        try:
+            rx.recv(65536)
+        except BlockingIOError:
+            break
+    try:  # the echo sent to the peer
+        while True:
+            peer.recv(65536)
+    except BlockingIOError:
+        pass
+    return kinds
+
+
+def test_the_engine_plays_exactly_the_datagrams_the_rule_allows():
+    """Hypothesis: any datagram, from the expected source, waiting at a slot: the engine plays
+    it iff it is the next packet of the sequence as is; anything else is logged and handed back."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    e = native._mediac.Engine(*native._tables())
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+    rx, tx, peer = socks
+    rx.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS, as the stream sets it
+
+    good = _rtp(7)
+    mutated = st.tuples(st.integers(0, len(good) - 1), st.integers(0, 255)).map(
+        lambda m: good[: m[0]] + bytes([m[1]]) + good[m[0] + 1 :])
+    cut = st.integers(0, len(good) + 20).map(lambda n: (good + bytes(20))[:n])
+    datagrams = st.one_of(st.just(good), mutated, cut, st.binary(min_size=0, max_size=300))
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(datagrams)
+    def check(d):
+        kinds = _engine_verdict(e, rx, tx, peer, d, 7, 7 * 160)
+        assert kinds[:2] == ["s", "a"], kinds  # sent the previous datagram, read this one
+        assert kinds[-1] == ("p" if _steady_rule(d, 7, 7 * 160) else "b"), (d.hex(), kinds)
+
+    try:
+        check()
+        assert _engine_verdict(e, rx, tx, peer, good, 7, 7 * 160)[-1] == "p"  # the rule's one yes, once more
+    finally:
+        e.close()
+        for s in socks:
+            s.close()

@@ -3,7 +3,8 @@
 The agent (:class:`voicelab.agent.Agent`, SIP over TCP by default, ``echo`` mode) runs in
 a child process (this script started with ``--serve``) that prints one JSON sample every
 ``--sample-s`` seconds: its resident memory (``/proc/self/status`` VmRSS), open
-descriptors (``/proc/self/fd``), asyncio tasks, media streams, calls answered / ended /
+descriptors (``/proc/self/fd``), threads (the native media engine's comes and goes with its
+calls; ``VOICELAB_NATIVE_MEDIA=1`` turns it on in the agent's process), asyncio tasks, media streams, calls answered / ended /
 refused and its transport's counters. Its log (stderr) goes to a file; at the end the
 script counts the tracebacks in it.
 
@@ -69,6 +70,7 @@ async def serve(args: argparse.Namespace) -> None:
                 "t": round(asyncio.get_running_loop().time() - t0, 1),
                 "rss_kb": rss,
                 "fds": len(os.listdir("/proc/self/fd")),
+                "threads": int(re.search(r"Threads:\s+(\d+)", status).group(1)),
                 "tasks": len(asyncio.all_tasks()),
                 "streams": len(agent.streams),
                 "answered": agent.calls_answered,
@@ -248,7 +250,7 @@ async def drive(args: argparse.Namespace) -> dict:
                 while line := await proc.stdout.readline():
                     s = json.loads(line)
                     samples.append(s)
-                    print(f"  t={s['t']:>7.1f} s  rss {s['rss_kb'] / 1024:7.1f} MB  fds {s['fds']:>4}  tasks {s['tasks']:>4}  "
+                    print(f"  t={s['t']:>7.1f} s  rss {s['rss_kb'] / 1024:7.1f} MB  fds {s['fds']:>4}  threads {s.get('threads', 0):>3}  tasks {s['tasks']:>4}  "
                           f"streams {s['streams']:>3}  answered {s['answered']:>4}  refused {s['refused']:>3}  "
                           f"conn refused {s['transport']['refused']:>4}  idle closed {s['transport']['idle_closed']:>4}",
                           flush=True)
@@ -281,7 +283,7 @@ async def drive(args: argparse.Namespace) -> dict:
     text = log_path.read_text(errors="replace")
     warm = next((s for s in samples if s["t"] >= args.warmup_s), samples[0] if samples else None)
     last = samples[-1] if samples else None
-    growth = {k: last[k] - warm[k] for k in ("rss_kb", "fds", "tasks", "streams")} if warm and last else {}
+    growth = {k: last[k] - warm[k] for k in ("rss_kb", "fds", "threads", "tasks", "streams")} if warm and last else {}
     return {"minutes": args.minutes, "transport": args.transport, "final_call_ok": final_ok,
             "tracebacks_in_agent_log": text.count("Traceback"), "agent_log_lines": len(text.splitlines()),
             "agent_log": str(log_path), "traffic": traffic.counts, "first_after_warmup": warm, "last": last,

@@ -244,15 +244,18 @@ static int read_socket(Engine *e, stream_t *s)
     for (int i = 0; i < MAX_READS && !bad; i++) {
         struct sockaddr_in src;
         struct iovec iov = {e->rxbuf, RXBUF};
-        char cbuf[CMSG_SPACE(sizeof(struct timespec))];
+        union {
+            char buf[CMSG_SPACE(sizeof(struct timespec))];
+            struct cmsghdr align;
+        } cbuf;
         struct msghdr mh;
         memset(&mh, 0, sizeof(mh));
         mh.msg_name = &src;
         mh.msg_namelen = sizeof(src);
         mh.msg_iov = &iov;
         mh.msg_iovlen = 1;
-        mh.msg_control = s->stamps ? cbuf : NULL;
-        mh.msg_controllen = s->stamps ? sizeof(cbuf) : 0;
+        mh.msg_control = s->stamps ? cbuf.buf : NULL;
+        mh.msg_controllen = s->stamps ? sizeof(cbuf.buf) : 0;
         ssize_t n = recvmsg(s->rx_fd, &mh, MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)

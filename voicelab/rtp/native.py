@@ -46,6 +46,7 @@ import functools
 import os
 from typing import Any
 
+from ..errors import ParameterError, ToolUnavailableError
 from ..net.vclock import is_virtual
 
 __all__ = ["AVAILABLE", "NativeMedia", "DEFAULT_THRESHOLD_SLOTS", "DEFAULT_STALE_SLOTS"]
@@ -96,17 +97,20 @@ class NativeMedia:
 
     Raises
     ------
-    RuntimeError
-        When the engine is not built, the loop is virtual or its clock is not the
-        monotonic clock (:meth:`voicelab.rtp.pacer.MediaPacer.enable_native` checks first).
+    ToolUnavailableError
+        When the engine is not built (:data:`AVAILABLE`).
+    ParameterError
+        When the loop is virtual or its clock is not the monotonic clock
+        (:meth:`voicelab.rtp.pacer.MediaPacer.enable_native` returns False instead).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, threshold_slots: int = DEFAULT_THRESHOLD_SLOTS,
                  stale_slots: int = DEFAULT_STALE_SLOTS) -> None:
         if _mediac is None:
-            raise RuntimeError("the native media engine is not built (no C compiler at install, or VOICELAB_NO_EXTENSIONS)")
+            raise ToolUnavailableError("the native media engine is not built: install gcc and libc6-dev (Debian) and "
+                                       "reinstall voicelab, and unset VOICELAB_NO_EXTENSIONS")
         if is_virtual(loop):
-            raise RuntimeError("the native media engine runs on the real clock, not a virtual one")
+            raise ParameterError("the native media engine runs on the real clock, not a virtual one")
         self.loop = loop
         self.threshold_slots = int(threshold_slots)
         self.stale_slots = int(stale_slots)
@@ -125,7 +129,7 @@ class NativeMedia:
         offset = self.loop.time() - engine.now()
         if abs(offset) > 0.01:
             engine.close()
-            raise RuntimeError("the loop's clock is not CLOCK_MONOTONIC: the native engine cannot keep its time")
+            raise ParameterError("the loop's clock is not CLOCK_MONOTONIC: the native engine cannot keep its time")
         self.engine, self.offset = engine, offset
         self.loop.add_reader(engine.fileno(), self._on_signal)
 

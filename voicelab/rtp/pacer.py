@@ -59,7 +59,7 @@ import os
 import weakref
 from typing import Any, Callable
 
-from ..errors import ParameterError
+from ..errors import ParameterError, VoicelabError
 from ..net.vclock import early_s, is_virtual
 
 __all__ = ["MediaPacer", "PacerJob", "DEFAULT_TICK_S", "pacer_for"]
@@ -245,7 +245,7 @@ class MediaPacer:
             return False
         try:
             self.native = NativeMedia(self.loop, threshold_slots=threshold_slots or DEFAULT_THRESHOLD_SLOTS)
-        except RuntimeError:
+        except VoicelabError:
             return False
         return True
 

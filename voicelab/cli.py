@@ -530,14 +530,15 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
     async def run() -> None:
         from .rtp.pacer import pacer_for
 
-        if args.tick_ms is not None or args.read_in_tick or args.native_media:  # capacity settings of the media pacer
-            pacer = pacer_for(asyncio.get_running_loop())
-            if args.tick_ms is not None:
-                pacer.tick_s = args.tick_ms / 1000.0
-            pacer.read_in_tick = bool(args.read_in_tick)
-            if args.native_media and not pacer.enable_native() and args.mode == "echo":
-                print("voicelab agent: the native media engine is not available here (not built: no C compiler at "
-                      "install, or VOICELAB_NO_EXTENSIONS=1); media runs in Python", file=sys.stderr, flush=True)
+        pacer = pacer_for(asyncio.get_running_loop())  # the media pacer's settings
+        if args.tick_ms is not None:
+            pacer.tick_s = args.tick_ms / 1000.0
+        pacer.read_in_tick = bool(args.read_in_tick)
+        if not args.native_media:  # --no-native-media wins over VOICELAB_NATIVE_MEDIA
+            pacer.disable_native()
+        elif not pacer.enable_native() and args.mode == "echo":
+            print("voicelab agent: the native media engine is not available here (not built: no C compiler at "
+                  "install, or VOICELAB_NO_EXTENSIONS=1); media runs in Python", file=sys.stderr, flush=True)
         try:
             await agent.start()
         except OSError as exc:
@@ -546,7 +547,7 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
         webrtc = wsfront = None
         try:
             extras = [f"mode {args.mode}"] + (["digest auth"] if args.auth else []) + (["SRTP required"] if args.srtp else [])
-            if args.mode == "echo" and getattr(pacer_for(asyncio.get_running_loop()), "native", None) is not None:
+            if args.mode == "echo" and pacer.native is not None:
                 extras.append("native media engine")
             print(f"voicelab agent: {agent.uri}, codecs {','.join(codecs_list)}, {', '.join(extras)}", flush=True)
             if agent.ca_file:

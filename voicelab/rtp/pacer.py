@@ -249,6 +249,12 @@ class MediaPacer:
             return False
         return True
 
+    def disable_native(self) -> None:
+        """Play every slot in Python again (streams the engine plays are taken back first)."""
+        native, self.native = self.native, None
+        if native is not None:
+            native.close()
+
     def _report(self, fn: Any, exc: BaseException) -> None:
         self.loop.call_exception_handler({"message": f"exception in media pacer job {fn!r}", "exception": exc})
 

@@ -911,6 +911,37 @@ class Agent:
             "calls_shed": self.calls_shed,
         }
 
+    def overload_state(self) -> dict[str, Any]:
+        """The overload controller's inputs and state now, for a trace (``agent serve
+        --stats-file``): empty without overload control.
+
+        Returns
+        -------
+        dict
+            ``oc_rate`` (the adaptive admitted-rate limit, calls/s; None before the first
+            overload), ``oc_ceiling`` (the rate it was last cut from, calls/s), ``oc_lag_ms``
+            (smoothed event-loop lag), ``oc_backlog`` (datagrams estimated waiting in the SIP
+            socket), ``oc_queue_delay_ms`` (their estimated service time), ``oc_events``
+            (the agent's waiting events), ``oc_admitted`` and ``oc_refused`` (running totals
+            of the policy's answers) and ``shed_acks``.
+        """
+        oc = self.overload
+        if oc is None:
+            return {}
+        counts = oc.counts
+        admitted = counts.get("admitted", 0)
+        return {
+            "oc_rate": None if oc.adaptive_rate is None else round(oc.adaptive_rate, 1),
+            "oc_ceiling": None if oc._ceiling is None else round(oc._ceiling, 1),
+            "oc_lag_ms": round(1000.0 * oc.lag, 2),
+            "oc_backlog": self.rx_backlog,
+            "oc_queue_delay_ms": round(1000.0 * self.queue_delay, 2),
+            "oc_events": self.sip.events.qsize() if self.sip is not None else 0,
+            "oc_admitted": admitted,
+            "oc_refused": sum(counts.values()) - admitted,
+            "shed_acks": self.shed_acks,
+        }
+
     async def close(self) -> None:
         """Stop answering, end media, close the socket."""
         if self._watchdog is not None:

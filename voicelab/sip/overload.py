@@ -186,6 +186,7 @@ class OverloadControl:
         self._window_start: float | None = None
         self._window_admitted = 0
         self._window_overloaded = False
+        self._window_limited = False  # the adaptive limit refused a call in this interval
         self._atokens = 1.0
         self._abucket_time: float | None = None
         self._last_now = -math.inf
@@ -303,6 +304,7 @@ class OverloadControl:
                 self._atokens = min(depth, self._atokens + (now - self._abucket_time) * self.adaptive_rate)
             self._abucket_time = now
             if self._atokens < 1.0:
+                self._window_limited = True
                 return Refusal(503, self.retry_after, "overload")
             self._atokens -= 1.0
         if self.max_rate is not None:
@@ -336,12 +338,17 @@ class OverloadControl:
                 self._ceiling = base
                 self.adaptive_rate = max(self.min_rate, self.decrease * base)
                 self._cut_at = now
-        elif self.adaptive_rate is not None:
+        elif self.adaptive_rate is not None and self._window_limited:
+            # only a limit that refused calls grows: one above what is offered cannot show
+            # whether the server could take more, and grown unchecked (round 5: to 2x the
+            # capacity at 2x load) it lets the next surge fill the socket before the queue
+            # signal reacts, then the cut undershoots: an oscillation of 2-3 s
             step = self.increase
-            if self._ceiling is not None and self._ceiling <= self.adaptive_rate <= 1.1 * self._ceiling:
-                step = self.increase / 10
+            if self._ceiling is not None and self.adaptive_rate >= self._ceiling:
+                step = self.increase / 10  # at or past the rate overload began at: probe slowly
             self.adaptive_rate += max(1.0, step * self.adaptive_rate)
         self._window_start, self._window_admitted, self._window_overloaded = now, 0, False
+        self._window_limited = False
 
     def _tick(self, now: float) -> float:
         if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):

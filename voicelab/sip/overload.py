@@ -192,6 +192,7 @@ class OverloadControl:
         self._window_admitted = 0
         self._window_overloaded = False
         self._window_limited = False  # the adaptive limit refused a call in this interval
+        self._window_queued = False  # a queue over a tenth of its limits was seen in this interval
         self._atokens = 1.0
         self._abucket_time: float | None = None
         self._last_now = -math.inf
@@ -274,6 +275,9 @@ class OverloadControl:
         queued = (self.max_queue is not None and queue_depth > self.max_queue) or (
             self.max_queue_delay is not None and queue_delay > self.max_queue_delay
         )
+        if (self.max_queue is not None and 10 * queue_depth > self.max_queue) or (
+                self.max_queue_delay is not None and 10 * queue_delay > self.max_queue_delay):
+            self._window_queued = True
         if not queued:
             self._queue_over_since = None
         elif self._queue_over_since is None:
@@ -355,13 +359,14 @@ class OverloadControl:
             # capacity at 2x load) it lets the next surge fill the socket before the queue
             # signal reacts, then the cut undershoots: an oscillation of 2-3 s
             step = self.increase
-            if self._ceiling is not None and self._ceiling <= self.adaptive_rate <= 1.1 * self._ceiling:
-                step = self.increase / 10  # just past the rate overload began at: probe slowly
-            elif self._ceiling is not None and self.adaptive_rate > 1.1 * self._ceiling:
-                step = self.increase / 3  # further past it: a third (10 % per 100 ms overshot by 40 %)
+            if self._window_queued and self._ceiling is not None and self.adaptive_rate >= self._ceiling:
+                # past the rate overload began at, with messages waiting: probe slowly (a tenth
+                # just past it, a third further: 10 % per 100 ms overshot by 40 %); with the
+                # queue empty the server has room, and the full step finds it back quickly
+                step = self.increase / 10 if self.adaptive_rate <= 1.1 * self._ceiling else self.increase / 3
             self.adaptive_rate += max(1.0, step * self.adaptive_rate)
         self._window_start, self._window_admitted, self._window_overloaded = now, 0, False
-        self._window_limited = False
+        self._window_limited = self._window_queued = False
 
     def _tick(self, now: float) -> float:
         if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):

@@ -34,8 +34,9 @@ Rules, in order:
    spent descheduled admits nearly nothing and must not pull the limit to the floor, and
    one with a late lag sample is left out of that second's measure); every interval
    without overload *in which the limit refused calls* it grows by ``increase`` (a
-   fraction, at least 1 call/s), by a tenth of that just above the rate of the last
-   decrease (1-1.1x) and by a third further above it. A limit above the offered load
+   fraction, at least 1 call/s); past the rate of the last decrease, while messages wait
+   (a queue over a tenth of its limits), by a tenth of that up to 1.1x and a third
+   further (an empty queue means room: the full step). A limit above the offered load
    does not grow (it cannot show that the server could take more: grown unchecked to
    2-3x the capacity, it let a surge fill the socket before the queue signal reacted,
    and the cut that followed undershot). Decreases are at least
@@ -327,9 +328,9 @@ class OverloadControl:
         A decrease at most once per ``3 * interval`` (the queue and lag measurements
         need that long to show its effect; cutting on every interval while the queue
         drains went far below capacity), none while a long queue is draining. An increase
-        only after an interval in which the limit refused calls; just above the rate of
-        the last decrease (1-1.1x) it is a tenth of ``increase``, further above a third
-        (back quickly to where overload began, past it slowly).
+        only after an interval in which the limit refused calls; past the rate of the last
+        decrease with messages waiting, a tenth of ``increase`` up to 1.1x, a third further
+        (back quickly to where overload began, past it slowly unless the queue is empty).
         """
         if self._window_start is None:
             self._window_start = now

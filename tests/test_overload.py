@@ -431,3 +431,33 @@ def test_folded_or_doubled_headers_go_to_the_parser():
     req = bytes(make_request("INVITE"))
     assert classify(req.replace(b"To: Bob", b"To:\r\n Bob")) is None
     assert classify(req.replace(b"Call-ID:", b"Call-ID: x\r\nCall-ID:")) is None
+
+
+def test_agent_overload_state_traces_the_policy_and_repeats_refusals():
+    """``Agent.overload_state()`` (what ``agent serve --stats-file`` writes per line): the
+    policy's answers and the adaptive limit; a second copy of a refused INVITE gets the same
+    refusal without a new decision; an agent without overload control traces nothing."""
+    import asyncio
+
+    from voicelab.agent import Agent
+
+    async def main():
+        oc = OverloadControl(max_rate=1e-3, burst=1, max_lag=None, max_queue_delay=None, adaptive=False)
+        agent = Agent(mode="signalling", codecs=["pcmu"], overload=oc, host="127.0.0.1", port=0)
+        plain = Agent(mode="signalling", codecs=["pcmu"], host="127.0.0.1", port=0)
+        await agent.start()
+        await plain.start()
+        try:
+            assert agent._shed_decide("a@h") is None  # admitted (burst 1)
+            first = agent._shed_decide("b@h")
+            assert first is not None and first[0].startswith(b"SIP/2.0 503")
+            assert agent._shed_decide("b@h") == first  # a retransmission: the same 503 and To tag
+            state = agent.overload_state()
+            assert state["oc_admitted"] == 1 and state["oc_refused"] == 1 and state["shed_repeats"] == 1
+            assert state["oc_rate"] is None and state["oc_backlog"] == 0 and state["oc_events"] == 0
+            assert plain.overload_state() == {}
+        finally:
+            await agent.close()
+            await plain.close()
+
+    asyncio.run(main())

@@ -258,16 +258,15 @@ def test_adaptive_rate_holds_goodput_without_overshoot_at_every_overload_factor(
 
 
 @pytest.mark.parametrize("waiting", [0.0, 0.05])
-def test_past_its_last_cut_the_limit_probes_slowly_only_while_messages_wait(waiting):
-    """Fake clock: a limit cut once (queue over 0.1 s and growing) and then refusing calls
-    grows back past the rate it was cut from; with messages waiting (queueing delay over a
-    tenth of ``max_queue_delay``) by a tenth or a third of the step per interval, with an
-    empty queue by the full step (the server has room: the cut came while it was slowed)."""
+def test_past_its_last_cut_the_limit_probes_slowly(waiting):
+    """Fake clock: a limit cut once (queue over 0.1 s and growing) and then refusing calls in
+    every interval grows back to the rate it was cut from by the full step (3 intervals),
+    past it by a tenth of the step up to 1.1x and a third further: 1.39x in 1.5 s, not the
+    3.3x of the full step, also with an empty queue (after a cut the agent's socket drains,
+    and a full step from there ran the limit past the capacity again)."""
     oc = OverloadControl(max_lag=None, max_queue_delay=0.1, sustain=0.0)
-    now = 0.0
     for i in range(40):  # 400 calls/s offered and admitted, the queue growing past 0.1 s
-        now = i * 0.0025
-        assert oc.admit(now, queue_delay=0.001 * i) is None
+        assert oc.admit(i * 0.0025, queue_delay=0.001 * i) is None
     oc.admit(0.1, queue_delay=0.2)  # the window closes overloaded: the first cut
     cut = oc.adaptive_rate
     assert cut is not None and cut < 400
@@ -276,11 +275,7 @@ def test_past_its_last_cut_the_limit_probes_slowly_only_while_messages_wait(wait
     while t < 1.6:  # 2,000 calls/s offered: the limit refuses in every interval
         t += 0.0005
         oc.admit(t, queue_delay=waiting)
-    grown = oc.adaptive_rate / ceiling
-    if waiting:
-        assert 1.0 < grown < 1.5, grown  # a tenth of the step up to 1.1x, then a third: 1.39x
-    else:
-        assert grown > 2.0, grown  # 10 % per 100 ms for 1.5 s: 3.3x
+    assert 1.0 < oc.adaptive_rate / ceiling < 1.5, oc.adaptive_rate / ceiling
 
 
 @settings(max_examples=150, deadline=None)

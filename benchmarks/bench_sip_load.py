@@ -34,6 +34,12 @@ worker SIPp uses one UDP socket per call (``-t un``, also against the ``uas`` an
 kernel spreads callers over the workers by source port, and one socket for every call
 would put them all on one worker.
 
+Every row also has the datagrams dropped at the target's own socket (``/proc/net/udp``),
+the machine's UDP ``RcvbufErrors`` over the step, the CPU the machine's *other* processes
+took meanwhile (% of a core), the load at its start and SIPp's retransmissions by message.
+``--trace-dir DIR`` writes each agent step's overload-control state every 100 ms
+(``agent serve --stats-file``: adaptive limit, lag, socket backlog, GC, CPU) to DIR.
+
 Every agent row says which refusal path ran (``shed_accelerated``: the optional C
 accelerator of ``voicelab.sip.shed``; ``VOICELAB_NO_EXTENSIONS=1`` selects pure Python).
 

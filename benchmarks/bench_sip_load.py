@@ -34,6 +34,12 @@ worker SIPp uses one UDP socket per call (``-t un``, also against the ``uas`` an
 kernel spreads callers over the workers by source port, and one socket for every call
 would put them all on one worker.
 
+Every row also has the datagrams dropped at the target's own socket (``/proc/net/udp``),
+the machine's UDP ``RcvbufErrors`` over the step, the CPU the machine's *other* processes
+took meanwhile (% of a core), the load at its start and SIPp's retransmissions by message.
+``--trace-dir DIR`` writes each agent step's overload-control state every 100 ms
+(``agent serve --stats-file``: adaptive limit, lag, socket backlog, GC, CPU) to DIR.
+
 Every agent row says which refusal path ran (``shed_accelerated``: the optional C
 accelerator of ``voicelab.sip.shed``; ``VOICELAB_NO_EXTENSIONS=1`` selects pure Python).
 
@@ -90,6 +96,62 @@ def group_cpu_seconds(pgid: int) -> float:
             continue
         if int(fields[2]) == pgid:
             total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
+def udp_socket_drops(port: int) -> int | None:
+    """Datagrams the kernel dropped at the UDP socket(s) bound to ``port`` (receive buffer
+    full), from /proc/net/udp's ``drops`` column; None when no such socket is open."""
+    suffix, total, found = f":{port:04X}", 0, False
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(name) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) > 12 and parts[1].endswith(suffix):
+                total += int(parts[12])
+                found = True
+    return total if found else None
+
+
+def udp_rcvbuf_errors() -> int:
+    """The machine's UDP RcvbufErrors (/proc/net/snmp): datagrams dropped at any full receive buffer."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    return int(dict(zip(rows[0][1:], rows[1][1:])).get("RcvbufErrors", 0))
+
+
+def process_cpu_table() -> dict[tuple[int, str], tuple[int, float]]:
+    """(pid, start time) -> (process group, CPU s) of every live process (/proc/PID/stat).
+
+    Two tables minus the target's group and SIPp's own CPU give what the other processes
+    of the machine took during a step (the machine's /proc/stat is sampled by ticks and
+    misses most of an event-driven process's CPU here; per-process times are exact).
+    """
+    table = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        table[(int(d), fields[19])] = (int(fields[2]), (int(fields[11]) + int(fields[12])) / TICK)
+    return table
+
+
+def other_cpu_seconds(before: dict, after: dict, exclude_pgid: int) -> float:
+    """CPU s taken between two :func:`process_cpu_table` by processes outside ``exclude_pgid``
+    (processes that started after ``before`` count from 0; ones that ended are missed)."""
+    total = 0.0
+    for key, (pgid, cpu) in after.items():
+        if pgid == exclude_pgid or key[0] == os.getpid():
+            continue
+        total += cpu - before.get(key, (pgid, 0.0))[1]
     return total
 
 
@@ -200,6 +262,8 @@ def summarise_calls(run: dict, rate: float, duration: float, cpu_s: float) -> di
         "rate": rate, "offered": offered, "completed": completed, "refused_503": refused503, "refused_486": refused486,
         "failed": failed, "failed_pct": 100.0 * failed / offered if offered else None,
         "bye_lost": accepted - completed, "retransmissions": retrans,
+        # by message: INVITEs SIPp sent again (answered late or not at all), BYEs likewise
+        "retrans_by_msg": {k[:-len("_Retrans")]: _n(c, k) for k in c if k.endswith("_Retrans") and _n(c, k)},
         "goodput_cps": completed / duration, "cpu_s": cpu_s,
         "cpu_ms_per_call": 1000.0 * cpu_s / completed if completed else None,
         "cpu_pct_core": 100.0 * cpu_s / run["elapsed_s"], "sipp_rc": run["rc"],
@@ -234,6 +298,8 @@ def main() -> None:
     ap.add_argument("--sockets", choices=["u1", "un"], default=None,
                     help="SIPp UDP sockets: u1 one for all calls, un one per call (default: un when a --workers value "
                          "is > 1, so that the kernel can spread the callers over the workers; u1 otherwise)")
+    ap.add_argument("--trace-dir", help="write the agent's overload-control state every 100 ms (agent serve "
+                                        "--stats-file: adaptive rate, lag, socket backlog, GC, CPU) here, one file per step")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     workers_list = [int(w) for w in args.workers.split(",") if w.strip()]
@@ -255,17 +321,32 @@ def main() -> None:
         for rate in rates:
             for kind, workers in [(k, w) for k in targets for w in (workers_list if k == "agent" else [1])]:
                 port = free_udp_port()
+                extra, trace = [], None
+                if kind == "agent" and args.trace_dir:  # the controller's state every 100 ms (agent serve --stats-file)
+                    trace = Path(args.trace_dir) / f"agent-{rate:g}-{time.strftime('%H%M%S')}.jsonl"
+                    extra = ["--stats-file", str(trace), "--stats-every", "0.1"]
                 tgt = Target(kind, port, mode=args.mode, max_rate=args.max_rate, max_lag_ms=args.max_lag_ms,
-                             overload=not args.no_overload_control, workdir=work, workers=workers)
+                             overload=not args.no_overload_control, workdir=work, workers=workers, extra=extra)
+                load0 = os.getloadavg()[0]
+                drops0, rcvbuf0, procs0 = udp_socket_drops(port) or 0, udp_rcvbuf_errors(), process_cpu_table()
                 try:
                     run = run_uac(port, "uac_load.xml", rate, int(rate * args.duration), hold_ms=args.hold_ms, workdir=work,
                                   sockets=sockets)
                     cpu = tgt.cpu()
+                    drops = (udp_socket_drops(port) or 0) - drops0  # before the target closes its socket
+                    rcvbuf = udp_rcvbuf_errors() - rcvbuf0
+                    other = other_cpu_seconds(procs0, process_cpu_table(), tgt.proc.pid)
                 finally:
                     tgt.stop()
+                summary = summarise_calls(run, rate, args.duration, cpu)
                 row = {"target": kind, "workers": workers, "sockets": sockets,
                        "shed_accelerated": results["shed_accelerated"] if kind == "agent" else None,
-                       **summarise_calls(run, rate, args.duration, cpu), "loadavg_1min": round(os.getloadavg()[0], 2)}
+                       **summary, "loadavg_1min": round(os.getloadavg()[0], 2),
+                       # where datagrams were lost: at the target's socket, anywhere (SIPp's socket too);
+                       # what the rest of the machine took (all cores, s of CPU per s of the step)
+                       "loadavg_1min_start": round(load0, 2), "target_socket_drops": drops, "udp_rcvbuf_errors": rcvbuf,
+                       "other_cpu_pct": round(100.0 * other / run["elapsed_s"], 1),
+                       **({"trace": str(trace)} if trace else {})}
                 results["calls"].append(row)
                 print(json.dumps(row), flush=True)
         if args.options_rate > 0:

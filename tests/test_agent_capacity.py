@@ -158,7 +158,8 @@ def test_serve_writes_vital_signs_for_soaks(tmp_path):
     last = rows[-1]
     assert last["calls_answered"] == last["calls_ended"] == 20 and last["calls_active"] == 0
     assert last["streams"] == 0 and last["fds"] > 0 and last["rss_kb"] > 0 and last["tasks"] >= 1
-    assert last["py_blocks"] > 0
+    assert last["py_blocks"] > 0 and last["cpu_s"] > 0 and last["gc_n"] >= 0 and last["gc_ms"] >= 0
+    assert "oc_rate" not in last  # no overload control, no controller state
     assert [r["t"] for r in rows] == sorted(r["t"] for r in rows)
 
 

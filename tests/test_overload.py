@@ -7,6 +7,8 @@ the call limit) before they cost anything; requests within dialogs are never ref
 from __future__ import annotations
 
 import math
+from collections import deque
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -123,8 +125,8 @@ def test_sustained_lag_and_queue_refuse():
 @pytest.mark.parametrize("sustain", [0.0, 0.5])
 def test_periodic_stalls_under_capacity_refuse_nothing_only_with_sustain(sustain):
     """Fake clock: a server with capacity 400 calls/s offered 280/s, descheduled 300 ms every
-    3 s (lag samples and its queue show it). Reacting to every stall refuses a large share
-    (over 5 %); with ``sustain`` at most 1 %."""
+    3 s (lag samples and its queue show it). Reacting to every stall refuses more than 1 %;
+    with ``sustain`` at most 1 %."""
     capacity, offered = 400.0, 280.0
     oc = OverloadControl(max_lag=0.25, max_queue_delay=0.1, sustain=sustain)
     q, dt, carry, refused, admitted = 0.0, 1e-3, 0.0, 0, 0
@@ -149,8 +151,9 @@ def test_periodic_stalls_under_capacity_refuse_nothing_only_with_sustain(sustain
             q = max(0.0, q - capacity * dt)
     if sustain:
         assert refused <= 0.01 * (refused + admitted)
-    else:  # (more than 10 % before the adaptive rate held its cuts 0.3 s apart)
-        assert refused > 0.05 * (refused + admitted)
+    else:  # (more than 10 % before the adaptive rate held its cuts 0.3 s apart, 5 % before it
+        # left the windows with a late lag sample out of its measure of the admitted rate)
+        assert refused > 0.01 * (refused + admitted)
 
 
 @pytest.mark.parametrize("capacity", [50.0, 400.0])
@@ -181,6 +184,122 @@ def test_adaptive_rate_holds_goodput_near_capacity_at_10x_load(capacity):
     room = (1 - 9 * 0.01) * capacity
     assert 0.85 * room <= goodput <= 1.02 * room, (goodput, room, oc.adaptive_rate)
     assert peak <= 4 * oc.max_queue  # never reached the emergency threshold after settling
+
+
+def _agent_model(factor: float | Callable[[float], float], capacity: float = 200.0,
+                 seconds: float = 20.0) -> tuple[list[float], float, float]:
+    """A fake-clock model of ``agent serve`` past its capacity, as bench_sip_load.py loads it.
+
+    The SIP socket is a FIFO that the agent reads at ``capacity`` calls' worth of CPU per
+    second; a new INVITE is admitted or refused when it is *read* (not when it arrives);
+    an admitted call costs half a call for the INVITE and the other half for its ACK and
+    BYE, which join the socket's tail once the 200 is sent (so while the queue builds the
+    agent admits faster than it completes calls); a refusal costs 1 % of a call. The
+    queueing delay is measured as the agent does: every 60 ms, the backlog times the
+    smoothed CPU per message. ``factor`` is the offered load (x capacity), or a function of
+    the time giving it. Returns the completion times, the highest adaptive limit (calls/s)
+    and the highest queueing delay (s) of the second half.
+    """
+    offered = factor if callable(factor) else (lambda now: factor)
+    oc = OverloadControl(max_lag=0.25, max_queue_delay=0.2)
+    dt, unit = 1e-3, 1.0 / capacity
+    queue: deque[str] = deque()
+    carry = budget = cpu_win = per_msg = delay = 0.0
+    msgs_win = 0
+    completed: list[float] = []
+    peak_limit = peak_delay = 0.0
+    for i in range(int(seconds / dt)):
+        now = i * dt
+        carry += offered(now) * capacity * dt
+        while carry >= 1.0:
+            carry -= 1.0
+            queue.append("INVITE")
+        budget = min(budget + dt, dt)  # CPU time of this millisecond (an overrun is carried)
+        while queue and budget > 0:
+            msgs_win += 1
+            if queue.popleft() == "INVITE":
+                if oc.admit(now, queue_delay=delay) is None:
+                    cost = 0.5 * unit
+                    queue.append("BYE")
+                else:
+                    cost = 0.01 * unit
+            else:
+                cost = 0.5 * unit
+                completed.append(now)
+            budget -= cost
+            cpu_win += cost
+        if i % 60 == 0:
+            if msgs_win:
+                sample = cpu_win / msgs_win
+                per_msg = sample if per_msg == 0 else 0.7 * per_msg + 0.3 * sample
+            cpu_win, msgs_win = 0.0, 0
+            delay = len(queue) * per_msg
+        if i % 20 == 0:
+            oc.observe_lag(0.001, now)
+        if now >= seconds / 2:
+            peak_limit = max(peak_limit, oc.adaptive_rate or 0.0)
+            peak_delay = max(peak_delay, len(queue) * per_msg)
+    return completed, peak_limit, peak_delay
+
+
+@pytest.mark.parametrize("factor", [2.0, 3.0, 5.0, 10.0])
+def test_adaptive_rate_holds_goodput_at_every_overload_factor(factor):
+    """Issue #10 past capacity at 2, 3, 5 and 10x (fake clock, :func:`_agent_model`):
+    goodput stays >= 90 % of what refusing leaves for calls, and the socket's queueing
+    delay below the callers' 500 ms T1 (no INVITE retransmitted)."""
+    capacity = 200.0
+    completed, _, peak_delay = _agent_model(factor, capacity)
+    goodput = sum(1 for t in completed if t >= 10.0) / 10.0
+    room = (1 - (factor - 1) * 0.01) * capacity
+    assert goodput >= 0.9 * room, (goodput, room)
+    assert peak_delay < 0.5, peak_delay
+
+
+@pytest.mark.parametrize(("load", "max_delay"), [
+    ((2.0, 0.8, 3.0), 0.45),  # 2x, a lull at 0.8x, then 3x
+    ((5.0, 0.9, 5.0), 0.75),  # 5x, a lull at 0.9x, then 5x again
+])  # fmt: skip
+def test_a_limit_that_refuses_nothing_does_not_grow_before_the_next_surge(load, max_delay):
+    """Fake clock (:func:`_agent_model`): overload, 4 s below capacity, overload again.
+    During the lull the adaptive limit refuses nothing and must not grow: it did by 10 %
+    per 100 ms, to 12-38x the capacity, and the surge then filled the socket to 0.54-0.97
+    s of work (past the callers' T1) before the queue signal reacted (round 6: the agent's
+    traces at 2x showed the limit at 2,400-4,400 calls/s against ~1,700 served)."""
+    capacity = 200.0
+    first, lull, then = load
+
+    def offered(now: float) -> float:
+        return first if now < 6.0 else (lull if now < 10.0 else then)
+
+    completed, peak_limit, peak_delay = _agent_model(offered, capacity)
+    assert peak_limit <= 1.5 * capacity, peak_limit / capacity
+    assert peak_delay < max_delay, peak_delay
+    assert sum(1 for t in completed if t >= 10.0) / 10.0 >= 0.9 * (1 - (then - 1) * 0.01) * capacity
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.001, 0.3), st.integers(0, 60), st.sampled_from([0.0, 0.05, 0.15, 0.3, 0.6, 1.0])),
+                min_size=1, max_size=80))
+def test_adaptive_limit_grows_only_after_refusing_and_by_at_most_one_step(steps):
+    """State machine of the adaptive rate (Hypothesis, fake clock): whatever the arrivals and
+    queueing delays, the limit never grows unless it refused a call since it last changed
+    (a limit above the offered load is no evidence the server could take more), and it
+    grows by at most ``increase`` (or 1 call/s) at a time."""
+    oc = OverloadControl(max_lag=None, max_queue_delay=0.1, sustain=0.0)
+    now, refused_since_change = 0.0, False
+    for dt, n, delay in steps:
+        now += dt
+        for _ in range(max(1, n)):
+            before = oc.adaptive_rate
+            r = oc.admit(now, queue_delay=delay if n else 0.0)
+            after = oc.adaptive_rate
+            if before is not None and after is not None and after > before:
+                assert refused_since_change, (before, after)
+                assert after <= before + max(1.0, oc.increase * before) + 1e-9
+            if after != before:
+                refused_since_change = False
+            if r is not None and r.reason == "overload":
+                refused_since_change = True
 
 
 @pytest.mark.parametrize(
@@ -306,3 +425,33 @@ def test_folded_or_doubled_headers_go_to_the_parser():
     req = bytes(make_request("INVITE"))
     assert classify(req.replace(b"To: Bob", b"To:\r\n Bob")) is None
     assert classify(req.replace(b"Call-ID:", b"Call-ID: x\r\nCall-ID:")) is None
+
+
+def test_agent_overload_state_traces_the_policy_and_repeats_refusals():
+    """``Agent.overload_state()`` (what ``agent serve --stats-file`` writes per line): the
+    policy's answers and the adaptive limit; a second copy of a refused INVITE gets the same
+    refusal without a new decision; an agent without overload control traces nothing."""
+    import asyncio
+
+    from voicelab.agent import Agent
+
+    async def main():
+        oc = OverloadControl(max_rate=1e-3, burst=1, max_lag=None, max_queue_delay=None, adaptive=False)
+        agent = Agent(mode="signalling", codecs=["pcmu"], overload=oc, host="127.0.0.1", port=0)
+        plain = Agent(mode="signalling", codecs=["pcmu"], host="127.0.0.1", port=0)
+        await agent.start()
+        await plain.start()
+        try:
+            assert agent._shed_decide("a@h") is None  # admitted (burst 1)
+            first = agent._shed_decide("b@h")
+            assert first is not None and first[0].startswith(b"SIP/2.0 503")
+            assert agent._shed_decide("b@h") == first  # a retransmission: the same 503 and To tag
+            state = agent.overload_state()
+            assert state["oc_admitted"] == 1 and state["oc_refused"] == 1 and state["shed_repeats"] == 1
+            assert state["oc_rate"] is None and state["oc_backlog"] == 0 and state["oc_events"] == 0
+            assert plain.overload_state() == {}
+        finally:
+            await agent.close()
+            await plain.close()
+
+    asyncio.run(main())

@@ -389,6 +389,58 @@ def test_agent_refuses_and_drops_acks_on_both_paths(monkeypatch, accelerated):
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("accelerated", [True, False])
+def test_retransmitted_refused_invite_gets_the_same_503_not_a_new_decision(monkeypatch, accelerated):
+    """A caller retransmits an INVITE before the 503 reaches it (the socket queue was long):
+    the copy gets the same 503 (same To tag), even when the policy would admit a new call
+    now; answering it 200 would make a call its caller has already ended (an orphan)."""
+    from voicelab.agent import Agent
+    from voicelab.sip import transport
+    from voicelab.sip.overload import OverloadControl
+
+    if accelerated:
+        _c()
+    else:
+        monkeypatch.setattr(transport, "_shed_drain", None)
+
+    async def main():
+        oc = OverloadControl(max_rate=1e-3, burst=1, max_lag=None, max_queue_delay=None, adaptive=False)
+        agent = Agent(mode="signalling", codecs=["pcmu"], overload=oc, host="127.0.0.1", port=0)
+        await agent.start()
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        loop = asyncio.get_running_loop()
+
+        async def answer_to(call: bytes) -> bytes:
+            while True:
+                d = await asyncio.wait_for(loop.sock_recv(peer, 65536), 5.0)
+                if b"Call-ID: " + call in d and not d.startswith(b"SIP/2.0 100"):
+                    return d
+
+        try:
+            here = b"127.0.0.1:%d" % peer.getsockname()[1]  # the UA answers an admitted call to the Via
+            first, refused, fresh = (SIPP_INVITE.replace(b"7-4242@", b"%d-4242@" % k).replace(b"-4242-7-", b"-4242-%d-" % k)
+                                     .replace(b"127.0.0.1:5061", here) for k in (1, 2, 3))
+            peer.sendto(first, agent.address)  # admitted (burst 1)
+            assert (await answer_to(b"1-4242@")).startswith(b"SIP/2.0 200")
+            peer.sendto(refused, agent.address)
+            d1 = await answer_to(b"2-4242@")
+            assert d1.startswith(b"SIP/2.0 503")
+            oc.max_rate = None  # the policy now admits every new call
+            peer.sendto(refused, agent.address)  # the caller's retransmission
+            d2 = await answer_to(b"2-4242@")
+            peer.sendto(fresh, agent.address)
+            assert (await answer_to(b"3-4242@")).startswith(b"SIP/2.0 200")  # a new call is admitted
+            assert d2 == d1  # the same 503, To tag included
+            assert agent.shed_repeats == 1 and agent.calls_answered == 2
+        finally:
+            peer.close()
+            await agent.close()
+
+    asyncio.run(main())
+
+
 def test_fallback_without_extensions_passes_the_same_tests():
     """VOICELAB_NO_EXTENSIONS=1: the pure-Python path is selected and these tests pass on it."""
     if _FALLBACK_RUN:

@@ -219,6 +219,10 @@ def _check_auth_algorithms(algorithms: Any) -> tuple[str, ...]:
 
 
 _SHED_PREFIX = SHED_TAG_PREFIX.encode()
+#: Seconds each generation of remembered stateless refusals lasts (a refusal is kept 8-16 s:
+#: longer than a caller's INVITE retransmissions at 0.5, 1.5, 3.5 and 7.5 s after it sent
+#: the first copy; later ones, only when the 503 was lost, are decided afresh).
+REFUSALS_KEPT_S = 8.0
 
 class Agent:
     """A SIP voice agent that answers calls (see the module docstring for the modes).
@@ -417,6 +421,15 @@ class Agent:
         #: backlog samples that skipped reading /proc (no SIP datagram since the last one, loop on time)
         self.backlog_reads_skipped = 0
         self._admitted: OrderedDict[str, float] = OrderedDict()  # Call-ID -> when admitted (prefilter)
+        # Call-ID -> the stateless refusal it got, in two generations of REFUSALS_KEPT_S each: a
+        # retransmission of a refused INVITE (sent before the 503 reached the caller) gets the same
+        # 503 instead of a new decision, which could admit a call its caller has already ended (an
+        # orphan that costs 200 retransmissions for 32 s and counts as no call)
+        self._refused: dict[str, tuple[bytes, int | None, bytes]] = {}
+        self._refused_old: dict[str, tuple[bytes, int | None, bytes]] = {}
+        self._refused_since = float("-inf")
+        #: Retransmitted INVITEs given the 503 their first copy got (no new decision).
+        self.shed_repeats = 0
         self._shed_n = 0
         self._inner: Any = None  # the UDP transport's on_message behind the prefilter
         self._oc_last = float("-inf")  # the latest time given to the overload policy (s, loop clock)
@@ -617,6 +630,10 @@ class Agent:
         """
         if call_id in self._admitted:  # a retransmission of an admitted INVITE
             return None
+        again = self._refused.get(call_id) or self._refused_old.get(call_id)
+        if again is not None:  # a retransmission of a refused INVITE: the same 503 (RFC 3261 17.2.1)
+            self.shed_repeats += 1
+            return again
         now = self._loop.time()  # (self._oc_time and self._queue_delay_now inlined: once per refused INVITE)
         if now < self._oc_last:
             now = self._oc_last
@@ -634,7 +651,10 @@ class Agent:
         line = self._status_lines.get(r.status)
         if line is None:
             line = self._status_lines[r.status] = status_line(r.status, "Busy Here" if r.status == 486 else "Service Unavailable")
-        return line, r.retry_after, b"%s%x" % (_SHED_PREFIX, self._shed_n)
+        d = self._refused[call_id] = (line, r.retry_after, b"%s%x" % (_SHED_PREFIX, self._shed_n))
+        if now - self._refused_since >= REFUSALS_KEPT_S:  # two generations: each refusal kept 8-16 s
+            self._refused_old, self._refused, self._refused_since = self._refused, {}, now
+        return d
 
     def _shed_counted(self, shed_acks: int, refused: int) -> None:
         """What a batch of the transport's C shedding did (ACKs dropped, INVITEs refused)."""
@@ -910,6 +930,39 @@ class Agent:
             "calls_ended": self.calls_ended,
             "calls_refused": self.calls_refused,
             "calls_shed": self.calls_shed,
+        }
+
+    def overload_state(self) -> dict[str, Any]:
+        """The overload controller's inputs and state now, for a trace (``agent serve
+        --stats-file``): empty without overload control.
+
+        Returns
+        -------
+        dict
+            ``oc_rate`` (the adaptive admitted-rate limit, calls/s; None before the first
+            overload), ``oc_ceiling`` (the rate it was last cut from, calls/s), ``oc_lag_ms``
+            (smoothed event-loop lag), ``oc_backlog`` (datagrams estimated waiting in the SIP
+            socket), ``oc_queue_delay_ms`` (their estimated service time), ``oc_events``
+            (the agent's waiting events), ``oc_admitted`` and ``oc_refused`` (running totals
+            of the policy's answers), ``shed_acks`` and ``shed_repeats`` (retransmitted
+            INVITEs given their first copy's 503).
+        """
+        oc = self.overload
+        if oc is None:
+            return {}
+        counts = oc.counts
+        admitted = counts.get("admitted", 0)
+        return {
+            "oc_rate": None if oc.adaptive_rate is None else round(oc.adaptive_rate, 1),
+            "oc_ceiling": None if oc._ceiling is None else round(oc._ceiling, 1),
+            "oc_lag_ms": round(1000.0 * oc.lag, 2),
+            "oc_backlog": self.rx_backlog,
+            "oc_queue_delay_ms": round(1000.0 * self.queue_delay, 2),
+            "oc_events": self.sip.events.qsize() if self.sip is not None else 0,
+            "oc_admitted": admitted,
+            "oc_refused": sum(counts.values()) - admitted,
+            "shed_acks": self.shed_acks,
+            "shed_repeats": self.shed_repeats,
         }
 
     async def close(self) -> None:

@@ -631,26 +631,48 @@ def _stop_on_signals(stop: Any) -> None:
 async def _write_vital_signs(agent: Any, path: str, every_s: float) -> None:
     """Append ``agent.vital_signs()`` plus the process's memory (``rss_kb``, and the live
     Python memory blocks ``py_blocks``), descriptors and asyncio tasks to ``path`` as one
-    JSON line every ``every_s`` seconds (loop time ``t``, s since the first line)."""
+    JSON line every ``every_s`` seconds (loop time ``t``, s since the first line), with
+    the process's CPU time (``cpu_s``), its garbage collections so far and their total
+    time (``gc_n``, ``gc_ms``) and ``agent.overload_state()`` (the overload controller's
+    inputs and adaptive rate: a trace of the control under load, ``--stats-every 0.1``)."""
     import asyncio
+    import gc
     import os
+    import time
 
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    with open(path, "a", encoding="utf-8") as fh:
-        while True:
-            rss_kb = 0
-            with open("/proc/self/status", encoding="ascii") as st:
-                for line in st:
-                    if line.startswith("VmRSS:"):
-                        rss_kb = int(line.split()[1])
-            row = {"t": round(loop.time() - t0, 3), "rss_kb": rss_kb, "fds": len(os.listdir("/proc/self/fd")),
-                   "tasks": len(asyncio.all_tasks()),
-                   # live Python memory blocks: flat while rss_kb grows = fragmentation, not a leak
-                   "py_blocks": sys.getallocatedblocks(), **agent.vital_signs()}
-            fh.write(json.dumps(row, sort_keys=True) + "\n")
-            fh.flush()
-            await asyncio.sleep(every_s)
+    # garbage-collector pauses (a measurement of this process, not a protocol clock):
+    # collections and their total time per line, so a trace shows a stall that was the GC
+    gc_pause = [0.0, 0, 0.0]  # [total s, collections, start of the running one]
+
+    def _on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_pause[2] = time.perf_counter()
+        else:
+            gc_pause[0] += time.perf_counter() - gc_pause[2]
+            gc_pause[1] += 1
+
+    gc.callbacks.append(_on_gc)
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            while True:
+                rss_kb = 0
+                with open("/proc/self/status", encoding="ascii") as st:
+                    for line in st:
+                        if line.startswith("VmRSS:"):
+                            rss_kb = int(line.split()[1])
+                row = {"t": round(loop.time() - t0, 3), "rss_kb": rss_kb, "fds": len(os.listdir("/proc/self/fd")),
+                       "tasks": len(asyncio.all_tasks()),
+                       # live Python memory blocks: flat while rss_kb grows = fragmentation, not a leak
+                       "py_blocks": sys.getallocatedblocks(), "cpu_s": round(time.process_time(), 3),
+                       "gc_n": gc_pause[1], "gc_ms": round(1000.0 * gc_pause[0], 1),
+                       **agent.vital_signs(), **agent.overload_state()}
+                fh.write(json.dumps(row, sort_keys=True) + "\n")
+                fh.flush()
+                await asyncio.sleep(every_s)
+    finally:
+        gc.callbacks.remove(_on_gc)
 
 
 # ------------------------------------------------------------- nat-matrix
@@ -1037,7 +1059,8 @@ def build_parser() -> argparse.ArgumentParser:
     ags.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     ags.add_argument("--stats-file", metavar="PATH",
                      help="append one JSON line of the agent's vital signs (resident memory, descriptors, asyncio tasks, "
-                          "media streams, calls) every --stats-every s, for soaks; with --workers, PATH.K per worker")
+                          "media streams, calls, CPU and garbage-collector time, the overload controller's state) "
+                          "every --stats-every s, for soaks and overload traces; with --workers, PATH.K per worker")
     ags.add_argument("--stats-every", type=_float_arg("stats-every", 0.1, 3600.0), default=10.0, metavar="S",
                      help="seconds between --stats-file lines (default 10)")
     g = ags.add_argument_group("connection limits (TCP, TLS, WS; see docs/sip.md 'Security and load limits')")

@@ -325,3 +325,101 @@ def test_rtcp_reports_ride_the_playout_ticks_on_the_grid():
     # every report left on the grid, at an instant when media was sent too (the same tick)
     assert np.allclose(np.remainder(np.asarray(rtcp) / FRAME + 0.5, 1.0), 0.5)
     assert sum(round(t, 9) in rtp_times for t in rtcp) >= len(rtcp) - 2  # (the final BYEs need not)
+
+
+class _ClockedSocket:
+    """A socket whose ``sendto`` takes ``cost`` seconds of the fake loop's clock and logs when it started."""
+
+    def __init__(self, loop, log, name, cost=1e-5):
+        self.loop, self.log, self.name, self.cost = loop, log, name, cost
+
+    def sendto(self, data, addr):
+        self.log.append(("send", self.name, self.loop.now, int.from_bytes(data[2:4], "big")))
+        self.loop.now += self.cost
+        return len(data)
+
+
+def _echo_stream_on_fake_loop(loop, pacer, log, i, *, track=True):
+    """An echo stream wired to a fake loop and a clocked socket (the direct path of an accepted address)."""
+    from voicelab.rtp.session import RtpSession
+
+    s = LiveAudioStream(None, codec="pcmu", seed=i, remote_addr=("127.0.0.1", 40000 + 2 * i), track=track)
+    s._loop, s.pacer = loop, pacer
+    s.session = RtpSession(epoch_offset=2_208_988_800.0, **s.session_args)
+    s.session.start(0.0)
+    s._tx_sock = _ClockedSocket(loop, log, i)
+    s._tx_sock_tried = True
+    s._direct_addr = s.session.remote_addr
+    counted = s.session.frame_sent
+
+    def frame_sent(now, timestamp, octets):  # the bookkeeping of a send, logged
+        log.append(("count", i, loop.now, now))
+        counted(now, timestamp, octets)
+
+    s.session.frame_sent = frame_sent
+    s._live = "echo"
+    s._play_start = 0.02
+    s._arm_play()
+    return s
+
+
+def test_a_ticks_echo_sends_all_go_before_any_bookkeeping_each_stamped_with_its_own_send_time():
+    loop = _FakeLoop()
+    pacer = MediaPacer(loop, tick_s=0.0, early=0.0)
+    log: list = []
+    streams = [_echo_stream_on_fake_loop(loop, pacer, log, i) for i in range(5)]
+    loop.run_until(0.02 + 4 * FRAME + 1e-9)  # 5 slots: the first has nothing to echo yet, then 4 sends each
+    sends = [e for e in log if e[0] == "send"]
+    assert len(sends) == 4 * 5 and pacer.wakeups == 5
+    tick_of = lambda t: round((t - 0.02) / FRAME)  # noqa: E731
+    for k in range(1, 5):  # within each tick: every send, then every count
+        kinds = [e[0] for e in log if tick_of(e[2]) == k]
+        assert kinds == ["send"] * 5 + ["count"] * 5, kinds
+    for s in streams:
+        mine = [e for e in sends if e[1] == streams.index(s)]
+        send_at = [e[2] for e in mine]
+        scheduled = [0.02 + k * FRAME for k in range(1, 5)]
+        # the recorded send time is this packet's own (the clock moved 10 us per earlier send in the tick)
+        assert s.stats.send_lateness_s == pytest.approx([a - b for a, b in zip(send_at, scheduled)], abs=1e-12)
+        assert s.stats.send_lateness_s[0] == pytest.approx(1e-5 * streams.index(s), abs=1e-12)
+        assert s.send_times == {e[3]: e[2] for e in mine}
+        assert [e[3] for e in log if e[0] == "count" and e[1] == streams.index(s)] == send_at  # frame_sent(now=send time)
+        assert s.session._last_send[0] == send_at[-1]  # the sender reports' RTP/NTP mapping: the last send's time
+        assert s.stats.frames_sent == s.session.stats.packets_sent == 4
+        assert s.first_sequence == mine[0][3]
+
+
+def test_a_report_built_before_the_streams_second_phase_still_counts_the_send_of_its_tick():
+    loop = _FakeLoop()
+    pacer = MediaPacer(loop, tick_s=0.0, early=0.0)
+    log: list = []
+    s = _echo_stream_on_fake_loop(loop, pacer, log, 0)
+    loop.run_until(0.02 + 1e-9)  # first slot: a frame kept for the next
+    seen = []
+
+    def report_first(_):  # a job due at the next slot, ahead of the playout's second phase
+        return lambda: (s._rtcp(), seen.append((s.session.stats.packets_sent, s.session._last_send[0], s.stats.frames_sent)))
+
+    s.session.next_timer = lambda: None  # (no report of its own is due: _rtcp re-arms nothing)
+    pacer.schedule(0.04, report_first)
+    # the report job was scheduled after the playout job: make it come first in the tick
+    pacer._heap = sorted((w, -1 if j.callback is report_first else q, j) for w, q, j in pacer._heap)
+    loop.run_until(0.04 + 1e-9)
+    send_at = [e[2] for e in log if e[0] == "send"]
+    assert len(send_at) == 1 and seen == [(1, send_at[0], 1)]
+    assert s.stats.frames_sent == 1 and [e[0] for e in log] == ["send", "count"]
+
+
+def test_an_echo_send_the_socket_refuses_is_counted_once_and_the_playout_goes_on():
+    loop = _FakeLoop()
+    pacer = MediaPacer(loop, tick_s=0.0, early=0.0)
+    log: list = []
+    s = _echo_stream_on_fake_loop(loop, pacer, log, 0)
+
+    def refuse(data, addr):
+        raise ConnectionRefusedError(111, "refused")
+
+    s._tx_sock.sendto = refuse
+    loop.run_until(0.02 + 3 * FRAME + 1e-9)
+    assert s.socket_errors == 3 and s.stats.frames_sent == 3 and sum(s.stats.outcomes.values()) == 4  # 4 slots, 3 echoes
+    assert not loop.errors

@@ -240,6 +240,9 @@ class LiveAudioStream:
         self._echo_prev: tuple[float, np.ndarray, tuple[bytes, int, int]] | None = None
         self._tick_when = 0.0
         self._echo_driven = False
+        #: (prepared datagram, frame, send time, scheduled time) of a datagram handed to the
+        #: socket in this tick's first phase and not counted yet (:meth:`_settle`)
+        self._unsettled: tuple[tuple[bytes, int, int], np.ndarray, float, float] | None = None
         self._sent_frames: list[np.ndarray] = []
         #: what the peer's RTCP said about our stream (report blocks about our SSRC)
         self.remote_reports: list[RemoteReportReceived] = []
@@ -455,26 +458,37 @@ class LiveAudioStream:
 
     def _emit(self, frame: np.ndarray, now: float, scheduled: float) -> None:
         """Encode, packetize and send one frame (captured during the frame before ``scheduled``)."""
-        self._transmit(self._prepare(frame), frame, now, scheduled)
+        self._transmit(self._prepare(frame), frame, scheduled)
 
     def _prepare(self, frame: np.ndarray) -> tuple[bytes, int, int]:
         """Encode and packetize the next frame to send: (datagram, RTP timestamp, octets)."""
         return self.session.prepare_frame(self.tx.encode(frame), marker=(self._k_send == 0))  # type: ignore[union-attr]
 
-    def _transmit(self, prepared: tuple[bytes, int, int], frame: np.ndarray, now: float, scheduled: float,
-                  *, sent: bool = False) -> None:
-        """Hand a prepared datagram to the socket now, and count it (pacing error: ``now - scheduled``).
+    def _transmit(self, prepared: tuple[bytes, int, int], frame: np.ndarray, scheduled: float) -> None:
+        """Hand a prepared datagram to the socket now, then count it (pacing error: send time - ``scheduled``).
 
-        ``sent``: the native engine already sent it at ``now``; only count it.
+        The send time is the loop time read just before the socket send, after any
+        encoding: what the statistics, :attr:`send_times` and the RTCP sender reports'
+        RTP/NTP mapping record for this packet.
         """
-        data, timestamp, octets = prepared
+        if self._unsettled is not None:  # an echo sent in this tick, not counted yet: keep the order
+            self._settle()
+        now = self._loop.time()  # type: ignore[union-attr]
+        self._unsettled = (prepared, frame, now, scheduled)
+        try:
+            self._sendto(prepared[0], self.session.remote_addr)  # type: ignore[union-attr]
+        finally:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Count the datagram sent last (:attr:`_unsettled`): statistics, RTCP counters, recordings."""
+        (data, timestamp, octets), frame, now, scheduled = self._unsettled  # type: ignore[misc]
+        self._unsettled = None
         self.session.frame_sent(now, timestamp, octets)  # type: ignore[union-attr]
         if self.first_sequence is None:
             self.first_sequence = int.from_bytes(data[2:4], "big")
         if self.send_times is not None:
             self.send_times[int.from_bytes(data[2:4], "big")] = now
-        if not sent:
-            self._sendto(data, self.session.remote_addr)  # type: ignore[union-attr]
         if self._live is not None:
             self._sent_frames.append(frame)
         self.stats.frames_sent += 1
@@ -718,19 +732,41 @@ class LiveAudioStream:
     def _play_tick(self, when: float) -> Any:
         """The pacer's job for a playout slot, in two phases.
 
-        First (now, for every stream due in this tick, before any decoding): send the
-        echo datagram prepared in the previous slot. Then (returned to the pacer, run
-        after the first phase of every due stream): play the slot.
+        First (now, for every stream due in this tick, before any decoding): hand the echo
+        datagram prepared in the previous slot to the socket, stamped with the loop time
+        read just before that send, and nothing else. Then (returned to the pacer, run
+        after the first phase of every due stream, i.e. after the tick's last send): count
+        the packet (:meth:`_settle`) and play the slot. So the k-th stream of a tick waits
+        for k - 1 socket sends, not for k - 1 streams' bookkeeping.
         """
-        if self._live == "echo":
+        self._tick_when = when
+        prev = self._echo_prev
+        if prev is not None and self._live == "echo":
+            if not self._echo_driven:  # the sent recording starts with the first echoed frame
+                self._echo_driven = True
+                self._t0 = prev[0]
+            if self._unsettled is not None:  # (never: a tick's second phase settles it)
+                self._settle()
+            addr = self.session.remote_addr  # type: ignore[union-attr]
+            self._unsettled = (prev[2], prev[1], self._loop.time(), when)  # type: ignore[union-attr] # counted even if the send raises, as before
+            if addr == self._direct_addr and addr is not None:  # the usual case, as _sendto's first branch, inlined
+                try:
+                    self._tx_sock.sendto(prev[2][0], addr)  # type: ignore[union-attr]
+                    return self._play_rest
+                except (BlockingIOError, InterruptedError):
+                    self._direct_addr = None  # the transport queues it, and what follows, in order
+                except OSError:
+                    self.socket_errors += 1  # as the transport's error_received
+                    return self._play_rest
             try:
-                self._send_echo(when)
+                self._sendto(prev[2][0], addr)
             except Exception as exc:  # noqa: BLE001 - the playout must go on (and re-arm)
                 self._loop.call_exception_handler({"message": "echo send failed", "exception": exc})  # type: ignore[union-attr]
-        self._tick_when = when
         return self._play_rest
 
     def _play_rest(self) -> None:
+        if self._unsettled is not None:  # the send's bookkeeping, after every send of the tick
+            self._settle()
         if self._rx_sock is not None:  # reading in the tick: after every stream's send, before the pop
             try:
                 self._drain()
@@ -805,7 +841,7 @@ class LiveAudioStream:
             if not self._echo_driven:  # the sent recording starts with the first echoed frame
                 self._echo_driven = True
                 self._t0 = prev[0]
-            self._transmit(prev[2], prev[1], self._loop.time(), when)  # type: ignore[union-attr]
+            self._transmit(prev[2], prev[1], when)
 
     def forward(self, when: float, frame: np.ndarray) -> None:
         """Send a frame that another stream played at slot time ``when`` (``send_live("bridge")``).
@@ -827,6 +863,8 @@ class LiveAudioStream:
         """
         if self.session is None:
             raise ParameterError("open() the stream before send_payload()")
+        if self._unsettled is not None:
+            self._settle()
         now = self._loop.time()  # type: ignore[union-attr]
         data = self.session.send_frame(bytes(payload), now, marker=marker)
         seq = int.from_bytes(data[2:4], "big")
@@ -964,9 +1002,10 @@ class LiveAudioStream:
             kind = rec[0]
             if kind == "a":  # a datagram read, with its arrival time
                 self._on_datagram(rec[3], rec[2], None, rec[1])
-            elif kind == "s":  # the previous slot's datagram, sent at rec[2] for slot rec[1]
+            elif kind == "s":  # the previous slot's datagram, sent at rec[2] for slot rec[1]: count it
                 prev = self._echo_prev
-                self._transmit(prev[2], prev[1], rec[2], rec[1], sent=True)  # type: ignore[index]
+                self._unsettled = (prev[2], prev[1], rec[2], rec[1])  # type: ignore[index]
+                self._settle()
                 if rec[3]:
                     self.socket_errors += 1
             elif kind == "p":  # slot rec[1] played packet rec[2]; rec[3] is the datagram built for the next slot
@@ -1025,6 +1064,8 @@ class LiveAudioStream:
 
     def _rtcp(self, _when: float | None = None) -> None:
         self._native_sync()  # the report counts every packet sent and received so far
+        if self._unsettled is not None:  # a report built in the tick of a send counts that send
+            self._settle()
         for data in self.session.handle_timer(self._loop.time()):  # type: ignore[union-attr]
             self._sendto(data, self.session.remote_rtcp_addr, rtcp=True)  # type: ignore[union-attr]
         self._arm_rtcp()
@@ -1051,6 +1092,8 @@ class LiveAudioStream:
         for h in (self._send_handle, self._play_handle, self._rtcp_handle):
             if h is not None:
                 h.cancel()
+        if self._unsettled is not None:  # (a tick's second phase settles it; closed in between: count it)
+            self._settle()
         for dup in (self._rx_sock, self._tx_sock):
             if dup is not None:
                 dup.close()  # the duplicate descriptor only; the transport closes the socket

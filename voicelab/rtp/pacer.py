@@ -15,8 +15,9 @@ in deadline order (FIFO at equal deadlines), in that one loop iteration.
 
 A job may return a callable: its *second phase*, run after the first phase of every job
 due in the tick. A playout slot uses it to send (the time-critical part: a datagram built
-in the previous slot) for every stream first, and to decode and conceal afterwards, so
-that the k-th stream's send waits only for k - 1 socket sends, not for k - 1 decoders.
+in the previous slot, and only the socket send) for every stream first, and to count that
+packet, decode and conceal afterwards, so that the k-th stream's send waits only for
+k - 1 socket sends, not for k - 1 decoders or k - 1 streams' bookkeeping.
 
 Batching needs streams whose deadlines coincide. :meth:`MediaPacer.align` rounds a
 stream's clock origin (its playout start, the start of a paced source) *up* to the

@@ -85,36 +85,14 @@ def cpu_seconds(pid: int) -> float:
 
 def group_cpu_seconds(pgid: int) -> float:
     """CPU time (s) of every live process in process group ``pgid`` (the agent and its workers)."""
-    total = 0.0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            total += (int(fields[11]) + int(fields[12])) / TICK
-    return total
+    return sum(cpu for group, cpu in process_cpu_table().values() if group == pgid)
 
 
-def udp_socket_drops(port: int) -> int | None:
-    """Datagrams the kernel dropped at the UDP socket(s) bound to ``port`` (receive buffer
-    full), from /proc/net/udp's ``drops`` column; None when no such socket is open."""
-    suffix, total, found = f":{port:04X}", 0, False
-    for name in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            with open(name) as f:
-                lines = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            parts = line.split()
-            if len(parts) > 12 and parts[1].endswith(suffix):
-                total += int(parts[12])
-                found = True
-    return total if found else None
+try:
+    from voicelab.agent import udp_socket_drops
+except ImportError:  # an older checkout (A/B runs): no drops column
+    def udp_socket_drops(port: int) -> int | None:  # type: ignore[misc]
+        return None
 
 
 def udp_rcvbuf_errors() -> int:

@@ -8,6 +8,8 @@ same INVITE.
 
 from __future__ import annotations
 
+import contextlib
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -332,28 +334,45 @@ def test_c_drain_refuses_drops_and_hands_back_in_order():
         peer.close()
 
 
-@pytest.mark.parametrize("accelerated", [True, False])
-def test_agent_refuses_and_drops_acks_on_both_paths(monkeypatch, accelerated):
-    """An overloaded agent's UDP socket: 503 for each new INVITE, the ACKs dropped, an
-    OPTIONS still answered, with the C drain and with the Python one."""
-    from voicelab.agent import Agent
+def _drain_path(monkeypatch, accelerated: bool) -> None:
+    """The agent's UDP socket drains through the C accelerator, or through the Python code."""
     from voicelab.sip import transport
-    from voicelab.sip.overload import OverloadControl
 
     if accelerated:
         _c()
     else:
         monkeypatch.setattr(transport, "_shed_drain", None)
 
+
+@contextlib.asynccontextmanager
+async def _refusing_agent():
+    """A signalling agent that admits one call (burst 1, then about none), and a UDP peer:
+    (agent, its overload policy, the peer's non-blocking socket)."""
+    from voicelab.agent import Agent
+    from voicelab.sip.overload import OverloadControl
+
+    oc = OverloadControl(max_rate=1e-3, burst=1, max_lag=None, max_queue_delay=None, adaptive=False)
+    agent = Agent(mode="signalling", codecs=["pcmu"], overload=oc, host="127.0.0.1", port=0)
+    await agent.start()
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.setblocking(False)
+    try:
+        yield agent, oc, peer
+    finally:
+        peer.close()
+        await agent.close()
+
+
+@pytest.mark.parametrize("accelerated", [True, False])
+def test_agent_refuses_and_drops_acks_on_both_paths(monkeypatch, accelerated):
+    """An overloaded agent's UDP socket: 503 for each new INVITE, the ACKs dropped, an
+    OPTIONS still answered, with the C drain and with the Python one."""
+    _drain_path(monkeypatch, accelerated)
+
     async def main():
-        oc = OverloadControl(max_rate=1e-3, burst=1, max_lag=None, max_queue_delay=None, adaptive=False)
-        agent = Agent(mode="signalling", codecs=["pcmu"], overload=oc, host="127.0.0.1", port=0)
-        await agent.start()
-        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        peer.bind(("127.0.0.1", 0))
-        peer.setblocking(False)
         loop = asyncio.get_running_loop()
-        try:
+        async with _refusing_agent() as (agent, oc, peer):
             assert agent.sip.transport._protocol._c_drain is accelerated
             n = 40
             invs = [SIPP_INVITE.replace(b"7-4242@", b"%d-4242@" % k) for k in range(n)]
@@ -382,9 +401,6 @@ def test_agent_refuses_and_drops_acks_on_both_paths(monkeypatch, accelerated):
                 k = int(d.split(b"Call-ID: ")[1].split(b"-")[0])
                 tag = d.split(b";tag=")[2].split(b"\r\n")[0]
                 assert d == _py_refuse(invs[k], line, int(d.split(b"Retry-After: ")[1].split(b"\r\n")[0]), tag)
-        finally:
-            peer.close()
-            await agent.close()
 
     asyncio.run(main())
 
@@ -394,31 +410,18 @@ def test_retransmitted_refused_invite_gets_the_same_503_not_a_new_decision(monke
     """A caller retransmits an INVITE before the 503 reaches it (the socket queue was long):
     the copy gets the same 503 (same To tag), even when the policy would admit a new call
     now; answering it 200 would make a call its caller has already ended (an orphan)."""
-    from voicelab.agent import Agent
-    from voicelab.sip import transport
-    from voicelab.sip.overload import OverloadControl
-
-    if accelerated:
-        _c()
-    else:
-        monkeypatch.setattr(transport, "_shed_drain", None)
+    _drain_path(monkeypatch, accelerated)
 
     async def main():
-        oc = OverloadControl(max_rate=1e-3, burst=1, max_lag=None, max_queue_delay=None, adaptive=False)
-        agent = Agent(mode="signalling", codecs=["pcmu"], overload=oc, host="127.0.0.1", port=0)
-        await agent.start()
-        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        peer.bind(("127.0.0.1", 0))
-        peer.setblocking(False)
         loop = asyncio.get_running_loop()
+        async with _refusing_agent() as (agent, oc, peer):
 
-        async def answer_to(call: bytes) -> bytes:
-            while True:
-                d = await asyncio.wait_for(loop.sock_recv(peer, 65536), 5.0)
-                if b"Call-ID: " + call in d and not d.startswith(b"SIP/2.0 100"):
-                    return d
+            async def answer_to(call: bytes) -> bytes:
+                while True:
+                    d = await asyncio.wait_for(loop.sock_recv(peer, 65536), 5.0)
+                    if b"Call-ID: " + call in d and not d.startswith(b"SIP/2.0 100"):
+                        return d
 
-        try:
             here = b"127.0.0.1:%d" % peer.getsockname()[1]  # the UA answers an admitted call to the Via
             first, refused, fresh = (SIPP_INVITE.replace(b"7-4242@", b"%d-4242@" % k).replace(b"-4242-7-", b"-4242-%d-" % k)
                                      .replace(b"127.0.0.1:5061", here) for k in (1, 2, 3))
@@ -434,9 +437,6 @@ def test_retransmitted_refused_invite_gets_the_same_503_not_a_new_decision(monke
             assert (await answer_to(b"3-4242@")).startswith(b"SIP/2.0 200")  # a new call is admitted
             assert d2 == d1  # the same 503, To tag included
             assert agent.shed_repeats == 1 and agent.calls_answered == 2
-        finally:
-            peer.close()
-            await agent.close()
 
     asyncio.run(main())
 

@@ -134,16 +134,10 @@ def _wake(fut: asyncio.Future, loop: asyncio.AbstractEventLoop) -> None:
         fut.set_result(loop.time())
 
 
-def udp_backlog_bytes(port: int, inode: int | None = None) -> int | None:
-    """Bytes waiting in the receive queues of the local UDP sockets bound to ``port``.
-
-    Read from ``/proc/net/udp`` and ``/proc/net/udp6`` (Linux; about 0.3 ms): the queue
-    an event loop cannot see, where datagrams wait (and past the buffer, are dropped)
-    while the process is busy. None where the files are missing. ``inode`` (the
-    socket's, ``os.fstat(sock.fileno()).st_ino``) counts only that socket: with
-    SO_REUSEPORT other processes' sockets share the port.
-    """
-    total, found = 0, False
+def _udp_sockets(port: int, inode: int | None = None) -> list[list[str]] | None:
+    """The rows of ``/proc/net/udp`` and ``/proc/net/udp6`` for local port ``port`` (and
+    socket ``inode`` when given), split into fields; None where the files are missing."""
+    rows: list[list[str]] | None = None
     suffix = f":{port:04X}"
     for name in ("/proc/net/udp", "/proc/net/udp6"):
         try:
@@ -151,12 +145,32 @@ def udp_backlog_bytes(port: int, inode: int | None = None) -> int | None:
                 lines = f.read().splitlines()[1:]
         except OSError:
             continue
+        rows = rows if rows is not None else []
         for line in lines:
             parts = line.split()
-            if len(parts) > 9 and parts[1].endswith(suffix) and (inode is None or parts[9] == str(inode)):
-                total += int(parts[4].split(":")[1], 16)
-                found = True
-    return total if found else None
+            if len(parts) > 12 and parts[1].endswith(suffix) and (inode is None or parts[9] == str(inode)):
+                rows.append(parts)
+    return rows
+
+
+def udp_backlog_bytes(port: int, inode: int | None = None) -> int | None:
+    """Bytes waiting in the receive queues of the local UDP sockets bound to ``port``.
+
+    Read from ``/proc/net/udp`` and ``/proc/net/udp6`` (Linux; about 0.3 ms): the queue
+    an event loop cannot see, where datagrams wait (and past the buffer, are dropped)
+    while the process is busy. None where the files are missing or no such socket is
+    open. ``inode`` (the socket's, ``os.fstat(sock.fileno()).st_ino``) counts only that
+    socket: with SO_REUSEPORT other processes' sockets share the port.
+    """
+    rows = _udp_sockets(port, inode)
+    return sum(int(parts[4].split(":")[1], 16) for parts in rows) if rows else None
+
+
+def udp_socket_drops(port: int, inode: int | None = None) -> int | None:
+    """Datagrams the kernel dropped at the UDP socket(s) bound to ``port`` (receive buffer
+    full): the ``drops`` column of ``/proc/net/udp``; None when no such socket is open."""
+    rows = _udp_sockets(port, inode)
+    return sum(int(parts[12]) for parts in rows) if rows else None
 
 
 #: Garbage-collector thresholds of a serving agent (see :func:`tune_gc`).

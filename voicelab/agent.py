@@ -21,7 +21,8 @@ What it does with a call (``mode``):
     socket; the caller hangs up (or the agent does after ``SECONDS``).
 ``record:DIR``
     Sends encoded silence (the media path and RTCP stay alive) and writes what arrived to
-    ``DIR/<n>-<call-id>.wav`` when the call ends.
+    ``DIR/<n>-<call-id>.wav`` when the call ends (``record_prefix`` before ``<n>``:
+    ``agent serve --workers`` writes worker K's calls as ``w<K>-<n>-<call-id>.wav``).
 
 Each call gets its own RTP port, so calls run concurrently (up to ``max_calls``; more are
 refused with 486 Busy Here). With ``overload`` (a
@@ -313,6 +314,9 @@ class Agent:
     reuse_port : bool
         Set SO_REUSEPORT on the SIP listener so several agent processes share its port
         (``voicelab agent serve --workers N``; default False).
+    record_prefix : str
+        Start of every ``record:DIR`` file name (default none; ``agent serve --workers``
+        gives worker K ``"w<K>-"``, so workers writing into one folder never collide).
     """
 
     def __init__(
@@ -345,8 +349,13 @@ class Agent:
         lag_interval: float = 0.02,
         pipeline: Any = None,
         reuse_port: bool = False,
+        record_prefix: str = "",
     ) -> None:
         self.host, self.port = host, port
+        if not isinstance(record_prefix, str) or (record_prefix and _safe_name(record_prefix) != record_prefix):
+            raise ParameterError(f"record_prefix must be letters, digits, '.', '_' or '-', got {record_prefix!r}")
+        #: Start of every record-mode file name (``agent serve --workers``: ``w<K>-``, worker K's files).
+        self.record_prefix = record_prefix
         #: SO_REUSEPORT on the SIP listener: several agent processes share one port (``serve --workers``).
         self.reuse_port = bool(reuse_port)
         if not isinstance(transport, str) or transport.lower() not in SIP_TRANSPORTS:
@@ -884,7 +893,7 @@ class Agent:
         sent, received = s.sent_audio()[0], s.received_audio()[0]
         if self.mode == "record":
             n = len(self.recorded_files) + 1
-            path = Path(self.mode_arg) / f"{n:04d}-{_safe_name(call_id)}.wav"  # type: ignore[arg-type]
+            path = Path(self.mode_arg) / f"{self.record_prefix}{n:04d}-{_safe_name(call_id)}.wav"  # type: ignore[arg-type]
             self.recorded_files.append(audio.write_wav(path, received, s.rx.sample_rate))
         self.recordings[call_id] = (sent, received, s.tx.sample_rate)
         while len(self.recordings) > self.keep_recordings:

@@ -480,22 +480,28 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
     import asyncio
 
     from .agent import Agent
+    from .cli_workers import default_workers, in_use as _in_use, parse_workers, split_max_calls
 
     host, port = _host_port(args.sip, "--sip")
-    if isinstance(args.workers, bool) or not 1 <= args.workers <= 64:
-        raise ParameterError(f"--workers must be 1..64 (the number of cores is a good choice), got {args.workers}")
     worker = args.worker_index
-    if args.workers > 1 and worker is None:
-        from .cli_workers import serve_workers
-
-        return serve_workers(args, getattr(args, "_argv", None) or sys.argv[1:], host, port,
-                             webrtc=_host_port(args.webrtc, "--webrtc") if args.webrtc else None)
+    given = args.workers
+    args.workers = parse_workers(given)
+    if given is None or str(given).strip().lower() == "auto":
+        cores = default_workers()
+        why = f"one per core: {cores} core{'s' if cores > 1 else ''} available"
+    else:
+        why = f"--workers {args.workers}"
+    if isinstance(args.max_calls, bool) or args.max_calls < 1:
+        raise ParameterError(f"--max-calls must be >= 1 (the agent's concurrent calls, over all workers), got {args.max_calls}")
+    workers = len(split_max_calls(args.max_calls, args.workers)) if worker is None else 1
     codecs_list = [c.strip() for c in args.codecs.split(",") if c.strip()]
     options = dict(host=host, port=port, transport=args.transport, codecs=codecs_list, mode=args.mode,
                    reuse_port=worker is not None,
                    speech=args.speech, auth=_user_pass(args.auth, "--auth"), srtp=args.srtp,
                    max_calls=args.max_calls, tls_cert=args.tls_cert, tls_key=args.tls_key,
                    media_timeout=args.media_timeout, session_expires=args.session_expires)
+    if worker is not None:  # names unique over the workers writing into one record folder
+        options["record_prefix"] = f"w{worker}-"
     if not args.no_overload_control:
         from .sip.overload import OverloadControl
 
@@ -516,16 +522,25 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
 
     options["connection_limits"] = ConnectionLimits(max_connections=args.max_connections, idle_timeout=args.idle_timeout,
                                                     header_timeout=args.header_timeout)  # fmt: skip
+    agent = Agent(**options)  # every option checked here, once, before any worker starts
+    if args.ws:
+        ws_where = _host_port(args.ws, "--ws")
+        if agent.mode not in ("play", "echo", "pipeline"):
+            raise ParameterError("--ws serves --mode play, echo or pipeline")
+    if workers > 1:
+        from .cli_workers import serve_workers
+
+        return serve_workers(args, getattr(args, "_argv", None) or sys.argv[1:], host, port,
+                             webrtc=_host_port(args.webrtc, "--webrtc") if args.webrtc else None,
+                             ws=ws_where if args.ws else None, why=why)
     # per call: RTP and RTCP sockets, a duplicate of the RTP socket for direct sends, one more when
     # reading in the tick, and the SIP side's share
     _descriptors_for(args.max_connections + 6 * args.max_calls + 64)
-    agent = Agent(**options)
-
-    def _in_use(exc: OSError, what: str, where: str) -> ParameterError:
-        import errno
-
-        why = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-        return ParameterError(f"cannot listen for {what} on {where}: {why} (another program has it? pick another port)")
+    note = None  # why one process, when the user did not ask for exactly one
+    if worker is None and args.workers > 1:
+        note = f"1 process, not {args.workers}: --max-calls {args.max_calls} is one call"
+    elif worker is None and (given is None or str(given).strip().lower() == "auto"):
+        note = f"1 process ({why}; --workers N for more)"
 
     async def run() -> None:
         from .rtp.pacer import pacer_for
@@ -549,6 +564,8 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
             extras = [f"mode {args.mode}"] + (["digest auth"] if args.auth else []) + (["SRTP required"] if args.srtp else [])
             if args.mode == "echo" and pacer.native is not None:
                 extras.append("native media engine")
+            if note:
+                extras.append(note)
             print(f"voicelab agent: {agent.uri}, codecs {','.join(codecs_list)}, {', '.join(extras)}", flush=True)
             if agent.ca_file:
                 print(f"  TLS test CA for clients: {agent.ca_file}", flush=True)
@@ -568,6 +585,7 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
                     raise ParameterError("--ws serves --mode play, echo or pipeline")
                 whost, wport = _host_port(args.ws, "--ws")
                 wsfront = MediaStreamServer(agent.iface, mode=agent.mode, speech=args.speech, host=whost, port=wport,
+                                            reuse_port=worker is not None,  # the workers share one --ws port
                                             pipeline=agent.pipeline_config.build if agent.mode == "pipeline" else None)  # fmt: skip
                 await wsfront.start()
                 print(f"  WebSocket media streams: ws://{whost}:{wsfront.address[1]}/media", flush=True)
@@ -916,6 +934,12 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _default_workers() -> int:
+    from .cli_workers import default_workers
+
+    return default_workers()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="voicelab", description="A lab for real-time voice: codecs, network paths, SIP/WebRTC.")
     p.add_argument("--version", action="version", version=f"voicelab {__version__}")
@@ -1023,7 +1047,8 @@ def build_parser() -> argparse.ArgumentParser:
     ags.add_argument("--auth", metavar="USER:PASS", help="challenge INVITEs with digest auth")
     ags.add_argument("--auth-algorithms", metavar="LIST", help="digest algorithms offered, e.g. MD5 for older phones (default SHA-256,MD5)")
     ags.add_argument("--srtp", action="store_true", help="require SDES-keyed SRTP")
-    ags.add_argument("--max-calls", type=int, default=32, help="concurrent calls (more get 486 Busy Here)")
+    ags.add_argument("--max-calls", type=int, default=32,
+                     help="concurrent calls over all workers (more get 486 Busy Here; default 32)")
     ags.add_argument("--media-timeout", type=_float_arg("media-timeout", 1.0, 86400.0), default=60.0, metavar="S",
                      help="hang up (BYE) a call after S seconds without RTP/RTCP from the caller (default 60)")
     ags.add_argument("--session-expires", type=int, default=1800, metavar="S",
@@ -1053,14 +1078,20 @@ def build_parser() -> argparse.ArgumentParser:
     ags.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
     ags.add_argument("--ws", metavar="HOST:PORT", help="also answer media streams over a WebSocket (path /media)")
     ags.add_argument("--webrtc", metavar="HOST:PORT", help="also answer WebRTC callers: signaling server + browser page here")
-    ags.add_argument("--workers", type=int, default=1, metavar="N",
-                     help="run N agent processes sharing the SIP port (SO_REUSEPORT; a dialog stays on one worker); "
-                          "recommended: the number of cores (default 1); with --webrtc HOST:PORT worker K serves WebRTC on PORT+K-1")
+    ags.add_argument("--workers", default=None, metavar="N|auto",
+                     help="agent processes sharing the SIP port (SO_REUSEPORT; a dialog, a TCP/TLS/WS connection and "
+                          "a --ws stream stay on one worker). Default auto: one per core this process may use "
+                          f"(here {_default_workers()}; os.sched_getaffinity: taskset -c 0 gives 1); --workers 1: "
+                          "a single process. "
+                          "--max-calls is the total, shared among the workers (fewer calls than workers: that many "
+                          "workers); --mode record:DIR: every worker writes into DIR (w<K>-<n>-<call-id>.wav); "
+                          "--webrtc HOST:PORT: worker K serves WebRTC on PORT+K-1")
     ags.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     ags.add_argument("--stats-file", metavar="PATH",
                      help="append one JSON line of the agent's vital signs (resident memory, descriptors, asyncio tasks, "
                           "media streams, calls, CPU and garbage-collector time, the overload controller's state) "
-                          "every --stats-every s, for soaks and overload traces; with --workers, PATH.K per worker")
+                          "every --stats-every s, for soaks and overload traces; with several workers (the default on a "
+                          "multi-core machine), PATH.K per worker K")
     ags.add_argument("--stats-every", type=_float_arg("stats-every", 0.1, 3600.0), default=10.0, metavar="S",
                      help="seconds between --stats-file lines (default 10)")
     g = ags.add_argument_group("connection limits (TCP, TLS, WS; see docs/sip.md 'Security and load limits')")

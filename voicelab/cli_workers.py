@@ -46,6 +46,76 @@ SUMMED = ("calls_answered", "calls_ended", "calls_refused", "calls_shed", "calls
 MAX_WORKERS = 64
 
 
+def default_workers() -> int:
+    """Workers ``agent serve`` runs by default: the cores this process may run on.
+
+    ``os.sched_getaffinity(0)`` where the platform has it (so ``taskset -c 0 voicelab
+    agent serve`` runs one worker, as does a container limited to one CPU set), else
+    ``os.cpu_count()``; at least 1, at most :data:`MAX_WORKERS`.
+    """
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux (macOS, Windows)
+        n = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, n))
+
+
+def parse_workers(text: Any) -> int:
+    """``--workers``: ``"auto"`` (or None: not given) is :func:`default_workers`, else an int 1..MAX_WORKERS.
+
+    Raises
+    ------
+    ParameterError
+        Anything else (0, negative, over :data:`MAX_WORKERS`, not a number).
+    """
+    if text is None or (isinstance(text, str) and text.strip().lower() == "auto"):
+        return default_workers()
+    try:
+        n = int(str(text).strip()) if not isinstance(text, bool) else None
+    except ValueError:
+        n = None
+    if n is None or not 1 <= n <= MAX_WORKERS:
+        raise ParameterError(f"--workers must be 1..{MAX_WORKERS} or 'auto' (one per core: {default_workers()} here), "
+                             f"got {text!r}")
+    return n
+
+
+def split_max_calls(max_calls: int, workers: int) -> list[int]:
+    """Share ``--max-calls`` (the agent's total) among ``workers``: worker K's limit.
+
+    The limits sum to ``max_calls`` (the first ``max_calls % workers`` workers get one more);
+    with fewer calls than workers, only ``max_calls`` workers run (each with 1).
+    The kernel spreads callers by hash, not by load, so a worker at its limit refuses
+    (486) a call another worker would still have room for.
+    """
+    n = max(1, min(workers, max_calls))
+    base, extra = divmod(max_calls, n)
+    return [base + (1 if k < extra else 0) for k in range(n)]
+
+
+def in_use(exc: OSError, what: str, where: str) -> ParameterError:
+    """The one-line error for a listening socket that could not be opened."""
+    import errno
+
+    why = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+    return ParameterError(f"cannot listen for {what} on {where}: {why} (another program has it? pick another port)")
+
+
+def check_port_free(host: str, port: int, transport: str) -> None:
+    """Raise OSError (EADDRINUSE) if another socket holds ``host:port`` for ``transport``.
+
+    Binds without SO_REUSEPORT, which fails while any socket has the port, also another
+    ``agent serve``'s workers (which would otherwise share the port with ours and take
+    part of our callers).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    with socket.socket(family, kind) as s:
+        if kind == socket.SOCK_STREAM:  # as asyncio's servers: TIME_WAIT leftovers do not count
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+
+
 def worker_stats(agent: Any, webrtc: Any = None) -> dict[str, int]:
     """The counters a worker reports at exit (see :data:`SUMMED`); ``webrtc``: its WebRTC front, if any."""
     stats = getattr(getattr(agent.sip, "transport", None), "stats", None) if agent.sip is not None else None
@@ -80,14 +150,20 @@ class _Worker:
     def __init__(self, index: int, argv: list[str]) -> None:
         self.index = index
         self.proc = subprocess.Popen([sys.executable, "-m", "voicelab.cli", *argv], stdout=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL, text=True, bufsize=1)
+                                     stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, bufsize=1)
         self.ready = threading.Event()
         self.stats: dict[str, int] | None = None
         self.uri = ""
         self.webrtc = ""
+        self.ws = ""
         self.reported = False
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        #: stderr lines before the worker served (its start-up notes or its one-line error)
+        self.early_err: list[str] = []
+        self._err_lock = threading.Lock()
+        self._readers = [threading.Thread(target=self._read, daemon=True),
+                         threading.Thread(target=self._read_err, daemon=True)]
+        for t in self._readers:
+            t.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -100,52 +176,103 @@ class _Worker:
                     pass
                 continue
             if line == READY_TAG:
-                self.ready.set()
+                with self._err_lock:
+                    self.ready.set()
                 continue
             if not self.ready.is_set():  # start-up lines: the parent prints its own summary
                 if line.startswith("voicelab agent: "):
                     self.uri = line[len("voicelab agent: "):].split(",")[0]
                 elif line.strip().startswith("WebRTC: "):
                     self.webrtc = line.strip()[len("WebRTC: "):].split(" ")[0]
+                elif line.strip().startswith("WebSocket media streams: "):
+                    self.ws = line.strip()[len("WebSocket media streams: "):]
+                elif line.strip().startswith("TLS test CA for clients: "):
+                    pass  # the parent's CA, printed once by the parent
                 else:
                     print(f"  [worker {self.index}] {line}", flush=True)
                 continue
             print(f"  [worker {self.index}] {line}", flush=True)
         self.ready.set()  # EOF: dead before (or after) ready; the caller looks at poll()
 
+    def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._err_lock:
+                early = not self.ready.is_set()
+                if early:  # kept: printed once for all workers, or as the reason it did not start
+                    self.early_err.append(line.rstrip("\n"))
+            if not early:
+                print(line, end="", file=sys.stderr, flush=True)
+
     def join(self, timeout: float) -> None:
-        self._reader.join(timeout)
+        for t in self._readers:
+            t.join(timeout)
 
 
-def serve_workers(args: Any, argv: list[str], host: str, port: int, webrtc: tuple[str, int] | None = None) -> int:
+def _where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def serve_workers(args: Any, argv: list[str], host: str, port: int, webrtc: tuple[str, int] | None = None,
+                  ws: tuple[str, int] | None = None, why: str = "") -> int:
     """Run ``args.workers`` agent processes on ``host:port``; see the module docstring.
 
     Parameters
     ----------
     args : argparse.Namespace
-        The parsed ``agent serve`` options (``workers``, ``transport``, ``mode``, ...).
+        The parsed ``agent serve`` options (``workers``, ``transport``, ``mode``,
+        ``max_calls``, ...). ``max_calls`` is the agent's total: it is shared among the
+        workers (:func:`split_max_calls`), and with fewer calls than workers only that
+        many workers run.
     argv : list of str
         The original command line after ``voicelab`` (given to each worker, with
-        ``--worker-index``, the chosen port and per-worker record folders appended).
+        ``--worker-index``, the chosen port and the worker's share of ``--max-calls``
+        appended).
     host : str
     port : int
         0 picks a free port for all workers.
     webrtc : (host, port), optional
         ``--webrtc``, parsed: worker K serves WebRTC on port + K - 1 (0: a free one each).
+    ws : (host, port), optional
+        ``--ws``, parsed: every worker listens on it with SO_REUSEPORT (0: one free port
+        for all), so each WebSocket media stream lands on one worker.
+    why : str
+        Why this many workers (for the banner), e.g. ``"one per core"``.
 
     Returns
     -------
     int
-        0 when every worker stopped on request, 1 when one died while serving.
+        0 when every worker stopped on request, 1 when one died while serving, or a
+        worker's exit status when it could not start (2: bad option, port in use).
     """
-    n = args.workers
+    limits = split_max_calls(args.max_calls, args.workers)
+    n = len(limits)
+    if n < args.workers:
+        why = f"--max-calls {args.max_calls} caps it{'; ' + why if why else ''}"
     if webrtc is not None:  # one signaling server (and page) per worker: PORT, PORT+1, ... (0: each picks a free one)
         if webrtc[1] and webrtc[1] + n - 1 > 65535:
             raise ParameterError(f"--webrtc port {webrtc[1]} + {n} workers runs past 65535")
     if port == 0:
         port = _free_port(host, args.transport)
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    else:  # another program (or another agent serve's workers) on it: say so now, as a single agent does
+        try:
+            check_port_free(host, port, args.transport)
+        except OSError as exc:
+            raise in_use(exc, f"SIP over {args.transport.upper()}", _where(host, port)) from None
+    where = _where(host, port)
     extra: list[str] = ["--sip", where]
+    ws_url = None
+    if ws is not None:
+        wsh, wsp = ws
+        if wsp == 0:
+            wsp = _free_port(wsh, "tcp")
+        else:
+            try:
+                check_port_free(wsh, wsp, "tcp")
+            except OSError as exc:
+                raise in_use(exc, "WebSocket media streams", _where(wsh, wsp)) from None
+        extra += ["--ws", _where(wsh, wsp)]
+        ws_url = f"ws://{_where(wsh, wsp)}/media"
     tmp = None
     ca_file = None
     if args.transport == "tls" and args.tls_cert is None:  # one test CA for all workers, else clients trust only one
@@ -157,12 +284,11 @@ def serve_workers(args: Any, argv: list[str], host: str, port: int, webrtc: tupl
         ca_file = str(pki.ca_cert)
     record_dir = None
     if args.mode.partition(":")[0].strip().lower() == "record":
-        record_dir = Path(args.mode.partition(":")[2])
+        record_dir = Path(args.mode.partition(":")[2])  # every worker writes there: w<K>-<n>-<call-id>.wav
         try:  # as a single agent does: the folder is made if missing
-            for k in range(1, n + 1):
-                (record_dir / f"worker-{k}").mkdir(parents=True, exist_ok=True)
+            record_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ParameterError(f"cannot make record folders under {str(record_dir)!r}: {exc.strerror or exc}") from None
+            raise ParameterError(f"cannot make record folder {str(record_dir)!r}: {exc.strerror or exc}") from None
     workers: list[_Worker] = []
     stopping = threading.Event()
 
@@ -173,13 +299,10 @@ def serve_workers(args: Any, argv: list[str], host: str, port: int, webrtc: tupl
     died: list[_Worker] = []
     try:
         for k in range(1, n + 1):
-            wargv = list(argv) + extra + ["--worker-index", str(k)]
+            wargv = list(argv) + extra + ["--worker-index", str(k), "--max-calls", str(limits[k - 1])]
             if webrtc is not None:
                 wh, wp = webrtc
-                wargv += ["--webrtc", f"{f'[{wh}]' if ':' in wh else wh}:{wp + k - 1 if wp else 0}"]
-            if record_dir is not None:
-                sub = record_dir / f"worker-{k}"
-                wargv += ["--mode", f"record:{sub}"]
+                wargv += ["--webrtc", _where(wh, wp + k - 1 if wp else 0)]
             workers.append(_Worker(k, wargv))
         deadline = time.monotonic() + 120.0
         for w in workers:
@@ -190,13 +313,35 @@ def serve_workers(args: Any, argv: list[str], host: str, port: int, webrtc: tupl
                 if stopping.is_set():
                     return 0
                 code = w.proc.poll()
+                if code is not None:
+                    w.join(5.0)
+                if code == 2 and w.early_err:  # its one-line error (bad option, port taken): once, as one agent
+                    for line in w.early_err:
+                        print(line, file=sys.stderr, flush=True)
+                    return 2
+                for line in w.early_err:
+                    print(f"  [worker {w.index}] {line}", file=sys.stderr, flush=True)
                 raise VoicelabError(f"worker {w.index} did not start (exit code {code}); all workers stopped")
+        seen: set[str] = set()
+        for w in workers:  # start-up notes (e.g. no native media engine): once, not once per worker
+            with w._err_lock:
+                lines, w.early_err = w.early_err, []
+            for line in lines:
+                if line not in seen:
+                    seen.add(line)
+                    print(line, file=sys.stderr, flush=True)
         extras = [f"mode {args.mode}"] + (["digest auth"] if args.auth else []) + (["SRTP required"] if args.srtp else [])
-        print(f"voicelab agent: {workers[0].uri}, {n} workers (SO_REUSEPORT), codecs {args.codecs}, {', '.join(extras)}",
-              flush=True)
+        share = (f"{limits[0]}" if len(set(limits)) == 1 else f"{min(limits)}-{max(limits)}")
+        extras.append(f"--max-calls {args.max_calls} in total ({share} per worker)")
+        print(f"voicelab agent: {workers[0].uri}, {n} worker{'s' if n > 1 else ''} "
+              f"({why + '; ' if why else ''}SO_REUSEPORT; --workers 1 for a single process), "
+              f"codecs {args.codecs}, {', '.join(extras)}", flush=True)
         for w in workers:
-            print(f"  worker {w.index}: pid {w.proc.pid}" + (f", recording to {record_dir / f'worker-{w.index}'}" if record_dir else "")
-                  + (f", WebRTC {w.webrtc}" if w.webrtc else ""), flush=True)
+            print(f"  worker {w.index}: pid {w.proc.pid}" + (f", WebRTC {w.webrtc}" if w.webrtc else ""), flush=True)
+        if record_dir is not None:
+            print(f"  recording to {record_dir} (w<K>-<n>-<call-id>.wav: worker K's n-th call)", flush=True)
+        if ws_url:
+            print(f"  WebSocket media streams: {ws_url} (shared by the workers)", flush=True)
         if ca_file:
             print(f"  TLS test CA for clients: {ca_file}", flush=True)
         print("Ctrl-C stops", flush=True)

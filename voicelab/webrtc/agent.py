@@ -794,7 +794,7 @@ class WebRtcFront:
         received, _ = call.received_audio()
         if agent.mode == "record":
             n = len(agent.recorded_files) + 1
-            path = Path(agent.mode_arg) / f"{n:04d}-webrtc-{call.id}.wav"
+            path = Path(agent.mode_arg) / f"{getattr(agent, 'record_prefix', '')}{n:04d}-webrtc-{call.id}.wav"
             try:
                 agent.recorded_files.append(audio.write_wav(path, received, call.sample_rate))
             except VoicelabError as exc:  # e.g. nothing arrived: nothing to write

@@ -3,6 +3,8 @@
 Live tests run the real CLI (a parent and two worker processes) and real SIPp (Debian
 package sip-tester) with one UDP socket per call (``-t un``), so the calls come from many
 source ports and the kernel spreads them over both workers. Counts are asserted, not speed.
+``--workers`` defaults to the cores the process may use (auto): one live test runs
+``agent serve`` without it.
 """
 
 from __future__ import annotations
@@ -51,16 +53,69 @@ def test_reuse_port_lets_two_transports_share_a_port_and_only_then(kind):
     assert shared == port
 
 
-@pytest.mark.parametrize("n", ["0", "65"])
+@pytest.mark.parametrize("n", ["0", "65", "-1", "two", "1.5", ""])
 def test_workers_out_of_range_is_refused(capsys, n):
     assert main(["agent", "serve", "--workers", n, "--mode", "signalling"]) == 2
-    assert "--workers must be 1..64" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--workers must be 1..64 or 'auto'" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_default_workers_is_the_cores_this_process_may_use(monkeypatch):
+    from voicelab import cli_workers as cw
+
+    monkeypatch.setattr(cw.os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    monkeypatch.setattr(cw.os, "cpu_count", lambda: 16)
+    assert cw.default_workers() == 3  # taskset / cgroup CPU sets count, not the machine's cores
+    assert cw.parse_workers(None) == cw.parse_workers("auto") == cw.parse_workers(" AUTO ") == 3
+    assert cw.parse_workers("5") == 5
+    monkeypatch.setattr(cw.os, "sched_getaffinity", lambda pid: set(range(200)))
+    assert cw.default_workers() == cw.MAX_WORKERS == 64
+    monkeypatch.setattr(cw.os, "sched_getaffinity", lambda pid: {0})
+    assert cw.default_workers() == 1  # taskset -c 0
+    monkeypatch.delattr(cw.os, "sched_getaffinity")  # macOS, Windows: the machine's count
+    assert cw.default_workers() == 16
+    monkeypatch.setattr(cw.os, "cpu_count", lambda: None)  # unknown: one
+    assert cw.default_workers() == 1
+
+
+def test_max_calls_is_the_total_shared_among_the_workers():
+    from voicelab.cli_workers import split_max_calls
+
+    assert split_max_calls(32, 2) == [16, 16]
+    assert split_max_calls(33, 2) == [17, 16]
+    assert split_max_calls(5, 4) == [2, 1, 1, 1]
+    assert split_max_calls(3, 8) == [1, 1, 1]  # fewer calls than workers: that many workers
+    assert split_max_calls(1, 2) == [1]  # one process
+    for total in range(1, 100, 7):
+        for w in range(1, 65, 9):
+            shares = split_max_calls(total, w)
+            assert sum(shares) == total and len(shares) == min(total, w) and max(shares) - min(shares) <= 1
+
+
+def test_default_workers_on_one_core_or_one_call_run_one_process_and_say_why(monkeypatch, capsys):
+    """No worker processes (this process serves); the banner says why. It stops once it listens."""
+    import voicelab.cli as cli
+    from voicelab import cli_workers as cw
+
+    monkeypatch.setattr(cw.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(cli, "_stop_on_signals", lambda stop: asyncio.get_running_loop().call_soon(stop.set))
+    seen = []
+    for argv, why in ((["--workers", "auto"], "1 process (one per core: 1 core available; --workers N for more)"),
+                      ([], "1 process (one per core: 1 core available; --workers N for more)"),
+                      (["--workers", "4", "--max-calls", "1"], "1 process, not 4: --max-calls 1 is one call")):
+        assert main(["agent", "serve", "--mode", "signalling", "--sip", "127.0.0.1:0", *argv]) == 0
+        out = capsys.readouterr().out
+        seen.append(out)
+        assert out.startswith("voicelab agent: sip:agent@127.0.0.1:") and why in out.splitlines()[0], out
+        assert "worker 1" not in out
+    assert len(seen) == 3
 
 
 # ------------------------------------------------------------------ live: parent + 2 workers
-def _start(port: int, *extra: str, mode: str = "signalling") -> tuple[subprocess.Popen, list[str]]:
+def _start(port: int, *extra: str, mode: str = "signalling", workers: str | None = "2") -> tuple[subprocess.Popen, list[str]]:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "voicelab", "agent", "serve", "--workers", "2", "--mode", mode,
+    proc = subprocess.Popen([sys.executable, "-m", "voicelab", "agent", "serve", *(["--workers", workers] if workers else []),
+                             "--mode", mode,
                              "--codecs", "pcmu", "--sip", f"127.0.0.1:{port}", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
     lines: list[str] = []
@@ -128,12 +183,59 @@ def test_two_workers_share_the_calls_every_call_completes_and_sigterm_stops_all(
     assert _group_gone(proc.pid) and not any(Path(f"/proc/{p}").exists() for p in pids)
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _sipp_calls(sipp: str, port: int, calls: int, cwd: Path) -> dict[str, int]:
+    """SIPp places ``calls`` short calls, one UDP socket (source port) each; its final counts."""
+    run = subprocess.run([sipp, f"127.0.0.1:{port}", "-sf", str(SCENARIO), "-t", "un", "-max_socket", "200",
+                          "-m", str(calls), "-r", "40", "-l", "1000", "-d", "0", "-i", "127.0.0.1", "-nostdin",
+                          "-timeout", "40s", "-trace_counts"],
+                         cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=90)
+    with open(next(cwd.glob("*_counts.csv"))) as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    assert run.returncode == 0
+    return {k: int(v) for k, v in zip(rows[0], rows[-1]) if v.isdigit()}
+
+
+def test_without_workers_one_worker_per_core_answers_and_every_worker_reports(tmp_path):
+    """The default (no --workers): one worker per core this process may use (2 on this
+    machine and on CI); on a one-core machine one process, said so in the banner."""
+    from voicelab.cli_workers import split_max_calls
+
+    sipp = need_tool("sipp", "sip-tester")
+    n = max(1, min(64, _cores()))
+    port = free_port(kind="udp")
+    proc, lines = _start(port, "--max-calls", "9", workers=None)
+    try:
+        if n > 1:
+            shares = split_max_calls(9, n)
+            share = str(shares[0]) if len(set(shares)) == 1 else f"{min(shares)}-{max(shares)}"
+            assert (f", {n} workers (one per core: {n} cores available; SO_REUSEPORT; --workers 1 for a single "
+                    f"process)," in lines[0] and f"--max-calls 9 in total ({share} per worker)" in lines[0]), lines
+            assert len(_worker_pids(lines)) == n
+        else:
+            assert "1 process (one per core: 1 core available; --workers N for more)" in lines[0], lines
+        counts = _sipp_calls(sipp, port, 12, tmp_path)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert counts["6_200_Recv"] == 12 and counts["10_200_Recv"] == 12
+    assert proc.returncode == 0 and err == "", err
+    if n > 1:
+        per = _counters(out)
+        assert sorted(per) == list(range(1, n + 1)), out  # every worker's counters at exit
+        assert sum(c["calls_answered"] for c in per.values()) == 12
+        assert f"total over {n} of {n} workers: calls_answered 12, calls_ended 12" in out
+
+
 def test_a_dead_worker_is_reported_not_restarted_and_ctrl_c_stops_the_rest(tmp_path):
     rec = tmp_path / "rec"  # missing: the parent makes it, as a single agent does
     proc, lines = _start(free_port(kind="udp"), mode=f"record:{rec}")
     pids = _worker_pids(lines)
-    assert [p.name for p in sorted(rec.iterdir())] == ["worker-1", "worker-2"]  # one record folder per worker
-    assert f"recording to {rec / 'worker-1'}" in lines[1]
+    assert rec.is_dir() and list(rec.iterdir()) == []  # every worker writes into rec itself (w<K>-<n>-<call-id>.wav)
+    assert any(x.startswith(f"  recording to {rec} (w<K>-<n>-<call-id>.wav") for x in lines), lines
     try:
         os.kill(pids[1], signal.SIGKILL)
         deadline = time.monotonic() + 20

@@ -490,7 +490,7 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
         cores = default_workers()
         why = f"one per core: {cores} core{'s' if cores > 1 else ''} available"
     else:
-        why = f"--workers {args.workers}"
+        why = ""  # asked for
     if isinstance(args.max_calls, bool) or args.max_calls < 1:
         raise ParameterError(f"--max-calls must be >= 1 (the agent's concurrent calls, over all workers), got {args.max_calls}")
     workers = len(split_max_calls(args.max_calls, args.workers)) if worker is None else 1

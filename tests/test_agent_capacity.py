@@ -126,7 +126,8 @@ def test_serve_writes_vital_signs_for_soaks(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     agent = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "voicelab", "agent", "serve", "--sip", f"127.0.0.1:{port}",
                               "--mode", "signalling", "--no-overload-control",  # counts, not admission, here
-                              "--stats-file", str(stats), "--stats-every", "0.1"],
+                              # one process: its stats file counts every call (workers write PATH.K each)
+                              "--workers", "1", "--stats-file", str(stats), "--stats-every", "0.1"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 20

@@ -154,6 +154,7 @@ class _Worker:
         self.ready = threading.Event()
         self.stats: dict[str, int] | None = None
         self.uri = ""
+        self.banner = ""
         self.webrtc = ""
         self.ws = ""
         self.reported = False
@@ -181,6 +182,7 @@ class _Worker:
                 continue
             if not self.ready.is_set():  # start-up lines: the parent prints its own summary
                 if line.startswith("voicelab agent: "):
+                    self.banner = line
                     self.uri = line[len("voicelab agent: "):].split(",")[0]
                 elif line.strip().startswith("WebRTC: "):
                     self.webrtc = line.strip()[len("WebRTC: "):].split(" ")[0]
@@ -252,6 +254,11 @@ def serve_workers(args: Any, argv: list[str], host: str, port: int, webrtc: tupl
     if webrtc is not None:  # one signaling server (and page) per worker: PORT, PORT+1, ... (0: each picks a free one)
         if webrtc[1] and webrtc[1] + n - 1 > 65535:
             raise ParameterError(f"--webrtc port {webrtc[1]} + {n} workers runs past 65535")
+        for k in range(n if webrtc[1] else 0):  # taken: one line now, not a worker's failure
+            try:
+                check_port_free(webrtc[0], webrtc[1] + k, "tcp")
+            except OSError as exc:
+                raise in_use(exc, "WebRTC signaling", _where(webrtc[0], webrtc[1] + k)) from None
     if port == 0:
         port = _free_port(host, args.transport)
     else:  # another program (or another agent serve's workers) on it: say so now, as a single agent does
@@ -285,10 +292,9 @@ def serve_workers(args: Any, argv: list[str], host: str, port: int, webrtc: tupl
     record_dir = None
     if args.mode.partition(":")[0].strip().lower() == "record":
         record_dir = Path(args.mode.partition(":")[2])  # every worker writes there: w<K>-<n>-<call-id>.wav
-        try:  # as a single agent does: the folder is made if missing
-            record_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ParameterError(f"cannot make record folder {str(record_dir)!r}: {exc.strerror or exc}") from None
+        from .agent import _check_record_dir
+
+        _check_record_dir(str(record_dir))  # as a single agent does: made if missing, proved writable
     workers: list[_Worker] = []
     stopping = threading.Event()
 
@@ -331,6 +337,8 @@ def serve_workers(args: Any, argv: list[str], host: str, port: int, webrtc: tupl
                     seen.add(line)
                     print(line, file=sys.stderr, flush=True)
         extras = [f"mode {args.mode}"] + (["digest auth"] if args.auth else []) + (["SRTP required"] if args.srtp else [])
+        if all(", native media engine" in w.banner for w in workers):  # echo calls played by the native engine
+            extras.append("native media engine")
         share = (f"{limits[0]}" if len(set(limits)) == 1 else f"{min(limits)}-{max(limits)}")
         extras.append(f"--max-calls {args.max_calls} in total ({share} per worker)")
         print(f"voicelab agent: {workers[0].uri}, {n} worker{'s' if n > 1 else ''} "

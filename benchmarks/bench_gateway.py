@@ -173,7 +173,7 @@ async def _run(calls: list[int], seconds: float) -> dict[str, Any]:
     port = free_port(kind="udp")
     agent = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "voicelab", "agent", "serve", "--sip", f"127.0.0.1:{port}", "--mode", "echo",
-        "--codecs", "pcmu", "--max-calls", "64", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        "--codecs", "pcmu", "--max-calls", "64", "--workers", "1", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     try:
         line = await asyncio.wait_for(agent.stdout.readline(), 30.0)  # type: ignore[union-attr]

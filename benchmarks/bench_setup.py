@@ -72,7 +72,7 @@ def sipp_setup(port: int, codec: str, calls: int, workdir: Path) -> list[float]:
 
 def start_agent(port: int, codec: str) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "voicelab", "agent", "serve", "--sip", f"127.0.0.1:{port}",
-                             "--mode", "echo", "--codecs", codec], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             "--mode", "echo", "--codecs", codec, "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     while True:
         line = proc.stdout.readline()

@@ -147,8 +147,7 @@ class Target:
                 cmd += ["--max-rate", str(max_rate)]
             if not overload:
                 cmd += ["--no-overload-control"]
-            if workers > 1:
-                cmd += ["--workers", str(workers)]
+            cmd += ["--workers", str(workers)]  # always explicit: the published rows keep their meaning
             cmd += list(extra or [])
         else:
             scenario = ["-sf", str(SIPP_DIR / "uas_options.xml")] if options else ["-sn", "uas"]

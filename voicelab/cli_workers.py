@@ -1,5 +1,11 @@
 """``voicelab agent serve --workers N``: N agent processes sharing one SIP port.
 
+``--workers`` defaults to ``auto``: one worker per core this process may use
+(:func:`default_workers`); with one, ``agent serve`` is a single process. ``--max-calls``
+is the agent's total, shared among the workers (:func:`split_max_calls`); with
+``--mode record:DIR`` every worker writes into DIR, worker K's files named
+``w<K>-<n>-<call-id>.wav``; ``--ws HOST:PORT`` is one port shared like the SIP port.
+
 Each worker is a full agent (its own process, event loop and SIP stack) whose listener
 sets SO_REUSEPORT, so the kernel spreads the traffic over the workers:
 

@@ -98,7 +98,7 @@ def test_default_workers_on_one_core_or_one_call_run_one_process_and_say_why(mon
     from voicelab import cli_workers as cw
 
     monkeypatch.setattr(cw.os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    monkeypatch.setattr(cli, "_stop_on_signals", lambda stop: asyncio.get_running_loop().call_soon(stop.set))
+    monkeypatch.setattr(cli, "_stop_on_signals", lambda stop, worker=False: asyncio.get_running_loop().call_soon(stop.set))
     seen = []
     for argv, why in ((["--workers", "auto"], "1 process (one per core: 1 core available; --workers N for more)"),
                       ([], "1 process (one per core: 1 core available; --workers N for more)"),
@@ -251,6 +251,8 @@ def test_a_dead_worker_is_reported_not_restarted_and_ctrl_c_stops_the_rest(tmp_p
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 1  # a worker died while serving
     assert "worker 2: no counters (exit code -9)" in out and "total over 1 of 2 workers" in out
+    # the worker ignored the terminal's SIGINT and stopped in order on its parent's SIGTERM
+    assert re.search(r"^\s+worker 1: calls_answered 0,", out, re.M), out
     assert _group_gone(proc.pid)
 
 

@@ -484,6 +484,10 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
 
     host, port = _host_port(args.sip, "--sip")
     worker = args.worker_index
+    if worker is not None:  # Ctrl-C at a terminal reaches the whole group: the parent alone acts on it, and
+        import signal  # stops this worker with one SIGTERM (a second signal would stop it at once, unordered)
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     given = args.workers
     args.workers = parse_workers(given)
     if given is None or str(given).strip().lower() == "auto":
@@ -590,7 +594,7 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
                 await wsfront.start()
                 print(f"  WebSocket media streams: ws://{whost}:{wsfront.address[1]}/media", flush=True)
             stop = asyncio.Event()
-            _stop_on_signals(stop)  # SIGINT/SIGTERM: stop in order (a second one: at once)
+            _stop_on_signals(stop, worker is not None)  # SIGINT/SIGTERM: stop in order (a second one: at once)
             if worker is None:
                 print("Ctrl-C stops", flush=True)
             else:  # the parent stops its workers with SIGTERM; Ctrl-C reaches the whole process group
@@ -627,15 +631,16 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_on_signals(stop: Any) -> None:
+def _stop_on_signals(stop: Any, worker: bool = False) -> None:
     """SIGINT and SIGTERM set ``stop`` (the server then closes its calls, sockets and
     files in order, as for Ctrl-C); the handlers are removed at the first signal, so a
-    second one acts at once (KeyboardInterrupt / termination)."""
+    second one acts at once (KeyboardInterrupt / termination). A ``worker`` (of ``agent
+    serve --workers``) ignores SIGINT and stops on its parent's SIGTERM."""
     import asyncio
     import signal
 
     loop = asyncio.get_running_loop()
-    sigs = (signal.SIGTERM, signal.SIGINT)
+    sigs = (signal.SIGTERM,) if worker else (signal.SIGTERM, signal.SIGINT)
 
     def on_signal() -> None:
         stop.set()

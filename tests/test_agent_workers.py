@@ -230,6 +230,36 @@ def test_without_workers_one_worker_per_core_answers_and_every_worker_reports(tm
         assert f"total over {n} of {n} workers: calls_answered 12, calls_ended 12" in out
 
 
+def test_record_mode_with_the_default_workers_writes_every_call_into_the_one_folder(tmp_path, natural_env):
+    """``--mode record:DIR`` without --workers: every worker's calls land in DIR itself,
+    named ``w<K>-<n>-<call-id>.wav`` (no name can repeat across workers), counted at exit."""
+    from voicelab.calls import dial
+
+    rec = tmp_path / "rec"
+    n = max(1, min(64, _cores()))
+    port = free_port(kind="udp")
+    proc, lines = _start(port, mode=f"record:{rec}", workers=None)
+    try:
+        async def calls():  # each call from its own socket: the kernel may pick any worker
+            return await asyncio.gather(*(dial(f"sip:agent@127.0.0.1:{port}", codec="pcmu", seconds=1.0)
+                                          for _ in range(4)))
+
+        results = asyncio.run(calls())
+        deadline = time.monotonic() + 10
+        while len(list(rec.glob("*.wav"))) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)  # each worker writes a call's file once its BYE has ended it
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert len(results) == 4 and proc.returncode == 0, err
+    names = sorted(p.name for p in rec.iterdir())
+    pattern = r"w\d+-\d{4}-.+\.wav" if n > 1 else r"\d{4}-.+\.wav"
+    assert len(names) == 4 and all(re.fullmatch(pattern, x) for x in names), names
+    if n > 1:
+        assert {int(x[1:].split("-")[0]) for x in names} <= set(range(1, n + 1))
+        assert re.search(rf"total over {n} of {n} workers: .*recorded_files 4,", out), out
+
+
 def test_a_dead_worker_is_reported_not_restarted_and_ctrl_c_stops_the_rest(tmp_path):
     rec = tmp_path / "rec"  # missing: the parent makes it, as a single agent does
     proc, lines = _start(free_port(kind="udp"), mode=f"record:{rec}")

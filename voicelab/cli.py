@@ -489,7 +489,8 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
         from .cli_workers import serve_workers
 
         return serve_workers(args, getattr(args, "_argv", None) or sys.argv[1:], host, port,
-                             webrtc=_host_port(args.webrtc, "--webrtc") if args.webrtc else None)
+                             webrtc=_host_port(args.webrtc, "--webrtc") if args.webrtc else None,
+                             ws=_host_port(args.ws, "--ws") if args.ws else None)
     codecs_list = [c.strip() for c in args.codecs.split(",") if c.strip()]
     options = dict(host=host, port=port, transport=args.transport, codecs=codecs_list, mode=args.mode,
                    reuse_port=worker is not None,
@@ -568,7 +569,8 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
                     raise ParameterError("--ws serves --mode play, echo or pipeline")
                 whost, wport = _host_port(args.ws, "--ws")
                 wsfront = MediaStreamServer(agent.iface, mode=agent.mode, speech=args.speech, host=whost, port=wport,
-                                            pipeline=agent.pipeline_config.build if agent.mode == "pipeline" else None)  # fmt: skip
+                                            pipeline=agent.pipeline_config.build if agent.mode == "pipeline" else None,
+                                            reuse_port=worker is not None)  # fmt: skip
                 await wsfront.start()
                 print(f"  WebSocket media streams: ws://{whost}:{wsfront.address[1]}/media", flush=True)
             stop = asyncio.Event()
@@ -600,7 +602,7 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
             if worker is not None:
                 from .cli_workers import STATS_TAG, worker_stats
 
-                print(STATS_TAG + json.dumps(worker_stats(agent, webrtc)), flush=True)
+                print(STATS_TAG + json.dumps(worker_stats(agent, webrtc, wsfront)), flush=True)
 
     try:
         asyncio.run(run())

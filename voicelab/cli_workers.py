@@ -9,8 +9,9 @@ sets SO_REUSEPORT, so the kernel spreads the traffic over the workers:
   its source port mid-dialog (a NAT rebinding, a phone that re-opens its socket) may
   land on another worker, which does not know the dialog: an in-dialog request then
   gets ``481 Call/Transaction Does Not Exist`` -- the same as a restarted agent.
-- TCP, TLS, WS: the kernel hands each new connection to one worker; everything on that
-  connection stays there.
+- TCP, TLS, WS (SIP over any of them, and ``--ws`` media streams on one shared port):
+  the kernel hands each new connection to one worker; everything on that connection
+  stays there.
 - WebRTC (``--webrtc HOST:PORT``): one signaling server and browser page per worker, on
   PORT, PORT+1, ... (port 0: each picks a free one); a browser picks its worker by URL.
 
@@ -46,8 +47,9 @@ SUMMED = ("calls_answered", "calls_ended", "calls_refused", "calls_shed", "calls
 MAX_WORKERS = 64
 
 
-def worker_stats(agent: Any, webrtc: Any = None) -> dict[str, int]:
-    """The counters a worker reports at exit (see :data:`SUMMED`); ``webrtc``: its WebRTC front, if any."""
+def worker_stats(agent: Any, webrtc: Any = None, ws: Any = None) -> dict[str, int]:
+    """The counters a worker reports at exit (see :data:`SUMMED`); ``webrtc``, ``ws``: its WebRTC and
+    WebSocket media-stream fronts, if any."""
     stats = getattr(getattr(agent.sip, "transport", None), "stats", None) if agent.sip is not None else None
     overload = getattr(agent, "overload", None)
     by_reason = {f"shed_{k}": int(v) for k, v in sorted((overload.counts if overload is not None else {}).items())
@@ -64,6 +66,7 @@ def worker_stats(agent: Any, webrtc: Any = None) -> dict[str, int]:
         **by_reason,  # overload control's refusals by reason (lag, queue, rate, calls)
         **({"webrtc_calls_connected": int(webrtc.calls_connected), "webrtc_calls_ended": int(webrtc.calls_ended)}
            if webrtc is not None else {}),
+        **({"ws_streams": len(ws.sessions)} if ws is not None else {}),
     }
 
 
@@ -85,6 +88,7 @@ class _Worker:
         self.stats: dict[str, int] | None = None
         self.uri = ""
         self.webrtc = ""
+        self.ws = ""
         self.reported = False
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -107,6 +111,8 @@ class _Worker:
                     self.uri = line[len("voicelab agent: "):].split(",")[0]
                 elif line.strip().startswith("WebRTC: "):
                     self.webrtc = line.strip()[len("WebRTC: "):].split(" ")[0]
+                elif line.strip().startswith("WebSocket media streams: "):
+                    self.ws = line.strip()[len("WebSocket media streams: "):]
                 else:
                     print(f"  [worker {self.index}] {line}", flush=True)
                 continue
@@ -117,7 +123,8 @@ class _Worker:
         self._reader.join(timeout)
 
 
-def serve_workers(args: Any, argv: list[str], host: str, port: int, webrtc: tuple[str, int] | None = None) -> int:
+def serve_workers(args: Any, argv: list[str], host: str, port: int, webrtc: tuple[str, int] | None = None,
+                  ws: tuple[str, int] | None = None) -> int:
     """Run ``args.workers`` agent processes on ``host:port``; see the module docstring.
 
     Parameters
@@ -132,6 +139,9 @@ def serve_workers(args: Any, argv: list[str], host: str, port: int, webrtc: tupl
         0 picks a free port for all workers.
     webrtc : (host, port), optional
         ``--webrtc``, parsed: worker K serves WebRTC on port + K - 1 (0: a free one each).
+    ws : (host, port), optional
+        ``--ws``, parsed: every worker listens on this one port (``SO_REUSEPORT``; 0 picks
+        a free port for all), the kernel hands each WebSocket connection to one worker.
 
     Returns
     -------
@@ -146,6 +156,10 @@ def serve_workers(args: Any, argv: list[str], host: str, port: int, webrtc: tupl
         port = _free_port(host, args.transport)
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     extra: list[str] = ["--sip", where]
+    if ws is not None:  # one WebSocket port shared by all workers, as the SIP port
+        wsh, wsp = ws
+        wsp = wsp or _free_port(wsh, "tcp")
+        extra += ["--ws", f"[{wsh}]:{wsp}" if ":" in wsh else f"{wsh}:{wsp}"]
     tmp = None
     ca_file = None
     if args.transport == "tls" and args.tls_cert is None:  # one test CA for all workers, else clients trust only one
@@ -197,6 +211,9 @@ def serve_workers(args: Any, argv: list[str], host: str, port: int, webrtc: tupl
         for w in workers:
             print(f"  worker {w.index}: pid {w.proc.pid}" + (f", recording to {record_dir / f'worker-{w.index}'}" if record_dir else "")
                   + (f", WebRTC {w.webrtc}" if w.webrtc else ""), flush=True)
+        if workers[0].ws:
+            print(f"  WebSocket media streams: {workers[0].ws} (one port, SO_REUSEPORT: each stream on one worker)",
+                  flush=True)
         if ca_file:
             print(f"  TLS test CA for clients: {ca_file}", flush=True)
         print("Ctrl-C stops", flush=True)
@@ -237,7 +254,7 @@ def _print_totals(workers: list[_Worker]) -> None:
             print(f"  worker {w.index}: no counters (exit code {w.proc.returncode})", flush=True)
         else:
             print(f"  worker {w.index}: " + ", ".join(f"{k} {v}" for k, v in w.stats.items() if k != "pid"), flush=True)
-    keys = list(SUMMED) + sorted({k for w in reported for k in w.stats if k.startswith(("shed_", "webrtc_"))})  # type: ignore[union-attr]
+    keys = list(SUMMED) + sorted({k for w in reported for k in w.stats if k.startswith(("shed_", "webrtc_", "ws_"))})  # type: ignore[union-attr]
     total = {k: sum(int(w.stats.get(k, 0)) for w in reported) for k in keys}  # type: ignore[union-attr]
     print(f"voicelab agent: total over {len(reported)} of {len(workers)} workers: "
           + ", ".join(f"{k} {v}" for k, v in total.items()), flush=True)

@@ -468,6 +468,9 @@ class MediaStreamServer:
         HTTP path of the WebSocket.
     max_message_bytes : int
         Larger messages close the socket with 1009.
+    reuse_port : bool
+        Listen with ``SO_REUSEPORT`` so that several processes share the port (``agent
+        serve --workers``): the kernel hands each connection, and so each stream, to one.
 
     Attributes
     ----------
@@ -491,6 +494,7 @@ class MediaStreamServer:
         path: str = "/media",
         max_message_bytes: int = P.MAX_MESSAGE_BYTES,
         pipeline: Any = None,
+        reuse_port: bool = False,
     ) -> None:
         from ..rtp.jitterbuffer import parse_jitter_buffer
 
@@ -508,6 +512,7 @@ class MediaStreamServer:
         self.mode, self.speech, self.jitter_buffer = mode, speech, jitter_buffer
         self.host, self.port, self.path = host, port, path
         self.max_message_bytes = max_message_bytes
+        self.reuse_port = bool(reuse_port)
         self._samples = None if samples is None else np.asarray(samples, dtype=np.float64)
         self._sample_rate = int(sample_rate)
         self.sessions: list[AgentSession] = []
@@ -532,7 +537,8 @@ class MediaStreamServer:
         await runner.setup()
         self._runner = runner
         # runner.server is aiohttp's protocol factory: the interface opens the socket.
-        self._server = await self.iface.create_server(runner.server, self.host, self.port)
+        extra = {"reuse_port": True} if self.reuse_port else {}  # agent serve --workers: each connection to one worker
+        self._server = await self.iface.create_server(runner.server, self.host, self.port, **extra)
         return self
 
     @property

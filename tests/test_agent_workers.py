@@ -349,3 +349,43 @@ def test_tls_workers_share_one_test_ca():
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert proc.returncode == 0 and _group_gone(proc.pid)
+
+
+def test_with_ws_every_worker_shares_one_media_stream_port_and_every_stream_is_served():
+    """--ws with workers: one port (SO_REUSEPORT), each WebSocket stream served by one worker, counted at exit.
+
+    Without SO_REUSEPORT on the WebSocket listener the second worker could not bind the port
+    and the agent would not start (the test fails at start-up)."""
+    from voicelab.wsmedia.live import MediaStreamClient
+
+    proc, lines = _start(free_port(kind="udp"), "--ws", "127.0.0.1:0", mode="play")
+    n = 6
+    try:
+        ws = [m for m in (re.search(r"WebSocket media streams: ws://127\.0\.0\.1:(\d+)/media", x) for x in lines) if m]
+        assert len(ws) == 1 and "SO_REUSEPORT" in next(x for x in lines if "WebSocket media streams" in x), lines
+        port = int(ws[0].group(1))
+
+        async def one(seed: int) -> int:
+            loop = asyncio.get_running_loop()
+            client = MediaStreamClient(LoopbackInterface(loop), ("127.0.0.1", port), seed=seed)
+            try:
+                await client.connect()
+                deadline = loop.time() + 20.0
+                while client.media.media_received < 10 and loop.time() < deadline:  # the agent plays its speech
+                    await asyncio.sleep(0.05)
+                return client.media.media_received
+            finally:
+                await client.stop()
+
+        async def all_streams() -> list[int]:
+            return [await one(k) for k in range(n)]  # new connections: the kernel picks a worker for each
+
+        got = asyncio.run(all_streams())
+        assert all(g >= 10 for g in got), got
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and _group_gone(proc.pid)
+    per = {int(m.group(1)): int(m.group(2)) for m in re.finditer(r"^\s+worker (\d+): .*ws_streams (\d+)", out, re.M)}
+    assert len(per) == 2 and sum(per.values()) == n, out  # every stream was served, by one worker each
+    assert re.search(rf"total over 2 of 2 workers: .*ws_streams {n}", out), out

@@ -589,8 +589,8 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
                     raise ParameterError("--ws serves --mode play, echo or pipeline")
                 whost, wport = _host_port(args.ws, "--ws")
                 wsfront = MediaStreamServer(agent.iface, mode=agent.mode, speech=args.speech, host=whost, port=wport,
-                                            reuse_port=worker is not None,  # the workers share one --ws port
-                                            pipeline=agent.pipeline_config.build if agent.mode == "pipeline" else None)  # fmt: skip
+                                            pipeline=agent.pipeline_config.build if agent.mode == "pipeline" else None,
+                                            reuse_port=worker is not None)  # fmt: skip
                 await wsfront.start()
                 print(f"  WebSocket media streams: ws://{whost}:{wsfront.address[1]}/media", flush=True)
             stop = asyncio.Event()
@@ -622,7 +622,7 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
             if worker is not None:
                 from .cli_workers import STATS_TAG, worker_stats
 
-                print(STATS_TAG + json.dumps(worker_stats(agent, webrtc)), flush=True)
+                print(STATS_TAG + json.dumps(worker_stats(agent, webrtc, wsfront)), flush=True)
 
     try:
         asyncio.run(run())

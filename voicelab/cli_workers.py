@@ -15,8 +15,9 @@ sets SO_REUSEPORT, so the kernel spreads the traffic over the workers:
   its source port mid-dialog (a NAT rebinding, a phone that re-opens its socket) may
   land on another worker, which does not know the dialog: an in-dialog request then
   gets ``481 Call/Transaction Does Not Exist`` -- the same as a restarted agent.
-- TCP, TLS, WS: the kernel hands each new connection to one worker; everything on that
-  connection stays there.
+- TCP, TLS, WS (SIP over any of them, and ``--ws`` media streams on one shared port):
+  the kernel hands each new connection to one worker; everything on that connection
+  stays there.
 - WebRTC (``--webrtc HOST:PORT``): one signaling server and browser page per worker, on
   PORT, PORT+1, ... (port 0: each picks a free one); a browser picks its worker by URL.
 
@@ -122,8 +123,9 @@ def check_port_free(host: str, port: int, transport: str) -> None:
         s.bind((host, port))
 
 
-def worker_stats(agent: Any, webrtc: Any = None) -> dict[str, int]:
-    """The counters a worker reports at exit (see :data:`SUMMED`); ``webrtc``: its WebRTC front, if any."""
+def worker_stats(agent: Any, webrtc: Any = None, ws: Any = None) -> dict[str, int]:
+    """The counters a worker reports at exit (see :data:`SUMMED`); ``webrtc``, ``ws``: its WebRTC and
+    WebSocket media-stream fronts, if any."""
     stats = getattr(getattr(agent.sip, "transport", None), "stats", None) if agent.sip is not None else None
     overload = getattr(agent, "overload", None)
     by_reason = {f"shed_{k}": int(v) for k, v in sorted((overload.counts if overload is not None else {}).items())
@@ -140,6 +142,7 @@ def worker_stats(agent: Any, webrtc: Any = None) -> dict[str, int]:
         **by_reason,  # overload control's refusals by reason (lag, queue, rate, calls)
         **({"webrtc_calls_connected": int(webrtc.calls_connected), "webrtc_calls_ended": int(webrtc.calls_ended)}
            if webrtc is not None else {}),
+        **({"ws_streams": len(ws.sessions)} if ws is not None else {}),
     }
 
 
@@ -355,7 +358,7 @@ def serve_workers(args: Any, argv: list[str], host: str, port: int, webrtc: tupl
         if record_dir is not None:
             print(f"  recording to {record_dir} (w<K>-<n>-<call-id>.wav: worker K's n-th call)", flush=True)
         if ws_url:
-            print(f"  WebSocket media streams: {ws_url} (shared by the workers)", flush=True)
+            print(f"  WebSocket media streams: {ws_url} (one port, SO_REUSEPORT: each stream on one worker)", flush=True)
         if ca_file:
             print(f"  TLS test CA for clients: {ca_file}", flush=True)
         print("Ctrl-C stops", flush=True)
@@ -396,7 +399,7 @@ def _print_totals(workers: list[_Worker]) -> None:
             print(f"  worker {w.index}: no counters (exit code {w.proc.returncode})", flush=True)
         else:
             print(f"  worker {w.index}: " + ", ".join(f"{k} {v}" for k, v in w.stats.items() if k != "pid"), flush=True)
-    keys = list(SUMMED) + sorted({k for w in reported for k in w.stats if k.startswith(("shed_", "webrtc_"))})  # type: ignore[union-attr]
+    keys = list(SUMMED) + sorted({k for w in reported for k in w.stats if k.startswith(("shed_", "webrtc_", "ws_"))})  # type: ignore[union-attr]
     total = {k: sum(int(w.stats.get(k, 0)) for w in reported) for k in keys}  # type: ignore[union-attr]
     print(f"voicelab agent: total over {len(reported)} of {len(workers)} workers: "
           + ", ".join(f"{k} {v}" for k, v in total.items()), flush=True)

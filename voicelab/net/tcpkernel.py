@@ -12,7 +12,10 @@ way TCP does. This module measures what the kernel really does with the same str
   its send time, padded: 160 bytes of audio plus framing) every ``interval_s`` on each of
   several connections (``TCP_NODELAY``, as asyncio sets it), then reads the kernel's
   counters (``TCP_INFO``: the ``retrans``, ``rtt`` that ``ss -ti`` prints);
-- a Python receiver in ``b`` timestamps each complete message.
+- a Python receiver in ``b`` timestamps each complete message;
+- control connections (no drops) carry the same stream, written last in each round:
+  their delays are the machine's (a process not scheduled, a paused VM), and
+  :func:`shape` leaves out the message indices where they were delayed.
 
 Both read ``CLOCK_MONOTONIC``, which network namespaces share, so ``arrival - send`` is a
 one-way transit time. The *extra delay* of a message is its transit minus the
@@ -131,12 +134,19 @@ class StreamRun:
         Retransmitted segments, summed over connections (kernel: ``tcpi_total_retrans``).
     rtt_ms : float or None
         The kernel's smoothed RTT at the end (mean over connections), ms.
+    control_ms : numpy.ndarray or None
+        Kernel runs: per message index, the largest extra delay (ms) of the *control*
+        connections, which carry the same stream through the same processes with no
+        drops. A delay there is the machine's (a sender or receiver process not
+        scheduled, softirq work), not TCP's; :func:`shape` leaves out the message
+        indices where it exceeds half its threshold. ``None`` for model runs.
     """
 
     loss: float
     extra_ms: list
     retransmissions: int
     rtt_ms: float | None = None
+    control_ms: Any = None
 
     @property
     def messages(self) -> int:
@@ -160,20 +170,34 @@ def shape(run: StreamRun, *, delayed_ms: float = 5.0) -> dict[str, float]:
     dict
         ``messages``, ``delayed_fraction``, ``delayed_median_ms`` and ``delayed_p90_ms``
         (over delayed messages; NaN when none), ``p99_ms`` and ``max_ms`` (over all
-        messages), ``retransmissions_per_message``.
+        messages), ``retransmissions_per_message`` (over all messages, counted ones or
+        not), and ``stalled_fraction``: the share of message indices left out because
+        the run's control connections were delayed by more than ``delayed_ms / 2`` there
+        (the machine, not TCP; 0 for model runs). ``messages`` counts those kept.
     """
-    x = np.concatenate([np.asarray(v, dtype=float) for v in run.extra_ms]) if run.extra_ms else np.zeros(0)
-    if x.size == 0:
+    if not run.extra_ms:
         raise ParameterError("no messages in this run")
+    rows = [np.asarray(v, dtype=float) for v in run.extra_ms]
+    total = int(sum(r.size for r in rows))
+    keep = None
+    if run.control_ms is not None:
+        keep = np.asarray(run.control_ms, dtype=float) <= delayed_ms / 2.0
+        if any(r.size != keep.size for r in rows):
+            raise ParameterError("control_ms must have one value per message index")
+        rows = [r[keep] for r in rows]
+    x = np.concatenate(rows) if rows else np.zeros(0)
+    if x.size == 0:
+        raise ParameterError("no messages in this run" if keep is None else "every message index was stalled")
     d = x[x > delayed_ms]
     return {
         "messages": int(x.size),
+        "stalled_fraction": float(1.0 - keep.mean()) if keep is not None else 0.0,
         "delayed_fraction": float(d.size / x.size),
         "delayed_median_ms": float(np.median(d)) if d.size else float("nan"),
         "delayed_p90_ms": float(np.percentile(d, 90)) if d.size else float("nan"),
         "p99_ms": float(np.percentile(x, 99)),
         "max_ms": float(x.max()),
-        "retransmissions_per_message": run.retransmissions / x.size,
+        "retransmissions_per_message": run.retransmissions / total,
     }
 
 
@@ -212,7 +236,8 @@ def model_stream(loss: float, *, seconds: float, connections: int = 1, interval_
 
 
 def kernel_stream(losses: Sequence[float], *, seconds: float, connections: int = 2, interval_s: float = 0.020,
-                  size: int = 172, base_port: int = 7000, timeout: float | None = None) -> list[StreamRun]:
+                  size: int = 172, base_port: int = 7000, timeout: float | None = None,
+                  control: int = 1) -> list[StreamRun]:
     """Run the stream over Linux TCP between two namespaces, several loss rates at once.
 
     Parameters
@@ -232,6 +257,10 @@ def kernel_stream(losses: Sequence[float], *, seconds: float, connections: int =
         First receiver port.
     timeout : float, optional
         Seconds before the run is abandoned (default ``seconds + 30``).
+    control : int
+        Control connections without drops (0..8), written last in each round, so that a
+        receiver stall which delays a lossy connection's message delays theirs too; their
+        delays become :attr:`StreamRun.control_ms`.
 
     Returns
     -------
@@ -250,11 +279,12 @@ def kernel_stream(losses: Sequence[float], *, seconds: float, connections: int =
     losses = [float(p) for p in losses]
     if not losses or any(not 0.0 < p < 0.5 for p in losses):
         raise ParameterError(f"losses must be probabilities in (0, 0.5), got {losses!r}")
-    if not 1.0 <= float(seconds) <= 600.0 or size < 12 or connections < 1:
-        raise ParameterError("seconds must be 1..600, size >= 12 and connections >= 1")
+    if not 1.0 <= float(seconds) <= 600.0 or size < 12 or connections < 1 or not 0 <= control <= 8:
+        raise ParameterError("seconds must be 1..600, size >= 12, connections >= 1 and control 0..8")
     timeout = float(seconds) + 30.0 if timeout is None else float(timeout)
     ports = {p: [base_port + i * connections + c for c in range(connections)] for i, p in enumerate(losses)}
-    all_ports = ",".join(str(x) for v in ports.values() for x in v)
+    control_ports = [base_port + len(losses) * connections + c for c in range(control)]  # no rule: no drops
+    all_ports = ",".join(str(x) for x in [*(x for v in ports.values() for x in v), *control_ports])
     topo = {"hosts": {"a": {"address": "192.0.2.1"}, "b": {"address": "192.0.2.2"}}}
     with NetnsNetwork(topo) as net:
         rules = ["*filter"]
@@ -283,17 +313,22 @@ def kernel_stream(losses: Sequence[float], *, seconds: float, connections: int =
     info = json.loads(send.stdout.decode().strip().splitlines()[-1])
     got = json.loads(out.decode().strip().splitlines()[-1])
     n_expected = int(round(float(seconds) / interval_s))
+
+    def extra_of(port: int) -> np.ndarray:
+        rows = got[str(port)]
+        if len(rows) != n_expected or [r[0] for r in rows] != list(range(n_expected)):
+            raise ToolUnavailableError(f"port {port}: {len(rows)} of {n_expected} messages, or out of order")
+        t = np.array([(r[2] - r[1]) * 1000.0 for r in rows])
+        return t - t.min()
+
+    control_ms = np.max([extra_of(port) for port in control_ports], axis=0) if control_ports else None
     runs, i = [], 0
     for p, plist in ports.items():
         extra, retx, rtts = [], 0, []
         for port in plist:
-            rows = got[str(port)]
-            if len(rows) != n_expected or [r[0] for r in rows] != list(range(n_expected)):
-                raise ToolUnavailableError(f"port {port}: {len(rows)} of {n_expected} messages, or out of order")
-            t = np.array([(r[2] - r[1]) * 1000.0 for r in rows])
-            extra.append(t - t.min())
+            extra.append(extra_of(port))
             retx += info[i]["total_retrans"]
             rtts.append(info[i]["rtt_us"] / 1000.0)
             i += 1
-        runs.append(StreamRun(p, extra, retx, float(np.mean(rtts))))
+        runs.append(StreamRun(p, extra, retx, float(np.mean(rtts)), control_ms))
     return runs

@@ -469,8 +469,8 @@ class MediaStreamServer:
     max_message_bytes : int
         Larger messages close the socket with 1009.
     reuse_port : bool
-        Listen with SO_REUSEPORT, so several agent processes share ``port`` (``agent
-        serve --workers``: the kernel hands each connection, so each stream, to one).
+        Listen with ``SO_REUSEPORT`` so that several processes share the port (``agent
+        serve --workers``): the kernel hands each connection, and so each stream, to one.
 
     Attributes
     ----------
@@ -537,7 +537,7 @@ class MediaStreamServer:
         await runner.setup()
         self._runner = runner
         # runner.server is aiohttp's protocol factory: the interface opens the socket.
-        extra = {"reuse_port": True} if self.reuse_port else {}
+        extra = {"reuse_port": True} if self.reuse_port else {}  # agent serve --workers: each connection to one worker
         self._server = await self.iface.create_server(runner.server, self.host, self.port, **extra)
         return self
 

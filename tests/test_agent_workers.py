@@ -264,9 +264,9 @@ def test_a_dead_worker_is_reported_not_restarted_and_ctrl_c_stops_the_rest(tmp_p
     rec = tmp_path / "rec"  # missing: the parent makes it, as a single agent does
     proc, lines = _start(free_port(kind="udp"), mode=f"record:{rec}")
     pids = _worker_pids(lines)
-    assert rec.is_dir() and list(rec.iterdir()) == []  # every worker writes into rec itself (w<K>-<n>-<call-id>.wav)
-    assert any(x.startswith(f"  recording to {rec} (w<K>-<n>-<call-id>.wav") for x in lines), lines
     try:
+        assert rec.is_dir() and list(rec.iterdir()) == []  # every worker writes into rec itself (w<K>-<n>-<call-id>.wav)
+        assert any(x.startswith(f"  recording to {rec} (w<K>-<n>-<call-id>.wav") for x in lines), lines
         os.kill(pids[1], signal.SIGKILL)
         deadline = time.monotonic() + 20
         while proc.poll() is None and time.monotonic() < deadline:

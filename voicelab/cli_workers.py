@@ -21,8 +21,10 @@ sets SO_REUSEPORT, so the kernel spreads the traffic over the workers:
 - WebRTC (``--webrtc HOST:PORT``): one signaling server and browser page per worker, on
   PORT, PORT+1, ... (port 0: each picks a free one); a browser picks its worker by URL.
 
-The parent process starts the workers, prints one line per worker, forwards Ctrl-C and
-SIGTERM to them, and restarts nothing: a worker that dies is reported (its calls are
+The parent process checks the options and ports once (one-line errors, exit status 2),
+starts the workers, prints one line per worker, stops them on Ctrl-C or SIGTERM with
+one SIGTERM each (workers ignore SIGINT, which a terminal sends to the whole process
+group, so each stops once and in order), and restarts nothing: a worker that dies is reported (its calls are
 lost; its share of new traffic moves to the others as the kernel re-hashes). At exit each
 worker reports its counters and the parent prints them per worker and summed.
 """

@@ -60,6 +60,26 @@ def test_workers_out_of_range_is_refused(capsys, n):
     assert "--workers must be 1..64 or 'auto'" in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("kind", ["udp", "tcp"])
+def test_a_port_held_by_another_agents_workers_is_refused_not_shared(capsys, kind):
+    """Another ``agent serve``'s workers hold the port with SO_REUSEPORT: ours must not
+    join them (the kernel would split the callers between two agents); one line, exit 2."""
+    import socket
+
+    held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
+    try:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.bind(("127.0.0.1", 0))
+        if kind == "tcp":
+            held.listen()
+        port = held.getsockname()[1]
+        rc = main(["agent", "serve", "--sip", f"127.0.0.1:{port}", "--transport", kind, "--mode", "signalling"])
+    finally:
+        held.close()
+    err = capsys.readouterr().err
+    assert rc == 2 and "address already in use" in err and err.count("\n") == 1, err
+
+
 def test_default_workers_is_the_cores_this_process_may_use(monkeypatch):
     from voicelab import cli_workers as cw
 

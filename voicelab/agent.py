@@ -64,6 +64,8 @@ from .errors import ParameterError, VoicelabError
 from .net.iface import LoopbackInterface
 from .rtp.live import LiveAudioStream
 from .rtp.pacer import MediaPacer, pacer_for
+from .sip.abnf import split_list
+from .sip.occ import client_asks, with_feedback
 from .sip.shed import SHED_TAG_PREFIX, respond, status_line, triage
 from .sip.shed import drain as shed_drain
 from .sip.ua import CallCancelled, CallEnded, CallEstablished, CallFailed, IncomingCall, UserAgent
@@ -542,6 +544,7 @@ class Agent:
             self.sip.on_event = self._handle_now
         if self.overload is not None:
             self.ua.admission = self._admit
+            self.ua.via_feedback = self._via_feedback  # RFC 7339, for the clients that ask
             if self.transport == "udp":  # refuse on the raw datagram, before parsing
                 self._inner = t.on_message
                 t.on_message = self._prefilter
@@ -632,6 +635,8 @@ class Agent:
         d = self._shed_decide(call_id)
         if d is None:
             return inner(data, addr, tr)
+        if fields[0] and b"oc" in fields[0][0].lower():  # RFC 7339: feedback in the client's Via, if it asked
+            fields = [self._feedback_vias(fields[0]), *fields[1:]]
         resp = respond(fields, d[0], retry_after=d[1], tag=d[2])
         if resp is None:  # not readable with certainty: the UA's hook decides (and answers)
             return inner(data, addr, tr)
@@ -641,6 +646,24 @@ class Agent:
             self.sip._sends.add(task)
             task.add_done_callback(self.sip._sends.discard)
         return None
+
+    def _via_feedback(self, via: str) -> str:
+        """The UA's RFC 7339 hook: the client's top Via hop with the overload feedback now."""
+        now = self._oc_time(self._loop.time())
+        percent, validity = self.overload.feedback(now)
+        return with_feedback(via, percent=percent, validity_ms=validity, seq=now)
+
+    def _feedback_vias(self, vias: list[bytes]) -> list[bytes]:
+        """The Via lines of a stateless refusal, the top hop with feedback if the client asked."""
+        try:
+            first = vias[0].decode("ascii")
+        except UnicodeDecodeError:
+            return vias
+        hops = split_list(first)
+        if not hops or not client_asks(hops[0]):
+            return vias
+        hops[0] = self._via_feedback(hops[0])
+        return [", ".join(hops).encode("ascii"), *vias[1:]]
 
     def _shed_decide(self, call_id: str) -> tuple[bytes, int | None, bytes] | None:
         """The overload policy on a new INVITE seen on the raw datagram (its Call-ID).

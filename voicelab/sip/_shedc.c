@@ -12,8 +12,10 @@
  *                                            INVITE that triage calls "invite", else None
  *   drain(fd, max_n, max_bytes, decide)   -> the socket adapter: recvmmsg a batch, drop
  *                                            the ACKs of our refusals, ask decide(call_id)
- *                                            about each new INVITE, sendmmsg the refusals,
- *                                            hand every other datagram back in order.
+ *                                            about each new INVITE (but one whose top Via
+ *                                            asks for RFC 7339 feedback: handed back),
+ *                                            sendmmsg the refusals, hand every other
+ *                                            datagram back in order.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -186,6 +188,30 @@ static int scan(const char *p, Py_ssize_t n, scan_t *s)
     int has_tag = to_tag(p + to->off, to->len, &tag, &tlen);
     if (invite) return has_tag ? K_OTHER : K_INVITE;
     return (has_tag && tlen >= 2 && tag[0] == 'o' && tag[1] == 'l') ? K_SHED_ACK : K_OTHER;
+}
+
+/* whether the top Via hop (the first Via line up to its first comma outside quotes) has an
+ * "oc" parameter (RFC 7339: the client asks for overload feedback; "oc-algo" and the like
+ * do not count): such an INVITE is handed back, and Python writes the feedback into the
+ * refusal's Via (voicelab.sip.occ) */
+static int top_via_has_oc(const char *p, const scan_t *s)
+{
+    const field_t *v = &s->f[s->first[S_VIA]];
+    const char *a = p + v->off, *e = a + v->len;
+    int quoted = 0;
+    for (const char *q = a; q < e; q++) {
+        if (*q == '"') { quoted = !quoted; continue; }
+        if (quoted) { if (*q == '\\' && q + 1 < e) q++; continue; }
+        if (*q == ',') return 0;
+        if (*q != ';') continue;
+        const char *n = q + 1;
+        while (n < e && (*n == ' ' || *n == '\t')) n++;
+        if (n + 2 > e || !ci_eq(n, "oc", 2)) continue;
+        n += 2;
+        while (n < e && (*n == ' ' || *n == '\t')) n++;
+        if (n == e || *n == '=' || *n == ';' || *n == ',') return 1;
+    }
+    return 0;
 }
 
 static int buildable(const scan_t *s)
@@ -396,7 +422,7 @@ static PyObject *shedc_drain(PyObject *self, PyObject *args)
             && rsa[i].sin_family == AF_INET)
             kind = scan(p, n, &s);
         if (kind == K_SHED_ACK) { acks++; consumed += n; continue; }
-        if (kind == K_INVITE && buildable(&s)) {
+        if (kind == K_INVITE && buildable(&s) && !top_via_has_oc(p, &s)) {
             const field_t *cid = &s.f[s.first[S_CID]];
             PyObject *cs = PyUnicode_DecodeASCII(p + cid->off, cid->len, NULL);
             if (cs == NULL) goto fail;

@@ -5,6 +5,8 @@ queues grow, its answers come after the caller's Timer A, retransmissions add lo
 goodput falls towards zero. Telephony servers instead refuse the excess *before it costs
 anything* with ``503 Service Unavailable`` and ``Retry-After`` (RFC 3261 21.5.4, 20.33;
 RFC 7339 adds Via ``oc`` parameters between servers) and keep serving what they accepted.
+:meth:`OverloadControl.feedback` is the share of new calls RFC 7339 clients are asked to
+shed before sending them (:mod:`voicelab.sip.occ`).
 
 :class:`OverloadControl` is sans-IO: the host feeds it measurements (event-loop lag with
 :meth:`~OverloadControl.observe_lag`) and asks :meth:`~OverloadControl.admit` for every
@@ -162,6 +164,11 @@ class OverloadControl:
     sustain: float = 0.5
     #: Admitted and refused INVITEs, by reason (``"admitted"``, ``"calls"``, ``"lag"``, ...).
     counts: dict[str, int] = field(default_factory=dict)
+    #: Highest share (%) of new requests :meth:`feedback` asks a client to shed: a client
+    #: that shed everything would send nothing that could show the overload is over.
+    max_feedback_percent: int = 95
+    #: How fast (percentage points per second) the feedback falls once nothing is refused.
+    feedback_decay: float = 50.0
 
     def __post_init__(self) -> None:
         if self.max_calls is not None:
@@ -206,6 +213,13 @@ class OverloadControl:
         self._long_rate: float | None = None  # admitted calls/s, smoothed over ~1 s (AIMD decrease base)
         self._cut_at: float | None = None  # when the adaptive rate was last decreased
         self._ceiling: float | None = None  # the admitted rate it was decreased from
+        if (isinstance(self.max_feedback_percent, bool) or not isinstance(self.max_feedback_percent, int)
+                or not 0 <= self.max_feedback_percent <= 100):  # fmt: skip
+            raise ParameterError(f"max_feedback_percent must be an int 0..100, got {self.max_feedback_percent!r}")
+        _positive("feedback_decay", self.feedback_decay, allow_none=False)
+        self._fb = 0.0  # RFC 7339 feedback: the share of new requests clients should shed (0..1)
+        self._fb_start: float | None = None  # the feedback's window: start, received (not 486), admitted, 503s
+        self._fb_received = self._fb_admitted = self._fb_refused = 0
 
     # -- measurements ----------------------------------------------------------------
     @property
@@ -264,7 +278,56 @@ class OverloadControl:
         refusal = self._decide(now, active_calls, queue_depth, queue_delay)
         key = "admitted" if refusal is None else refusal.reason
         self.counts[key] = self.counts.get(key, 0) + 1
+        self._feedback_window(now)
+        if refusal is None:
+            self._fb_received += 1
+            self._fb_admitted += 1
+        elif refusal.status == 503:  # (486: the call limit, the callee is busy; not overload)
+            self._fb_received += 1
+            self._fb_refused += 1
         return refusal
+
+    # -- RFC 7339 feedback -----------------------------------------------------------
+    def feedback(self, now: float) -> tuple[int, int]:
+        """What to tell a client that supports RFC 7339 overload control, at ``now`` (s).
+
+        The share of new requests it should shed before sending them (loss-based
+        scheme, :mod:`voicelab.sip.occ`), estimated once per ``interval``: in an
+        interval in which the server refused calls with 503, the clients' whole offered
+        load is what reached the server divided by ``1 - p`` (they shed ``p`` already),
+        so ``p`` becomes ``1 - (1 - p) * admitted / received``; in one without refusals
+        it falls by ``feedback_decay`` points per second. At most ``max_feedback_percent``.
+
+        Returns
+        -------
+        (percent, validity_ms)
+            ``percent`` 0-100; ``validity_ms``
+            :data:`voicelab.sip.occ.DEFAULT_VALIDITY_MS` while it is above 0, else 0 (the
+            server is not in overload: clients stop shedding).
+        """
+        from .occ import DEFAULT_VALIDITY_MS
+
+        now = self._tick(now)
+        self._feedback_window(now)
+        p = self._fb
+        if self._fb_start is not None and self._fb_refused == 0:  # no refusal yet in this window: falling
+            p = max(0.0, p - self.feedback_decay / 100.0 * (now - self._fb_start))
+        percent = min(self.max_feedback_percent, int(math.floor(p * 100.0 + 0.5)))
+        return percent, (DEFAULT_VALIDITY_MS if percent > 0 else 0)
+
+    def _feedback_window(self, now: float) -> None:
+        if self._fb_start is None:
+            self._fb_start = now
+            return
+        elapsed = now - self._fb_start
+        if elapsed < self.interval:
+            return
+        if self._fb_refused and self._fb_received:
+            p = 1.0 - (1.0 - self._fb) * self._fb_admitted / self._fb_received
+        else:
+            p = self._fb - self.feedback_decay / 100.0 * elapsed
+        self._fb = min(self.max_feedback_percent / 100.0, max(0.0, p))
+        self._fb_start, self._fb_received, self._fb_admitted, self._fb_refused = now, 0, 0, 0
 
     def _decide(self, now: float, active_calls: int, queue_depth: int, queue_delay: float) -> Refusal | None:
         if self.max_calls is not None and active_calls >= self.max_calls:

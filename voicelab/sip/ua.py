@@ -103,6 +103,8 @@ from .abnf import WSP, is_ipv4, is_ipv6, is_token, split_list
 from .dialog import Dialog, DialogId, format_name_addr
 from .headers import HeaderField, Headers, header_key, parse_call_id, parse_cseq, parse_name_addr, parse_via
 from .message import DEFAULT_LIMITS, Request, Response, parse_message
+from .occ import LossThrottle, client_asks, feedback_from_params
+from .occ import request_params as occ_request_params
 from .timers import TimerConfig, derive_timers
 from .transaction import (
     OutgoingMessage,
@@ -916,6 +918,12 @@ class UserAgent:
         refresher. None (default): off (a caller's request is ignored, RFC 4028 9).
     min_se : int, optional
         The shortest session interval accepted, s (RFC 4028: at least 90).
+    overload_feedback : bool, optional
+        Act as an RFC 7339 overload-control client (:mod:`voicelab.sip.occ`): our Via
+        asks for feedback (``;oc;oc-algo="loss"``), each response's is kept per server,
+        and a new INVITE to a server that asked for ``oc=P`` is shed locally with
+        probability P % (a :class:`CallFailed` 503 ``"shed by us: ..."`` at once, nothing
+        sent; the draw is from ``rng``). In-dialog requests are never shed. Default False.
 
     Raises
     ------
@@ -937,6 +945,11 @@ class UserAgent:
     #: (e.g. :class:`voicelab.sip.overload.Refusal`: 503 + Retry-After), answered at once
     #: on the INVITE's server transaction. In-dialog requests never pass through it.
     admission: Callable[[Request, float], Any] | None = None
+    #: RFC 7339 overload feedback (server side), set after construction: called with the
+    #: top Via hop of every response whose request asked for it
+    #: (:func:`voicelab.sip.occ.client_asks`); returns that hop with the feedback
+    #: (:func:`voicelab.sip.occ.with_feedback`). None: such Vias are copied as they are.
+    via_feedback: Callable[[str], str] | None = None
 
     def __init__(
         self,
@@ -964,6 +977,7 @@ class UserAgent:
         trace_limit: int | None = None,
         session_expires: int | None = None,
         min_se: int = 90,
+        overload_feedback: bool = False,
     ) -> None:
         if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
             rng = np.random.default_rng(int(rng))
@@ -1030,6 +1044,11 @@ class UserAgent:
                                             or session_expires < min_se):
             raise ParameterError(f"session_expires must be an int >= min_se ({min_se} s) or None, got {session_expires!r}")
         self.session_expires, self.min_se = session_expires, min_se
+        if not isinstance(overload_feedback, bool):
+            raise ParameterError(f"overload_feedback must be True or False, got {overload_feedback!r}")
+        #: RFC 7339 client state per server (None: we do not ask for overload feedback).
+        self.overload_throttle: LossThrottle | None = LossThrottle() if overload_feedback else None
+        self._via_tail = occ_request_params if overload_feedback else ""
         #: responses the adapter could not deliver (see :meth:`transport_error`)
         self.undeliverable_responses = 0
         self._transport_reasons: dict[TransactionKey, str] = {}
@@ -1275,6 +1294,13 @@ class UserAgent:
         dest = self._next_hop_addr(self.outbound_proxy or target)
         call.signalling_addr = dest
         self._calls[call.id] = call
+        oc = self.overload_throttle
+        if oc is not None and oc.percent(dest, now) and oc.shed(dest, now, float(self.rng.random())):
+            call._invite, call.times.invite_sent = request, now  # RFC 7339: shed before sending
+            self._finish_failed(call, 503, f"shed by us: the server asked for {oc.percent(dest, now)} % less "
+                                           f"(RFC 7339 oc); nothing was sent", now, by_us=True)
+            self._after(now)
+            return call
         call._invite = request
         call._invite_dest = dest
         if body:
@@ -1617,7 +1643,7 @@ class UserAgent:
         return int(self.rng.integers(1, 2**15))
 
     def _via(self, branch: str) -> str:
-        return f"SIP/2.0/{self.transport.upper()} {self._sent_by_host}:{self.local_addr[1]};branch={branch};rport"
+        return f"SIP/2.0/{self.transport.upper()} {self._sent_by_host}:{self.local_addr[1]};branch={branch};rport{self._via_tail}"
 
     def _proxy_route(self) -> str:
         assert self.outbound_proxy is not None
@@ -1754,6 +1780,8 @@ class UserAgent:
     ) -> Response:
         # build_response's fields, then ours, then its Content-Length (one list, one Headers)
         fields = _response_fields(request, to_tag)
+        if self.via_feedback is not None and client_asks(fields[0].value):  # RFC 7339: the client's Via
+            fields[0] = HeaderField("Via", self.via_feedback(fields[0].value))
         add = fields.append
         if dialog_creating and request.method == "INVITE" and status > 100:
             for value in request.headers.get_all("Record-Route"):
@@ -2359,6 +2387,13 @@ class UserAgent:
         pending = self._client.get(key)
         if pending is None:
             return
+        if self.overload_throttle is not None:  # RFC 7339: the server's feedback, in our own Via
+            try:
+                fb = feedback_from_params(response.via[0].params)
+            except (ProtocolError, IndexError):
+                fb = None
+            if fb is not None:
+                self.overload_throttle.update(pending.dest, fb, now)
         code = response.status_code
         if code >= 300 and code in (401, 407) and self._retry_with_auth(pending, key, response, now):
             return

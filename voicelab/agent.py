@@ -990,7 +990,8 @@ class Agent:
             (smoothed event-loop lag), ``oc_backlog`` (datagrams estimated waiting in the SIP
             socket), ``oc_queue_delay_ms`` (their estimated service time), ``oc_events``
             (the agent's waiting events), ``oc_admitted`` and ``oc_refused`` (running totals
-            of the policy's answers), ``shed_acks`` and ``shed_repeats`` (retransmitted
+            of the policy's answers), ``oc_feedback`` (the share of new calls, %, RFC 7339
+            callers are asked to shed now), ``shed_acks`` and ``shed_repeats`` (retransmitted
             INVITEs given their first copy's 503).
         """
         oc = self.overload
@@ -1007,6 +1008,7 @@ class Agent:
             "oc_events": self.sip.events.qsize() if self.sip is not None else 0,
             "oc_admitted": admitted,
             "oc_refused": sum(counts.values()) - admitted,
+            "oc_feedback": oc.feedback(self._oc_time(self._loop.time()))[0],  # RFC 7339: % asked of callers that ask
             "shed_acks": self.shed_acks,
             "shed_repeats": self.shed_repeats,
         }

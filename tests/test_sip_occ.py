@@ -205,11 +205,14 @@ def test_c_drain_hands_back_an_invite_whose_top_via_asks_for_feedback():
     try:
         asking = SIPP_INVITE.replace(b";branch=", b";oc;oc-algo=\"loss\";branch=", 1)
         not_top = asking.replace(b"Via: ", b"Via: SIP/2.0/UDP p;branch=z9hG4bKa, ", 1)  # oc in the second hop only
-        for d in (asking, SIPP_INVITE, b"%s" % asking.replace(b";oc;", b";oc-algo=x;"), not_top):
+        quoted = SIPP_INVITE.replace(b";branch=", b';oc;oc-algo="A,loss";branch=', 1)  # a comma inside quotes
+        in_quotes = SIPP_INVITE.replace(b";branch=", b';x="a, b;oc";branch=', 1)  # ";oc" inside a quoted value
+        sent = (asking, SIPP_INVITE, asking.replace(b";oc;", b";oc-algo=x;"), not_top, quoted, in_quotes)
+        for d in sent:
             peer.sendto(d, server.getsockname())
         select.select([server], [], [], 2.0)
         others, got, *_ = c.drain(server.fileno(), 64, 4000, lambda cid: (status_line(503, "Service Unavailable"), 1, b"ol1"))
-        assert got == 4 and [d for d, _ in others] == [asking]  # only the top hop's oc counts
+        assert got == len(sent) and [d for d, _ in others] == [asking, quoted]  # only the top hop's oc counts
     finally:
         server.close()
         peer.close()

@@ -161,6 +161,13 @@ class NativeMedia:
         self.streams[sid] = stream
         return sid
 
+    def feed(self, sid: int, datagrams: list, end: bool = False) -> bool:
+        """Queue more datagrams for stream ``sid`` to send (queue mode), ``end`` when the last one is among them.
+
+        Returns False when the stream is no longer served (it bailed; its log says so).
+        """
+        return bool(self.engine.feed(sid, datagrams, bool(end))) if self.engine is not None else False
+
     def drain(self, sid: int) -> list:
         """The log of stream ``sid`` so far (the engine forgets a stream once its bail is drained)."""
         return self.engine.drain(sid) if self.engine is not None else []

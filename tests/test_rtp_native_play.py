@@ -185,3 +185,81 @@ def test_an_engine_that_sends_a_wrong_datagram_is_caught_and_python_takes_the_st
     # after the replay noticed, Python's own (right) frames went out
     assert [d[12:] for d in rtp][-20:] == good[-20:]
     assert sum(d[12:] != g for d, g in zip(rtp, good)) >= 1  # (what the wrong engine sent is on the wire)
+
+
+def _prompt_heard(received: np.ndarray, seconds: float = 1.2) -> np.ndarray:
+    """What the caller heard of the agent's prompt, from its first sound on (int16)."""
+    x = (np.asarray(received) * 32768).round().astype(np.int16)
+    nz = np.flatnonzero(np.abs(x) > 0)
+    assert len(nz) and len(x) - nz[0] >= seconds * 8000, "the caller heard too little of the prompt"
+    return x[nz[0]: nz[0] + int(seconds * 8000)]
+
+
+def test_the_agent_plays_its_prompt_through_the_engine_as_it_does_in_python(natural_env):
+    """An agent in play mode (the default): the engine serves the call, every datagram
+    matched by the replay, and the caller hears the very same prompt as from the Python path."""
+    from voicelab.agent import Agent
+    from voicelab.calls import dial
+
+    from .conftest import run_clean
+
+    async def main(use_engine: bool):
+        pacer = pacer_for(asyncio.get_running_loop())
+        if use_engine:
+            assert pacer.enable_native()
+        else:
+            pacer.disable_native()
+        try:
+            async with Agent(codecs=["pcmu"], mode="play", jitter_buffer="fixed:60") as agent:
+                r = await dial(agent.uri, codec="pcmu", seconds=2.0, jitter_buffer="fixed:60")
+                await asyncio.wait_for(agent.ended(1), 5.0)
+                kept = list(agent.media_stats.values())
+        finally:
+            if pacer.native is not None:
+                pacer.native.close()
+        return r, kept
+
+    r_native, kept = run_clean(lambda: main(True), timeout=60.0)
+    r_python, kept_py = run_clean(lambda: main(False), timeout=60.0)
+    assert len(kept) == 1 and kept[0]["native_mismatches"] == 0
+    assert kept[0]["native_slots"] >= 70, kept[0]  # of ~100 slots
+    assert kept_py[0]["native_slots"] == 0
+    np.testing.assert_array_equal(_prompt_heard(r_native["received"]), _prompt_heard(r_python["received"]))
+    # and the agent recorded the caller alike (same speech, every packet played)
+    assert kept[0]["outcomes"].get("played", 0) >= 85 and kept_py[0]["outcomes"].get("played", 0) >= 85
+
+
+def test_agent_serve_plays_its_prompt_natively_unless_told_not_to(natural_env):
+    """`voicelab agent serve` (play mode, the default) with and without --no-native-media:
+    the banner says which, and the caller hears the same prompt."""
+    import signal
+    from pathlib import Path
+
+    from voicelab.calls import dial
+    from voicelab.net.iface import free_port
+
+    heard = {}
+    for flag in (None, "--no-native-media"):
+        port = free_port(kind="udp")
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+        proc = subprocess.Popen([sys.executable, "-m", "voicelab", "agent", "serve", "--sip", f"127.0.0.1:{port}"]
+                                + ([flag] if flag else []),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            banner = ""
+            for line in proc.stdout:  # wait until it serves (no sleeps)
+                banner += line
+                if "Ctrl-C stops" in line:
+                    break
+            assert proc.poll() is None, proc.stderr.read()
+            assert "mode play" in banner and ("native media engine" in banner) == (flag is None), banner
+            r = asyncio.run(dial(f"sip:agent@127.0.0.1:{port}", codec="pcmu", seconds=2.0, jitter_buffer="fixed:60"))
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 0 and "Traceback" not in err, err
+        heard[flag] = _prompt_heard(r["received"])
+    np.testing.assert_array_equal(heard[None], heard["--no-native-media"])

@@ -8,6 +8,13 @@
  * late, reordered or foreign packet, a payload of another size, a send that would block)
  * makes it stop serving the stream ("bail") and leave that slot to Python.
  *
+ * Queue mode (add(..., txq=[datagrams], send_t0, send_k, tx_end)): for streams whose
+ * outgoing frames do not depend on what arrives (a prompt, silence), Python queues the
+ * datagrams to send (feed() tops the queue up); the thread sends one per send slot
+ * (send_t0 + (k + 1) * frame) and plays the arriving packets without building anything.
+ * An empty queue at a send slot (unless tx_end said the last one was queued) or a send
+ * that would block bails with ("b", next playout slot, 2): Python arms that slot.
+ *
  * Everything it did is logged, in order, per stream: each datagram read (with its
  * arrival time), each send, each slot played (with the datagram built for the next
  * slot), the bail. Python replays the log through the stream's own objects (RTP session,
@@ -27,11 +34,14 @@
  *                          slots without a drain it stops serving it: Python stalled)
  *   engine.drain(id)       the stream's log so far (list of tuples); [] when none
  *   engine.remove(id)      stop serving it (synchronously) and return the rest of its log
+ *   engine.feed(id, datagrams, end)  queue more datagrams to send (queue mode); False
+ *                          when the stream is no longer served
  *   engine.stats()         counters of the thread
  *   engine.close()         stop the thread (streams are dropped)
  *
  * Log records: ("a", arrival, (host, port), datagram), ("e", errno),
  *              ("s", slot, sent_at, errno_or_0), ("p", slot, seq, next_datagram),
+ *              queue mode: ("s", send_slot, sent_at, errno_or_0, datagram), ("p", slot, seq, None),
  *              ("b", slot, sent_first)
  */
 #define PY_SSIZE_T_CLEAN

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from voicelab import codecs
+from voicelab.audio import to_int16
 from voicelab.rtp import native
 from voicelab.rtp.live import LiveAudioStream
 from voicelab.rtp.pacer import pacer_for
@@ -41,7 +42,8 @@ def _prompt(seconds: float, seed: int = 5) -> np.ndarray:
     return 0.3 * np.sin(np.arange(n) * 0.05) * rng.uniform(0.2, 1.0, n)
 
 
-async def _play_call(script: list, *, prompt_s: float | None = 1.0, tail_s: float = 0.2, **engine: int):
+async def _play_call(script: list, *, prompt_s: float | None = 1.0, tail_s: float = 0.2, then: tuple | None = None,
+                     **engine: int):
     """A raw caller socket sends ``script`` (one entry per 20 ms: a list of datagrams) to a
     play stream (``prompt_s`` of prompt; None: a recording stream sending silence);
     returns the stream, the datagrams the caller received and the engine's counters."""
@@ -73,6 +75,8 @@ async def _play_call(script: list, *, prompt_s: float | None = 1.0, tail_s: floa
             loop.call_at(loop.time() + tail_s, done.set_result, None)  # the last packets play out
 
     loop.call_at(t0, send, 0)
+    if then is not None:  # (seconds after the caller's start, callable(stream))
+        loop.call_at(t0 + then[0], then[1], b)
     try:
         await asyncio.wait_for(done, 20.0)
         stats = pacer.native.stats()
@@ -263,3 +267,22 @@ def test_agent_serve_plays_its_prompt_natively_unless_told_not_to(natural_env):
         assert proc.returncode == 0 and "Traceback" not in err, err
         heard[flag] = _prompt_heard(r["received"])
     np.testing.assert_array_equal(heard[None], heard["--no-native-media"])
+
+
+def test_a_new_prompt_mid_call_takes_the_stream_back_first_and_nothing_is_sent_twice():
+    script = [[_rtp(i)] for i in range(80)]
+    seen = {}
+
+    def new_prompt(b):
+        seen["native"] = b._native is not None
+        b.send(_prompt(0.4, seed=9), 8000)
+
+    b, received, stats = asyncio.run(_play_call(script, prompt_s=2.0, then=(1.0, new_prompt)))
+    assert seen["native"] and b.native_mismatches == 0
+    rtp = _media(received)
+    first = [b.tx.encode(f) for f in np.split(to_int16(_prompt(2.0)), 100)]
+    second = _expected_prompt(b)  # the new source
+    n1 = len(rtp) - len(second)
+    assert [d[12:] for d in rtp] == first[:n1] + second and n1 >= 45
+    seqs = [int.from_bytes(d[2:4], "big") for d in rtp]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) and len(rtp) == b.stats.frames_sent

@@ -393,6 +393,7 @@ class LiveAudioStream:
 
         if self.session is None:
             raise ParameterError("open() the stream before send()")
+        self._native_take_send()
         x = resample(np.asarray(samples, dtype=np.float64), sample_rate, self.tx.sample_rate)
         F = self.tx.frame_samples
         n = int(np.ceil(len(x) / F))
@@ -429,6 +430,7 @@ class LiveAudioStream:
             raise ParameterError(f"send_live kind must be 'echo', 'silence', 'bridge' or 'source', got {kind!r}")
         if (kind == "source") != callable(source):
             raise ParameterError("send_live('source') needs a callable source(now) (and only it takes one)")
+        self._native_take_send()
         self._frame_source = source
         if self.tx.sample_rate != self.rx.sample_rate:  # pragma: no cover - same codec both ways
             raise ParameterError("echo needs the same sample rate both ways")
@@ -441,6 +443,16 @@ class LiveAudioStream:
         if kind in ("silence", "source"):
             self._arm_send()
         return self._t0
+
+    def _native_take_send(self) -> None:
+        """Before a new source: take the stream back from the native engine (it would go on
+        sending the old frames) and drop the send slot that hand-back re-armed."""
+        if self._native is None:
+            return
+        self._native_detach()
+        if self._send_handle is not None:
+            self._send_handle.cancel()
+            self._send_handle = None
 
     def _arm_send(self) -> None:
         when = self._t0 + (self._k_send + 1) * self.tx.frame_ms / 1000.0

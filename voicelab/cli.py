@@ -555,7 +555,7 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
         pacer.read_in_tick = bool(args.read_in_tick)
         if not args.native_media:  # --no-native-media wins over VOICELAB_NATIVE_MEDIA
             pacer.disable_native()
-        elif not pacer.enable_native() and args.mode in _NATIVE_MODES:
+        elif not pacer.enable_native() and args.mode == "echo":  # (the default play mode stays quiet on stderr)
             print("voicelab agent: the native media engine is not available here (not built: no C compiler at "
                   "install, or VOICELAB_NO_EXTENSIONS=1); media runs in Python", file=sys.stderr, flush=True)
         try:

@@ -191,7 +191,7 @@ def test_an_engine_that_sends_a_wrong_datagram_is_caught_and_python_takes_the_st
     assert sum(d[12:] != g for d, g in zip(rtp, good)) >= 1  # (what the wrong engine sent is on the wire)
 
 
-def _prompt_heard(received: np.ndarray, seconds: float = 1.2) -> np.ndarray:
+def _prompt_heard(received: np.ndarray, seconds: float = 1.0) -> np.ndarray:
     """What the caller heard of the agent's prompt, from its first sound on (int16)."""
     x = (np.asarray(received) * 32768).round().astype(np.int16)
     nz = np.flatnonzero(np.abs(x) > 0)
@@ -257,7 +257,7 @@ def test_agent_serve_plays_its_prompt_natively_unless_told_not_to(natural_env):
                     break
             assert proc.poll() is None, proc.stderr.read()
             assert "mode play" in banner and ("native media engine" in banner) == (flag is None), banner
-            r = asyncio.run(dial(f"sip:agent@127.0.0.1:{port}", codec="pcmu", seconds=2.0, jitter_buffer="fixed:60"))
+            r = asyncio.run(dial(f"sip:agent@127.0.0.1:{port}", codec="pcmu", seconds=1.6, jitter_buffer="fixed:60"))
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=20)
         finally:

@@ -286,3 +286,23 @@ def test_a_new_prompt_mid_call_takes_the_stream_back_first_and_nothing_is_sent_t
     assert [d[12:] for d in rtp] == first[:n1] + second and n1 >= 45
     seqs = [int.from_bytes(d[2:4], "big") for d in rtp]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) and len(rtp) == b.stats.frames_sent
+
+
+def test_the_engine_refuses_a_bad_send_queue_with_a_clear_error():
+    e = native._mediac.Engine(*native._tables())
+    try:
+        good = dict(rx_fd=0, tx_fd=0, dst=("127.0.0.1", 9), src=("127.0.0.1", 9), payload_type=0, ssrc=1, next_seq=0,
+                    next_timestamp=0, timestamp_increment=160, law=0, frame_bytes=160, play_start=e.now() + 3600.0,
+                    frame_ms=20.0, k=0, prev=bytes(172), queue=[], threshold=25, stamps=True, offset=0.0,
+                    send_t0=e.now() + 3600.0, send_k=0, tx_end=False)
+        for bad in ([bytes(172)] * 129, [bytes(11)], [bytes(12 + 481)], ["text"], 5):
+            with pytest.raises((ValueError, TypeError)):
+                e.add(**good, txq=bad)
+        sid = e.add(**good, txq=[bytes(172)] * 100)  # due in an hour: nothing is sent here
+        assert e.feed(sid, [bytes(172)] * 28, False) is True
+        with pytest.raises(ValueError):
+            e.feed(sid, [bytes(172)], False)  # 128 queued: no room
+        assert e.feed(12345, [], True) is False  # no such stream
+        assert e.remove(sid) == [] and e.feed(sid, [], True) is False
+    finally:
+        e.close()

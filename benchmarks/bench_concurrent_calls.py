@@ -467,7 +467,7 @@ def measure_agent(n_calls: int, *, seconds: float = 10.0, mode: str = "echo", al
         Tune the garbage collector as ``agent serve`` does (:func:`voicelab.agent.tune_gc`);
         False keeps CPython's defaults.
     native : bool
-        Steady echo streams are played by the native media engine
+        Steady echo and play streams are played by the native media engine
         (:meth:`voicelab.rtp.pacer.MediaPacer.enable_native`, ``agent serve --native-media``).
 
     Returns
@@ -624,7 +624,7 @@ def ramp(*, max_calls: int = 64, seconds: float = 10.0, mode: str = "echo", base
     N up to ``baseline_max_calls`` baresip also answers N concurrent calls, so fixed
     per-process costs are shared alike on both sides.
 
-    ``native``: ``"off"`` (the agent's Python media path), ``"on"`` (steady echo streams
+    ``native``: ``"off"`` (the agent's Python media path), ``"on"`` (steady echo or play streams
     played by the native media engine) or ``"both"`` (each N measured both ways, one
     after the other, against the same baresip run).
     """
@@ -741,7 +741,7 @@ def main() -> None:
     ap.add_argument("--read-in-tick", action="store_true",
                     help="the agent's streams read their sockets in their playout ticks (agent serve --read-in-tick)")
     ap.add_argument("--native", choices=("off", "on", "both"), default="off",
-                    help="steady echo streams played by the native media engine (agent serve --native-media); "
+                    help="steady echo or play streams played by the native media engine (agent serve --native-media); "
                          "both: each N measured both ways in the same run")
     ap.add_argument("--default-gc", action="store_true",
                     help="keep CPython's GC thresholds (default: tuned as `agent serve` does, voicelab.agent.tune_gc)")

@@ -555,7 +555,7 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
         pacer.read_in_tick = bool(args.read_in_tick)
         if not args.native_media:  # --no-native-media wins over VOICELAB_NATIVE_MEDIA
             pacer.disable_native()
-        elif not pacer.enable_native() and args.mode == "echo":
+        elif not pacer.enable_native() and args.mode == "echo":  # (the default play mode stays quiet on stderr)
             print("voicelab agent: the native media engine is not available here (not built: no C compiler at "
                   "install, or VOICELAB_NO_EXTENSIONS=1); media runs in Python", file=sys.stderr, flush=True)
         try:
@@ -566,7 +566,7 @@ def cmd_agent_serve(args: argparse.Namespace) -> int:
         webrtc = wsfront = None
         try:
             extras = [f"mode {args.mode}"] + (["digest auth"] if args.auth else []) + (["SRTP required"] if args.srtp else [])
-            if args.mode == "echo" and pacer.native is not None:
+            if args.mode in _NATIVE_MODES and pacer.native is not None:
                 extras.append("native media engine")
             if note:
                 extras.append(note)
@@ -887,6 +887,9 @@ def cmd_sip_parse(args: argparse.Namespace) -> int:
     return 0
 
 
+#: agent modes whose steady G.711 calls the native media engine plays (voicelab.rtp.native)
+_NATIVE_MODES = ("echo", "play", "record")
+
 _PEERS = [
     ("baresip", "baresip-core", "SIP interop peer"),
     ("sipp", "sip-tester", "SIP load/interop peer"),
@@ -1076,8 +1079,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "(fewer wake-ups; packet handling waits up to one frame; arrival times stay exact; "
                           "see docs/benchmarks.md 'Reading in the tick')")
     ags.add_argument("--native-media", action=argparse.BooleanOptionalAction, default=True,
-                     help="steady G.711 echo calls are played by a native thread, where it is built (Python replays "
-                          "its log and keeps every statistic and recording; see docs/sip.md 'The native media "
+                     help="steady G.711 calls in echo, play and record modes are played by a native thread, where it "
+                          "is built (Python replays its log and keeps every statistic and recording; see docs/sip.md 'The native media "
                           "engine'); --no-native-media: every slot in Python (default: on)")
     ags.add_argument("--tls-cert", metavar="PEM", help="certificate chain for --transport tls (default: a generated test CA)")
     ags.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")

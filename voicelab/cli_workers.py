@@ -348,7 +348,7 @@ def serve_workers(args: Any, argv: list[str], host: str, port: int, webrtc: tupl
                     seen.add(line)
                     print(line, file=sys.stderr, flush=True)
         extras = [f"mode {args.mode}"] + (["digest auth"] if args.auth else []) + (["SRTP required"] if args.srtp else [])
-        if all(", native media engine" in w.banner for w in workers):  # echo calls played by the native engine
+        if all(", native media engine" in w.banner for w in workers):  # calls played by the native engine
             extras.append("native media engine")
         share = (f"{limits[0]}" if len(set(limits)) == 1 else f"{min(limits)}-{max(limits)}")
         extras.append(f"--max-calls {args.max_calls} in total ({share} per worker)")

@@ -8,6 +8,13 @@
  * late, reordered or foreign packet, a payload of another size, a send that would block)
  * makes it stop serving the stream ("bail") and leave that slot to Python.
  *
+ * Queue mode (add(..., txq=[datagrams], send_t0, send_k, tx_end)): for streams whose
+ * outgoing frames do not depend on what arrives (a prompt, silence), Python queues the
+ * datagrams to send (feed() tops the queue up); the thread sends one per send slot
+ * (send_t0 + (k + 1) * frame) and plays the arriving packets without building anything.
+ * An empty queue at a send slot (unless tx_end said the last one was queued) or a send
+ * that would block bails with ("b", next playout slot, 2): Python arms that slot.
+ *
  * Everything it did is logged, in order, per stream: each datagram read (with its
  * arrival time), each send, each slot played (with the datagram built for the next
  * slot), the bail. Python replays the log through the stream's own objects (RTP session,
@@ -27,11 +34,14 @@
  *                          slots without a drain it stops serving it: Python stalled)
  *   engine.drain(id)       the stream's log so far (list of tuples); [] when none
  *   engine.remove(id)      stop serving it (synchronously) and return the rest of its log
+ *   engine.feed(id, datagrams, end)  queue more datagrams to send (queue mode); False
+ *                          when the stream is no longer served
  *   engine.stats()         counters of the thread
  *   engine.close()         stop the thread (streams are dropped)
  *
  * Log records: ("a", arrival, (host, port), datagram), ("e", errno),
  *              ("s", slot, sent_at, errno_or_0), ("p", slot, seq, next_datagram),
+ *              queue mode: ("s", send_slot, sent_at, errno_or_0, datagram), ("p", slot, seq, None),
  *              ("b", slot, sent_first)
  */
 #define PY_SSIZE_T_CLEAN
@@ -57,6 +67,8 @@
 #define QCAP 64         /* packets queued ahead of the playout per stream */
 #define MAX_READS 32    /* datagrams read per stream per slot (as the Python drain) */
 #define RXBUF 65536
+#define TXCAP 128     /* datagrams queued to send per stream (queue mode) */
+#define TX_LOW 32     /* queue mode: wake Python to refill when this few are left */
 
 enum { R_ARRIVAL = 'a', R_RXERR = 'e', R_SENT = 's', R_PLAYED = 'p', R_BAIL = 'b' };
 
@@ -107,6 +119,15 @@ typedef struct stream {
     int stale; /* slots without a drain after which the thread stops serving the stream */
     int bailed;
     int stamps;
+    /* queue mode (a stream whose outgoing frames do not depend on what arrives: a prompt,
+     * silence): Python hands the datagrams to send; the engine sends one per send slot */
+    int txmode;
+    double send_t0;      /* the stream's send clock: slot j is sent at send_t0 + (j + 1) * frame */
+    long long send_k;    /* index of the next send slot */
+    unsigned char *txq;  /* TXCAP datagrams of 12 + MAX_PAYLOAD bytes */
+    int txlen_of[TXCAP]; /* their lengths */
+    int txhead, txlen;
+    int tx_end;          /* the last datagram to send is queued */
     struct stream *next;
 } stream_t;
 
@@ -178,6 +199,15 @@ static void signal_python(Engine *e)
     e->signals++;
 }
 
+/* the send slot time exactly as LiveAudioStream._arm_send computes it (loop clock, seconds) */
+static inline double send_time(const stream_t *s)
+{
+    return s->send_t0 + (double)(s->send_k + 1) * s->frame_ms / 1000.0;
+}
+
+/* queue mode: a send slot is due (nothing left to send: never) */
+static inline int sends_pending(const stream_t *s) { return s->txmode && !(s->tx_end && s->txlen == 0); }
+
 static void bail(Engine *e, stream_t *s, double slot, int sent_first)
 {
     rec_t *r = push_rec(s, R_BAIL);
@@ -213,6 +243,49 @@ static int send_prev(Engine *e, stream_t *s, double slot)
     r->err = err;
     e->sends++;
     return 0;
+}
+
+/* phase 1, queue mode: send the next queued datagram (its send slot is due). Returns 0, 1
+ * when Python should refill the queue, or -1 when the stream bailed (the queue ran dry, or
+ * the send would block: Python sends it, and plays the stream from its next playout slot). */
+static int send_queued(Engine *e, stream_t *s)
+{
+    if (s->txlen == 0) {
+        bail(e, s, slot_time(s, s->k), 2);
+        return -1;
+    }
+    double scheduled = send_time(s);
+    const unsigned char *d = s->txq + (size_t)s->txhead * (12 + MAX_PAYLOAD);
+    int len = s->txlen_of[s->txhead];
+    double at = mono_now() + e->offset;
+    ssize_t n = sendto(s->tx_fd, d, (size_t)len, MSG_DONTWAIT, (struct sockaddr *)&s->dst, sizeof(s->dst));
+    int err = 0;
+    if (n < 0) {
+        err = errno;
+        if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) {
+            bail(e, s, slot_time(s, s->k), 2);
+            return -1;
+        }
+    }
+    rec_t *r = push_rec(s, R_SENT);
+    unsigned char *copy = r == NULL ? NULL : (unsigned char *)malloc((size_t)len);
+    if (copy == NULL) {
+        if (r != NULL)
+            s->nlog--;
+        bail(e, s, slot_time(s, s->k), 2); /* sent but not logged: never happens short of memory */
+        return -1;
+    }
+    memcpy(copy, d, (size_t)len);
+    r->t1 = scheduled;
+    r->t2 = at;
+    r->err = err;
+    r->data = copy;
+    r->len = len;
+    s->txhead = (s->txhead + 1) % TXCAP;
+    s->txlen--;
+    s->send_k++;
+    e->sends++;
+    return (!s->tx_end && s->txlen == TX_LOW) ? 1 : 0;
 }
 
 /* Is this datagram the next packet of the steady stream? Queue it if so. */
@@ -315,6 +388,17 @@ static int play_slot(Engine *e, stream_t *s, double slot)
     qitem_t *q = &s->queue[s->qhead];
     if (!(q->arrival <= slot + 1e-9)) /* as the jitter buffer's delivery test */
         return -1;
+    if (s->txmode) { /* played; nothing to build (Python queued what is sent) */
+        rec_t *r = push_rec(s, R_PLAYED);
+        if (r == NULL)
+            return -1;
+        r->t1 = slot;
+        r->seq = q->seq;
+        s->qhead = (s->qhead + 1) % QCAP;
+        s->qlen--;
+        e->slots++;
+        return 0;
+    }
     const int16_t *dec = e->dec[s->law];
     const unsigned char *enc = e->enc[s->law];
     unsigned char *p = s->prev;
@@ -364,6 +448,8 @@ static void *engine_thread(void *arg)
             if (s->bailed)
                 continue;
             double t = slot_time(s, s->k) - e->offset;
+            if (sends_pending(s) && send_time(s) - e->offset < t)
+                t = send_time(s) - e->offset;
             if (!any || t < next)
                 next = t;
             any = 1;
@@ -388,7 +474,17 @@ static void *engine_thread(void *arg)
         /* phase 1 for every due stream, then phase 2: the k-th send waits for k - 1 sends only */
         int signal = 0;
         for (stream_t *s = e->streams; s != NULL; s = s->next) {
-            if (s->bailed || slot_time(s, s->k) - e->offset > now)
+            if (s->bailed)
+                continue;
+            if (s->txmode) {
+                while (!s->bailed && sends_pending(s) && send_time(s) - e->offset <= now) {
+                    int r = send_queued(e, s);
+                    if (r != 0)
+                        signal = 1;
+                }
+                continue;
+            }
+            if (slot_time(s, s->k) - e->offset > now)
                 continue;
             if (send_prev(e, s, slot_time(s, s->k)) < 0)
                 signal = 1;
@@ -408,7 +504,7 @@ static void *engine_thread(void *arg)
             if (++s->slots_undrained >= s->stale) {
                 /* Python has not taken the log for this long (its loop stalled, or the stream
                  * was dropped without close()): stop, and leave the next slot to Python */
-                bail(e, s, slot_time(s, s->k), 0);
+                bail(e, s, slot_time(s, s->k), s->txmode ? 2 : 0);
                 signal = 1;
             }
         }
@@ -473,6 +569,7 @@ static void free_stream(stream_t *s)
         close(s->tx_fd);
     free_log(s->log, s->nlog);
     free(s->queue);
+    free(s->txq);
     free(s);
 }
 
@@ -529,12 +626,45 @@ static int parse_ip(const char *host, uint32_t *out)
     return 0;
 }
 
+/* datagrams (a sequence of bytes, each 12..12 + MAX_PAYLOAD long) parsed into buf/lens;
+ * returns their number, or -1 with an exception */
+static int parse_datagrams(PyObject *items, unsigned char *buf, int *lens, int room)
+{
+    PyObject *seq = PySequence_Fast(items, "datagrams must be a sequence of bytes");
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > room) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "too many datagrams queued to send");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(seq, i);
+        char *d;
+        Py_ssize_t len;
+        if (!PyBytes_Check(o) || PyBytes_AsStringAndSize(o, &d, &len) < 0 || len < 12 || len > 12 + MAX_PAYLOAD) {
+            Py_DECREF(seq);
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "a datagram to send must be bytes of 12 to 492 octets");
+            return -1;
+        }
+        memcpy(buf + (size_t)i * (12 + MAX_PAYLOAD), d, (size_t)len);
+        lens[i] = (int)len;
+    }
+    Py_DECREF(seq);
+    return (int)n;
+}
+
 static PyObject *Engine_add(Engine *self, PyObject *args, PyObject *kwds)
 {
     static char *kw[] = {"rx_fd", "tx_fd", "dst", "src", "payload_type", "ssrc", "next_seq", "next_timestamp",
                          "timestamp_increment", "law", "frame_bytes", "play_start", "frame_ms", "k", "prev",
-                         "queue", "threshold", "stamps", "offset", "stale", NULL};
-    int rx_fd, tx_fd, pt, law, frame_bytes, threshold, stamps, stale = 500;
+                         "queue", "threshold", "stamps", "offset", "stale", "send_t0", "send_k", "txq", "tx_end", NULL};
+    int rx_fd, tx_fd, pt, law, frame_bytes, threshold, stamps, stale = 500, tx_end = 0;
+    double send_t0 = 0.0;
+    long long send_k = 0;
+    PyObject *txq = Py_None;
     const char *dst_host, *src_host;
     int dst_port, src_port;
     unsigned long ssrc, next_ts, ts_inc;
@@ -543,9 +673,10 @@ static PyObject *Engine_add(Engine *self, PyObject *args, PyObject *kwds)
     long long k;
     Py_buffer prev;
     PyObject *queue;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ii(si)(si)ikIkkiiddLy*Oipd|i", kw, &rx_fd, &tx_fd, &dst_host, &dst_port,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ii(si)(si)ikIkkiiddLy*Oipd|idLOp", kw, &rx_fd, &tx_fd, &dst_host, &dst_port,
                                      &src_host, &src_port, &pt, &ssrc, &next_seq, &next_ts, &ts_inc, &law, &frame_bytes,
-                                     &play_start, &frame_ms, &k, &prev, &queue, &threshold, &stamps, &offset, &stale))
+                                     &play_start, &frame_ms, &k, &prev, &queue, &threshold, &stamps, &offset, &stale,
+                                     &send_t0, &send_k, &txq, &tx_end))
         return NULL;
     stream_t *s = NULL;
     PyObject *seq = NULL;
@@ -629,6 +760,20 @@ static PyObject *Engine_add(Engine *self, PyObject *args, PyObject *kwds)
     }
     s->qlen = (int)nq;
     Py_CLEAR(seq);
+    if (txq != Py_None) {
+        s->txmode = 1;
+        s->send_t0 = send_t0;
+        s->send_k = send_k;
+        s->tx_end = tx_end;
+        if ((s->txq = (unsigned char *)malloc((size_t)TXCAP * (12 + MAX_PAYLOAD))) == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        int n = parse_datagrams(txq, s->txq, s->txlen_of, TXCAP);
+        if (n < 0)
+            goto fail;
+        s->txlen = n;
+    }
     PyBuffer_Release(&prev);
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&self->mu);
@@ -676,10 +821,16 @@ static PyObject *log_to_list(rec_t *log, Py_ssize_t n)
             t = Py_BuildValue("(Ci)", 'e', r->err);
             break;
         case R_SENT:
-            t = Py_BuildValue("(Cddi)", 's', r->t1, r->t2, r->err);
+            if (r->data != NULL)
+                t = Py_BuildValue("(Cddiy#)", 's', r->t1, r->t2, r->err, (const char *)r->data, r->len);
+            else
+                t = Py_BuildValue("(Cddi)", 's', r->t1, r->t2, r->err);
             break;
         case R_PLAYED:
-            t = Py_BuildValue("(CdIy#)", 'p', r->t1, (unsigned int)r->seq, (const char *)r->data, r->len);
+            if (r->data != NULL)
+                t = Py_BuildValue("(CdIy#)", 'p', r->t1, (unsigned int)r->seq, (const char *)r->data, r->len);
+            else
+                t = Py_BuildValue("(CdIO)", 'p', r->t1, (unsigned int)r->seq, Py_None);
             break;
         default:
             t = Py_BuildValue("(Cdi)", 'b', r->t1, r->err);
@@ -747,6 +898,54 @@ static PyObject *Engine_remove(Engine *self, PyObject *arg)
     return take(self, id, 1);
 }
 
+static PyObject *Engine_feed(Engine *self, PyObject *args)
+{
+    long id;
+    PyObject *items;
+    int end;
+    if (!PyArg_ParseTuple(args, "lOp", &id, &items, &end))
+        return NULL;
+    unsigned char *buf = (unsigned char *)malloc((size_t)TXCAP * (12 + MAX_PAYLOAD));
+    int lens[TXCAP];
+    if (buf == NULL)
+        return PyErr_NoMemory();
+    int n = parse_datagrams(items, buf, lens, TXCAP);
+    if (n < 0) {
+        free(buf);
+        return NULL;
+    }
+    int status = 0; /* 1 queued, 0 no such stream (it left the engine), -1 no room */
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->mu);
+    for (stream_t *s = self->streams; s != NULL; s = s->next) {
+        if (s->id != id)
+            continue;
+        if (!s->txmode || s->bailed) {
+            status = 0;
+        } else if (s->txlen + n > TXCAP || (s->tx_end && n > 0)) {
+            status = -1;
+        } else {
+            for (int i = 0; i < n; i++) {
+                int slot = (s->txhead + s->txlen) % TXCAP;
+                memcpy(s->txq + (size_t)slot * (12 + MAX_PAYLOAD), buf + (size_t)i * (12 + MAX_PAYLOAD), (size_t)lens[i]);
+                s->txlen_of[slot] = lens[i];
+                s->txlen++;
+            }
+            s->tx_end = s->tx_end || end;
+            status = 1;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&self->mu);
+    Py_END_ALLOW_THREADS
+    free(buf);
+    if (status < 0) {
+        PyErr_SetString(PyExc_ValueError, "no room for these datagrams in the stream's send queue");
+        return NULL;
+    }
+    return PyBool_FromLong(status);
+}
+
 static PyObject *Engine_stats(Engine *self, PyObject *unused)
 {
     int n = 0;
@@ -766,6 +965,7 @@ static PyMethodDef Engine_methods[] = {
     {"add", (PyCFunction)(void (*)(void))Engine_add, METH_VARARGS | METH_KEYWORDS, "Serve a stream; returns its id."},
     {"drain", (PyCFunction)Engine_drain, METH_O, "A stream's log so far."},
     {"remove", (PyCFunction)Engine_remove, METH_O, "Stop serving a stream; the rest of its log."},
+    {"feed", (PyCFunction)Engine_feed, METH_VARARGS, "Queue datagrams to send (queue mode): feed(id, datagrams, end)."},
     {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "Counters of the media thread."},
     {"close", (PyCFunction)Engine_close, METH_NOARGS, "Stop the media thread."},
     {NULL, NULL, 0, NULL},

@@ -63,6 +63,10 @@ _TIMESPEC = struct.Struct("@qq")
 _MAX_READS_PER_SLOT = 32
 #: a kernel timestamp older than this (s) is not believed (the real-time clock was stepped)
 _MAX_STAMP_AGE_S = 5.0
+#: datagrams a queue-mode stream keeps queued in the native engine (its ``TXCAP``: 2.56 s of
+#: 20 ms frames; Python tops it up at each replay, about twice a second)
+_NATIVE_TX_QUEUE = 128
+_RTP_HEADER = struct.Struct("!BBHII")
 
 
 
@@ -302,6 +306,9 @@ class LiveAudioStream:
         self.native_bails = 0
         self._last_outcome: str | None = None
         self._native_broken = False  # the engine built a datagram the replay did not: never again
+        #: queue mode (a prompt, silence: frames that do not depend on what arrives): the
+        #: engine sends what Python queued; index of the next frame not yet handed to it
+        self._native_fed: int | None = None
 
     def tap_arrivals(self, on_frames: Any, *, window: int = 2) -> Any:
         """Hand the peer's frames to ``on_frames(frames)`` as they arrive, not after the jitter buffer.
@@ -386,6 +393,7 @@ class LiveAudioStream:
 
         if self.session is None:
             raise ParameterError("open() the stream before send()")
+        self._native_take_send()
         x = resample(np.asarray(samples, dtype=np.float64), sample_rate, self.tx.sample_rate)
         F = self.tx.frame_samples
         n = int(np.ceil(len(x) / F))
@@ -422,6 +430,7 @@ class LiveAudioStream:
             raise ParameterError(f"send_live kind must be 'echo', 'silence', 'bridge' or 'source', got {kind!r}")
         if (kind == "source") != callable(source):
             raise ParameterError("send_live('source') needs a callable source(now) (and only it takes one)")
+        self._native_take_send()
         self._frame_source = source
         if self.tx.sample_rate != self.rx.sample_rate:  # pragma: no cover - same codec both ways
             raise ParameterError("echo needs the same sample rate both ways")
@@ -434,6 +443,16 @@ class LiveAudioStream:
         if kind in ("silence", "source"):
             self._arm_send()
         return self._t0
+
+    def _native_take_send(self) -> None:
+        """Before a new source: take the stream back from the native engine (it would go on
+        sending the old frames) and drop the send slot that hand-back re-armed."""
+        if self._native is None:
+            return
+        self._native_detach()
+        if self._send_handle is not None:
+            self._send_handle.cancel()
+            self._send_handle = None
 
     def _arm_send(self) -> None:
         when = self._t0 + (self._k_send + 1) * self.tx.frame_ms / 1000.0
@@ -804,7 +823,8 @@ class LiveAudioStream:
                 self._waiters = [w for w in self._waiters if w[0] > when]
         finally:
             self._k_play += 1
-            if self._native is None and not (echo and self.last_played_seq is not None and self._maybe_native()):
+            if self._native is None and not ((echo or self._live in (None, "silence")) and self.last_played_seq is not None
+                                             and self._maybe_native()):
                 self._arm_play()  # the playout timer survives whatever happened in this slot
 
     def _conceal(self) -> np.ndarray:
@@ -913,6 +933,10 @@ class LiveAudioStream:
             self._native = nat.attach(self, rx_fd=self._rx_sock.fileno(), stamps=self._rx_stamps, **params)  # type: ignore[union-attr]
         except (OSError, ValueError, TypeError, OverflowError):
             self._native = None
+        if self._native is not None and "txq" in params:  # the engine sends from the next send slot on
+            self._native_fed = self._k_send + len(params["txq"])
+            if self._send_handle is not None:
+                self._send_handle.cancel()
         if self._native is None:
             if own:
                 self._native_own_rx = True
@@ -924,7 +948,16 @@ class LiveAudioStream:
     def _native_steady(self) -> dict[str, Any] | None:
         """The engine's parameters for this stream if its next slots need no decision, else None."""
         s = self.session
-        if (self._live != "echo" or self._echo_prev is None or self._k_send < 1 or self._last_outcome != "played"
+        echo = self._live == "echo"
+        if echo:
+            if self._echo_prev is None:
+                return None
+        elif not (self._live == "silence" or (self._live is None and self._source is not None)):
+            return None  # "bridge", "source": frames made by others, when they come
+        elif self._unsettled is not None or self._send_handle is None or (
+                self._send_handle.cancelled and not (self._live is None and self.sending_done.done())):  # type: ignore[union-attr]
+            return None
+        if (self._k_send < 1 or self._last_outcome != "played"
                 or self.rx.name not in ("pcmu", "pcma") or self.tx.name != self.rx.name
                 or type(self.jb) is not FixedJitterBuffer or self._reframing or self.capture is not None
                 or self.tap is not None or self.send_times is not None or self.on_played is not None
@@ -938,9 +971,12 @@ class LiveAudioStream:
                 or not _is_ip_literal(src[0])):  # fmt: skip
             return None  # IPv4 literals only
         fb = self.rx.frame_samples  # G.711: one byte per sample
-        prev = self._echo_prev[2][0]
-        if len(prev) != 12 + fb or prev[0] != 0x80 or prev[1] & 0x80:
-            return None
+        if echo:
+            prev = self._echo_prev[2][0]  # type: ignore[index]
+            if len(prev) != 12 + fb or prev[0] != 0x80 or prev[1] & 0x80:
+                return None
+        else:
+            prev = bytes([0x80, self.payload_type & 0x7F]) + bytes(10 + fb)  # (unused in queue mode)
         jb, inc = self.jb, self.rx.timestamp_increment
         seq, ts = (self.last_played_seq + 1) & 0xFFFF, jb._slot_timestamp(jb._cursor)
         queue = []
@@ -961,12 +997,54 @@ class LiveAudioStream:
                 "payload_type": self.payload_type, "ssrc": s.remote_ssrc, "next_seq": seq, "next_timestamp": ts,
                 "timestamp_increment": inc, "law": 0 if self.rx.name == "pcmu" else 1, "frame_bytes": fb,
                 "play_start": self._play_start, "frame_ms": self.tx.frame_ms, "k": self._k_play,
-                "prev": prev, "queue": queue}  # fmt: skip
+                "prev": prev, "queue": queue,
+                **({} if echo else self._native_tx_params())}  # fmt: skip
+
+    def _native_tx_end(self) -> int:
+        """Queue mode: index of the frame after the last one to send (a prompt's length; silence: none)."""
+        if self._live is None:
+            return len(self._source) // self.tx.frame_samples  # type: ignore[arg-type]
+        return 1 << 62
+
+    def _native_tx_frames(self, start: int, stop: int) -> list[bytes]:
+        """Queue mode: the datagrams of frames ``start`` to ``stop`` (frame ``_k_send`` is the next to
+        send), as :meth:`_send_frame` will build them: the source's frames (silence in ``"silence"``
+        mode) encoded, behind the packetizer's next headers."""
+        pk = self.session.packetizer  # type: ignore[union-attr]
+        k0, F, inc = self._k_send, self.tx.frame_samples, pk.timestamp_increment
+        seq0, ts0, pt, ssrc = pk.next_sequence_number, pk.next_timestamp, pk.payload_type & 0x7F, pk.ssrc
+        silence = self.tx.encode(np.zeros(F, dtype=np.int16)) if self._live is not None else b""
+        out = []
+        for j in range(start, stop):
+            payload = silence if self._live is not None else self.tx.encode(self._source[j * F : (j + 1) * F])  # type: ignore[index]
+            out.append(_RTP_HEADER.pack(0x80, pt, (seq0 + j - k0) & 0xFFFF, (ts0 + (j - k0) * inc) & 0xFFFFFFFF, ssrc)
+                       + payload)
+        return out
+
+    def _native_tx_params(self) -> dict[str, Any]:
+        """The engine's queue-mode parameters: the send clock and the next datagrams to send."""
+        end = self._native_tx_end()
+        stop = min(self._k_send + _NATIVE_TX_QUEUE, end)
+        return {"send_t0": self._t0, "send_k": self._k_send, "txq": self._native_tx_frames(self._k_send, stop),
+                "tx_end": stop >= end}
+
+    def _native_feed(self) -> None:
+        """Queue mode: top the engine's send queue up (after a replay, so ``_k_send`` counts its sends)."""
+        fed, end = self._native_fed, self._native_tx_end()
+        if fed is None or self._native is None or fed >= end:
+            return
+        stop = min(self._k_send + _NATIVE_TX_QUEUE, end)
+        if stop - fed < _NATIVE_TX_QUEUE // 8 and stop < end:
+            return  # plenty queued: top up in bigger steps
+        if self.pacer.native.feed(self._native, self._native_tx_frames(fed, stop), stop >= end):  # type: ignore[union-attr]
+            self._native_fed = stop
 
     def _native_sync(self) -> None:
         """Replay what the native engine did for this stream so far (nothing when Python plays it)."""
         if self._native is not None:
             self._native_replay(self.pacer.native.drain(self._native))  # type: ignore[union-attr]
+            if self._native_fed is not None:
+                self._native_feed()
 
     def _native_detach(self) -> None:
         """Take the stream back from the native engine now (it replays the rest; Python plays the next slot)."""
@@ -986,6 +1064,10 @@ class LiveAudioStream:
         if self._native is not None:
             self.pacer.native.forget(self._native)  # type: ignore[union-attr]
         self._native = None
+        if self._native_fed is not None:  # queue mode: Python's send clock goes on from the next frame
+            self._native_fed = None
+            if self._k_send < self._native_tx_end() and self.session is not None:
+                self._arm_send()
         if self._native_own_rx:
             self._native_own_rx = False
             sock, self._rx_sock = self._rx_sock, None
@@ -1002,6 +1084,11 @@ class LiveAudioStream:
             kind = rec[0]
             if kind == "a":  # a datagram read, with its arrival time
                 self._on_datagram(rec[3], rec[2], None, rec[1])
+            elif kind == "s" and len(rec) > 4:  # queue mode: frame _k_send, sent at rec[2] for send slot rec[1]
+                if self._native_replay_send(rec) and self._native is not None and not self._native_broken:
+                    self.native_mismatches += 1
+                    wrong = self._native_broken = True
+                    self._native_wait = 1 << 62
             elif kind == "s":  # the previous slot's datagram, sent at rec[2] for slot rec[1]: count it
                 prev = self._echo_prev
                 self._unsettled = (prev[2], prev[1], rec[2], rec[1])  # type: ignore[index]
@@ -1012,7 +1099,8 @@ class LiveAudioStream:
                 self._play_slot(rec[1], echo_sent=True)
                 self.native_slots += 1
                 if (self._native is not None and not self._native_broken
-                        and (self.last_played_seq != rec[2] or self._echo_prev is None or self._echo_prev[2][0] != rec[3])):
+                        and (self.last_played_seq != rec[2] or (rec[3] is not None and (
+                            self._echo_prev is None or self._echo_prev[2][0] != rec[3])))):
                     self.native_mismatches += 1  # counted once: the stream never goes back to the engine
                     wrong = self._native_broken = True
                     self._native_wait = 1 << 62
@@ -1022,13 +1110,34 @@ class LiveAudioStream:
                 self.native_bails += 1
                 self._native_release()
                 self._native_wait = max(self._native_wait, 10)
-                if rec[2]:
+                if rec[2] == 2:  # queue mode: the engine did not play slot rec[1]; Python does, at its time
+                    self._arm_play()
+                elif rec[2]:
                     self._play_slot(rec[1], echo_sent=True)  # arms the next slot
                 else:
                     rest = self._play_tick(rec[1])
                     rest()
         if wrong and self._native is not None:
             self._native_detach()  # the engine was wrong about this stream: Python plays it from here
+
+    def _native_replay_send(self, rec: tuple) -> bool:
+        """Replay a queue-mode send: build frame ``_k_send`` as :meth:`_send_frame` does, count it
+        as sent at ``rec[2]`` (send slot ``rec[1]``); True when the engine sent another datagram."""
+        F = self.tx.frame_samples
+        k = self._k_send
+        if self._live is None:
+            frame = self._source[k * F : (k + 1) * F]  # type: ignore[index]
+        else:
+            frame = np.zeros(F, dtype=np.int16)
+        prepared = self._prepare(frame)
+        self._unsettled = (prepared, frame, rec[2], rec[1])
+        self._settle()
+        if rec[3]:
+            self.socket_errors += 1
+        if (self._live is None and self._k_send * F >= len(self._source)  # type: ignore[arg-type]
+                and self.sending_done is not None and not self.sending_done.done()):
+            self.sending_done.set_result(rec[2])
+        return prepared[0] != rec[4]
 
     # ------------------------------------------------------------------- RTCP
     def rtcp_view(self) -> dict[str, float | None]:

@@ -1,4 +1,4 @@
-"""The native media engine: a C thread plays the steady state of G.711 echo streams.
+"""The native media engine: a C thread plays the steady state of G.711 echo, play and record streams.
 
 Why. On a process woken every 20 ms, CPython pays about 100-300 us per wake-up before it
 does any work (docs/benchmarks.md, "Where one call's CPU goes"): for one call that alone
@@ -16,6 +16,15 @@ the next packet of the sequence if it arrived by the slot time, and builds the n
 datagram from it with the codec's own tables. Anything else (a missing, late, reordered,
 duplicated or foreign datagram, another payload size or type, a marker bit, a send that
 would block) makes it stop at that slot and hand the stream back ("bail").
+
+Play and record streams (a prompt from :meth:`LiveAudioStream.send`, silence from
+``send_live("silence")``) run in *queue mode*: their outgoing frames do not depend on what
+arrives, so Python hands the thread the next datagrams (built as the Python path builds
+them) and the stream's send clock, and tops the queue up at each replay; the thread sends
+one per send slot, and plays the arriving packets as for an echo (nothing to build). The
+last datagram of a prompt ends the sends (the stream goes on receiving); a queue that runs
+dry, or a send that would block, hands the stream back. The replay builds each frame again
+and compares it with the datagram the thread sent.
 
 Python keeps the state. The thread logs what it did, in order (each datagram read with its
 arrival time, each send with its time, each slot played with the datagram it built); when
@@ -160,6 +169,13 @@ class NativeMedia:
             raise
         self.streams[sid] = stream
         return sid
+
+    def feed(self, sid: int, datagrams: list, end: bool = False) -> bool:
+        """Queue more datagrams for stream ``sid`` to send (queue mode), ``end`` when the last one is among them.
+
+        Returns False when the stream is no longer served (it bailed; its log says so).
+        """
+        return bool(self.engine.feed(sid, datagrams, bool(end))) if self.engine is not None else False
 
     def drain(self, sid: int) -> list:
         """The log of stream ``sid`` so far (the engine forgets a stream once its bail is drained)."""

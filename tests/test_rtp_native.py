@@ -218,6 +218,48 @@ def test_closing_a_stream_mid_call_keeps_everything_the_engine_did():
     assert t_recv + slots * 0.020 >= t0 + 1.5 - 0.1  # played up to the close
 
 
+def test_a_new_remote_address_mid_call_takes_the_stream_back_and_media_follows_it():
+    """set_remote (a re-INVITE moving the media) while the engine plays: nothing more goes to the old address."""
+    async def run():
+        loop = asyncio.get_running_loop()
+        pacer = pacer_for(loop)
+        assert pacer.enable_native()
+        x = np.asarray(audio.example("harvard", sample_rate=16000).samples)[: 3 * 16000]
+        a = await LiveAudioStream(loop, codec="pcmu", seed=1, cname="caller").open()
+        b = await LiveAudioStream(loop, codec="pcmu", seed=2, cname="agent").open()
+        new = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        new.bind(("127.0.0.1", 0))
+        new.setblocking(False)
+        moved: list[bytes] = []
+        loop.add_reader(new.fileno(), lambda: moved.append(new.recv(2048)))
+        a.set_remote(b.local_address)
+        b.set_remote(a.local_address)
+        t0 = a.send(x, 16000)
+        b.send_live("echo")
+        mid = loop.create_future()
+        loop.call_at(t0 + 1.5, mid.set_result, None)
+        await mid
+        in_engine = b._native is not None
+        b.set_remote(new.getsockname())
+        detached = b._native is None
+        sent_before = b.stats.frames_sent  # the engine's sends replayed by the hand-back, all to the old address
+        end = loop.create_future()
+        loop.call_at(loop.time() + 0.5, end.set_result, None)
+        await end
+        await b.close()
+        await a.close()
+        pacer.native.close()
+        loop.remove_reader(new.fileno())
+        new.close()
+        return b, in_engine, detached, sent_before, moved
+
+    b, in_engine, detached, sent_before, moved = asyncio.run(run())
+    assert in_engine and detached and b.native_mismatches == 0
+    rtp = [d for d in moved if not 192 <= d[1] <= 223]
+    # every frame sent after the move went to the new address (RTCP follows too), none was lost on the way
+    assert len(rtp) == b.stats.frames_sent - sent_before >= 20, (len(rtp), b.stats.frames_sent, sent_before)
+
+
 def test_the_engine_is_off_where_it_cannot_keep_time_or_is_not_built():
     from voicelab.net.vclock import VirtualClockLoop
 

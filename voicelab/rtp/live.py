@@ -376,7 +376,12 @@ class LiveAudioStream:
         return self._proto.transport.get_extra_info("sockname")[:2]  # type: ignore[union-attr]
 
     def set_remote(self, addr: tuple[str, int], rtcp_addr: tuple[str, int] | None = None) -> None:
-        """Where media goes (e.g. from the SDP answer); RTCP follows unless given."""
+        """Where media goes (e.g. from the SDP answer); RTCP follows unless given.
+
+        A stream the native engine plays is taken back first (the engine sends to the
+        address it was given); it is handed over again once steady at the new address.
+        """
+        self._native_detach()
         self.session.remote_addr = addr  # type: ignore[union-attr]
         if rtcp_addr is None:
             rtcp_addr = addr if self.session.rtcp_mux else (addr[0], addr[1] + 1)  # type: ignore[union-attr]

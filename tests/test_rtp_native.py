@@ -51,11 +51,9 @@ def _rtp(seq: int, *, marker: bool = False, payload: bytes | None = None, ssrc: 
             + ssrc.to_bytes(4, "big") + body)  # fmt: skip
 
 
-async def _scripted_call(script: list, *, tick_s: float = 0.0, **engine: int):
-    """A raw caller socket sends ``script`` (one entry per 20 ms: a list of (datagram,
-    from_foreign_socket)) to an echo stream played by the native engine; returns the
-    stream, the echo datagrams the caller received and the engine's counters."""
-    loop = asyncio.get_running_loop()
+def engine_and_caller(loop, tick_s: float, engine: dict):
+    """The loop's pacer with the native engine on (``engine``: :class:`NativeMedia` options, none:
+    the defaults) and a caller's non-blocking UDP socket on loopback."""
     pacer = pacer_for(loop)
     pacer.tick_s = tick_s
     if engine:
@@ -64,6 +62,15 @@ async def _scripted_call(script: list, *, tick_s: float = 0.0, **engine: int):
     caller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     caller.bind(("127.0.0.1", 0))
     caller.setblocking(False)
+    return pacer, caller
+
+
+async def _scripted_call(script: list, *, tick_s: float = 0.0, **engine: int):
+    """A raw caller socket sends ``script`` (one entry per 20 ms: a list of (datagram,
+    from_foreign_socket)) to an echo stream played by the native engine; returns the
+    stream, the echo datagrams the caller received and the engine's counters."""
+    loop = asyncio.get_running_loop()
+    pacer, caller = engine_and_caller(loop, tick_s, engine)
     foreign = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     foreign.bind(("127.0.0.1", 0))
     b = await LiveAudioStream(loop, codec="pcmu", seed=2, cname="agent", remote_addr=caller.getsockname()).open()
@@ -188,18 +195,24 @@ def test_a_stream_whose_log_python_does_not_take_goes_back_to_python():
     assert len(rtp) == b.stats.frames_sent and _echo_indices(received) == list(range(60))
 
 
+async def _speech_to_an_echo(loop):
+    """A caller stream sending 3 s of speech to an echo stream, the engine on: (pacer, caller, echo, t0)."""
+    pacer = pacer_for(loop)
+    assert pacer.enable_native()
+    x = np.asarray(audio.example("harvard", sample_rate=16000).samples)[: 3 * 16000]
+    a = await LiveAudioStream(loop, codec="pcmu", seed=1, cname="caller").open()
+    b = await LiveAudioStream(loop, codec="pcmu", seed=2, cname="agent").open()
+    a.set_remote(b.local_address)
+    b.set_remote(a.local_address)
+    t0 = a.send(x, 16000)
+    b.send_live("echo")
+    return pacer, a, b, t0
+
+
 def test_closing_a_stream_mid_call_keeps_everything_the_engine_did():
     async def run():
         loop = asyncio.get_running_loop()
-        pacer = pacer_for(loop)
-        assert pacer.enable_native()
-        x = np.asarray(audio.example("harvard", sample_rate=16000).samples)[: 3 * 16000]
-        a = await LiveAudioStream(loop, codec="pcmu", seed=1, cname="caller").open()
-        b = await LiveAudioStream(loop, codec="pcmu", seed=2, cname="agent").open()
-        a.set_remote(b.local_address)
-        b.set_remote(a.local_address)
-        t0 = a.send(x, 16000)
-        b.send_live("echo")
+        pacer, a, b, t0 = await _speech_to_an_echo(loop)
         end = loop.create_future()
         loop.call_at(t0 + 1.5, end.set_result, None)  # mid-speech, mid-log
         await end
@@ -222,20 +235,12 @@ def test_a_new_remote_address_mid_call_takes_the_stream_back_and_media_follows_i
     """set_remote (a re-INVITE moving the media) while the engine plays: nothing more goes to the old address."""
     async def run():
         loop = asyncio.get_running_loop()
-        pacer = pacer_for(loop)
-        assert pacer.enable_native()
-        x = np.asarray(audio.example("harvard", sample_rate=16000).samples)[: 3 * 16000]
-        a = await LiveAudioStream(loop, codec="pcmu", seed=1, cname="caller").open()
-        b = await LiveAudioStream(loop, codec="pcmu", seed=2, cname="agent").open()
         new = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         new.bind(("127.0.0.1", 0))
         new.setblocking(False)
         moved: list[bytes] = []
         loop.add_reader(new.fileno(), lambda: moved.append(new.recv(2048)))
-        a.set_remote(b.local_address)
-        b.set_remote(a.local_address)
-        t0 = a.send(x, 16000)
-        b.send_live("echo")
+        pacer, a, b, t0 = await _speech_to_an_echo(loop)
         mid = loop.create_future()
         loop.call_at(t0 + 1.5, mid.set_result, None)
         await mid
@@ -326,16 +331,27 @@ def test_the_agent_echoes_a_sip_call_through_the_engine_as_it_does_in_python(nat
 def test_agent_serve_plays_echo_calls_natively_by_default(flag, natural_env):
     """`voicelab agent serve` uses the engine for echo calls unless told not to, and says so;
     a call through it echoes as the Python path does."""
+    from voicelab.calls import dial
+
+    banner, r, err = serve_and_dial(["--mode", "echo"] + ([flag] if flag else []), dial, codec="pcmu", seconds=2.0,
+                                    echo=True, jitter_buffer="fixed:60")
+    assert ("native media engine" in banner) == (flag is None), banner
+    assert 160.0 - 1.0 <= r["echo_delay_ms"] <= 160.0 + 10.0, r["echo_delay_ms"]
+    assert r["echo_pesq_nb"] >= 4.0, r["echo_pesq_nb"]
+
+
+def serve_and_dial(options: list, dial, **call) -> tuple[str, dict, str]:
+    """Start `voicelab agent serve OPTIONS`, wait until it serves (its banner, no sleeps), make one
+    call (``dial(uri, **call)``), stop it with SIGTERM; (banner, the call's result, stderr).
+    Fails on a non-zero exit or a traceback."""
     import signal
     from pathlib import Path
 
-    from voicelab.calls import dial
     from voicelab.net.iface import free_port
 
     port = free_port(kind="udp")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-    proc = subprocess.Popen([sys.executable, "-m", "voicelab", "agent", "serve", "--sip", f"127.0.0.1:{port}",
-                             "--mode", "echo"] + ([flag] if flag else []),
+    proc = subprocess.Popen([sys.executable, "-m", "voicelab", "agent", "serve", "--sip", f"127.0.0.1:{port}", *options],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         banner = ""
@@ -344,9 +360,7 @@ def test_agent_serve_plays_echo_calls_natively_by_default(flag, natural_env):
             if "Ctrl-C stops" in line:
                 break
         assert proc.poll() is None, proc.stderr.read()
-        assert ("native media engine" in banner) == (flag is None), banner
-        r = asyncio.run(dial(f"sip:agent@127.0.0.1:{port}", codec="pcmu", seconds=2.0, echo=True,
-                             jitter_buffer="fixed:60"))
+        r = asyncio.run(dial(f"sip:agent@127.0.0.1:{port}", **call))
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:
@@ -354,8 +368,7 @@ def test_agent_serve_plays_echo_calls_natively_by_default(flag, natural_env):
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0 and "Traceback" not in err, err
-    assert 160.0 - 1.0 <= r["echo_delay_ms"] <= 160.0 + 10.0, r["echo_delay_ms"]
-    assert r["echo_pesq_nb"] >= 4.0, r["echo_pesq_nb"]
+    return banner, r, err
 
 
 def _steady_rule(d: bytes, seq: int, ts: int) -> bool:

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -24,7 +21,7 @@ from voicelab.rtp.live import LiveAudioStream
 from voicelab.rtp.pacer import pacer_for
 
 from .conftest import need
-from .test_rtp_native import FRAME, _rtp
+from .test_rtp_native import FRAME, _rtp, engine_and_caller, serve_and_dial
 
 
 @pytest.fixture(autouse=True)
@@ -48,14 +45,7 @@ async def _play_call(script: list, *, prompt_s: float | None = 1.0, tail_s: floa
     play stream (``prompt_s`` of prompt; None: a recording stream sending silence);
     returns the stream, the datagrams the caller received and the engine's counters."""
     loop = asyncio.get_running_loop()
-    pacer = pacer_for(loop)
-    pacer.tick_s = 0.0
-    if engine:
-        pacer.native = native.NativeMedia(loop, **engine)
-    assert pacer.enable_native()
-    caller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    caller.bind(("127.0.0.1", 0))
-    caller.setblocking(False)
+    pacer, caller = engine_and_caller(loop, 0.0, engine)
     b = await LiveAudioStream(loop, codec="pcmu", seed=2, cname="agent", remote_addr=caller.getsockname()).open()
     if prompt_s is None:
         b.send_live("silence")
@@ -236,35 +226,12 @@ def test_the_agent_plays_its_prompt_through_the_engine_as_it_does_in_python(natu
 def test_agent_serve_plays_its_prompt_natively_unless_told_not_to(natural_env):
     """`voicelab agent serve` (play mode, the default) with and without --no-native-media:
     the banner says which, and the caller hears the same prompt."""
-    import signal
-    from pathlib import Path
-
     from voicelab.calls import dial
-    from voicelab.net.iface import free_port
 
     heard = {}
     for flag in (None, "--no-native-media"):
-        port = free_port(kind="udp")
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-        proc = subprocess.Popen([sys.executable, "-m", "voicelab", "agent", "serve", "--sip", f"127.0.0.1:{port}"]
-                                + ([flag] if flag else []),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        try:
-            banner = ""
-            for line in proc.stdout:  # wait until it serves (no sleeps)
-                banner += line
-                if "Ctrl-C stops" in line:
-                    break
-            assert proc.poll() is None, proc.stderr.read()
-            assert "mode play" in banner and ("native media engine" in banner) == (flag is None), banner
-            r = asyncio.run(dial(f"sip:agent@127.0.0.1:{port}", codec="pcmu", seconds=1.6, jitter_buffer="fixed:60"))
-            proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        assert proc.returncode == 0 and "Traceback" not in err, err
+        banner, r, _ = serve_and_dial([flag] if flag else [], dial, codec="pcmu", seconds=1.6, jitter_buffer="fixed:60")
+        assert "mode play" in banner and ("native media engine" in banner) == (flag is None), banner
         heard[flag] = _prompt_heard(r["received"])
     np.testing.assert_array_equal(heard[None], heard["--no-native-media"])
 

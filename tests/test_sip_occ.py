@@ -76,6 +76,10 @@ def test_feedback_without_validity_holds_the_default():
        st.integers(0, 100), st.integers(0, 10**6), st.floats(0, 1e9, allow_nan=False))
 def test_any_via_tail_parses_or_is_ignored_and_written_feedback_reads_back(tail, percent, validity, seq):
     via = VIA + tail
+    from voicelab.sip.occ import _MAY_HAVE_OC, _params
+
+    if "oc" in dict(_params(via)[1]):  # the fast gate never hides an oc parameter
+        assert _MAY_HAVE_OC.search(via)
     fb = parse_feedback(via)  # never raises
     assert fb is None or (0 <= fb.percent <= 100 and fb.validity_ms >= 0 and fb.seq >= 0)
     client_asks(via)  # never raises

@@ -63,6 +63,10 @@ request_params = f';oc;oc-algo="{ALGORITHM}"'
 # one Via hop's parameters: ;name or ;name=value (value: token or quoted string)
 _PARAM = re.compile(r';[ \t]*([A-Za-z0-9.!%*_+`\'~-]+)(?:[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"|[^;,\s]*))?')
 _OC_NAMES = ("oc", "oc-algo", "oc-validity", "oc-seq")
+# whether a hop may have an "oc" parameter at all (a name "oc", not "oc-algo" or "ocx"): one
+# search on every response's Via, before the parameters are read (a false positive only
+# costs the full read; there are no false negatives: the same tokenisation as _PARAM)
+_MAY_HAVE_OC = re.compile(r";[ \t]*oc(?![A-Za-z0-9.!%*_+`'~-])", re.I)
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,7 @@ def client_asks(via: str) -> bool:
     ``loss`` the default) or listing ``loss``; False otherwise (no ``oc``, or an ``oc``
     that already has a value: that is a response's, not a request).
     """
-    if "oc" not in via.lower():  # the common case: one substring test
+    if _MAY_HAVE_OC.search(via) is None:  # the common case: one search
         return False
     ps = dict(_params(via)[1])
     if "oc" not in ps or ps["oc"] is not None:
@@ -156,7 +160,7 @@ def parse_feedback(via: str) -> Feedback | None:
     ``oc-validity`` or ``oc-seq``. A peer's junk is ignored (the client then sheds
     nothing on its account), never an error.
     """
-    if "oc" not in via.lower():
+    if _MAY_HAVE_OC.search(via) is None:
         return None
     return feedback_from_params(_params(via)[1])
 
